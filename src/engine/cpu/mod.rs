@@ -1,0 +1,408 @@
+//! The CPU backend: the reference every shader is tested against, and the engine on machines
+//! without a GPU.
+//!
+//! Each operation is written the plain way first; matrix products go through `matrixmultiply`'s
+//! sgemm (which takes arbitrary strides, so transposes and shifted conv views cost nothing), and
+//! loops that are large enough to be worth it are split across the cores with rayon. Work runs at
+//! once, so `flush` has nothing to do.
+
+mod conv;
+mod lstm;
+
+use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use rayon::prelude::*;
+
+/// Below this many elements an element-wise loop stays on one thread.
+const PAR_MIN: usize = 1 << 15;
+
+#[derive(Clone, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// `c = alpha * a b + beta * c` on strided views: thin wrapper over `matrixmultiply::sgemm`.
+/// `(rs, cs)` are the row and column strides of each matrix, in elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // The last element each view touches must lie inside its slice: checked here, once, so that
+    // the unsafe call below only ever sees valid views.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    if k > 0 {
+        assert!(last(m, k, rsa, csa) < a.len(), "sgemm: A view out of bounds");
+        assert!(last(k, n, rsb, csb) < b.len(), "sgemm: B view out of bounds");
+    }
+    assert!(last(m, n, rsc, csc) < c.len(), "sgemm: C view out of bounds");
+    // SAFETY: every view was checked against its slice above; c does not alias a or b (&mut).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+/// Runs `f` over matching chunks of `xs` and `ys`, in parallel when the work is large.
+fn zip_chunks<F>(xs: &[f32], ys: &mut [f32], f: F)
+where
+    F: Fn(&[f32], &mut [f32]) + Sync + Send,
+{
+    if ys.len() < PAR_MIN {
+        f(xs, ys)
+    } else {
+        ys.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN)).for_each(|(y, x)| f(x, y));
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Ids = Vec<u32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn alloc_ids(&self, len: usize) -> Vec<u32> {
+        vec![0; len]
+    }
+
+    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+
+    fn write_ids(&self, dst: &mut Vec<u32>, src: &[u32]) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+
+    fn read(&self, src: &Vec<f32>, len: usize) -> Vec<f32> {
+        src[..len].to_vec()
+    }
+
+    fn flush(&self) {}
+
+    fn fill(&self, x: &mut Vec<f32>, n: usize, value: f32) {
+        x[..n].fill(value);
+    }
+
+    fn add(&self, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+        zip_chunks(&x[..n], &mut y[..n], |x, y| {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y += x;
+            }
+        });
+    }
+
+    fn copy_strided(
+        &self,
+        src: &Vec<f32>,
+        src_off: usize,
+        src_stride: usize,
+        dst: &mut Vec<f32>,
+        dst_off: usize,
+        dst_stride: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        for r in 0..rows {
+            let s = &src[src_off + r * src_stride..][..cols];
+            let d = &mut dst[dst_off + r * dst_stride..][..cols];
+            if accumulate {
+                d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+            } else {
+                d.copy_from_slice(s);
+            }
+        }
+    }
+
+    fn act_fwd(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+        zip_chunks(&x[..n], &mut y[..n], |x, y| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = match act {
+                    Act::Relu => x.max(0.0),
+                    Act::Tanh => x.tanh(),
+                    Act::Sigmoid => sigmoid(x),
+                };
+            }
+        });
+    }
+
+    fn act_bwd(&self, act: Act, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>, n: usize) {
+        let (y, dy) = (&y[..n], &dy[..n]);
+        let dx = &mut dx[..n];
+        let f = |y: f32, dy: f32| match act {
+            Act::Relu => {
+                if y > 0.0 {
+                    dy
+                } else {
+                    0.0
+                }
+            }
+            Act::Tanh => dy * (1.0 - y * y),
+            Act::Sigmoid => dy * y * (1.0 - y),
+        };
+        if n < PAR_MIN {
+            for i in 0..n {
+                dx[i] = f(y[i], dy[i]);
+            }
+        } else {
+            dx.par_iter_mut().enumerate().for_each(|(i, d)| *d = f(y[i], dy[i]));
+        }
+    }
+
+    fn gated_fwd(&self, a: &Vec<f32>, z: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+        let plane = r * t;
+        z[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, z)| {
+            let filt = &a[b * 2 * plane..][..plane];
+            let gate = &a[b * 2 * plane + plane..][..plane];
+            for i in 0..plane {
+                z[i] = filt[i].tanh() * sigmoid(gate[i]);
+            }
+        });
+    }
+
+    fn gated_bwd(&self, a: &Vec<f32>, dz: &Vec<f32>, da: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+        let plane = r * t;
+        da[..batch * 2 * plane].par_chunks_mut((2 * plane).max(1)).enumerate().for_each(|(b, da)| {
+            let filt = &a[b * 2 * plane..][..plane];
+            let gate = &a[b * 2 * plane + plane..][..plane];
+            let dz = &dz[b * plane..][..plane];
+            let (dfilt, dgate) = da.split_at_mut(plane);
+            for i in 0..plane {
+                let th = filt[i].tanh();
+                let sg = sigmoid(gate[i]);
+                dfilt[i] = dz[i] * sg * (1.0 - th * th);
+                dgate[i] = dz[i] * th * sg * (1.0 - sg);
+            }
+        });
+    }
+
+    fn transpose(&self, x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
+        let plane = rows * cols;
+        y[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, y)| {
+            let x = &x[b * plane..][..plane];
+            for r in 0..rows {
+                for c in 0..cols {
+                    y[c * rows + r] = x[r * cols + c];
+                }
+            }
+        });
+    }
+
+    fn matmul(&self, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>, mm: MatMul) {
+        let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
+        let sa = if trans_a { (1, m) } else { (k, 1) };
+        let sb = if trans_b { (1, k) } else { (n, 1) };
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        if k == 0 {
+            if !accumulate {
+                c[..m * n].fill(0.0);
+            }
+            return;
+        }
+        sgemm(m, k, n, a, sa, b, sb, c, (n, 1), beta);
+    }
+
+    fn bias_add(&self, y: &mut Vec<f32>, bias: &Vec<f32>, outer: usize, channels: usize, inner: usize) {
+        let row = channels * inner;
+        let body = |y: &mut [f32]| {
+            for c in 0..channels {
+                let b = bias[c];
+                y[c * inner..][..inner].iter_mut().for_each(|v| *v += b);
+            }
+        };
+        if outer * row < PAR_MIN {
+            y[..outer * row].chunks_mut(row.max(1)).for_each(body);
+        } else {
+            y[..outer * row].par_chunks_mut(row.max(1)).for_each(body);
+        }
+    }
+
+    fn bias_grad(&self, dy: &Vec<f32>, dbias: &mut Vec<f32>, outer: usize, channels: usize, inner: usize) {
+        // Summed in f64 per channel so the result does not depend on how the work is split.
+        for c in 0..channels {
+            let mut s = 0.0f64;
+            for o in 0..outer {
+                s += dy[(o * channels + c) * inner..][..inner].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            dbias[c] += s as f32;
+        }
+    }
+
+    fn embedding_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, n: usize, e: usize) {
+        let rows = table.len() / e.max(1);
+        for i in 0..n {
+            let id = ids[i] as usize;
+            assert!(id < rows, "embedding_fwd: token id {id} outside the table of {rows} rows");
+            out[i * e..][..e].copy_from_slice(&table[id * e..][..e]);
+        }
+    }
+
+    fn embedding_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, n: usize, e: usize) {
+        for i in 0..n {
+            let id = ids[i] as usize;
+            let d = &mut dtable[id * e..][..e];
+            d.iter_mut().zip(&dout[i * e..][..e]).for_each(|(d, g)| *d += g);
+        }
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<u32>,
+        dlogits: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        n: usize,
+        v: usize,
+        grad_scale: f32,
+    ) {
+        dlogits[..n * v].par_chunks_mut(v).zip(stats[..2 * n].par_chunks_mut(2)).enumerate().for_each(
+            |(i, (d, st))| {
+                let row = &logits[i * v..][..v];
+                let target = targets[i] as usize;
+                assert!(target < v, "softmax_xent: target {target} outside {v} classes");
+                let (mut best, mut max) = (0, f32::NEG_INFINITY);
+                for (j, &x) in row.iter().enumerate() {
+                    if x > max {
+                        max = x;
+                        best = j;
+                    }
+                }
+                let mut sum = 0.0f32;
+                for (dj, &x) in d.iter_mut().zip(row) {
+                    *dj = (x - max).exp();
+                    sum += *dj;
+                }
+                let inv = 1.0 / sum;
+                for dj in d.iter_mut() {
+                    *dj *= inv * grad_scale;
+                }
+                d[target] -= grad_scale;
+                st[0] = sum.ln() - (row[target] - max);
+                st[1] = if best == target { 1.0 } else { 0.0 };
+            },
+        );
+    }
+
+    fn sum_squares(&self, x: &Vec<f32>, n: usize, acc: &mut Vec<f32>) {
+        let s: f64 = x[..n].iter().map(|&v| (v as f64) * (v as f64)).sum();
+        acc[0] += s as f32;
+    }
+
+    fn clip_scale(&self, acc: &Vec<f32>, max_norm: f32, scale: &mut Vec<f32>) {
+        scale[0] = if max_norm > 0.0 { (max_norm / (acc[0].sqrt() + 1e-6)).min(1.0) } else { 1.0 };
+    }
+
+    fn adam(
+        &self,
+        p: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        n: usize,
+        hp: AdamParams,
+        scale: &Vec<f32>,
+    ) {
+        let s = scale[0];
+        let t = hp.step as i32;
+        let bc1 = 1.0 - hp.beta1.powi(t);
+        let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
+        let step_size = hp.lr / bc1;
+        let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+        let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+            let g = g * s + hp.weight_decay * *p;
+            *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+            *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + hp.eps);
+        };
+        if n < PAR_MIN {
+            for i in 0..n {
+                update(&mut p[i], g[i], &mut m[i], &mut v[i]);
+            }
+        } else {
+            p.par_iter_mut()
+                .zip(g.par_iter())
+                .zip(m.par_iter_mut().zip(v.par_iter_mut()))
+                .for_each(|((p, &g), (m, v))| update(p, g, m, v));
+        }
+    }
+
+    fn conv1d_fwd(&self, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, y: &mut Vec<f32>, c: Conv1d) {
+        conv::forward(x, w, bias, y, c)
+    }
+
+    fn conv1d_bwd_input(&self, dy: &Vec<f32>, w: &Vec<f32>, dx: &mut Vec<f32>, c: Conv1d, accumulate: bool) {
+        conv::backward_input(dy, w, dx, c, accumulate)
+    }
+
+    fn conv1d_bwd_weight(&self, x: &Vec<f32>, dy: &Vec<f32>, dw: &mut Vec<f32>, dbias: &mut Vec<f32>, c: Conv1d) {
+        conv::backward_weight(x, dy, dw, dbias, c)
+    }
+
+    fn lstm_fwd(
+        &self,
+        xw: &Vec<f32>,
+        w_hh: &Vec<f32>,
+        h0: &Vec<f32>,
+        c0: &Vec<f32>,
+        hs: &mut Vec<f32>,
+        cs: &mut Vec<f32>,
+        gates: &mut Vec<f32>,
+        l: Lstm,
+    ) {
+        lstm::forward(xw, w_hh, h0, c0, hs, cs, gates, l)
+    }
+
+    fn lstm_bwd(
+        &self,
+        w_hh: &Vec<f32>,
+        h0: &Vec<f32>,
+        c0: &Vec<f32>,
+        hs: &Vec<f32>,
+        cs: &Vec<f32>,
+        gates: &Vec<f32>,
+        dhs: &Vec<f32>,
+        dxw: &mut Vec<f32>,
+        dw_hh: &mut Vec<f32>,
+        l: Lstm,
+    ) {
+        lstm::backward(w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    }
+}

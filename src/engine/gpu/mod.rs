@@ -1,0 +1,1 @@
+//! The wgpu backend (issue 3): adapter choice, pipeline cache, buffers, one submission per step.

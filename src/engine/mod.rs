@@ -1,0 +1,279 @@
+//! The engine: one interface ([`Backend`]), two implementations.
+//!
+//! * [`cpu::CpuBackend`] runs every operation at once in plain Rust (sgemm from `matrixmultiply`,
+//!   rayon across the cores). It is the reference every shader is tested against.
+//! * [`gpu::GpuBackend`] records every operation as a compute dispatch into one pending command
+//!   encoder; [`Backend::flush`] (or any read) submits them all at once, so a whole training step is
+//!   one submission and the host reads back only what it asks for.
+//!
+//! Models are written once against this trait (see `crate::model`). Buffers are allocated once
+//! (parameters, gradients, optimizer moments, and an activation arena sized by batch and window)
+//! and reused every step. Every operation takes its sizes explicitly; a buffer may be longer than
+//! the sizes need (an arena sized for batch 128 serves batch 1), never shorter — each backend checks
+//! that and panics with the operation's name, so a kernel can trust its inputs.
+//!
+//! Layouts are PyTorch's, row-major: Linear weight `[out, in]`, Conv1d weight `[out, in, K]`,
+//! conv activations `[batch, channels, time]`, LSTM weights `[4H, in]` with gate blocks i, f, g, o.
+
+pub mod cpu;
+pub mod gpu;
+pub mod optim;
+
+pub use optim::{Adam, Param};
+
+/// An element-wise activation whose derivative can be written from its output `y` alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// `max(x, 0)`; `dx = dy * (y > 0)`
+    Relu,
+    /// `tanh(x)`; `dx = dy * (1 - y^2)`
+    Tanh,
+    /// `1 / (1 + e^-x)`; `dx = dy * y * (1 - y)`
+    Sigmoid,
+}
+
+/// Matrix product `C[m, n] = op(A) op(B) (+ C when `accumulate`)`, `op(A)` being `[m, k]`.
+/// `A` is stored `[m, k]`, or `[k, m]` when `trans_a`; `B` is stored `[k, n]`, or `[n, k]` when `trans_b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatMul {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub accumulate: bool,
+}
+
+/// A causal dilated 1-D convolution, PyTorch `Conv1d` layout with `(k-1)*dilation` zeros on the left:
+/// `y[b,o,t] = bias[o] + sum_{c,j} w[o,c,j] * x[b,c,t-(k-1-j)*dilation]`, `x` at negative time = 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1d {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub time: usize,
+    pub k: usize,
+    pub dilation: usize,
+}
+
+/// One LSTM layer over a whole sequence, PyTorch semantics (gates i, f, g, o).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lstm {
+    pub batch: usize,
+    pub time: usize,
+    pub hidden: usize,
+}
+
+/// Adam hyper-parameters, PyTorch `torch.optim.Adam` semantics (L2 weight decay added to the
+/// gradient, bias correction with the 1-based `step`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+impl Default for AdamParams {
+    fn default() -> Self {
+        AdamParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 }
+    }
+}
+
+/// The operations every model is built from. Inputs are `&`, outputs `&mut`; an output is
+/// overwritten unless the operation says it accumulates. Lengths are in elements.
+pub trait Backend {
+    /// f32 storage.
+    type Buf;
+    /// u32 storage (token ids, targets).
+    type Ids;
+
+    /// A human-readable name: "cpu (2 threads)", or the adapter's name.
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------------
+    /// A zero-filled buffer of `len` f32.
+    fn alloc(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer of `len` u32.
+    fn alloc_ids(&self, len: usize) -> Self::Ids;
+    /// Copy `src` into the start of `dst`.
+    fn write(&self, dst: &mut Self::Buf, src: &[f32]);
+    /// Copy `src` into the start of `dst`.
+    fn write_ids(&self, dst: &mut Self::Ids, src: &[u32]);
+    /// The first `len` values of `src`. Waits for all recorded work.
+    fn read(&self, src: &Self::Buf, len: usize) -> Vec<f32>;
+    /// Submit all recorded work (GPU); nothing to do on the CPU.
+    fn flush(&self);
+
+    // ---- element-wise -------------------------------------------------------------------------
+    /// `x[0..n] = value`.
+    fn fill(&self, x: &mut Self::Buf, n: usize, value: f32);
+    /// `y[0..n] += x[0..n]`.
+    fn add(&self, x: &Self::Buf, y: &mut Self::Buf, n: usize);
+    /// Strided copy of a `rows x cols` block:
+    /// `dst[dst_off + r*dst_stride + c] (+)= src[src_off + r*src_stride + c]` (`+=` when `accumulate`).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_strided(
+        &self,
+        src: &Self::Buf,
+        src_off: usize,
+        src_stride: usize,
+        dst: &mut Self::Buf,
+        dst_off: usize,
+        dst_stride: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    );
+    /// `y[0..n] = act(x[0..n])`.
+    fn act_fwd(&self, act: Act, x: &Self::Buf, y: &mut Self::Buf, n: usize);
+    /// `dx[0..n] = dy * act'(x)`, written from the forward output `y`.
+    fn act_bwd(&self, act: Act, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf, n: usize);
+    /// Gated unit over `a [batch, 2r, t]`: `z [batch, r, t] = tanh(a[:, :r]) * sigmoid(a[:, r:])`.
+    fn gated_fwd(&self, a: &Self::Buf, z: &mut Self::Buf, batch: usize, r: usize, t: usize);
+    /// Backward of [`Backend::gated_fwd`]: `da [batch, 2r, t]` from `a` and `dz [batch, r, t]`.
+    fn gated_bwd(&self, a: &Self::Buf, dz: &Self::Buf, da: &mut Self::Buf, batch: usize, r: usize, t: usize);
+    /// `y [batch, cols, rows] = transpose of x [batch, rows, cols]` for each batch item.
+    fn transpose(&self, x: &Self::Buf, y: &mut Self::Buf, batch: usize, rows: usize, cols: usize);
+
+    // ---- dense --------------------------------------------------------------------------------
+    /// See [`MatMul`].
+    fn matmul(&self, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf, mm: MatMul);
+    /// `y[o, c, i] += bias[c]` for `y [outer, channels, inner]` (a Linear: inner = 1; a conv: inner = time).
+    fn bias_add(&self, y: &mut Self::Buf, bias: &Self::Buf, outer: usize, channels: usize, inner: usize);
+    /// `dbias[c] += sum_{o,i} dy[o, c, i]`: the backward of [`Backend::bias_add`]; accumulates.
+    fn bias_grad(&self, dy: &Self::Buf, dbias: &mut Self::Buf, outer: usize, channels: usize, inner: usize);
+
+    // ---- embedding ----------------------------------------------------------------------------
+    /// `out[i, :] = table[ids[i], :]` for `i < n`, rows of width `e`.
+    fn embedding_fwd(&self, ids: &Self::Ids, table: &Self::Buf, out: &mut Self::Buf, n: usize, e: usize);
+    /// `dtable[ids[i], :] += dout[i, :]`; repeated ids accumulate.
+    fn embedding_bwd(&self, ids: &Self::Ids, dout: &Self::Buf, dtable: &mut Self::Buf, n: usize, e: usize);
+
+    // ---- loss ---------------------------------------------------------------------------------
+    /// Fused, numerically stable softmax cross-entropy over `logits [n, v]` with `targets [n]`:
+    /// `dlogits = (softmax(logits) - onehot(target)) * grad_scale` (`grad_scale = 1/n_total` gives the
+    /// mean), and per row `stats[2i] = -log softmax[target]`, `stats[2i+1] = 1` when the argmax
+    /// (first maximum) is the target, else 0. The host sums `stats` when it wants the loss.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent(
+        &self,
+        logits: &Self::Buf,
+        targets: &Self::Ids,
+        dlogits: &mut Self::Buf,
+        stats: &mut Self::Buf,
+        n: usize,
+        v: usize,
+        grad_scale: f32,
+    );
+
+    // ---- optimizer ----------------------------------------------------------------------------
+    /// `acc[0] += sum(x[0..n]^2)` (global gradient norm, one tensor at a time).
+    fn sum_squares(&self, x: &Self::Buf, n: usize, acc: &mut Self::Buf);
+    /// `scale[0] = min(1, max_norm / (sqrt(acc[0]) + 1e-6))`; `max_norm <= 0` means no clipping (scale 1).
+    fn clip_scale(&self, acc: &Self::Buf, max_norm: f32, scale: &mut Self::Buf);
+    /// One Adam step on `p[0..n]` with gradient `g * scale[0]` (see [`AdamParams`]):
+    /// `g' = g*s + wd*p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
+    /// `p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+    #[allow(clippy::too_many_arguments)]
+    fn adam(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        n: usize,
+        hp: AdamParams,
+        scale: &Self::Buf,
+    );
+
+    // ---- convolution (see [`Conv1d`]) ---------------------------------------------------------
+    /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
+    fn conv1d_fwd(&self, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, y: &mut Self::Buf, c: Conv1d);
+    /// `dx [batch, cin, time] (+)= d/dx` from `dy [batch, cout, time]` (`+=` when `accumulate`).
+    fn conv1d_bwd_input(&self, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf, c: Conv1d, accumulate: bool);
+    /// `dw [cout, cin, k] += d/dw`, `dbias [cout] += d/dbias`; both accumulate.
+    fn conv1d_bwd_weight(&self, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, dbias: &mut Self::Buf, c: Conv1d);
+
+    // ---- LSTM recurrence (see [`Lstm`]) -------------------------------------------------------
+    /// The recurrence of one layer, after the input projection has been done as one matrix product:
+    /// `xw [batch, time, 4H] = x W_ih^T + b_ih + b_hh`. For each step t:
+    /// `gates = xw[:, t] + h_{t-1} W_hh^T`; `i,f,o = sigmoid`, `g = tanh`;
+    /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`, starting from `h0, c0 [batch, H]`.
+    /// Writes `hs, cs [batch, time, H]` and the activated gates `gates [batch, time, 4H]`
+    /// (what the backward needs).
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_fwd(
+        &self,
+        xw: &Self::Buf,
+        w_hh: &Self::Buf,
+        h0: &Self::Buf,
+        c0: &Self::Buf,
+        hs: &mut Self::Buf,
+        cs: &mut Self::Buf,
+        gates: &mut Self::Buf,
+        l: Lstm,
+    );
+    /// Backpropagation through time of [`Backend::lstm_fwd`]: from `dhs [batch, time, H]` (the
+    /// gradient reaching every output h_t from above) writes `dxw [batch, time, 4H]` (the gradient of
+    /// the pre-activation gates, which is also that of `xw`, `b_ih` and `b_hh`) and accumulates
+    /// `dw_hh [4H, H] += sum_t dgates_t^T h_{t-1}`. The gradients of the initial state are not needed
+    /// (training starts every window from zero state).
+    #[allow(clippy::too_many_arguments)]
+    fn lstm_bwd(
+        &self,
+        w_hh: &Self::Buf,
+        h0: &Self::Buf,
+        c0: &Self::Buf,
+        hs: &Self::Buf,
+        cs: &Self::Buf,
+        gates: &Self::Buf,
+        dhs: &Self::Buf,
+        dxw: &mut Self::Buf,
+        dw_hh: &mut Self::Buf,
+        l: Lstm,
+    );
+}
+
+/// A buffer with a shape: what models hold. The shape is checked when the tensor is made and
+/// when data are written into it.
+pub struct Tensor<B: Backend> {
+    pub buf: B::Buf,
+    pub shape: Vec<usize>,
+}
+
+impl<B: Backend> Tensor<B> {
+    /// A zero-filled tensor.
+    pub fn zeros(b: &B, shape: &[usize]) -> Self {
+        Tensor { buf: b.alloc(shape.iter().product()), shape: shape.to_vec() }
+    }
+
+    /// A tensor holding `data`, whose length must equal the shape's product.
+    pub fn from_slice(b: &B, shape: &[usize], data: &[f32]) -> Self {
+        let mut t = Self::zeros(b, shape);
+        t.set(b, data);
+        t
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Overwrite the whole tensor.
+    pub fn set(&mut self, b: &B, data: &[f32]) {
+        assert_eq!(data.len(), self.len(), "tensor of shape {:?} given {} values", self.shape, data.len());
+        b.write(&mut self.buf, data);
+    }
+
+    /// The whole tensor on the host.
+    pub fn to_vec(&self, b: &B) -> Vec<f32> {
+        b.read(&self.buf, self.len())
+    }
+}

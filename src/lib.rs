@@ -1,0 +1,9 @@
+//! etude: learns to compose piano music from MIDI files, on a hand-written engine.
+//!
+//! Data flows one way: `midi` (SMF bytes <-> notes) -> `tokens` (notes <-> tokens, vocabulary)
+//! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
+//! -> training and generation. The `engine` knows nothing of music.
+
+pub mod engine;
+pub mod model;
+pub mod rng;
