@@ -4,6 +4,8 @@
 //! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
 //! -> training and generation. The `engine` knows nothing of music.
 
+pub mod checkpoint;
 pub mod engine;
 pub mod model;
 pub mod rng;
+pub mod sample;

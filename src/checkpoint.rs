@@ -1,0 +1,153 @@
+//! Checkpoints: one self-describing `.safetensors` file per save.
+//!
+//! * Tensors: every parameter under its PyTorch name (float32, PyTorch shape), so
+//!   `safetensors.torch.load_file` + `load_state_dict` loads them into the same PyTorch model once
+//!   the optimizer entries are filtered out; the Adam moments under `optimizer.exp_avg.<name>` and
+//!   `optimizer.exp_avg_sq.<name>` (PyTorch's names for them).
+//! * Metadata (`__metadata__`, strings): `format` = [`FORMAT`], and `etude` = a JSON document
+//!   ([`Meta`]): model config, tokenizer, vocabulary, epoch, step, RNG state, and whatever the
+//!   trainer needs to resume.
+//!
+//! Saving writes a temporary file beside the target and renames it over the target, so a crash
+//! never leaves a half-written checkpoint where a good one was.
+
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The value of the `format` metadata key: a file without it is not an etude checkpoint.
+pub const FORMAT: &str = "etude-checkpoint-1";
+/// Prefixes of the optimizer state tensors.
+pub const EXP_AVG: &str = "optimizer.exp_avg.";
+pub const EXP_AVG_SQ: &str = "optimizer.exp_avg_sq.";
+
+/// A named f32 tensor on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A checkpoint in memory: the JSON metadata and the tensors in file order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub meta: serde_json::Value,
+    pub tensors: Vec<HostTensor>,
+}
+
+impl Checkpoint {
+    pub fn tensor(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Serialise to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let bytes: Vec<Vec<u8>> =
+            self.tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let mut views = Vec::with_capacity(self.tensors.len());
+        for (t, b) in self.tensors.iter().zip(&bytes) {
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), b).map_err(|e| format!("{}: {e}", t.name))?;
+            views.push((t.name.clone(), view));
+        }
+        let mut md = HashMap::new();
+        md.insert("format".to_string(), FORMAT.to_string());
+        md.insert("etude".to_string(), self.meta.to_string());
+        safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())
+    }
+
+    /// Parse safetensors bytes; `origin` names the file in error messages.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, String> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| format!("{origin}: not a safetensors checkpoint ({e})"))?;
+        let md = header.metadata().clone().unwrap_or_default();
+        match md.get("format").map(String::as_str) {
+            Some(FORMAT) => {}
+            Some(other) => return Err(format!("{origin}: checkpoint format {other:?}, this etude reads {FORMAT:?}")),
+            None => return Err(format!("{origin}: a safetensors file, but not an etude checkpoint (no format tag)")),
+        }
+        let meta: serde_json::Value = serde_json::from_str(md.get("etude").map(String::as_str).unwrap_or(""))
+            .map_err(|e| format!("{origin}: damaged checkpoint metadata ({e})"))?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("{origin}: damaged checkpoint ({e})"))?;
+        // Keep the file's order (safetensors sorts by offset, which is the order they were written).
+        let mut named: Vec<_> = st.tensors();
+        named.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+        let mut tensors = Vec::with_capacity(named.len());
+        for (name, view) in named {
+            if view.dtype() != Dtype::F32 {
+                return Err(format!("{origin}: tensor {name} is {:?}, expected F32", view.dtype()));
+            }
+            let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            tensors.push(HostTensor { name, shape: view.shape().to_vec(), data });
+        }
+        Ok(Checkpoint { meta, tensors })
+    }
+
+    /// Write atomically: a temporary file in the same folder, then a rename over `path`.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let bytes = self.to_bytes()?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: cannot write checkpoint ({e})", path.display())
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            meta: serde_json::json!({"epoch": 3, "model": {"kind": "lstm"}}),
+            tensors: vec![
+                HostTensor { name: "emb.weight".into(), shape: vec![2, 3], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5] },
+                HostTensor { name: "fc.bias".into(), shape: vec![2], data: vec![-1.0, 0.25] },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_file_and_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck.safetensors");
+        sample().save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back, sample());
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn refuses_truncated_and_foreign_files() {
+        let bytes = sample().to_bytes().unwrap();
+        for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Checkpoint::from_bytes(&bytes[..cut], "x").is_err(), "cut at {cut}");
+        }
+        let foreign = safetensors::serialize(
+            vec![("w".to_string(), TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap())],
+            None,
+        )
+        .unwrap();
+        let err = Checkpoint::from_bytes(&foreign, "other.safetensors").unwrap_err();
+        assert!(err.contains("not an etude checkpoint"), "{err}");
+        assert!(Checkpoint::from_bytes(b"garbage garbage garbage", "g").is_err());
+    }
+}
