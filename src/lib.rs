@@ -7,5 +7,6 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod sample;
