@@ -10,3 +10,4 @@ pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod sample;
+pub mod step;
