@@ -4,6 +4,10 @@
 //! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
 //! -> training and generation. The `engine` knows nothing of music.
 
+pub mod corpus;
+pub mod dataset;
 pub mod engine;
+pub mod midi;
 pub mod model;
 pub mod rng;
+pub mod tokens;
