@@ -276,6 +276,6 @@ mod tests {
         // D_4 without a pitch, <unk>, the P_60 cut off by TS_3, D_0, D_04 and P_128 are skipped;
         // P_61 is still pending when D_2 comes.
         let got: Vec<(u8, f64, f64)> = notes.iter().map(|n| (n.pitch, n.start, n.end)).collect();
-        assert_eq!(got, vec![(61, 0.25, 0.25 + 2.0 / 12.0), (62, 0.25, 0.25 + 2.0 / 12.0)]);
+        assert_eq!(got, vec![(61, 0.25, 5.0 / 12.0), (62, 0.25, 5.0 / 12.0)]);
     }
 }
