@@ -5,9 +5,13 @@
 //! -> training and generation. The `engine` knows nothing of music.
 
 pub mod checkpoint;
+pub mod corpus;
+pub mod dataset;
 pub mod engine;
+pub mod midi;
 pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod sample;
 pub mod step;
+pub mod tokens;

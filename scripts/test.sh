@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The project's test command. Installs what the tests need when it is missing (Mesa's lavapipe,
+# the software Vulkan driver the GPU tests run on; with sudo when not root), then runs `cargo test`.
+# Extra arguments go to cargo test: scripts/test.sh --test midi_read
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_lavapipe() {
+    compgen -G "/usr/share/vulkan/icd.d/lvp_icd*.json" >/dev/null &&
+        { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null; }
+}
+
+if ! have_lavapipe; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "scripts/test.sh: no lavapipe (mesa-vulkan-drivers) and no apt-get; install Mesa's Vulkan drivers by hand" >&2
+        exit 1
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "scripts/test.sh: installing mesa-vulkan-drivers needs root or sudo" >&2
+        exit 1
+    fi
+    echo "scripts/test.sh: installing mesa-vulkan-drivers (lavapipe) for the GPU tests" >&2
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers
+fi
+
+# Mesa's device-select layer complains without a runtime dir; Debian 12's validation layers are older
+# than the SPIR-V naga emits and report false errors.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
+    XDG_RUNTIME_DIR="$(mktemp -d)"
+    export XDG_RUNTIME_DIR
+fi
+export WGPU_VALIDATION=0
+
+exec cargo test "$@"

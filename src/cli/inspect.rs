@@ -1,0 +1,90 @@
+//! `etude inspect`: what a corpus holds, file by file, and its totals.
+
+use super::DataArgs;
+use clap::Args;
+use etude::corpus::{inspect, load_corpus, FileReport, InspectReport};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  etude inspect                                   # the built-in corpus
+  etude inspect --tokenizer timed                 # the same, as time-shift/pitch/duration tokens
+  etude inspect ../shared/corpus/mutopia-piano    # a folder, walked recursively
+  etude inspect --all-parts --sustain song.mid    # every pitched part, pedal held
+  etude inspect --json > corpus.json              # machine-readable
+
+Skipped files are listed on stderr, one line each: `skipped PATH: cause`.
+Exits non-zero only when no file is usable.")]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<(), String> {
+    let tokenizer = args.data.tokenizer()?;
+    let corpus = load_corpus(&args.data.paths, &args.data.read_options());
+    for s in &corpus.skipped {
+        eprintln!("skipped {}: {}", s.name, s.cause);
+    }
+    let report = inspect(&corpus, tokenizer.as_ref());
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print_text(&report);
+    }
+    if report.files.is_empty() {
+        return Err(format!("no usable MIDI file ({} skipped)", report.skipped.len()));
+    }
+    Ok(())
+}
+
+fn print_file(f: &FileReport) {
+    println!(
+        "{}: {} piano notes, {:.1} s, {:.1} quarter notes, {} tokens",
+        f.name, f.notes, f.duration_seconds, f.duration_quarters, f.tokens
+    );
+    for t in &f.tracks {
+        if t.notes == 0 && t.drum_notes == 0 && t.name.is_none() {
+            continue;
+        }
+        let name = t.name.as_deref().unwrap_or("");
+        let programs = if t.programs.is_empty() {
+            "-".to_string()
+        } else {
+            t.programs.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+        };
+        let drums = if t.drum_notes > 0 { format!(", {} drum notes left out", t.drum_notes) } else { String::new() };
+        println!(
+            "  track {:>2} {:<24} programs {:<6} {} notes, {} kept{}",
+            t.index,
+            format!("\"{name}\""),
+            programs,
+            t.notes,
+            t.kept_notes,
+            drums
+        );
+    }
+}
+
+fn print_text(r: &InspectReport) {
+    for f in &r.files {
+        print_file(f);
+    }
+    let t = &r.totals;
+    println!();
+    println!("tokenizer      {}", t.tokenizer);
+    println!("files used     {}", t.files_used);
+    println!("files skipped  {}", t.files_skipped);
+    for s in &r.skipped {
+        println!("  {}: {}", s.name, s.cause);
+    }
+    println!("notes          {}", t.notes);
+    println!("duration       {:.1} min", t.duration_seconds / 60.0);
+    println!("tokens         {}", t.tokens);
+    println!("vocabulary     {} (with <unk>)", t.vocab_size);
+    let top: Vec<String> = t.top_tokens.iter().map(|(tok, c)| format!("{tok} ({c})")).collect();
+    println!("most frequent  {}", top.join(", "));
+}

@@ -1,0 +1,50 @@
+//! Subcommands of the `etude` binary, one file each: argument struct (clap derive) and `run`.
+
+pub mod inspect;
+
+use clap::Args;
+use etude::midi::ReadOptions;
+use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
+use std::path::PathBuf;
+
+/// Where the music comes from and how it is read and tokenised; shared by every command that
+/// reads a corpus.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// MIDI files or folders (walked recursively for .mid/.midi); none = the built-in corpus.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Tokenizer: notechord (the tutorial's notes and chords) or timed (time shift, pitch, duration).
+    #[arg(long, default_value = "notechord", value_parser = ["notechord", "timed"])]
+    pub tokenizer: String,
+    /// Keep every pitched part, not only piano parts (GM programs 0-7 or a track named "piano").
+    #[arg(long)]
+    pub all_parts: bool,
+    /// Hold notes while the sustain pedal (CC64) is down.
+    #[arg(long)]
+    pub sustain: bool,
+    /// timed: grid steps per quarter note.
+    #[arg(long, default_value_t = 12)]
+    pub steps_per_quarter: u32,
+    /// timed: velocity bins (0 = no velocity tokens).
+    #[arg(long, default_value_t = 0)]
+    pub velocity_bins: u32,
+}
+
+impl DataArgs {
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions { all_parts: self.all_parts, sustain: self.sustain }
+    }
+
+    pub fn tokenizer_options(&self) -> TokenizerOptions {
+        TokenizerOptions {
+            steps_per_quarter: self.steps_per_quarter,
+            velocity_bins: self.velocity_bins,
+            ..TokenizerOptions::default()
+        }
+    }
+
+    pub fn tokenizer(&self) -> Result<Box<dyn Tokenizer>, String> {
+        tokenizer_by_name(&self.tokenizer, &self.tokenizer_options())
+    }
+}

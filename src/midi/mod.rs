@@ -1,0 +1,261 @@
+//! Standard MIDI files <-> notes.
+//!
+//! [`read_midi`] turns the bytes of a MIDI file (format 0, 1 or 2) into a [`Piece`]: the notes of its
+//! piano parts (or of every pitched part) with their times in ticks, quarter notes and seconds, plus a
+//! description of every track. [`write_midi`] turns notes back into a format-1 file. Nothing here knows
+//! about tokens.
+//!
+//! Every malformed input gives a [`MidiError`] naming the cause; nothing here panics on bad bytes.
+
+mod read;
+mod write;
+
+pub use read::read_midi;
+pub use write::write_midi;
+
+use serde::Serialize;
+use std::fmt;
+
+/// Ticks per quarter note used when notes are made from quarter-note times (tokenizer output) and
+/// by [`write_midi`] by default.
+pub const NOMINAL_TICKS_PER_QUARTER: u16 = 480;
+
+/// Longest piece accepted, in quarter notes (about 4 days at 120 bpm): anything longer is a corrupt
+/// or hostile file, and would make later stages allocate absurd amounts.
+pub const MAX_QUARTERS: f64 = 1.0e6;
+
+/// Largest tick value accepted anywhere in a file (2^31): a track whose deltas sum beyond it is
+/// rejected before any arithmetic can overflow.
+pub const MAX_TICK: u64 = 1 << 31;
+
+/// One sounding note.
+///
+/// Times are given twice: in the file's own ticks (`start_tick`, `end_tick`; for notes made from
+/// quarter-note times, ticks at [`NOMINAL_TICKS_PER_QUARTER`]) and in quarter notes (`start`, `end`),
+/// which is what the tokenizers use. `end > start` always holds for notes read from a file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Note {
+    /// MIDI key number, 0..=127 (60 = C4, middle C).
+    pub pitch: u8,
+    /// Note-on velocity, 1..=127.
+    pub velocity: u8,
+    pub start_tick: u64,
+    pub end_tick: u64,
+    /// Onset in quarter notes from the start of the file.
+    pub start: f64,
+    /// Release in quarter notes from the start of the file.
+    pub end: f64,
+    /// GM program (0-based) active on the note's channel at its onset; 0 when none was set.
+    pub program: u8,
+    /// MIDI channel, 0-based (channel 10 of the spec, index 9, is drums and never read).
+    pub channel: u8,
+    /// Index of the track (MTrk chunk) the note-on came from.
+    pub track: usize,
+}
+
+impl Note {
+    /// A note from quarter-note times (program 0, channel 0, track 0); ticks at
+    /// [`NOMINAL_TICKS_PER_QUARTER`], rounded.
+    pub fn new(pitch: u8, start: f64, end: f64, velocity: u8) -> Note {
+        let tpq = NOMINAL_TICKS_PER_QUARTER as f64;
+        Note {
+            pitch,
+            velocity,
+            start_tick: (start.max(0.0) * tpq).round() as u64,
+            end_tick: (end.max(0.0) * tpq).round() as u64,
+            start,
+            end,
+            program: 0,
+            channel: 0,
+            track: 0,
+        }
+    }
+
+    /// Length in quarter notes.
+    pub fn duration(&self) -> f64 {
+        self.end - self.start
+    }
+}
+
+/// What [`read_midi`] keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReadOptions {
+    /// Keep every pitched part (every program, every channel except drums), not only the piano parts.
+    pub all_parts: bool,
+    /// Sustain pedal: while CC64 >= 64 on a channel, a released note keeps sounding until the pedal
+    /// goes up (or the same key is struck again).
+    pub sustain: bool,
+}
+
+/// The file layout from the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SmfFormat {
+    /// Format 0: one track.
+    SingleTrack,
+    /// Format 1: simultaneous tracks sharing one tempo map.
+    Parallel,
+    /// Format 2: independent sequences; read as separate tracks, each with its own tempo map,
+    /// all starting at time 0.
+    Sequential,
+}
+
+/// What one track holds (all of it, not only the parts that were kept).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrackInfo {
+    pub index: usize,
+    /// Track name meta event (lossy UTF-8), if any.
+    pub name: Option<String>,
+    /// Instrument name meta event (lossy UTF-8), if any.
+    pub instrument: Option<String>,
+    /// Programs set by program changes in this track, in order of first appearance.
+    pub programs: Vec<u8>,
+    /// Channels the track's notes use, sorted.
+    pub channels: Vec<u8>,
+    /// Pitched notes (drum channel excluded) found in the track.
+    pub notes: usize,
+    /// Notes on the drum channel (index 9), left out.
+    pub drum_notes: usize,
+    /// Notes of this track that were kept (piano notes, or all pitched notes with `all_parts`).
+    pub kept_notes: usize,
+    /// Whether the track's name or instrument name contains "piano" (case-insensitive).
+    pub named_piano: bool,
+}
+
+/// A parsed MIDI file: the kept notes, sorted by (start, pitch, end), and what the file contained.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Piece {
+    pub format: SmfFormat,
+    /// Ticks per quarter note, or `None` for SMPTE timecode division.
+    pub ticks_per_quarter: Option<u16>,
+    pub tracks: Vec<TrackInfo>,
+    pub notes: Vec<Note>,
+    /// Length of the file (last event of any track) in quarter notes.
+    pub duration_quarters: f64,
+    /// Length of the file in seconds, through the tempo map.
+    pub duration_seconds: f64,
+}
+
+/// Why a file could not be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MidiError {
+    /// Zero bytes.
+    Empty,
+    /// The bytes do not start like a MIDI file (or its header chunk is broken).
+    NotMidi(String),
+    /// A chunk or event could not be read.
+    Malformed(String),
+    /// Division, delta times or tick values out of range.
+    BadTiming(String),
+    /// Longer than [`MAX_QUARTERS`].
+    TooLong { quarters: u64 },
+    /// Notes were found, but none in a piano part.
+    NoPianoPart { pitched_notes: usize },
+    /// No pitched notes at all.
+    NoNotes,
+}
+
+impl fmt::Display for MidiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MidiError::Empty => write!(f, "empty file"),
+            MidiError::NotMidi(why) => write!(f, "not a MIDI file ({why})"),
+            MidiError::Malformed(why) => write!(f, "malformed MIDI data: {why}"),
+            MidiError::BadTiming(why) => write!(f, "bad timing: {why}"),
+            MidiError::TooLong { quarters } => {
+                write!(f, "absurd length: {quarters} quarter notes (limit {})", MAX_QUARTERS as u64)
+            }
+            MidiError::NoPianoPart { pitched_notes } => write!(
+                f,
+                "no piano part ({pitched_notes} pitched notes in other instruments; --all-parts keeps them)"
+            ),
+            MidiError::NoNotes => write!(f, "no notes"),
+        }
+    }
+}
+
+impl std::error::Error for MidiError {}
+
+/// How [`write_midi`] lays out the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteOptions {
+    pub ticks_per_quarter: u16,
+    /// Tempo written in the tempo track, quarter notes per minute.
+    pub bpm: f64,
+    pub track_name: String,
+    /// GM program of the piano track (0 = acoustic grand).
+    pub program: u8,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            ticks_per_quarter: NOMINAL_TICKS_PER_QUARTER,
+            bpm: 120.0,
+            track_name: "etude piano".to_string(),
+            program: 0,
+        }
+    }
+}
+
+/// Name of a MIDI pitch with sharps and octave, MIDI 60 = "C4", 61 = "C#4", 21 = "A0", 0 = "C-1".
+pub fn pitch_name(pitch: u8) -> String {
+    const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+    let octave = pitch as i32 / 12 - 1;
+    format!("{}{}", NAMES[pitch as usize % 12], octave)
+}
+
+/// Inverse of [`pitch_name`]: `None` for anything it would not produce (flats, out of range).
+pub fn parse_pitch_name(name: &str) -> Option<u8> {
+    let mut chars = name.chars();
+    let letter = chars.next()?;
+    let base: i32 = match letter {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let (sharp, octave_str) = match rest.strip_prefix('#') {
+        Some(r) => (1, r),
+        None => (0, rest),
+    };
+    if sharp == 1 && matches!(letter, 'E' | 'B') {
+        return None;
+    }
+    // The octave is a plain (possibly negative) integer; reject "+3", "03" and the like so that
+    // parse_pitch_name(s) = Some(p) implies pitch_name(p) == s.
+    if octave_str.is_empty() || octave_str.starts_with('+') {
+        return None;
+    }
+    let octave: i32 = octave_str.parse().ok()?;
+    let pitch = (octave + 1) * 12 + base + sharp;
+    if (0..=127).contains(&pitch) && pitch_name(pitch as u8) == name {
+        Some(pitch as u8)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pitch_names_round_trip() {
+        assert_eq!(pitch_name(60), "C4");
+        assert_eq!(pitch_name(61), "C#4");
+        assert_eq!(pitch_name(21), "A0");
+        assert_eq!(pitch_name(0), "C-1");
+        assert_eq!(pitch_name(127), "G9");
+        for p in 0..=127u8 {
+            assert_eq!(parse_pitch_name(&pitch_name(p)), Some(p));
+        }
+        for bad in ["", "H4", "E#4", "C", "C#", "Cb4", "C+4", "C04", "G#9", "x"] {
+            assert_eq!(parse_pitch_name(bad), None, "{bad}");
+        }
+    }
+}
