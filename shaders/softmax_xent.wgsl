@@ -79,21 +79,21 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let total = red_v[0];
 
     // 3. gradient and statistics
-    let target = targets[row];
+    let tgt = targets[row];
     let inv = p.grad_scale / total;
     for (var j = t; j < v; j += 256u) {
         var d = exp(logits[base + j] - mx) * inv;
-        if (j == target) {
+        if (j == tgt) {
             d -= p.grad_scale;
         }
         dlogits[base + j] = d;
     }
     if (t == 0u) {
         var loss = bitcast<f32>(0x7fc00000u); // NaN for a target outside the row
-        if (target < v) {
-            loss = log(total) - (logits[base + target] - mx);
+        if (tgt < v) {
+            loss = log(total) - (logits[base + tgt] - mx);
         }
         stats[2u * row] = loss;
-        stats[2u * row + 1u] = select(0.0, 1.0, arg == target);
+        stats[2u * row + 1u] = select(0.0, 1.0, arg == tgt);
     }
 }
