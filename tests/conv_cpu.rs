@@ -51,10 +51,12 @@ fn shapes() -> Vec<Conv1d> {
     ]
 }
 
-/// A shape whose work (`batch*cout*cin*k*time` = 393216 multiply-adds) is above the CPU conv's
-/// threading threshold, so the rayon paths (and the per-chunk weight-gradient reduction) run.
-fn big_shape() -> Conv1d {
-    conv(8, 16, 16, 64, 3, 4)
+/// Shapes whose work (`batch*cout*cin*k*time` = 393216 multiply-adds) is above the CPU conv's
+/// threading threshold, so the rayon paths (and the per-chunk weight-gradient reduction) run;
+/// dilation 4 takes the all-taps-at-once weight gradient, dilation 32 (tap 0 in the padding)
+/// the per-tap one.
+fn big_shapes() -> [Conv1d; 2] {
+    [conv(8, 16, 16, 64, 3, 4), conv(8, 16, 16, 64, 3, 32)]
 }
 
 struct Data {
@@ -88,7 +90,7 @@ fn loss(cpu: &CpuBackend, x: &[f32], w: &[f32], bias: &[f32], r: &[f32], c: Conv
 #[test]
 fn forward_matches_direct_sum() {
     let cpu = CpuBackend::new();
-    for (n, c) in shapes().into_iter().chain([big_shape()]).enumerate() {
+    for (n, c) in shapes().into_iter().chain(big_shapes()).enumerate() {
         let d = data(c, 10 * n as u64);
         let got = forward(&cpu, &d.x, &d.w, &d.bias, c);
         let want = naive_forward(&d.x, &d.w, &d.bias, c);
@@ -186,7 +188,13 @@ fn backward_weight_and_bias_match_finite_differences() {
 #[test]
 fn threaded_backward_matches_direct_sums() {
     let cpu = CpuBackend::new();
-    let c = big_shape();
+    for c in big_shapes() {
+        threaded_case(&cpu, c);
+    }
+}
+
+#[allow(clippy::needless_range_loop)] // the direct sums read clearest with indices
+fn threaded_case(cpu: &CpuBackend, c: Conv1d) {
     let d = data(c, 7);
     let mut dx = vec![0.0f32; d.x.len()];
     cpu.conv1d_bwd_input(&d.r, &d.w, &mut dx, c, false);
@@ -220,7 +228,7 @@ fn threaded_backward_matches_direct_sums() {
     // rounding error and ~100x below the size of a single missing product.
     let check = |what: &str, got: &[f32], want: &[f64]| {
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            assert!((g as f64 - w).abs() <= 1e-3, "{what}[{i}] = {g}, direct sum {w}");
+            assert!((g as f64 - w).abs() <= 1e-3, "{c:?}: {what}[{i}] = {g}, direct sum {w}");
         }
     };
     check("dx", &dx, &want_dx);

@@ -11,10 +11,13 @@
 //! `W_j = w[:, :, j]` is a `[Cout, Cin]` view with strides `(Cin*K, K)`, and
 //!
 //! ```text
-//! forward:        y[b][:, s..T]  += W_j   @ x[b][:, 0..T-s]
-//! backward input: dx[b][:, 0..T-s] += W_j^T @ dy[b][:, s..T]
-//! backward weight: W_j-grad       += dy[b][:, s..T] @ x[b][:, 0..T-s]^T
+//! forward:         y[b][:, s..T]    += W_j   @ x[b][:, 0..T-s]
+//! backward input:  dx[b][:, 0..T-s] += W_j^T @ dy[b][:, s..T]
+//! backward weight: W_j-grad         += dy[b][:, s..T] @ x[b][:, 0..T-s]^T
 //! ```
+//!
+//! (the weight gradient of all taps at once when few taps fall in the padding: see
+//! `weight_grad_range`).
 //!
 //! A tap with `s >= T` only ever sees the padding and contributes nothing (its weight gradient
 //! stays zero). Work is split across batch items with rayon when it is large enough; the weight
@@ -109,18 +112,41 @@ pub fn backward_input(dy: &[f32], w: &[f32], dx: &mut [f32], c: Conv1d, accumula
 }
 
 /// Adds the weight gradient of batch items `batches` to `dw [Cout, Cin, K]`.
+///
+/// Two ways to the same sums, chosen by how much of the kernel sees data:
+/// * mostly data (`useful >= 3/4`): the shifted inputs of all taps are laid out once per item as
+///   `cols[(c, j), t] = x[b, c, t - s_j]` (zero in the padding), so the item's whole gradient is
+///   one product `dw [Cout, Cin*K] += dy[b] [Cout, T] @ cols^T [T, Cin*K]` — K times wider than a
+///   per-tap product, which amortises sgemm's packing of `dy` (about 1.3x faster at T = 128);
+/// * mostly padding (large dilations): one product per live tap on shifted views,
+///   `W_j-grad [Cout, Cin] += dy[b][:, s..T] @ x[b][:, 0..T-s]^T`, which multiplies no zeros.
 fn weight_grad_range(x: &[f32], dy: &[f32], dw: &mut [f32], c: &Conv1d, batches: std::ops::Range<usize>) {
     let (xs, ys) = (c.cin * c.time, c.cout * c.time);
-    for b in batches {
-        let (xb, dyb) = (&x[b * xs..][..xs], &dy[b * ys..][..ys]);
-        for j in 0..c.k {
-            let s = shift(c, j);
-            if s >= c.time {
-                continue;
+    let ck = c.cin * c.k;
+    let live: usize = (0..c.k).map(|j| c.time.saturating_sub(shift(c, j))).sum();
+    if 4 * live >= 3 * c.k * c.time {
+        let mut cols = vec![0.0f32; ck * c.time];
+        for b in batches {
+            let (xb, dyb) = (&x[b * xs..][..xs], &dy[b * ys..][..ys]);
+            for (row, col) in cols.chunks_exact_mut(c.time).enumerate() {
+                let (ci, j) = (row / c.k, row % c.k);
+                let s = shift(c, j).min(c.time);
+                col[..s].fill(0.0);
+                col[s..].copy_from_slice(&xb[ci * c.time..][..c.time - s]);
             }
-            let n = c.time - s;
-            // [Cout, n] @ [n, Cin]: dy rows shifted by s, x read transposed (strides (1, T)).
-            sgemm(c.cout, n, c.cin, &dyb[s..], (c.time, 1), xb, (1, c.time), &mut dw[j..], (c.cin * c.k, c.k), 1.0);
+            sgemm(c.cout, c.time, ck, dyb, (c.time, 1), &cols, (1, c.time), dw, (ck, 1), 1.0);
+        }
+    } else {
+        for b in batches {
+            let (xb, dyb) = (&x[b * xs..][..xs], &dy[b * ys..][..ys]);
+            for j in 0..c.k {
+                let s = shift(c, j);
+                if s >= c.time {
+                    continue;
+                }
+                // [Cout, T-s] @ [T-s, Cin]: dy shifted by s, x read transposed (strides (1, T)).
+                sgemm(c.cout, c.time - s, c.cin, &dyb[s..], (c.time, 1), xb, (1, c.time), &mut dw[j..], (ck, c.k), 1.0);
+            }
         }
     }
 }
