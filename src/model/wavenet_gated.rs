@@ -1,0 +1,352 @@
+//! The gated WaveNet, many-to-many ([`Targets::Every`]):
+//!
+//! ```text
+//! h_0 = inp(emb.weight[x] transposed)              1x1 conv E->R           [B, R, T]
+//! for block i (dilation 2^(i mod layers)):
+//!     a_i = blocks.i.dil(h_i)                      causal, kernel K, R->2R  [B, 2R, T]
+//!     z_i = tanh(a_i[:, :R]) * sigmoid(a_i[:, R:]) (filter, gate)          [B, R, T]
+//!     skip += blocks.i.skip(z_i)                   1x1 R->S                 [B, S, T]
+//!     h_{i+1} = h_i + blocks.i.res(z_i)            1x1 R->R, absent on the last block
+//! y = post2(relu(post1(relu(skip))))               1x1 S->S, 1x1 S->V       [B, V, T]
+//! logits = y transposed                            [B, T, V]: row b*T+t predicts x[b, t+1]
+//! ```
+//!
+//! Parameters are named and ordered as PyTorch's `named_parameters()` of `WaveNetGated`
+//! (`emb.weight`, `inp.*`, `blocks.{i}.dil.*`, `blocks.{i}.res.*`, `blocks.{i}.skip.*`,
+//! `post1.*`, `post2.*`).
+//!
+//! [`GatedStepper`] runs the same network one token at a time (fast WaveNet): each block keeps a
+//! queue of its past inputs, so a step costs O(blocks), not O(window).
+
+use super::{init, Model, Targets};
+use crate::engine::{Act, Backend, Conv1d, Param, Tensor};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of the gated WaveNet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatedConfig {
+    /// Vocabulary size V.
+    pub vocab: usize,
+    /// Window length T the arena is sized for.
+    pub window: usize,
+    /// Embedding width E.
+    pub embed: usize,
+    /// Residual channels R.
+    pub residual: usize,
+    /// Skip channels S (also the width of `post1`).
+    pub skip: usize,
+    /// Kernel size K of the dilated convs.
+    pub kernel: usize,
+    /// Blocks per stack L (dilations 1, 2, ..., 2^(L-1)).
+    pub layers: usize,
+    /// Number of stacks: the dilations repeat, block i has dilation 2^(i mod L).
+    pub stacks: usize,
+}
+
+impl GatedConfig {
+    /// Default sizes (E=100, R=64, S=128, K=2, L=10, one stack) for a vocabulary and window.
+    pub fn new(vocab: usize, window: usize) -> Self {
+        GatedConfig { vocab, window, embed: 100, residual: 64, skip: 128, kernel: 2, layers: 10, stacks: 1 }
+    }
+
+    /// Total number of blocks.
+    pub fn blocks(&self) -> usize {
+        self.layers * self.stacks
+    }
+
+    /// Dilation of block `i`.
+    pub fn dilation(&self, i: usize) -> usize {
+        1 << (i % self.layers)
+    }
+
+    /// Number of past steps one output sees, itself included.
+    pub fn receptive_field(&self) -> usize {
+        1 + (0..self.blocks()).map(|i| (self.kernel - 1) * self.dilation(i)).sum::<usize>()
+    }
+
+    /// Checks that every size is usable.
+    pub fn validate(&self) -> Result<(), String> {
+        let sizes = [
+            ("vocab", self.vocab),
+            ("window", self.window),
+            ("embed", self.embed),
+            ("residual", self.residual),
+            ("skip", self.skip),
+            ("kernel", self.kernel),
+            ("layers", self.layers),
+            ("stacks", self.stacks),
+        ];
+        for (name, v) in sizes {
+            if v == 0 {
+                return Err(format!("wavenet-gated: {name} must be at least 1"));
+            }
+        }
+        if self.layers > 40 {
+            return Err("wavenet-gated: at most 40 layers per stack (dilation 2^i must fit)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Indices of one block's parameters in `params`.
+#[derive(Clone, Copy, Debug)]
+struct BlockIdx {
+    dil: usize,
+    /// `None` on the last block.
+    res: Option<usize>,
+    skip: usize,
+}
+
+/// Where each parameter lives (weight at the index, bias right after it).
+#[derive(Clone, Debug)]
+struct Layout {
+    inp: usize,
+    blocks: Vec<BlockIdx>,
+    post1: usize,
+    post2: usize,
+}
+
+/// Builds the parameters in PyTorch's order, initialised as PyTorch does.
+fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Param<B>>, Layout) {
+    let GatedConfig { vocab: v, embed: e, residual: r, skip: s, kernel: k, .. } = *cfg;
+    let mut params = vec![Param::new(b, "emb.weight", &[v, e], &init::normal(rng, v * e))];
+    let mut conv = |name: String, cout: usize, cin: usize, k: usize, params: &mut Vec<Param<B>>| {
+        let bound = 1.0 / ((cin * k) as f32).sqrt();
+        let idx = params.len();
+        params.push(Param::new(b, &format!("{name}.weight"), &[cout, cin, k], &init::uniform(rng, cout * cin * k, bound)));
+        params.push(Param::new(b, &format!("{name}.bias"), &[cout], &init::uniform(rng, cout, bound)));
+        idx
+    };
+    let inp = conv("inp".into(), r, e, 1, &mut params);
+    let n = cfg.blocks();
+    let blocks = (0..n)
+        .map(|i| BlockIdx {
+            dil: conv(format!("blocks.{i}.dil"), 2 * r, r, k, &mut params),
+            res: (i + 1 < n).then(|| conv(format!("blocks.{i}.res"), r, r, 1, &mut params)),
+            skip: conv(format!("blocks.{i}.skip"), s, r, 1, &mut params),
+        })
+        .collect();
+    let post1 = conv("post1".into(), s, s, 1, &mut params);
+    let post2 = conv("post2".into(), v, s, 1, &mut params);
+    (params, Layout { inp, blocks, post1, post2 })
+}
+
+/// The gated WaveNet with its activation arena (sized for `max_batch` windows of `window` steps).
+pub struct WavenetGated<B: Backend> {
+    cfg: GatedConfig,
+    max_batch: usize,
+    params: Vec<Param<B>>,
+    lay: Layout,
+    // ---- forward arena ----
+    /// Embeddings `[B, T, E]` and transposed `[B, E, T]`.
+    emb_out: B::Buf,
+    emb_t: B::Buf,
+    /// Block inputs `h_i [B, R, T]`, one per block.
+    hs: Vec<B::Buf>,
+    /// Dilated conv outputs `a_i [B, 2R, T]` (what the gate's backward needs).
+    as_: Vec<B::Buf>,
+    /// Gated outputs `z_i [B, R, T]`.
+    zs: Vec<B::Buf>,
+    /// Sum of skips `[B, S, T]`, one block's skip `[B, S, T]`, then relu(skip), post1 pre/post ReLU.
+    skip_sum: B::Buf,
+    skip_tmp: B::Buf,
+    s1: B::Buf,
+    p1_pre: B::Buf,
+    p1: B::Buf,
+    /// `post2` output `[B, V, T]`.
+    out_vt: B::Buf,
+    logits: Tensor<B>,
+    // ---- backward scratch ----
+    dout_vt: B::Buf,
+    dp1: B::Buf,
+    dp1_pre: B::Buf,
+    ds1: B::Buf,
+    dskip: B::Buf,
+    /// Gradient of the residual stream `[B, R, T]` (accumulates across blocks).
+    dh: B::Buf,
+    dz: B::Buf,
+    da: B::Buf,
+    demb_t: B::Buf,
+    demb: B::Buf,
+}
+
+impl<B: Backend> WavenetGated<B> {
+    /// A model with PyTorch's default initialisation drawn from `rng`, its arena sized for
+    /// `max_batch` windows. Panics if the config is invalid (check it with
+    /// [`GatedConfig::validate`] first when it comes from user input).
+    pub fn new(b: &B, cfg: &GatedConfig, max_batch: usize, rng: &mut Rng) -> Self {
+        if let Err(e) = cfg.validate() {
+            panic!("{e}");
+        }
+        let (params, lay) = make_params(b, cfg, rng);
+        let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = *cfg;
+        let (m, n) = (max_batch, cfg.blocks());
+        WavenetGated {
+            cfg: cfg.clone(),
+            max_batch,
+            params,
+            lay,
+            emb_out: b.alloc(m * t * e),
+            emb_t: b.alloc(m * e * t),
+            hs: (0..n).map(|_| b.alloc(m * r * t)).collect(),
+            as_: (0..n).map(|_| b.alloc(m * 2 * r * t)).collect(),
+            zs: (0..n).map(|_| b.alloc(m * r * t)).collect(),
+            skip_sum: b.alloc(m * s * t),
+            skip_tmp: b.alloc(m * s * t),
+            s1: b.alloc(m * s * t),
+            p1_pre: b.alloc(m * s * t),
+            p1: b.alloc(m * s * t),
+            out_vt: b.alloc(m * v * t),
+            logits: Tensor::zeros(b, &[m, t, v]),
+            dout_vt: b.alloc(m * v * t),
+            dp1: b.alloc(m * s * t),
+            dp1_pre: b.alloc(m * s * t),
+            ds1: b.alloc(m * s * t),
+            dskip: b.alloc(m * s * t),
+            dh: b.alloc(m * r * t),
+            dz: b.alloc(m * r * t),
+            da: b.alloc(m * 2 * r * t),
+            demb_t: b.alloc(m * e * t),
+            demb: b.alloc(m * t * e),
+        }
+    }
+
+    pub fn config(&self) -> &GatedConfig {
+        &self.cfg
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// A 1x1 conv `cin -> cout` over `batch` windows.
+    fn pointwise(&self, batch: usize, cin: usize, cout: usize) -> Conv1d {
+        Conv1d { batch, cin, cout, time: self.cfg.window, k: 1, dilation: 1 }
+    }
+
+    /// Dilated conv of block `i`.
+    fn dilated(&self, i: usize, batch: usize) -> Conv1d {
+        let r = self.cfg.residual;
+        Conv1d { batch, cin: r, cout: 2 * r, time: self.cfg.window, k: self.cfg.kernel, dilation: self.cfg.dilation(i) }
+    }
+
+    fn check_batch(&self, batch: usize) {
+        assert!(
+            batch >= 1 && batch <= self.max_batch,
+            "wavenet-gated: batch {batch} outside 1..={} (the arena's size)",
+            self.max_batch
+        );
+    }
+}
+
+/// `conv1d_bwd_weight` for the parameter pair at `idx` (weight, bias).
+fn conv_grads<B: Backend>(b: &B, params: &mut [Param<B>], idx: usize, x: &B::Buf, dy: &B::Buf, c: Conv1d) {
+    let (lo, hi) = params.split_at_mut(idx + 1);
+    b.conv1d_bwd_weight(x, dy, &mut lo[idx].grad.buf, &mut hi[0].grad.buf, c);
+}
+
+impl<B: Backend> Model<B> for WavenetGated<B> {
+    fn params(&self) -> &[Param<B>] {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut [Param<B>] {
+        &mut self.params
+    }
+
+    fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+
+    fn window(&self) -> usize {
+        self.cfg.window
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::Every
+    }
+
+    fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
+        self.check_batch(batch);
+        let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
+        let n = self.cfg.blocks();
+        let (ce, cr, cs) = (self.pointwise(batch, e, r), self.pointwise(batch, r, r), self.pointwise(batch, r, s));
+        let (c1, c2) = (self.pointwise(batch, s, s), self.pointwise(batch, s, v));
+        let dils: Vec<Conv1d> = (0..n).map(|i| self.dilated(i, batch)).collect();
+        let (p, lay) = (&self.params, &self.lay);
+        let (w, bias) = (|i: usize| &p[i].value.buf, |i: usize| &p[i + 1].value.buf);
+
+        b.embedding_fwd(x, w(0), &mut self.emb_out, batch * t, e);
+        b.transpose(&self.emb_out, &mut self.emb_t, batch, t, e);
+        b.conv1d_fwd(&self.emb_t, w(lay.inp), bias(lay.inp), &mut self.hs[0], ce);
+        for (i, blk) in lay.blocks.iter().enumerate() {
+            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dils[i]);
+            b.gated_fwd(&self.as_[i], &mut self.zs[i], batch, r, t);
+            if i == 0 {
+                b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_sum, cs);
+            } else {
+                b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_tmp, cs);
+                b.add(&self.skip_tmp, &mut self.skip_sum, batch * s * t);
+            }
+            if let Some(res) = blk.res {
+                // h_{i+1} = res(z_i) + h_i
+                let (lo, hi) = self.hs.split_at_mut(i + 1);
+                b.conv1d_fwd(&self.zs[i], w(res), bias(res), &mut hi[0], cr);
+                b.add(&lo[i], &mut hi[0], batch * r * t);
+            }
+        }
+        b.act_fwd(Act::Relu, &self.skip_sum, &mut self.s1, batch * s * t);
+        b.conv1d_fwd(&self.s1, w(lay.post1), bias(lay.post1), &mut self.p1_pre, c1);
+        b.act_fwd(Act::Relu, &self.p1_pre, &mut self.p1, batch * s * t);
+        b.conv1d_fwd(&self.p1, w(lay.post2), bias(lay.post2), &mut self.out_vt, c2);
+        b.transpose(&self.out_vt, &mut self.logits.buf, batch, v, t);
+    }
+
+    fn logits(&self) -> &Tensor<B> {
+        &self.logits
+    }
+
+    fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
+        self.check_batch(batch);
+        let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
+        let lay = self.lay.clone();
+        let ss = batch * s * t;
+
+        // Head: logits [B, T, V] -> [B, V, T], post2, ReLU, post1, ReLU.
+        b.transpose(dlogits, &mut self.dout_vt, batch, t, v);
+        let c2 = self.pointwise(batch, s, v);
+        conv_grads(b, &mut self.params, lay.post2, &self.p1, &self.dout_vt, c2);
+        b.conv1d_bwd_input(&self.dout_vt, &self.params[lay.post2].value.buf, &mut self.dp1, c2, false);
+        b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, ss);
+        let c1 = self.pointwise(batch, s, s);
+        conv_grads(b, &mut self.params, lay.post1, &self.s1, &self.dp1_pre, c1);
+        b.conv1d_bwd_input(&self.dp1_pre, &self.params[lay.post1].value.buf, &mut self.ds1, c1, false);
+        // Every block's skip output receives the same gradient.
+        b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, ss);
+
+        // Blocks, last to first. On entry to block i (i < last), self.dh = dL/dh_{i+1}.
+        let (cs, cr) = (self.pointwise(batch, r, s), self.pointwise(batch, r, r));
+        for (i, blk) in lay.blocks.iter().enumerate().rev() {
+            // dz = res^T dh_{i+1} + skip^T dskip
+            if let Some(res) = blk.res {
+                conv_grads(b, &mut self.params, res, &self.zs[i], &self.dh, cr);
+                b.conv1d_bwd_input(&self.dh, &self.params[res].value.buf, &mut self.dz, cr, false);
+            }
+            conv_grads(b, &mut self.params, blk.skip, &self.zs[i], &self.dskip, cs);
+            b.conv1d_bwd_input(&self.dskip, &self.params[blk.skip].value.buf, &mut self.dz, cs, blk.res.is_some());
+            b.gated_bwd(&self.as_[i], &self.dz, &mut self.da, batch, r, t);
+            // dh_i = dh_{i+1} (identity path) + dil^T da; the last block has no identity path.
+            let cd = self.dilated(i, batch);
+            conv_grads(b, &mut self.params, blk.dil, &self.hs[i], &self.da, cd);
+            b.conv1d_bwd_input(&self.da, &self.params[blk.dil].value.buf, &mut self.dh, cd, blk.res.is_some());
+        }
+
+        // inp, then the embeddings.
+        let ci = self.pointwise(batch, e, r);
+        conv_grads(b, &mut self.params, lay.inp, &self.emb_t, &self.dh, ci);
+        b.conv1d_bwd_input(&self.dh, &self.params[lay.inp].value.buf, &mut self.demb_t, ci, false);
+        b.transpose(&self.demb_t, &mut self.demb, batch, e, t);
+        b.embedding_bwd(x, &self.demb, &mut self.params[0].grad.buf, batch * t, e);
+    }
+}

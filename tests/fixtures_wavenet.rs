@@ -1,0 +1,67 @@
+//! Both WaveNets on the CPU backend reproduce the PyTorch fixtures: logits, loss, every gradient,
+//! the weights after one Adam step, and the loss after it.
+mod common;
+mod wavenet_util;
+
+use etude::engine::cpu::CpuBackend;
+use etude::model::wavenet::{Wavenet, WavenetConfig};
+use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
+use etude::model::Model;
+use etude::rng::Rng;
+use wavenet_util::{run_gated, run_simple};
+
+#[test]
+fn wavenet_simple() {
+    run_simple(&CpuBackend::new(), "wavenet_simple");
+}
+
+#[test]
+fn wavenet_simple_l10() {
+    run_simple(&CpuBackend::new(), "wavenet_simple_L10");
+}
+
+#[test]
+fn wavenet_gated() {
+    run_gated(&CpuBackend::new(), "wavenet_gated");
+}
+
+#[test]
+fn wavenet_gated_l10() {
+    run_gated(&CpuBackend::new(), "wavenet_gated_L10");
+}
+
+/// PyTorch-default initialisation: same seed, same weights; every weight inside its bound.
+#[test]
+fn initialisation_is_seeded_and_bounded() {
+    let cpu = CpuBackend::new();
+    let cfg = WavenetConfig { vocab: 11, window: 8, embed: 6, channels: 5, kernel: 3, layers: 3, dense: 7 };
+    let a = Wavenet::new(&cpu, &cfg, 2, &mut Rng::new(5));
+    let b = Wavenet::new(&cpu, &cfg, 2, &mut Rng::new(5));
+    let c = Wavenet::new(&cpu, &cfg, 2, &mut Rng::new(6));
+    for ((pa, pb), pc) in a.params().iter().zip(b.params()).zip(c.params()) {
+        assert_eq!(pa.value.to_vec(&cpu), pb.value.to_vec(&cpu), "{}", pa.name);
+        assert_ne!(pa.value.to_vec(&cpu), pc.value.to_vec(&cpu), "{}", pa.name);
+        if pa.name != "emb.weight" {
+            let s = &pa.value.shape;
+            // fan_in = in * K for conv weights [out, in, K]; for a bias, that of its weight.
+            let fan_in = match pa.name.as_str() {
+                n if n.starts_with("convs.0") => 6 * 3,
+                n if n.starts_with("convs.") => 5 * 3,
+                n if n.starts_with("out_conv") => 5,
+                n if n.starts_with("fc1") => 8,
+                n if n.starts_with("fc2") => 7,
+                n => panic!("unexpected parameter {n} {s:?}"),
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(pa.value.to_vec(&cpu).iter().all(|v| v.abs() <= bound), "{} outside ±{bound}", pa.name);
+        }
+    }
+    let g = GatedConfig { vocab: 11, window: 8, embed: 6, residual: 4, skip: 5, kernel: 2, layers: 3, stacks: 2 };
+    let m = WavenetGated::new(&cpu, &g, 2, &mut Rng::new(5));
+    let names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
+    // 6 blocks; the last has no res: emb + inp(2) + 5*(dil, res, skip)(6 each) + (dil, skip)(4) + post(4).
+    assert_eq!(names.len(), 1 + 2 + 5 * 6 + 4 + 4);
+    assert!(names.contains(&"blocks.4.res.weight") && !names.contains(&"blocks.5.res.weight"));
+    assert_eq!(g.dilation(3), 1);
+    assert_eq!(g.dilation(4), 2);
+}
