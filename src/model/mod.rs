@@ -6,6 +6,8 @@
 //! once. `forward` leaves the logits in the arena and keeps what `backward` needs; `backward`
 //! accumulates into every parameter's gradient.
 
+pub mod lstm;
+
 use crate::engine::{Backend, Param, Tensor};
 use crate::rng::Rng;
 
