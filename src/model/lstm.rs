@@ -129,11 +129,13 @@ pub struct LstmModel<B: Backend> {
     /// [rows, V], rows = B (`lstm`) or B*T (`lstm-seq`).
     logits: Tensor<B>,
     /// Gradient scratch: d relu(fc1) and d fc1 [rows, D], d z [B, H] (`lstm`), the gates' gradient
-    /// [B, T, 4H] (shared by the layers, which are done one after the other), d emb [B*T, E].
+    /// [B, T, 4H] (shared by the layers, which are done one after the other), its sum over rows
+    /// (the gradient of either bias) [4H], d emb [B*T, E].
     da1: B::Buf,
     dfc1: B::Buf,
     dz: B::Buf,
     dxw: B::Buf,
+    dbias: B::Buf,
     demb: B::Buf,
 }
 
@@ -214,6 +216,7 @@ impl<B: Backend> LstmModel<B> {
             dfc1: b.alloc(rows * d),
             dz: b.alloc(if seq { 0 } else { max_batch * h }),
             dxw: b.alloc(n * 4 * h),
+            dbias: b.alloc(4 * h),
             demb: b.alloc(n * e),
             cfg,
         }
@@ -405,8 +408,11 @@ impl<B: Backend> Model<B> for LstmModel<B> {
                 &mut pw.grad.buf,
                 dims,
             );
-            b.bias_grad(&self.dxw, &mut p[b_ih(l)].grad.buf, n, 4 * h, 1);
-            b.bias_grad(&self.dxw, &mut p[b_hh(l)].grad.buf, n, 4 * h, 1);
+            // Both biases get the same gradient: reduce once, add twice.
+            b.fill(&mut self.dbias, 4 * h, 0.0);
+            b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);
+            b.add(&self.dbias, &mut p[b_ih(l)].grad.buf, 4 * h);
+            b.add(&self.dbias, &mut p[b_hh(l)].grad.buf, 4 * h);
             let (input, dinput, in_dim) = match below.last_mut() {
                 Some(prev) => (&prev.hs, &mut prev.dhs, h),
                 None => (&self.emb, &mut self.demb, e),
