@@ -1,1 +1,862 @@
 //! The wgpu backend (issue 3): adapter choice, pipeline cache, buffers, one submission per step.
+//!
+//! # How work is recorded
+//!
+//! Every [`Backend`] operation checks its buffer lengths (panicking with the operation's name, as
+//! the CPU backend does), then *records* one or more compute dispatches; nothing runs until
+//! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch is a pipeline, the buffers it binds
+//! and its parameters (sizes, offsets, flags: at most [`MAX_PARAM_WORDS`] 32-bit words). The
+//! parameters go into a host-side *params arena*, one 256-byte slot per dispatch; at submit time the
+//! arena is uploaded with a single `queue.write_buffer`, one command encoder is built with **one
+//! compute pass holding every dispatch** (wgpu inserts the barriers between dispatches that touch
+//! the same buffer), and it is submitted once. A training step is one submission.
+//!
+//! Bind groups are cached, keyed by (pipeline, params slot, buffer ids): a training step records
+//! the same dispatches in the same order every step, so from the second step on every bind group
+//! is a cache hit. Entries whose buffers were dropped by their owner are swept after a submit.
+//!
+//! Host writes ([`Backend::write`]) go through `queue.write_buffer`, which runs *before* the next
+//! submission's commands; so a write first submits whatever is recorded, keeping program order.
+//!
+//! # Adding a shader (the crate-internal recording API)
+//!
+//! 1. Write `shaders/NAME.wgsl`. Conventions: `@group(0) @binding(0) var<uniform> p: Params;` (a
+//!    struct of at most 64 scalar `u32`/`i32`/`f32` fields, **read by every entry point**), then the
+//!    storage buffers at bindings `1..=k` in the order the Rust side passes them. Different entry
+//!    points of one file may declare different variables at the same binding number. Use
+//!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs.
+//! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
+//! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
+//!    after checking lengths with [`check_len`]. [`f`] turns an `f32` into the word the shader reads
+//!    as `f32`; [`grid_1d`] / [`grid_2d`] give workgroup counts within the 65535-per-dimension limit
+//!    (the shader rebuilds a flat index with [`flat_index` in WGSL](grid_1d)).
+//!
+//! [`GpuBackend::pipeline`] exposes the pipeline cache itself (created on first use, one pipeline per
+//! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
+
+pub mod conv;
+pub mod lstm;
+
+use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes reserved per dispatch in the params arena (the largest uniform offset alignment any
+/// adapter asks for).
+pub(crate) const PARAM_SLOT: usize = 256;
+/// Most 32-bit words of parameters one dispatch may carry.
+pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
+/// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
+pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// A WGSL source file: its name (the pipeline cache key) and text.
+pub(crate) struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+pub(crate) const ELEMENTWISE: Shader =
+    Shader { name: "elementwise", source: include_str!("../../../shaders/elementwise.wgsl") };
+pub(crate) const MATMUL: Shader = Shader { name: "matmul", source: include_str!("../../../shaders/matmul.wgsl") };
+pub(crate) const BIAS: Shader = Shader { name: "bias", source: include_str!("../../../shaders/bias.wgsl") };
+pub(crate) const EMBEDDING: Shader =
+    Shader { name: "embedding", source: include_str!("../../../shaders/embedding.wgsl") };
+pub(crate) const SOFTMAX_XENT: Shader =
+    Shader { name: "softmax_xent", source: include_str!("../../../shaders/softmax_xent.wgsl") };
+pub(crate) const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../shaders/optim.wgsl") };
+
+/// The bits of an `f32` parameter, as the shader's `f32` field reads them.
+pub(crate) fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+/// Workgroup counts for `threads` invocations in workgroups of `wg` (a flat 1-D problem), spread over
+/// x and y so that neither exceeds 65535. In WGSL the flat index is
+/// `(wid.y * nwg.x + wid.x) * WG + lid.x` (with `@builtin(num_workgroups) nwg`), and invocations with
+/// an index past the problem size must return.
+pub(crate) fn grid_1d(threads: usize, wg: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(wg as usize);
+    grid_groups(groups)
+}
+
+/// Workgroup counts for `groups` workgroups, flat index `wid.y * nwg.x + wid.x`, split over x and y.
+pub(crate) fn grid_groups(groups: usize) -> [u32; 3] {
+    if groups == 0 {
+        return [0, 0, 0];
+    }
+    let x = groups.min(MAX_GROUPS_PER_DIM as usize);
+    let y = groups.div_ceil(x);
+    assert!(y <= MAX_GROUPS_PER_DIM as usize, "dispatch of {groups} workgroups is too large");
+    [x as u32, y as u32, 1]
+}
+
+/// Workgroup counts for a 2-D problem of `cols x rows` threads in `wx x wy` workgroups.
+pub(crate) fn grid_2d(cols: usize, rows: usize, wx: u32, wy: u32) -> [u32; 3] {
+    let gx = cols.div_ceil(wx as usize);
+    let gy = rows.div_ceil(wy as usize);
+    assert!(
+        gx <= MAX_GROUPS_PER_DIM as usize && gy <= MAX_GROUPS_PER_DIM as usize,
+        "2-D dispatch of {gx} x {gy} workgroups exceeds 65535 per dimension"
+    );
+    [gx as u32, gy as u32, 1]
+}
+
+/// Panics unless `buf` holds at least `needed` elements: the length check every op makes before
+/// recording, so that a shader can trust its indices.
+pub(crate) fn check_len(op: &str, what: &str, buf: &GpuBuffer, needed: usize) {
+    assert!(buf.len >= needed, "{op}: buffer `{what}` holds {} elements, the operation needs {needed}", buf.len);
+}
+
+fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("size does not fit in 32 bits")
+}
+
+/// A GPU buffer of 32-bit elements (f32 values or u32 ids: the backend uses this one type for both).
+/// Dropping it releases the memory once no recorded work uses it.
+pub struct GpuBuffer {
+    buffer: Arc<wgpu::Buffer>,
+    len: usize,
+    id: u64,
+}
+
+impl GpuBuffer {
+    /// Length in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The underlying wgpu buffer (its byte size may exceed `4 * len`: at least 4 bytes).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(fm, "GpuBuffer(#{}, {} elements)", self.id, self.len)
+    }
+}
+
+// ---- adapters -------------------------------------------------------------------------------
+
+/// What `etude devices` prints about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    /// Position in [`list_adapters`]' order (what `--device N` selects).
+    pub index: usize,
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+    /// `SHADER_F16` is available.
+    pub shader_f16: bool,
+    /// `TIMESTAMP_QUERY` is available.
+    pub timestamp_query: bool,
+    pub max_workgroup_storage: u32,
+    pub max_invocations_per_workgroup: u32,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+}
+
+impl AdapterReport {
+    /// Software rasterisers / CPU implementations (lavapipe, SwiftShader, WARP).
+    pub fn is_software(&self) -> bool {
+        is_software_info(self.device_type, &self.name)
+    }
+}
+
+fn is_software_info(device_type: wgpu::DeviceType, name: &str) -> bool {
+    let n = name.to_lowercase();
+    device_type == wgpu::DeviceType::Cpu
+        || ["llvmpipe", "lavapipe", "swiftshader", "warp"].iter().any(|s| n.contains(s))
+}
+
+/// The message when no adapter exists.
+pub const NO_ADAPTER: &str = "no GPU adapter found: install a Vulkan driver (on Debian/Ubuntu: apt-get install \
+mesa-vulkan-drivers for the software one), or use --backend cpu";
+
+/// Vulkan, Metal and DX12 only (GL is excluded: slow to compile, weaker compute).
+const BACKENDS: wgpu::Backends =
+    wgpu::Backends::VULKAN.union(wgpu::Backends::METAL).union(wgpu::Backends::DX12);
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = BACKENDS;
+    wgpu::Instance::new(desc)
+}
+
+fn report(index: usize, a: &wgpu::Adapter) -> AdapterReport {
+    let info = a.get_info();
+    let lim = a.limits();
+    let feat = a.features();
+    AdapterReport {
+        index,
+        name: info.name,
+        backend: info.backend,
+        device_type: info.device_type,
+        driver: info.driver,
+        driver_info: info.driver_info,
+        shader_f16: feat.contains(wgpu::Features::SHADER_F16),
+        timestamp_query: feat.contains(wgpu::Features::TIMESTAMP_QUERY),
+        max_workgroup_storage: lim.max_compute_workgroup_storage_size,
+        max_invocations_per_workgroup: lim.max_compute_invocations_per_workgroup,
+        max_storage_binding: lim.max_storage_buffer_binding_size,
+        max_buffer: lim.max_buffer_size,
+    }
+}
+
+/// Every adapter wgpu finds on the Vulkan, Metal and DX12 backends, in a stable order.
+pub fn list_adapters() -> Vec<AdapterReport> {
+    let inst = instance();
+    let adapters = pollster::block_on(inst.enumerate_adapters(BACKENDS));
+    adapters.iter().enumerate().map(|(i, a)| report(i, a)).collect()
+}
+
+/// Which adapter etude uses. `want` (from `--device` or `ETUDE_DEVICE`) is an index into `adapters`
+/// or a case-insensitive substring of an adapter's name; without it, the first discrete GPU, else
+/// integrated, else virtual, else software/CPU.
+pub fn pick_adapter_index(adapters: &[AdapterReport], want: Option<&str>) -> Result<usize, String> {
+    if adapters.is_empty() {
+        return Err(NO_ADAPTER.to_string());
+    }
+    let names = || adapters.iter().map(|a| format!("{}: {}", a.index, a.name)).collect::<Vec<_>>().join("; ");
+    if let Some(w) = want.map(str::trim).filter(|w| !w.is_empty()) {
+        if let Ok(i) = w.parse::<usize>() {
+            return adapters
+                .iter()
+                .position(|a| a.index == i)
+                .ok_or_else(|| format!("no adapter with index {i} (adapters: {})", names()));
+        }
+        let lw = w.to_lowercase();
+        return adapters
+            .iter()
+            .position(|a| a.name.to_lowercase().contains(&lw))
+            .ok_or_else(|| format!("no adapter whose name contains {w:?} (adapters: {})", names()));
+    }
+    let rank = |a: &AdapterReport| match a.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        _ if a.is_software() => 4,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let best = adapters.iter().enumerate().min_by_key(|(i, a)| (rank(a), *i)).map(|(i, _)| i);
+    Ok(best.unwrap_or(0))
+}
+
+// ---- the backend ----------------------------------------------------------------------------
+
+/// A compute pipeline and the layout of its bind group 0.
+pub(crate) struct Pipe {
+    id: usize,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+struct Pipelines {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    pipes: HashMap<(&'static str, &'static str), Arc<Pipe>>,
+}
+
+/// One recorded dispatch.
+struct Recorded {
+    pipe: Arc<Pipe>,
+    buffers: Vec<(u64, Arc<wgpu::Buffer>)>,
+    slot: u32,
+    groups: [u32; 3],
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct BindKey {
+    pipe: usize,
+    slot: u32,
+    ids: Vec<u64>,
+}
+
+struct Recorder {
+    pending: Vec<Recorded>,
+    params: Vec<u8>,
+    arena: Option<wgpu::Buffer>,
+    arena_cap: usize,
+    binds: HashMap<BindKey, (wgpu::BindGroup, Vec<Arc<wgpu::Buffer>>)>,
+    binds_after_sweep: usize,
+    staging: Option<wgpu::Buffer>,
+    staging_cap: u64,
+}
+
+/// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
+/// may be shared between threads; work is still recorded and submitted in call order.
+pub struct GpuBackend {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pipelines: Mutex<Pipelines>,
+    rec: Mutex<Recorder>,
+    next_id: AtomicU64,
+    dispatches: AtomicU64,
+    submissions: AtomicU64,
+}
+
+impl GpuBackend {
+    /// Opens the adapter chosen by [`pick_adapter_index`] with `want`, or with the `ETUDE_DEVICE`
+    /// environment variable when `want` is `None`.
+    pub fn new(want: Option<&str>) -> Result<GpuBackend, String> {
+        let env = std::env::var("ETUDE_DEVICE").ok();
+        let want = want.or(env.as_deref());
+        let inst = instance();
+        let adapters = pollster::block_on(inst.enumerate_adapters(BACKENDS));
+        let reports: Vec<AdapterReport> = adapters.iter().enumerate().map(|(i, a)| report(i, a)).collect();
+        let index = pick_adapter_index(&reports, want)?;
+        let adapter = &adapters[index];
+        let have = adapter.limits();
+        let limits = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: have.max_storage_buffers_per_shader_stage,
+            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+            max_buffer_size: have.max_buffer_size,
+            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: have.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: have.max_compute_workgroup_size_y,
+            max_compute_workgroup_size_z: have.max_compute_workgroup_size_z,
+            ..wgpu::Limits::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("etude"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| format!("cannot open GPU device on {}: {e}", adapter.get_info().name))?;
+        Ok(GpuBackend {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+            pipelines: Mutex::new(Pipelines::default()),
+            rec: Mutex::new(Recorder {
+                pending: Vec::new(),
+                params: Vec::new(),
+                arena: None,
+                arena_cap: 0,
+                binds: HashMap::new(),
+                binds_after_sweep: 0,
+                staging: None,
+                staging_cap: 0,
+            }),
+            next_id: AtomicU64::new(1),
+            dispatches: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
+        })
+    }
+
+    /// The chosen adapter.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The limits the device was opened with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// True on a software implementation (lavapipe/llvmpipe, SwiftShader, WARP, any CPU device).
+    pub fn is_software(&self) -> bool {
+        is_software_info(self.info.device_type, &self.info.name)
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// (dispatches recorded, submissions made) since creation or the last [`GpuBackend::reset_stats`].
+    pub fn stats(&self) -> (u64, u64) {
+        (self.dispatches.load(Ordering::Relaxed), self.submissions.load(Ordering::Relaxed))
+    }
+
+    pub fn reset_stats(&self) {
+        self.dispatches.store(0, Ordering::Relaxed);
+        self.submissions.store(0, Ordering::Relaxed);
+    }
+
+    fn alloc_words(&self, len: usize) -> GpuBuffer {
+        let bytes = (len.max(1) * 4) as u64;
+        assert!(
+            bytes <= self.limits.max_storage_buffer_binding_size && bytes <= self.limits.max_buffer_size,
+            "alloc: {len} elements exceed this adapter's largest storage buffer ({} bytes)",
+            self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        );
+        // wgpu zero-initialises every buffer before its first use.
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// The pipeline for `entry` of `shader`, compiled on first use and cached.
+    pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str) -> Arc<Pipe> {
+        let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pipe) = p.pipes.get(&(shader.name, entry)) {
+            return pipe.clone();
+        }
+        let device = &self.device;
+        let module = p.modules.entry(shader.name).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let pipe = Arc::new(Pipe { id: p.pipes.len(), pipeline, layout });
+        p.pipes.insert((shader.name, entry), pipe.clone());
+        pipe
+    }
+
+    /// Records one dispatch of `entry` in `shader`: `params` (at most 64 words) at binding 0,
+    /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups. A dispatch with no workgroups
+    /// is skipped. See the module documentation for the conventions.
+    pub(crate) fn dispatch(
+        &self,
+        shader: &Shader,
+        entry: &'static str,
+        buffers: &[&GpuBuffer],
+        params: &[u32],
+        groups: [u32; 3],
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
+        assert!(params.len() <= MAX_PARAM_WORDS, "{entry}: {} parameter words, at most {MAX_PARAM_WORDS}", params.len());
+        assert!(
+            groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM),
+            "{entry}: dispatch {groups:?} exceeds 65535 workgroups per dimension"
+        );
+        let pipe = self.pipeline(shader, entry);
+        let mut rec = self.recorder();
+        let slot = rec.params.len();
+        rec.params.extend_from_slice(bytemuck::cast_slice(params));
+        rec.params.resize(slot + PARAM_SLOT, 0);
+        rec.pending.push(Recorded {
+            pipe,
+            buffers: buffers.iter().map(|b| (b.id, b.buffer.clone())).collect(),
+            slot: slot as u32,
+            groups,
+        });
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn recorder(&self) -> MutexGuard<'_, Recorder> {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submits everything recorded in one command buffer with one compute pass.
+    fn submit(&self, rec: &mut Recorder) {
+        if rec.pending.is_empty() {
+            return;
+        }
+        if rec.params.len() > rec.arena_cap || rec.arena.is_none() {
+            let cap = rec.params.len().next_power_of_two().max(64 * 1024);
+            rec.arena = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params arena"),
+                size: cap as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+            rec.arena_cap = cap;
+            rec.binds.clear(); // they point into the old arena
+        }
+        let arena = rec.arena.clone().expect("params arena exists");
+        self.queue.write_buffer(&arena, 0, &rec.params);
+
+        let pending = std::mem::take(&mut rec.pending);
+        let mut groups_of = Vec::with_capacity(pending.len());
+        for d in &pending {
+            let key = BindKey { pipe: d.pipe.id, slot: d.slot, ids: d.buffers.iter().map(|b| b.0).collect() };
+            let bg = match rec.binds.get(&key) {
+                Some((bg, _)) => bg.clone(),
+                None => {
+                    let mut entries = Vec::with_capacity(d.buffers.len() + 1);
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &arena,
+                            offset: d.slot as u64,
+                            size: NonZeroU64::new(PARAM_SLOT as u64),
+                        }),
+                    });
+                    for (i, (_, b)) in d.buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                    }
+                    let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &d.pipe.layout,
+                        entries: &entries,
+                    });
+                    rec.binds.insert(key, (bg.clone(), d.buffers.iter().map(|b| b.1.clone()).collect()));
+                    bg
+                }
+            };
+            groups_of.push(bg);
+        }
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for (d, bg) in pending.iter().zip(&groups_of) {
+                pass.set_pipeline(&d.pipe.pipeline);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        rec.params.clear();
+        drop(pending);
+        // Forget bind groups of buffers nobody else holds any more (bounded cache).
+        if rec.binds.len() > 2 * rec.binds_after_sweep + 256 {
+            rec.binds.retain(|_, (_, bufs)| bufs.iter().all(|b| Arc::strong_count(b) > 1));
+            rec.binds_after_sweep = rec.binds.len();
+        }
+    }
+
+    fn write_words(&self, dst: &GpuBuffer, words: &[u32], op: &str) {
+        check_len(op, "dst", dst, words.len());
+        if words.is_empty() {
+            return;
+        }
+        let mut rec = self.recorder();
+        self.submit(&mut rec); // recorded work must see the old contents
+        self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(words));
+    }
+
+    /// The first `len` 32-bit words of `src`, after all recorded work.
+    fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
+        check_len("read", "src", src, len);
+        if len == 0 {
+            return Vec::new();
+        }
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        let bytes = (len * 4) as u64;
+        if rec.staging_cap < bytes || rec.staging.is_none() {
+            let cap = bytes.next_power_of_two().max(4096);
+            rec.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: cap,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+            rec.staging_cap = cap;
+        }
+        let staging = rec.staging.clone().expect("staging buffer exists");
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(&src.buffer, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).expect("GPU device lost while waiting");
+        rx.recv().expect("map callback ran").expect("mapping the staging buffer failed");
+        let out = {
+            let view = staging.get_mapped_range(0..bytes).expect("staging buffer is mapped");
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        staging.unmap();
+        out
+    }
+
+    /// Reads u32 ids back (tests, debugging).
+    pub fn read_ids(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
+        self.read_words(src, len)
+    }
+
+    fn elementwise(&self, entry: &'static str, bufs: &[&GpuBuffer], params: &[u32], n: usize) {
+        self.dispatch(&ELEMENTWISE, entry, bufs, params, grid_1d(n, 256));
+    }
+}
+
+fn act_code(a: Act) -> u32 {
+    match a {
+        Act::Relu => 0,
+        Act::Tanh => 1,
+        Act::Sigmoid => 2,
+    }
+}
+
+impl Backend for GpuBackend {
+    type Buf = GpuBuffer;
+    type Ids = GpuBuffer;
+
+    fn name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    fn alloc(&self, len: usize) -> GpuBuffer {
+        self.alloc_words(len)
+    }
+
+    fn alloc_ids(&self, len: usize) -> GpuBuffer {
+        self.alloc_words(len)
+    }
+
+    fn write(&self, dst: &mut GpuBuffer, src: &[f32]) {
+        self.write_words(dst, bytemuck::cast_slice(src), "write");
+    }
+
+    fn write_ids(&self, dst: &mut GpuBuffer, src: &[u32]) {
+        self.write_words(dst, src, "write_ids");
+    }
+
+    fn read(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
+        bytemuck::cast_slice(&self.read_words(src, len)).to_vec()
+    }
+
+    fn flush(&self) {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+    }
+
+    fn fill(&self, x: &mut GpuBuffer, n: usize, value: f32) {
+        check_len("fill", "x", x, n);
+        self.elementwise("fill", &[x], &[u(n), f(value)], n);
+    }
+
+    fn add(&self, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
+        check_len("add", "x", x, n);
+        check_len("add", "y", y, n);
+        self.elementwise("add", &[x, y], &[u(n)], n);
+    }
+
+    fn copy_strided(
+        &self,
+        src: &GpuBuffer,
+        src_off: usize,
+        src_stride: usize,
+        dst: &mut GpuBuffer,
+        dst_off: usize,
+        dst_stride: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        check_len("copy_strided", "src", src, src_off + (rows - 1) * src_stride + cols);
+        check_len("copy_strided", "dst", dst, dst_off + (rows - 1) * dst_stride + cols);
+        let p = [u(rows), u(cols), u(src_off), u(src_stride), u(dst_off), u(dst_stride), accumulate as u32];
+        self.elementwise("copy_strided", &[src, dst], &p, rows * cols);
+    }
+
+    fn act_fwd(&self, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
+        check_len("act_fwd", "x", x, n);
+        check_len("act_fwd", "y", y, n);
+        self.elementwise("act_fwd", &[x, y], &[u(n), act_code(act)], n);
+    }
+
+    fn act_bwd(&self, act: Act, y: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer, n: usize) {
+        check_len("act_bwd", "y", y, n);
+        check_len("act_bwd", "dy", dy, n);
+        check_len("act_bwd", "dx", dx, n);
+        self.elementwise("act_bwd", &[y, dy, dx], &[u(n), act_code(act)], n);
+    }
+
+    fn gated_fwd(&self, a: &GpuBuffer, z: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
+        let n = batch * r * t;
+        check_len("gated_fwd", "a", a, 2 * n);
+        check_len("gated_fwd", "z", z, n);
+        self.elementwise("gated_fwd", &[a, z], &[u(n), u(r * t)], n);
+    }
+
+    fn gated_bwd(&self, a: &GpuBuffer, dz: &GpuBuffer, da: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
+        let n = batch * r * t;
+        check_len("gated_bwd", "a", a, 2 * n);
+        check_len("gated_bwd", "dz", dz, n);
+        check_len("gated_bwd", "da", da, 2 * n);
+        self.elementwise("gated_bwd", &[a, dz, da], &[u(n), u(r * t)], n);
+    }
+
+    fn transpose(&self, x: &GpuBuffer, y: &mut GpuBuffer, batch: usize, rows: usize, cols: usize) {
+        let n = batch * rows * cols;
+        check_len("transpose", "x", x, n);
+        check_len("transpose", "y", y, n);
+        if n == 0 {
+            return;
+        }
+        // 16x16 tiles through workgroup memory: x = column tiles, y = row tiles, z = batch.
+        let [gx, gy, _] = grid_2d(cols, rows, 16, 16);
+        assert!(batch <= MAX_GROUPS_PER_DIM as usize, "transpose: batch {batch} exceeds 65535");
+        self.dispatch(&ELEMENTWISE, "transpose", &[x, y], &[u(rows), u(cols)], [gx, gy, batch as u32]);
+    }
+
+    fn matmul(&self, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer, mm: MatMul) {
+        let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
+        check_len("matmul", "a", a, m * k);
+        check_len("matmul", "b", b, k * n);
+        check_len("matmul", "c", c, m * n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
+        self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+    }
+
+    fn bias_add(&self, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
+        let n = outer * channels * inner;
+        check_len("bias_add", "y", y, n);
+        check_len("bias_add", "bias", bias, channels);
+        self.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
+    }
+
+    fn bias_grad(&self, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
+        check_len("bias_grad", "dy", dy, outer * channels * inner);
+        check_len("bias_grad", "dbias", dbias, channels);
+        self.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
+    }
+
+    fn embedding_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, e: usize) {
+        check_len("embedding_fwd", "ids", ids, n);
+        check_len("embedding_fwd", "out", out, n * e);
+        let rows = table.len / e.max(1);
+        self.dispatch(&EMBEDDING, "embedding_fwd", &[ids, table, out], &[u(n), u(e), u(rows)], grid_1d(n * e, 256));
+    }
+
+    fn embedding_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, e: usize) {
+        check_len("embedding_bwd", "ids", ids, n);
+        check_len("embedding_bwd", "dout", dout, n * e);
+        if e == 0 || n == 0 {
+            return;
+        }
+        let rows = dtable.len / e;
+        // One workgroup per (table row, block of 64 columns).
+        let [gx, gy, _] = grid_2d(e, rows, 64, 1);
+        self.dispatch(&EMBEDDING, "embedding_bwd", &[ids, dout, dtable], &[u(n), u(e), u(rows)], [gx, gy, 1]);
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &GpuBuffer,
+        targets: &GpuBuffer,
+        dlogits: &mut GpuBuffer,
+        stats: &mut GpuBuffer,
+        n: usize,
+        v: usize,
+        grad_scale: f32,
+    ) {
+        check_len("softmax_xent", "logits", logits, n * v);
+        check_len("softmax_xent", "targets", targets, n);
+        check_len("softmax_xent", "dlogits", dlogits, n * v);
+        check_len("softmax_xent", "stats", stats, 2 * n);
+        if v == 0 {
+            return;
+        }
+        self.dispatch(
+            &SOFTMAX_XENT,
+            "softmax_xent",
+            &[logits, targets, dlogits, stats],
+            &[u(n), u(v), f(grad_scale)],
+            grid_groups(n),
+        );
+    }
+
+    fn sum_squares(&self, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
+        check_len("sum_squares", "x", x, n);
+        check_len("sum_squares", "acc", acc, 1);
+        self.dispatch(&OPTIM, "sum_squares", &[x, acc], &[u(n)], [1, 1, 1]);
+    }
+
+    fn clip_scale(&self, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
+        check_len("clip_scale", "acc", acc, 1);
+        check_len("clip_scale", "scale", scale, 1);
+        self.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
+    }
+
+    fn adam(
+        &self,
+        p: &mut GpuBuffer,
+        g: &GpuBuffer,
+        m: &mut GpuBuffer,
+        v: &mut GpuBuffer,
+        n: usize,
+        hp: AdamParams,
+        scale: &GpuBuffer,
+    ) {
+        for (what, b) in [("p", &*p), ("g", g), ("m", &*m), ("v", &*v)] {
+            check_len("adam", what, b, n);
+        }
+        check_len("adam", "scale", scale, 1);
+        // Bias corrections computed on the host exactly as the CPU backend does.
+        let t = hp.step as i32;
+        let step_size = hp.lr / (1.0 - hp.beta1.powi(t));
+        let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
+        let params = [u(n), f(step_size), f(bc2_sqrt), f(hp.beta1), f(hp.beta2), f(hp.eps), f(hp.weight_decay)];
+        self.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
+    }
+
+    fn conv1d_fwd(&self, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
+        conv::forward(self, x, w, bias, y, c)
+    }
+
+    fn conv1d_bwd_input(&self, dy: &GpuBuffer, w: &GpuBuffer, dx: &mut GpuBuffer, c: Conv1d, accumulate: bool) {
+        conv::backward_input(self, dy, w, dx, c, accumulate)
+    }
+
+    fn conv1d_bwd_weight(&self, x: &GpuBuffer, dy: &GpuBuffer, dw: &mut GpuBuffer, dbias: &mut GpuBuffer, c: Conv1d) {
+        conv::backward_weight(self, x, dy, dw, dbias, c)
+    }
+
+    fn lstm_fwd(
+        &self,
+        xw: &GpuBuffer,
+        w_hh: &GpuBuffer,
+        h0: &GpuBuffer,
+        c0: &GpuBuffer,
+        hs: &mut GpuBuffer,
+        cs: &mut GpuBuffer,
+        gates: &mut GpuBuffer,
+        l: Lstm,
+    ) {
+        lstm::forward(self, xw, w_hh, h0, c0, hs, cs, gates, l)
+    }
+
+    fn lstm_bwd(
+        &self,
+        w_hh: &GpuBuffer,
+        h0: &GpuBuffer,
+        c0: &GpuBuffer,
+        hs: &GpuBuffer,
+        cs: &GpuBuffer,
+        gates: &GpuBuffer,
+        dhs: &GpuBuffer,
+        dxw: &mut GpuBuffer,
+        dw_hh: &mut GpuBuffer,
+        l: Lstm,
+    ) {
+        lstm::backward(self, w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    }
+}

@@ -1,0 +1,62 @@
+// Bias over the channel axis of y [outer, channels, inner] (a Linear: inner = 1; a conv: inner = time).
+//   bias_add:  y[o, c, i] += bias[c]                    (1: bias, 2: y)
+//              one invocation per element of y, 256 per workgroup, 2-D workgroup grid with flat
+//              index (wid.y * nwg.x + wid.x) * 256 + lid.x.
+//   bias_grad: dbias[c] += sum_{o, i} dy[o, c, i]      (1: dy, 2: dbias)
+//              one workgroup of 256 per channel (flat workgroup index wid.y * nwg.x + wid.x); each
+//              invocation sums a strided share of the outer*inner elements, then a tree reduction
+//              in workgroup memory; a deterministic order, no atomics.
+
+struct Params {
+    a0: u32, // bias_add: element count n;  bias_grad: outer
+    a1: u32, // channels
+    a2: u32, // inner
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read> bias: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.a0) { return; }
+    let c = (i / p.a2) % p.a1;
+    y[i] = y[i] + bias[c];
+}
+
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+
+var<workgroup> part: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let outer = p.a0;
+    let channels = p.a1;
+    let inner = p.a2;
+    let c = wid.y * nwg.x + wid.x; // uniform across the workgroup
+    var s = 0.0;
+    if (c < channels) {
+        let total = outer * inner;
+        for (var j = lid.x; j < total; j += 256u) {
+            let o = j / inner;
+            let ii = j % inner;
+            s += dy[(o * channels + c) * inner + ii];
+        }
+    }
+    part[lid.x] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid.x < stride) {
+            part[lid.x] += part[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u && c < channels) {
+        dbias[c] = dbias[c] + part[0];
+    }
+}
