@@ -8,12 +8,10 @@ use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;
 
-/// Tolerances for [`check_fixture`]; see `fixtures_lstm.rs` and `gpu_lstm.rs` for their reasons.
+/// Tolerances for [`check_fixture`] (gradients always use `common::check_grad`); see `fixtures_lstm.rs` and `gpu_lstm.rs` for their reasons.
 pub struct Tols {
     pub loss: f64,
     pub logits: f64,
-    /// Multiplies both terms of `common::check_grad`'s per-tensor bound.
-    pub grad_scale: f64,
     pub adam1: f64,
     pub state: f64,
 }
@@ -84,21 +82,7 @@ pub fn check_fixture<B: Backend>(be: &B, name: &str, tol: &Tols) -> Vec<String> 
     for p in model.params() {
         let reference = f.get(&format!("grad.{}", p.name));
         let got = p.grad.to_vec(be);
-        let what = format!("{name} grad.{}", p.name);
-        let result = if tol.grad_scale == 1.0 {
-            check_grad(&what, &got, &reference.data)
-        } else {
-            // common::check_grad's per-tensor bound, widened by grad_scale.
-            let max_ref = reference.data.iter().fold(0.0f64, |m, &r| m.max(r.abs()));
-            got.iter().zip(&reference.data).enumerate().try_for_each(|(i, (&g, &r))| {
-                let bound = tol.grad_scale * (1e-6 * max_ref + 1e-3 * r.abs());
-                if (g as f64 - r).abs() <= bound {
-                    Ok(())
-                } else {
-                    Err(format!("{what}[{i}]: got {g:e}, PyTorch {r:e} (tolerance {bound:e})"))
-                }
-            })
-        };
+        let result = check_grad(&format!("{name} grad.{}", p.name), &got, &reference.data);
         if let Err(e) = result {
             fails.push(e);
         }
