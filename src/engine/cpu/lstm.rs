@@ -1,32 +1,192 @@
 //! CPU twin of `shaders/lstm.wgsl`: the fused LSTM recurrence and its backpropagation through time.
-use crate::engine::Lstm;
+//!
+//! Layouts (all row-major, batch-major like the models' activations):
+//! `xw, gates, dxw [batch, time, 4H]` (gate blocks i, f, g, o), `hs, cs, dhs [batch, time, H]`,
+//! `h0, c0 [batch, H]`, `w_hh, dw_hh [4H, H]` (PyTorch `weight_hh_l*`).
+//!
+//! The input projection `x W_ih^T + b_ih + b_hh` is one big matrix product done by the model
+//! beforehand; what is left here is inherently sequential in time but independent across batch rows.
+//! So the batch is split into one chunk of rows per thread, and each chunk runs its whole time loop
+//! on its own: per step one sgemm `h_{t-1} [rows, H] x W_hh^T -> [rows, 4H]` on strided views of
+//! `hs` / `gates` (step t's rows lie `time*H` / `time*4H` apart), then the fused gate nonlinearities
+//! and cell update. No synchronisation between steps is needed.
 
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    _xw: &[f32],
-    _w_hh: &[f32],
-    _h0: &[f32],
-    _c0: &[f32],
-    _hs: &mut [f32],
-    _cs: &mut [f32],
-    _gates: &mut [f32],
-    _l: Lstm,
-) {
-    todo!("lstm forward (issue 5)")
+use super::sgemm;
+use crate::engine::Lstm;
+use rayon::prelude::*;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
+/// Panics with the operation's name when a buffer is shorter than the sizes need.
+fn need(op: &str, what: &str, buf: &[f32], len: usize) {
+    assert!(buf.len() >= len, "{op}: {what} holds {} values, needs {len}", buf.len());
+}
+
+/// Batch rows per parallel chunk: one chunk per thread, never empty.
+fn rows_per_chunk(batch: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    batch.div_ceil(threads).max(1)
+}
+
+/// Forward recurrence, see [`crate::engine::Backend::lstm_fwd`]. For each step t:
+/// `a = xw[:, t] + h_{t-1} W_hh^T`; `i, f, o = sigmoid(a_i, a_f, a_o)`, `g = tanh(a_g)`;
+/// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`. Stores the activated gates for the backward.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    xw: &[f32],
+    w_hh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    hs: &mut [f32],
+    cs: &mut [f32],
+    gates: &mut [f32],
+    l: Lstm,
+) {
+    let Lstm { batch, time, hidden: h } = l;
+    let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
+    let op = "lstm_fwd";
+    need(op, "xw", xw, batch * seq_g);
+    need(op, "w_hh", w_hh, g4 * h);
+    need(op, "h0", h0, batch * h);
+    need(op, "c0", c0, batch * h);
+    need(op, "hs", hs, batch * seq_h);
+    need(op, "cs", cs, batch * seq_h);
+    need(op, "gates", gates, batch * seq_g);
+    if batch == 0 || time == 0 || h == 0 {
+        return;
+    }
+    let rows = rows_per_chunk(batch);
+    gates[..batch * seq_g]
+        .par_chunks_mut(rows * seq_g)
+        .zip(hs[..batch * seq_h].par_chunks_mut(rows * seq_h))
+        .zip(cs[..batch * seq_h].par_chunks_mut(rows * seq_h))
+        .enumerate()
+        .for_each(|(chunk, ((gates, hs), cs))| {
+            let b0 = chunk * rows;
+            let nb = hs.len() / seq_h;
+            let xw = &xw[b0 * seq_g..(b0 + nb) * seq_g];
+            let h0 = &h0[b0 * h..(b0 + nb) * h];
+            let c0 = &c0[b0 * h..(b0 + nb) * h];
+            for t in 0..time {
+                // Pre-activations: xw[:, t], plus the recurrent product.
+                for r in 0..nb {
+                    let at = r * seq_g + t * g4;
+                    gates[at..at + g4].copy_from_slice(&xw[at..at + g4]);
+                }
+                if t == 0 {
+                    sgemm(nb, h, g4, h0, (h, 1), w_hh, (1, h), &mut gates[..], (seq_g, 1), 1.0);
+                } else {
+                    let hprev = &hs[(t - 1) * h..];
+                    sgemm(nb, h, g4, hprev, (seq_h, 1), w_hh, (1, h), &mut gates[t * g4..], (seq_g, 1), 1.0);
+                }
+                // Gates and cell update, in place.
+                for r in 0..nb {
+                    let a = &mut gates[r * seq_g + t * g4..][..g4];
+                    let at = r * seq_h + t * h;
+                    for j in 0..h {
+                        let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
+                        let i = sigmoid(a[j]);
+                        let f = sigmoid(a[h + j]);
+                        let g = a[2 * h + j].tanh();
+                        let o = sigmoid(a[3 * h + j]);
+                        let c = f * cprev + i * g;
+                        a[j] = i;
+                        a[h + j] = f;
+                        a[2 * h + j] = g;
+                        a[3 * h + j] = o;
+                        cs[at + j] = c;
+                        hs[at + j] = o * c.tanh();
+                    }
+                }
+            }
+        });
+}
+
+/// Backpropagation through time, see [`crate::engine::Backend::lstm_bwd`]. Going backward over t,
+/// with `dh = dhs[:, t] + dgates_{t+1} W_hh` and `dc` carried from step t+1 (`dc_{t+1} f_{t+1}`):
+/// `dc += dh o (1 - tanh^2 c_t)`; `da_i = dc g i(1-i)`, `da_f = dc c_{t-1} f(1-f)`,
+/// `da_g = dc i (1-g^2)`, `da_o = dh tanh(c_t) o(1-o)`. Then, after the loop, in two sgemms:
+/// `dw_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]` with `h_{-1} = h0`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    _w_hh: &[f32],
-    _h0: &[f32],
-    _c0: &[f32],
-    _hs: &[f32],
-    _cs: &[f32],
-    _gates: &[f32],
-    _dhs: &[f32],
-    _dxw: &mut [f32],
-    _dw_hh: &mut [f32],
-    _l: Lstm,
+    w_hh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    hs: &[f32],
+    cs: &[f32],
+    gates: &[f32],
+    dhs: &[f32],
+    dxw: &mut [f32],
+    dw_hh: &mut [f32],
+    l: Lstm,
 ) {
-    todo!("lstm backward (issue 5)")
+    let Lstm { batch, time, hidden: h } = l;
+    let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
+    let op = "lstm_bwd";
+    need(op, "w_hh", w_hh, g4 * h);
+    need(op, "h0", h0, batch * h);
+    need(op, "c0", c0, batch * h);
+    need(op, "hs", hs, batch * seq_h);
+    need(op, "cs", cs, batch * seq_h);
+    need(op, "gates", gates, batch * seq_g);
+    need(op, "dhs", dhs, batch * seq_h);
+    need(op, "dxw", dxw, batch * seq_g);
+    need(op, "dw_hh", dw_hh, g4 * h);
+    if batch == 0 || time == 0 || h == 0 {
+        return;
+    }
+    let rows = rows_per_chunk(batch);
+    dxw[..batch * seq_g].par_chunks_mut(rows * seq_g).enumerate().for_each(|(chunk, dxw)| {
+        let b0 = chunk * rows;
+        let nb = dxw.len() / seq_g;
+        let gates = &gates[b0 * seq_g..(b0 + nb) * seq_g];
+        let cs = &cs[b0 * seq_h..(b0 + nb) * seq_h];
+        let dhs = &dhs[b0 * seq_h..(b0 + nb) * seq_h];
+        let c0 = &c0[b0 * h..(b0 + nb) * h];
+        // Gradients flowing into step t from step t+1: through h_t (dgates_{t+1} W_hh) and c_t.
+        let mut dh_next = vec![0.0f32; nb * h];
+        let mut dc_next = vec![0.0f32; nb * h];
+        for t in (0..time).rev() {
+            for r in 0..nb {
+                let a = &gates[r * seq_g + t * g4..][..g4];
+                let d = &mut dxw[r * seq_g + t * g4..][..g4];
+                let at = r * seq_h + t * h;
+                for j in 0..h {
+                    let (i, f, g, o) = (a[j], a[h + j], a[2 * h + j], a[3 * h + j]);
+                    let c = cs[at + j];
+                    let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
+                    let tc = c.tanh();
+                    let dh = dhs[at + j] + dh_next[r * h + j];
+                    let dc = dc_next[r * h + j] + dh * o * (1.0 - tc * tc);
+                    d[j] = dc * g * i * (1.0 - i);
+                    d[h + j] = dc * cprev * f * (1.0 - f);
+                    d[2 * h + j] = dc * i * (1.0 - g * g);
+                    d[3 * h + j] = dh * tc * o * (1.0 - o);
+                    dc_next[r * h + j] = dc * f;
+                }
+            }
+            if t > 0 {
+                // dh_{t-1} = dgates_t [nb, 4H] x W_hh [4H, H].
+                sgemm(nb, g4, h, &dxw[t * g4..], (seq_g, 1), w_hh, (h, 1), &mut dh_next, (h, 1), 0.0);
+            }
+        }
+    });
+
+    // dW_hh [4H, H] += sum over all (b, t) of da[b,t]^T h_{t-1}[b]. Viewing the rows (b, t) of `dxw`
+    // and `hs` as one sequence r = b*T + t, row r of dxw pairs with row r-1 of hs, except at t = 0
+    // where the partner is h0[b] rather than hs[b-1, T-1]. So: one sgemm over the shifted views
+    // (r = 1 .. B*T-1), then one of rank B over the rows t = 0 with `h0[b] - hs[b-1, T-1]`
+    // (just `h0[0]` for b = 0, which the shifted product skipped) to fix those pairs.
+    let n = batch * time;
+    if n > 1 {
+        sgemm(g4, n - 1, h, &dxw[g4..n * g4], (1, g4), &hs[..(n - 1) * h], (h, 1), dw_hh, (h, 1), 1.0);
+    }
+    let mut fix = h0[..batch * h].to_vec();
+    for b in 1..batch {
+        let last_prev = &hs[(b * time - 1) * h..][..h];
+        fix[b * h..(b + 1) * h].iter_mut().zip(last_prev).for_each(|(f, p)| *f -= p);
+    }
+    sgemm(g4, batch, h, &dxw[..n * g4], (1, seq_g), &fix, (h, 1), dw_hh, (h, 1), 1.0);
 }

@@ -1,0 +1,264 @@
+// The LSTM recurrence of one layer (PyTorch semantics, gate blocks i, f, g, o) and its
+// backpropagation through time. The input projection xw = x W_ih^T + b_ih + b_hh of every step
+// was done beforehand as one matrix product, so what is left is sequential in time and independent
+// across batch rows.
+//
+// Math, per batch row b and step t (h_{-1} = h0[b], c_{-1} = c0[b]):
+//   a   = xw[b, t] + W_hh h_{t-1}                      [4H]
+//   i = sigmoid(a_i)  f = sigmoid(a_f)  g = tanh(a_g)  o = sigmoid(a_o)
+//   c_t = f c_{t-1} + i g                 h_t = o tanh(c_t)
+// Backward, t = T-1 .. 0, with dh = dhs[b, t] + W_hh^T da_{t+1} and dc carried as dc_{t+1} f_{t+1}:
+//   dc += dh o (1 - tanh^2 c_t)
+//   da_i = dc g i (1-i)   da_f = dc c_{t-1} f (1-f)   da_g = dc i (1-g^2)   da_o = dh tanh(c_t) o (1-o)
+//   dW_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]            (separate pass, lstm_dw_hh)
+//
+// Layout (row-major, batch-major): xw, gates, dxw [batch, time, 4H]; hs, cs, dhs [batch, time, H];
+// h0, c0 [batch, H]; w_hh, dw_hh [4H, H]. `gates` holds the ACTIVATED gates.
+//
+// Dispatch shapes:
+//   lstm_fwd, lstm_bwd: ONE dispatch for the whole sequence. One workgroup of 256 invocations per
+//     batch row (flat workgroup index wid.y * nwg.x + wid.x, see grid_groups), looping over time
+//     inside the shader; h, c and the step's gates live in workgroup memory, with a
+//     workgroupBarrier between the phases of a step. Phase 1: invocation k computes gate rows
+//     k, k+256, ... (a dot product of a W_hh row, read from storage, with h in workgroup memory).
+//     Phase 2: invocation k updates hidden units k, k+256, ... . H <= MAX_H.
+//   lstm_dw_hh: the weight gradient as a matrix product dW_hh[4H, H] += dxw^T [4H, B*T] x Hprev
+//     [B*T, H], Hprev row (b, t) = hs[b, t-1] or h0[b] at t = 0 (gathered while staging), tiled
+//     like shaders/matmul.wgsl: 16x16 invocations per 64x64 tile of dW_hh, x = ceil(H/64) column
+//     tiles, y = ceil(4H/64) row tiles; no atomics.
+//
+// tanh is written as (1 - e^{-2|x|}) / (1 + e^{-2|x|}) with the sign of x: it never overflows to
+// NaN for large |x| (some drivers build tanh from exp(x) and exp(-x)); it differs from a libm tanh
+// by ~1e-7 absolute.
+
+struct Params {
+    batch: u32,
+    time: u32,
+    hidden: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+const MAX_H: u32 = 512u;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn tanh_safe(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+var<workgroup> h_s: array<f32, MAX_H>;        // fwd: h_{t-1};  bwd: dh from step t+1
+var<workgroup> c_s: array<f32, MAX_H>;        // fwd: c_{t-1};  bwd: dc from step t+1
+var<workgroup> g_s: array<f32, 2048>;         // fwd: activated gates; bwd: their gradient [4 * MAX_H]
+
+// ---- forward -------------------------------------------------------------------------------
+@group(0) @binding(1) var<storage, read> f_xw: array<f32>;
+@group(0) @binding(2) var<storage, read> f_whh: array<f32>;
+@group(0) @binding(3) var<storage, read> f_h0: array<f32>;
+@group(0) @binding(4) var<storage, read> f_c0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_hs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> f_cs: array<f32>;
+@group(0) @binding(7) var<storage, read_write> f_gates: array<f32>;
+
+@compute @workgroup_size(256)
+fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let b = wid.y * nwg.x + wid.x;
+    let time = p.time;
+    let h = p.hidden;
+    let g4 = 4u * h;
+    if (b >= p.batch) {
+        return;
+    }
+    for (var j = li; j < h; j += WG) {
+        h_s[j] = f_h0[b * h + j];
+        c_s[j] = f_c0[b * h + j];
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < time; t++) {
+        let row = (b * time + t) * g4;
+        // Phase 1: the gates, a = xw + W_hh h_{t-1}, activated.
+        for (var g = li; g < g4; g += WG) {
+            var a = f_xw[row + g];
+            let w0 = g * h;
+            for (var j = 0u; j < h; j++) {
+                a = fma(f_whh[w0 + j], h_s[j], a);
+            }
+            var act: f32;
+            if (g >= 2u * h && g < 3u * h) { act = tanh_safe(a); } else { act = sigmoid(a); }
+            g_s[g] = act;
+            f_gates[row + g] = act;
+        }
+        workgroupBarrier();
+        // Phase 2: the cell and hidden state.
+        let srow = (b * time + t) * h;
+        for (var j = li; j < h; j += WG) {
+            let c = g_s[h + j] * c_s[j] + g_s[j] * g_s[2u * h + j];
+            let hv = g_s[3u * h + j] * tanh_safe(c);
+            c_s[j] = c;
+            h_s[j] = hv;
+            f_cs[srow + j] = c;
+            f_hs[srow + j] = hv;
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- backward through time -----------------------------------------------------------------
+@group(0) @binding(1) var<storage, read> b_whh: array<f32>;
+@group(0) @binding(2) var<storage, read> b_c0: array<f32>;
+@group(0) @binding(3) var<storage, read> b_cs: array<f32>;
+@group(0) @binding(4) var<storage, read> b_gates: array<f32>;
+@group(0) @binding(5) var<storage, read> b_dhs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> b_dxw: array<f32>;
+
+@compute @workgroup_size(256)
+fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let b = wid.y * nwg.x + wid.x;
+    let time = p.time;
+    let h = p.hidden;
+    let g4 = 4u * h;
+    if (b >= p.batch) {
+        return;
+    }
+    for (var j = li; j < h; j += WG) {
+        h_s[j] = 0.0;
+        c_s[j] = 0.0;
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < time; s++) {
+        let t = time - 1u - s;
+        let row = (b * time + t) * g4;
+        let srow = (b * time + t) * h;
+        // Phase 1: the gates' gradient, unit by unit (each invocation owns the same units as in
+        // phase 2, so h_s / c_s entries are only ever touched by their owner between barriers).
+        for (var j = li; j < h; j += WG) {
+            let i = b_gates[row + j];
+            let f = b_gates[row + h + j];
+            let g = b_gates[row + 2u * h + j];
+            let o = b_gates[row + 3u * h + j];
+            let c = b_cs[srow + j];
+            var cprev: f32;
+            if (t > 0u) { cprev = b_cs[srow - h + j]; } else { cprev = b_c0[b * h + j]; }
+            let tc = tanh_safe(c);
+            let dh = b_dhs[srow + j] + h_s[j];
+            let dc = c_s[j] + dh * o * (1.0 - tc * tc);
+            let da_i = dc * g * i * (1.0 - i);
+            let da_f = dc * cprev * f * (1.0 - f);
+            let da_g = dc * i * (1.0 - g * g);
+            let da_o = dh * tc * o * (1.0 - o);
+            g_s[j] = da_i;
+            g_s[h + j] = da_f;
+            g_s[2u * h + j] = da_g;
+            g_s[3u * h + j] = da_o;
+            b_dxw[row + j] = da_i;
+            b_dxw[row + h + j] = da_f;
+            b_dxw[row + 2u * h + j] = da_g;
+            b_dxw[row + 3u * h + j] = da_o;
+            c_s[j] = dc * f;
+        }
+        workgroupBarrier();
+        // Phase 2: dh_{t-1} = W_hh^T da_t (adjacent invocations read adjacent W_hh columns).
+        if (t > 0u) {
+            for (var j = li; j < h; j += WG) {
+                var acc = 0.0;
+                for (var g = 0u; g < g4; g++) {
+                    acc = fma(b_whh[g * h + j], g_s[g], acc);
+                }
+                h_s[j] = acc;
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- dW_hh += dxw^T Hprev ------------------------------------------------------------------
+@group(0) @binding(1) var<storage, read> w_dxw: array<f32>;
+@group(0) @binding(2) var<storage, read> w_hs: array<f32>;
+@group(0) @binding(3) var<storage, read> w_h0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_dw: array<f32>;
+
+const TM: u32 = 64u;   // tile rows (gate rows of dW_hh)
+const TN: u32 = 64u;   // tile columns (hidden units)
+const TK: u32 = 16u;   // depth of one step (rows (b, t))
+const LD: u32 = 65u;   // padded panel row length
+
+var<workgroup> As: array<f32, 1040>; // As[kk * LD + mm] = dxw[r0 + kk, row0 + mm]
+var<workgroup> Bs: array<f32, 1040>; // Bs[kk * LD + nn] = Hprev[r0 + kk, col0 + nn]
+
+@compute @workgroup_size(16, 16)
+fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let h = p.hidden;
+    let m = 4u * h;
+    let k = p.batch * p.time;
+    let time = p.time;
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let tx = lid.x;
+    let ty = lid.y;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            acc[i][j] = 0.0;
+        }
+    }
+    for (var k0 = 0u; k0 < k; k0 += TK) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = li + 256u * r;
+            // dxw^T panel: contiguous along the gate row (mm).
+            let mm = e % TM;
+            let kk = e / TM;
+            let gr = row0 + mm;
+            let gk = k0 + kk;
+            var va = 0.0;
+            if (gr < m && gk < k) {
+                va = w_dxw[gk * m + gr];
+            }
+            As[kk * LD + mm] = va;
+            // Hprev panel: row (b, t) = gk is hs[gk - 1] for t > 0, h0[b] for t = 0.
+            let nn = e % TN;
+            let kb = e / TN;
+            let gc = col0 + nn;
+            let gkb = k0 + kb;
+            var vb = 0.0;
+            if (gc < h && gkb < k) {
+                let t = gkb % time;
+                if (t > 0u) { vb = w_hs[(gkb - 1u) * h + gc]; } else { vb = w_h0[(gkb / time) * h + gc]; }
+            }
+            Bs[kb * LD + nn] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                av[i] = As[kk * LD + ty + 16u * i];
+                bv[i] = Bs[kk * LD + tx + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + ty + 16u * i;
+        if (r >= m) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + tx + 16u * j;
+            if (col < h) {
+                let idx = r * h + col;
+                w_dw[idx] = w_dw[idx] + acc[i][j];
+            }
+        }
+    }
+}
