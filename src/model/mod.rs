@@ -6,6 +6,7 @@
 //! once. `forward` leaves the logits in the arena and keeps what `backward` needs; `backward`
 //! accumulates into every parameter's gradient.
 
+pub mod any;
 pub mod lstm;
 pub mod wavenet;
 pub mod wavenet_gated;
