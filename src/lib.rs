@@ -15,3 +15,4 @@ pub mod rng;
 pub mod sample;
 pub mod step;
 pub mod tokens;
+pub mod train;

@@ -50,6 +50,7 @@ pub struct Stepper<B: Backend> {
     window: usize,
     max_batch: usize,
     rows_since_read: usize,
+    last_rows: usize,
 }
 
 impl<B: Backend> Stepper<B> {
@@ -65,6 +66,7 @@ impl<B: Backend> Stepper<B> {
             window: model.window(),
             max_batch,
             rows_since_read: 0,
+            last_rows: 0,
         }
     }
 
@@ -89,6 +91,7 @@ impl<B: Backend> Stepper<B> {
         b.softmax_xent(&model.logits().buf, &self.y, &mut self.dlogits, &mut self.stats, rows, v, 1.0 / rows as f32);
         b.add(&self.stats, &mut self.stats_sum, 2 * rows);
         self.rows_since_read += rows;
+        self.last_rows = rows;
         if let Some(adam) = adam {
             model.backward(b, &self.x, &self.dlogits, batch);
             adam.step(b, model.params_mut());
@@ -104,6 +107,12 @@ impl<B: Backend> Stepper<B> {
     /// Loss and accuracy of a batch without touching the parameters.
     pub fn eval<M: Model<B> + ?Sized>(&mut self, b: &B, model: &mut M, x: &[u32], y: &[u32]) {
         self.run(b, model, None, x, y)
+    }
+
+    /// Mean loss of the last batch alone (one small read-back; for progress display).
+    pub fn last_batch_loss(&self, b: &B) -> f64 {
+        let s = b.read(&self.stats, 2 * self.last_rows);
+        s.chunks_exact(2).map(|p| p[0] as f64).sum::<f64>() / self.last_rows.max(1) as f64
     }
 
     /// The totals accumulated since the last call, then restarts the sums (one read-back).

@@ -78,7 +78,7 @@ impl Note {
 }
 
 /// What [`read_midi`] keeps.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReadOptions {
     /// Keep every pitched part (every program, every channel except drums), not only the piano parts.
     pub all_parts: bool,

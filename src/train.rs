@@ -1,0 +1,525 @@
+//! `etude train`: the loop, metrics, checkpoints and resume.
+//!
+//! A run lives in one folder: `metrics.csv` (one row per epoch), `loss.png`, `last.safetensors`
+//! (every epoch), `best.safetensors` (lowest validation loss), `epoch-N.safetensors` (every
+//! `checkpoint_every` epochs) and, at the end, a generated `sample.mid`. Every checkpoint carries
+//! all that is needed to resume exactly: parameters, Adam moments and step, the model config,
+//! tokenizer, vocabulary, data settings and the epoch reached. The order of the windows in an
+//! epoch depends only on (seed, epoch), so a resumed run sees the same batches, and on the CPU
+//! backend gives bit-for-bit the losses of a run that never stopped.
+
+use crate::checkpoint::{Checkpoint, HostTensor, EXP_AVG, EXP_AVG_SQ};
+use crate::corpus::{load_corpus, LoadedPiece, Skipped};
+use crate::dataset::{prepare, DataConfig, Dataset, Prepared};
+use crate::engine::{Adam, AdamParams, Backend};
+use crate::midi::ReadOptions;
+use crate::model::any::{AnyModel, ModelConfig, Sizes};
+use crate::model::Model;
+use crate::rng::Rng;
+use crate::step::{Stepper, Totals};
+use crate::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions, Vocab};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// At most this many validation windows are evaluated per epoch (evenly spaced), so validation
+/// stays a small fraction of an epoch on a large corpus.
+pub const MAX_VALID_WINDOWS: usize = 2048;
+
+/// Everything about the data a model was trained on: stored in every checkpoint, so generation
+/// and evaluation read and tokenise MIDI exactly as training did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// Files and folders given to `--data`; empty = the built-in corpus.
+    pub paths: Vec<PathBuf>,
+    pub read: ReadOptions,
+    pub tokenizer: String,
+    pub tokenizer_options: TokenizerOptions,
+    pub data: DataConfig,
+}
+
+impl DataSpec {
+    pub fn tokenizer(&self) -> Result<Box<dyn Tokenizer>, String> {
+        tokenizer_by_name(&self.tokenizer, &self.tokenizer_options)
+    }
+
+    /// Read the corpus; errors when no file is usable.
+    pub fn load(&self) -> Result<(Vec<LoadedPiece>, Vec<Skipped>), String> {
+        let corpus = load_corpus(&self.paths, &self.read);
+        if corpus.pieces.is_empty() {
+            let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { describe_paths(&self.paths) };
+            return Err(format!("no usable MIDI file in {what} ({} skipped)", corpus.skipped.len()));
+        }
+        Ok((corpus.pieces, corpus.skipped))
+    }
+}
+
+fn describe_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Optimisation settings (stored in checkpoints; a resumed run keeps them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    pub batch: usize,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Global gradient-norm clip; 0 = off.
+    pub clip: f32,
+    /// Seed of the initialisation and of the window order.
+    pub seed: u64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig { batch: 128, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, clip: 1.0, seed: 0 }
+    }
+}
+
+/// Where a run stands: stored in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Lowest validation loss so far (NaN-free; infinity when there is no validation set).
+    pub best_val_loss: f64,
+}
+
+/// The JSON metadata of an etude checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub etude_version: String,
+    pub model: ModelConfig,
+    pub data: DataSpec,
+    pub vocab: Vocab,
+    pub optim: OptimConfig,
+    pub progress: Progress,
+    /// Names of the validation pieces (the default data of `etude eval`).
+    pub valid_pieces: Vec<String>,
+    /// A generator state derived from the seed and the epoch, for whatever randomness comes next
+    /// (the sample written at the end of training).
+    pub rng: Rng,
+}
+
+/// A loaded checkpoint: its metadata and tensors.
+pub struct Loaded {
+    pub meta: Meta,
+    pub checkpoint: Checkpoint,
+}
+
+/// Read and check a checkpoint file.
+pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
+    let checkpoint = Checkpoint::load(path)?;
+    let meta: Meta = serde_json::from_value(checkpoint.meta.clone())
+        .map_err(|e| format!("{}: checkpoint metadata is not etude's ({e})", path.display()))?;
+    if meta.model.vocab() != meta.vocab.len() {
+        return Err(format!(
+            "{}: the model has {} outputs but the vocabulary {} tokens",
+            path.display(),
+            meta.model.vocab(),
+            meta.vocab.len()
+        ));
+    }
+    Ok(Loaded { meta, checkpoint })
+}
+
+impl Loaded {
+    /// Build the model on `b` and load the parameters into it. `window` sizes its arena (the
+    /// simple WaveNet accepts only its own window).
+    pub fn model<B: Backend>(&self, b: &B, max_batch: usize, window: usize, origin: &Path) -> Result<AnyModel<B>, String> {
+        let mut model = AnyModel::new(b, &self.meta.model, max_batch, window, &mut Rng::new(0))?;
+        for p in model.params_mut() {
+            let t = self
+                .checkpoint
+                .tensor(&p.name)
+                .ok_or_else(|| format!("{}: checkpoint has no tensor {}", origin.display(), p.name))?;
+            if t.shape != p.value.shape {
+                return Err(format!(
+                    "{}: {} has shape {:?}, the model expects {:?}",
+                    origin.display(),
+                    p.name,
+                    t.shape,
+                    p.value.shape
+                ));
+            }
+            p.value.set(b, &t.data);
+        }
+        Ok(model)
+    }
+}
+
+/// What `etude train` was asked to do.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: DataSpec,
+    pub model: String,
+    pub sizes: Sizes,
+    pub optim: OptimConfig,
+    /// Train until this many epochs are complete.
+    pub epochs: usize,
+    /// Keep `epoch-N.safetensors` every N epochs (0 = never).
+    pub checkpoint_every: usize,
+    pub out: PathBuf,
+    /// Continue the run in `out` from its `last.safetensors`.
+    pub resume: bool,
+    /// Show a progress bar (a terminal); otherwise plain lines.
+    pub progress_bar: bool,
+    /// Stop after this many optimizer steps (benchmarks and tests; None = no limit).
+    pub max_steps: Option<u64>,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_perplexity: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+}
+
+const CSV_HEADER: &str =
+    "epoch,step,train_loss,train_accuracy,val_loss,val_perplexity,val_accuracy,seconds,target_tokens_per_s";
+
+/// The outcome of [`train`].
+pub struct TrainReport {
+    pub out: PathBuf,
+    pub metrics: Vec<EpochMetrics>,
+    pub last_checkpoint: PathBuf,
+    pub vocab_size: usize,
+    pub train_windows: usize,
+    pub valid_windows: usize,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Evaluate `model` on (up to [`MAX_VALID_WINDOWS`] evenly spaced) windows of `data`.
+pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    data: &Dataset,
+    batch: usize,
+    limit: usize,
+) -> Totals {
+    let n = data.len();
+    if n == 0 {
+        return Totals::default();
+    }
+    let picks: Vec<usize> =
+        if n <= limit { (0..n).collect() } else { (0..limit).map(|i| i * n / limit).collect() };
+    stepper.take_totals(b);
+    let targets = model.targets();
+    for chunk in picks.chunks(batch) {
+        let bt = data.batch_of(chunk, targets);
+        stepper.eval(b, model, &bt.x, &bt.y);
+    }
+    stepper.take_totals(b)
+}
+
+/// Host copies of the parameters and Adam moments, under PyTorch's names.
+fn snapshot<B: Backend>(b: &B, model: &AnyModel<B>, adam: &Adam<B>) -> Vec<HostTensor> {
+    let mut out = Vec::new();
+    for p in model.params() {
+        out.push(HostTensor { name: p.name.clone(), shape: p.value.shape.clone(), data: p.value.to_vec(b) });
+    }
+    for (prefix, moments) in [(EXP_AVG, &adam.m), (EXP_AVG_SQ, &adam.v)] {
+        for (p, m) in model.params().iter().zip(moments) {
+            out.push(HostTensor { name: format!("{prefix}{}", p.name), shape: m.shape.clone(), data: m.to_vec(b) });
+        }
+    }
+    out
+}
+
+fn restore_adam<B: Backend>(b: &B, model: &AnyModel<B>, adam: &mut Adam<B>, ck: &Checkpoint, origin: &Path) -> Result<(), String> {
+    for (prefix, moments) in [(EXP_AVG, &mut adam.m), (EXP_AVG_SQ, &mut adam.v)] {
+        for (p, m) in model.params().iter().zip(moments.iter_mut()) {
+            let name = format!("{prefix}{}", p.name);
+            let t = ck.tensor(&name).ok_or_else(|| format!("{}: checkpoint has no {name} to resume from", origin.display()))?;
+            if t.shape != m.shape {
+                return Err(format!("{}: {name} has shape {:?}, expected {:?}", origin.display(), t.shape, m.shape));
+            }
+            m.set(b, &t.data);
+        }
+    }
+    Ok(())
+}
+
+fn append_csv(path: &Path, row: &EpochMetrics) -> Result<(), String> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    if new {
+        text.push_str(CSV_HEADER);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{},{},{:.6},{:.6},{:.6},{:.4},{:.6},{:.3},{:.1}\n",
+        row.epoch,
+        row.step,
+        row.train_loss,
+        row.train_accuracy,
+        row.val_loss,
+        row.val_perplexity,
+        row.val_accuracy,
+        row.seconds,
+        row.tokens_per_s
+    ));
+    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Read back `metrics.csv` (for the loss curve of a resumed run).
+pub fn read_csv(path: &Path) -> Vec<(f64, f64, f64)> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some((f.first()?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn draw_curve(out: &Path) -> Result<(), String> {
+    let rows = read_csv(&out.join("metrics.csv"));
+    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    let valid: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2)).collect();
+    crate::plot::loss_curve(&out.join("loss.png"), &[("train", [30, 90, 200], train), ("validation", [220, 80, 30], valid)])
+}
+
+/// A message sink: progress bar or plain lines.
+struct Reporter {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Reporter {
+    fn new(enabled: bool) -> Self {
+        Reporter { bar: if enabled { Some(indicatif::ProgressBar::new(0)) } else { None } }
+    }
+
+    fn start_epoch(&self, epoch: usize, epochs: usize, steps: u64) {
+        if let Some(bar) = &self.bar {
+            bar.reset();
+            bar.set_length(steps);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} < {eta_precise}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+        }
+    }
+
+    fn step(&self, msg: Option<String>) {
+        if let Some(bar) = &self.bar {
+            if let Some(m) = msg {
+                bar.set_message(m);
+            }
+            bar.inc(1);
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Run (or resume) a training run on backend `b`. `say` receives one-line messages for the user.
+pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, String> {
+    let out = &opts.out;
+    let last_path = out.join("last.safetensors");
+    let resumed = if opts.resume {
+        if !last_path.exists() {
+            return Err(format!("--resume: {} does not exist (nothing to resume in {})", last_path.display(), out.display()));
+        }
+        Some(load_checkpoint(&last_path)?)
+    } else {
+        if last_path.exists() {
+            return Err(format!(
+                "{} already holds a run (last.safetensors); continue it with --resume, or choose another --out",
+                out.display()
+            ));
+        }
+        None
+    };
+    // A resumed run keeps its own data, model and optimizer settings.
+    let (spec, optim) = match &resumed {
+        Some(l) => (l.meta.data.clone(), l.meta.optim.clone()),
+        None => (opts.data.clone(), opts.optim.clone()),
+    };
+    if optim.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let tokenizer = spec.tokenizer()?;
+    let (pieces, skipped) = spec.load()?;
+    let prepared: Prepared =
+        prepare(&pieces, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
+    let window = spec.data.window;
+    let model_cfg = match &resumed {
+        Some(l) => l.meta.model.clone(),
+        None => ModelConfig::from_name(&opts.model, prepared.vocab.len(), window, &opts.sizes)?,
+    };
+    let mut init_rng = Rng::new(optim.seed);
+    let mut model = match &resumed {
+        Some(l) => l.model(b, optim.batch, window, &last_path)?,
+        None => AnyModel::new(b, &model_cfg, optim.batch, window, &mut init_rng)?,
+    };
+    let hp = AdamParams {
+        lr: optim.lr,
+        beta1: optim.beta1,
+        beta2: optim.beta2,
+        eps: optim.eps,
+        weight_decay: optim.weight_decay,
+        step: 0,
+    };
+    let mut adam = Adam::new(b, model.params(), hp, optim.clip);
+    let mut progress = Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY };
+    if let Some(l) = &resumed {
+        restore_adam(b, &model, &mut adam, &l.checkpoint, &last_path)?;
+        progress = l.meta.progress.clone();
+        adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
+    let mut stepper = Stepper::new(b, &model, optim.batch);
+    let targets = model.targets();
+    let reporter = Reporter::new(opts.progress_bar);
+    let mut metrics = Vec::new();
+    let steps_per_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
+    let mut steps_left = opts.max_steps.unwrap_or(u64::MAX);
+
+    while progress.epoch < opts.epochs && steps_left > 0 {
+        let epoch = progress.epoch + 1;
+        reporter.start_epoch(epoch, opts.epochs, steps_per_epoch);
+        let started = Instant::now();
+        stepper.take_totals(b);
+        let mut last_shown = Instant::now();
+        for batch in prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false) {
+            if steps_left == 0 {
+                break;
+            }
+            stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
+            progress.step += 1;
+            steps_left -= 1;
+            let msg = if last_shown.elapsed().as_secs_f64() > 0.5 {
+                last_shown = Instant::now();
+                let loss = stepper.last_batch_loss(b);
+                if !loss.is_finite() {
+                    reporter.finish();
+                    return Err(diverged(out, epoch, loss));
+                }
+                Some(format!("loss {loss:.4}"))
+            } else {
+                None
+            };
+            reporter.step(msg);
+        }
+        let train_totals = stepper.take_totals(b);
+        let seconds = started.elapsed().as_secs_f64();
+        if !train_totals.loss().is_finite() {
+            reporter.finish();
+            return Err(diverged(out, epoch, train_totals.loss()));
+        }
+        let val = evaluate(b, &mut model, &mut stepper, &prepared.valid, optim.batch, MAX_VALID_WINDOWS);
+        progress.epoch = epoch;
+        let row = EpochMetrics {
+            epoch,
+            step: progress.step,
+            train_loss: train_totals.loss(),
+            train_accuracy: train_totals.accuracy(),
+            val_loss: val.loss(),
+            val_perplexity: val.perplexity(),
+            val_accuracy: val.accuracy(),
+            seconds,
+            tokens_per_s: train_totals.rows as f64 / seconds.max(1e-9),
+        };
+        reporter.line(&format!(
+            "epoch {epoch}/{}: train loss {:.4} acc {:.3} | val loss {:.4} ppl {:.2} acc {:.3} | {:.1} s, {:.0} targets/s",
+            opts.epochs,
+            row.train_loss,
+            row.train_accuracy,
+            row.val_loss,
+            row.val_perplexity,
+            row.val_accuracy,
+            row.seconds,
+            row.tokens_per_s
+        ));
+        append_csv(&out.join("metrics.csv"), &row)?;
+        let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
+        if improved {
+            progress.best_val_loss = val.loss();
+        }
+        let meta = Meta {
+            etude_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: model_cfg.clone(),
+            data: spec.clone(),
+            vocab: prepared.vocab.clone(),
+            optim: optim.clone(),
+            progress: progress.clone(),
+            valid_pieces: valid_pieces.clone(),
+            rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
+        };
+        let ck = Checkpoint {
+            meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
+            tensors: snapshot(b, &model, &adam),
+        };
+        ck.save(&last_path)?;
+        if improved || val.rows == 0 {
+            ck.save(&out.join("best.safetensors"))?;
+        }
+        if opts.checkpoint_every > 0 && epoch % opts.checkpoint_every == 0 {
+            ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
+        }
+        draw_curve(out)?;
+        metrics.push(row);
+    }
+    reporter.finish();
+    Ok(TrainReport {
+        out: out.clone(),
+        metrics,
+        last_checkpoint: last_path,
+        vocab_size: prepared.vocab.len(),
+        train_windows: prepared.train.len(),
+        valid_windows: prepared.valid.len(),
+        skipped,
+    })
+}
+
+fn diverged(out: &Path, epoch: usize, loss: f64) -> String {
+    let last = out.join("last.safetensors");
+    let kept = if last.exists() {
+        format!("the last good checkpoint is kept in {}", last.display())
+    } else {
+        "no checkpoint had been written yet".to_string()
+    };
+    format!("training stopped in epoch {epoch}: the loss became {loss} (non-finite); {kept}; try a lower --lr or a --clip")
+}
+
+/// Names of the pieces of `valid` that a checkpoint lists, as indices into `pieces`.
+pub fn valid_indices(pieces: &[LoadedPiece], valid: &[String]) -> Vec<usize> {
+    pieces.iter().enumerate().filter(|(_, p)| valid.contains(&p.name)).map(|(i, _)| i).collect()
+}
