@@ -37,7 +37,11 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         print_text(&report, kept);
     }
     if report.files.is_empty() {
-        return Err(format!("no usable MIDI file ({} skipped)", report.skipped.len()));
+        return Err(if report.skipped.is_empty() {
+            "no .mid or .midi file found in the given paths".to_string()
+        } else {
+            format!("no usable MIDI file ({} skipped)", report.skipped.len())
+        });
     }
     Ok(())
 }
