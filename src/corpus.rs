@@ -205,7 +205,7 @@ pub fn inspect(corpus: &Corpus, tokenizer: &dyn Tokenizer) -> InspectReport {
         files_skipped: corpus.skipped.len(),
         notes: files.iter().map(|f| f.notes).sum(),
         tokens: files.iter().map(|f| f.tokens).sum(),
-        duration_seconds: files.iter().map(|f| f.duration_seconds).sum(),
+        duration_seconds: files.iter().fold(0.0, |acc, f| acc + f.duration_seconds),
         vocab_size: vocab.len(),
         top_tokens,
     };

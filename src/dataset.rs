@@ -34,7 +34,7 @@ pub fn split_by_piece(n: usize, valid_fraction: f64, seed: u64) -> Split {
         n_valid = n_valid.clamp(1, n - 1);
     }
     let mut order: Vec<usize> = (0..n).collect();
-    Rng::new(seed ^ 0x5EED_0F_5B11_7000).shuffle(&mut order);
+    Rng::new(seed ^ 0x5EED_0F5B_1170_0000).shuffle(&mut order);
     let mut valid = order[..n_valid].to_vec();
     let mut train = order[n_valid..].to_vec();
     valid.sort_unstable();

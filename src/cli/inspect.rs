@@ -33,17 +33,23 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
-        print_text(&report);
+        let kept = if args.data.all_parts { "pitched" } else { "piano" };
+        print_text(&report, kept);
     }
     if report.files.is_empty() {
-        return Err(format!("no usable MIDI file ({} skipped)", report.skipped.len()));
+        return Err(if report.skipped.is_empty() {
+            "no .mid or .midi file found in the given paths".to_string()
+        } else {
+            format!("no usable MIDI file ({} skipped)", report.skipped.len())
+        });
     }
     Ok(())
 }
 
-fn print_file(f: &FileReport) {
+/// `kept`: what the kept notes are ("piano", or "pitched" with --all-parts).
+fn print_file(f: &FileReport, kept: &str) {
     println!(
-        "{}: {} piano notes, {:.1} s, {:.1} quarter notes, {} tokens",
+        "{}: {} {kept} notes, {:.1} s, {:.1} quarter notes, {} tokens",
         f.name, f.notes, f.duration_seconds, f.duration_quarters, f.tokens
     );
     for t in &f.tracks {
@@ -69,9 +75,9 @@ fn print_file(f: &FileReport) {
     }
 }
 
-fn print_text(r: &InspectReport) {
+fn print_text(r: &InspectReport, kept: &str) {
     for f in &r.files {
-        print_file(f);
+        print_file(f, kept);
     }
     let t = &r.totals;
     println!();

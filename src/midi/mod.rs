@@ -13,7 +13,7 @@ mod write;
 pub use read::read_midi;
 pub use write::write_midi;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Ticks per quarter note used when notes are made from quarter-note times (tokenizer output) and
@@ -33,7 +33,7 @@ pub const MAX_TICK: u64 = 1 << 31;
 /// Times are given twice: in the file's own ticks (`start_tick`, `end_tick`; for notes made from
 /// quarter-note times, ticks at [`NOMINAL_TICKS_PER_QUARTER`]) and in quarter notes (`start`, `end`),
 /// which is what the tokenizers use. `end > start` always holds for notes read from a file.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Note {
     /// MIDI key number, 0..=127 (60 = C4, middle C).
     pub pitch: u8,
@@ -78,7 +78,7 @@ impl Note {
 }
 
 /// What [`read_midi`] keeps.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadOptions {
     /// Keep every pitched part (every program, every channel except drums), not only the piano parts.
     pub all_parts: bool,

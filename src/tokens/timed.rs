@@ -74,10 +74,9 @@ impl Timed {
     }
 
     fn bin_velocity(&self, bin: u32) -> u8 {
-        if self.velocity_bins == 0 {
-            DEFAULT_VELOCITY
-        } else {
-            ((128 * bin + 64) / self.velocity_bins).clamp(1, 127) as u8
+        match (128 * bin + 64).checked_div(self.velocity_bins) {
+            Some(v) => v.clamp(1, 127) as u8,
+            None => DEFAULT_VELOCITY,
         }
     }
 
