@@ -84,6 +84,8 @@ fn main() {
         println!("\ndispatch cost: chains of small `add`s (256 elements) recorded into one submission");
         let x = g.alloc(256);
         let mut y = g.alloc(256);
+        g.add(&x, &mut y, 256); // compile the shader before timing
+        g.read(&y, 1);
         for &chain in &[10usize, 100, 1000, 5000] {
             // first run creates the bind groups; the second finds them all in the cache
             for run in ["cold bind groups", "cached bind groups"] {

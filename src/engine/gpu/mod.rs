@@ -48,12 +48,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) const PARAM_SLOT: usize = 256;
 /// Most 32-bit words of parameters one dispatch may carry.
 pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
+/// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
+/// times as many workgroups): about the number of compute units of a large GPU.
+const SMALL_MATMUL_BELOW: usize = 128;
 /// Bound on the bind-group cache (entries of live buffers are kept up to this many).
 const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
-/// A WGSL source file: its name (the pipeline cache key) and text.
+/// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
 pub(crate) struct Shader {
     pub name: &'static str,
     pub source: &'static str,
@@ -752,7 +755,13 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
-        self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+        // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
+        let big_tiles = m.div_ceil(64) * n.div_ceil(64);
+        if big_tiles >= SMALL_MATMUL_BELOW {
+            self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+        } else {
+            self.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
+        }
     }
 
     fn bias_add(&self, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
