@@ -328,7 +328,7 @@ fn embedding_forward_and_backward_with_repeated_ids() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(9);
     // (rows, n, e)
-    for &(rows, n, e) in &[(1, 1, 1), (5, 40, 3), (50, 300, 65), (300, 129, 128)] {
+    for &(rows, n, e) in &[(1, 1, 1), (5, 40, 3), (50, 300, 65), (300, 129, 128), (20, 5000, 3)] {
         let table = rand_vec(&mut rng, rows * e, 1.0);
         // few distinct ids so that most repeat; the first id repeats on purpose
         let mut ids: Vec<u32> = (0..n).map(|_| rng.below(rows.min(7)) as u32).collect();

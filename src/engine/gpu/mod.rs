@@ -51,6 +51,8 @@ pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
 /// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
 /// times as many workgroups): about the number of compute units of a large GPU.
 const SMALL_MATMUL_BELOW: usize = 128;
+/// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
+const EMBEDDING_SCRATCH: usize = 16 << 20;
 /// Bound on the bind-group cache (entries of live buffers are kept up to this many).
 const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
@@ -329,6 +331,7 @@ pub struct GpuBackend {
     limits: wgpu::Limits,
     pipelines: Mutex<Pipelines>,
     rec: Mutex<Recorder>,
+    scratch: Mutex<HashMap<&'static str, GpuBuffer>>,
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
@@ -372,6 +375,7 @@ impl GpuBackend {
             info: adapter.get_info(),
             limits,
             pipelines: Mutex::new(Pipelines::default()),
+            scratch: Mutex::new(HashMap::new()),
             rec: Mutex::new(Recorder {
                 pending: Vec::new(),
                 params: Vec::new(),
@@ -436,6 +440,19 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// A scratch buffer of at least `len` elements, one per `key`, kept between calls and grown as
+    /// needed (contents undefined). Dispatches run in recording order, so an op may use its scratch
+    /// freely within its own dispatches; use a key of your own so no other op overwrites it.
+    pub(crate) fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+        let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = map.get(key).is_some_and(|b| b.len >= len);
+        if !fits {
+            map.insert(key, self.alloc_words(len));
+        }
+        let b = &map[key];
+        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id }
     }
 
     /// The pipeline for `entry` of `shader`, compiled on first use and cached.
@@ -791,9 +808,18 @@ impl Backend for GpuBackend {
             return;
         }
         let rows = dtable.len / e;
-        // One workgroup per (table row, block of 64 columns).
-        let [gx, gy, _] = grid_2d(e, rows, 64, 1);
-        self.dispatch(&EMBEDDING, "embedding_bwd", &[ids, dout, dtable], &[u(n), u(e), u(rows)], [gx, gy, 1]);
+        if rows == 0 {
+            return;
+        }
+        // Partial tables per run of ids, then their sum (see shaders/embedding.wgsl). As many runs
+        // as fit in EMBEDDING_SCRATCH floats, at most 64 (one run per 64+ ids).
+        let segments = (EMBEDDING_SCRATCH / (rows * e)).min(64).min(n.div_ceil(64)).max(1);
+        let seg_len = n.div_ceil(segments);
+        let partial = self.scratch("embedding_bwd", segments * rows * e);
+        let p = [u(n), u(e), u(rows), u(segments), u(seg_len)];
+        let [gx, _, _] = grid_2d(e, 1, 64, 1);
+        self.dispatch(&EMBEDDING, "embedding_bwd_partial", &[ids, dout, &partial], &p, [gx, segments as u32, 1]);
+        self.dispatch(&EMBEDDING, "embedding_bwd_reduce", &[&partial, dtable], &p, grid_1d(rows * e, 256));
     }
 
     fn softmax_xent(
