@@ -924,3 +924,67 @@ impl Backend for GpuBackend {
         lstm::backward(self, w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(index: usize, name: &str, device_type: wgpu::DeviceType) -> AdapterReport {
+        AdapterReport {
+            index,
+            name: name.into(),
+            backend: wgpu::Backend::Vulkan,
+            device_type,
+            driver: String::new(),
+            driver_info: String::new(),
+            shader_f16: false,
+            timestamp_query: false,
+            max_workgroup_storage: 16384,
+            max_invocations_per_workgroup: 256,
+            max_storage_binding: 1 << 27,
+            max_buffer: 1 << 28,
+        }
+    }
+
+    #[test]
+    fn picks_discrete_then_integrated_then_virtual_then_software() {
+        use wgpu::DeviceType::*;
+        let all = vec![
+            fake(0, "llvmpipe (LLVM 15.0.6, 256 bits)", Cpu),
+            fake(1, "Virtio GPU", VirtualGpu),
+            fake(2, "Intel(R) UHD Graphics 630", IntegratedGpu),
+            fake(3, "NVIDIA GeForce RTX 4090", DiscreteGpu),
+        ];
+        assert_eq!(pick_adapter_index(&all, None), Ok(3));
+        assert_eq!(pick_adapter_index(&all[..3], None), Ok(2));
+        assert_eq!(pick_adapter_index(&all[..2], None), Ok(1));
+        assert_eq!(pick_adapter_index(&all[..1], None), Ok(0));
+        // a software device reported as "Other" still comes last
+        let other = vec![fake(0, "SwiftShader Device", Other), fake(1, "Some GPU", Other)];
+        assert_eq!(pick_adapter_index(&other, None), Ok(1));
+    }
+
+    #[test]
+    fn override_by_index_or_name_substring() {
+        use wgpu::DeviceType::*;
+        let all = vec![fake(0, "llvmpipe (LLVM 15)", Cpu), fake(1, "NVIDIA H100", DiscreteGpu)];
+        assert_eq!(pick_adapter_index(&all, Some("llvmpipe")), Ok(0));
+        assert_eq!(pick_adapter_index(&all, Some("h100")), Ok(1));
+        assert_eq!(pick_adapter_index(&all, Some("0")), Ok(0));
+        assert_eq!(pick_adapter_index(&all, Some(" ")), Ok(1), "blank means no override");
+        assert!(pick_adapter_index(&all, Some("7")).unwrap_err().contains("no adapter with index 7"));
+        assert!(pick_adapter_index(&all, Some("radeon")).unwrap_err().contains("NVIDIA H100"));
+        assert_eq!(pick_adapter_index(&[], None), Err(NO_ADAPTER.to_string()));
+        assert!(all[0].is_software() && !all[1].is_software());
+    }
+
+    #[test]
+    fn grids_stay_within_the_dimension_limit() {
+        assert_eq!(grid_1d(0, 256), [0, 0, 0]);
+        assert_eq!(grid_1d(1, 256), [1, 1, 1]);
+        assert_eq!(grid_1d(65535 * 256, 256), [65535, 1, 1]);
+        let [x, y, _] = grid_1d(65535 * 256 + 1, 256);
+        assert!(x <= 65535 && (x as usize) * (y as usize) >= 65536);
+        assert_eq!(grid_2d(65, 1, 64, 1), [2, 1, 1]);
+    }
+}
