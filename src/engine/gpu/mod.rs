@@ -4,8 +4,8 @@
 //!
 //! Every [`Backend`] operation checks its buffer lengths (panicking with the operation's name, as
 //! the CPU backend does), then *records* one or more compute dispatches; nothing runs until
-//! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch is a pipeline, the buffers it binds
-//! and its parameters (sizes, offsets, flags: at most [`MAX_PARAM_WORDS`] 32-bit words). The
+//! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch (kept in a list until the submit,
+//! which encodes them all at once) is a pipeline, the buffers it binds and its parameters (sizes, offsets, flags: at most `MAX_PARAM_WORDS` 32-bit words). The
 //! parameters go into a host-side *params arena*, one 256-byte slot per dispatch; at submit time the
 //! arena is uploaded with a single `queue.write_buffer`, one command encoder is built with **one
 //! compute pass holding every dispatch** (wgpu inserts the barriers between dispatches that touch
@@ -27,15 +27,18 @@
 //!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
-//!    after checking lengths with [`check_len`]. [`f`] turns an `f32` into the word the shader reads
-//!    as `f32`; [`grid_1d`] / [`grid_groups`] / [`grid_2d`] give workgroup counts within the
-//!    65535-per-dimension limit (see [`grid_1d`] for the flat index the shader rebuilds).
+//!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
+//!    as `f32`; `grid_1d` / `grid_groups` / `grid_2d` give workgroup counts within the
+//!    65535-per-dimension limit (see `grid_1d`'s doc for the flat index the shader rebuilds). The
+//!    words fill the `Params` struct's fields in order; unused trailing fields read 0.
+//! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::scratch` with a key
+//!    of your own (kept and reused between calls).
 //!
-//! [`GpuBackend::pipeline`] exposes the pipeline cache itself (created on first use, one pipeline per
+//! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
-pub mod conv;
-pub mod lstm;
+mod conv;
+mod lstm;
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use std::collections::HashMap;
