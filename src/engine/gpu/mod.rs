@@ -24,7 +24,9 @@
 //!    struct of at most 64 scalar `u32`/`i32`/`f32` fields, **read by every entry point**), then the
 //!    storage buffers at bindings `1..=k` in the order the Rust side passes them. Different entry
 //!    points of one file may declare different variables at the same binding number. Use
-//!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs.
+//!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs. Pipelines use
+//!    wgpu's automatic layout, which drops unused bindings: pass exactly the buffers the entry
+//!    point uses, and have it read `p`.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
 //!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
