@@ -8,6 +8,7 @@
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::{Backend, MatMul};
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 /// (label, m, k, n)
@@ -56,6 +57,37 @@ fn bench_matmul<B: Backend>(b: &B, m: usize, k: usize, n: usize, target: Duratio
     2.0 * (m * k * n) as f64 / secs / 1e9
 }
 
+/// Milliseconds per call of the non-matmul ops that touch the most data in a training step.
+fn other_ops<B: Backend>(b: &B, target: Duration) -> Vec<(&'static str, f64)> {
+    let (bt, v, e) = (128 * 128, 300, 100);
+    let ids_host: Vec<u32> = (0..bt as u32).map(|i| i.wrapping_mul(2654435761) % v as u32).collect();
+    let mut ids = b.alloc_ids(bt);
+    b.write_ids(&mut ids, &ids_host);
+    let logits = fill(b, bt * v, 3);
+    let dout = fill(b, bt * e, 4);
+    let mut dl = b.alloc(bt * v);
+    let mut stats = b.alloc(2 * bt);
+    let mut dtable = b.alloc(v * e);
+    let mut dbias = b.alloc(v);
+    let sync = b.alloc(1); // reading it waits for everything submitted before
+    let mut out = Vec::new();
+    let mut time = |label: &'static str, f: &mut dyn FnMut()| {
+        f(); // warm-up
+        b.flush();
+        let secs = time_per_rep(target, |reps| {
+            for _ in 0..reps {
+                f();
+            }
+            black_box(b.read(&sync, 1));
+        });
+        out.push((label, secs * 1e3));
+    };
+    time("embedding_bwd (n=16384, rows=300, e=100)", &mut || b.embedding_bwd(&ids, &dout, &mut dtable, bt, e));
+    time("softmax_xent (n=16384, v=300)", &mut || b.softmax_xent(&logits, &ids, &mut dl, &mut stats, bt, v, 1.0));
+    time("bias_grad (outer=16384, channels=300)", &mut || b.bias_grad(&logits, &mut dbias, bt, v, 1));
+    out
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let target = Duration::from_millis(if quick { 200 } else { 1000 });
@@ -80,10 +112,20 @@ fn main() {
         println!("{label:<36} {c:>12.2} {gs:>12}");
     }
 
+    println!("\nother ops at the models' shapes (ms per call; B=128, T=128, V=300, E=100) {:>6} {:>12}", "cpu", "gpu");
+    let c_ms = other_ops(&cpu, target);
+    let g_ms = gpu.as_ref().map(|g| other_ops(g, target));
+    for (i, (label, c)) in c_ms.iter().enumerate() {
+        let gs = g_ms.as_ref().map(|v| format!("{:.2}", v[i].1)).unwrap_or_else(|| "-".into());
+        println!("{label:<44} {c:>12.2} {gs:>12}");
+    }
+
     if let Some(g) = &gpu {
         println!("\ndispatch cost: chains of small `add`s (256 elements) recorded into one submission");
         let x = g.alloc(256);
         let mut y = g.alloc(256);
+        g.add(&x, &mut y, 256); // compile the shader before timing
+        g.read(&y, 1);
         for &chain in &[10usize, 100, 1000, 5000] {
             // first run creates the bind groups; the second finds them all in the cache
             for run in ["cold bind groups", "cached bind groups"] {
