@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod dataset;
 pub mod engine;
+pub mod generate;
 pub mod midi;
 pub mod model;
 pub mod plot;

@@ -19,14 +19,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model on MIDI files (default: the built-in corpus) and write a sample piece.
+    Train(cli::train::TrainArgs),
+    /// Compose new pieces with a trained checkpoint and write them as MIDI.
+    Generate(cli::generate::GenArgs),
+    /// Loss, perplexity and accuracy of a checkpoint on MIDI files.
+    Eval(cli::eval::EvalArgs),
     /// Read MIDI files and show their tracks, piano notes, durations and tokens.
     Inspect(cli::inspect::InspectArgs),
+    /// List the GPU adapters wgpu sees and the one etude would pick.
+    Devices(cli::devices::DevicesArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => cli::train::run(args),
+        Command::Generate(args) => cli::generate::run(args),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Devices(args) => cli::devices::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

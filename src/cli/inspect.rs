@@ -15,6 +15,9 @@ use etude::corpus::{inspect, load_corpus, FileReport, InspectReport};
 Skipped files are listed on stderr, one line each: `skipped PATH: cause`.
 Exits non-zero only when no file is usable.")]
 pub struct InspectArgs {
+    /// MIDI files or folders (walked recursively for .mid/.midi); none = the built-in corpus.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Print one JSON document instead of text.
@@ -24,7 +27,7 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> Result<(), String> {
     let tokenizer = args.data.tokenizer()?;
-    let corpus = load_corpus(&args.data.paths, &args.data.read_options());
+    let corpus = load_corpus(&args.paths, &args.data.read_options());
     for s in &corpus.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }

@@ -1,19 +1,20 @@
 //! Subcommands of the `etude` binary, one file each: argument struct (clap derive) and `run`.
 
+pub mod backend;
+pub mod devices;
+pub mod eval;
+pub mod generate;
 pub mod inspect;
+pub mod train;
 
 use clap::Args;
 use etude::midi::ReadOptions;
 use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
-use std::path::PathBuf;
 
 /// Where the music comes from and how it is read and tokenised; shared by every command that
 /// reads a corpus.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// MIDI files or folders (walked recursively for .mid/.midi); none = the built-in corpus.
-    #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
     /// Tokenizer: notechord (the tutorial's notes and chords) or timed (time shift, pitch, duration).
     #[arg(long, default_value = "notechord", value_parser = ["notechord", "timed"])]
     pub tokenizer: String,

@@ -1,0 +1,109 @@
+//! `etude eval`: loss, perplexity and accuracy of a checkpoint on MIDI files.
+
+use super::backend::{BackendArgs, Engine};
+use clap::Args;
+use etude::corpus::load_corpus;
+use etude::dataset::Dataset;
+use etude::engine::Backend;
+use etude::step::Stepper;
+use etude::train::{evaluate, load_checkpoint, Loaded};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  etude eval --model runs/lstm-x/best.safetensors                       # its validation pieces
+  etude eval --model CKPT --data ../shared/corpus/mutopia-piano-heldout --json
+
+Unknown tokens count as <unk> (the model was never asked to predict them, so they weigh on the loss).")]
+pub struct EvalArgs {
+    /// Checkpoint to evaluate.
+    #[arg(long = "model", value_name = "CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// MIDI files or folders (default: the checkpoint's validation pieces).
+    #[arg(long = "data", value_name = "PATH", num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Evaluate at most this many windows, evenly spaced (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_windows: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+pub fn run(args: EvalArgs) -> Result<(), String> {
+    if args.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let loaded = load_checkpoint(&args.checkpoint)?;
+    match args.backend.open()? {
+        Engine::Cpu(b) => go(&b, &loaded, &args),
+        Engine::Gpu(g) => go(g.as_ref(), &loaded, &args),
+    }
+}
+
+fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String> {
+    let spec = &loaded.meta.data;
+    let tokenizer = spec.tokenizer()?;
+    let (pieces, what) = if args.data.is_empty() {
+        let (all, _) = spec.load()?;
+        let valid: Vec<_> = all.into_iter().filter(|p| loaded.meta.valid_pieces.contains(&p.name)).collect();
+        if valid.is_empty() {
+            return Err("the checkpoint's run had no validation pieces; give --data".into());
+        }
+        (valid, "the checkpoint's validation pieces".to_string())
+    } else {
+        let corpus = load_corpus(&args.data, &spec.read);
+        for s in &corpus.skipped {
+            eprintln!("skipped {}: {}", s.name, s.cause);
+        }
+        if corpus.pieces.is_empty() {
+            return Err(format!("no usable MIDI file ({} skipped)", corpus.skipped.len()));
+        }
+        (corpus.pieces, format!("{} files", args.data.len()))
+    };
+    let window = spec.data.window;
+    let seqs: Vec<Vec<u32>> = pieces.iter().map(|p| loaded.meta.vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
+    let unk = seqs.iter().flatten().filter(|&&id| id == 0).count();
+    let tokens: usize = seqs.iter().map(Vec::len).sum();
+    let data = Dataset::new(seqs, Vec::new(), window, 1)?;
+    if data.is_empty() {
+        return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
+    }
+    let mut model = loaded.model(b, args.batch, window, &args.checkpoint)?;
+    let mut stepper = Stepper::new(b, &model, args.batch);
+    let limit = if args.max_windows == 0 { usize::MAX } else { args.max_windows };
+    let t = evaluate(b, &mut model, &mut stepper, &data, args.batch, limit);
+    if args.json {
+        let j = serde_json::json!({
+            "checkpoint": args.checkpoint.display().to_string(),
+            "model": loaded.meta.model.name(),
+            "pieces": pieces.len(),
+            "tokens": tokens,
+            "unknown_tokens": unk,
+            "windows": data.len().min(limit),
+            "targets": t.rows,
+            "loss": t.loss(),
+            "perplexity": t.perplexity(),
+            "accuracy": t.accuracy(),
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "{} on {what} ({} pieces, {} tokens, {} unknown): loss {:.4}, perplexity {:.2}, top-1 accuracy {:.3} over {} targets",
+            loaded.meta.model.name(),
+            pieces.len(),
+            tokens,
+            unk,
+            t.loss(),
+            t.perplexity(),
+            t.accuracy(),
+            t.rows
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! `etude train`: train a model on MIDI files (default: the built-in corpus), then write a sample.
+
+use super::backend::{BackendArgs, Engine};
+use super::generate::{write_pieces, GenArgs};
+use super::DataArgs;
+use clap::Args;
+use etude::dataset::DataConfig;
+use etude::engine::Backend;
+use etude::model::any::{Sizes, MODEL_NAMES};
+use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  etude train                                        # lstm on the built-in corpus, a few minutes on 2 cores
+  etude train --data ../shared/corpus/mutopia-piano --model wavenet-gated --epochs 20
+  etude train --model lstm-seq --tokenizer timed --transpose 3 --out runs/timed
+  etude train --out runs/timed --resume --epochs 40   # continue that run to epoch 40
+  etude train --backend gpu --device 0 --batch 64
+
+A run folder holds metrics.csv, loss.png, last/best.safetensors, epoch-N.safetensors every
+--checkpoint-every epochs and sample.mid. The checkpoint loads into PyTorch (see README).")]
+pub struct TrainArgs {
+    /// MIDI files or folders (recursive); none = the built-in corpus.
+    #[arg(long = "data", value_name = "PATH", num_args = 1..)]
+    pub data_paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Model: lstm, lstm-seq, wavenet, wavenet-gated.
+    #[arg(long, default_value = "lstm", value_parser = MODEL_NAMES)]
+    pub model: String,
+    /// Embedding width (default 100).
+    #[arg(long)]
+    pub embed: Option<usize>,
+    /// LSTM hidden size (default 128).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// LSTM layers (default 2), WaveNet dilated layers per stack (default 10).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Dense hidden width (lstm 256, wavenet 128).
+    #[arg(long)]
+    pub dense: Option<usize>,
+    /// wavenet: conv channels (default 64).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// wavenet-gated: residual channels (default 64).
+    #[arg(long)]
+    pub residual: Option<usize>,
+    /// wavenet-gated: skip channels (default 128).
+    #[arg(long)]
+    pub skip: Option<usize>,
+    /// wavenet-gated: stacks of dilations 1..2^(layers-1) (default 1).
+    #[arg(long)]
+    pub stacks: Option<usize>,
+    /// Window length T: tokens the model reads to predict the next.
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Positions between consecutive windows of a piece.
+    #[arg(long, default_value_t = 1)]
+    pub stride: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Train until this many epochs are complete.
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    /// Stop after this many steps in total (for quick trials).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Adam L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    /// Fraction of the pieces held out for validation (split by piece).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Also train on every transposition by up to N semitones (training pieces only).
+    #[arg(long, default_value_t = 0)]
+    pub transpose: u32,
+    /// Tokens seen fewer times in training become <unk> (the tutorial used 50).
+    #[arg(long, default_value_t = 1)]
+    pub min_count: u64,
+    /// Seed of the split, the initialisation, the window order and the sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run folder (default: runs/MODEL-TIMESTAMP).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep a checkpoint every N epochs (the tutorial's 50); 0 = only last and best.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Continue the run in --out from its last checkpoint (its data and model settings are kept).
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// Tokens in the sample written at the end (0 = none).
+    #[arg(long, default_value_t = 200)]
+    pub sample_length: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// `runs/<model>-<UTC date and time>`.
+fn default_out(model: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from("runs").join(format!(
+        "{model}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
+}
+
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    if args.window == 0 || args.batch == 0 || args.stride == 0 {
+        return Err("--window, --batch and --stride must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        return Err(format!("--val-fraction must be in [0, 1), not {}", args.val_fraction));
+    }
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        return Err(format!("--lr must be a positive number, not {}", args.lr));
+    }
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    let opts = TrainOptions {
+        data: DataSpec {
+            paths: args.data_paths.clone(),
+            read: args.data.read_options(),
+            tokenizer: args.data.tokenizer.clone(),
+            tokenizer_options: args.data.tokenizer_options(),
+            data: DataConfig {
+                window: args.window,
+                stride: args.stride,
+                valid_fraction: args.val_fraction,
+                seed: args.seed,
+                transpose: args.transpose,
+                min_count: args.min_count,
+            },
+        },
+        model: args.model.clone(),
+        sizes: Sizes {
+            embed: args.embed,
+            hidden: args.hidden,
+            layers: args.layers,
+            dense: args.dense,
+            channels: args.channels,
+            residual: args.residual,
+            skip: args.skip,
+            stacks: args.stacks,
+        },
+        optim: OptimConfig {
+            batch: args.batch,
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            clip: args.clip,
+            seed: args.seed,
+            ..OptimConfig::default()
+        },
+        epochs: args.epochs,
+        checkpoint_every: args.checkpoint_every,
+        out: out.clone(),
+        resume: args.resume,
+        progress_bar: std::io::stderr().is_terminal(),
+        max_steps: args.max_steps,
+    };
+    match args.backend.open()? {
+        Engine::Cpu(b) => go(&b, &opts, &args),
+        Engine::Gpu(g) => go(g.as_ref(), &opts, &args),
+    }
+}
+
+fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), String> {
+    eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
+    let report = train(b, opts)?;
+    for s in &report.skipped {
+        eprintln!("skipped {}: {}", s.name, s.cause);
+    }
+    eprintln!(
+        "{} training windows, {} validation windows, vocabulary {}",
+        report.train_windows, report.valid_windows, report.vocab_size
+    );
+    if let Some(last) = report.metrics.last() {
+        println!(
+            "finished epoch {}: validation loss {:.4} (perplexity {:.2}, accuracy {:.3}); run folder {}",
+            last.epoch,
+            last.val_loss,
+            last.val_perplexity,
+            last.val_accuracy,
+            report.out.display()
+        );
+    }
+    if args.sample_length > 0 {
+        let loaded = load_checkpoint(&report.last_checkpoint)?;
+        let gen = GenArgs::for_sample(args.sample_length, args.seed, report.out.join("sample.mid"));
+        write_pieces(b, &loaded, &report.last_checkpoint, &gen)?;
+    }
+    Ok(())
+}

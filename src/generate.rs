@@ -1,0 +1,202 @@
+//! `etude generate`: prime, then one token at a time, then MIDI.
+//!
+//! Two ways to get the next token's logits:
+//! * **incremental** — the LSTMs carry their state (h, c) per layer, so a token costs one step.
+//!   This equals a full forward pass over the whole history generated so far.
+//! * **sliding window** (the tutorial's way) — rerun the model on the last `T` tokens for every new
+//!   token. The only way for the simple WaveNet, whose dense head reads exactly one window.
+//!
+//! Sampling is [`crate::sample`]: greedy (the tutorial's argmax) or temperature / top-k / top-p.
+
+use crate::engine::Backend;
+use crate::midi::{write_midi, Note, WriteOptions};
+use crate::model::any::{AnyModel, ModelConfig};
+use crate::model::lstm::LstmState;
+use crate::model::{Model, Targets};
+use crate::rng::Rng;
+use crate::sample::{sample, SampleOptions};
+use crate::tokens::{Tokenizer, Vocab, UNK};
+use crate::train::Loaded;
+use std::path::Path;
+
+/// How the logits of the next token are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Incremental where the model has it (LSTMs), sliding window otherwise.
+    Auto,
+    /// One step per token with carried state; an error for models without it.
+    Incremental,
+    /// Rerun the last `T` tokens for every new token (the tutorial's way).
+    SlidingWindow,
+}
+
+impl Mode {
+    /// The mode actually used for `cfg`.
+    pub fn resolve(self, cfg: &ModelConfig) -> Result<Mode, String> {
+        let has_incremental = matches!(cfg, ModelConfig::Lstm(_));
+        match self {
+            Mode::Auto if has_incremental => Ok(Mode::Incremental),
+            Mode::Auto => Ok(Mode::SlidingWindow),
+            Mode::Incremental if !has_incremental => Err(format!(
+                "the {} model has no incremental generation; use --sliding-window",
+                cfg.name()
+            )),
+            m => Ok(m),
+        }
+    }
+}
+
+/// How long a piece is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Length {
+    Tokens(usize),
+    /// Until the decoded notes span this many seconds (at the output tempo).
+    Seconds(f64),
+}
+
+/// Upper bound on generated tokens, whatever the length asked.
+pub const MAX_TOKENS: usize = 100_000;
+
+/// A token generator over a loaded model, batch 1.
+pub struct Generator<'a, B: Backend> {
+    b: &'a B,
+    model: AnyModel<B>,
+    mode: Mode,
+    window: usize,
+    vocab_len: usize,
+    ids: B::Ids,
+    lstm_state: Option<LstmState<B>>,
+    /// Logits of the next token once primed (incremental mode).
+    pending: Option<Vec<f32>>,
+}
+
+impl<'a, B: Backend> Generator<'a, B> {
+    /// A generator for `loaded`'s model on `b`; `window` is the context length of sliding-window
+    /// mode (the training window).
+    pub fn new(b: &'a B, loaded: &Loaded, mode: Mode, origin: &Path) -> Result<Self, String> {
+        let mode = mode.resolve(&loaded.meta.model)?;
+        let window = loaded.meta.data.data.window;
+        let model = loaded.model(b, 1, window, origin)?;
+        let vocab_len = loaded.meta.vocab.len();
+        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, pending: None })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Feed the prime; afterwards [`Generator::next_logits`] gives the first new token's logits.
+    pub fn prime(&mut self, prime: &[u32]) -> Result<(), String> {
+        if prime.is_empty() {
+            return Err("the prime is empty".into());
+        }
+        if self.mode == Mode::SlidingWindow && prime.len() < self.window {
+            return Err(format!(
+                "the prime has {} tokens; sliding-window generation needs a full window of {}",
+                prime.len(),
+                self.window
+            ));
+        }
+        if self.mode == Mode::Incremental {
+            let AnyModel::Lstm(m) = &mut self.model else { unreachable!("resolved above") };
+            let mut state = m.zero_state(self.b, 1);
+            let mut logits = Vec::new();
+            for &id in prime {
+                self.b.write_ids(&mut self.ids, &[id]);
+                let out = m.step(self.b, &self.ids, &mut state);
+                logits = self.b.read(&out.buf, self.vocab_len);
+            }
+            self.lstm_state = Some(state);
+            self.pending = Some(logits);
+        }
+        Ok(())
+    }
+
+    /// Logits of the token after `history` (whose tail was fed by [`Generator::prime`] and
+    /// [`Generator::push`]).
+    pub fn next_logits(&mut self, history: &[u32]) -> Vec<f32> {
+        match self.mode {
+            Mode::Incremental => self.pending.clone().expect("primed"),
+            _ => {
+                let t = self.window;
+                let x = &history[history.len() - t..];
+                self.b.write_ids(&mut self.ids, x);
+                self.model.forward(self.b, &self.ids, 1);
+                let v = self.vocab_len;
+                let row = match self.model.targets() {
+                    Targets::Last => 0,
+                    Targets::Every => t - 1,
+                };
+                let all = self.b.read(&self.model.logits().buf, (row + 1) * v);
+                all[row * v..].to_vec()
+            }
+        }
+    }
+
+    /// Tell the generator the token that was chosen.
+    pub fn push(&mut self, id: u32) {
+        if self.mode == Mode::Incremental {
+            let AnyModel::Lstm(m) = &mut self.model else { unreachable!("resolved above") };
+            let state = self.lstm_state.as_mut().expect("primed");
+            self.b.write_ids(&mut self.ids, &[id]);
+            let out = m.step(self.b, &self.ids, state);
+            self.pending = Some(self.b.read(&out.buf, self.vocab_len));
+        }
+    }
+}
+
+/// Generate after `prime` until `length` is reached; returns the new ids only.
+pub fn generate_ids<B: Backend>(
+    gen: &mut Generator<'_, B>,
+    prime: &[u32],
+    length: Length,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    seconds_of: &dyn Fn(&[u32]) -> f64,
+) -> Result<Vec<u32>, String> {
+    gen.prime(prime)?;
+    let mut history = prime.to_vec();
+    let mut out = Vec::new();
+    loop {
+        let done = match length {
+            Length::Tokens(n) => out.len() >= n,
+            // Decoding every token would be quadratic: check every 8.
+            Length::Seconds(s) => out.len() % 8 == 0 && !out.is_empty() && seconds_of(&out) >= s,
+        };
+        if done || out.len() >= MAX_TOKENS {
+            break;
+        }
+        let logits = gen.next_logits(&history);
+        let id = sample(&logits, opts, rng) as u32;
+        history.push(id);
+        out.push(id);
+        gen.push(id);
+    }
+    Ok(out)
+}
+
+/// Encode a prime's tokens, refusing tokens the vocabulary does not know.
+pub fn encode_prime(tokens: &[String], vocab: &Vocab, origin: &str) -> Result<Vec<u32>, String> {
+    let unknown: Vec<&str> = tokens.iter().filter(|t| vocab.id(t).is_none()).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        let mut shown: Vec<&str> = unknown.clone();
+        shown.sort_unstable();
+        shown.dedup();
+        let list = shown.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "{origin}: {} of its {} tokens are not in the model's vocabulary ({list}{})",
+            unknown.len(),
+            tokens.len(),
+            if shown.len() > 8 { ", ..." } else { "" }
+        ));
+    }
+    Ok(vocab.encode(tokens))
+}
+
+/// Ids -> tokens -> notes -> MIDI bytes.
+pub fn to_midi(ids: &[u32], vocab: &Vocab, tokenizer: &dyn Tokenizer, bpm: f64) -> (Vec<Note>, Vec<u8>) {
+    let tokens: Vec<String> = vocab.decode(ids).into_iter().filter(|t| t != UNK).collect();
+    let notes = tokenizer.decode(&tokens);
+    let bytes = write_midi(&notes, &WriteOptions { bpm, ..WriteOptions::default() });
+    (notes, bytes)
+}
