@@ -15,13 +15,14 @@
 //! (`emb.weight`, `inp.*`, `blocks.{i}.dil.*`, `blocks.{i}.res.*`, `blocks.{i}.skip.*`,
 //! `post1.*`, `post2.*`).
 //!
-//! [`GatedStepper`] runs the same network one token at a time (fast WaveNet): each block keeps a
+//! [`GatedStepper`] runs the same network one token at a time on the host (fast WaveNet): each block keeps a
 //! queue of its past inputs, so a step costs O(blocks), not O(window).
 
 use super::{init, Model, Targets};
 use crate::engine::{Act, Backend, Conv1d, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// Hyper-parameters of the gated WaveNet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -348,5 +349,131 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
         b.conv1d_bwd_input(&self.dh, &self.params[lay.inp].value.buf, &mut self.demb_t, ci, false);
         b.transpose(&self.demb_t, &mut self.demb, batch, e, t);
         b.embedding_bwd(x, &self.demb, &mut self.params[0].grad.buf, batch * t, e);
+    }
+}
+
+/// `y[o] = bias[o] + sum_i w[o, i, tap] x[i]` for a conv weight `[out, in, k]` at one tap.
+fn tap_matvec(w: &[f32], k: usize, tap: usize, x: &[f32], y: &mut [f32]) {
+    let cin = x.len();
+    for (o, yo) in y.iter_mut().enumerate() {
+        let row = &w[o * cin * k..][..cin * k];
+        *yo += x.iter().enumerate().map(|(i, &xi)| row[i * k + tap] * xi).sum::<f32>();
+    }
+}
+
+/// Weights of one block, on the host.
+#[derive(Clone, Debug)]
+struct StepBlock {
+    dilation: usize,
+    dil: (Vec<f32>, Vec<f32>),
+    res: Option<(Vec<f32>, Vec<f32>)>,
+    skip: (Vec<f32>, Vec<f32>),
+    /// The block's last `(K-1) * dilation` inputs, oldest first (zeros before the first token:
+    /// the causal padding).
+    past: VecDeque<Vec<f32>>,
+}
+
+/// Incremental ("fast WaveNet") inference with the gated WaveNet on the host: one token in, the
+/// logits of the next token out, in O(blocks) work per token. Each block keeps a queue of its own
+/// past inputs, so a step recomputes only the current time step of every layer.
+///
+/// After [`GatedStepper::reset`] and tokens `x_0..x_t`, the logits equal row `t` of
+/// [`WavenetGated::forward`] over a window that starts with `x_0`. Past the model's window the
+/// stepper keeps the whole receptive field ([`GatedConfig::receptive_field`]) as context, which
+/// is what a full forward over the last `window` tokens sees when `receptive_field <= window`.
+#[derive(Clone, Debug)]
+pub struct GatedStepper {
+    cfg: GatedConfig,
+    emb: Vec<f32>,
+    inp: (Vec<f32>, Vec<f32>),
+    blocks: Vec<StepBlock>,
+    post1: (Vec<f32>, Vec<f32>),
+    post2: (Vec<f32>, Vec<f32>),
+}
+
+impl GatedStepper {
+    /// Copies the model's current weights to the host (reads them from any backend).
+    pub fn new<B: Backend>(b: &B, model: &WavenetGated<B>) -> Self {
+        let p = &model.params;
+        let pair = |i: usize| (p[i].value.to_vec(b), p[i + 1].value.to_vec(b));
+        let cfg = model.cfg.clone();
+        let blocks = model
+            .lay
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, blk)| StepBlock {
+                dilation: cfg.dilation(i),
+                dil: pair(blk.dil),
+                res: blk.res.map(pair),
+                skip: pair(blk.skip),
+                past: VecDeque::new(),
+            })
+            .collect();
+        let mut s = GatedStepper {
+            emb: p[0].value.to_vec(b),
+            inp: pair(model.lay.inp),
+            blocks,
+            post1: pair(model.lay.post1),
+            post2: pair(model.lay.post2),
+            cfg,
+        };
+        s.reset();
+        s
+    }
+
+    /// Forget every past token (back to the causal zero padding).
+    pub fn reset(&mut self) {
+        let (k, r) = (self.cfg.kernel, self.cfg.residual);
+        for blk in &mut self.blocks {
+            blk.past = (0..(k - 1) * blk.dilation).map(|_| vec![0.0; r]).collect();
+        }
+    }
+
+    /// Feeds one token and returns the logits `[V]` for the token after it. Returns an error for
+    /// a token outside the vocabulary (no state changes then).
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        let GatedConfig { vocab: v, embed: e, residual: r, skip: s, kernel: k, .. } = self.cfg;
+        let token = token as usize;
+        if token >= v {
+            return Err(format!("token {token} outside the vocabulary of {v}"));
+        }
+        let x = &self.emb[token * e..][..e];
+        let mut h = self.inp.1.clone();
+        tap_matvec(&self.inp.0, 1, 0, x, &mut h);
+        let mut skip = vec![0.0f32; s];
+        let mut a = vec![0.0f32; 2 * r];
+        let mut z = vec![0.0f32; r];
+        for blk in &mut self.blocks {
+            // a = bias + sum_j W_j h(t - (K-1-j) d); the current input is tap K-1.
+            a.copy_from_slice(&blk.dil.1);
+            let hist = blk.past.len();
+            for j in 0..k {
+                let back = (k - 1 - j) * blk.dilation;
+                let input = if back == 0 { &h } else { &blk.past[hist - back] };
+                tap_matvec(&blk.dil.0, k, j, input, &mut a);
+            }
+            for c in 0..r {
+                z[c] = a[c].tanh() * (1.0 / (1.0 + (-a[r + c]).exp()));
+            }
+            skip.iter_mut().zip(&blk.skip.1).for_each(|(sv, b)| *sv += b);
+            tap_matvec(&blk.skip.0, 1, 0, &z, &mut skip);
+            if hist > 0 {
+                blk.past.pop_front();
+                blk.past.push_back(h.clone());
+            }
+            if let Some((w, bias)) = &blk.res {
+                h.iter_mut().zip(bias).for_each(|(hv, b)| *hv += b);
+                tap_matvec(w, 1, 0, &z, &mut h);
+            }
+        }
+        let relu = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = x.max(0.0));
+        relu(&mut skip);
+        let mut p1 = self.post1.1.clone();
+        tap_matvec(&self.post1.0, 1, 0, &skip, &mut p1);
+        relu(&mut p1);
+        let mut logits = self.post2.1.clone();
+        tap_matvec(&self.post2.0, 1, 0, &p1, &mut logits);
+        Ok(logits)
     }
 }
