@@ -490,3 +490,30 @@ fn lengths_are_checked_with_the_operation_name() {
     let mut y = g.alloc(10);
     g.add(&x, &mut y, 10);
 }
+
+#[test]
+fn a_long_chain_in_one_submission_sees_every_previous_write() {
+    // 1000 dependent dispatches in one pass (more than the params arena's first size): each add
+    // must see the previous one's result.
+    let g = gpu();
+    let ones = upload(&[1.0; 300]);
+    let mut y = g.alloc(300);
+    for _ in 0..1000 {
+        g.add(&ones, &mut y, 300);
+    }
+    let got = g.read(&y, 300);
+    assert!(got.iter().all(|&v| v == 1000.0), "got {:?}", &got[..4]);
+    // and again, now that every bind group comes from the cache
+    for _ in 0..1000 {
+        g.add(&ones, &mut y, 300);
+    }
+    assert!(g.read(&y, 300).iter().all(|&v| v == 2000.0));
+}
+
+#[test]
+fn adapter_report_prints_one_line() {
+    for a in list_adapters() {
+        let line = a.to_string();
+        assert!(line.contains(&a.name) && !line.contains('\n'), "{line}");
+    }
+}

@@ -28,8 +28,8 @@
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
 //!    after checking lengths with [`check_len`]. [`f`] turns an `f32` into the word the shader reads
-//!    as `f32`; [`grid_1d`] / [`grid_2d`] give workgroup counts within the 65535-per-dimension limit
-//!    (the shader rebuilds a flat index with [`flat_index` in WGSL](grid_1d)).
+//!    as `f32`; [`grid_1d`] / [`grid_groups`] / [`grid_2d`] give workgroup counts within the
+//!    65535-per-dimension limit (see [`grid_1d`] for the flat index the shader rebuilds).
 //!
 //! [`GpuBackend::pipeline`] exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
@@ -48,6 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) const PARAM_SLOT: usize = 256;
 /// Most 32-bit words of parameters one dispatch may carry.
 pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
+/// Bound on the bind-group cache (entries of live buffers are kept up to this many).
+const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
@@ -161,6 +163,30 @@ pub struct AdapterReport {
     pub max_invocations_per_workgroup: u32,
     pub max_storage_binding: u64,
     pub max_buffer: u64,
+}
+
+impl std::fmt::Display for AdapterReport {
+    /// One line: `0: NAME (Vulkan, DiscreteGpu; driver ...; f16 yes, timestamps yes; workgroup 32 KiB / 1024 invocations; storage binding 128 MiB, buffer 2048 MiB)`.
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            fm,
+            "{}: {} ({:?}, {:?}; driver {} {}; f16 {}, timestamps {}; workgroup {} KiB / {} invocations; \
+             storage binding {} MiB, buffer {} MiB)",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            self.driver,
+            self.driver_info,
+            yes(self.shader_f16),
+            yes(self.timestamp_query),
+            self.max_workgroup_storage / 1024,
+            self.max_invocations_per_workgroup,
+            self.max_storage_binding >> 20,
+            self.max_buffer >> 20
+        )
+    }
 }
 
 impl AdapterReport {
@@ -493,7 +519,7 @@ impl GpuBackend {
         self.queue.write_buffer(&arena, 0, &rec.params);
 
         let pending = std::mem::take(&mut rec.pending);
-        let mut groups_of = Vec::with_capacity(pending.len());
+        let mut bind_groups = Vec::with_capacity(pending.len());
         for d in &pending {
             let key = BindKey { pipe: d.pipe.id, slot: d.slot, ids: d.buffers.iter().map(|b| b.0).collect() };
             let bg = match rec.binds.get(&key) {
@@ -520,12 +546,12 @@ impl GpuBackend {
                     bg
                 }
             };
-            groups_of.push(bg);
+            bind_groups.push(bg);
         }
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for (d, bg) in pending.iter().zip(&groups_of) {
+            for (d, bg) in pending.iter().zip(&bind_groups) {
                 pass.set_pipeline(&d.pipe.pipeline);
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
@@ -538,6 +564,9 @@ impl GpuBackend {
         // Forget bind groups of buffers nobody else holds any more (bounded cache).
         if rec.binds.len() > 2 * rec.binds_after_sweep + 256 {
             rec.binds.retain(|_, (_, bufs)| bufs.iter().all(|b| Arc::strong_count(b) > 1));
+            if rec.binds.len() > MAX_CACHED_BIND_GROUPS {
+                rec.binds.clear(); // a workload that never repeats itself: start over
+            }
             rec.binds_after_sweep = rec.binds.len();
         }
     }
