@@ -133,6 +133,17 @@ fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Para
     (params, Layout { inp, blocks, post1, post2 })
 }
 
+/// A 1x1 conv `cin -> cout` over `batch` windows.
+fn pointwise(cfg: &GatedConfig, batch: usize, cin: usize, cout: usize) -> Conv1d {
+    Conv1d { batch, cin, cout, time: cfg.window, k: 1, dilation: 1 }
+}
+
+/// The dilated conv of block `i` (R -> 2R) over `batch` windows.
+fn dilated(cfg: &GatedConfig, i: usize, batch: usize) -> Conv1d {
+    let r = cfg.residual;
+    Conv1d { batch, cin: r, cout: 2 * r, time: cfg.window, k: cfg.kernel, dilation: cfg.dilation(i) }
+}
+
 /// The gated WaveNet with its activation arena (sized for `max_batch` windows of `window` steps).
 pub struct WavenetGated<B: Backend> {
     cfg: GatedConfig,
@@ -221,17 +232,6 @@ impl<B: Backend> WavenetGated<B> {
         self.max_batch
     }
 
-    /// A 1x1 conv `cin -> cout` over `batch` windows.
-    fn pointwise(&self, batch: usize, cin: usize, cout: usize) -> Conv1d {
-        Conv1d { batch, cin, cout, time: self.cfg.window, k: 1, dilation: 1 }
-    }
-
-    /// Dilated conv of block `i`.
-    fn dilated(&self, i: usize, batch: usize) -> Conv1d {
-        let r = self.cfg.residual;
-        Conv1d { batch, cin: r, cout: 2 * r, time: self.cfg.window, k: self.cfg.kernel, dilation: self.cfg.dilation(i) }
-    }
-
     fn check_batch(&self, batch: usize) {
         assert!(
             batch >= 1 && batch <= self.max_batch,
@@ -271,10 +271,8 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let n = self.cfg.blocks();
-        let (ce, cr, cs) = (self.pointwise(batch, e, r), self.pointwise(batch, r, r), self.pointwise(batch, r, s));
-        let (c1, c2) = (self.pointwise(batch, s, s), self.pointwise(batch, s, v));
-        let dils: Vec<Conv1d> = (0..n).map(|i| self.dilated(i, batch)).collect();
+        let (ce, cr, cs) = (pointwise(&self.cfg, batch, e, r), pointwise(&self.cfg, batch, r, r), pointwise(&self.cfg, batch, r, s));
+        let (c1, c2) = (pointwise(&self.cfg, batch, s, s), pointwise(&self.cfg, batch, s, v));
         let (p, lay) = (&self.params, &self.lay);
         let (w, bias) = (|i: usize| &p[i].value.buf, |i: usize| &p[i + 1].value.buf);
 
@@ -282,7 +280,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
         b.transpose(&self.emb_out, &mut self.emb_t, batch, t, e);
         b.conv1d_fwd(&self.emb_t, w(lay.inp), bias(lay.inp), &mut self.hs[0], ce);
         for (i, blk) in lay.blocks.iter().enumerate() {
-            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dils[i]);
+            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dilated(&self.cfg, i, batch));
             b.gated_fwd(&self.as_[i], &mut self.zs[i], batch, r, t);
             if i == 0 {
                 b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_sum, cs);
@@ -311,24 +309,25 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         self.check_batch(batch);
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let lay = self.lay.clone();
+        let (inp, post1, post2) = (self.lay.inp, self.lay.post1, self.lay.post2);
         let ss = batch * s * t;
 
         // Head: logits [B, T, V] -> [B, V, T], post2, ReLU, post1, ReLU.
         b.transpose(dlogits, &mut self.dout_vt, batch, t, v);
-        let c2 = self.pointwise(batch, s, v);
-        conv_grads(b, &mut self.params, lay.post2, &self.p1, &self.dout_vt, c2);
-        b.conv1d_bwd_input(&self.dout_vt, &self.params[lay.post2].value.buf, &mut self.dp1, c2, false);
+        let c2 = pointwise(&self.cfg, batch, s, v);
+        conv_grads(b, &mut self.params, post2, &self.p1, &self.dout_vt, c2);
+        b.conv1d_bwd_input(&self.dout_vt, &self.params[post2].value.buf, &mut self.dp1, c2, false);
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, ss);
-        let c1 = self.pointwise(batch, s, s);
-        conv_grads(b, &mut self.params, lay.post1, &self.s1, &self.dp1_pre, c1);
-        b.conv1d_bwd_input(&self.dp1_pre, &self.params[lay.post1].value.buf, &mut self.ds1, c1, false);
+        let c1 = pointwise(&self.cfg, batch, s, s);
+        conv_grads(b, &mut self.params, post1, &self.s1, &self.dp1_pre, c1);
+        b.conv1d_bwd_input(&self.dp1_pre, &self.params[post1].value.buf, &mut self.ds1, c1, false);
         // Every block's skip output receives the same gradient.
         b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, ss);
 
         // Blocks, last to first. On entry to block i (i < last), self.dh = dL/dh_{i+1}.
-        let (cs, cr) = (self.pointwise(batch, r, s), self.pointwise(batch, r, r));
-        for (i, blk) in lay.blocks.iter().enumerate().rev() {
+        let (cs, cr) = (pointwise(&self.cfg, batch, r, s), pointwise(&self.cfg, batch, r, r));
+        for i in (0..self.lay.blocks.len()).rev() {
+            let blk = self.lay.blocks[i];
             // dz = res^T dh_{i+1} + skip^T dskip
             if let Some(res) = blk.res {
                 conv_grads(b, &mut self.params, res, &self.zs[i], &self.dh, cr);
@@ -338,15 +337,15 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
             b.conv1d_bwd_input(&self.dskip, &self.params[blk.skip].value.buf, &mut self.dz, cs, blk.res.is_some());
             b.gated_bwd(&self.as_[i], &self.dz, &mut self.da, batch, r, t);
             // dh_i = dh_{i+1} (identity path) + dil^T da; the last block has no identity path.
-            let cd = self.dilated(i, batch);
+            let cd = dilated(&self.cfg, i, batch);
             conv_grads(b, &mut self.params, blk.dil, &self.hs[i], &self.da, cd);
             b.conv1d_bwd_input(&self.da, &self.params[blk.dil].value.buf, &mut self.dh, cd, blk.res.is_some());
         }
 
         // inp, then the embeddings.
-        let ci = self.pointwise(batch, e, r);
-        conv_grads(b, &mut self.params, lay.inp, &self.emb_t, &self.dh, ci);
-        b.conv1d_bwd_input(&self.dh, &self.params[lay.inp].value.buf, &mut self.demb_t, ci, false);
+        let ci = pointwise(&self.cfg, batch, e, r);
+        conv_grads(b, &mut self.params, inp, &self.emb_t, &self.dh, ci);
+        b.conv1d_bwd_input(&self.dh, &self.params[inp].value.buf, &mut self.demb_t, ci, false);
         b.transpose(&self.demb_t, &mut self.demb, batch, e, t);
         b.embedding_bwd(x, &self.demb, &mut self.params[0].grad.buf, batch * t, e);
     }
