@@ -46,8 +46,8 @@ fn shapes() -> Vec<Conv1d> {
         conv(2, 3, 5, 6, 3, 7),   // dilation > T: only tap 2 sees data
         conv(1, 2, 3, 5, 2, 512), // dilation far beyond T
         conv(2, 3, 4, 13, 5, 1),
-        conv(1, 5, 3, 13, 5, 3),  // tap 0 looks back 12 = T-1
-        conv(2, 7, 3, 10, 5, 4),  // taps 0..2 look back >= T
+        conv(1, 5, 3, 13, 5, 3), // tap 0 looks back 12 = T-1
+        conv(2, 7, 3, 10, 5, 4), // taps 0..2 look back >= T
     ]
 }
 

@@ -75,16 +75,8 @@ fn initialisation_is_seeded_and_bounded() {
 fn gated_stepper_matches_the_full_forward() {
     let cpu = CpuBackend::new();
     let f = common::Fixture::load("wavenet_gated_L10");
-    let fixture_cfg = GatedConfig {
-        vocab: 20,
-        window: 16,
-        embed: 6,
-        residual: 4,
-        skip: 6,
-        kernel: 2,
-        layers: 10,
-        stacks: 1,
-    };
+    let fixture_cfg =
+        GatedConfig { vocab: 20, window: 16, embed: 6, residual: 4, skip: 6, kernel: 2, layers: 10, stacks: 1 };
     let mut from_fixture = WavenetGated::new(&cpu, &fixture_cfg, 4, &mut Rng::new(1));
     for (name, _) in f.params() {
         from_fixture.set_param(&cpu, &name, &f.get(&format!("param.{name}")).f32()).unwrap();

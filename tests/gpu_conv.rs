@@ -105,7 +105,14 @@ fn conv_matches_cpu() {
             let mut dxg = upload(&dx0);
             g.conv1d_bwd_input(&dyg, &wg, &mut dxg, c, accumulate);
             let bound: Vec<f32> = dx_abs.iter().zip(&dx0).map(|(a, d)| a + d.abs()).collect();
-            assert_within(if accumulate { "dx (+=)" } else { "dx" }, c, &g.read(&dxg, xn), &dx_cpu, &bound, c.cout * c.k + 1);
+            assert_within(
+                if accumulate { "dx (+=)" } else { "dx" },
+                c,
+                &g.read(&dxg, xn),
+                &dx_cpu,
+                &bound,
+                c.cout * c.k + 1,
+            );
         }
 
         // backward to the weights and bias: both accumulate onto dw0, db0

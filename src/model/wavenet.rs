@@ -139,7 +139,12 @@ impl<B: Backend> Wavenet<B> {
         for i in 0..layers {
             let cin = if i == 0 { e } else { c };
             let bound = 1.0 / ((cin * k) as f32).sqrt();
-            params.push(Param::new(b, &format!("convs.{i}.weight"), &[c, cin, k], &init::uniform(rng, c * cin * k, bound)));
+            params.push(Param::new(
+                b,
+                &format!("convs.{i}.weight"),
+                &[c, cin, k],
+                &init::uniform(rng, c * cin * k, bound),
+            ));
             params.push(Param::new(b, &format!("convs.{i}.bias"), &[c], &init::uniform(rng, c, bound)));
         }
         let mut linear = |name: &str, shape: &[usize], fan_in: usize, params: &mut Vec<Param<B>>| {
@@ -224,7 +229,13 @@ impl<B: Backend> Model<B> for Wavenet<B> {
         b.transpose(&self.emb_out, &mut self.h0, batch, t, e);
         for i in 0..layers {
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
-            b.conv1d_fwd(input, &p[conv_w(i)].value.buf, &p[conv_b(i)].value.buf, &mut self.pre, conv(&self.cfg, i, batch));
+            b.conv1d_fwd(
+                input,
+                &p[conv_w(i)].value.buf,
+                &p[conv_b(i)].value.buf,
+                &mut self.pre,
+                conv(&self.cfg, i, batch),
+            );
             b.act_fwd(Act::Relu, &self.pre, &mut self.hs[i], batch * c * t);
         }
         let o = conv_w(layers);

@@ -115,7 +115,12 @@ fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Para
     let mut conv = |name: String, cout: usize, cin: usize, k: usize, params: &mut Vec<Param<B>>| {
         let bound = 1.0 / ((cin * k) as f32).sqrt();
         let idx = params.len();
-        params.push(Param::new(b, &format!("{name}.weight"), &[cout, cin, k], &init::uniform(rng, cout * cin * k, bound)));
+        params.push(Param::new(
+            b,
+            &format!("{name}.weight"),
+            &[cout, cin, k],
+            &init::uniform(rng, cout * cin * k, bound),
+        ));
         params.push(Param::new(b, &format!("{name}.bias"), &[cout], &init::uniform(rng, cout, bound)));
         idx
     };
@@ -271,7 +276,8 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let (ce, cr, cs) = (pointwise(&self.cfg, batch, e, r), pointwise(&self.cfg, batch, r, r), pointwise(&self.cfg, batch, r, s));
+        let (ce, cr, cs) =
+            (pointwise(&self.cfg, batch, e, r), pointwise(&self.cfg, batch, r, r), pointwise(&self.cfg, batch, r, s));
         let (c1, c2) = (pointwise(&self.cfg, batch, s, s), pointwise(&self.cfg, batch, s, v));
         let (p, lay) = (&self.params, &self.lay);
         let (w, bias) = (|i: usize| &p[i].value.buf, |i: usize| &p[i + 1].value.buf);

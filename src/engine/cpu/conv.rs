@@ -165,7 +165,8 @@ pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], dbias: &mut [f32],
 
     // Bias: per channel, summed in f64 over batch and time (independent of any split).
     for (o, db) in dbias[..c.cout].iter_mut().enumerate() {
-        let s: f64 = (0..c.batch).map(|b| dy[b * ys + o * c.time..][..c.time].iter().map(|&v| v as f64).sum::<f64>()).sum();
+        let s: f64 =
+            (0..c.batch).map(|b| dy[b * ys + o * c.time..][..c.time].iter().map(|&v| v as f64).sum::<f64>()).sum();
         *db += s as f32;
     }
 
