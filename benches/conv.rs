@@ -1,14 +1,21 @@
-//! CPU Conv1d throughput at the simple WaveNet's real shape: batch 128, 64 -> 64 channels,
-//! T = 128, K = 3, for a few dilations. Prints GFLOP/s of useful work (2 flops per multiply-add
-//! that reads data, not padding) for the forward, backward-to-input and backward-to-weights.
+//! Conv1d throughput of both backends at the simple WaveNet's real shape: batch 128, 64 -> 64
+//! channels (100 -> 64 for the first layer), T = 128, K = 3, a few dilations. GFLOP/s of useful
+//! work: 2 flops per multiply-add that reads data, not padding, for the forward, the backward to
+//! the input and the backward to the weights (+ bias).
 //!
-//! `cargo bench --bench conv` (release), or `cargo bench --bench conv --profile dev` for a quick
-//! look without a release build (dependencies, sgemm included, are optimised in dev too).
+//! `cargo bench --bench conv` (release; add `-- --quick` for shorter timings, `-- --cpu` to skip
+//! the GPU), or `cargo bench --bench conv --profile dev` for a quick look without a release build
+//! (dependencies, sgemm included, are optimised in the dev profile too). GPU timings include the
+//! submit and the wait (a one-element read), amortised over the repetitions recorded into one
+//! submission; the first call (shader compilation) is not timed.
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::gpu::GpuBackend;
 use etude::engine::{Backend, Conv1d};
-use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// (first-layer input channels or 64, dilation)
+const SHAPES: &[(usize, usize)] = &[(100, 1), (64, 1), (64, 8), (64, 64)];
 
 /// Useful flops of one pass: every tap j multiplies a [Cout, Cin] block into T - s_j columns.
 fn flops(c: &Conv1d) -> f64 {
@@ -16,38 +23,84 @@ fn flops(c: &Conv1d) -> f64 {
     2.0 * (c.batch * c.cout * c.cin * cols) as f64
 }
 
-/// Best-of-`reps` seconds for `f` after one warm-up call.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+/// Repeats `run(reps)` with growing `reps` until one call takes at least `target`; seconds per rep.
+fn time_per_rep(target: Duration, mut run: impl FnMut(usize)) -> f64 {
+    let mut reps = 1;
+    loop {
+        let t = Instant::now();
+        run(reps);
+        let dt = t.elapsed();
+        if dt >= target || reps >= 1 << 12 {
+            return dt.as_secs_f64() / reps as f64;
+        }
+        let grow = (target.as_secs_f64() / dt.as_secs_f64().max(1e-6)).ceil() as usize;
+        reps *= grow.clamp(2, 16);
+    }
+}
+
+fn filled<B: Backend>(b: &B, len: usize, seed: u32) -> B::Buf {
+    let data: Vec<f32> =
+        (0..len).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let mut buf = b.alloc(len);
+    b.write(&mut buf, &data);
+    buf
+}
+
+/// GFLOP/s of (forward, backward input, backward weight) on one backend.
+fn bench<B: Backend>(b: &B, c: Conv1d, target: Duration) -> [f64; 3] {
+    let x = filled(b, c.batch * c.cin * c.time, 1);
+    let w = filled(b, c.cout * c.cin * c.k, 2);
+    let bias = filled(b, c.cout, 3);
+    let dy = filled(b, c.batch * c.cout * c.time, 4);
+    let mut y = b.alloc(c.batch * c.cout * c.time);
+    let mut dx = b.alloc(c.batch * c.cin * c.time);
+    let mut dw = b.alloc(c.cout * c.cin * c.k);
+    let mut db = b.alloc(c.cout);
+    // Reading it waits for all recorded work (the GPU submits everything before a read).
+    let sync = b.alloc(1);
+    let gf = flops(&c) / 1e9;
+    let timed = |op: &mut dyn FnMut()| {
+        op(); // warm-up: shader compilation, first allocations
+        b.flush();
+        let secs = time_per_rep(target, |reps| {
+            for _ in 0..reps {
+                op();
+            }
+            b.flush();
+            b.read(&sync, 1);
+        });
+        gf / secs
+    };
+    let fwd = timed(&mut || b.conv1d_fwd(&x, &w, &bias, &mut y, c));
+    let bx = timed(&mut || b.conv1d_bwd_input(&dy, &w, &mut dx, c, false));
+    let bw = timed(&mut || b.conv1d_bwd_weight(&x, &dy, &mut dw, &mut db, c));
+    [fwd, bx, bw]
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let target = Duration::from_millis(if quick { 200 } else { 1000 });
     let cpu = CpuBackend::new();
-    println!("{}", cpu.name());
-    println!("{:<44} {:>10} {:>10} {:>10}", "shape", "fwd GF/s", "bwd-x GF/s", "bwd-w GF/s");
-    for (cin, dilation) in [(100, 1), (64, 1), (64, 8), (64, 64)] {
+    let gpu = if args.iter().any(|a| a == "--cpu") {
+        None
+    } else {
+        GpuBackend::new(None).map_err(|e| eprintln!("GPU backend unavailable: {e}")).ok()
+    };
+    println!("cpu: {}", cpu.name());
+    if let Some(g) = &gpu {
+        let i = g.adapter_info();
+        println!("gpu: {} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info);
+    }
+    println!("\n{:<30} {:<4} {:>10} {:>10} {:>10}", "conv1d (GFLOP/s)", "", "fwd", "bwd-x", "bwd-w");
+    for &(cin, dilation) in SHAPES {
         let c = Conv1d { batch: 128, cin, cout: 64, time: 128, k: 3, dilation };
-        let x = vec![0.5f32; c.batch * c.cin * c.time];
-        let w = vec![0.01f32; c.cout * c.cin * c.k];
-        let bias = vec![0.1f32; c.cout];
-        let mut y = vec![0.0f32; c.batch * c.cout * c.time];
-        let mut dx = vec![0.0f32; x.len()];
-        let mut dw = vec![0.0f32; w.len()];
-        let mut db = vec![0.0f32; c.cout];
-        let reps = 10;
-        let fwd = time(reps, || cpu.conv1d_fwd(black_box(&x), &w, &bias, &mut y, c));
-        let bx = time(reps, || cpu.conv1d_bwd_input(black_box(&y), &w, &mut dx, c, false));
-        let bw = time(reps, || cpu.conv1d_bwd_weight(black_box(&x), &y, &mut dw, &mut db, c));
-        let gf = flops(&c) / 1e9;
-        let shape = format!("B{} {}->{} T{} K{} d{}", c.batch, c.cin, c.cout, c.time, c.k, c.dilation);
-        println!("{shape:<44} {:>10.1} {:>10.1} {:>10.1}", gf / fwd, gf / bx, gf / bw);
-        black_box((&dx, &dw, &db));
+        let label = format!("B{} {}->{} T{} K{} d{}", c.batch, c.cin, c.cout, c.time, c.k, c.dilation);
+        let [f, x, w] = bench(&cpu, c, target);
+        println!("{label:<30} {:<4} {f:>10.1} {x:>10.1} {w:>10.1}", "cpu");
+        if let Some(g) = &gpu {
+            let [f, x, w] = bench(g, c, target);
+            println!("{:<30} {:<4} {f:>10.2} {x:>10.2} {w:>10.2}", "", "gpu");
+        }
     }
 }

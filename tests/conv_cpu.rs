@@ -46,17 +46,18 @@ fn shapes() -> Vec<Conv1d> {
         conv(2, 3, 5, 6, 3, 7),   // dilation > T: only tap 2 sees data
         conv(1, 2, 3, 5, 2, 512), // dilation far beyond T
         conv(2, 3, 4, 13, 5, 1),
-        conv(1, 5, 3, 13, 5, 3),  // tap 0 looks back 12 = T-1
-        conv(2, 7, 3, 10, 5, 4),  // taps 0..2 look back >= T
+        conv(1, 5, 3, 13, 5, 3), // tap 0 looks back 12 = T-1
+        conv(2, 7, 3, 10, 5, 4), // taps 0..2 look back >= T
     ]
 }
 
-/// Shapes whose work (`batch*cout*cin*k*time` = 393216 multiply-adds) is above the CPU conv's
+/// Shapes whose work (`batch*cout*cin*k*time` >= 2^18 multiply-adds) is above the CPU conv's
 /// threading threshold, so the rayon paths (and the per-chunk weight-gradient reduction) run;
 /// dilation 4 takes the all-taps-at-once weight gradient, dilation 32 (tap 0 in the padding)
-/// the per-tap one.
-fn big_shapes() -> [Conv1d; 2] {
-    [conv(8, 16, 16, 64, 3, 4), conv(8, 16, 16, 64, 3, 32)]
+/// the per-tap one; the third has `batch*cout*time` = 262144 outputs, enough for the bias
+/// gradient's per-channel threads.
+fn big_shapes() -> [Conv1d; 3] {
+    [conv(8, 16, 16, 64, 3, 4), conv(8, 16, 16, 64, 3, 32), conv(16, 2, 128, 128, 1, 1)]
 }
 
 struct Data {

@@ -74,6 +74,23 @@ fn conv_b(i: usize) -> usize {
     2 + 2 * i
 }
 
+/// Shape of dilated conv `i` for `batch` windows.
+fn conv(cfg: &WavenetConfig, i: usize, batch: usize) -> Conv1d {
+    Conv1d {
+        batch,
+        cin: if i == 0 { cfg.embed } else { cfg.channels },
+        cout: cfg.channels,
+        time: cfg.window,
+        k: cfg.kernel,
+        dilation: 1 << i,
+    }
+}
+
+/// Shape of `out_conv` (kernel 1, C -> 1) for `batch` windows.
+fn out_conv(cfg: &WavenetConfig, batch: usize) -> Conv1d {
+    Conv1d { batch, cin: cfg.channels, cout: 1, time: cfg.window, k: 1, dilation: 1 }
+}
+
 /// The simple WaveNet with its activation arena (sized for `max_batch` windows).
 pub struct Wavenet<B: Backend> {
     cfg: WavenetConfig,
@@ -122,7 +139,12 @@ impl<B: Backend> Wavenet<B> {
         for i in 0..layers {
             let cin = if i == 0 { e } else { c };
             let bound = 1.0 / ((cin * k) as f32).sqrt();
-            params.push(Param::new(b, &format!("convs.{i}.weight"), &[c, cin, k], &init::uniform(rng, c * cin * k, bound)));
+            params.push(Param::new(
+                b,
+                &format!("convs.{i}.weight"),
+                &[c, cin, k],
+                &init::uniform(rng, c * cin * k, bound),
+            ));
             params.push(Param::new(b, &format!("convs.{i}.bias"), &[c], &init::uniform(rng, c, bound)));
         }
         let mut linear = |name: &str, shape: &[usize], fan_in: usize, params: &mut Vec<Param<B>>| {
@@ -168,23 +190,6 @@ impl<B: Backend> Wavenet<B> {
         self.max_batch
     }
 
-    /// Shape of dilated conv `i` for `batch` windows.
-    fn conv(&self, i: usize, batch: usize) -> Conv1d {
-        let cfg = &self.cfg;
-        Conv1d {
-            batch,
-            cin: if i == 0 { cfg.embed } else { cfg.channels },
-            cout: cfg.channels,
-            time: cfg.window,
-            k: cfg.kernel,
-            dilation: 1 << i,
-        }
-    }
-
-    fn out_conv(&self, batch: usize) -> Conv1d {
-        Conv1d { batch, cin: self.cfg.channels, cout: 1, time: self.cfg.window, k: 1, dilation: 1 }
-    }
-
     fn check_batch(&self, batch: usize) {
         assert!(
             batch >= 1 && batch <= self.max_batch,
@@ -218,14 +223,19 @@ impl<B: Backend> Model<B> for Wavenet<B> {
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
         let WavenetConfig { vocab: v, window: t, embed: e, channels: c, layers, dense: d, .. } = self.cfg;
-        let convs: Vec<Conv1d> = (0..layers).map(|i| self.conv(i, batch)).collect();
-        let oc = self.out_conv(batch);
+        let oc = out_conv(&self.cfg, batch);
         let p = &self.params;
         b.embedding_fwd(x, &p[EMB].value.buf, &mut self.emb_out, batch * t, e);
         b.transpose(&self.emb_out, &mut self.h0, batch, t, e);
         for i in 0..layers {
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
-            b.conv1d_fwd(input, &p[conv_w(i)].value.buf, &p[conv_b(i)].value.buf, &mut self.pre, convs[i]);
+            b.conv1d_fwd(
+                input,
+                &p[conv_w(i)].value.buf,
+                &p[conv_b(i)].value.buf,
+                &mut self.pre,
+                conv(&self.cfg, i, batch),
+            );
             b.act_fwd(Act::Relu, &self.pre, &mut self.hs[i], batch * c * t);
         }
         let o = conv_w(layers);
@@ -271,20 +281,20 @@ impl<B: Backend> Model<B> for Wavenet<B> {
         b.act_bwd(Act::Relu, &self.u, &self.du, &mut self.du_pre, batch * t);
         // out_conv
         {
-            let oc = self.out_conv(batch);
+            let oc = out_conv(&self.cfg, batch);
             let (lo, hi) = self.params.split_at_mut(o + 1);
             b.conv1d_bwd_weight(&self.hs[layers - 1], &self.du_pre, &mut lo[o].grad.buf, &mut hi[0].grad.buf, oc);
             b.conv1d_bwd_input(&self.du_pre, &lo[o].value.buf, &mut self.dh, oc, false);
         }
         // dilated convs, last to first; self.dh holds the gradient of layer i's ReLU output.
         for i in (0..layers).rev() {
-            let conv = self.conv(i, batch);
+            let cv = conv(&self.cfg, i, batch);
             b.act_bwd(Act::Relu, &self.hs[i], &self.dh, &mut self.dpre, batch * c * t);
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
             let (lo, hi) = self.params.split_at_mut(conv_b(i));
-            b.conv1d_bwd_weight(input, &self.dpre, &mut lo[conv_w(i)].grad.buf, &mut hi[0].grad.buf, conv);
+            b.conv1d_bwd_weight(input, &self.dpre, &mut lo[conv_w(i)].grad.buf, &mut hi[0].grad.buf, cv);
             let dinput = if i == 0 { &mut self.dh0 } else { &mut self.dh };
-            b.conv1d_bwd_input(&self.dpre, &lo[conv_w(i)].value.buf, dinput, conv, false);
+            b.conv1d_bwd_input(&self.dpre, &lo[conv_w(i)].value.buf, dinput, cv, false);
         }
         // [B, E, T] -> [B, T, E], then into the embedding rows.
         b.transpose(&self.dh0, &mut self.demb, batch, e, t);

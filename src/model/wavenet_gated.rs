@@ -15,13 +15,14 @@
 //! (`emb.weight`, `inp.*`, `blocks.{i}.dil.*`, `blocks.{i}.res.*`, `blocks.{i}.skip.*`,
 //! `post1.*`, `post2.*`).
 //!
-//! [`GatedStepper`] runs the same network one token at a time (fast WaveNet): each block keeps a
+//! [`GatedStepper`] runs the same network one token at a time on the host (fast WaveNet): each block keeps a
 //! queue of its past inputs, so a step costs O(blocks), not O(window).
 
 use super::{init, Model, Targets};
 use crate::engine::{Act, Backend, Conv1d, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// Hyper-parameters of the gated WaveNet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,7 +115,12 @@ fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Para
     let mut conv = |name: String, cout: usize, cin: usize, k: usize, params: &mut Vec<Param<B>>| {
         let bound = 1.0 / ((cin * k) as f32).sqrt();
         let idx = params.len();
-        params.push(Param::new(b, &format!("{name}.weight"), &[cout, cin, k], &init::uniform(rng, cout * cin * k, bound)));
+        params.push(Param::new(
+            b,
+            &format!("{name}.weight"),
+            &[cout, cin, k],
+            &init::uniform(rng, cout * cin * k, bound),
+        ));
         params.push(Param::new(b, &format!("{name}.bias"), &[cout], &init::uniform(rng, cout, bound)));
         idx
     };
@@ -130,6 +136,17 @@ fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Para
     let post1 = conv("post1".into(), s, s, 1, &mut params);
     let post2 = conv("post2".into(), v, s, 1, &mut params);
     (params, Layout { inp, blocks, post1, post2 })
+}
+
+/// A 1x1 conv `cin -> cout` over `batch` windows.
+fn pointwise(cfg: &GatedConfig, batch: usize, cin: usize, cout: usize) -> Conv1d {
+    Conv1d { batch, cin, cout, time: cfg.window, k: 1, dilation: 1 }
+}
+
+/// The dilated conv of block `i` (R -> 2R) over `batch` windows.
+fn dilated(cfg: &GatedConfig, i: usize, batch: usize) -> Conv1d {
+    let r = cfg.residual;
+    Conv1d { batch, cin: r, cout: 2 * r, time: cfg.window, k: cfg.kernel, dilation: cfg.dilation(i) }
 }
 
 /// The gated WaveNet with its activation arena (sized for `max_batch` windows of `window` steps).
@@ -220,17 +237,6 @@ impl<B: Backend> WavenetGated<B> {
         self.max_batch
     }
 
-    /// A 1x1 conv `cin -> cout` over `batch` windows.
-    fn pointwise(&self, batch: usize, cin: usize, cout: usize) -> Conv1d {
-        Conv1d { batch, cin, cout, time: self.cfg.window, k: 1, dilation: 1 }
-    }
-
-    /// Dilated conv of block `i`.
-    fn dilated(&self, i: usize, batch: usize) -> Conv1d {
-        let r = self.cfg.residual;
-        Conv1d { batch, cin: r, cout: 2 * r, time: self.cfg.window, k: self.cfg.kernel, dilation: self.cfg.dilation(i) }
-    }
-
     fn check_batch(&self, batch: usize) {
         assert!(
             batch >= 1 && batch <= self.max_batch,
@@ -270,10 +276,9 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let n = self.cfg.blocks();
-        let (ce, cr, cs) = (self.pointwise(batch, e, r), self.pointwise(batch, r, r), self.pointwise(batch, r, s));
-        let (c1, c2) = (self.pointwise(batch, s, s), self.pointwise(batch, s, v));
-        let dils: Vec<Conv1d> = (0..n).map(|i| self.dilated(i, batch)).collect();
+        let (ce, cr, cs) =
+            (pointwise(&self.cfg, batch, e, r), pointwise(&self.cfg, batch, r, r), pointwise(&self.cfg, batch, r, s));
+        let (c1, c2) = (pointwise(&self.cfg, batch, s, s), pointwise(&self.cfg, batch, s, v));
         let (p, lay) = (&self.params, &self.lay);
         let (w, bias) = (|i: usize| &p[i].value.buf, |i: usize| &p[i + 1].value.buf);
 
@@ -281,7 +286,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
         b.transpose(&self.emb_out, &mut self.emb_t, batch, t, e);
         b.conv1d_fwd(&self.emb_t, w(lay.inp), bias(lay.inp), &mut self.hs[0], ce);
         for (i, blk) in lay.blocks.iter().enumerate() {
-            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dils[i]);
+            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dilated(&self.cfg, i, batch));
             b.gated_fwd(&self.as_[i], &mut self.zs[i], batch, r, t);
             if i == 0 {
                 b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_sum, cs);
@@ -310,24 +315,25 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         self.check_batch(batch);
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let lay = self.lay.clone();
+        let (inp, post1, post2) = (self.lay.inp, self.lay.post1, self.lay.post2);
         let ss = batch * s * t;
 
         // Head: logits [B, T, V] -> [B, V, T], post2, ReLU, post1, ReLU.
         b.transpose(dlogits, &mut self.dout_vt, batch, t, v);
-        let c2 = self.pointwise(batch, s, v);
-        conv_grads(b, &mut self.params, lay.post2, &self.p1, &self.dout_vt, c2);
-        b.conv1d_bwd_input(&self.dout_vt, &self.params[lay.post2].value.buf, &mut self.dp1, c2, false);
+        let c2 = pointwise(&self.cfg, batch, s, v);
+        conv_grads(b, &mut self.params, post2, &self.p1, &self.dout_vt, c2);
+        b.conv1d_bwd_input(&self.dout_vt, &self.params[post2].value.buf, &mut self.dp1, c2, false);
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, ss);
-        let c1 = self.pointwise(batch, s, s);
-        conv_grads(b, &mut self.params, lay.post1, &self.s1, &self.dp1_pre, c1);
-        b.conv1d_bwd_input(&self.dp1_pre, &self.params[lay.post1].value.buf, &mut self.ds1, c1, false);
+        let c1 = pointwise(&self.cfg, batch, s, s);
+        conv_grads(b, &mut self.params, post1, &self.s1, &self.dp1_pre, c1);
+        b.conv1d_bwd_input(&self.dp1_pre, &self.params[post1].value.buf, &mut self.ds1, c1, false);
         // Every block's skip output receives the same gradient.
         b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, ss);
 
         // Blocks, last to first. On entry to block i (i < last), self.dh = dL/dh_{i+1}.
-        let (cs, cr) = (self.pointwise(batch, r, s), self.pointwise(batch, r, r));
-        for (i, blk) in lay.blocks.iter().enumerate().rev() {
+        let (cs, cr) = (pointwise(&self.cfg, batch, r, s), pointwise(&self.cfg, batch, r, r));
+        for i in (0..self.lay.blocks.len()).rev() {
+            let blk = self.lay.blocks[i];
             // dz = res^T dh_{i+1} + skip^T dskip
             if let Some(res) = blk.res {
                 conv_grads(b, &mut self.params, res, &self.zs[i], &self.dh, cr);
@@ -337,16 +343,142 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
             b.conv1d_bwd_input(&self.dskip, &self.params[blk.skip].value.buf, &mut self.dz, cs, blk.res.is_some());
             b.gated_bwd(&self.as_[i], &self.dz, &mut self.da, batch, r, t);
             // dh_i = dh_{i+1} (identity path) + dil^T da; the last block has no identity path.
-            let cd = self.dilated(i, batch);
+            let cd = dilated(&self.cfg, i, batch);
             conv_grads(b, &mut self.params, blk.dil, &self.hs[i], &self.da, cd);
             b.conv1d_bwd_input(&self.da, &self.params[blk.dil].value.buf, &mut self.dh, cd, blk.res.is_some());
         }
 
         // inp, then the embeddings.
-        let ci = self.pointwise(batch, e, r);
-        conv_grads(b, &mut self.params, lay.inp, &self.emb_t, &self.dh, ci);
-        b.conv1d_bwd_input(&self.dh, &self.params[lay.inp].value.buf, &mut self.demb_t, ci, false);
+        let ci = pointwise(&self.cfg, batch, e, r);
+        conv_grads(b, &mut self.params, inp, &self.emb_t, &self.dh, ci);
+        b.conv1d_bwd_input(&self.dh, &self.params[inp].value.buf, &mut self.demb_t, ci, false);
         b.transpose(&self.demb_t, &mut self.demb, batch, e, t);
         b.embedding_bwd(x, &self.demb, &mut self.params[0].grad.buf, batch * t, e);
+    }
+}
+
+/// `y[o] = bias[o] + sum_i w[o, i, tap] x[i]` for a conv weight `[out, in, k]` at one tap.
+fn tap_matvec(w: &[f32], k: usize, tap: usize, x: &[f32], y: &mut [f32]) {
+    let cin = x.len();
+    for (o, yo) in y.iter_mut().enumerate() {
+        let row = &w[o * cin * k..][..cin * k];
+        *yo += x.iter().enumerate().map(|(i, &xi)| row[i * k + tap] * xi).sum::<f32>();
+    }
+}
+
+/// Weights of one block, on the host.
+#[derive(Clone, Debug)]
+struct StepBlock {
+    dilation: usize,
+    dil: (Vec<f32>, Vec<f32>),
+    res: Option<(Vec<f32>, Vec<f32>)>,
+    skip: (Vec<f32>, Vec<f32>),
+    /// The block's last `(K-1) * dilation` inputs, oldest first (zeros before the first token:
+    /// the causal padding).
+    past: VecDeque<Vec<f32>>,
+}
+
+/// Incremental ("fast WaveNet") inference with the gated WaveNet on the host: one token in, the
+/// logits of the next token out, in O(blocks) work per token. Each block keeps a queue of its own
+/// past inputs, so a step recomputes only the current time step of every layer.
+///
+/// After [`GatedStepper::reset`] and tokens `x_0..x_t`, the logits equal row `t` of
+/// [`WavenetGated::forward`] over a window that starts with `x_0`. Past the model's window the
+/// stepper keeps the whole receptive field ([`GatedConfig::receptive_field`]) as context, which
+/// is what a full forward over the last `window` tokens sees when `receptive_field <= window`.
+#[derive(Clone, Debug)]
+pub struct GatedStepper {
+    cfg: GatedConfig,
+    emb: Vec<f32>,
+    inp: (Vec<f32>, Vec<f32>),
+    blocks: Vec<StepBlock>,
+    post1: (Vec<f32>, Vec<f32>),
+    post2: (Vec<f32>, Vec<f32>),
+}
+
+impl GatedStepper {
+    /// Copies the model's current weights to the host (reads them from any backend).
+    pub fn new<B: Backend>(b: &B, model: &WavenetGated<B>) -> Self {
+        let p = &model.params;
+        let pair = |i: usize| (p[i].value.to_vec(b), p[i + 1].value.to_vec(b));
+        let cfg = model.cfg.clone();
+        let blocks = model
+            .lay
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, blk)| StepBlock {
+                dilation: cfg.dilation(i),
+                dil: pair(blk.dil),
+                res: blk.res.map(pair),
+                skip: pair(blk.skip),
+                past: VecDeque::new(),
+            })
+            .collect();
+        let mut s = GatedStepper {
+            emb: p[0].value.to_vec(b),
+            inp: pair(model.lay.inp),
+            blocks,
+            post1: pair(model.lay.post1),
+            post2: pair(model.lay.post2),
+            cfg,
+        };
+        s.reset();
+        s
+    }
+
+    /// Forget every past token (back to the causal zero padding).
+    pub fn reset(&mut self) {
+        let (k, r) = (self.cfg.kernel, self.cfg.residual);
+        for blk in &mut self.blocks {
+            blk.past = (0..(k - 1) * blk.dilation).map(|_| vec![0.0; r]).collect();
+        }
+    }
+
+    /// Feeds one token and returns the logits `[V]` for the token after it. Returns an error for
+    /// a token outside the vocabulary (no state changes then).
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>, String> {
+        let GatedConfig { vocab: v, embed: e, residual: r, skip: s, kernel: k, .. } = self.cfg;
+        let token = token as usize;
+        if token >= v {
+            return Err(format!("token {token} outside the vocabulary of {v}"));
+        }
+        let x = &self.emb[token * e..][..e];
+        let mut h = self.inp.1.clone();
+        tap_matvec(&self.inp.0, 1, 0, x, &mut h);
+        let mut skip = vec![0.0f32; s];
+        let mut a = vec![0.0f32; 2 * r];
+        let mut z = vec![0.0f32; r];
+        for blk in &mut self.blocks {
+            // a = bias + sum_j W_j h(t - (K-1-j) d); the current input is tap K-1.
+            a.copy_from_slice(&blk.dil.1);
+            let hist = blk.past.len();
+            for j in 0..k {
+                let back = (k - 1 - j) * blk.dilation;
+                let input = if back == 0 { &h } else { &blk.past[hist - back] };
+                tap_matvec(&blk.dil.0, k, j, input, &mut a);
+            }
+            for c in 0..r {
+                z[c] = a[c].tanh() * (1.0 / (1.0 + (-a[r + c]).exp()));
+            }
+            skip.iter_mut().zip(&blk.skip.1).for_each(|(sv, b)| *sv += b);
+            tap_matvec(&blk.skip.0, 1, 0, &z, &mut skip);
+            if hist > 0 {
+                blk.past.pop_front();
+                blk.past.push_back(h.clone());
+            }
+            if let Some((w, bias)) = &blk.res {
+                h.iter_mut().zip(bias).for_each(|(hv, b)| *hv += b);
+                tap_matvec(w, 1, 0, &z, &mut h);
+            }
+        }
+        let relu = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = x.max(0.0));
+        relu(&mut skip);
+        let mut p1 = self.post1.1.clone();
+        tap_matvec(&self.post1.0, 1, 0, &skip, &mut p1);
+        relu(&mut p1);
+        let mut logits = self.post2.1.clone();
+        tap_matvec(&self.post2.0, 1, 0, &p1, &mut logits);
+        Ok(logits)
     }
 }

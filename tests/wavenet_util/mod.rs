@@ -35,7 +35,14 @@ fn adam_params(f: &Fixture) -> AdamParams {
 }
 
 /// Forward + summed softmax-xent loss (mean over rows) on the current weights; leaves dlogits.
-fn loss_of<B: Backend, M: Model<B>>(b: &B, m: &mut M, x: &B::Ids, y: &B::Ids, dlogits: &mut B::Buf, batch: usize) -> f64 {
+fn loss_of<B: Backend, M: Model<B>>(
+    b: &B,
+    m: &mut M,
+    x: &B::Ids,
+    y: &B::Ids,
+    dlogits: &mut B::Buf,
+    batch: usize,
+) -> f64 {
     m.forward(b, x, batch);
     let rows = m.target_rows(batch);
     let mut stats = b.alloc(2 * rows);
@@ -70,8 +77,12 @@ fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
     zero_grads(b, m.params_mut());
     m.backward(b, &x, &dlogits, batch);
     for p in m.params() {
-        check_grad(&format!("{}: grad.{}", f.name, p.name), &p.grad.to_vec(b), &f.get(&format!("grad.{}", p.name)).data)
-            .unwrap();
+        check_grad(
+            &format!("{}: grad.{}", f.name, p.name),
+            &p.grad.to_vec(b),
+            &f.get(&format!("grad.{}", p.name)).data,
+        )
+        .unwrap();
     }
 
     let mut adam = Adam::new(b, m.params(), adam_params(f), 0.0);

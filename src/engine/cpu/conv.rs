@@ -163,10 +163,17 @@ pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], dbias: &mut [f32],
         return;
     }
 
-    // Bias: per channel, summed in f64 over batch and time (independent of any split).
-    for (o, db) in dbias[..c.cout].iter_mut().enumerate() {
-        let s: f64 = (0..c.batch).map(|b| dy[b * ys + o * c.time..][..c.time].iter().map(|&v| v as f64).sum::<f64>()).sum();
+    // Bias: per channel, summed in f64 over batch and time (the same sums however the channels
+    // are split between threads).
+    let channel_sum = |o: usize, db: &mut f32| {
+        let s: f64 =
+            (0..c.batch).map(|b| dy[b * ys + o * c.time..][..c.time].iter().map(|&v| v as f64).sum::<f64>()).sum();
         *db += s as f32;
+    };
+    if c.batch * ys < PAR_MIN_MACS {
+        dbias[..c.cout].iter_mut().enumerate().for_each(|(o, db)| channel_sum(o, db));
+    } else {
+        dbias[..c.cout].par_iter_mut().enumerate().for_each(|(o, db)| channel_sum(o, db));
     }
 
     let threads = rayon::current_num_threads();
