@@ -1,8 +1,9 @@
 //! `etude generate`: prime, then one token at a time, then MIDI.
 //!
 //! Two ways to get the next token's logits:
-//! * **incremental** — the LSTMs carry their state (h, c) per layer, so a token costs one step.
-//!   This equals a full forward pass over the whole history generated so far.
+//! * **incremental** — the LSTMs carry their state (h, c) per layer, and the gated WaveNet keeps
+//!   each block's past inputs in queues (fast WaveNet), so a token costs one step. This equals a
+//!   full forward pass over the whole history generated so far.
 //! * **sliding window** (the tutorial's way) — rerun the model on the last `T` tokens for every new
 //!   token. The only way for the simple WaveNet, whose dense head reads exactly one window.
 //!
@@ -12,6 +13,7 @@ use crate::engine::Backend;
 use crate::midi::{write_midi, Note, WriteOptions};
 use crate::model::any::{AnyModel, ModelConfig};
 use crate::model::lstm::LstmState;
+use crate::model::wavenet_gated::GatedStepper;
 use crate::model::{Model, Targets};
 use crate::rng::Rng;
 use crate::sample::{sample, SampleOptions};
@@ -33,7 +35,7 @@ pub enum Mode {
 impl Mode {
     /// The mode actually used for `cfg`.
     pub fn resolve(self, cfg: &ModelConfig) -> Result<Mode, String> {
-        let has_incremental = matches!(cfg, ModelConfig::Lstm(_));
+        let has_incremental = matches!(cfg, ModelConfig::Lstm(_) | ModelConfig::WavenetGated(_));
         match self {
             Mode::Auto if has_incremental => Ok(Mode::Incremental),
             Mode::Auto => Ok(Mode::SlidingWindow),
@@ -66,6 +68,7 @@ pub struct Generator<'a, B: Backend> {
     vocab_len: usize,
     ids: B::Ids,
     lstm_state: Option<LstmState<B>>,
+    gated: Option<GatedStepper>,
     /// Logits of the next token once primed (incremental mode).
     pending: Option<Vec<f32>>,
 }
@@ -78,7 +81,7 @@ impl<'a, B: Backend> Generator<'a, B> {
         let window = loaded.meta.data.data.window;
         let model = loaded.model(b, 1, window, origin)?;
         let vocab_len = loaded.meta.vocab.len();
-        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, pending: None })
+        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None })
     }
 
     pub fn mode(&self) -> Mode {
@@ -98,16 +101,14 @@ impl<'a, B: Backend> Generator<'a, B> {
             ));
         }
         if self.mode == Mode::Incremental {
-            let AnyModel::Lstm(m) = &mut self.model else { unreachable!("resolved above") };
-            let mut state = m.zero_state(self.b, 1);
-            let mut logits = Vec::new();
-            for &id in prime {
-                self.b.write_ids(&mut self.ids, &[id]);
-                let out = m.step(self.b, &self.ids, &mut state);
-                logits = self.b.read(&out.buf, self.vocab_len);
+            match &mut self.model {
+                AnyModel::Lstm(m) => self.lstm_state = Some(m.zero_state(self.b, 1)),
+                AnyModel::WavenetGated(m) => self.gated = Some(GatedStepper::new(self.b, m)),
+                AnyModel::Wavenet(_) => unreachable!("resolved in Generator::new"),
             }
-            self.lstm_state = Some(state);
-            self.pending = Some(logits);
+            for &id in prime {
+                self.push(id)?;
+            }
         }
         Ok(())
     }
@@ -133,15 +134,24 @@ impl<'a, B: Backend> Generator<'a, B> {
         }
     }
 
-    /// Tell the generator the token that was chosen.
-    pub fn push(&mut self, id: u32) {
-        if self.mode == Mode::Incremental {
-            let AnyModel::Lstm(m) = &mut self.model else { unreachable!("resolved above") };
-            let state = self.lstm_state.as_mut().expect("primed");
-            self.b.write_ids(&mut self.ids, &[id]);
-            let out = m.step(self.b, &self.ids, state);
-            self.pending = Some(self.b.read(&out.buf, self.vocab_len));
+    /// Tell the generator the token that was chosen (in incremental mode, this runs the step).
+    pub fn push(&mut self, id: u32) -> Result<(), String> {
+        if id as usize >= self.vocab_len {
+            return Err(format!("token id {id} outside the vocabulary of {}", self.vocab_len));
         }
+        if self.mode == Mode::Incremental {
+            let logits = match (&mut self.model, &mut self.lstm_state, &mut self.gated) {
+                (AnyModel::Lstm(m), Some(state), _) => {
+                    self.b.write_ids(&mut self.ids, &[id]);
+                    let out = m.step(self.b, &self.ids, state);
+                    self.b.read(&out.buf, self.vocab_len)
+                }
+                (AnyModel::WavenetGated(_), _, Some(stepper)) => stepper.step(id)?,
+                _ => unreachable!("the incremental state is made by prime"),
+            };
+            self.pending = Some(logits);
+        }
+        Ok(())
     }
 }
 
@@ -170,7 +180,7 @@ pub fn generate_ids<B: Backend>(
         let id = sample(&logits, opts, rng) as u32;
         history.push(id);
         out.push(id);
-        gen.push(id);
+        gen.push(id)?;
     }
     Ok(out)
 }

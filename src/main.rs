@@ -32,6 +32,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan device-select layer prints an error twice when this is unset; any folder will do.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),

@@ -170,8 +170,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar (a terminal); otherwise plain lines.
     pub progress_bar: bool,
-    /// Stop after this many optimizer steps (benchmarks and tests; None = no limit).
-    pub max_steps: Option<u64>,
+    /// Cap on the steps of each epoch (quick trials and tests; None = every window once).
+    pub steps_per_epoch: Option<u64>,
 }
 
 /// One row of `metrics.csv`.
@@ -409,22 +409,19 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
-    let steps_per_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
-    let mut steps_left = opts.max_steps.unwrap_or(u64::MAX);
+    let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
+    let steps_per_epoch = opts.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
 
-    while progress.epoch < opts.epochs && steps_left > 0 {
+    while progress.epoch < opts.epochs {
         let epoch = progress.epoch + 1;
         reporter.start_epoch(epoch, opts.epochs, steps_per_epoch);
         let started = Instant::now();
         stepper.take_totals(b);
         let mut last_shown = Instant::now();
-        for batch in prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false) {
-            if steps_left == 0 {
-                break;
-            }
+        let batches = prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false);
+        for batch in batches.take(steps_per_epoch as usize) {
             stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
             progress.step += 1;
-            steps_left -= 1;
             let msg = if last_shown.elapsed().as_secs_f64() > 0.5 {
                 last_shown = Instant::now();
                 let loss = stepper.last_batch_loss(b);

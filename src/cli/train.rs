@@ -66,9 +66,9 @@ pub struct TrainArgs {
     /// Train until this many epochs are complete.
     #[arg(long, default_value_t = 6)]
     pub epochs: usize,
-    /// Stop after this many steps in total (for quick trials).
+    /// Cap the steps of every epoch (quick trials; default: every window once per epoch).
     #[arg(long)]
-    pub max_steps: Option<u64>,
+    pub steps_per_epoch: Option<u64>,
     /// Adam learning rate.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f32,
@@ -178,7 +178,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         out: out.clone(),
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
-        max_steps: args.max_steps,
+        steps_per_epoch: args.steps_per_epoch,
     };
     match args.backend.open()? {
         Engine::Cpu(b) => go(&b, &opts, &args),
