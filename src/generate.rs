@@ -77,10 +77,16 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// A generator for `loaded`'s model on `b`; `window` is the context length of sliding-window
     /// mode (the training window).
     pub fn new(b: &'a B, loaded: &Loaded, mode: Mode, origin: &Path) -> Result<Self, String> {
-        let mode = mode.resolve(&loaded.meta.model)?;
         let window = loaded.meta.data.data.window;
         let model = loaded.model(b, 1, window, origin)?;
-        let vocab_len = loaded.meta.vocab.len();
+        Self::from_model(b, model, &loaded.meta.model, mode, window)
+    }
+
+    /// A generator over an already built `model` (made from `cfg` with an arena for at least one
+    /// window of `window` tokens), e.g. a freshly initialised one for benchmarks.
+    pub fn from_model(b: &'a B, model: AnyModel<B>, cfg: &ModelConfig, mode: Mode, window: usize) -> Result<Self, String> {
+        let mode = mode.resolve(cfg)?;
+        let vocab_len = model.vocab();
         Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None })
     }
 

@@ -4,6 +4,7 @@
 //! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
 //! -> training and generation. The `engine` knows nothing of music.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod corpus;
 pub mod dataset;

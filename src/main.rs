@@ -29,6 +29,8 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// List the GPU adapters wgpu sees and the one etude would pick.
     Devices(cli::devices::DevicesArgs),
+    /// Benchmarks: training throughput, generation latency, per-operation timings.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Devices(args) => cli::devices::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Subcommands of the `etude` binary, one file each: argument struct (clap derive) and `run`.
 
 pub mod backend;
+pub mod bench;
 pub mod devices;
 pub mod eval;
 pub mod generate;

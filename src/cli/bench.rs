@@ -1,0 +1,191 @@
+//! `etude bench`: training throughput, generation latency and per-operation timings
+//! (the suites are in `etude::bench`).
+
+use clap::{Args, Subcommand, ValueEnum};
+use etude::bench::{self, BenchBackend, GenerateOptions, KernelOptions, TrainOptions};
+use etude::engine::cpu::CpuBackend;
+use etude::engine::gpu::GpuBackend;
+use etude::model::any::MODEL_NAMES;
+use serde::Serialize;
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  etude bench train --model lstm --backend cpu                 # batch 128, window 128, V = 300
+  etude bench train --model wavenet-gated --steps 10 --json    # one JSON object per line
+  etude bench generate --model lstm                            # ms per token, incremental and sliding window
+  etude bench kernels --backend both                           # every op at the models' shapes
+
+Inputs are seeded random tokens; the protocol is ../shared/peers/torch_bench.py's (see
+benches/compare.sh for a side-by-side run with PyTorch).")]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub suite: Suite,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Suite {
+    /// Full training steps (forward, loss, backward, Adam, loss read back) of one model.
+    Train(TrainArgs),
+    /// Milliseconds per generated token at batch 1 (50 tokens after a 128-token prime).
+    Generate(GenerateArgs),
+    /// Each backend operation alone at the models' real shapes.
+    Kernels(KernelArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WhichOrBoth {
+    Cpu,
+    Gpu,
+    Both,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// lstm, lstm-seq, wavenet or wavenet-gated.
+    #[arg(long, value_parser = MODEL_NAMES)]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = Which::Cpu)]
+    pub backend: Which,
+    /// GPU adapter: an index from `etude devices` or part of its name.
+    #[arg(long, value_name = "N|NAME")]
+    pub device: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    #[arg(long, default_value_t = 300)]
+    pub vocab: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    #[arg(long, value_parser = MODEL_NAMES)]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = Which::Cpu)]
+    pub backend: Which,
+    #[arg(long, value_name = "N|NAME")]
+    pub device: Option<String>,
+    /// Window (the prime's length and the sliding window's context).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    #[arg(long, default_value_t = 300)]
+    pub vocab: usize,
+    /// Tokens generated per pass.
+    #[arg(long, default_value_t = 50)]
+    pub tokens: usize,
+    /// Timed passes (after one warm-up pass).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KernelArgs {
+    #[arg(long, value_enum, default_value_t = WhichOrBoth::Cpu)]
+    pub backend: WhichOrBoth,
+    #[arg(long, value_name = "N|NAME")]
+    pub device: Option<String>,
+    /// Timed samples per operation (the median and min are reported).
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// Calls per sample (recorded into one submission on the GPU).
+    #[arg(long, default_value_t = 2)]
+    pub inner: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) -> Result<(), String> {
+    if json {
+        println!("{}", serde_json::to_string(value).map_err(|e| e.to_string())?);
+    } else {
+        println!("{}", text(value));
+    }
+    Ok(())
+}
+
+fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
+    let g = GpuBackend::new(device)?;
+    if g.is_software() {
+        eprintln!("note: {} is a software renderer; its timings say nothing about a real GPU", g.adapter_info().name);
+    }
+    Ok(g)
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    match args.suite {
+        Suite::Train(a) => match a.backend {
+            Which::Cpu => train(&CpuBackend::new(), &a),
+            Which::Gpu => train(&gpu(a.device.as_deref())?, &a),
+        },
+        Suite::Generate(a) => match a.backend {
+            Which::Cpu => generate(&CpuBackend::new(), &a),
+            Which::Gpu => generate(&gpu(a.device.as_deref())?, &a),
+        },
+        Suite::Kernels(a) => {
+            if matches!(a.backend, WhichOrBoth::Cpu | WhichOrBoth::Both) {
+                kernels(&CpuBackend::new(), &a)?;
+            }
+            if matches!(a.backend, WhichOrBoth::Gpu | WhichOrBoth::Both) {
+                kernels(&gpu(a.device.as_deref())?, &a)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<(), String> {
+    let opts = TrainOptions {
+        model: a.model.clone(),
+        batch: a.batch,
+        window: a.window,
+        vocab: a.vocab,
+        steps: a.steps,
+        warmup: a.warmup,
+        seed: a.seed,
+    };
+    let r = bench::train(b, &opts)?;
+    emit(a.json, &r, bench::format_train)
+}
+
+fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
+    let opts = GenerateOptions {
+        model: a.model.clone(),
+        window: a.window,
+        vocab: a.vocab,
+        tokens: a.tokens,
+        reps: a.reps,
+        seed: a.seed,
+    };
+    for r in bench::generate(b, &opts)? {
+        emit(a.json, &r, bench::format_generate)?;
+    }
+    Ok(())
+}
+
+fn kernels<B: BenchBackend>(b: &B, a: &KernelArgs) -> Result<(), String> {
+    for r in bench::kernels(b, KernelOptions { samples: a.samples, inner: a.inner }) {
+        emit(a.json, &r, bench::format_kernel)?;
+    }
+    Ok(())
+}
