@@ -500,6 +500,18 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         );
     }
 
+    // Bias gradients: of the LSTM input projection ([B*T, 4H], inner 1) and of a conv ([B, C, T]).
+    for (label, outer, channels, len) in [("lstm b_ih", 128 * 128, 512, 1), ("conv", 128, 128, 128)] {
+        let dy = filled(b, outer * channels * len, &mut rng);
+        let mut db = b.alloc(channels);
+        push(
+            format!("bias_grad {label} [{outer}, {channels}, {len}]"),
+            time_op(b, &sync, s, inner, || b.bias_grad(&dy, &mut db, outer, channels, len)),
+            None,
+            Some(4.0 * (outer * channels * len) as f64),
+        );
+    }
+
     // Gated unit of the gated WaveNet: a [128, 128, 128] -> z [128, 64, 128].
     {
         let (batch, r, t) = (128, 64, 128);

@@ -7,6 +7,7 @@
 //! once, so `flush` has nothing to do.
 
 mod conv;
+pub mod fastmath;
 mod lstm;
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
@@ -83,9 +84,7 @@ where
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
+use fastmath::{sigmoid, tanh};
 
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
@@ -154,12 +153,12 @@ impl Backend for CpuBackend {
 
     fn act_fwd(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
         zip_chunks(&x[..n], &mut y[..n], |x, y| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = match act {
-                    Act::Relu => x.max(0.0),
-                    Act::Tanh => x.tanh(),
-                    Act::Sigmoid => sigmoid(x),
-                };
+            // One loop per activation, so that each vectorises.
+            let pairs = y.iter_mut().zip(x);
+            match act {
+                Act::Relu => pairs.for_each(|(y, &x)| *y = x.max(0.0)),
+                Act::Tanh => pairs.for_each(|(y, &x)| *y = tanh(x)),
+                Act::Sigmoid => pairs.for_each(|(y, &x)| *y = sigmoid(x)),
             }
         });
     }
@@ -192,8 +191,8 @@ impl Backend for CpuBackend {
         z[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, z)| {
             let filt = &a[b * 2 * plane..][..plane];
             let gate = &a[b * 2 * plane + plane..][..plane];
-            for i in 0..plane {
-                z[i] = filt[i].tanh() * sigmoid(gate[i]);
+            for ((z, &f), &g) in z.iter_mut().zip(filt).zip(gate) {
+                *z = tanh(f) * sigmoid(g);
             }
         });
     }
@@ -205,11 +204,12 @@ impl Backend for CpuBackend {
             let gate = &a[b * 2 * plane + plane..][..plane];
             let dz = &dz[b * plane..][..plane];
             let (dfilt, dgate) = da.split_at_mut(plane);
-            for i in 0..plane {
-                let th = filt[i].tanh();
-                let sg = sigmoid(gate[i]);
-                dfilt[i] = dz[i] * sg * (1.0 - th * th);
-                dgate[i] = dz[i] * th * sg * (1.0 - sg);
+            let inputs = filt.iter().zip(gate).zip(dz);
+            for ((df, dg), ((&f, &g), &dz)) in dfilt.iter_mut().zip(dgate.iter_mut()).zip(inputs) {
+                let th = tanh(f);
+                let sg = sigmoid(g);
+                *df = dz * sg * (1.0 - th * th);
+                *dg = dz * th * sg * (1.0 - sg);
             }
         });
     }
@@ -256,13 +256,32 @@ impl Backend for CpuBackend {
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, dbias: &mut Vec<f32>, outer: usize, channels: usize, inner: usize) {
-        // Summed in f64 per channel so the result does not depend on how the work is split.
-        for c in 0..channels {
-            let mut s = 0.0f64;
+        // Summed in f64 per channel, over o in order (so the result does not depend on how the
+        // work is split), reading dy row by row: a block of channels per task, each task walking
+        // every outer row and adding that row's contiguous run of its channels into its sums.
+        let row = channels * inner;
+        let dy = &dy[..outer * row];
+        let sum_block = |c0: usize, db: &mut [f32]| {
+            let mut acc = vec![0.0f64; db.len()];
             for o in 0..outer {
-                s += dy[(o * channels + c) * inner..][..inner].iter().map(|&v| v as f64).sum::<f64>();
+                let run = &dy[o * row + c0 * inner..][..db.len() * inner];
+                if inner == 1 {
+                    acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
+                } else {
+                    for (a, seg) in acc.iter_mut().zip(run.chunks_exact(inner)) {
+                        *a += seg.iter().map(|&v| v as f64).sum::<f64>();
+                    }
+                }
             }
-            dbias[c] += s as f32;
+            db.iter_mut().zip(&acc).for_each(|(d, &a)| *d += a as f32);
+        };
+        let dbias = &mut dbias[..channels];
+        let threads = rayon::current_num_threads();
+        if outer * row < PAR_MIN || threads < 2 || channels < 2 {
+            sum_block(0, dbias);
+        } else {
+            let block = channels.div_ceil(threads);
+            dbias.par_chunks_mut(block).enumerate().for_each(|(i, db)| sum_block(i * block, db));
         }
     }
 
@@ -305,11 +324,11 @@ impl Backend for CpuBackend {
                         best = j;
                     }
                 }
-                let mut sum = 0.0f32;
+                // The exponentials in one (vectorised) loop, their sum in order in another.
                 for (dj, &x) in d.iter_mut().zip(row) {
-                    *dj = (x - max).exp();
-                    sum += *dj;
+                    *dj = fastmath::exp(x - max);
                 }
+                let sum: f32 = d.iter().sum();
                 let inv = 1.0 / sum;
                 for dj in d.iter_mut() {
                     *dj *= inv * grad_scale;
