@@ -1,11 +1,13 @@
 //! LSTM timings (no harness; `cargo bench --bench lstm`): one LSTM layer's forward + backward at
 //! batch 128, T = 128, in = H = 128 (input projection, recurrence, BPTT, weight gradients), and a
 //! whole `lstm` training step (forward, loss, backward, Adam) with the default sizes.
-//! Prints the median of a few repetitions after one warm-up. Timings are never asserted.
+//! Prints the median of a few repetitions after one warm-up, for the CPU backend and, when a
+//! hardware adapter is present, the GPU backend. Timings are never asserted.
 
 use std::time::Instant;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::gpu::GpuBackend;
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -110,4 +112,12 @@ fn report<B: Backend>(b: &B) {
 
 fn main() {
     report(&CpuBackend::new());
+    match GpuBackend::new(None) {
+        // A software adapter (lavapipe) would take minutes at these sizes and says nothing about GPUs.
+        Ok(gpu) if gpu.is_software() && std::env::var_os("ETUDE_BENCH_SOFTWARE").is_none() => {
+            println!("{}: software adapter, skipped (set ETUDE_BENCH_SOFTWARE=1 to time it anyway)", gpu.name())
+        }
+        Ok(gpu) => report(&gpu),
+        Err(e) => println!("no GPU timings: {e}"),
+    }
 }
