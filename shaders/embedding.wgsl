@@ -3,17 +3,25 @@
 //                  one invocation per output element, 256 per workgroup, 2-D workgroup grid with
 //                  flat index (wid.y * nwg.x + wid.x) * 256 + lid.x. An id outside the table
 //                  (which the CPU backend rejects) writes zeros instead of reading out of bounds.
-//   embedding_bwd: dtable[r, c] += sum_{i : ids[i] = r} dout[i, c]   (1: ids, 2: dout, 3: dtable)
-//                  no float atomics: one workgroup of 64 per (block of 64 columns = wid.x, table
-//                  row r = wid.y). The workgroup walks the ids in chunks of 64 staged in workgroup
-//                  memory; every invocation (one column) adds the rows whose id is r in increasing
-//                  i, so repeated ids accumulate in a fixed order (deterministic). The id test is
-//                  uniform across the workgroup. Cost: rows * n id comparisons per column block.
+//   embedding_bwd: dtable[r, c] += sum_{i : ids[i] = r} dout[i, c], without float atomics, in two
+//                  dispatches through a scratch buffer partial [segments, rows, e]:
+//     embedding_bwd_partial (1: ids, 2: dout, 3: partial): the ids are cut into `segments` runs of
+//                  `seg_len`; invocation (c = global x, s = global y) owns column c of segment s's
+//                  table: it zeroes it, then adds dout[i, c] into partial[s, ids[i], c] for the
+//                  ids i of its run, in increasing i. Workgroups of 64 along c; grid (ceil(e/64),
+//                  segments). n * e work, e * segments parallelism.
+//     embedding_bwd_reduce  (1: partial, 2: dtable): dtable[r, c] += sum_s partial[s, r, c] in
+//                  increasing s; one invocation per element of dtable, 256 per workgroup, 2-D grid,
+//                  flat index (wid.y * nwg.x + wid.x) * 256 + lid.x.
+//                  Repeated ids accumulate in a fixed order: the result is deterministic. Ids
+//                  outside the table are ignored.
 
 struct Params {
     n: u32,
     e: u32,
     rows: u32,
+    segments: u32, // embedding_bwd only
+    seg_len: u32,  // embedding_bwd only
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,35 +46,42 @@ fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 }
 
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dtable: array<f32>;
-
-var<workgroup> chunk: array<u32, 64>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
 @compute @workgroup_size(64)
-fn embedding_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = wid.y;
-    let c = wid.x * 64u + lid.x;
-    let n = p.n;
+fn embedding_bwd_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let s = gid.y;
     let e = p.e;
-    var s = 0.0;
-    var hit = false;
-    for (var base = 0u; base < n; base += 64u) {
-        let i = base + lid.x;
-        chunk[lid.x] = select(0xffffffffu, ids[min(i, n - 1u)], i < n);
-        workgroupBarrier();
-        let cnt = min(64u, n - base);
-        for (var j = 0u; j < cnt; j++) {
-            if (chunk[j] == r) {
-                hit = true;
-                if (c < e) {
-                    s += dout[(base + j) * e + c];
-                }
-            }
+    let rows = p.rows;
+    if (c >= e || s >= p.segments) { return; }
+    let base = s * rows * e + c;
+    for (var r = 0u; r < rows; r++) {
+        partial[base + r * e] = 0.0;
+    }
+    let start = s * p.seg_len;
+    let end = min(p.n, start + p.seg_len);
+    for (var i = start; i < end; i++) {
+        let id = ids[i];
+        if (id < rows) {
+            let d = base + id * e;
+            partial[d] = partial[d] + dout[i * e + c];
         }
-        workgroupBarrier();
     }
-    if (hit && c < e) {
-        let d = r * e + c;
-        dtable[d] = dtable[d] + s;
+}
+
+@group(0) @binding(1) var<storage, read> partial_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dtable: array<f32>;
+
+@compute @workgroup_size(256)
+fn embedding_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let plane = p.rows * p.e;
+    if (idx >= plane) { return; }
+    var sum = 0.0;
+    for (var s = 0u; s < p.segments; s++) {
+        sum += partial_in[s * plane + idx];
     }
+    dtable[idx] = dtable[idx] + sum;
 }

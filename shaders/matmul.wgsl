@@ -1,13 +1,18 @@
 // Matrix product C[m, n] = op(A) op(B) (+ C when accumulate), op(A) being [m, k].
 // Layout: row-major. A is stored [m, k], or [k, m] when trans_a; B is stored [k, n], or [n, k]
 // when trans_b; C is [m, n]. Bindings: 1 A, 2 B, 3 C.
-// Dispatch: workgroups of 16x16 invocations, one workgroup per 64x64 tile of C: x = ceil(n/64)
-// column tiles, y = ceil(m/64) row tiles. Per step of 16 along k, the workgroup stages a 64x16
-// panel of op(A) and a 16x64 panel of op(B) in workgroup memory (each invocation loads 4 + 4
-// elements, coalesced along whichever dimension is contiguous in memory, zero past the edges),
-// then every invocation accumulates a 4x4 register block: rows ty + 16i, columns tx + 16j
-// (strided so that neighbouring invocations read neighbouring workgroup-memory words and write
-// neighbouring C elements). Edges (m, n, k not multiples of the tile) are handled by the zero
+// Dispatch: two entry points with the same body (`tile`), 4x4 outputs per invocation.
+//   matmul:       16x16 invocations per 64x64 tile of C (x = ceil(n/64) column tiles, y = ceil(m/64)
+//                 row tiles): the default.
+//   matmul_small: 8x8 invocations per 32x32 tile (x = ceil(n/32), y = ceil(m/32)): chosen by the host
+//                 when the 64x64 grid would have too few workgroups to fill a GPU (small m*n such as
+//                 one LSTM step or a dense layer on a batch).
+// Per step of 16 along k, the workgroup stages a (4 NT)x16 panel of op(A) and a 16x(4 NT) panel of
+// op(B) in workgroup memory as vec4s (NT = invocations per side; loads from global memory are
+// coalesced along whichever dimension is contiguous there, zero past the edges). Every invocation
+// (tx, ty) then accumulates a 4x4 register block, rows 4ty..4ty+3 and columns 4tx..4tx+3, with two
+// vec4 workgroup loads per 16 multiply-adds (the A vec4 is a broadcast across tx, the B vec4s are
+// consecutive across tx). Edges (m, n, k not multiples of the tile) are handled by the zero
 // padding of the panels and a bounds check on the store.
 
 struct Params {
@@ -24,81 +29,81 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-const TM: u32 = 64u;   // tile rows
-const TN: u32 = 64u;   // tile columns
 const TK: u32 = 16u;   // depth of one step
-const LD: u32 = 65u;   // padded row length of the panels (avoids bank conflicts on the stores)
 
-var<workgroup> As: array<f32, 1040>; // [TK][LD]: As[kk * LD + mm] = op(A)[row0 + mm, k0 + kk]
-var<workgroup> Bs: array<f32, 1040>; // [TK][LD]: Bs[kk * LD + nn] = op(B)[k0 + kk, col0 + nn]
+// As[kk * NT + q][r] = op(A)[row0 + 4q + r, k0 + kk];  Bs[kk * NT + q][r] = op(B)[k0 + kk, col0 + 4q + r]
+var<workgroup> As: array<vec4<f32>, 256>; // TK x 16 vec4 (the 64-tile kernel; the 32-tile uses half)
+var<workgroup> Bs: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
+    tile(wid.y * 64u, wid.x * 64u, lid.x, lid.y, li, 16u);
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    tile(wid.y * 32u, wid.x * 32u, lid.x, lid.y, li, 8u);
+}
+
+// One (4 nt) x (4 nt) tile of C at (row0, col0), computed by nt x nt invocations.
+fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
     let m = p.m;
     let k = p.k;
     let n = p.n;
-    let row0 = wid.y * TM;
-    let col0 = wid.x * TN;
-    let tx = lid.x;
-    let ty = lid.y;
+    let tm = 4u * nt;       // tile rows = tile columns
+    let threads = nt * nt;
+    let per = tm * TK / threads; // panel elements each invocation stages (64 / nt)
 
-    var acc: array<array<f32, 4>, 4>;
+    var acc: array<vec4<f32>, 4>; // acc[i][j] = C[row0 + 4ty + i, col0 + 4tx + j]
     for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
+        acc[i] = vec4<f32>(0.0);
     }
 
     for (var k0 = 0u; k0 < k; k0 += TK) {
-        // Stage the panels: 1024 elements each, 4 per invocation.
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + 256u * r;
-            // op(A) panel, 64 rows x 16 depth
+        for (var r = 0u; r < per; r++) {
+            let e = li + threads * r;
+            // op(A) panel, tm rows x TK depth
             var mm: u32;
             var kk: u32;
-            if (p.trans_a == 0u) { kk = e % TK; mm = e / TK; } else { mm = e % TM; kk = e / TM; }
+            if (p.trans_a == 0u) { kk = e % TK; mm = e / TK; } else { mm = e % tm; kk = e / tm; }
             let gr = row0 + mm;
             let gk = k0 + kk;
             var va = 0.0;
             if (gr < m && gk < k) {
                 if (p.trans_a == 0u) { va = a[gr * k + gk]; } else { va = a[gk * m + gr]; }
             }
-            As[kk * LD + mm] = va;
-            // op(B) panel, 16 depth x 64 columns
+            As[kk * nt + mm / 4u][mm % 4u] = va;
+            // op(B) panel, TK depth x tm columns
             var nn: u32;
             var kb: u32;
-            if (p.trans_b == 0u) { nn = e % TN; kb = e / TN; } else { kb = e % TK; nn = e / TK; }
+            if (p.trans_b == 0u) { nn = e % tm; kb = e / tm; } else { kb = e % TK; nn = e / TK; }
             let gc = col0 + nn;
             let gkb = k0 + kb;
             var vb = 0.0;
             if (gc < n && gkb < k) {
                 if (p.trans_b == 0u) { vb = b[gkb * n + gc]; } else { vb = b[gc * k + gkb]; }
             }
-            Bs[kb * LD + nn] = vb;
+            Bs[kb * nt + nn / 4u][nn % 4u] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = As[kk * LD + ty + 16u * i];
-                bv[i] = Bs[kk * LD + tx + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let av = As[kk * nt + ty];
+            let bv = Bs[kk * nt + tx];
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
         }
         workgroupBarrier();
     }
 
     for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ty + 16u * i;
-        if (r >= m) { continue; }
+        let r = row0 + 4u * ty + i;
+        if (r >= m) { break; }
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx + 16u * j;
+            let col = col0 + 4u * tx + j;
             if (col < n) {
                 let idx = r * n + col;
                 if (p.accumulate != 0u) {

@@ -3,7 +3,7 @@
 //   stats[2i]     = -log softmax(logits[i])[target[i]] = log(sum_j exp(x_j - max)) - (x_t - max)
 //   stats[2i + 1] = 1 when the first maximum of the row is the target, else 0
 // Bindings: 1 logits, 2 targets, 3 dlogits, 4 stats.
-// Dispatch: one workgroup of 256 per row (flat workgroup index wid.y * nwg.x + wid.x). Three
+// Dispatch: one workgroup of 64 per row (flat workgroup index wid.y * nwg.x + wid.x). Three
 // passes over the row: (max, first argmax) reduced as pairs in workgroup memory, then the sum of
 // exp(x - max) reduced the same way, then the gradient written by all invocations. A target outside
 // [0, v) (which the CPU backend rejects) gives NaN stats instead of reading out of bounds.
@@ -20,10 +20,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 
-var<workgroup> red_v: array<f32, 256>;
-var<workgroup> red_i: array<u32, 256>;
+var<workgroup> red_v: array<f32, 64>;
+var<workgroup> red_i: array<u32, 64>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wid.y * nwg.x + wid.x;
@@ -35,7 +35,7 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     // 1. max and the first index holding it
     var best = -3.4028235e38;
     var best_i = 0xffffffffu;
-    for (var j = t; j < v; j += 256u) {
+    for (var j = t; j < v; j += 64u) {
         let x = logits[base + j];
         if (x > best || best_i == 0xffffffffu) {
             best = x;
@@ -45,7 +45,7 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     red_v[t] = best;
     red_i[t] = best_i;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = 32u; s > 0u; s >>= 1u) {
         if (t < s) {
             let ov = red_v[t + s];
             let oi = red_i[t + s];
@@ -65,12 +65,12 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
     // 2. sum of exp(x - max)
     var sum = 0.0;
-    for (var j = t; j < v; j += 256u) {
+    for (var j = t; j < v; j += 64u) {
         sum += exp(logits[base + j] - mx);
     }
     red_v[t] = sum;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = 32u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_v[t] += red_v[t + s];
         }
@@ -81,7 +81,7 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     // 3. gradient and statistics
     let tgt = targets[row];
     let inv = p.grad_scale / total;
-    for (var j = t; j < v; j += 256u) {
+    for (var j = t; j < v; j += 64u) {
         var d = exp(logits[base + j] - mx) * inv;
         if (j == tgt) {
             d -= p.grad_scale;

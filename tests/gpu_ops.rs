@@ -239,8 +239,19 @@ fn matmul_bound(a: &[f32], b: &[f32], c0: &[f32], mm: MatMul) -> Vec<f32> {
 fn matmul_all_transposes_and_accumulate() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(6);
-    // (m, k, n): a batch of one, k = 1, sizes off the 64 / 16 tile, and a few full tiles
-    let shapes = [(1, 1, 1), (1, 7, 5), (5, 1, 9), (1, 300, 1), (13, 17, 70), (64, 16, 64), (65, 33, 129), (128, 130, 31)];
+    // (m, k, n): a batch of one, k = 1, sizes off the 64 / 32 / 16 tiles, and a few full tiles; all
+    // but the last use the 32x32-tile kernel (few output tiles), the last the 64x64 one.
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 5),
+        (5, 1, 9),
+        (1, 300, 1),
+        (13, 17, 70),
+        (64, 16, 64),
+        (65, 33, 129),
+        (128, 130, 31),
+        (16 * 64 + 3, 20, 8 * 64 + 5),
+    ];
     for &(m, k, n) in &shapes {
         for trans_a in [false, true] {
             for trans_b in [false, true] {
@@ -317,7 +328,7 @@ fn embedding_forward_and_backward_with_repeated_ids() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(9);
     // (rows, n, e)
-    for &(rows, n, e) in &[(1, 1, 1), (5, 40, 3), (50, 300, 65), (300, 129, 128)] {
+    for &(rows, n, e) in &[(1, 1, 1), (5, 40, 3), (50, 300, 65), (300, 129, 128), (20, 5000, 3)] {
         let table = rand_vec(&mut rng, rows * e, 1.0);
         // few distinct ids so that most repeat; the first id repeats on purpose
         let mut ids: Vec<u32> = (0..n).map(|_| rng.below(rows.min(7)) as u32).collect();
@@ -489,4 +500,31 @@ fn lengths_are_checked_with_the_operation_name() {
     let x = g.alloc(3);
     let mut y = g.alloc(10);
     g.add(&x, &mut y, 10);
+}
+
+#[test]
+fn a_long_chain_in_one_submission_sees_every_previous_write() {
+    // 1000 dependent dispatches in one pass (more than the params arena's first size): each add
+    // must see the previous one's result.
+    let g = gpu();
+    let ones = upload(&[1.0; 300]);
+    let mut y = g.alloc(300);
+    for _ in 0..1000 {
+        g.add(&ones, &mut y, 300);
+    }
+    let got = g.read(&y, 300);
+    assert!(got.iter().all(|&v| v == 1000.0), "got {:?}", &got[..4]);
+    // and again, now that every bind group comes from the cache
+    for _ in 0..1000 {
+        g.add(&ones, &mut y, 300);
+    }
+    assert!(g.read(&y, 300).iter().all(|&v| v == 2000.0));
+}
+
+#[test]
+fn adapter_report_prints_one_line() {
+    for a in list_adapters() {
+        let line = a.to_string();
+        assert!(line.contains(&a.name) && !line.contains('\n'), "{line}");
+    }
 }

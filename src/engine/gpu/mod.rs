@@ -4,8 +4,8 @@
 //!
 //! Every [`Backend`] operation checks its buffer lengths (panicking with the operation's name, as
 //! the CPU backend does), then *records* one or more compute dispatches; nothing runs until
-//! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch is a pipeline, the buffers it binds
-//! and its parameters (sizes, offsets, flags: at most [`MAX_PARAM_WORDS`] 32-bit words). The
+//! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch (kept in a list until the submit,
+//! which encodes them all at once) is a pipeline, the buffers it binds and its parameters (sizes, offsets, flags: at most `MAX_PARAM_WORDS` 32-bit words). The
 //! parameters go into a host-side *params arena*, one 256-byte slot per dispatch; at submit time the
 //! arena is uploaded with a single `queue.write_buffer`, one command encoder is built with **one
 //! compute pass holding every dispatch** (wgpu inserts the barriers between dispatches that touch
@@ -24,18 +24,23 @@
 //!    struct of at most 64 scalar `u32`/`i32`/`f32` fields, **read by every entry point**), then the
 //!    storage buffers at bindings `1..=k` in the order the Rust side passes them. Different entry
 //!    points of one file may declare different variables at the same binding number. Use
-//!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs.
+//!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs. Pipelines use
+//!    wgpu's automatic layout, which drops unused bindings: pass exactly the buffers the entry
+//!    point uses, and have it read `p`.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
-//!    after checking lengths with [`check_len`]. [`f`] turns an `f32` into the word the shader reads
-//!    as `f32`; [`grid_1d`] / [`grid_2d`] give workgroup counts within the 65535-per-dimension limit
-//!    (the shader rebuilds a flat index with [`flat_index` in WGSL](grid_1d)).
+//!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
+//!    as `f32`; `grid_1d` / `grid_groups` / `grid_2d` give workgroup counts within the
+//!    65535-per-dimension limit (see `grid_1d`'s doc for the flat index the shader rebuilds). The
+//!    words fill the `Params` struct's fields in order; unused trailing fields read 0.
+//! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::scratch` with a key
+//!    of your own (kept and reused between calls).
 //!
-//! [`GpuBackend::pipeline`] exposes the pipeline cache itself (created on first use, one pipeline per
+//! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
-pub mod conv;
-pub mod lstm;
+mod conv;
+mod lstm;
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use std::collections::HashMap;
@@ -48,10 +53,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) const PARAM_SLOT: usize = 256;
 /// Most 32-bit words of parameters one dispatch may carry.
 pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
+/// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
+/// times as many workgroups): about the number of compute units of a large GPU.
+const SMALL_MATMUL_BELOW: usize = 128;
+/// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
+const EMBEDDING_SCRATCH: usize = 16 << 20;
+/// Bound on the bind-group cache (entries of live buffers are kept up to this many).
+const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
-/// A WGSL source file: its name (the pipeline cache key) and text.
+/// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
 pub(crate) struct Shader {
     pub name: &'static str,
     pub source: &'static str,
@@ -161,6 +173,30 @@ pub struct AdapterReport {
     pub max_invocations_per_workgroup: u32,
     pub max_storage_binding: u64,
     pub max_buffer: u64,
+}
+
+impl std::fmt::Display for AdapterReport {
+    /// One line: `0: NAME (Vulkan, DiscreteGpu; driver ...; f16 yes, timestamps yes; workgroup 32 KiB / 1024 invocations; storage binding 128 MiB, buffer 2048 MiB)`.
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            fm,
+            "{}: {} ({:?}, {:?}; driver {} {}; f16 {}, timestamps {}; workgroup {} KiB / {} invocations; \
+             storage binding {} MiB, buffer {} MiB)",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            self.driver,
+            self.driver_info,
+            yes(self.shader_f16),
+            yes(self.timestamp_query),
+            self.max_workgroup_storage / 1024,
+            self.max_invocations_per_workgroup,
+            self.max_storage_binding >> 20,
+            self.max_buffer >> 20
+        )
+    }
 }
 
 impl AdapterReport {
@@ -300,6 +336,7 @@ pub struct GpuBackend {
     limits: wgpu::Limits,
     pipelines: Mutex<Pipelines>,
     rec: Mutex<Recorder>,
+    scratch: Mutex<HashMap<&'static str, GpuBuffer>>,
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
@@ -316,18 +353,10 @@ impl GpuBackend {
         let reports: Vec<AdapterReport> = adapters.iter().enumerate().map(|(i, a)| report(i, a)).collect();
         let index = pick_adapter_index(&reports, want)?;
         let adapter = &adapters[index];
-        let have = adapter.limits();
-        let limits = wgpu::Limits {
-            max_storage_buffers_per_shader_stage: have.max_storage_buffers_per_shader_stage,
-            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
-            max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
-            max_compute_workgroup_size_x: have.max_compute_workgroup_size_x,
-            max_compute_workgroup_size_y: have.max_compute_workgroup_size_y,
-            max_compute_workgroup_size_z: have.max_compute_workgroup_size_z,
-            ..wgpu::Limits::default()
-        };
+        // The adapter's own limits: the largest storage bindings and buffers, workgroup memory and
+        // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
+        // buffers per stage, 16 KiB workgroup memory).
+        let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
             required_features: wgpu::Features::empty(),
@@ -343,6 +372,7 @@ impl GpuBackend {
             info: adapter.get_info(),
             limits,
             pipelines: Mutex::new(Pipelines::default()),
+            scratch: Mutex::new(HashMap::new()),
             rec: Mutex::new(Recorder {
                 pending: Vec::new(),
                 params: Vec::new(),
@@ -407,6 +437,19 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// A scratch buffer of at least `len` elements, one per `key`, kept between calls and grown as
+    /// needed (contents undefined). Dispatches run in recording order, so an op may use its scratch
+    /// freely within its own dispatches; use a key of your own so no other op overwrites it.
+    pub(crate) fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+        let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = map.get(key).is_some_and(|b| b.len >= len);
+        if !fits {
+            map.insert(key, self.alloc_words(len));
+        }
+        let b = &map[key];
+        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id }
     }
 
     /// The pipeline for `entry` of `shader`, compiled on first use and cached.
@@ -493,7 +536,7 @@ impl GpuBackend {
         self.queue.write_buffer(&arena, 0, &rec.params);
 
         let pending = std::mem::take(&mut rec.pending);
-        let mut groups_of = Vec::with_capacity(pending.len());
+        let mut bind_groups = Vec::with_capacity(pending.len());
         for d in &pending {
             let key = BindKey { pipe: d.pipe.id, slot: d.slot, ids: d.buffers.iter().map(|b| b.0).collect() };
             let bg = match rec.binds.get(&key) {
@@ -520,12 +563,12 @@ impl GpuBackend {
                     bg
                 }
             };
-            groups_of.push(bg);
+            bind_groups.push(bg);
         }
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for (d, bg) in pending.iter().zip(&groups_of) {
+            for (d, bg) in pending.iter().zip(&bind_groups) {
                 pass.set_pipeline(&d.pipe.pipeline);
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
@@ -538,6 +581,9 @@ impl GpuBackend {
         // Forget bind groups of buffers nobody else holds any more (bounded cache).
         if rec.binds.len() > 2 * rec.binds_after_sweep + 256 {
             rec.binds.retain(|_, (_, bufs)| bufs.iter().all(|b| Arc::strong_count(b) > 1));
+            if rec.binds.len() > MAX_CACHED_BIND_GROUPS {
+                rec.binds.clear(); // a workload that never repeats itself: start over
+            }
             rec.binds_after_sweep = rec.binds.len();
         }
     }
@@ -723,7 +769,13 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
-        self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+        // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
+        let big_tiles = m.div_ceil(64) * n.div_ceil(64);
+        if big_tiles >= SMALL_MATMUL_BELOW {
+            self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+        } else {
+            self.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
+        }
     }
 
     fn bias_add(&self, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
@@ -753,9 +805,18 @@ impl Backend for GpuBackend {
             return;
         }
         let rows = dtable.len / e;
-        // One workgroup per (table row, block of 64 columns).
-        let [gx, gy, _] = grid_2d(e, rows, 64, 1);
-        self.dispatch(&EMBEDDING, "embedding_bwd", &[ids, dout, dtable], &[u(n), u(e), u(rows)], [gx, gy, 1]);
+        if rows == 0 {
+            return;
+        }
+        // Partial tables per run of ids, then their sum (see shaders/embedding.wgsl). As many runs
+        // as fit in EMBEDDING_SCRATCH floats, at most 64 (one run per 64+ ids).
+        let segments = (EMBEDDING_SCRATCH / (rows * e)).min(64).min(n.div_ceil(64)).max(1);
+        let seg_len = n.div_ceil(segments);
+        let partial = self.scratch("embedding_bwd", segments * rows * e);
+        let p = [u(n), u(e), u(rows), u(segments), u(seg_len)];
+        let [gx, _, _] = grid_2d(e, 1, 64, 1);
+        self.dispatch(&EMBEDDING, "embedding_bwd_partial", &[ids, dout, &partial], &p, [gx, segments as u32, 1]);
+        self.dispatch(&EMBEDDING, "embedding_bwd_reduce", &[&partial, dtable], &p, grid_1d(rows * e, 256));
     }
 
     fn softmax_xent(
@@ -858,5 +919,69 @@ impl Backend for GpuBackend {
         l: Lstm,
     ) {
         lstm::backward(self, w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(index: usize, name: &str, device_type: wgpu::DeviceType) -> AdapterReport {
+        AdapterReport {
+            index,
+            name: name.into(),
+            backend: wgpu::Backend::Vulkan,
+            device_type,
+            driver: String::new(),
+            driver_info: String::new(),
+            shader_f16: false,
+            timestamp_query: false,
+            max_workgroup_storage: 16384,
+            max_invocations_per_workgroup: 256,
+            max_storage_binding: 1 << 27,
+            max_buffer: 1 << 28,
+        }
+    }
+
+    #[test]
+    fn picks_discrete_then_integrated_then_virtual_then_software() {
+        use wgpu::DeviceType::*;
+        let all = vec![
+            fake(0, "llvmpipe (LLVM 15.0.6, 256 bits)", Cpu),
+            fake(1, "Virtio GPU", VirtualGpu),
+            fake(2, "Intel(R) UHD Graphics 630", IntegratedGpu),
+            fake(3, "NVIDIA GeForce RTX 4090", DiscreteGpu),
+        ];
+        assert_eq!(pick_adapter_index(&all, None), Ok(3));
+        assert_eq!(pick_adapter_index(&all[..3], None), Ok(2));
+        assert_eq!(pick_adapter_index(&all[..2], None), Ok(1));
+        assert_eq!(pick_adapter_index(&all[..1], None), Ok(0));
+        // a software device reported as "Other" still comes last
+        let other = vec![fake(0, "SwiftShader Device", Other), fake(1, "Some GPU", Other)];
+        assert_eq!(pick_adapter_index(&other, None), Ok(1));
+    }
+
+    #[test]
+    fn override_by_index_or_name_substring() {
+        use wgpu::DeviceType::*;
+        let all = vec![fake(0, "llvmpipe (LLVM 15)", Cpu), fake(1, "NVIDIA H100", DiscreteGpu)];
+        assert_eq!(pick_adapter_index(&all, Some("llvmpipe")), Ok(0));
+        assert_eq!(pick_adapter_index(&all, Some("h100")), Ok(1));
+        assert_eq!(pick_adapter_index(&all, Some("0")), Ok(0));
+        assert_eq!(pick_adapter_index(&all, Some(" ")), Ok(1), "blank means no override");
+        assert!(pick_adapter_index(&all, Some("7")).unwrap_err().contains("no adapter with index 7"));
+        assert!(pick_adapter_index(&all, Some("radeon")).unwrap_err().contains("NVIDIA H100"));
+        assert_eq!(pick_adapter_index(&[], None), Err(NO_ADAPTER.to_string()));
+        assert!(all[0].is_software() && !all[1].is_software());
+    }
+
+    #[test]
+    fn grids_stay_within_the_dimension_limit() {
+        assert_eq!(grid_1d(0, 256), [0, 0, 0]);
+        assert_eq!(grid_1d(1, 256), [1, 1, 1]);
+        assert_eq!(grid_1d(65535 * 256, 256), [65535, 1, 1]);
+        let [x, y, _] = grid_1d(65535 * 256 + 1, 256);
+        assert!(x <= 65535 && (x as usize) * (y as usize) >= 65536);
+        assert_eq!(grid_2d(65, 1, 64, 1), [2, 1, 1]);
     }
 }
