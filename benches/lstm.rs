@@ -46,8 +46,9 @@ fn mm(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, accumulate: bo
     MatMul { m, k, n, trans_a, trans_b, accumulate }
 }
 
-/// One layer, forward then backward, as the model runs it. Returns (forward ms, forward+backward ms).
-fn bench_layer<B: Backend>(b: &B) -> (f64, f64) {
+/// One layer, forward then backward, as the model runs it. Returns (forward ms, forward+backward
+/// ms, recurrence-only forward ms, recurrence-only backward ms).
+fn bench_layer<B: Backend>(b: &B) -> (f64, f64, f64, f64) {
     let n = BATCH * T;
     let x = fill_random(b, n * IN, 1, 1.0);
     let w_ih = fill_random(b, 4 * H * IN, 2, 0.088);
@@ -77,7 +78,15 @@ fn bench_layer<B: Backend>(b: &B) -> (f64, f64) {
         b.matmul(&dxw, &w_ih, &mut dx, mm(n, 4 * H, IN, false, false, false));
         b.read(&dx, 1);
     });
-    (f, fb)
+    let rf = median_ms(REPS, || {
+        b.lstm_fwd(&xw, &w_hh, &zeros, &zeros, &mut hs, &mut cs, &mut gates, dims);
+        b.read(&hs, 1);
+    });
+    let rb = median_ms(REPS, || {
+        b.lstm_bwd(&w_hh, &zeros, &zeros, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, dims);
+        b.read(&dxw, 1);
+    });
+    (f, fb, rf, rb)
 }
 
 /// A whole training step of the `lstm` model (defaults E=100, H=128, 2 layers, D=256), V = 128.
@@ -104,8 +113,9 @@ fn bench_step<B: Backend>(b: &B, seq: bool) -> f64 {
 }
 
 fn report<B: Backend>(b: &B) {
-    let (f, fb) = bench_layer(b);
+    let (f, fb, rf, rb) = bench_layer(b);
     println!("{}: LSTM layer B={BATCH} T={T} in={IN} H={H}: forward {f:.1} ms, forward+backward {fb:.1} ms", b.name());
+    println!("{}:   of which the recurrence alone: lstm_fwd {rf:.1} ms, lstm_bwd {rb:.1} ms", b.name());
     println!("{}: lstm training step (B={BATCH}, T={T}, defaults, V=128): {:.1} ms", b.name(), bench_step(b, false));
     println!("{}: lstm-seq training step (same sizes): {:.1} ms", b.name(), bench_step(b, true));
 }

@@ -120,8 +120,9 @@ pub fn forward(
                     let a = &mut gates[r * seq_g + t * g4..][..g4];
                     let (ifg, o) = a.split_at_mut(3 * h);
                     let (i_f, g) = ifg.split_at_mut(2 * h);
-                    i_f.iter_mut().chain(o.iter_mut()).for_each(|v| *v = sigmoid(*v));
+                    i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
                     g.iter_mut().for_each(|v| *v = tanh(*v));
+                    o.iter_mut().for_each(|v| *v = sigmoid(*v));
                     let (i, f) = i_f.split_at(h);
                     let at = r * seq_h + t * h;
                     let (cs_prev, cs_t) = cs.split_at_mut(at);
