@@ -1,11 +1,13 @@
 //! LSTM timings (no harness; `cargo bench --bench lstm`): one LSTM layer's forward + backward at
 //! batch 128, T = 128, in = H = 128 (input projection, recurrence, BPTT, weight gradients), and a
 //! whole `lstm` training step (forward, loss, backward, Adam) with the default sizes.
-//! Prints the median of a few repetitions after one warm-up. Timings are never asserted.
+//! Prints the median of a few repetitions after one warm-up, for the CPU backend and, when a
+//! hardware adapter is present, the GPU backend. Timings are never asserted.
 
 use std::time::Instant;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::gpu::GpuBackend;
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -44,8 +46,9 @@ fn mm(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, accumulate: bo
     MatMul { m, k, n, trans_a, trans_b, accumulate }
 }
 
-/// One layer, forward then backward, as the model runs it. Returns (forward ms, forward+backward ms).
-fn bench_layer<B: Backend>(b: &B) -> (f64, f64) {
+/// One layer, forward then backward, as the model runs it. Returns (forward ms, forward+backward
+/// ms, recurrence-only forward ms, recurrence-only backward ms).
+fn bench_layer<B: Backend>(b: &B) -> (f64, f64, f64, f64) {
     let n = BATCH * T;
     let x = fill_random(b, n * IN, 1, 1.0);
     let w_ih = fill_random(b, 4 * H * IN, 2, 0.088);
@@ -75,7 +78,15 @@ fn bench_layer<B: Backend>(b: &B) -> (f64, f64) {
         b.matmul(&dxw, &w_ih, &mut dx, mm(n, 4 * H, IN, false, false, false));
         b.read(&dx, 1);
     });
-    (f, fb)
+    let rf = median_ms(REPS, || {
+        b.lstm_fwd(&xw, &w_hh, &zeros, &zeros, &mut hs, &mut cs, &mut gates, dims);
+        b.read(&hs, 1);
+    });
+    let rb = median_ms(REPS, || {
+        b.lstm_bwd(&w_hh, &zeros, &zeros, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, dims);
+        b.read(&dxw, 1);
+    });
+    (f, fb, rf, rb)
 }
 
 /// A whole training step of the `lstm` model (defaults E=100, H=128, 2 layers, D=256), V = 128.
@@ -102,12 +113,21 @@ fn bench_step<B: Backend>(b: &B, seq: bool) -> f64 {
 }
 
 fn report<B: Backend>(b: &B) {
-    let (f, fb) = bench_layer(b);
+    let (f, fb, rf, rb) = bench_layer(b);
     println!("{}: LSTM layer B={BATCH} T={T} in={IN} H={H}: forward {f:.1} ms, forward+backward {fb:.1} ms", b.name());
+    println!("{}:   of which the recurrence alone: lstm_fwd {rf:.1} ms, lstm_bwd {rb:.1} ms", b.name());
     println!("{}: lstm training step (B={BATCH}, T={T}, defaults, V=128): {:.1} ms", b.name(), bench_step(b, false));
     println!("{}: lstm-seq training step (same sizes): {:.1} ms", b.name(), bench_step(b, true));
 }
 
 fn main() {
     report(&CpuBackend::new());
+    match GpuBackend::new(None) {
+        // A software adapter (lavapipe) would take minutes at these sizes and says nothing about GPUs.
+        Ok(gpu) if gpu.is_software() && std::env::var_os("ETUDE_BENCH_SOFTWARE").is_none() => {
+            println!("{}: software adapter, skipped (set ETUDE_BENCH_SOFTWARE=1 to time it anyway)", gpu.name())
+        }
+        Ok(gpu) => report(&gpu),
+        Err(e) => println!("no GPU timings: {e}"),
+    }
 }

@@ -25,7 +25,11 @@
 //   lstm_dw_hh: the weight gradient as a matrix product dW_hh[4H, H] += dxw^T [4H, B*T] x Hprev
 //     [B*T, H], Hprev row (b, t) = hs[b, t-1] or h0[b] at t = 0 (gathered while staging), tiled
 //     like shaders/matmul.wgsl: 16x16 invocations per 64x64 tile of dW_hh, x = ceil(H/64) column
-//     tiles, y = ceil(4H/64) row tiles; no atomics.
+//     tiles, y = ceil(4H/64) row tiles. The sum over B*T rows is long and the tiles few (16 at
+//     H = 128), so it is split in z = `splits` ranges of `kchunk` rows: with one split the tile
+//     adds straight into dW_hh; with several, split z writes its partial tile to
+//     part[z, 4H, H] and lstm_dw_reduce (one invocation per dW_hh element, 256 per workgroup,
+//     flat index as in grid_1d) adds the partials in split order. No atomics; deterministic.
 //
 // tanh is written as (1 - e^{-2|x|}) / (1 + e^{-2|x|}) with the sign of x: it never overflows to
 // NaN for large |x| (some drivers build tanh from exp(x) and exp(-x)); it differs from a libm tanh
@@ -35,6 +39,8 @@ struct Params {
     batch: u32,
     time: u32,
     hidden: u32,
+    splits: u32,  // lstm_dw_hh / lstm_dw_reduce: number of row ranges of the B*T sum
+    kchunk: u32,  // lstm_dw_hh: rows per range
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -181,7 +187,7 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @group(0) @binding(1) var<storage, read> w_dxw: array<f32>;
 @group(0) @binding(2) var<storage, read> w_hs: array<f32>;
 @group(0) @binding(3) var<storage, read> w_h0: array<f32>;
-@group(0) @binding(4) var<storage, read_write> w_dw: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_out: array<f32>; // dW_hh, or the partials
 
 const TM: u32 = 64u;   // tile rows (gate rows of dW_hh)
 const TN: u32 = 64u;   // tile columns (hidden units)
@@ -196,8 +202,9 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
               @builtin(local_invocation_index) li: u32) {
     let h = p.hidden;
     let m = 4u * h;
-    let k = p.batch * p.time;
     let time = p.time;
+    let k_begin = wid.z * p.kchunk;
+    let k = min(p.batch * time, k_begin + p.kchunk);
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
     let tx = lid.x;
@@ -209,7 +216,7 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             acc[i][j] = 0.0;
         }
     }
-    for (var k0 = 0u; k0 < k; k0 += TK) {
+    for (var k0 = k_begin; k0 < k; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
             let e = li + 256u * r;
             // dxw^T panel: contiguous along the gate row (mm).
@@ -257,8 +264,31 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let col = col0 + tx + 16u * j;
             if (col < h) {
                 let idx = r * h + col;
-                w_dw[idx] = w_dw[idx] + acc[i][j];
+                if (p.splits == 1u) {
+                    w_out[idx] = w_out[idx] + acc[i][j];
+                } else {
+                    w_out[wid.z * m * h + idx] = acc[i][j];
+                }
             }
         }
     }
+}
+
+// ---- dW_hh += sum over splits of the partials ----------------------------------------------
+@group(0) @binding(1) var<storage, read> r_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> r_dw: array<f32>;
+
+@compute @workgroup_size(256)
+fn lstm_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let n = 4u * p.hidden * p.hidden;
+    let i = (wid.y * nwg.x + wid.x) * 256u + li;
+    if (i >= n) {
+        return;
+    }
+    var s = r_dw[i];
+    for (var z = 0u; z < p.splits; z++) {
+        s += r_part[z * n + i];
+    }
+    r_dw[i] = s;
 }

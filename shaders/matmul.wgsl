@@ -7,12 +7,13 @@
 //   matmul_small: 8x8 invocations per 32x32 tile (x = ceil(n/32), y = ceil(m/32)): chosen by the host
 //                 when the 64x64 grid would have too few workgroups to fill a GPU (small m*n such as
 //                 one LSTM step or a dense layer on a batch).
-// Per step of 16 along k, the workgroup stages a (4 NT)x16 panel of op(A) and a 16x(4 NT) panel of op(B)
-// in workgroup memory (loads coalesced along whichever dimension is contiguous in memory, zero
-// past the edges), then every invocation accumulates a 4x4 register block: rows ty + NT*i, columns
-// tx + NT*j (NT = invocations per side; strided so that neighbouring invocations read neighbouring
-// workgroup-memory words and write neighbouring C elements). Edges (m, n, k not multiples of the
-// tile) are handled by the zero padding of the panels and a bounds check on the store.
+// Per step of 16 along k, the workgroup stages a (4 NT)x16 panel of op(A) and a 16x(4 NT) panel of
+// op(B) in workgroup memory as vec4s (NT = invocations per side; loads from global memory are
+// coalesced along whichever dimension is contiguous there, zero past the edges). Every invocation
+// (tx, ty) then accumulates a 4x4 register block, rows 4ty..4ty+3 and columns 4tx..4tx+3, with two
+// vec4 workgroup loads per 16 multiply-adds (the A vec4 is a broadcast across tx, the B vec4s are
+// consecutive across tx). Edges (m, n, k not multiples of the tile) are handled by the zero
+// padding of the panels and a bounds check on the store.
 
 struct Params {
     m: u32,
@@ -29,10 +30,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const TK: u32 = 16u;   // depth of one step
-const LD: u32 = 65u;   // padded panel row (64 + 1: avoids bank conflicts on the stores)
 
-var<workgroup> As: array<f32, 1040>; // [TK][LD]: As[kk * LD + mm] = op(A)[row0 + mm, k0 + kk]
-var<workgroup> Bs: array<f32, 1040>; // [TK][LD]: Bs[kk * LD + nn] = op(B)[k0 + kk, col0 + nn]
+// As[kk * NT + q][r] = op(A)[row0 + 4q + r, k0 + kk];  Bs[kk * NT + q][r] = op(B)[k0 + kk, col0 + 4q + r]
+var<workgroup> As: array<vec4<f32>, 256>; // TK x 16 vec4 (the 64-tile kernel; the 32-tile uses half)
+var<workgroup> Bs: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -55,17 +56,15 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
     let threads = nt * nt;
     let per = tm * TK / threads; // panel elements each invocation stages (64 / nt)
 
-    var acc: array<array<f32, 4>, 4>;
+    var acc: array<vec4<f32>, 4>; // acc[i][j] = C[row0 + 4ty + i, col0 + 4tx + j]
     for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
+        acc[i] = vec4<f32>(0.0);
     }
 
     for (var k0 = 0u; k0 < k; k0 += TK) {
         for (var r = 0u; r < per; r++) {
             let e = li + threads * r;
-            // op(A) panel, tm rows x TK depth, stored As[kk * LD + mm]
+            // op(A) panel, tm rows x TK depth
             var mm: u32;
             var kk: u32;
             if (p.trans_a == 0u) { kk = e % TK; mm = e / TK; } else { mm = e % tm; kk = e / tm; }
@@ -75,8 +74,8 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
             if (gr < m && gk < k) {
                 if (p.trans_a == 0u) { va = a[gr * k + gk]; } else { va = a[gk * m + gr]; }
             }
-            As[kk * LD + mm] = va;
-            // op(B) panel, TK depth x tm columns, stored Bs[kb * LD + nn]
+            As[kk * nt + mm / 4u][mm % 4u] = va;
+            // op(B) panel, TK depth x tm columns
             var nn: u32;
             var kb: u32;
             if (p.trans_b == 0u) { nn = e % tm; kb = e / tm; } else { kb = e % TK; nn = e / TK; }
@@ -86,30 +85,25 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
             if (gc < n && gkb < k) {
                 if (p.trans_b == 0u) { vb = b[gkb * n + gc]; } else { vb = b[gc * k + gkb]; }
             }
-            Bs[kb * LD + nn] = vb;
+            Bs[kb * nt + nn / 4u][nn % 4u] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = As[kk * LD + ty + nt * i];
-                bv[i] = Bs[kk * LD + tx + nt * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let av = As[kk * nt + ty];
+            let bv = Bs[kk * nt + tx];
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
         }
         workgroupBarrier();
     }
 
     for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ty + nt * i;
-        if (r >= m) { continue; }
+        let r = row0 + 4u * ty + i;
+        if (r >= m) { break; }
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx + nt * j;
+            let col = col0 + 4u * tx + j;
             if (col < n) {
                 let idx = r * n + col;
                 if (p.accumulate != 0u) {

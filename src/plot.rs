@@ -102,8 +102,11 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// Draw the series (name, colour, points (x, y)) into a PNG at `path`. Non-finite points are left out.
-pub fn loss_curve(path: &Path, series: &[(&str, [u8; 3], Vec<(f64, f64)>)]) -> Result<(), String> {
+/// One curve: its legend, its colour, its points (x, y).
+pub type Series<'a> = (&'a str, [u8; 3], Vec<(f64, f64)>);
+
+/// Draw the series into a PNG at `path`. Non-finite points are left out.
+pub fn loss_curve(path: &Path, series: &[Series]) -> Result<(), String> {
     let pts: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
     let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));

@@ -275,3 +275,45 @@ fn one_step_inference_matches_the_full_window_forward() {
         assert_eq!(again[..batch * vocab], want[..batch * vocab]);
     }
 }
+
+/// PyTorch's default initialisation: Embedding N(0, 1); every LSTM tensor U(-1/sqrt(H), 1/sqrt(H));
+/// Linear weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the same seed gives the same model.
+#[test]
+fn initialisation_follows_pytorch_defaults_and_the_seed() {
+    let be = CpuBackend::new();
+    let cfg = LstmConfig { vocab: 50, embed: 40, hidden: 16, layers: 2, dense: 25, seq: false };
+    let model = LstmModel::new(&be, cfg.clone(), 2, 3, &mut Rng::new(9));
+    for p in model.params() {
+        let v = p.value.to_vec(&be);
+        let bound = if p.name.starts_with("lstm.") || p.name.starts_with("fc1.") {
+            1.0 / 16f32.sqrt()
+        } else if p.name.starts_with("fc2.") {
+            1.0 / 25f32.sqrt()
+        } else {
+            // emb.weight: 2000 draws of N(0, 1): mean within 4 sigma/sqrt(n) = 0.09, variance within 0.15.
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
+            assert!(mean.abs() < 0.09 && (var - 1.0).abs() < 0.15, "emb.weight: mean {mean}, variance {var}");
+            continue;
+        };
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        // Uniform draws fill the interval: with >= 25 values the largest |x| exceeds 0.5 bound
+        // with probability 1 - 2^-25.
+        assert!(max <= bound && max > 0.5 * bound, "{}: max |x| {max}, bound {bound}", p.name);
+    }
+    let same = LstmModel::new(&be, cfg.clone(), 2, 3, &mut Rng::new(9));
+    let other = LstmModel::new(&be, cfg, 2, 3, &mut Rng::new(10));
+    let all = |m: &LstmModel<CpuBackend>| m.params().iter().flat_map(|p| p.value.to_vec(&be)).collect::<Vec<f32>>();
+    assert_eq!(all(&model), all(&same));
+    assert_ne!(all(&model), all(&other));
+}
+
+#[test]
+fn config_defaults_round_trip_and_validation() {
+    let cfg = LstmConfig::new(300, true);
+    assert_eq!((cfg.embed, cfg.hidden, cfg.layers, cfg.dense), (100, 128, 2, 256));
+    let back: LstmConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    assert!(cfg.validate().is_ok());
+    assert!(LstmConfig { hidden: 0, ..cfg }.validate().unwrap_err().contains("hidden"));
+}

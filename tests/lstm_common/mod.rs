@@ -33,6 +33,9 @@ pub fn fixture_model<B: Backend>(be: &B, f: &Fixture) -> LstmModel<B> {
     // Same names, shapes and order as PyTorch's named_parameters().
     let ours: Vec<(String, Vec<usize>)> = model.params().iter().map(|p| (p.name.clone(), p.value.shape.clone())).collect();
     assert_eq!(ours, f.params(), "{}: parameter names/shapes/order", f.name);
+    let n_params = j["n_params"].as_u64().expect("n_params") as usize;
+    assert_eq!(model.config().n_params(), n_params, "{}: LstmConfig::n_params", f.name);
+    assert_eq!(model.params().iter().map(|p| p.value.len()).sum::<usize>(), n_params);
     for (name, _) in f.params() {
         model.set_param(be, &name, &f.get(&format!("param.{name}")).f32()).unwrap();
     }

@@ -15,8 +15,41 @@ use super::sgemm;
 use crate::engine::Lstm;
 use rayon::prelude::*;
 
+/// `e^x` for f32 without a libm call, so that the gate loops vectorise: Cephes' `expf`
+/// (range reduction `x = n ln2 + r`, |r| <= ln2/2, a degree-6 polynomial, then `2^n` through the
+/// exponent bits); within 2 ulp of `f32::exp` over the clamped range `[-87, 88]`, which covers
+/// every value the LSTM needs (outside it the gates are saturated anyway).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a floor() call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `tanh(x) = sign(x) (1 - e^{-2|x|}) / (1 + e^{-2|x|})`: never overflows, and is the formula the
+/// shader uses; within ~1e-7 absolute of a libm tanh.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
 /// Panics with the operation's name when a buffer is shorter than the sizes need.
@@ -81,23 +114,25 @@ pub fn forward(
                     let hprev = &hs[(t - 1) * h..];
                     sgemm(nb, h, g4, hprev, (seq_h, 1), w_hh, (1, h), &mut gates[t * g4..], (seq_g, 1), 1.0);
                 }
-                // Gates and cell update, in place.
+                // Gates (activated in place, block by block so the loops vectorise), then the
+                // cell and hidden state.
                 for r in 0..nb {
                     let a = &mut gates[r * seq_g + t * g4..][..g4];
+                    let (ifg, o) = a.split_at_mut(3 * h);
+                    let (i_f, g) = ifg.split_at_mut(2 * h);
+                    i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
+                    g.iter_mut().for_each(|v| *v = tanh(*v));
+                    o.iter_mut().for_each(|v| *v = sigmoid(*v));
+                    let (i, f) = i_f.split_at(h);
                     let at = r * seq_h + t * h;
+                    let (cs_prev, cs_t) = cs.split_at_mut(at);
+                    let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs_prev[at - h..] };
+                    let c_t = &mut cs_t[..h];
+                    let h_t = &mut hs[at..at + h];
                     for j in 0..h {
-                        let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
-                        let i = sigmoid(a[j]);
-                        let f = sigmoid(a[h + j]);
-                        let g = a[2 * h + j].tanh();
-                        let o = sigmoid(a[3 * h + j]);
-                        let c = f * cprev + i * g;
-                        a[j] = i;
-                        a[h + j] = f;
-                        a[2 * h + j] = g;
-                        a[3 * h + j] = o;
-                        cs[at + j] = c;
-                        hs[at + j] = o * c.tanh();
+                        let c = f[j] * cprev[j] + i[j] * g[j];
+                        c_t[j] = c;
+                        h_t[j] = o[j] * tanh(c);
                     }
                 }
             }
@@ -157,7 +192,7 @@ pub fn backward(
                     let (i, f, g, o) = (a[j], a[h + j], a[2 * h + j], a[3 * h + j]);
                     let c = cs[at + j];
                     let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
-                    let tc = c.tanh();
+                    let tc = tanh(c);
                     let dh = dhs[at + j] + dh_next[r * h + j];
                     let dc = dc_next[r * h + j] + dh * o * (1.0 - tc * tc);
                     d[j] = dc * g * i * (1.0 - i);
@@ -189,4 +224,29 @@ pub fn backward(
         fix[b * h..(b + 1) * h].iter_mut().zip(last_prev).for_each(|(f, p)| *f -= p);
     }
     sgemm(g4, batch, h, &dxw[..n * g4], (1, seq_g), &fix, (h, 1), dw_hh, (h, 1), 1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_sigmoid_and_tanh_match_libm() {
+        let mut worst_exp = 0.0f32;
+        for k in -86_999..=87_999 {
+            let x = k as f32 * 1e-3;
+            let (got, want) = (exp(x), x.exp());
+            worst_exp = worst_exp.max(((got - want) / want).abs());
+            let s = 1.0 / (1.0 + (-x as f64).exp());
+            assert!((sigmoid(x) as f64 - s).abs() < 2e-7, "sigmoid({x})");
+            assert!((tanh(x) as f64 - (x as f64).tanh()).abs() < 2e-7, "tanh({x})");
+        }
+        // 2 ulp relative.
+        assert!(worst_exp < 2.5e-7, "exp relative error {worst_exp}");
+        // Saturation, no NaN or infinity.
+        for x in [-1e30f32, -200.0, 200.0, 1e30] {
+            assert!(sigmoid(x).is_finite() && tanh(x).is_finite());
+            assert!((tanh(x).abs() - 1.0).abs() < 1e-7 && (sigmoid(x) - if x > 0.0 { 1.0 } else { 0.0 }).abs() < 1e-7);
+        }
+    }
 }

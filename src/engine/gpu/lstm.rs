@@ -1,10 +1,12 @@
 //! The LSTM recurrence on the GPU (issue 5): see [`crate::engine::Backend::lstm_fwd`] and
 //! [`crate::engine::Backend::lstm_bwd`] for the math and layout, and `shaders/lstm.wgsl` for the
 //! kernels. The forward is one dispatch per layer (a workgroup per batch row loops over time); the
-//! backward is two: the recurrence (one dispatch looping backward over time) and the `dW_hh`
-//! product over all steps (a tiled matmul-like pass, no atomics).
+//! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
+//! over all steps (a tiled matmul-like pass, no atomics; when its output tiles are few, as at
+//! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
+//! in order).
 
-use super::{check_len, grid_2d, grid_groups, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, grid_1d, grid_2d, grid_groups, GpuBackend, GpuBuffer, Shader};
 use crate::engine::Lstm;
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
@@ -12,11 +14,29 @@ const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shade
 /// Largest hidden size the shaders hold in workgroup memory (`MAX_H` in `lstm.wgsl`).
 pub const MAX_HIDDEN: usize = 512;
 
+/// The dW_hh pass aims for at least this many workgroups (about the compute units of a large GPU)
+/// by splitting its sum over the B*T rows...
+const DW_TARGET_GROUPS: usize = 128;
+/// ...but gives each split at least this many rows, so that the partials stay cheap to add.
+const DW_MIN_ROWS_PER_SPLIT: usize = 256;
+/// Most splits (bounds the scratch to 16 * 4H * H floats).
+const DW_MAX_SPLITS: usize = 16;
+
 fn params(op: &str, l: Lstm) -> [u32; 3] {
     assert!(l.hidden <= MAX_HIDDEN, "{op}: hidden size {} exceeds the GPU kernel's limit of {MAX_HIDDEN}", l.hidden);
-    let w = |x: usize| u32::try_from(x).unwrap_or_else(|_| panic!("{op}: size {x} does not fit in 32 bits"));
-    let _ = w(l.batch * l.time * 4 * l.hidden); // every flat index must fit too
-    [w(l.batch), w(l.time), w(l.hidden)]
+    let _ = word(op, l.batch * l.time * 4 * l.hidden); // every flat index must fit too
+    [word(op, l.batch), word(op, l.time), word(op, l.hidden)]
+}
+
+fn word(op: &str, x: usize) -> u32 {
+    u32::try_from(x).unwrap_or_else(|_| panic!("{op}: size {x} does not fit in 32 bits"))
+}
+
+/// Number of row ranges the dW_hh sum over `rows = B*T` is split into, for `tiles` output tiles.
+fn dw_splits(rows: usize, tiles: usize) -> usize {
+    let want = DW_TARGET_GROUPS.div_ceil(tiles.max(1));
+    let most = rows.div_ceil(DW_MIN_ROWS_PER_SPLIT);
+    want.min(most).clamp(1, DW_MAX_SPLITS)
 }
 
 /// Forward recurrence of one layer: writes `hs`, `cs [batch, time, H]` and `gates [batch, time, 4H]`.
@@ -79,5 +99,34 @@ pub(crate) fn backward(
         return;
     }
     gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
-    gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, dw_hh], &p, grid_2d(h, 4 * h, 64, 64));
+
+    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
+    let rows = batch * time;
+    let [gx, gy, _] = grid_2d(h, 4 * h, 64, 64);
+    let splits = dw_splits(rows, (gx * gy) as usize);
+    let kchunk = rows.div_ceil(splits);
+    let pw = [p[0], p[1], p[2], word(op, splits), word(op, kchunk)];
+    if splits == 1 {
+        gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, dw_hh], &pw, [gx, gy, 1]);
+    } else {
+        let part = gpu.scratch("lstm_dw_hh", splits * 4 * h * h);
+        gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, &part], &pw, [gx, gy, splits as u32]);
+        gpu.dispatch(&LSTM, "lstm_dw_reduce", &[&part, dw_hh], &pw, grid_1d(4 * h * h, 256));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dw_splits;
+
+    #[test]
+    fn dw_splits_aim_for_enough_workgroups_with_enough_rows_each() {
+        assert_eq!(dw_splits(18, 1), 1, "short sums are not split");
+        assert_eq!(dw_splits(320, 1), 2);
+        assert_eq!(dw_splits(600, 2), 3);
+        // The default model: B*T = 16384 rows, 2 x 8 tiles at H = 128 -> 8 splits, 128 workgroups.
+        assert_eq!(dw_splits(16384, 16), 8);
+        assert_eq!(dw_splits(1 << 20, 1), 16, "capped");
+        assert_eq!(dw_splits(1 << 20, 500), 1, "enough tiles already");
+    }
 }

@@ -353,18 +353,10 @@ impl GpuBackend {
         let reports: Vec<AdapterReport> = adapters.iter().enumerate().map(|(i, a)| report(i, a)).collect();
         let index = pick_adapter_index(&reports, want)?;
         let adapter = &adapters[index];
-        let have = adapter.limits();
-        let limits = wgpu::Limits {
-            max_storage_buffers_per_shader_stage: have.max_storage_buffers_per_shader_stage,
-            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
-            max_buffer_size: have.max_buffer_size,
-            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
-            max_compute_workgroup_size_x: have.max_compute_workgroup_size_x,
-            max_compute_workgroup_size_y: have.max_compute_workgroup_size_y,
-            max_compute_workgroup_size_z: have.max_compute_workgroup_size_z,
-            ..wgpu::Limits::default()
-        };
+        // The adapter's own limits: the largest storage bindings and buffers, workgroup memory and
+        // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
+        // buffers per stage, 16 KiB workgroup memory).
+        let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
             required_features: wgpu::Features::empty(),
