@@ -74,6 +74,51 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// How busy the machine was while a measurement ran: this process's CPU time and everybody
+/// else's, from `/proc/self/stat` and `/proc/stat` (Linux; `None` elsewhere). Timings taken while
+/// other processes used the cores are not comparable with an idle machine's.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuWatch {
+    start: Instant,
+    self_ticks: u64,
+    busy_ticks: u64,
+}
+
+/// Clock ticks per second of `/proc` (USER_HZ, 100 on every Linux of the last decades).
+const TICKS_PER_S: f64 = 100.0;
+
+fn self_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here (0-based, from state).
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
+    Some(v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?)
+}
+
+impl CpuWatch {
+    pub fn start() -> Option<CpuWatch> {
+        Some(CpuWatch { start: Instant::now(), self_ticks: self_ticks()?, busy_ticks: busy_ticks()? })
+    }
+
+    /// `(self_cpu_frac, other_cpu_frac)` since the start: the CPU time of this process and of
+    /// all others, as fractions of all cores' time (torch_bench.py's fields of the same names).
+    pub fn fractions(&self) -> Option<(f64, f64)> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let capacity = self.start.elapsed().as_secs_f64() * TICKS_PER_S * cores;
+        let own = self_ticks()?.saturating_sub(self.self_ticks) as f64;
+        let all = busy_ticks()?.saturating_sub(self.busy_ticks) as f64;
+        (capacity > 0.0).then(|| (round((own / capacity).min(1.0), 3), round(((all - own).max(0.0) / capacity).min(1.0), 3)))
+    }
+}
+
 /// Median, min and max of some timings.
 fn summary(times: &[f64]) -> (f64, f64, f64) {
     let mut s = times.to_vec();
@@ -146,6 +191,10 @@ pub struct TrainReport {
     pub loss_first: f64,
     pub loss_last: f64,
     pub peak_rss_mib: Option<f64>,
+    /// This process's share of all cores' time during the timed steps.
+    pub self_cpu_frac: Option<f64>,
+    /// Everybody else's share (0 = the machine was ours): compare timings only when it is small.
+    pub other_cpu_frac: Option<f64>,
     pub dispatches_per_step: Option<f64>,
     pub submissions_per_step: Option<f64>,
 }
@@ -183,7 +232,11 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
     let mut times = Vec::with_capacity(opts.steps);
     let mut losses = Vec::with_capacity(opts.warmup + opts.steps);
     let mut counted = (0u64, 0u64);
+    let mut watch = None;
     for i in 0..opts.warmup + opts.steps {
+        if i == opts.warmup {
+            watch = CpuWatch::start();
+        }
         let (x, y) = &batches[i % batches.len()];
         let before = b.counters();
         let t0 = Instant::now();
@@ -199,6 +252,7 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
             }
         }
     }
+    let load = watch.and_then(|w| w.fractions());
     let (med, min, max) = summary(&times);
     let fwd_flop = 2 * cfg.forward_macs(opts.window);
     let targets = model.target_rows(opts.batch) as f64;
@@ -227,6 +281,8 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
         loss_first: round(losses[0], 4),
         loss_last: round(losses[losses.len() - 1], 4),
         peak_rss_mib: peak_rss_mib(),
+        self_cpu_frac: load.map(|l| l.0),
+        other_cpu_frac: load.map(|l| l.1),
         dispatches_per_step: per_step(counted.0),
         submissions_per_step: per_step(counted.1),
     })
@@ -272,6 +328,7 @@ pub struct GenerateReport {
     /// Feeding the 128-token prime (incremental mode only; sliding window has nothing to prime).
     pub prime_ms_median: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    pub other_cpu_frac: Option<f64>,
 }
 
 /// Times generation with `opts.model` (randomly initialised: the time does not depend on the
@@ -292,7 +349,11 @@ pub fn generate<B: BenchBackend>(b: &B, opts: &GenerateOptions) -> Result<Vec<Ge
         let prime: Vec<u32> = (0..opts.window).map(|_| rng.below(opts.vocab) as u32).collect();
         let sampling = SampleOptions::default();
         let (mut per_token, mut prime_ms) = (Vec::new(), Vec::new());
+        let mut watch = None;
         for rep in 0..=opts.reps {
+            if rep == 1 {
+                watch = CpuWatch::start();
+            }
             let t0 = Instant::now();
             gen.prime(&prime)?;
             if rep > 0 {
@@ -329,6 +390,7 @@ pub fn generate<B: BenchBackend>(b: &B, opts: &GenerateOptions) -> Result<Vec<Ge
             tokens_per_s: round(1e3 / mean, 1),
             prime_ms_median: incremental.then(|| round(summary(&prime_ms).0, 2)),
             peak_rss_mib: peak_rss_mib(),
+            other_cpu_frac: watch.and_then(|w| w.fractions()).map(|l| l.1),
         });
     }
     Ok(out)
@@ -603,6 +665,9 @@ pub fn format_train(r: &TrainReport) -> String {
     );
     if let Some(m) = r.peak_rss_mib {
         s += &format!(", peak RSS {m:.0} MiB");
+    }
+    if let Some(o) = r.other_cpu_frac {
+        s += &format!(", other processes {:.0}% of the CPU", 100.0 * o);
     }
     if let (Some(d), Some(sub)) = (r.dispatches_per_step, r.submissions_per_step) {
         s += &format!(", {d} dispatches and {sub} submissions per step");
