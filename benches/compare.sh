@@ -72,14 +72,20 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 names = {"lstm": "lstm", "lstm-seq": "lstm_seq", "wavenet": "wavenet_simple", "wavenet-gated": "wavenet_gated"}
 seq = {"lstm-seq", "wavenet-gated"}
 
+QUIET = 0.1  # at most this share of the CPU used by other processes counts as an idle run
+
 def med(fw, kind, model, key, mode=None):
-    vals = [r[key] for r in rows if r.get("framework") == fw and r.get("kind") == kind
-            and r.get("model") == model and (mode is None or r.get("mode") == mode)]
+    """Median over the rounds of one field; only the rounds run on an idle machine when there are
+    any (both benchmarks record other_cpu_frac), all rounds otherwise."""
+    sel = [r for r in rows if r.get("framework") == fw and r.get("kind") == kind
+           and r.get("model") == model and (mode is None or r.get("mode") == mode)]
+    quiet = [r for r in sel if (r.get("other_cpu_frac") or 0.0) <= QUIET]
+    vals = [r[key] for r in (quiet or sel) if r.get(key) is not None]
     return statistics.median(vals) if vals else float("nan")
 
 print("\nTraining, CPU, B=128 T=128 V=300 (medians over rounds)\n")
-print("| model | etude ms/step | torch ms/step | etude windows/s | torch windows/s | etude tokens/s | torch tokens/s | etude GFLOP/s | torch GFLOP/s | ratio etude/torch |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| model | etude ms/step | torch ms/step | etude windows/s | torch windows/s | etude tokens/s | torch tokens/s | etude GFLOP/s | torch GFLOP/s | ratio etude/torch | other CPU (etude / torch) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for m, t in names.items():
     key = "targets_per_s" if m in seq else "windows_per_s"
     e_ms, t_ms = med("etude", "train", m, "step_ms_median"), med("torch", "train", t, "step_ms_median")
@@ -87,8 +93,12 @@ for m, t in names.items():
     e_k, t_k = med("etude", "train", m, "targets_per_s"), med("torch", "train", t, "targets_per_s")
     e_g, t_g = med("etude", "train", m, "achieved_gflops"), med("torch", "train", t, "achieved_gflops")
     ratio = med("etude", "train", m, key) / med("torch", "train", t, key)
-    print(f"| {m} | {e_ms:.1f} | {t_ms:.1f} | {e_w:.1f} | {t_w:.1f} | {e_k:.0f} | {t_k:.0f} | {e_g:.1f} | {t_g:.1f} | {ratio:.2f} ({key}) |")
+    e_o, t_o = med("etude", "train", m, "other_cpu_frac"), med("torch", "train", t, "other_cpu_frac")
+    print(f"| {m} | {e_ms:.1f} | {t_ms:.1f} | {e_w:.1f} | {t_w:.1f} | {e_k:.0f} | {t_k:.0f} | {e_g:.1f} | {t_g:.1f} | {ratio:.2f} ({key}) | {e_o:.2f} / {t_o:.2f} |")
 
+print("\nother CPU = share of the cores other processes used during the timed steps (0 = idle machine),")
+print(f"median over the rounds with at most {QUIET} (over all rounds when none was that quiet: then the")
+print("numbers are not comparable with idle-machine ones; rerun with more ROUNDS).")
 print("\nGeneration, CPU, batch 1, ms per token (mean; ratio = torch ms / etude ms, > 1: etude faster)\n")
 print("| model | mode (etude / torch) | etude ms | torch ms | ratio |")
 print("|---|---|---|---|---|")
