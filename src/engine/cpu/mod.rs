@@ -79,7 +79,9 @@ pub(crate) fn sgemm(
 /// Products with at most this many rows of A (one token at a time in generation: a row vector
 /// times a matrix) skip `matrixmultiply`, whose packing and thread hand-off cost more than the
 /// arithmetic there (an LSTM layer at batch 1 made 2x128 such calls per window: 16 ms per token).
-const SMALL_M: usize = 4;
+/// Kept at one row: with up to 4 (the LSTM's per-thread chunks at batch 8), the other summation
+/// order alone moved the 300-step CPU-vs-GPU training curves of `tests/gpu_lstm.rs` past its bound.
+const SMALL_M: usize = 1;
 
 /// `c = a b + beta c` for a few rows, on the same strided views as [`sgemm`] (already checked by
 /// it), one row of C at a time on this thread: as a sum of rows of B scaled by A's entries when
