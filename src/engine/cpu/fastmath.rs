@@ -18,7 +18,7 @@
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split into a part with few mantissa bits (exact when multiplied by n) and the rest.
-const LN2_HI: f32 = 0.693_359_375;
+const LN2_HI: f32 = 0.693_359_4; // 0.693359375 = 355/512 exactly
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer, held in the low bits.
 const ROUND_MAGIC: f32 = 12_582_912.0;
@@ -40,7 +40,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let er = p * r * r + r + 1.0;
     // 2^n for n in [-126, 127]: EXP_MAX / ln2 = 127.4 rounds to 127.
     let scale = f32::from_bits(((n + 127) as u32) << 23);
@@ -60,10 +60,10 @@ pub fn tanh(x: f32) -> f32 {
     // Small |x|: Cephes' odd polynomial.
     let z = x * x;
     let mut p = -5.704_988_7e-3f32;
-    p = p * z + 2.063_908_9e-2;
+    p = p * z + 2.063_909e-2;
     p = p * z - 5.373_971_6e-2;
     p = p * z + 1.333_144_2e-1;
-    p = p * z - 3.333_328_2e-1;
+    p = p * z - 3.333_328e-1;
     let small = p * z * x + x;
     // Large |x|: 1 - 2 / (e^{2|x|} + 1), with the sign of x.
     let e = exp((2.0 * a).min(88.0));
