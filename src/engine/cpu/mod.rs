@@ -25,7 +25,8 @@ impl CpuBackend {
     }
 }
 
-/// `c = alpha * a b + beta * c` on strided views: thin wrapper over `matrixmultiply::sgemm`.
+/// `c = a b + beta * c` on strided views: a wrapper over `matrixmultiply::sgemm` (built without
+/// its own threads: the parallelism is rayon's, here and in the callers).
 /// `(rs, cs)` are the row and column strides of each matrix, in elements.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(
@@ -55,6 +56,27 @@ pub(crate) fn sgemm(
         small_gemm(m, k, n, a, (rsa, csa), b, (rsb, csb), c, (rsc, csc), beta);
         return;
     }
+    // A large product asked from outside the thread pool: blocks of rows of C on the pool's
+    // threads, each a single-threaded product (inside the pool — the batch chunks of the LSTM
+    // recurrence, the convolutions' batch items — the caller is already parallel). Every element
+    // of C is summed exactly as in one whole product, so the split does not change the result.
+    let threads = rayon::current_num_threads();
+    if threads > 1
+        && rayon::current_thread_index().is_none()
+        && csc == 1
+        && rsc >= n
+        && m >= 2 * PAR_ROW_BLOCK
+        && m * k * n >= PAR_MIN_MACS
+    {
+        let rows = m.div_ceil(threads).next_multiple_of(PAR_ROW_BLOCK).min(m);
+        let c = &mut c[..(m - 1) * rsc + n];
+        c.par_chunks_mut(rows * rsc).enumerate().for_each(|(i, cb)| {
+            let r0 = i * rows;
+            let mr = rows.min(m - r0);
+            sgemm(mr, k, n, &a[r0 * rsa..], (rsa, csa), b, (rsb, csb), cb, (rsc, 1), beta);
+        });
+        return;
+    }
     // SAFETY: every view was checked against its slice above; c does not alias a or b (&mut).
     unsafe {
         matrixmultiply::sgemm(
@@ -75,6 +97,12 @@ pub(crate) fn sgemm(
         );
     }
 }
+
+/// A product of at least this many multiply-adds, asked from outside the thread pool, is split
+/// in blocks of rows across the pool (see [`sgemm`]).
+const PAR_MIN_MACS: usize = 1 << 20;
+/// Rows of C per block are a multiple of this (a multiple of the sgemm kernels' row tile).
+const PAR_ROW_BLOCK: usize = 16;
 
 /// Products with at most this many rows of A (one token at a time in generation: a row vector
 /// times a matrix) skip `matrixmultiply`, whose packing and thread hand-off cost more than the
