@@ -44,15 +44,27 @@ impl DataSpec {
         tokenizer_by_name(&self.tokenizer, &self.tokenizer_options)
     }
 
-    /// Read the corpus; errors when no file is usable.
+    /// Read the corpus; errors when no file is usable, naming the files skipped and why.
     pub fn load(&self) -> Result<(Vec<LoadedPiece>, Vec<Skipped>), String> {
         let corpus = load_corpus(&self.paths, &self.read);
         if corpus.pieces.is_empty() {
             let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { describe_paths(&self.paths) };
-            return Err(format!("no usable MIDI file in {what} ({} skipped)", corpus.skipped.len()));
+            return Err(no_usable_file(&what, &corpus.skipped));
         }
         Ok((corpus.pieces, corpus.skipped))
     }
+}
+
+/// The error of a corpus without a usable file: none found, or the first few skipped with their
+/// causes (a one-line message).
+pub fn no_usable_file(what: &str, skipped: &[Skipped]) -> String {
+    const SHOWN: usize = 3;
+    if skipped.is_empty() {
+        return format!("no .mid or .midi file found in {what}");
+    }
+    let causes: Vec<String> = skipped.iter().take(SHOWN).map(|s| format!("{}: {}", s.name, s.cause)).collect();
+    let more = if skipped.len() > SHOWN { format!("; and {} more", skipped.len() - SHOWN) } else { String::new() };
+    format!("no usable MIDI file in {what}: {} skipped ({}{more})", skipped.len(), causes.join("; "))
 }
 
 fn describe_paths(paths: &[PathBuf]) -> String {
@@ -72,11 +84,25 @@ pub struct OptimConfig {
     pub clip: f32,
     /// Seed of the initialisation and of the window order.
     pub seed: u64,
+    /// Cap on the steps of each epoch (quick trials and tests; None = every window once). Stored
+    /// so that a resumed run keeps the epoch length of the run it continues.
+    #[serde(default)]
+    pub steps_per_epoch: Option<u64>,
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig { batch: 128, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, clip: 1.0, seed: 0 }
+        OptimConfig {
+            batch: 128,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip: 1.0,
+            seed: 0,
+            steps_per_epoch: None,
+        }
     }
 }
 
@@ -170,8 +196,6 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar (a terminal); otherwise plain lines.
     pub progress_bar: bool,
-    /// Cap on the steps of each epoch (quick trials and tests; None = every window once).
-    pub steps_per_epoch: Option<u64>,
 }
 
 /// One row of `metrics.csv`.
@@ -410,7 +434,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
     let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
-    let steps_per_epoch = opts.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
+    let steps_per_epoch = optim.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
 
     while progress.epoch < opts.epochs {
         let epoch = progress.epoch + 1;

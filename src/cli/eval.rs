@@ -6,7 +6,7 @@ use etude::corpus::load_corpus;
 use etude::dataset::Dataset;
 use etude::engine::Backend;
 use etude::step::Stepper;
-use etude::train::{evaluate, load_checkpoint, Loaded};
+use etude::train::{evaluate, load_checkpoint, no_usable_file, Loaded};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -58,11 +58,12 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         (valid, "the checkpoint's validation pieces".to_string())
     } else {
         let corpus = load_corpus(&args.data, &spec.read);
+        if corpus.pieces.is_empty() {
+            let what = args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(no_usable_file(&what, &corpus.skipped));
+        }
         for s in &corpus.skipped {
             eprintln!("skipped {}: {}", s.name, s.cause);
-        }
-        if corpus.pieces.is_empty() {
-            return Err(format!("no usable MIDI file ({} skipped)", corpus.skipped.len()));
         }
         (corpus.pieces, format!("{} files", args.data.len()))
     };

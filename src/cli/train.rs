@@ -66,7 +66,8 @@ pub struct TrainArgs {
     /// Train until this many epochs are complete.
     #[arg(long, default_value_t = 6)]
     pub epochs: usize,
-    /// Cap the steps of every epoch (quick trials; default: every window once per epoch).
+    /// Cap the steps of every epoch (quick trials; default: every window once per epoch; a resumed
+    /// run keeps its own).
     #[arg(long)]
     pub steps_per_epoch: Option<u64>,
     /// Adam learning rate.
@@ -171,6 +172,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             weight_decay: args.weight_decay,
             clip: args.clip,
             seed: args.seed,
+            steps_per_epoch: args.steps_per_epoch,
             ..OptimConfig::default()
         },
         epochs: args.epochs,
@@ -178,7 +180,6 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         out: out.clone(),
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
-        steps_per_epoch: args.steps_per_epoch,
     };
     match args.backend.open()? {
         Engine::Cpu(b) => go(&b, &opts, &args),
