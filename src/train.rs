@@ -451,7 +451,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
                 let loss = stepper.last_batch_loss(b);
                 if !loss.is_finite() {
                     reporter.finish();
-                    return Err(diverged(out, epoch, loss));
+                    return Err(diverged(out, epoch, &format!("the training loss became {loss}")));
                 }
                 Some(format!("loss {loss:.4}"))
             } else {
@@ -463,9 +463,20 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         let seconds = started.elapsed().as_secs_f64();
         if !train_totals.loss().is_finite() {
             reporter.finish();
-            return Err(diverged(out, epoch, train_totals.loss()));
+            return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
         }
         let val = evaluate(b, &mut model, &mut stepper, &prepared.valid, optim.batch, MAX_VALID_WINDOWS);
+        // The last step may have broken the parameters after the training losses were taken:
+        // neither a non-finite validation loss nor a non-finite parameter reaches a checkpoint.
+        if val.rows > 0 && !val.loss().is_finite() {
+            reporter.finish();
+            return Err(diverged(out, epoch, &format!("the validation loss became {}", val.loss())));
+        }
+        let tensors = snapshot(b, &model, &adam);
+        if let Some(t) = tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+            reporter.finish();
+            return Err(diverged(out, epoch, &format!("{} became non-finite", t.name)));
+        }
         progress.epoch = epoch;
         let row = EpochMetrics {
             epoch,
@@ -506,7 +517,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         };
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
-            tensors: snapshot(b, &model, &adam),
+            tensors,
         };
         ck.save(&last_path)?;
         if improved || val.rows == 0 {
@@ -530,14 +541,15 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     })
 }
 
-fn diverged(out: &Path, epoch: usize, loss: f64) -> String {
+/// The message of a run stopped because `what` (a loss or a tensor) became non-finite.
+fn diverged(out: &Path, epoch: usize, what: &str) -> String {
     let last = out.join("last.safetensors");
     let kept = if last.exists() {
         format!("the last good checkpoint is kept in {}", last.display())
     } else {
         "no checkpoint had been written yet".to_string()
     };
-    format!("training stopped in epoch {epoch}: the loss became {loss} (non-finite); {kept}; try a lower --lr or a --clip")
+    format!("training stopped in epoch {epoch}: {what} (non-finite); {kept}; try a lower --lr or a --clip")
 }
 
 /// Names of the pieces of `valid` that a checkpoint lists, as indices into `pieces`.
