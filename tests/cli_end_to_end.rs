@@ -81,7 +81,7 @@ fn generate_everything(dir: &Path, ck: &str, model: &str) {
 fn full_cycle(model: &str, backend: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (out, err) = etude_ok(&tiny_train(model, backend, "run", "2"), dir);
+    let (out, err) = etude_ok(&tiny_train(model, backend, "run", "2", &[]), dir);
     assert!(out.contains("finished epoch 2"), "{out}");
     // The sample written at the end of training reads back with the reported notes.
     let w = check_written(dir, &err, 1);

@@ -7,10 +7,10 @@ use etude::midi::{read_midi, Piece, ReadOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Run `etude ARGS` in `dir` (stdin closed, so no progress bar).
-pub fn etude(args: &[&str], dir: &Path) -> Output {
+/// Run `etude ARGS` in `dir` (stderr is a pipe, so no progress bar).
+pub fn etude<S: AsRef<str>>(args: &[S], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_etude"))
-        .args(args)
+        .args(args.iter().map(|a| a.as_ref()))
         .current_dir(dir)
         .env("WGPU_VALIDATION", "0")
         .output()
@@ -26,23 +26,27 @@ pub fn stdout(o: &Output) -> String {
 }
 
 /// Run and require success; returns (stdout, stderr).
-pub fn etude_ok(args: &[&str], dir: &Path) -> (String, String) {
+pub fn etude_ok<S: AsRef<str>>(args: &[S], dir: &Path) -> (String, String) {
     let o = etude(args, dir);
-    assert!(o.status.success(), "etude {} failed:\n{}", args.join(" "), stderr(&o));
+    assert!(o.status.success(), "etude {} failed:\n{}", join(args), stderr(&o));
     (stdout(&o), stderr(&o))
 }
 
 /// Run and require failure; returns stderr, whose error must be one line starting `error: ` and
 /// containing every piece of `expect`.
-pub fn etude_fails(args: &[&str], dir: &Path, expect: &[&str]) -> String {
+pub fn etude_fails<S: AsRef<str>>(args: &[S], dir: &Path, expect: &[&str]) -> String {
     let o = etude(args, dir);
     let err = stderr(&o);
-    assert!(!o.status.success(), "etude {} should have failed; stderr:\n{err}", args.join(" "));
+    assert!(!o.status.success(), "etude {} should have failed; stderr:\n{err}", join(args));
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}"));
     for e in expect {
-        assert!(line.contains(e), "etude {}: the error should mention {e:?}:\n{err}", args.join(" "));
+        assert!(line.contains(e), "etude {}: the error should mention {e:?}:\n{err}", join(args));
     }
     err
+}
+
+fn join<S: AsRef<str>>(args: &[S]) -> String {
+    args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" ")
 }
 
 /// The sizes that keep a model tiny, by model name.
@@ -55,11 +59,27 @@ pub fn tiny_sizes(model: &str) -> Vec<&'static str> {
     }
 }
 
-/// `etude train` arguments for a tiny run of `model` on the built-in corpus into `out`.
-pub fn tiny_train<'a>(model: &'a str, backend: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["train", "--model", model, "--backend", backend, "--out", out, "--epochs", epochs];
-    a.extend(["--window", "16", "--batch", "8", "--steps-per-epoch", "3", "--sample-length", "20"]);
-    a.extend(tiny_sizes(model));
+/// `etude train` arguments for a tiny run of `model` on the built-in corpus into `out`, 3 steps
+/// of 8 windows of 16 tokens per epoch; `extra` is `--flag value` pairs (or lone flags) that
+/// replace the defaults' values or are added.
+pub fn tiny_train(model: &str, backend: &str, out: &str, epochs: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["train", "--model", model, "--backend", backend, "--out", out, "--epochs", epochs]
+        .iter()
+        .chain(&["--window", "16", "--batch", "8", "--steps-per-epoch", "3", "--sample-length", "20"])
+        .chain(&tiny_sizes(model))
+        .map(|s| s.to_string())
+        .collect();
+    let mut i = 0;
+    while i < extra.len() {
+        let flag = extra[i];
+        let value = extra.get(i + 1).filter(|v| !v.starts_with("--"));
+        match (a.iter().position(|x| x == flag), value) {
+            (Some(at), Some(v)) => a[at + 1] = v.to_string(),
+            (None, Some(v)) => a.extend([flag.to_string(), v.to_string()]),
+            (_, None) => a.push(flag.to_string()),
+        }
+        i += if value.is_some() { 2 } else { 1 };
+    }
     a
 }
 
