@@ -139,7 +139,8 @@ pub struct Loaded {
     pub checkpoint: Checkpoint,
 }
 
-/// Read and check a checkpoint file.
+/// Read and check a checkpoint file: an etude checkpoint whose model matches its vocabulary and
+/// whose tensors are all finite.
 pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
     let checkpoint = Checkpoint::load(path)?;
     let meta: Meta = serde_json::from_value(checkpoint.meta.clone())
@@ -151,6 +152,10 @@ pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
             meta.model.vocab(),
             meta.vocab.len()
         ));
+    }
+    // Training never saves a non-finite value, so one is damage (a flipped exponent bit).
+    if let Some(t) = checkpoint.tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        return Err(format!("{}: damaged checkpoint ({} holds non-finite values)", path.display(), t.name));
     }
     Ok(Loaded { meta, checkpoint })
 }

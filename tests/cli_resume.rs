@@ -7,15 +7,16 @@ use etude::checkpoint::Checkpoint;
 use std::path::Path;
 
 /// A run of 4 epochs, and one of 2 epochs then `--resume --epochs 4` in the same folder, end
-/// with the same metrics (as written) in epochs 3 and 4 and bit-identical tensors.
+/// with the same metrics (as written) in epochs 3 and 4, bit-identical tensors and the same
+/// sample.
 fn resume_equals_uninterrupted(model: &str, extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     etude_ok(&tiny_train(model, "cpu", "whole", "4", extra), dir);
     etude_ok(&tiny_train(model, "cpu", "split", "2", extra), dir);
     assert_eq!(metrics_rows(&dir.join("split")).len(), 2);
-    // Only --out, --resume and --epochs: the run's own settings come from its checkpoint.
-    let (_, err) = etude_ok(&["train", "--backend", "cpu", "--out", "split", "--resume", "--epochs", "4"], dir);
+    // Only --out, --resume, --epochs and the sample's length: the run's own settings come from its checkpoint.
+    let (_, err) = etude_ok(&["train", "--backend", "cpu", "--out", "split", "--resume", "--epochs", "4", "--sample-length", "20"], dir);
     assert!(err.contains("epoch 3/4") && !err.contains("epoch 2/4"), "{err}");
 
     let (whole, split) = (metrics_rows(&dir.join("whole")), metrics_rows(&dir.join("split")));
@@ -35,11 +36,14 @@ fn resume_equals_uninterrupted(model: &str, extra: &[&str]) {
         assert!(bits(&x.data) == bits(&y.data), "{model}: {} differs after resume", x.name);
     }
     assert_eq!(params(&dir.join("whole/best.safetensors")), params(&dir.join("split/best.safetensors")));
+    // The sample comes from the same model with the run's own seed (not --seed's default).
+    let sample = |run: &str| std::fs::read(dir.join(run).join("sample.mid")).unwrap();
+    assert!(sample("whole") == sample("split"), "{model}: the samples differ");
 }
 
 #[test]
 fn resume_equals_uninterrupted_lstm() {
-    resume_equals_uninterrupted("lstm", &[]);
+    resume_equals_uninterrupted("lstm", &["--seed", "3"]);
 }
 
 #[test]

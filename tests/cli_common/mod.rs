@@ -32,15 +32,15 @@ pub fn etude_ok<S: AsRef<str>>(args: &[S], dir: &Path) -> (String, String) {
     (stdout(&o), stderr(&o))
 }
 
-/// Run and require failure; returns stderr, whose error must be one line starting `error: ` and
-/// containing every piece of `expect`.
+/// Run and require failure; returns stderr, which must hold a line starting `error: ` and every
+/// piece of `expect` (on that line for etude's own errors; clap's usage errors say more below).
 pub fn etude_fails<S: AsRef<str>>(args: &[S], dir: &Path, expect: &[&str]) -> String {
     let o = etude(args, dir);
     let err = stderr(&o);
     assert!(!o.status.success(), "etude {} should have failed; stderr:\n{err}", join(args));
-    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}"));
+    assert!(err.lines().any(|l| l.starts_with("error: ")), "no error line in:\n{err}");
     for e in expect {
-        assert!(line.contains(e), "etude {}: the error should mention {e:?}:\n{err}", join(args));
+        assert!(err.contains(e), "etude {}: the error should mention {e:?}:\n{err}", join(args));
     }
     err
 }
