@@ -161,6 +161,27 @@ pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
 }
 
 impl Loaded {
+    /// A checkpoint in memory holding `model`'s current parameters (no optimizer state, so it
+    /// cannot be resumed) and `meta`: for generating or evaluating with a model that was built
+    /// rather than loaded (tests, tools).
+    pub fn from_model<B: Backend>(b: &B, model: &AnyModel<B>, meta: Meta) -> Result<Loaded, String> {
+        if meta.model.vocab() != meta.vocab.len() || model.vocab() != meta.vocab.len() {
+            return Err(format!(
+                "the model has {} outputs, its config {} and the vocabulary {} tokens",
+                model.vocab(),
+                meta.model.vocab(),
+                meta.vocab.len()
+            ));
+        }
+        let tensors = model
+            .params()
+            .iter()
+            .map(|p| HostTensor { name: p.name.clone(), shape: p.value.shape.clone(), data: p.value.to_vec(b) })
+            .collect();
+        let checkpoint = Checkpoint { meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?, tensors };
+        Ok(Loaded { meta, checkpoint })
+    }
+
     /// Build the model on `b` and load the parameters into it. `window` sizes its arena (the
     /// simple WaveNet accepts only its own window).
     pub fn model<B: Backend>(&self, b: &B, max_batch: usize, window: usize, origin: &Path) -> Result<AnyModel<B>, String> {
