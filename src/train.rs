@@ -261,12 +261,10 @@ pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
     batch: usize,
     limit: usize,
 ) -> Totals {
-    let n = data.len();
-    if n == 0 {
+    let picks = eval_picks(data.len(), limit);
+    if picks.is_empty() {
         return Totals::default();
     }
-    let picks: Vec<usize> =
-        if n <= limit { (0..n).collect() } else { (0..limit).map(|i| i * n / limit).collect() };
     stepper.take_totals(b);
     let targets = model.targets();
     for chunk in picks.chunks(batch) {
@@ -274,6 +272,15 @@ pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
         stepper.eval(b, model, &bt.x, &bt.y);
     }
     stepper.take_totals(b)
+}
+
+/// The windows [`evaluate`] reads out of `n`: all of them, or `limit` evenly spaced.
+pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
+    if n <= limit {
+        (0..n).collect()
+    } else {
+        (0..limit).map(|i| i * n / limit).collect()
+    }
 }
 
 /// Host copies of the parameters and Adam moments, under PyTorch's names.
