@@ -94,6 +94,15 @@ fn full_cycle(model: &str, backend: &str) {
     assert_eq!(v["model"], model);
     let on_folder = eval_json(dir, &["--model", ck, "--backend", backend, "--data", held]);
     assert_eq!(on_folder["pieces"], 2, "{on_folder}");
+    // The windows it evaluated, for checking the loss elsewhere (scripts/torch_roundtrip.py).
+    let v = eval_json(dir, &["--model", ck, "--backend", backend, "--data", held, "--max-windows", "5", "--dump-windows", "w.json"]);
+    let w: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("w.json")).unwrap()).unwrap();
+    let every = w["per_position"].as_bool().unwrap();
+    assert_eq!(every, matches!(model, "lstm-seq" | "wavenet-gated"));
+    assert_eq!((w["inputs"].as_array().unwrap().len(), w["targets"].as_array().unwrap().len()), (5, 5));
+    assert_eq!(w["inputs"][0].as_array().unwrap().len(), 16);
+    assert_eq!(v["targets"].as_u64().unwrap(), if every { 5 * 16 } else { 5 });
+    assert_eq!(w["loss"], v["loss"]);
 
     if backend == "cpu" {
         generate_everything(dir, ck, model);
