@@ -556,7 +556,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         if improved || val.rows == 0 {
             ck.save(&out.join("best.safetensors"))?;
         }
-        if opts.checkpoint_every > 0 && epoch % opts.checkpoint_every == 0 {
+        if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
         draw_curve(out)?;

@@ -46,13 +46,16 @@ fn generate_everything(dir: &Path, ck: &str, model: &str) {
     // Greedy, and the tutorial's sliding window (the simple WaveNet's only mode).
     let w = gen(&["--greedy", "--length", "30", "--out", "greedy.mid"], 1);
     assert_eq!(w[0].tokens, 30);
-    let (_, err) =
-        etude_ok(&["generate", "--model", ck, "--backend", "cpu", "--sliding-window", "--length", "30", "--out", "sw.mid"], dir);
+    let (_, err) = etude_ok(
+        &["generate", "--model", ck, "--backend", "cpu", "--sliding-window", "--length", "30", "--out", "sw.mid"],
+        dir,
+    );
     check_written(dir, &err, 1);
     assert!(err.contains("SlidingWindow mode"), "{err}");
     if model != "wavenet" {
         // Incremental is the default where the model has it.
-        let (_, err) = etude_ok(&["generate", "--model", ck, "--backend", "cpu", "--length", "5", "--out", "inc.mid"], dir);
+        let (_, err) =
+            etude_ok(&["generate", "--model", ck, "--backend", "cpu", "--length", "5", "--out", "inc.mid"], dir);
         assert!(err.contains("Incremental mode"), "{err}");
     } else {
         etude_fails(&["generate", "--model", ck, "--incremental", "--out", "inc.mid"], dir, &["--sliding-window"]);
@@ -95,7 +98,10 @@ fn full_cycle(model: &str, backend: &str) {
     let on_folder = eval_json(dir, &["--model", ck, "--backend", backend, "--data", held]);
     assert_eq!(on_folder["pieces"], 2, "{on_folder}");
     // The windows it evaluated, for checking the loss elsewhere (scripts/torch_roundtrip.py).
-    let v = eval_json(dir, &["--model", ck, "--backend", backend, "--data", held, "--max-windows", "5", "--dump-windows", "w.json"]);
+    let v = eval_json(
+        dir,
+        &["--model", ck, "--backend", backend, "--data", held, "--max-windows", "5", "--dump-windows", "w.json"],
+    );
     let w: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("w.json")).unwrap()).unwrap();
     let every = w["per_position"].as_bool().unwrap();
     assert_eq!(every, matches!(model, "lstm-seq" | "wavenet-gated"));
@@ -107,7 +113,8 @@ fn full_cycle(model: &str, backend: &str) {
     if backend == "cpu" {
         generate_everything(dir, ck, model);
     } else {
-        let (_, err) = etude_ok(&["generate", "--model", ck, "--backend", "gpu", "--length", "30", "--out", "g.mid"], dir);
+        let (_, err) =
+            etude_ok(&["generate", "--model", ck, "--backend", "gpu", "--length", "30", "--out", "g.mid"], dir);
         check_written(dir, &err, 1);
         // Both engines evaluate the checkpoint alike. Each sums ~1000 f32 cross-entropies in its
         // own order; 1e-4 relative is two orders above that rounding and far below any real bug.

@@ -95,7 +95,8 @@ fn damaged_and_foreign_checkpoints_are_refused() {
 
 /// `notes` as a MIDI file at `dir/name`.
 fn midi_file(dir: &Path, name: &str, pitches: impl Iterator<Item = u8>) {
-    let notes: Vec<Note> = pitches.enumerate().map(|(i, p)| Note::new(p, i as f64 * 0.5, i as f64 * 0.5 + 0.5, 80)).collect();
+    let notes: Vec<Note> =
+        pitches.enumerate().map(|(i, p)| Note::new(p, i as f64 * 0.5, i as f64 * 0.5 + 0.5, 80)).collect();
     std::fs::write(dir.join(name), write_midi(&notes, &WriteOptions::default())).unwrap();
 }
 
@@ -143,7 +144,11 @@ fn corpora_without_music_are_refused_and_write_nothing() {
         a
     };
     etude_fails(&train("empty", "r1"), dir, &["no .mid or .midi file found in empty"]);
-    etude_fails(&train("garbage", "r2"), dir, &["no usable MIDI file in garbage", "2 skipped", "a.mid", "b.midi: empty file"]);
+    etude_fails(
+        &train("garbage", "r2"),
+        dir,
+        &["no usable MIDI file in garbage", "2 skipped", "a.mid", "b.midi: empty file"],
+    );
     etude_fails(&train("nowhere", "r3"), dir, &["nowhere"]);
     for out in ["r1", "r2", "r3"] {
         assert!(!dir.join(out).join("last.safetensors").exists(), "{out}: a checkpoint was written");
@@ -168,12 +173,18 @@ fn contradictory_options_change_nothing() {
     // Training into a folder that holds a run, without --resume.
     etude_fails(&tiny_train("lstm", "cpu", "run", "2", &[]), dir, &["run already holds a run", "--resume"]);
     // --resume with an option that would change the run.
-    for (flag, value) in [("--model", "wavenet"), ("--lr", "0.1"), ("--window", "8"), ("--data", "x.mid"), ("--seed", "4")] {
+    for (flag, value) in
+        [("--model", "wavenet"), ("--lr", "0.1"), ("--window", "8"), ("--data", "x.mid"), ("--seed", "4")]
+    {
         let args = ["train", "--out", "run", "--resume", "--epochs", "2", flag, value, "--backend", "cpu"];
         etude_fails(&args, dir, &["--resume", flag]);
     }
     // --resume where there is no run.
-    etude_fails(&["train", "--out", "elsewhere", "--resume", "--backend", "cpu"], dir, &["elsewhere", "nothing to resume"]);
+    etude_fails(
+        &["train", "--out", "elsewhere", "--resume", "--backend", "cpu"],
+        dir,
+        &["elsewhere", "nothing to resume"],
+    );
     assert!(!dir.join("elsewhere").exists());
     // Sizes the model does not have, impossible fractions, and zero sizes.
     let bad: [(&str, &[&str], &[&str]); 5] = [
@@ -195,7 +206,11 @@ fn contradictory_options_change_nothing() {
         dir,
         &["--sliding-window", "--incremental"],
     );
-    etude_fails(&["generate", "--model", "run/last.safetensors", "--length", "5", "--seconds", "2"], dir, &["--seconds"]);
+    etude_fails(
+        &["generate", "--model", "run/last.safetensors", "--length", "5", "--seconds", "2"],
+        dir,
+        &["--seconds"],
+    );
     for (flag, value) in [("--count", "0"), ("--temperature", "0"), ("--top-p", "1.5"), ("--seconds", "0")] {
         etude_fails(&["generate", "--model", "run/last.safetensors", "--backend", "cpu", flag, value], dir, &[flag]);
     }

@@ -16,7 +16,10 @@ fn resume_equals_uninterrupted(model: &str, extra: &[&str]) {
     etude_ok(&tiny_train(model, "cpu", "split", "2", extra), dir);
     assert_eq!(metrics_rows(&dir.join("split")).len(), 2);
     // Only --out, --resume, --epochs and the sample's length: the run's own settings come from its checkpoint.
-    let (_, err) = etude_ok(&["train", "--backend", "cpu", "--out", "split", "--resume", "--epochs", "4", "--sample-length", "20"], dir);
+    let (_, err) = etude_ok(
+        &["train", "--backend", "cpu", "--out", "split", "--resume", "--epochs", "4", "--sample-length", "20"],
+        dir,
+    );
     assert!(err.contains("epoch 3/4") && !err.contains("epoch 2/4"), "{err}");
 
     let (whole, split) = (metrics_rows(&dir.join("whole")), metrics_rows(&dir.join("split")));
@@ -93,7 +96,8 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(std::fs::read(dir.join("run/best.safetensors")).unwrap(), best_before);
     assert_eq!(metrics_rows(&dir.join("run")).len(), 1, "no metrics row for the broken epoch");
     // The kept checkpoint still composes.
-    let (_, err) = etude_ok(&["generate", "--model", "run/last.safetensors", "--backend", "cpu", "--length", "10"], dir);
+    let (_, err) =
+        etude_ok(&["generate", "--model", "run/last.safetensors", "--backend", "cpu", "--length", "10"], dir);
     check_written(dir, &err, 1);
 }
 

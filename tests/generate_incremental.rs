@@ -114,7 +114,14 @@ fn full_pass(b: &CpuBackend, l: &Loaded, history: &[u32], n: usize, window: usiz
 /// Check every generated token against a full pass, for greedy generation (the token is the
 /// full pass's argmax) and for seeded sampling (whose tokens vary, so the history matters):
 /// `window_of(n)` is the window of the pass for a history of `n` tokens.
-fn check_against_full_passes(name: &str, l: &Loaded, b: &CpuBackend, prime: &[u32], mode: Mode, window_of: &dyn Fn(usize) -> usize) {
+fn check_against_full_passes(
+    name: &str,
+    l: &Loaded,
+    b: &CpuBackend,
+    prime: &[u32],
+    mode: Mode,
+    window_of: &dyn Fn(usize) -> usize,
+) {
     for greedy in [true, false] {
         let (ids, logits) = generate(b, l, mode, prime, greedy);
         let history: Vec<u32> = prime.iter().chain(&ids).copied().collect();
@@ -130,8 +137,15 @@ fn check_against_full_passes(name: &str, l: &Loaded, b: &CpuBackend, prime: &[u3
             if greedy {
                 let mut sorted: Vec<f32> = full.iter().skip(1).copied().collect();
                 sorted.sort_by(|a, c| c.total_cmp(a));
-                assert!(sorted[0] - sorted[1] > 2.0 * TOL, "{name}: token {k}: a near-tie ({sorted:?}) makes the check moot");
-                assert_eq!(argmax(&full, &[0]) as u32, id, "{name}: token {k} of {ids:?} is not the full pass's argmax");
+                assert!(
+                    sorted[0] - sorted[1] > 2.0 * TOL,
+                    "{name}: token {k}: a near-tie ({sorted:?}) makes the check moot"
+                );
+                assert_eq!(
+                    argmax(&full, &[0]) as u32,
+                    id,
+                    "{name}: token {k} of {ids:?} is not the full pass's argmax"
+                );
             }
         }
     }
@@ -163,7 +177,14 @@ fn incremental_wavenet_gated_equals_full_passes() {
     let b = CpuBackend::new();
     // Dilations 1, 2, 4 over two stacks: a receptive field of 15 tokens, so the history outgrows
     // both the training window (8) and the field while generating.
-    let sizes = Sizes { embed: Some(5), residual: Some(6), skip: Some(7), layers: Some(3), stacks: Some(2), ..Default::default() };
+    let sizes = Sizes {
+        embed: Some(5),
+        residual: Some(6),
+        skip: Some(7),
+        layers: Some(3),
+        stacks: Some(2),
+        ..Default::default()
+    };
     let l = loaded(&b, "wavenet-gated", sizes, 13);
     check_against_full_passes("wavenet-gated", &l, &b, &SHORT_PRIME, Mode::Incremental, &|n| n);
 }

@@ -51,12 +51,8 @@ fn pytorch_computes_etudes_loss_from_its_checkpoint() {
     std::fs::write(dir.join("held.mid"), bytes).unwrap();
     // lstm with 3 layers and the gated WaveNet with 2 stacks: the configurations the peers'
     // models do not take directly.
-    let runs: [(&str, &[&str]); 4] = [
-        ("lstm", &["--layers", "3"]),
-        ("lstm-seq", &[]),
-        ("wavenet", &[]),
-        ("wavenet-gated", &["--stacks", "2"]),
-    ];
+    let runs: [(&str, &[&str]); 4] =
+        [("lstm", &["--layers", "3"]), ("lstm-seq", &[]), ("wavenet", &[]), ("wavenet-gated", &["--stacks", "2"])];
     for (model, extra) in runs {
         let extra: Vec<&str> = extra.iter().copied().chain(["--sample-length", "0"]).collect();
         etude_ok(&tiny_train(model, "cpu", model, "1", &extra), dir);

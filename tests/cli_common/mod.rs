@@ -88,7 +88,10 @@ pub fn metrics_rows(run: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    assert_eq!(&header[..7], ["epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_perplexity", "val_accuracy"]);
+    assert_eq!(
+        &header[..7],
+        ["epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_perplexity", "val_accuracy"]
+    );
     lines.map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
