@@ -42,6 +42,15 @@ fn resume_equals_uninterrupted(model: &str, extra: &[&str]) {
     // The sample comes from the same model with the run's own seed (not --seed's default).
     let sample = |run: &str| std::fs::read(dir.join(run).join("sample.mid")).unwrap();
     assert!(sample("whole") == sample("split"), "{model}: the samples differ");
+    // Resuming a run that already reached --epochs trains nothing and changes no checkpoint.
+    let last = std::fs::read(dir.join("split/last.safetensors")).unwrap();
+    let (_, err) = etude_ok(
+        &["train", "--backend", "cpu", "--out", "split", "--resume", "--epochs", "3", "--sample-length", "0"],
+        dir,
+    );
+    assert!(err.contains("already completed 4 epochs"), "{err}");
+    assert_eq!(metrics_rows(&dir.join("split")).len(), 4);
+    assert!(std::fs::read(dir.join("split/last.safetensors")).unwrap() == last);
 }
 
 #[test]

@@ -242,6 +242,13 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
             last.val_accuracy,
             report.out.display()
         );
+    } else {
+        let done = load_checkpoint(&report.last_checkpoint)?.meta.progress.epoch;
+        eprintln!(
+            "the run in {} has already completed {done} epochs (--epochs {}): nothing to train",
+            report.out.display(),
+            opts.epochs
+        );
     }
     if args.sample_length > 0 {
         let loaded = load_checkpoint(&report.last_checkpoint)?;
