@@ -113,9 +113,12 @@ fn full_cycle(model: &str, backend: &str) {
     if backend == "cpu" {
         generate_everything(dir, ck, model);
     } else {
-        let (_, err) =
-            etude_ok(&["generate", "--model", ck, "--backend", "gpu", "--length", "30", "--out", "g.mid"], dir);
-        check_written(dir, &err, 1);
+        // The default mode (incremental where the model has it) and the sliding window, on the GPU.
+        for (mode, out) in [("--greedy", "g.mid"), ("--sliding-window", "gsw.mid")] {
+            let args = ["generate", "--model", ck, "--backend", "gpu", "--length", "30", mode, "--out", out];
+            let (_, err) = etude_ok(&args, dir);
+            assert_eq!(check_written(dir, &err, 1)[0].tokens, 30);
+        }
         // Both engines evaluate the checkpoint alike. Each sums ~1000 f32 cross-entropies in its
         // own order; 1e-4 relative is two orders above that rounding and far below any real bug.
         let cpu = eval_json(dir, &["--model", ck, "--backend", "cpu", "--data", held]);
