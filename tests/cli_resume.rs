@@ -39,6 +39,9 @@ fn resume_equals_uninterrupted(model: &str, extra: &[&str]) {
         assert!(bits(&x.data) == bits(&y.data), "{model}: {} differs after resume", x.name);
     }
     assert_eq!(params(&dir.join("whole/best.safetensors")), params(&dir.join("split/best.safetensors")));
+    // Metadata included (progress, settings, RNG state): the very same file.
+    let bytes = |run: &str| std::fs::read(dir.join(run).join("last.safetensors")).unwrap();
+    assert!(bytes("whole") == bytes("split"), "{model}: last.safetensors differs in its metadata");
     // The sample comes from the same model with the run's own seed (not --seed's default).
     let sample = |run: &str| std::fs::read(dir.join(run).join("sample.mid")).unwrap();
     assert!(sample("whole") == sample("split"), "{model}: the samples differ");
