@@ -85,24 +85,9 @@ impl Checkpoint {
         Ok(Checkpoint { meta, tensors })
     }
 
-    /// Write atomically: a temporary file in the same folder, then a rename over `path`.
+    /// Write atomically (see [`atomic_write`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let bytes = self.to_bytes()?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: cannot write checkpoint ({e})", path.display())
-        })
+        atomic_write(path, &self.to_bytes()?)
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -132,6 +117,27 @@ fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     text.resize(n, b' ');
     bytes[8..8 + n].copy_from_slice(&text);
     Ok(bytes)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder (named with the process id,
+/// so two processes never share one), synced, then renamed over `path`: a crash or a full disk
+/// never leaves a half-written file where a good one was.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: cannot write ({e})", path.display())
+    })
 }
 
 #[cfg(test)]

@@ -338,6 +338,22 @@ fn append_csv(path: &Path, row: &EpochMetrics) -> Result<(), String> {
     f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Keep only the rows of epochs the checkpoint being continued has (none for a fresh run): rows of
+/// an epoch whose checkpoint was never written would otherwise be repeated by the resumed run.
+fn trim_csv(path: &Path, max_epoch: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || l.split(',').next().and_then(|e| e.parse::<usize>().ok()).is_some_and(|e| e <= max_epoch))
+        .map(|(_, l)| l)
+        .collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    crate::checkpoint::atomic_write(path, format!("{}\n", kept.join("\n")).as_bytes())
+}
+
 /// Read back `metrics.csv` (for the loss curve of a resumed run).
 pub fn read_csv(path: &Path) -> Vec<(f64, f64, f64)> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
@@ -460,6 +476,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    trim_csv(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let mut stepper = Stepper::new(b, &model, optim.batch);
     let targets = model.targets();
@@ -532,7 +549,6 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             row.seconds,
             row.tokens_per_s
         ));
-        append_csv(&out.join("metrics.csv"), &row)?;
         let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
         if improved {
             progress.best_val_loss = val.loss();
@@ -558,6 +574,8 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
+        // After the checkpoint: a crash in between leaves a row missing, never one too many.
+        append_csv(&out.join("metrics.csv"), &row)?;
         draw_curve(out)?;
         metrics.push(row);
     }
@@ -633,6 +651,18 @@ pub fn valid_indices(pieces: &[LoadedPiece], valid: &[String]) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuBackend;
+
+    #[test]
+    fn trim_csv_keeps_the_header_and_the_rows_a_checkpoint_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        std::fs::write(&path, format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n3,9,3.0\n")).unwrap();
+        trim_csv(&path, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n"));
+        trim_csv(&path, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n"));
+        trim_csv(&dir.path().join("absent.csv"), 0).unwrap();
+    }
 
     #[test]
     fn live_init_gives_a_simple_wavenet_that_reads_its_input() {

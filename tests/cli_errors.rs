@@ -143,11 +143,12 @@ fn corpora_without_music_are_refused_and_write_nothing() {
         a.extend(["--data".to_string(), data.to_string()]);
         a
     };
-    etude_fails(&train("empty", "r1"), dir, &["no .mid or .midi file found in empty"]);
+    // The stored paths are absolute (so generate and eval find the corpus from anywhere).
+    etude_fails(&train("empty", "r1"), dir, &["no .mid or .midi file found in /", "/empty"]);
     etude_fails(
         &train("garbage", "r2"),
         dir,
-        &["no usable MIDI file in garbage", "2 skipped", "a.mid", "b.midi: empty file"],
+        &["no usable MIDI file in /", "/garbage", "2 skipped", "a.mid", "b.midi: empty file"],
     );
     etude_fails(&train("nowhere", "r3"), dir, &["nowhere"]);
     for out in ["r1", "r2", "r3"] {

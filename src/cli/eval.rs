@@ -76,7 +76,7 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
     let seqs: Vec<Vec<u32>> = pieces.iter().map(|p| loaded.meta.vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
     let unk = seqs.iter().flatten().filter(|&&id| id == 0).count();
     let tokens: usize = seqs.iter().map(Vec::len).sum();
-    let data = Dataset::new(seqs, Vec::new(), window, 1)?;
+    let data = Dataset::new(seqs, Vec::new(), window, spec.data.stride)?;
     if data.is_empty() {
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }

@@ -161,8 +161,8 @@ fn default_out(model: &str) -> PathBuf {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    if args.window == 0 || args.batch == 0 || args.stride == 0 {
-        return Err("--window, --batch and --stride must be at least 1".into());
+    if args.window == 0 || args.batch == 0 || args.stride == 0 || args.epochs == 0 || args.steps_per_epoch == Some(0) {
+        return Err("--window, --batch, --stride, --epochs and --steps-per-epoch must be at least 1".into());
     }
     if !(0.0..1.0).contains(&args.val_fraction) {
         return Err(format!("--val-fraction must be in [0, 1), not {}", args.val_fraction));
@@ -173,7 +173,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
     let opts = TrainOptions {
         data: DataSpec {
-            paths: args.data_paths.clone(),
+            // Absolute, so that generate and eval find the corpus again from any directory.
+            paths: args.data_paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect(),
             read: args.data.read_options(),
             tokenizer: args.data.tokenizer.clone(),
             tokenizer_options: args.data.tokenizer_options(),
