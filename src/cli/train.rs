@@ -252,10 +252,14 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         );
     }
     if args.sample_length > 0 {
-        let loaded = load_checkpoint(&report.last_checkpoint)?;
+        // The model with the lowest validation loss composes the sample.
+        let best = report.out.join("best.safetensors");
+        let source = if best.exists() { best } else { report.last_checkpoint.clone() };
+        let loaded = load_checkpoint(&source)?;
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
         let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
-        write_pieces(b, &loaded, &report.last_checkpoint, &gen)?;
+        eprintln!("composing sample.mid with {}", source.display());
+        write_pieces(b, &loaded, &source, &gen)?;
     }
     Ok(())
 }
