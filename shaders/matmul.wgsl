@@ -52,9 +52,10 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
     let m = p.m;
     let k = p.k;
     let n = p.n;
-    let tm = 4u * nt;       // tile rows = tile columns
     let threads = nt * nt;
-    let per = tm * TK / threads; // panel elements each invocation stages (64 / nt)
+    // Each invocation stages whole vec4s of the panels (TK * nt of each, 16 / nt per invocation):
+    // a workgroup vec4 is only ever written by one invocation, whole.
+    let slots = TK * nt / threads;
 
     var acc: array<vec4<f32>, 4>; // acc[i][j] = C[row0 + 4ty + i, col0 + 4tx + j]
     for (var i = 0u; i < 4u; i++) {
@@ -62,30 +63,35 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
     }
 
     for (var k0 = 0u; k0 < k; k0 += TK) {
-        for (var r = 0u; r < per; r++) {
-            let e = li + threads * r;
-            // op(A) panel, tm rows x TK depth
-            var mm: u32;
+        for (var r = 0u; r < slots; r++) {
+            let s = li + threads * r;
+            // op(A) panel: rows 4q..4q+3 at depth kk (neighbouring invocations step along the
+            // dimension that is contiguous in memory)
+            var q: u32;
             var kk: u32;
-            if (p.trans_a == 0u) { kk = e % TK; mm = e / TK; } else { mm = e % tm; kk = e / tm; }
-            let gr = row0 + mm;
+            if (p.trans_a == 0u) { kk = s % TK; q = s / TK; } else { q = s % nt; kk = s / nt; }
             let gk = k0 + kk;
-            var va = 0.0;
-            if (gr < m && gk < k) {
-                if (p.trans_a == 0u) { va = a[gr * k + gk]; } else { va = a[gk * m + gr]; }
+            var va = vec4<f32>(0.0);
+            for (var j = 0u; j < 4u; j++) {
+                let gr = row0 + 4u * q + j;
+                if (gr < m && gk < k) {
+                    if (p.trans_a == 0u) { va[j] = a[gr * k + gk]; } else { va[j] = a[gk * m + gr]; }
+                }
             }
-            As[kk * nt + mm / 4u][mm % 4u] = va;
-            // op(B) panel, TK depth x tm columns
-            var nn: u32;
+            As[kk * nt + q] = va;
+            // op(B) panel: depth kb, columns 4qb..4qb+3
+            var qb: u32;
             var kb: u32;
-            if (p.trans_b == 0u) { nn = e % tm; kb = e / tm; } else { kb = e % TK; nn = e / TK; }
-            let gc = col0 + nn;
+            if (p.trans_b == 0u) { qb = s % nt; kb = s / nt; } else { kb = s % TK; qb = s / TK; }
             let gkb = k0 + kb;
-            var vb = 0.0;
-            if (gc < n && gkb < k) {
-                if (p.trans_b == 0u) { vb = b[gkb * n + gc]; } else { vb = b[gc * k + gkb]; }
+            var vb = vec4<f32>(0.0);
+            for (var j = 0u; j < 4u; j++) {
+                let gc = col0 + 4u * qb + j;
+                if (gc < n && gkb < k) {
+                    if (p.trans_b == 0u) { vb[j] = b[gkb * n + gc]; } else { vb[j] = b[gc * k + gkb]; }
+                }
             }
-            Bs[kb * nt + nn / 4u][nn % 4u] = vb;
+            Bs[kb * nt + qb] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {

@@ -53,7 +53,8 @@ impl Checkpoint {
         let mut md = HashMap::new();
         md.insert("format".to_string(), FORMAT.to_string());
         md.insert("etude".to_string(), self.meta.to_string());
-        safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())
+        let bytes = safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())?;
+        sorted_header(bytes)
     }
 
     /// Parse safetensors bytes; `origin` names the file in error messages.
@@ -84,30 +85,59 @@ impl Checkpoint {
         Ok(Checkpoint { meta, tensors })
     }
 
-    /// Write atomically: a temporary file in the same folder, then a rename over `path`.
+    /// Write atomically (see [`atomic_write`]).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let bytes = self.to_bytes()?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: cannot write checkpoint ({e})", path.display())
-        })
+        atomic_write(path, &self.to_bytes()?)
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
+}
+
+/// safetensors writes the metadata from a `HashMap`, whose order changes from one map to the
+/// next: rewrite the JSON header with its keys sorted, so that equal checkpoints are equal bytes.
+/// The header keeps its length (the same keys and values, reordered) and the tensor offsets.
+fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let bad = |e: &dyn std::fmt::Display| format!("safetensors header: {e}");
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|e| bad(&e))?) as usize;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(&e))?;
+    if let Some(md) = header.remove("__metadata__") {
+        let md: BTreeMap<String, String> = serde_json::from_value(md).map_err(|e| bad(&e))?;
+        header.insert("__metadata__".into(), serde_json::to_value(md).map_err(|e| bad(&e))?);
+    }
+    let mut text = serde_json::to_vec(&header).map_err(|e| bad(&e))?;
+    if text.len() > n {
+        return Err(bad(&"the sorted header is longer than the original"));
+    }
+    // safetensors pads the header with spaces (to a multiple of 8 bytes).
+    text.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&text);
+    Ok(bytes)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder (named with the process id,
+/// so two processes never share one), synced, then renamed over `path`: a crash or a full disk
+/// never leaves a half-written file where a good one was.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: cannot write ({e})", path.display())
+    })
 }
 
 #[cfg(test)]
@@ -133,6 +163,16 @@ mod tests {
         assert_eq!(back, sample());
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn equal_checkpoints_are_equal_bytes() {
+        // Each serialisation builds a new metadata HashMap with its own random order.
+        let first = sample().to_bytes().unwrap();
+        for _ in 0..20 {
+            assert!(sample().to_bytes().unwrap() == first, "the bytes depend on the metadata's hash order");
+        }
+        assert_eq!(Checkpoint::from_bytes(&first, "x").unwrap(), sample());
     }
 
     #[test]

@@ -173,11 +173,20 @@ pub fn generate_ids<B: Backend>(
     gen.prime(prime)?;
     let mut history = prime.to_vec();
     let mut out = Vec::new();
+    /// Decoding after every token would be quadratic: a length in seconds is checked every this
+    /// many tokens, then the piece is cut at the first token that reaches it.
+    const CHECK_EVERY: usize = 8;
     loop {
         let done = match length {
             Length::Tokens(n) => out.len() >= n,
-            // Decoding every token would be quadratic: check every 8.
-            Length::Seconds(s) => out.len() % 8 == 0 && !out.is_empty() && seconds_of(&out) >= s,
+            Length::Seconds(s) if out.len() % CHECK_EVERY == 0 && !out.is_empty() && seconds_of(&out) >= s => {
+                // The duration of a prefix never decreases as it grows: the shortest prefix that
+                // lasts `s` lies among the last CHECK_EVERY.
+                let first = (out.len() + 1 - CHECK_EVERY..out.len()).find(|&n| seconds_of(&out[..n]) >= s);
+                out.truncate(first.unwrap_or(out.len()));
+                true
+            }
+            Length::Seconds(_) => false,
         };
         if done || out.len() >= MAX_TOKENS {
             break;

@@ -49,7 +49,7 @@ pub fn sample(logits: &[f32], opts: &SampleOptions, rng: &mut Rng) -> usize {
     if order.is_empty() {
         return 0;
     }
-    order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal));
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     if opts.top_k > 0 {
         order.truncate(opts.top_k);
     }

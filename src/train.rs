@@ -44,15 +44,27 @@ impl DataSpec {
         tokenizer_by_name(&self.tokenizer, &self.tokenizer_options)
     }
 
-    /// Read the corpus; errors when no file is usable.
+    /// Read the corpus; errors when no file is usable, naming the files skipped and why.
     pub fn load(&self) -> Result<(Vec<LoadedPiece>, Vec<Skipped>), String> {
         let corpus = load_corpus(&self.paths, &self.read);
         if corpus.pieces.is_empty() {
             let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { describe_paths(&self.paths) };
-            return Err(format!("no usable MIDI file in {what} ({} skipped)", corpus.skipped.len()));
+            return Err(no_usable_file(&what, &corpus.skipped));
         }
         Ok((corpus.pieces, corpus.skipped))
     }
+}
+
+/// The error of a corpus without a usable file: none found, or the first few skipped with their
+/// causes (a one-line message).
+pub fn no_usable_file(what: &str, skipped: &[Skipped]) -> String {
+    const SHOWN: usize = 3;
+    if skipped.is_empty() {
+        return format!("no .mid or .midi file found in {what}");
+    }
+    let causes: Vec<String> = skipped.iter().take(SHOWN).map(|s| format!("{}: {}", s.name, s.cause)).collect();
+    let more = if skipped.len() > SHOWN { format!("; and {} more", skipped.len() - SHOWN) } else { String::new() };
+    format!("no usable MIDI file in {what}: {} skipped ({}{more})", skipped.len(), causes.join("; "))
 }
 
 fn describe_paths(paths: &[PathBuf]) -> String {
@@ -72,11 +84,25 @@ pub struct OptimConfig {
     pub clip: f32,
     /// Seed of the initialisation and of the window order.
     pub seed: u64,
+    /// Cap on the steps of each epoch (quick trials and tests; None = every window once). Stored
+    /// so that a resumed run keeps the epoch length of the run it continues.
+    #[serde(default)]
+    pub steps_per_epoch: Option<u64>,
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig { batch: 128, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, clip: 1.0, seed: 0 }
+        OptimConfig {
+            batch: 128,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip: 1.0,
+            seed: 0,
+            steps_per_epoch: None,
+        }
     }
 }
 
@@ -113,7 +139,8 @@ pub struct Loaded {
     pub checkpoint: Checkpoint,
 }
 
-/// Read and check a checkpoint file.
+/// Read and check a checkpoint file: an etude checkpoint whose model matches its vocabulary and
+/// whose tensors are all finite.
 pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
     let checkpoint = Checkpoint::load(path)?;
     let meta: Meta = serde_json::from_value(checkpoint.meta.clone())
@@ -126,10 +153,35 @@ pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
             meta.vocab.len()
         ));
     }
+    // Training never saves a non-finite value, so one is damage (a flipped exponent bit).
+    if let Some(t) = checkpoint.tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        return Err(format!("{}: damaged checkpoint ({} holds non-finite values)", path.display(), t.name));
+    }
     Ok(Loaded { meta, checkpoint })
 }
 
 impl Loaded {
+    /// A checkpoint in memory holding `model`'s current parameters (no optimizer state, so it
+    /// cannot be resumed) and `meta`: for generating or evaluating with a model that was built
+    /// rather than loaded (tests, tools).
+    pub fn from_model<B: Backend>(b: &B, model: &AnyModel<B>, meta: Meta) -> Result<Loaded, String> {
+        if meta.model.vocab() != meta.vocab.len() || model.vocab() != meta.vocab.len() {
+            return Err(format!(
+                "the model has {} outputs, its config {} and the vocabulary {} tokens",
+                model.vocab(),
+                meta.model.vocab(),
+                meta.vocab.len()
+            ));
+        }
+        let tensors = model
+            .params()
+            .iter()
+            .map(|p| HostTensor { name: p.name.clone(), shape: p.value.shape.clone(), data: p.value.to_vec(b) })
+            .collect();
+        let checkpoint = Checkpoint { meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?, tensors };
+        Ok(Loaded { meta, checkpoint })
+    }
+
     /// Build the model on `b` and load the parameters into it. `window` sizes its arena (the
     /// simple WaveNet accepts only its own window).
     pub fn model<B: Backend>(&self, b: &B, max_batch: usize, window: usize, origin: &Path) -> Result<AnyModel<B>, String> {
@@ -170,8 +222,6 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar (a terminal); otherwise plain lines.
     pub progress_bar: bool,
-    /// Cap on the steps of each epoch (quick trials and tests; None = every window once).
-    pub steps_per_epoch: Option<u64>,
 }
 
 /// One row of `metrics.csv`.
@@ -211,12 +261,10 @@ pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
     batch: usize,
     limit: usize,
 ) -> Totals {
-    let n = data.len();
-    if n == 0 {
+    let picks = eval_picks(data.len(), limit);
+    if picks.is_empty() {
         return Totals::default();
     }
-    let picks: Vec<usize> =
-        if n <= limit { (0..n).collect() } else { (0..limit).map(|i| i * n / limit).collect() };
     stepper.take_totals(b);
     let targets = model.targets();
     for chunk in picks.chunks(batch) {
@@ -224,6 +272,15 @@ pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
         stepper.eval(b, model, &bt.x, &bt.y);
     }
     stepper.take_totals(b)
+}
+
+/// The windows [`evaluate`] reads out of `n`: all of them, or `limit` evenly spaced.
+pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
+    if n <= limit {
+        (0..n).collect()
+    } else {
+        (0..limit).map(|i| i * n / limit).collect()
+    }
 }
 
 /// Host copies of the parameters and Adam moments, under PyTorch's names.
@@ -279,6 +336,22 @@ fn append_csv(path: &Path, row: &EpochMetrics) -> Result<(), String> {
         row.tokens_per_s
     ));
     f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Keep only the rows of epochs the checkpoint being continued has (none for a fresh run): rows of
+/// an epoch whose checkpoint was never written would otherwise be repeated by the resumed run.
+fn trim_csv(path: &Path, max_epoch: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || l.split(',').next().and_then(|e| e.parse::<usize>().ok()).is_some_and(|e| e <= max_epoch))
+        .map(|(_, l)| l)
+        .collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    crate::checkpoint::atomic_write(path, format!("{}\n", kept.join("\n")).as_bytes())
 }
 
 /// Read back `metrics.csv` (for the loss curve of a resumed run).
@@ -403,13 +476,14 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    trim_csv(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let mut stepper = Stepper::new(b, &model, optim.batch);
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
     let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
-    let steps_per_epoch = opts.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
+    let steps_per_epoch = optim.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
 
     while progress.epoch < opts.epochs {
         let epoch = progress.epoch + 1;
@@ -426,7 +500,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
                 let loss = stepper.last_batch_loss(b);
                 if !loss.is_finite() {
                     reporter.finish();
-                    return Err(diverged(out, epoch, loss));
+                    return Err(diverged(out, epoch, &format!("the training loss became {loss}")));
                 }
                 Some(format!("loss {loss:.4}"))
             } else {
@@ -438,9 +512,20 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         let seconds = started.elapsed().as_secs_f64();
         if !train_totals.loss().is_finite() {
             reporter.finish();
-            return Err(diverged(out, epoch, train_totals.loss()));
+            return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
         }
         let val = evaluate(b, &mut model, &mut stepper, &prepared.valid, optim.batch, MAX_VALID_WINDOWS);
+        // The last step may have broken the parameters after the training losses were taken:
+        // neither a non-finite validation loss nor a non-finite parameter reaches a checkpoint.
+        if val.rows > 0 && !val.loss().is_finite() {
+            reporter.finish();
+            return Err(diverged(out, epoch, &format!("the validation loss became {}", val.loss())));
+        }
+        let tensors = snapshot(b, &model, &adam);
+        if let Some(t) = tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+            reporter.finish();
+            return Err(diverged(out, epoch, &format!("{} became non-finite", t.name)));
+        }
         progress.epoch = epoch;
         let row = EpochMetrics {
             epoch,
@@ -464,7 +549,6 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             row.seconds,
             row.tokens_per_s
         ));
-        append_csv(&out.join("metrics.csv"), &row)?;
         let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
         if improved {
             progress.best_val_loss = val.loss();
@@ -481,15 +565,17 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         };
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
-            tensors: snapshot(b, &model, &adam),
+            tensors,
         };
         ck.save(&last_path)?;
         if improved || val.rows == 0 {
             ck.save(&out.join("best.safetensors"))?;
         }
-        if opts.checkpoint_every > 0 && epoch % opts.checkpoint_every == 0 {
+        if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
+        // After the checkpoint: a crash in between leaves a row missing, never one too many.
+        append_csv(&out.join("metrics.csv"), &row)?;
         draw_curve(out)?;
         metrics.push(row);
     }
@@ -545,14 +631,15 @@ fn live_init<B: Backend>(
     unreachable!("the last attempt returns")
 }
 
-fn diverged(out: &Path, epoch: usize, loss: f64) -> String {
+/// The message of a run stopped because `what` (a loss or a tensor) became non-finite.
+fn diverged(out: &Path, epoch: usize, what: &str) -> String {
     let last = out.join("last.safetensors");
     let kept = if last.exists() {
         format!("the last good checkpoint is kept in {}", last.display())
     } else {
         "no checkpoint had been written yet".to_string()
     };
-    format!("training stopped in epoch {epoch}: the loss became {loss} (non-finite); {kept}; try a lower --lr or a --clip")
+    format!("training stopped in epoch {epoch}: {what} (non-finite); {kept}; try a lower --lr or a --clip")
 }
 
 /// Names of the pieces of `valid` that a checkpoint lists, as indices into `pieces`.
@@ -564,6 +651,18 @@ pub fn valid_indices(pieces: &[LoadedPiece], valid: &[String]) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuBackend;
+
+    #[test]
+    fn trim_csv_keeps_the_header_and_the_rows_a_checkpoint_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        std::fs::write(&path, format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n3,9,3.0\n")).unwrap();
+        trim_csv(&path, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n"));
+        trim_csv(&path, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n"));
+        trim_csv(&dir.path().join("absent.csv"), 0).unwrap();
+    }
 
     #[test]
     fn live_init_gives_a_simple_wavenet_that_reads_its_input() {

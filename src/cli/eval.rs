@@ -6,8 +6,9 @@ use etude::corpus::load_corpus;
 use etude::dataset::Dataset;
 use etude::engine::Backend;
 use etude::step::Stepper;
-use etude::train::{evaluate, load_checkpoint, Loaded};
-use std::path::PathBuf;
+use etude::model::Targets;
+use etude::train::{eval_picks, evaluate, load_checkpoint, no_usable_file, Loaded};
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -31,6 +32,10 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also write the evaluated windows' token ids and targets to this JSON file (to check the
+    /// loss with another framework: see scripts/torch_roundtrip.py).
+    #[arg(long, value_name = "FILE.json")]
+    pub dump_windows: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -58,11 +63,12 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         (valid, "the checkpoint's validation pieces".to_string())
     } else {
         let corpus = load_corpus(&args.data, &spec.read);
+        if corpus.pieces.is_empty() {
+            let what = args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(no_usable_file(&what, &corpus.skipped));
+        }
         for s in &corpus.skipped {
             eprintln!("skipped {}: {}", s.name, s.cause);
-        }
-        if corpus.pieces.is_empty() {
-            return Err(format!("no usable MIDI file ({} skipped)", corpus.skipped.len()));
         }
         (corpus.pieces, format!("{} files", args.data.len()))
     };
@@ -70,7 +76,7 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
     let seqs: Vec<Vec<u32>> = pieces.iter().map(|p| loaded.meta.vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
     let unk = seqs.iter().flatten().filter(|&&id| id == 0).count();
     let tokens: usize = seqs.iter().map(Vec::len).sum();
-    let data = Dataset::new(seqs, Vec::new(), window, 1)?;
+    let data = Dataset::new(seqs, Vec::new(), window, spec.data.stride)?;
     if data.is_empty() {
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }
@@ -78,6 +84,9 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
     let mut stepper = Stepper::new(b, &model, args.batch);
     let limit = if args.max_windows == 0 { usize::MAX } else { args.max_windows };
     let t = evaluate(b, &mut model, &mut stepper, &data, args.batch, limit);
+    if let Some(path) = &args.dump_windows {
+        dump_windows(path, &data, eval_picks(data.len(), limit), loaded.meta.model.targets(), t.loss())?;
+    }
     if args.json {
         let j = serde_json::json!({
             "checkpoint": args.checkpoint.display().to_string(),
@@ -106,4 +115,26 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         );
     }
     Ok(())
+}
+
+/// Write the windows `picks` of `data` as JSON: `{"window": T, "per_position": bool, "inputs":
+/// [[ids; T]; N], "targets": [id; N] or [[ids; T]; N], "loss": mean}` — `per_position` when the
+/// model predicts the next token at every position (targets `[N, T]`), else one target per
+/// window. The ids are the checkpoint vocabulary's.
+fn dump_windows(path: &Path, data: &Dataset, picks: Vec<usize>, targets: Targets, loss: f64) -> Result<(), String> {
+    let inputs: Vec<&[u32]> = picks.iter().map(|&i| data.input(i)).collect();
+    let per_position = targets == Targets::Every;
+    let ys: serde_json::Value = if per_position {
+        picks.iter().map(|&i| data.target_every(i)).collect::<Vec<_>>().into()
+    } else {
+        picks.iter().map(|&i| data.target_last(i)).collect::<Vec<_>>().into()
+    };
+    let j = serde_json::json!({
+        "window": data.window(),
+        "per_position": per_position,
+        "inputs": inputs,
+        "targets": ys,
+        "loss": loss,
+    });
+    std::fs::write(path, j.to_string()).map_err(|e| format!("{}: {e}", path.display()))
 }

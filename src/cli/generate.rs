@@ -2,10 +2,11 @@
 
 use super::backend::{BackendArgs, BackendChoice, Engine};
 use clap::Args;
+use etude::checkpoint::atomic_write;
 use etude::dataset::prepare;
 use etude::engine::Backend;
 use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
-use etude::midi::{read_midi, ReadOptions};
+use etude::midi::read_midi;
 use etude::rng::Rng;
 use etude::sample::SampleOptions;
 use etude::tokens::UNK;
@@ -148,12 +149,12 @@ fn prime_ids(loaded: &Loaded, args: &GenArgs, rng: &mut Rng) -> Result<Vec<u32>,
     match &args.prime {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let opts = ReadOptions { ..spec.read.clone() };
-            let piece = read_midi(&bytes, &opts).map_err(|e| format!("{}: {e}", path.display()))?;
+            let piece = read_midi(&bytes, &spec.read).map_err(|e| format!("{}: {e}", path.display()))?;
             let tokens = tokenizer.encode(&piece.notes);
-            let ids = encode_prime(&tokens, &loaded.meta.vocab, &path.display().to_string())?;
-            // The model was trained on windows of T tokens: its last T are all the context it uses.
-            Ok(ids[ids.len().saturating_sub(window)..].to_vec())
+            // The model was trained on windows of T tokens: the last T are all the context it uses,
+            // so only they must be in its vocabulary.
+            let tail = &tokens[tokens.len().saturating_sub(window)..];
+            encode_prime(tail, &loaded.meta.vocab, &path.display().to_string())
         }
         None => {
             let (pieces, _) = spec.load()?;
@@ -201,7 +202,7 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, args: &Ge
         let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / ids.len().max(1) as f64;
         let all: Vec<u32> = if args.include_prime { prime.iter().chain(&ids).copied().collect() } else { ids.clone() };
         let (notes, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), args.tempo);
-        write_file(&out, &bytes)?;
+        atomic_write(&out, &bytes)?;
         let secs = notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter;
         eprintln!(
             "wrote {}: {} tokens, {} notes, {:.1} s ({:?} mode, {:.2} ms per token)",
@@ -214,14 +215,4 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, args: &Ge
         );
     }
     Ok(())
-}
-
-/// Write through a temporary file and a rename, so a failure leaves no half-written MIDI.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }

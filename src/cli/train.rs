@@ -96,8 +96,9 @@ pub struct TrainArgs {
     /// Keep a checkpoint every N epochs (the tutorial's 50); 0 = only last and best.
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
-    /// Continue the run in --out from its last checkpoint (its data and model settings are kept).
-    #[arg(long, requires = "out")]
+    /// Continue the run in --out from its last checkpoint, with the data, model and optimizer
+    /// settings stored there (options that would change them are refused).
+    #[arg(long, requires = "out", conflicts_with_all = RUN_SETTINGS)]
     pub resume: bool,
     /// Tokens in the sample written at the end (0 = none).
     #[arg(long, default_value_t = 200)]
@@ -105,6 +106,37 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
 }
+
+/// The options a resumed run takes from its checkpoint: giving one with `--resume` is an error
+/// rather than silently ignored.
+const RUN_SETTINGS: [&str; 26] = [
+    "data_paths",
+    "tokenizer",
+    "all_parts",
+    "sustain",
+    "steps_per_quarter",
+    "velocity_bins",
+    "model",
+    "embed",
+    "hidden",
+    "layers",
+    "dense",
+    "channels",
+    "residual",
+    "skip",
+    "stacks",
+    "window",
+    "stride",
+    "batch",
+    "steps_per_epoch",
+    "lr",
+    "weight_decay",
+    "clip",
+    "val_fraction",
+    "transpose",
+    "min_count",
+    "seed",
+];
 
 /// `runs/<model>-<UTC date and time>`.
 fn default_out(model: &str) -> PathBuf {
@@ -129,8 +161,8 @@ fn default_out(model: &str) -> PathBuf {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    if args.window == 0 || args.batch == 0 || args.stride == 0 {
-        return Err("--window, --batch and --stride must be at least 1".into());
+    if args.window == 0 || args.batch == 0 || args.stride == 0 || args.epochs == 0 || args.steps_per_epoch == Some(0) {
+        return Err("--window, --batch, --stride, --epochs and --steps-per-epoch must be at least 1".into());
     }
     if !(0.0..1.0).contains(&args.val_fraction) {
         return Err(format!("--val-fraction must be in [0, 1), not {}", args.val_fraction));
@@ -141,7 +173,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
     let opts = TrainOptions {
         data: DataSpec {
-            paths: args.data_paths.clone(),
+            // Absolute, so that generate and eval find the corpus again from any directory.
+            paths: args.data_paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect(),
             read: args.data.read_options(),
             tokenizer: args.data.tokenizer.clone(),
             tokenizer_options: args.data.tokenizer_options(),
@@ -171,6 +204,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             weight_decay: args.weight_decay,
             clip: args.clip,
             seed: args.seed,
+            steps_per_epoch: args.steps_per_epoch,
             ..OptimConfig::default()
         },
         epochs: args.epochs,
@@ -178,7 +212,6 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         out: out.clone(),
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
-        steps_per_epoch: args.steps_per_epoch,
     };
     match args.backend.open()? {
         Engine::Cpu(b) => go(&b, &opts, &args),
@@ -187,7 +220,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
 }
 
 fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), String> {
-    eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
+    if opts.resume {
+        // The model is the checkpoint's, not --model's default.
+        eprintln!("resuming the run in {} on {}", opts.out.display(), b.name());
+    } else {
+        eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
+    }
     let report = train(b, opts)?;
     for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
@@ -205,11 +243,23 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
             last.val_accuracy,
             report.out.display()
         );
+    } else {
+        let done = load_checkpoint(&report.last_checkpoint)?.meta.progress.epoch;
+        eprintln!(
+            "the run in {} has already completed {done} epochs (--epochs {}): nothing to train",
+            report.out.display(),
+            opts.epochs
+        );
     }
     if args.sample_length > 0 {
-        let loaded = load_checkpoint(&report.last_checkpoint)?;
-        let gen = GenArgs::for_sample(args.sample_length, args.seed, report.out.join("sample.mid"));
-        write_pieces(b, &loaded, &report.last_checkpoint, &gen)?;
+        // The model with the lowest validation loss composes the sample.
+        let best = report.out.join("best.safetensors");
+        let source = if best.exists() { best } else { report.last_checkpoint.clone() };
+        let loaded = load_checkpoint(&source)?;
+        // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
+        let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        eprintln!("composing sample.mid with {}", source.display());
+        write_pieces(b, &loaded, &source, &gen)?;
     }
     Ok(())
 }

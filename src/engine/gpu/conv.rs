@@ -109,12 +109,12 @@ pub(crate) fn backward_weight(
         return;
     }
     let (slice_len, slices) = slicing(columns, c.k);
-    // Released once the recorded dispatches that use it have run (the recorder holds it).
-    let part = gpu.alloc(slices * wn);
     let p = params(&c, false, slice_len, slices);
     let [gx, gy, _] = grid_2d(c.cin, c.cout, TILE as u32, TILE as u32);
-    gpu.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, &part], &p, [gx, gy, u(slices * c.k)]);
-    gpu.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[&part, dw], &p, grid_1d(wn, 256));
+    gpu.with_scratch("conv1d_bwd_weight", slices * wn, |part| {
+        gpu.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, part], &p, [gx, gy, u(slices * c.k)]);
+        gpu.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[part, dw], &p, grid_1d(wn, 256));
+    });
 }
 
 #[cfg(test)]

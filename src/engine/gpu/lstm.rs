@@ -109,9 +109,10 @@ pub(crate) fn backward(
     if splits == 1 {
         gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, dw_hh], &pw, [gx, gy, 1]);
     } else {
-        let part = gpu.scratch("lstm_dw_hh", splits * 4 * h * h);
-        gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, &part], &pw, [gx, gy, splits as u32]);
-        gpu.dispatch(&LSTM, "lstm_dw_reduce", &[&part, dw_hh], &pw, grid_1d(4 * h * h, 256));
+        gpu.with_scratch("lstm_dw_hh", splits * 4 * h * h, |part| {
+            gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, part], &pw, [gx, gy, splits as u32]);
+            gpu.dispatch(&LSTM, "lstm_dw_reduce", &[part, dw_hh], &pw, grid_1d(4 * h * h, 256));
+        });
     }
 }
 

@@ -33,7 +33,7 @@
 //!    as `f32`; `grid_1d` / `grid_groups` / `grid_2d` give workgroup counts within the
 //!    65535-per-dimension limit (see `grid_1d`'s doc for the flat index the shader rebuilds). The
 //!    words fill the `Params` struct's fields in order; unused trailing fields read 0.
-//! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::scratch` with a key
+//! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::with_scratch` with a key
 //!    of your own (kept and reused between calls).
 //!
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
@@ -337,6 +337,8 @@ pub struct GpuBackend {
     pipelines: Mutex<Pipelines>,
     rec: Mutex<Recorder>,
     scratch: Mutex<HashMap<&'static str, GpuBuffer>>,
+    /// Held while an op records the dispatches that share a scratch buffer (see `with_scratch`).
+    scratch_users: Mutex<()>,
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
@@ -373,6 +375,7 @@ impl GpuBackend {
             limits,
             pipelines: Mutex::new(Pipelines::default()),
             scratch: Mutex::new(HashMap::new()),
+            scratch_users: Mutex::new(()),
             rec: Mutex::new(Recorder {
                 pending: Vec::new(),
                 params: Vec::new(),
@@ -439,10 +442,18 @@ impl GpuBackend {
         GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
     }
 
-    /// A scratch buffer of at least `len` elements, one per `key`, kept between calls and grown as
-    /// needed (contents undefined). Dispatches run in recording order, so an op may use its scratch
-    /// freely within its own dispatches; use a key of your own so no other op overwrites it.
-    pub(crate) fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+    /// Record an op's dispatches that pass data through a scratch buffer of at least `len`
+    /// elements, one per `key`, kept between calls and grown as needed (contents undefined).
+    /// Dispatches run in recording order, so the op's own dispatches see each other's writes; the
+    /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
+    /// their uses of the same scratch buffer. `f` must not call another scratch-using op.
+    pub(crate) fn with_scratch<R>(&self, key: &'static str, len: usize, f: impl FnOnce(&GpuBuffer) -> R) -> R {
+        let _exclusive = self.scratch_users.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self.scratch(key, len);
+        f(&buf)
+    }
+
+    fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
         let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let fits = map.get(key).is_some_and(|b| b.len >= len);
         if !fits {
@@ -812,11 +823,12 @@ impl Backend for GpuBackend {
         // as fit in EMBEDDING_SCRATCH floats, at most 64 (one run per 64+ ids).
         let segments = (EMBEDDING_SCRATCH / (rows * e)).min(64).min(n.div_ceil(64)).max(1);
         let seg_len = n.div_ceil(segments);
-        let partial = self.scratch("embedding_bwd", segments * rows * e);
         let p = [u(n), u(e), u(rows), u(segments), u(seg_len)];
         let [gx, _, _] = grid_2d(e, 1, 64, 1);
-        self.dispatch(&EMBEDDING, "embedding_bwd_partial", &[ids, dout, &partial], &p, [gx, segments as u32, 1]);
-        self.dispatch(&EMBEDDING, "embedding_bwd_reduce", &[&partial, dtable], &p, grid_1d(rows * e, 256));
+        self.with_scratch("embedding_bwd", segments * rows * e, |partial| {
+            self.dispatch(&EMBEDDING, "embedding_bwd_partial", &[ids, dout, partial], &p, [gx, segments as u32, 1]);
+            self.dispatch(&EMBEDDING, "embedding_bwd_reduce", &[partial, dtable], &p, grid_1d(rows * e, 256));
+        });
     }
 
     fn softmax_xent(
