@@ -9,7 +9,7 @@
 # windows/s for the many-to-one models, target tokens/s for the many-to-many ones, and for
 # generation PyTorch's ms per token over etude's.
 #
-# Environment: PYTHON (default python3; /root/torchvenv/bin/python if that one has torch),
+# Environment: PYTHON (a python with torch; default python3),
 # ROUNDS (2), STEPS (10 timed steps), WARMUP (3), PEERS (../shared/peers, relative to the repo),
 # OUT (the raw JSON lines; default a temporary file).
 set -euo pipefail
@@ -17,10 +17,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import torch" 2>/dev/null && [ "$PYTHON" = python3 ] \
-    && [ -x /root/torchvenv/bin/python ] && /root/torchvenv/bin/python -c "import torch" 2>/dev/null; then
-    PYTHON=/root/torchvenv/bin/python
-fi
 PEERS=${PEERS:-$here/../shared/peers}
 ROUNDS=${ROUNDS:-2}
 STEPS=${STEPS:-10}
