@@ -36,4 +36,11 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
 fi
 export WGPU_VALIDATION=0
 
-exec cargo test "$@"
+# cargo prints one "test result" line per test binary; the last one is often a binary with no test
+# (doc-tests), so close with the totals over all of them.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
