@@ -184,6 +184,51 @@ fn packed_gemm<const MR: usize, const NR: usize>(
     }
 }
 
+/// `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)` for one row. A function of its own (inlined) so
+/// that the compiler knows the slices do not overlap and vectorises the loop.
+#[inline(always)]
+fn cell_update(i: &[f32], f: &[f32], g: &[f32], o: &[f32], cprev: &[f32], c_t: &mut [f32], h_t: &mut [f32]) {
+    let h = h_t.len();
+    let (i, f, g, o, cprev, c_t) = (&i[..h], &f[..h], &g[..h], &o[..h], &cprev[..h], &mut c_t[..h]);
+    for j in 0..h {
+        let c = f[j] * cprev[j] + i[j] * g[j];
+        c_t[j] = c;
+        h_t[j] = o[j] * tanh(c);
+    }
+}
+
+/// One row of one step of the backward (see [`backward`]): from the activated gates `[i, f, g, o]`,
+/// `c_t`, `c_{t-1}`, the gradient from above `dh_in` and those from step t+1 (`dh_n`, and `dc_n`,
+/// replaced by `dc_t f`), the pre-activation gradients `[di, df, dg, do]`. A function of its own
+/// (inlined) so that the compiler knows the slices do not overlap and vectorises the loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward(
+    [gi, gf, gg, go]: [&[f32]; 4],
+    c_t: &[f32],
+    cprev: &[f32],
+    dh_in: &[f32],
+    dh_n: &[f32],
+    dc_n: &mut [f32],
+    [di, df, dg, dout]: [&mut [f32]; 4],
+) {
+    let h = dc_n.len();
+    let (gi, gf, gg, go, c_t, cprev, dh_in, dh_n) =
+        (&gi[..h], &gf[..h], &gg[..h], &go[..h], &c_t[..h], &cprev[..h], &dh_in[..h], &dh_n[..h]);
+    let (di, df, dg, dout) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut dout[..h]);
+    for j in 0..h {
+        let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = tanh(c_t[j]);
+        let dh = dh_in[j] + dh_n[j];
+        let dc = dc_n[j] + dh * o * (1.0 - tc * tc);
+        di[j] = dc * g * i * (1.0 - i);
+        df[j] = dc * cprev[j] * f * (1.0 - f);
+        dg[j] = dc * i * (1.0 - g * g);
+        dout[j] = dh * tc * o * (1.0 - o);
+        dc_n[j] = dc * f;
+    }
+}
+
 /// One batch chunk's share of the forward: rows `[nb, time, ..]` of every sequence tensor.
 struct FwdChunk<'a> {
     xw: &'a [f32],
@@ -227,14 +272,8 @@ fn forward_chunk<const MR: usize, const NR: usize>(c: FwdChunk) {
             let (i, f) = i_f.split_at(h);
             let at = r * seq_h + t * h;
             let (cs_prev, cs_t) = cs.split_at_mut(at);
-            let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs_prev[at - h..] };
-            let c_t = &mut cs_t[..h];
-            let h_t = &mut hs[at..at + h];
-            for j in 0..h {
-                let c = f[j] * cprev[j] + i[j] * g[j];
-                c_t[j] = c;
-                h_t[j] = o[j] * tanh(c);
-            }
+            let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs_prev[at - h..at] };
+            cell_update(i, f, g, o, cprev, &mut cs_t[..h], &mut hs[at..at + h]);
         }
     }
 }
@@ -264,21 +303,18 @@ fn backward_chunk<const MR: usize, const NR: usize>(c: BwdChunk) {
     for t in (0..time).rev() {
         for r in 0..nb {
             let a = &gates[r * seq_g + t * g4..][..g4];
+            let (ga, go) = a.split_at(2 * h);
+            let ((gi, gf), (gg, go)) = (ga.split_at(h), go.split_at(h));
             let d = &mut dxw[r * seq_g + t * g4..][..g4];
+            let (da, dgo) = d.split_at_mut(2 * h);
+            let ((di, df), (dg, dout)) = (da.split_at_mut(h), dgo.split_at_mut(h));
             let at = r * seq_h + t * h;
-            for j in 0..h {
-                let (i, f, g, o) = (a[j], a[h + j], a[2 * h + j], a[3 * h + j]);
-                let c = cs[at + j];
-                let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
-                let tc = tanh(c);
-                let dh = dhs[at + j] + dh_next[r * h + j];
-                let dc = dc_next[r * h + j] + dh * o * (1.0 - tc * tc);
-                d[j] = dc * g * i * (1.0 - i);
-                d[h + j] = dc * cprev * f * (1.0 - f);
-                d[2 * h + j] = dc * i * (1.0 - g * g);
-                d[3 * h + j] = dh * tc * o * (1.0 - o);
-                dc_next[r * h + j] = dc * f;
-            }
+            let c_t = &cs[at..at + h];
+            let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs[at - h..at] };
+            let dh_in = &dhs[at..at + h];
+            let dh_n = &dh_next[r * h..][..h];
+            let dc_n = &mut dc_next[r * h..][..h];
+            cell_backward([gi, gf, gg, go], c_t, cprev, dh_in, dh_n, dc_n, [di, df, dg, dout]);
         }
         if t > 0 {
             // dh_{t-1} = dgates_t [nb, 4H] x W_hh [4H, H].
