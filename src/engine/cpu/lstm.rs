@@ -525,6 +525,57 @@ pub fn backward(
 mod tests {
     use super::*;
 
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 8e6 - 1.0).collect()
+    }
+
+    /// The packed kernel sums every element exactly as one FMA chain in ascending k: bit-equal to
+    /// that plain loop, for sizes that leave short row blocks and short panels, on both tiles.
+    #[test]
+    fn packed_gemm_is_the_ascending_fma_chain() {
+        fn check<const MR: usize, const NR: usize>(m: usize, k: usize, n: usize) {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let packed = pack_panels(k, n, &b, (n, 1), NR);
+            let mut c = vec![f32::NAN; m * n];
+            packed_gemm::<MR, NR>(m, k, n, &a, k, &packed, |r, j0, v| c[r * n + j0..][..v.len()].copy_from_slice(v));
+            for r in 0..m {
+                for j in 0..n {
+                    let want = (0..k).fold(0.0f32, |s, kk| a[r * k + kk].mul_add(b[kk * n + j], s));
+                    assert_eq!(c[r * n + j].to_bits(), want.to_bits(), "({r}, {j}) of {m}x{k}x{n}");
+                }
+            }
+        }
+        for (m, k, n) in [(1, 1, 1), (5, 7, 20), (9, 33, 70), (4, 16, 32)] {
+            check::<4, 16>(m, k, n);
+            check::<4, 32>(m, k, n);
+        }
+    }
+
+    /// Forward and backward give bit-identical results whatever the number of threads (so the
+    /// batch chunking) is.
+    #[test]
+    fn recurrence_does_not_depend_on_the_thread_count() {
+        let l = Lstm { batch: 7, time: 5, hidden: 6 };
+        let (n, h) = (l.batch * l.time, l.hidden);
+        let (xw, w_hh) = (values(n * 4 * h, 3), values(4 * h * h, 4));
+        let (h0, c0, dhs) = (values(l.batch * h, 5), values(l.batch * h, 6), values(n * h, 7));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+            pool.install(|| {
+                let (mut hs, mut cs, mut gates) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * 4 * h]);
+                forward(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
+                let (mut dxw, mut dw_hh) = (vec![0.0; n * 4 * h], vec![0.0; 4 * h * h]);
+                backward(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                [bits(&hs), bits(&cs), bits(&gates), bits(&dxw), bits(&dw_hh)]
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert!(one == run(threads), "{threads} threads differ from 1");
+        }
+    }
+
     #[test]
     fn fast_exp_sigmoid_and_tanh_match_libm() {
         let mut worst_exp = 0.0f32;
