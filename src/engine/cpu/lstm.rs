@@ -7,9 +7,18 @@
 //! The input projection `x W_ih^T + b_ih + b_hh` is one big matrix product done by the model
 //! beforehand; what is left here is inherently sequential in time but independent across batch rows.
 //! So the batch is split into one chunk of rows per thread, and each chunk runs its whole time loop
-//! on its own: per step one sgemm `h_{t-1} [rows, H] x W_hh^T -> [rows, 4H]` on strided views of
-//! `hs` / `gates` (step t's rows lie `time*H` / `time*4H` apart), then the fused gate nonlinearities
-//! and cell update. No synchronisation between steps is needed.
+//! on its own: per step one product `h_{t-1} [rows, H] x W_hh^T -> [rows, 4H]` read from and
+//! written to strided views of `hs` / `gates` (step t's rows lie `time*H` / `time*4H` apart), then
+//! the gate nonlinearities and cell update. No synchronisation between steps is needed.
+//!
+//! The per-step products are small (at batch 128 on 2 threads: 64 x 128 x 512), so a general sgemm
+//! spent most of its time repacking the same `W_hh` at each of the T steps. Here `W_hh` is packed
+//! once per call into column panels ([`pack_panels`]) and each step runs a register-tiled kernel
+//! over them ([`packed_gemm`]), written in portable Rust on fixed-size arrays and compiled, besides
+//! the plain build, for AVX2+FMA and AVX-512 chosen at run time (`is_x86_feature_detected!`; no
+//! intrinsics, no RUSTFLAGS). Each element of a product is one FMA chain in ascending k (as on the
+//! GPU), so results are the same on every path, tile and thread count. (On an x86 CPU without FMA
+//! the plain build's `mul_add` is a library call: correct, but slow.)
 
 use super::sgemm;
 use crate::engine::Lstm;
@@ -27,7 +36,11 @@ fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a floor() call.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // t = 1.5 * 2^23 + n exactly, so n is also the difference of the bit patterns (an integer
+    // read that vectorises, unlike the saturating `as i32` cast).
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_2e-4;
     p = p * r + 1.398_199_9e-3;
@@ -36,7 +49,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    y * f32::from_bits(((ni + 127) << 23) as u32)
 }
 
 #[inline(always)]
@@ -61,6 +74,354 @@ fn need(op: &str, what: &str, buf: &[f32], len: usize) {
 fn rows_per_chunk(batch: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     batch.div_ceil(threads).max(1)
+}
+
+/// The micro-kernel tile of the recurrent products: `MR` rows of A times one packed panel of `NR`
+/// columns of B, held in `MR x NR` accumulators. Picked once per call from what the CPU offers;
+/// the tile only groups the work, every output element is summed the same way whatever the tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tile {
+    /// 4 x 32: sixteen 256-bit accumulators, which needs AVX-512's 32 vector registers (LLVM
+    /// still prefers 256-bit vectors there); 8 rows or 512-bit rows spilled in trials.
+    Wide,
+    /// 4 x 16: eight 256-bit accumulators (AVX2 with FMA), and the portable build.
+    Narrow,
+}
+
+impl Tile {
+    fn detect() -> Tile {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            return Tile::Wide;
+        }
+        Tile::Narrow
+    }
+
+    /// Columns per packed panel.
+    fn nr(self) -> usize {
+        match self {
+            Tile::Wide => 32,
+            Tile::Narrow => 16,
+        }
+    }
+}
+
+/// Packs `B [k, n]` (strides `(rsb, csb)`) into panels of `nr` columns for [`packed_gemm`]: panel
+/// p holds `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj`, zero past column n. Done once per layer call,
+/// so that the time loop streams the recurrent weights contiguously instead of repacking them
+/// at every step.
+fn pack_panels(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), nr: usize) -> Vec<f32> {
+    let np = n.div_ceil(nr);
+    let mut out = vec![0.0f32; np * k * nr];
+    for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
+        let j0 = p * nr;
+        for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+            for (jj, v) in row[..nr.min(n - j0)].iter_mut().enumerate() {
+                *v = b[kk * rsb + (j0 + jj) * csb];
+            }
+        }
+    }
+    out
+}
+
+/// The micro-kernel: one `[MR, NR]` tile of `A B` from a block of A stored `[k][MR]` and a panel
+/// of B stored `[k][NR]`, each element summed by FMAs in ascending k from 0. The accumulators
+/// are a local that never escapes (so they stay in registers) and are updated a whole row at a
+/// time by value: the form LLVM turns into vector FMAs.
+#[inline(always)]
+fn tile_product<const MR: usize, const NR: usize>(block: &[f32], panel: &[f32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (xs, b) in block.chunks_exact(MR).zip(panel.chunks_exact(NR)) {
+        let xs: [f32; MR] = xs.try_into().expect("A blocks hold MR values per k");
+        let b: [f32; NR] = b.try_into().expect("panel rows hold NR values per k");
+        for (acc_i, x) in acc.iter_mut().zip(xs) {
+            *acc_i = std::array::from_fn(|j| x.mul_add(b[j], acc_i[j]));
+        }
+    }
+    acc
+}
+
+/// `C = A B` for `A [m, k]` (row r at `a[r*rsa..][..k]`) and B packed by [`pack_panels`] with
+/// `NR` columns per panel; hands each finished piece of a row of C to `store(row, col0, values)`.
+///
+/// Summation order: every element is one accumulator, started at 0 and updated with a fused
+/// multiply-add for kk = 0, 1, .., k-1 in turn (the order of the GPU shader and of the sgemm
+/// kernels), so the result does not depend on the tile, the chunking or the thread count.
+/// Written on fixed-size arrays so that the compiler keeps the accumulators in SIMD registers.
+#[inline(always)]
+fn packed_gemm<const MR: usize, const NR: usize>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    packed: &[f32],
+    mut store: impl FnMut(usize, usize, &[f32]),
+) {
+    if m == 0 || k == 0 {
+        // Not reached from the recurrence (H > 0); an empty sum would be 0.
+        for r in 0..m {
+            for j0 in (0..n).step_by(NR) {
+                store(r, j0, &[0.0; NR][..NR.min(n - j0)]);
+            }
+        }
+        return;
+    }
+    // A in blocks of MR rows, each stored k-major (`[k][MR]`), so that the kernel reads it
+    // without index checks; a short last block repeats the last row (its results are not stored).
+    let blocks = m.div_ceil(MR);
+    let mut apack = vec![0.0f32; blocks * k * MR];
+    for (q, block) in apack.chunks_exact_mut(k * MR).enumerate() {
+        for i in 0..MR {
+            let r = (q * MR + i).min(m - 1);
+            for (kk, &x) in a[r * rsa..r * rsa + k].iter().enumerate() {
+                block[kk * MR + i] = x;
+            }
+        }
+    }
+    if k * NR * 4 <= L1_PANEL_BYTES {
+        // Panels outer, row blocks inner: one panel stays in L1 across the row blocks.
+        for (p, panel) in packed.chunks_exact(k * NR).enumerate() {
+            for (q, block) in apack.chunks_exact(k * MR).enumerate() {
+                store_tile::<MR, NR>(m, n, p, panel, q, block, &mut store);
+            }
+        }
+    } else {
+        // A panel too big for L1 (the backward's k = 4H): row blocks outer, so that the block of
+        // A stays in L1 and the panels stream from L2.
+        for (q, block) in apack.chunks_exact(k * MR).enumerate() {
+            for (p, panel) in packed.chunks_exact(k * NR).enumerate() {
+                store_tile::<MR, NR>(m, n, p, panel, q, block, &mut store);
+            }
+        }
+    }
+}
+
+/// Tile (q, p) of [`packed_gemm`]: the product of row block q and panel p, handed to `store`.
+/// A function, not a closure, so that it is inlined into (and compiled with the instruction set
+/// of) the caller.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store_tile<const MR: usize, const NR: usize>(
+    m: usize,
+    n: usize,
+    p: usize,
+    panel: &[f32],
+    q: usize,
+    block: &[f32],
+    store: &mut impl FnMut(usize, usize, &[f32]),
+) {
+    let (j0, r0) = (p * NR, q * MR);
+    let acc = tile_product::<MR, NR>(block, panel);
+    for (i, acc_i) in acc.iter().enumerate().take(m - r0) {
+        store(r0 + i, j0, &acc_i[..NR.min(n - j0)]);
+    }
+}
+
+/// Largest packed panel that [`packed_gemm`] expects to stay in the L1 data cache (32-48 KiB on
+/// current x86 and ARM cores, half of it for the panel).
+const L1_PANEL_BYTES: usize = 24 * 1024;
+
+/// `c_t = f c_{t-1} + i g`, `h_t = o tanh(c_t)` for one row. A function of its own (inlined) so
+/// that the compiler knows the slices do not overlap and vectorises the loop.
+#[inline(always)]
+fn cell_update(i: &[f32], f: &[f32], g: &[f32], o: &[f32], cprev: &[f32], c_t: &mut [f32], h_t: &mut [f32]) {
+    let h = h_t.len();
+    let (i, f, g, o, cprev, c_t) = (&i[..h], &f[..h], &g[..h], &o[..h], &cprev[..h], &mut c_t[..h]);
+    for j in 0..h {
+        let c = f[j] * cprev[j] + i[j] * g[j];
+        c_t[j] = c;
+        h_t[j] = o[j] * tanh(c);
+    }
+}
+
+/// One row of one step of the backward (see [`backward`]): from the activated gates `[i, f, g, o]`,
+/// `c_t`, `c_{t-1}`, the gradient from above `dh_in` and those from step t+1 (`dh_n`, and `dc_n`,
+/// replaced by `dc_t f`), the pre-activation gradients `[di, df, dg, do]`. A function of its own
+/// (inlined) so that the compiler knows the slices do not overlap and vectorises the loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward(
+    [gi, gf, gg, go]: [&[f32]; 4],
+    c_t: &[f32],
+    cprev: &[f32],
+    dh_in: &[f32],
+    dh_n: &[f32],
+    dc_n: &mut [f32],
+    [di, df, dg, dout]: [&mut [f32]; 4],
+) {
+    let h = dc_n.len();
+    let (gi, gf, gg, go, c_t, cprev, dh_in, dh_n) =
+        (&gi[..h], &gf[..h], &gg[..h], &go[..h], &c_t[..h], &cprev[..h], &dh_in[..h], &dh_n[..h]);
+    let (di, df, dg, dout) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut dout[..h]);
+    for j in 0..h {
+        let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = tanh(c_t[j]);
+        let dh = dh_in[j] + dh_n[j];
+        let dc = dc_n[j] + dh * o * (1.0 - tc * tc);
+        di[j] = dc * g * i * (1.0 - i);
+        df[j] = dc * cprev[j] * f * (1.0 - f);
+        dg[j] = dc * i * (1.0 - g * g);
+        dout[j] = dh * tc * o * (1.0 - o);
+        dc_n[j] = dc * f;
+    }
+}
+
+/// One batch chunk's share of the forward: rows `[nb, time, ..]` of every sequence tensor.
+struct FwdChunk<'a> {
+    xw: &'a [f32],
+    /// `W_hh^T [H, 4H]` packed by [`pack_panels`].
+    packed: &'a [f32],
+    h0: &'a [f32],
+    c0: &'a [f32],
+    hs: &'a mut [f32],
+    cs: &'a mut [f32],
+    gates: &'a mut [f32],
+    nb: usize,
+    time: usize,
+    h: usize,
+}
+
+/// The whole time loop of one batch chunk: per step the recurrent product into the gates (added
+/// to `xw`), then the gate nonlinearities and the cell update.
+#[inline(always)]
+fn forward_chunk<const MR: usize, const NR: usize>(c: FwdChunk) {
+    let FwdChunk { xw, packed, h0, c0, hs, cs, gates, nb, time, h } = c;
+    let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
+    for t in 0..time {
+        // Pre-activations: xw[:, t] + h_{t-1} W_hh^T.
+        let (a, rsa) = if t == 0 { (h0, h) } else { (&hs[(t - 1) * h..], seq_h) };
+        packed_gemm::<MR, NR>(nb, h, g4, a, rsa, packed, |r, j0, acc| {
+            let at = r * seq_g + t * g4 + j0;
+            let out = &mut gates[at..at + acc.len()];
+            for ((o, &x), &s) in out.iter_mut().zip(&xw[at..at + acc.len()]).zip(acc) {
+                *o = x + s;
+            }
+        });
+        // Gates (activated in place, block by block so the loops vectorise), then the cell and
+        // hidden state.
+        for r in 0..nb {
+            let a = &mut gates[r * seq_g + t * g4..][..g4];
+            let (ifg, o) = a.split_at_mut(3 * h);
+            let (i_f, g) = ifg.split_at_mut(2 * h);
+            i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
+            g.iter_mut().for_each(|v| *v = tanh(*v));
+            o.iter_mut().for_each(|v| *v = sigmoid(*v));
+            let (i, f) = i_f.split_at(h);
+            let at = r * seq_h + t * h;
+            let (cs_prev, cs_t) = cs.split_at_mut(at);
+            let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs_prev[at - h..at] };
+            cell_update(i, f, g, o, cprev, &mut cs_t[..h], &mut hs[at..at + h]);
+        }
+    }
+}
+
+/// One batch chunk's share of the backward.
+struct BwdChunk<'a> {
+    /// `W_hh [4H, H]` packed by [`pack_panels`].
+    packed: &'a [f32],
+    c0: &'a [f32],
+    cs: &'a [f32],
+    gates: &'a [f32],
+    dhs: &'a [f32],
+    dxw: &'a mut [f32],
+    nb: usize,
+    time: usize,
+    h: usize,
+}
+
+/// The whole backward time loop of one batch chunk (see [`backward`]).
+#[inline(always)]
+fn backward_chunk<const MR: usize, const NR: usize>(c: BwdChunk) {
+    let BwdChunk { packed, c0, cs, gates, dhs, dxw, nb, time, h } = c;
+    let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
+    // Gradients flowing into step t from step t+1: through h_t (dgates_{t+1} W_hh) and c_t.
+    let mut dh_next = vec![0.0f32; nb * h];
+    let mut dc_next = vec![0.0f32; nb * h];
+    for t in (0..time).rev() {
+        for r in 0..nb {
+            let a = &gates[r * seq_g + t * g4..][..g4];
+            let (ga, go) = a.split_at(2 * h);
+            let ((gi, gf), (gg, go)) = (ga.split_at(h), go.split_at(h));
+            let d = &mut dxw[r * seq_g + t * g4..][..g4];
+            let (da, dgo) = d.split_at_mut(2 * h);
+            let ((di, df), (dg, dout)) = (da.split_at_mut(h), dgo.split_at_mut(h));
+            let at = r * seq_h + t * h;
+            let c_t = &cs[at..at + h];
+            let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs[at - h..at] };
+            let dh_in = &dhs[at..at + h];
+            let dh_n = &dh_next[r * h..][..h];
+            let dc_n = &mut dc_next[r * h..][..h];
+            cell_backward([gi, gf, gg, go], c_t, cprev, dh_in, dh_n, dc_n, [di, df, dg, dout]);
+        }
+        if t > 0 {
+            // dh_{t-1} = dgates_t [nb, 4H] x W_hh [4H, H].
+            packed_gemm::<MR, NR>(nb, g4, h, &dxw[t * g4..], seq_g, packed, |r, j0, acc| {
+                dh_next[r * h + j0..][..acc.len()].copy_from_slice(acc);
+            });
+        }
+    }
+}
+
+/// The chunk loops compiled for the instruction sets [`Tile`] picks (the same portable code, so
+/// the same results; `mul_add` becomes one FMA instruction there), and the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn forward_chunk_wide(c: FwdChunk) {
+    forward_chunk::<4, 32>(c)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn backward_chunk_wide(c: BwdChunk) {
+    backward_chunk::<4, 32>(c)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_chunk_avx2(c: FwdChunk) {
+    forward_chunk::<4, 16>(c)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn backward_chunk_avx2(c: BwdChunk) {
+    backward_chunk::<4, 16>(c)
+}
+
+fn run_forward_chunk(tile: Tile, c: FwdChunk) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if tile == Tile::Wide {
+            // SAFETY: `Tile::detect` picks Wide only when the CPU has AVX-512F (which implies AVX2)
+            // and FMA.
+            return unsafe { forward_chunk_wide(c) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: checked just above.
+            return unsafe { forward_chunk_avx2(c) };
+        }
+    }
+    let _ = tile;
+    forward_chunk::<4, 16>(c)
+}
+
+fn run_backward_chunk(tile: Tile, c: BwdChunk) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if tile == Tile::Wide {
+            // SAFETY: as in `run_forward_chunk`.
+            return unsafe { backward_chunk_wide(c) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: checked just above.
+            return unsafe { backward_chunk_avx2(c) };
+        }
+    }
+    let _ = tile;
+    backward_chunk::<4, 16>(c)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// Forward recurrence, see [`crate::engine::Backend::lstm_fwd`]. For each step t:
@@ -90,6 +451,9 @@ pub fn forward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
+    let tile = Tile::detect();
+    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
+    let packed = pack_panels(h, g4, w_hh, (1, h), tile.nr());
     let rows = rows_per_chunk(batch);
     gates[..batch * seq_g]
         .par_chunks_mut(rows * seq_g)
@@ -99,43 +463,19 @@ pub fn forward(
         .for_each(|(chunk, ((gates, hs), cs))| {
             let b0 = chunk * rows;
             let nb = hs.len() / seq_h;
-            let xw = &xw[b0 * seq_g..(b0 + nb) * seq_g];
-            let h0 = &h0[b0 * h..(b0 + nb) * h];
-            let c0 = &c0[b0 * h..(b0 + nb) * h];
-            for t in 0..time {
-                // Pre-activations: xw[:, t], plus the recurrent product.
-                for r in 0..nb {
-                    let at = r * seq_g + t * g4;
-                    gates[at..at + g4].copy_from_slice(&xw[at..at + g4]);
-                }
-                if t == 0 {
-                    sgemm(nb, h, g4, h0, (h, 1), w_hh, (1, h), &mut gates[..], (seq_g, 1), 1.0);
-                } else {
-                    let hprev = &hs[(t - 1) * h..];
-                    sgemm(nb, h, g4, hprev, (seq_h, 1), w_hh, (1, h), &mut gates[t * g4..], (seq_g, 1), 1.0);
-                }
-                // Gates (activated in place, block by block so the loops vectorise), then the
-                // cell and hidden state.
-                for r in 0..nb {
-                    let a = &mut gates[r * seq_g + t * g4..][..g4];
-                    let (ifg, o) = a.split_at_mut(3 * h);
-                    let (i_f, g) = ifg.split_at_mut(2 * h);
-                    i_f.iter_mut().for_each(|v| *v = sigmoid(*v));
-                    g.iter_mut().for_each(|v| *v = tanh(*v));
-                    o.iter_mut().for_each(|v| *v = sigmoid(*v));
-                    let (i, f) = i_f.split_at(h);
-                    let at = r * seq_h + t * h;
-                    let (cs_prev, cs_t) = cs.split_at_mut(at);
-                    let cprev = if t == 0 { &c0[r * h..][..h] } else { &cs_prev[at - h..] };
-                    let c_t = &mut cs_t[..h];
-                    let h_t = &mut hs[at..at + h];
-                    for j in 0..h {
-                        let c = f[j] * cprev[j] + i[j] * g[j];
-                        c_t[j] = c;
-                        h_t[j] = o[j] * tanh(c);
-                    }
-                }
-            }
+            let c = FwdChunk {
+                xw: &xw[b0 * seq_g..(b0 + nb) * seq_g],
+                packed: &packed,
+                h0: &h0[b0 * h..(b0 + nb) * h],
+                c0: &c0[b0 * h..(b0 + nb) * h],
+                hs,
+                cs,
+                gates,
+                nb,
+                time,
+                h,
+            };
+            run_forward_chunk(tile, c);
         });
 }
 
@@ -172,41 +512,25 @@ pub fn backward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
+    let tile = Tile::detect();
+    // B = W_hh [4H, H] as it is.
+    let packed = pack_panels(g4, h, w_hh, (h, 1), tile.nr());
     let rows = rows_per_chunk(batch);
     dxw[..batch * seq_g].par_chunks_mut(rows * seq_g).enumerate().for_each(|(chunk, dxw)| {
         let b0 = chunk * rows;
         let nb = dxw.len() / seq_g;
-        let gates = &gates[b0 * seq_g..(b0 + nb) * seq_g];
-        let cs = &cs[b0 * seq_h..(b0 + nb) * seq_h];
-        let dhs = &dhs[b0 * seq_h..(b0 + nb) * seq_h];
-        let c0 = &c0[b0 * h..(b0 + nb) * h];
-        // Gradients flowing into step t from step t+1: through h_t (dgates_{t+1} W_hh) and c_t.
-        let mut dh_next = vec![0.0f32; nb * h];
-        let mut dc_next = vec![0.0f32; nb * h];
-        for t in (0..time).rev() {
-            for r in 0..nb {
-                let a = &gates[r * seq_g + t * g4..][..g4];
-                let d = &mut dxw[r * seq_g + t * g4..][..g4];
-                let at = r * seq_h + t * h;
-                for j in 0..h {
-                    let (i, f, g, o) = (a[j], a[h + j], a[2 * h + j], a[3 * h + j]);
-                    let c = cs[at + j];
-                    let cprev = if t == 0 { c0[r * h + j] } else { cs[at - h + j] };
-                    let tc = tanh(c);
-                    let dh = dhs[at + j] + dh_next[r * h + j];
-                    let dc = dc_next[r * h + j] + dh * o * (1.0 - tc * tc);
-                    d[j] = dc * g * i * (1.0 - i);
-                    d[h + j] = dc * cprev * f * (1.0 - f);
-                    d[2 * h + j] = dc * i * (1.0 - g * g);
-                    d[3 * h + j] = dh * tc * o * (1.0 - o);
-                    dc_next[r * h + j] = dc * f;
-                }
-            }
-            if t > 0 {
-                // dh_{t-1} = dgates_t [nb, 4H] x W_hh [4H, H].
-                sgemm(nb, g4, h, &dxw[t * g4..], (seq_g, 1), w_hh, (h, 1), &mut dh_next, (h, 1), 0.0);
-            }
-        }
+        let c = BwdChunk {
+            packed: &packed,
+            c0: &c0[b0 * h..(b0 + nb) * h],
+            cs: &cs[b0 * seq_h..(b0 + nb) * seq_h],
+            gates: &gates[b0 * seq_g..(b0 + nb) * seq_g],
+            dhs: &dhs[b0 * seq_h..(b0 + nb) * seq_h],
+            dxw,
+            nb,
+            time,
+            h,
+        };
+        run_backward_chunk(tile, c);
     });
 
     // dW_hh [4H, H] += sum over all (b, t) of da[b,t]^T h_{t-1}[b]. Viewing the rows (b, t) of `dxw`
@@ -229,6 +553,57 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 8e6 - 1.0).collect()
+    }
+
+    /// The packed kernel sums every element exactly as one FMA chain in ascending k: bit-equal to
+    /// that plain loop, for sizes that leave short row blocks and short panels, on both tiles.
+    #[test]
+    fn packed_gemm_is_the_ascending_fma_chain() {
+        fn check<const MR: usize, const NR: usize>(m: usize, k: usize, n: usize) {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let packed = pack_panels(k, n, &b, (n, 1), NR);
+            let mut c = vec![f32::NAN; m * n];
+            packed_gemm::<MR, NR>(m, k, n, &a, k, &packed, |r, j0, v| c[r * n + j0..][..v.len()].copy_from_slice(v));
+            for r in 0..m {
+                for j in 0..n {
+                    let want = (0..k).fold(0.0f32, |s, kk| a[r * k + kk].mul_add(b[kk * n + j], s));
+                    assert_eq!(c[r * n + j].to_bits(), want.to_bits(), "({r}, {j}) of {m}x{k}x{n}");
+                }
+            }
+        }
+        for (m, k, n) in [(1, 1, 1), (5, 7, 20), (9, 33, 70), (4, 16, 32)] {
+            check::<4, 16>(m, k, n);
+            check::<4, 32>(m, k, n);
+        }
+    }
+
+    /// Forward and backward give bit-identical results whatever the number of threads (so the
+    /// batch chunking) is.
+    #[test]
+    fn recurrence_does_not_depend_on_the_thread_count() {
+        let l = Lstm { batch: 7, time: 5, hidden: 6 };
+        let (n, h) = (l.batch * l.time, l.hidden);
+        let (xw, w_hh) = (values(n * 4 * h, 3), values(4 * h * h, 4));
+        let (h0, c0, dhs) = (values(l.batch * h, 5), values(l.batch * h, 6), values(n * h, 7));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+            pool.install(|| {
+                let (mut hs, mut cs, mut gates) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * 4 * h]);
+                forward(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
+                let (mut dxw, mut dw_hh) = (vec![0.0; n * 4 * h], vec![0.0; 4 * h * h]);
+                backward(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                [bits(&hs), bits(&cs), bits(&gates), bits(&dxw), bits(&dw_hh)]
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert!(one == run(threads), "{threads} threads differ from 1");
+        }
+    }
 
     #[test]
     fn fast_exp_sigmoid_and_tanh_match_libm() {
