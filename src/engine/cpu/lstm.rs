@@ -20,42 +20,10 @@
 //! GPU), so results are the same on every path, tile and thread count. (On an x86 CPU without FMA
 //! the plain build's `mul_add` is a library call: correct, but slow.)
 
+use super::fastmath::{exp, sigmoid};
 use super::sgemm;
 use crate::engine::Lstm;
 use rayon::prelude::*;
-
-/// `e^x` for f32 without a libm call, so that the gate loops vectorise: Cephes' `expf`
-/// (range reduction `x = n ln2 + r`, |r| <= ln2/2, a degree-6 polynomial, then `2^n` through the
-/// exponent bits); within 2 ulp of `f32::exp` over the clamped range `[-87, 88]`, which covers
-/// every value the LSTM needs (outside it the gates are saturated anyway).
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a floor() call.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    // t = 1.5 * 2^23 + n exactly, so n is also the difference of the bit patterns (an integer
-    // read that vectorises, unlike the saturating `as i32` cast).
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
-    let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((ni + 127) << 23) as u32)
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
 
 /// `tanh(x) = sign(x) (1 - e^{-2|x|}) / (1 + e^{-2|x|})`: never overflows, and is the formula the
 /// shader uses; within ~1e-7 absolute of a libm tanh.
