@@ -9,41 +9,24 @@
 //! submit and the wait (a one-element read), amortised over the repetitions recorded into one
 //! submission; the first call (shader compilation) is not timed.
 
+mod common;
+
+use common::{filled, time_per_rep};
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::{Backend, Conv1d};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// (first-layer input channels or 64, dilation)
 const SHAPES: &[(usize, usize)] = &[(100, 1), (64, 1), (64, 8), (64, 64)];
+
+/// Most repetitions of one timing.
+const MAX_REPS: usize = 1 << 12;
 
 /// Useful flops of one pass: every tap j multiplies a [Cout, Cin] block into T - s_j columns.
 fn flops(c: &Conv1d) -> f64 {
     let cols: usize = (0..c.k).map(|j| c.time.saturating_sub((c.k - 1 - j) * c.dilation)).sum();
     2.0 * (c.batch * c.cout * c.cin * cols) as f64
-}
-
-/// Repeats `run(reps)` with growing `reps` until one call takes at least `target`; seconds per rep.
-fn time_per_rep(target: Duration, mut run: impl FnMut(usize)) -> f64 {
-    let mut reps = 1;
-    loop {
-        let t = Instant::now();
-        run(reps);
-        let dt = t.elapsed();
-        if dt >= target || reps >= 1 << 12 {
-            return dt.as_secs_f64() / reps as f64;
-        }
-        let grow = (target.as_secs_f64() / dt.as_secs_f64().max(1e-6)).ceil() as usize;
-        reps *= grow.clamp(2, 16);
-    }
-}
-
-fn filled<B: Backend>(b: &B, len: usize, seed: u32) -> B::Buf {
-    let data: Vec<f32> =
-        (0..len).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let mut buf = b.alloc(len);
-    b.write(&mut buf, &data);
-    buf
 }
 
 /// GFLOP/s of (forward, backward input, backward weight) on one backend.
@@ -62,7 +45,7 @@ fn bench<B: Backend>(b: &B, c: Conv1d, target: Duration) -> [f64; 3] {
     let timed = |op: &mut dyn FnMut()| {
         op(); // warm-up: shader compilation, first allocations
         b.flush();
-        let secs = time_per_rep(target, |reps| {
+        let secs = time_per_rep(target, MAX_REPS, |reps| {
             for _ in 0..reps {
                 op();
             }

@@ -5,6 +5,9 @@
 //! submit and the wait for completion (a one-element read), amortised over the repetitions that
 //! are recorded into one submission; the first call (shader compilation) is not timed.
 
+mod common;
+
+use common::{filled, time_per_rep};
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::{Backend, MatMul};
@@ -19,36 +22,14 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("reference  1024^3", 1024, 1024, 1024),
 ];
 
-/// Repeats `run(reps)` with growing `reps` until one call takes at least `target`; seconds per rep.
-fn time_per_rep(target: Duration, mut run: impl FnMut(usize)) -> f64 {
-    let mut reps = 1;
-    loop {
-        let t = Instant::now();
-        run(reps);
-        let dt = t.elapsed();
-        if dt >= target || reps >= 1 << 14 {
-            return dt.as_secs_f64() / reps as f64;
-        }
-        let grow = (target.as_secs_f64() / dt.as_secs_f64().max(1e-6)).ceil() as usize;
-        reps *= grow.clamp(2, 16);
-    }
-}
-
-fn fill<B: Backend>(b: &B, len: usize, seed: u32) -> B::Buf {
-    let data: Vec<f32> = (0..len).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0 - 0.5).collect();
-    let mut buf = b.alloc(len);
-    b.write(&mut buf, &data);
-    buf
-}
-
 fn bench_matmul<B: Backend>(b: &B, m: usize, k: usize, n: usize, target: Duration) -> f64 {
-    let a = fill(b, m * k, 1);
-    let w = fill(b, k * n, 2);
+    let a = filled(b, m * k, 1);
+    let w = filled(b, k * n, 2);
     let mut c = b.alloc(m * n);
     let mm = MatMul { m, k, n, trans_a: false, trans_b: false, accumulate: false };
     b.matmul(&a, &w, &mut c, mm); // warm-up: shader compilation, first allocation
     b.read(&c, 1);
-    let secs = time_per_rep(target, |reps| {
+    let secs = time_per_rep(target, MAX_REPS, |reps| {
         for _ in 0..reps {
             b.matmul(&a, &w, &mut c, mm);
         }
@@ -57,14 +38,17 @@ fn bench_matmul<B: Backend>(b: &B, m: usize, k: usize, n: usize, target: Duratio
     2.0 * (m * k * n) as f64 / secs / 1e9
 }
 
+/// Most repetitions of one timing.
+const MAX_REPS: usize = 1 << 14;
+
 /// Milliseconds per call of the non-matmul ops that touch the most data in a training step.
 fn other_ops<B: Backend>(b: &B, target: Duration) -> Vec<(&'static str, f64)> {
     let (bt, v, e) = (128 * 128, 300, 100);
     let ids_host: Vec<u32> = (0..bt as u32).map(|i| i.wrapping_mul(2654435761) % v as u32).collect();
     let mut ids = b.alloc_ids(bt);
     b.write_ids(&mut ids, &ids_host);
-    let logits = fill(b, bt * v, 3);
-    let dout = fill(b, bt * e, 4);
+    let logits = filled(b, bt * v, 3);
+    let dout = filled(b, bt * e, 4);
     let mut dl = b.alloc(bt * v);
     let mut stats = b.alloc(2 * bt);
     let mut dtable = b.alloc(v * e);
@@ -74,7 +58,7 @@ fn other_ops<B: Backend>(b: &B, target: Duration) -> Vec<(&'static str, f64)> {
     let mut time = |label: &'static str, f: &mut dyn FnMut()| {
         f(); // warm-up
         b.flush();
-        let secs = time_per_rep(target, |reps| {
+        let secs = time_per_rep(target, MAX_REPS, |reps| {
             for _ in 0..reps {
                 f();
             }
