@@ -2,7 +2,7 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_len, grid_1d, grid_2d, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
+use super::{check_len, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
 use crate::engine::{Backend, Conv1d};
 
 const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
@@ -13,10 +13,6 @@ const TILE: usize = 64;
 const SLICE_TARGET: usize = 256;
 /// ...with at most this many slices (the partial sums take `slices * Cout*Cin*K` floats).
 const MAX_SLICES: usize = 64;
-
-fn u(x: usize) -> u32 {
-    u32::try_from(x).expect("conv1d: size does not fit in 32 bits")
-}
 
 /// The kernels' parameter words: batch, cin, cout, time, k, dilation, accumulate, slice_len, slices.
 /// A dilation of T or more means "every tap but the last sees only padding" whatever its value,

@@ -121,7 +121,8 @@ pub(crate) fn check_len(op: &str, what: &str, buf: &GpuBuffer, needed: usize) {
     assert!(buf.len >= needed, "{op}: buffer `{what}` holds {} elements, the operation needs {needed}", buf.len);
 }
 
-fn u(x: usize) -> u32 {
+/// A size as the 32-bit word the shaders read; panics when it does not fit.
+pub(crate) fn u(x: usize) -> u32 {
     u32::try_from(x).expect("size does not fit in 32 bits")
 }
 
