@@ -9,7 +9,11 @@
 # windows/s for the many-to-one models, target tokens/s for the many-to-many ones, and for
 # generation PyTorch's ms per token over etude's.
 #
-# Environment: PYTHON (a python with torch; default python3),
+# BACKEND=gpu compares etude's GPU backend (wgpu) with PyTorch on CUDA instead
+# (benches/torch_cuda_bench.py, same sizes and fields); it needs a CUDA GPU that wgpu also sees
+# through Vulkan.
+#
+# Environment: PYTHON (a python with torch; default python3), BACKEND (cpu or gpu; default cpu),
 # ROUNDS (2), STEPS (10 timed steps), WARMUP (3), PEERS (../shared/peers, relative to the repo),
 # OUT (the raw JSON lines; default a temporary file).
 set -euo pipefail
@@ -22,6 +26,12 @@ ROUNDS=${ROUNDS:-2}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 OUT=${OUT:-$(mktemp /tmp/etude-compare.XXXXXX.jsonl)}
+BACKEND=${BACKEND:-cpu}
+case $BACKEND in
+    cpu) torch_bench=("$PEERS/torch_bench.py") ;;
+    gpu) torch_bench=("$here/benches/torch_cuda_bench.py" --peers "$PEERS") ;;
+    *) echo "compare.sh: BACKEND must be cpu or gpu, not $BACKEND" >&2; exit 2 ;;
+esac
 
 if ! "$PYTHON" -c "import torch" 2>/dev/null; then
     echo "compare.sh: PyTorch is missing for $PYTHON: install it (pip install torch), or point PYTHON at a python that has it" >&2
@@ -36,8 +46,8 @@ if [ "$STEPS" -lt 5 ] || [ "$WARMUP" -lt 3 ]; then
     exit 2
 fi
 
-cargo build --release --quiet
-etude=$here/target/release/etude
+etude=${ETUDE:-$here/target/release/etude}
+if [ -z "${ETUDE:-}" ]; then cargo build --release --quiet; fi
 : > "$OUT"
 echo "raw results: $OUT ($ROUNDS rounds, $STEPS timed steps after $WARMUP warm-up; $PYTHON)" >&2
 
@@ -50,18 +60,18 @@ for round in $(seq 1 "$ROUNDS"); do
             wavenet-gated) torch_name=wavenet_gated ;;
         esac
         echo "round $round: $model (etude, then torch)" >&2
-        "$etude" bench train --model "$model" --backend cpu --batch 128 --window 128 --vocab 300 \
+        "$etude" bench train --model "$model" --backend "$BACKEND" --batch 128 --window 128 --vocab 300 \
             --steps "$STEPS" --warmup "$WARMUP" --json >> "$OUT"
         gen=--no-gen
         if [ "$model" = lstm ] || [ "$model" = wavenet ]; then
             gen=
-            "$etude" bench generate --model "$model" --backend cpu --json >> "$OUT"
+            "$etude" bench generate --model "$model" --backend "$BACKEND" --json >> "$OUT"
         fi
-        "$PYTHON" "$PEERS/torch_bench.py" --model "$torch_name" --steps "$STEPS" --warmup "$WARMUP" $gen >> "$OUT"
+        "$PYTHON" "${torch_bench[@]}" --model "$torch_name" --steps "$STEPS" --warmup "$WARMUP" $gen >> "$OUT"
     done
 done
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$BACKEND" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
@@ -79,7 +89,8 @@ def med(fw, kind, model, key, mode=None):
     vals = [r[key] for r in (quiet or sel) if r.get(key) is not None]
     return statistics.median(vals) if vals else float("nan")
 
-print("\nTraining, CPU, B=128 T=128 V=300 (medians over rounds)\n")
+backend = sys.argv[2].upper()
+print(f"\nTraining, {backend}, B=128 T=128 V=300 (medians over rounds)\n")
 print("| model | etude ms/step | torch ms/step | etude windows/s | torch windows/s | etude tokens/s | torch tokens/s | etude GFLOP/s | torch GFLOP/s | ratio etude/torch | other CPU (etude / torch) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for m, t in names.items():
@@ -95,7 +106,7 @@ for m, t in names.items():
 print("\nother CPU = share of the cores other processes used during the timed steps (0 = idle machine),")
 print(f"median over the rounds with at most {QUIET} (over all rounds when none was that quiet: then the")
 print("numbers are not comparable with idle-machine ones; rerun with more ROUNDS).")
-print("\nGeneration, CPU, batch 1, ms per token (mean; ratio = torch ms / etude ms, > 1: etude faster)\n")
+print(f"\nGeneration, {backend}, batch 1, ms per token (mean; ratio = torch ms / etude ms, > 1: etude faster)\n")
 print("| model | mode (etude / torch) | etude ms | torch ms | ratio |")
 print("|---|---|---|---|---|")
 for m, em, tm in [("lstm", "incremental", "stateful"), ("lstm", "sliding_window", "full_window"),

@@ -1,7 +1,7 @@
 //! Shared by the WaveNet tests (CPU and GPU): the fixture check, and a small training run.
 #![allow(dead_code)]
 
-use crate::common::{check_abs, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
+use crate::common::{check_abs, check_adam1, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend};
 use etude::model::wavenet::{Wavenet, WavenetConfig};
@@ -85,11 +85,14 @@ fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
         .unwrap();
     }
 
-    let mut adam = Adam::new(b, m.params(), adam_params(f), 0.0);
+    let hp = adam_params(f);
+    let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.to_vec(b)).collect();
+    let mut adam = Adam::new(b, m.params(), hp, 0.0);
     adam.step(b, m.params_mut());
-    for p in m.params() {
+    for (p, grad) in m.params().iter().zip(&grads) {
         let want = &f.get(&format!("adam1.{}", p.name)).data;
-        check_abs(&format!("{}: adam1.{}", f.name, p.name), &p.value.to_vec(b), want, ADAM1_TOL).unwrap();
+        let grad_ref = &f.get(&format!("grad.{}", p.name)).data;
+        check_adam1(&format!("{}: adam1.{}", f.name, p.name), &p.value.to_vec(b), want, grad, grad_ref, &hp, ADAM1_TOL).unwrap();
     }
     let after = loss_of(b, m, &x, &y, &mut dlogits, batch);
     let want = f.get("loss_after_adam1").data[0];
