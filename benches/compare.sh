@@ -14,8 +14,9 @@
 # through Vulkan.
 #
 # Environment: PYTHON (a python with torch; default python3), BACKEND (cpu or gpu; default cpu),
+# THREADS (CPU threads for each side: torch_bench.py --threads and etude's RAYON_NUM_THREADS; 2),
 # ROUNDS (2), STEPS (10 timed steps), WARMUP (3), PEERS (../shared/peers, relative to the repo),
-# OUT (the raw JSON lines; default a temporary file).
+# OUT (the raw JSON lines; default a temporary file), ETUDE (an etude binary to use instead of building).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +28,10 @@ STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 OUT=${OUT:-$(mktemp /tmp/etude-compare.XXXXXX.jsonl)}
 BACKEND=${BACKEND:-cpu}
+THREADS=${THREADS:-2}
+export RAYON_NUM_THREADS=$THREADS
 case $BACKEND in
-    cpu) torch_bench=("$PEERS/torch_bench.py") ;;
+    cpu) torch_bench=("$PEERS/torch_bench.py" --threads "$THREADS") ;;
     gpu) torch_bench=("$here/benches/torch_cuda_bench.py" --peers "$PEERS") ;;
     *) echo "compare.sh: BACKEND must be cpu or gpu, not $BACKEND" >&2; exit 2 ;;
 esac
@@ -49,7 +52,7 @@ fi
 etude=${ETUDE:-$here/target/release/etude}
 if [ -z "${ETUDE:-}" ]; then cargo build --release --quiet; fi
 : > "$OUT"
-echo "raw results: $OUT ($ROUNDS rounds, $STEPS timed steps after $WARMUP warm-up; $PYTHON)" >&2
+echo "raw results: $OUT ($ROUNDS rounds, $STEPS timed steps after $WARMUP warm-up; $THREADS threads; $PYTHON)" >&2
 
 for round in $(seq 1 "$ROUNDS"); do
     for model in lstm lstm-seq wavenet wavenet-gated; do
