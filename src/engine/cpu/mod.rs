@@ -6,6 +6,43 @@
 //! loops that are large enough to be worth it are split across the cores with rayon. Work runs at
 //! once, so `flush` has nothing to do.
 
+/// Defines `fn $name(args)` running `$body` compiled three times: for AVX-512 (with AVX2 and
+/// FMA), for AVX2 + FMA, and for the baseline target, picked at run time from what the CPU offers
+/// (`is_x86_feature_detected!`, a cached flag). The body is the same portable Rust, so the results
+/// are the same on every path (Rust never fuses `a * b + c` by itself); only the vector width of
+/// the loops the compiler makes from it changes. For the element-wise passes over `[B*T, V]`
+/// rows, which the baseline's 128-bit SSE2 code left compute-bound.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("fma") {
+                    // SAFETY: the features `wide` is compiled for were detected just above.
+                    return unsafe { wide($($arg),*) };
+                }
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
 mod conv;
 pub mod fastmath;
 mod lstm;
@@ -169,6 +206,93 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     (quads[0] + quads[2]) + (quads[1] + quads[3]) + tail
 }
 
+/// Elements of `[rows, V]` per parallel task of [`CpuBackend::softmax_xent`].
+const SOFTMAX_BLOCK: usize = 1 << 13;
+
+/// Lanes of the vectorised reductions below (one 512-bit register, or two 256-bit ones).
+const LANES: usize = 16;
+
+/// `max(x)` over 16 lanes (NaN ignored, as `f32::max` does), then the lanes pairwise.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for l in 0..LANES {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `sum(x)` over 16 lanes, then the lanes pairwise.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..LANES {
+            lanes[l] += c[l];
+        }
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            lanes[l] += lanes[l + w];
+        }
+    }
+    lanes[0] + tail
+}
+
+multiversion! {
+    /// [`Backend::softmax_xent`] over a block of rows `logits [rows, v]` (targets already checked):
+    /// per row the maximum, `d = e^{x - max}` and their sum (16-lane partial sums), then
+    /// `d = d / sum * grad_scale` and `d[target] -= grad_scale`; the stats from the sum and the
+    /// first position of the maximum. Three vectorised passes over the row, all in L1.
+    fn softmax_xent_rows(logits: &[f32], targets: &[u32], dlogits: &mut [f32], stats: &mut [f32], v: usize, grad_scale: f32) {
+        for ((row, d), (st, &target)) in logits.chunks_exact(v).zip(dlogits.chunks_exact_mut(v)).zip(stats.chunks_exact_mut(2).zip(targets)) {
+            let target = target as usize;
+            let max = lane_max(row);
+            // The first maximum (0 when every logit is NaN, as a plain scan would give).
+            let best = row.iter().position(|&x| x == max).unwrap_or(0);
+            for (dj, &x) in d.iter_mut().zip(row) {
+                *dj = fastmath::exp(x - max);
+            }
+            let sum = lane_sum(d);
+            let scale = grad_scale / sum;
+            for dj in d.iter_mut() {
+                *dj *= scale;
+            }
+            d[target] -= grad_scale;
+            st[0] = sum.ln() - (row[target] - max);
+            st[1] = if best == target { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    /// One task of [`Backend::bias_grad`]: `db[c] += sum_{o,i} dy[o, c0 + c, i]` for the channels
+    /// `c0 .. c0 + db.len()` of `dy [outer, channels, inner]` (`row = channels * inner`), summed in
+    /// f64 over o in order, reading each row's contiguous run of these channels.
+    fn bias_grad_block(dy: &[f32], db: &mut [f32], c0: usize, outer: usize, row: usize, inner: usize) {
+        let mut acc = vec![0.0f64; db.len()];
+        for o in 0..outer {
+            let run = &dy[o * row + c0 * inner..][..db.len() * inner];
+            if inner == 1 {
+                acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
+            } else {
+                for (a, seg) in acc.iter_mut().zip(run.chunks_exact(inner)) {
+                    *a += seg.iter().map(|&v| v as f64).sum::<f64>();
+                }
+            }
+        }
+        db.iter_mut().zip(&acc).for_each(|(d, &a)| *d += a as f32);
+    }
+}
+
 /// Runs `f` over matching chunks of `xs` and `ys`, in parallel when the work is large.
 fn zip_chunks<F>(xs: &[f32], ys: &mut [f32], f: F)
 where
@@ -274,12 +398,15 @@ impl Backend for CpuBackend {
             Act::Tanh => dy * (1.0 - y * y),
             Act::Sigmoid => dy * y * (1.0 - y),
         };
-        if n < PAR_MIN {
-            for i in 0..n {
-                dx[i] = f(y[i], dy[i]);
+        let body = |(dx, (y, dy)): (&mut [f32], (&[f32], &[f32]))| {
+            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                *d = f(y, g);
             }
+        };
+        if n < PAR_MIN {
+            body((dx, (y, dy)));
         } else {
-            dx.par_iter_mut().enumerate().for_each(|(i, d)| *d = f(y[i], dy[i]));
+            dx.par_chunks_mut(PAR_MIN).zip(y.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))).for_each(body);
         }
     }
 
@@ -339,16 +466,28 @@ impl Backend for CpuBackend {
 
     fn bias_add(&self, y: &mut Vec<f32>, bias: &Vec<f32>, outer: usize, channels: usize, inner: usize) {
         let row = channels * inner;
+        let bias = &bias[..channels];
+        if row == 0 {
+            return;
+        }
+        // Whole rows per task, about PAR_MIN elements each.
         let body = |y: &mut [f32]| {
-            for c in 0..channels {
-                let b = bias[c];
-                y[c * inner..][..inner].iter_mut().for_each(|v| *v += b);
+            for y in y.chunks_exact_mut(row) {
+                if inner == 1 {
+                    // A Linear layer's row: one vectorised pass.
+                    y.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+                } else {
+                    for (seg, &b) in y.chunks_exact_mut(inner).zip(bias) {
+                        seg.iter_mut().for_each(|v| *v += b);
+                    }
+                }
             }
         };
+        let y = &mut y[..outer * row];
         if outer * row < PAR_MIN {
-            y[..outer * row].chunks_mut(row.max(1)).for_each(body);
+            body(y);
         } else {
-            y[..outer * row].par_chunks_mut(row.max(1)).for_each(body);
+            y.par_chunks_mut((PAR_MIN / row).max(1) * row).for_each(body);
         }
     }
 
@@ -358,27 +497,13 @@ impl Backend for CpuBackend {
         // every outer row and adding that row's contiguous run of its channels into its sums.
         let row = channels * inner;
         let dy = &dy[..outer * row];
-        let sum_block = |c0: usize, db: &mut [f32]| {
-            let mut acc = vec![0.0f64; db.len()];
-            for o in 0..outer {
-                let run = &dy[o * row + c0 * inner..][..db.len() * inner];
-                if inner == 1 {
-                    acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
-                } else {
-                    for (a, seg) in acc.iter_mut().zip(run.chunks_exact(inner)) {
-                        *a += seg.iter().map(|&v| v as f64).sum::<f64>();
-                    }
-                }
-            }
-            db.iter_mut().zip(&acc).for_each(|(d, &a)| *d += a as f32);
-        };
         let dbias = &mut dbias[..channels];
         let threads = rayon::current_num_threads();
         if outer * row < PAR_MIN || threads < 2 || channels < 2 {
-            sum_block(0, dbias);
+            bias_grad_block(dy, dbias, 0, outer, row, inner);
         } else {
             let block = channels.div_ceil(threads);
-            dbias.par_chunks_mut(block).enumerate().for_each(|(i, db)| sum_block(i * block, db));
+            dbias.par_chunks_mut(block).enumerate().for_each(|(i, db)| bias_grad_block(dy, db, i * block, outer, row, inner));
         }
     }
 
@@ -409,32 +534,24 @@ impl Backend for CpuBackend {
         v: usize,
         grad_scale: f32,
     ) {
-        dlogits[..n * v].par_chunks_mut(v).zip(stats[..2 * n].par_chunks_mut(2)).enumerate().for_each(
-            |(i, (d, st))| {
-                let row = &logits[i * v..][..v];
-                let target = targets[i] as usize;
-                assert!(target < v, "softmax_xent: target {target} outside {v} classes");
-                let (mut best, mut max) = (0, f32::NEG_INFINITY);
-                for (j, &x) in row.iter().enumerate() {
-                    if x > max {
-                        max = x;
-                        best = j;
-                    }
-                }
-                // The exponentials in one (vectorised) loop, their sum in order in another.
-                for (dj, &x) in d.iter_mut().zip(row) {
-                    *dj = fastmath::exp(x - max);
-                }
-                let sum: f32 = d.iter().sum();
-                let inv = 1.0 / sum;
-                for dj in d.iter_mut() {
-                    *dj *= inv * grad_scale;
-                }
-                d[target] -= grad_scale;
-                st[0] = sum.ln() - (row[target] - max);
-                st[1] = if best == target { 1.0 } else { 0.0 };
-            },
-        );
+        let (logits, targets) = (&logits[..n * v], &targets[..n]);
+        if v == 0 {
+            return;
+        }
+        for &t in targets {
+            assert!((t as usize) < v, "softmax_xent: target {t} outside {v} classes");
+        }
+        // Blocks of rows per task: enough work per task to pay for the hand-off.
+        let rows = (SOFTMAX_BLOCK / v).max(1);
+        dlogits[..n * v]
+            .par_chunks_mut(rows * v)
+            .zip(stats[..2 * n].par_chunks_mut(2 * rows))
+            .enumerate()
+            .for_each(|(blk, (d, st))| {
+                let r0 = blk * rows;
+                let nr = st.len() / 2;
+                softmax_xent_rows(&logits[r0 * v..(r0 + nr) * v], &targets[r0..r0 + nr], d, st, v, grad_scale);
+            });
     }
 
     fn sum_squares(&self, x: &Vec<f32>, n: usize, acc: &mut Vec<f32>) {
