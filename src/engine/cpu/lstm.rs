@@ -135,6 +135,16 @@ fn packed_gemm<const MR: usize, const NR: usize>(
         }
         return;
     }
+    if MR == 1 {
+        // One row per block: a row of A is already its block `[k][1]`; no copy.
+        for r in 0..m {
+            let block = &a[r * rsa..r * rsa + k];
+            for (p, panel) in packed.chunks_exact(k * NR).enumerate() {
+                store_tile::<MR, NR>(m, n, p, panel, r, block, &mut store);
+            }
+        }
+        return;
+    }
     // A in blocks of MR rows, each stored k-major (`[k][MR]`), so that the kernel reads it
     // without index checks; a short last block repeats the last row (its results are not stored).
     let blocks = m.div_ceil(MR);
@@ -349,14 +359,43 @@ fn forward_chunk_avx2(c: FwdChunk) {
     forward_chunk::<4, 16>(c)
 }
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn forward_chunk_row_wide(c: FwdChunk) {
+    forward_chunk::<1, ROW_NR>(c)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_chunk_row_avx2(c: FwdChunk) {
+    forward_chunk::<1, ROW_NR>(c)
+}
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn backward_chunk_avx2(c: BwdChunk) {
     backward_chunk::<4, 16>(c)
 }
 
-fn run_forward_chunk(tile: Tile, c: FwdChunk) {
+/// Columns per panel of the one-row kernel (batch-1 generation): `1 x 128` accumulators (sixteen
+/// 256-bit registers, or eight 512-bit ones), so that the FMA chains of a row are many enough to
+/// hide the FMA latency, which a `1 x 16` or `1 x 32` tile could not.
+const ROW_NR: usize = 128;
+
+/// A chunk of fewer rows than this runs the one-row kernel (`MR = 1`): the 4-row tile would
+/// compute 4 rows for every 1 to 3 it keeps.
+const ROW_KERNEL_BELOW: usize = 4;
+
+fn run_forward_chunk(tile: Tile, row_kernel: bool, c: FwdChunk) {
     #[cfg(target_arch = "x86_64")]
     {
+        if row_kernel {
+            if tile == Tile::Wide {
+                // SAFETY: as below.
+                return unsafe { forward_chunk_row_wide(c) };
+            }
+            if has_avx2_fma() {
+                // SAFETY: checked just above.
+                return unsafe { forward_chunk_row_avx2(c) };
+            }
+        }
         if tile == Tile::Wide {
             // SAFETY: `Tile::detect` picks Wide only when the CPU has AVX-512F (which implies AVX2)
             // and FMA.
@@ -368,6 +407,9 @@ fn run_forward_chunk(tile: Tile, c: FwdChunk) {
         }
     }
     let _ = tile;
+    if row_kernel {
+        return forward_chunk::<1, ROW_NR>(c);
+    }
     forward_chunk::<4, 16>(c)
 }
 
@@ -420,15 +462,11 @@ pub fn forward(
         return;
     }
     let tile = Tile::detect();
-    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
-    let packed = pack_panels(h, g4, w_hh, (1, h), tile.nr());
     let rows = rows_per_chunk(batch);
-    gates[..batch * seq_g]
-        .par_chunks_mut(rows * seq_g)
-        .zip(hs[..batch * seq_h].par_chunks_mut(rows * seq_h))
-        .zip(cs[..batch * seq_h].par_chunks_mut(rows * seq_h))
-        .enumerate()
-        .for_each(|(chunk, ((gates, hs), cs))| {
+    let row_kernel = rows < ROW_KERNEL_BELOW;
+    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
+    let packed = pack_panels(h, g4, w_hh, (1, h), if row_kernel { ROW_NR } else { tile.nr() });
+    let run = |chunk: usize, gates: &mut [f32], hs: &mut [f32], cs: &mut [f32]| {
             let b0 = chunk * rows;
             let nb = hs.len() / seq_h;
             let c = FwdChunk {
@@ -443,8 +481,20 @@ pub fn forward(
                 time,
                 h,
             };
-            run_forward_chunk(tile, c);
-        });
+            run_forward_chunk(tile, row_kernel, c);
+    };
+    let (gates, hs, cs) = (&mut gates[..batch * seq_g], &mut hs[..batch * seq_h], &mut cs[..batch * seq_h]);
+    if rows >= batch {
+        // One chunk (batch-1 generation): on this thread, without a hand-off to the pool.
+        run(0, gates, hs, cs);
+    } else {
+        gates
+            .par_chunks_mut(rows * seq_g)
+            .zip(hs.par_chunks_mut(rows * seq_h))
+            .zip(cs.par_chunks_mut(rows * seq_h))
+            .enumerate()
+            .for_each(|(chunk, ((gates, hs), cs))| run(chunk, gates, hs, cs));
+    }
 }
 
 /// Backpropagation through time, see [`crate::engine::Backend::lstm_bwd`]. Going backward over t,
