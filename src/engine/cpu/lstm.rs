@@ -420,8 +420,9 @@ const WIDE_MR: usize = 8;
 /// hide the FMA latency, which a `1 x 16` or `1 x 32` tile could not.
 const ROW_NR: usize = 128;
 
-/// A chunk of fewer rows than this runs the one-row kernel (`MR = 1`): the 4-row tile would
-/// compute 4 rows for every 1 to 3 it keeps.
+/// A chunk of fewer rows than this runs the one-row kernel (`MR = 1`): a 4- or 8-row tile would
+/// compute a whole tile for the 1 to 3 rows it keeps. (From 4 rows on, one tile streaming `W_hh`
+/// once beats the row kernel streaming it once per row.)
 const ROW_KERNEL_BELOW: usize = 4;
 
 fn run_forward_chunk(tile: Tile, row_kernel: bool, c: FwdChunk) {
