@@ -94,23 +94,41 @@ impl Tile {
     }
 }
 
-/// Packs `B [k, n]` (strides `(rsb, csb)`) into panels of `nr` columns for [`packed_gemm`]: panel
-/// p holds `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj`, zero past column n. Done once per layer call,
-/// so that the time loop streams the recurrent weights contiguously instead of repacking them
-/// at every step.
-fn pack_panels(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), nr: usize) -> Vec<f32> {
-    let np = n.div_ceil(nr);
-    let mut out = vec![0.0f32; np * k * nr];
-    for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
-        let j0 = p * nr;
-        for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-            for (jj, v) in row[..nr.min(n - j0)].iter_mut().enumerate() {
-                *v = b[kk * rsb + (j0 + jj) * csb];
+multiversion! {
+    /// Packs `B [k, n]` (strides `(rsb, csb)`) into panels of `nr` columns for [`packed_gemm`]: panel
+    /// p holds `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj`, zero past column n. Done once per layer call,
+    /// so that the time loop streams the recurrent weights contiguously instead of repacking them
+    /// at every step.
+    /// `out` holds `ceil(n / nr) * k * nr` zeros.
+    fn pack_panels_into(k: usize, n: usize, b: &[f32], sb: (usize, usize), nr: usize, out: &mut [f32]) {
+        let (rsb, csb) = sb;
+        for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
+            let j0 = p * nr;
+            let width = nr.min(n - j0);
+            // 16 columns at a time: when B's columns are strided (B = W_hh^T, whose columns are the
+            // rows of W_hh), a 128-column panel read whole would keep 128 lines H*4 bytes apart in
+            // use, more than the L1 sets they map to hold; 16 fit.
+            for jb in (0..width).step_by(PACK_COLS) {
+                let cols = jb..(jb + PACK_COLS).min(width);
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    for jj in cols.clone() {
+                        row[jj] = b[kk * rsb + (j0 + jj) * csb];
+                    }
+                }
             }
         }
     }
+}
+
+/// [`pack_panels_into`] a new buffer of `ceil(n / nr) * k * nr` values.
+fn pack_panels(k: usize, n: usize, b: &[f32], sb: (usize, usize), nr: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n.div_ceil(nr) * k * nr];
+    pack_panels_into(k, n, b, sb, nr, &mut out);
     out
 }
+
+/// Columns of B per pass of [`pack_panels`].
+const PACK_COLS: usize = 16;
 
 /// The micro-kernel: one `[MR, NR]` tile of `A B` from a block of A stored `[k][MR]` and a panel
 /// of B stored `[k][NR]`, each element summed by FMAs in ascending k from 0. The accumulators

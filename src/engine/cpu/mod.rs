@@ -148,51 +148,56 @@ const PAR_ROW_BLOCK: usize = 16;
 /// order alone moved the 300-step CPU-vs-GPU training curves of `tests/gpu_lstm.rs` past its bound.
 const SMALL_M: usize = 1;
 
-/// `c = a b + beta c` for a few rows, on the same strided views as [`sgemm`] (already checked by
-/// it), one row of C at a time on this thread: as a sum of rows of B scaled by A's entries when
-/// B's rows are contiguous, as dot products with B's columns when those are, else plainly.
-#[allow(clippy::too_many_arguments)]
-fn small_gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    c: &mut [f32],
-    (rsc, csc): (usize, usize),
-    beta: f32,
-) {
-    let mut acc = vec![0.0f32; n];
-    let mut arow = vec![0.0f32; k];
-    for i in 0..m {
-        arow.iter_mut().enumerate().for_each(|(p, v)| *v = a[i * rsa + p * csa]);
-        if k == 0 {
-            acc.fill(0.0);
-        } else if csb == 1 {
-            acc.iter_mut().zip(&b[..n]).for_each(|(s, &x)| *s = arow[0] * x);
-            for (p, &ap) in arow.iter().enumerate().skip(1) {
-                acc.iter_mut().zip(&b[p * rsb..][..n]).for_each(|(s, &x)| *s += ap * x);
+multiversion! {
+    /// `c = a b + beta c` for a few rows, on the same strided views as [`sgemm`] (already checked by
+    /// it), one row of C at a time on this thread: as a sum of rows of B scaled by A's entries when
+    /// B's rows are contiguous, as dot products with B's columns when those are, else plainly.
+    /// (Compiled per instruction set: the same operations in the same order on every path.)
+    #[allow(clippy::too_many_arguments)]
+    fn small_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        sa: (usize, usize),
+        b: &[f32],
+        sb: (usize, usize),
+        c: &mut [f32],
+        sc: (usize, usize),
+        beta: f32,
+    ) {
+        let ((rsa, csa), (rsb, csb), (rsc, csc)) = (sa, sb, sc);
+        let mut acc = vec![0.0f32; n];
+        let mut arow = vec![0.0f32; k];
+        for i in 0..m {
+            arow.iter_mut().enumerate().for_each(|(p, v)| *v = a[i * rsa + p * csa]);
+            if k == 0 {
+                acc.fill(0.0);
+            } else if csb == 1 {
+                acc.iter_mut().zip(&b[..n]).for_each(|(s, &x)| *s = arow[0] * x);
+                for (p, &ap) in arow.iter().enumerate().skip(1) {
+                    acc.iter_mut().zip(&b[p * rsb..][..n]).for_each(|(s, &x)| *s += ap * x);
+                }
+            } else if rsb == 1 {
+                for (j, s) in acc.iter_mut().enumerate() {
+                    *s = dot(&arow, &b[j * csb..][..k]);
+                }
+            } else {
+                for (j, s) in acc.iter_mut().enumerate() {
+                    *s = arow.iter().enumerate().map(|(p, &ap)| ap * b[p * rsb + j * csb]).sum();
+                }
             }
-        } else if rsb == 1 {
-            for (j, s) in acc.iter_mut().enumerate() {
-                *s = dot(&arow, &b[j * csb..][..k]);
+            for (j, &v) in acc.iter().enumerate() {
+                let cij = &mut c[i * rsc + j * csc];
+                // beta = 0 overwrites (whatever C held, NaN included), as sgemm does.
+                *cij = if beta == 0.0 { v } else { v + beta * *cij };
             }
-        } else {
-            for (j, s) in acc.iter_mut().enumerate() {
-                *s = arow.iter().enumerate().map(|(p, &ap)| ap * b[p * rsb + j * csb]).sum();
-            }
-        }
-        for (j, &v) in acc.iter().enumerate() {
-            let cij = &mut c[i * rsc + j * csc];
-            // beta = 0 overwrites (whatever C held, NaN included), as sgemm does.
-            *cij = if beta == 0.0 { v } else { v + beta * *cij };
         }
     }
 }
 
 /// `x . y` with eight partial sums (so that it vectorises), added pairwise at the end.
+#[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
