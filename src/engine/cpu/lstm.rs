@@ -105,6 +105,22 @@ multiversion! {
         for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
             let j0 = p * nr;
             let width = nr.min(n - j0);
+            if rsb == 1 && width == nr && nr % T16 == 0 && k % T16 == 0 {
+                // B's columns contiguous (B = W_hh^T: its columns are the rows of W_hh): whole
+                // 16 x 16 tiles, read as 16 runs of 16 values and written transposed.
+                for jb in (0..nr).step_by(T16) {
+                    for kb in (0..k).step_by(T16) {
+                        let tile: [[f32; T16]; T16] = std::array::from_fn(|jj| {
+                            b[(j0 + jb + jj) * csb + kb..][..T16].try_into().expect("16 values")
+                        });
+                        for (kk, row) in panel[kb * nr..(kb + T16) * nr].chunks_exact_mut(nr).enumerate() {
+                            let dst: &mut [f32; T16] = (&mut row[jb..jb + T16]).try_into().expect("16 values");
+                            *dst = std::array::from_fn(|jj| tile[jj][kk]);
+                        }
+                    }
+                }
+                continue;
+            }
             // 16 columns at a time: when B's columns are strided (B = W_hh^T, whose columns are the
             // rows of W_hh), a 128-column panel read whole would keep 128 lines H*4 bytes apart in
             // use, more than the L1 sets they map to hold; 16 fit.
@@ -129,6 +145,8 @@ fn pack_panels(k: usize, n: usize, b: &[f32], sb: (usize, usize), nr: usize) -> 
 
 /// Columns of B per pass of [`pack_panels`].
 const PACK_COLS: usize = 16;
+/// Side of the square tiles [`pack_panels`] transposes when B's columns are contiguous.
+const T16: usize = 16;
 
 /// The micro-kernel: one `[MR, NR]` tile of `A B` from a block of A stored `[k][MR]` and a panel
 /// of B stored `[k][NR]`, each element summed by FMAs in ascending k from 0. The accumulators
@@ -657,6 +675,26 @@ mod tests {
             check::<4, 32>(m, k, n);
             check::<WIDE_MR, 32>(m, k, n);
             check::<1, ROW_NR>(m, k, n);
+        }
+    }
+
+    /// Packing gives `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj` and zeros past column n, on the
+    /// transposing 16 x 16 tile path (B's columns contiguous, as for `W_hh^T`) and the plain one.
+    #[test]
+    fn pack_panels_places_every_value() {
+        for (k, n, nr, sb) in [(32, 64, 32, (1, 32)), (48, 256, 128, (1, 48)), (32, 70, 32, (1, 32)), (20, 40, 16, (40, 1))] {
+            let b = values(k * n, 9);
+            let packed = pack_panels(k, n, &b, sb, nr);
+            assert_eq!(packed.len(), n.div_ceil(nr) * k * nr);
+            for p in 0..n.div_ceil(nr) {
+                for kk in 0..k {
+                    for jj in 0..nr {
+                        let j = p * nr + jj;
+                        let want = if j < n { b[kk * sb.0 + j * sb.1] } else { 0.0 };
+                        assert_eq!(packed[(p * k + kk) * nr + jj], want, "k={k} n={n} nr={nr} ({kk}, {j})");
+                    }
+                }
+            }
         }
     }
 

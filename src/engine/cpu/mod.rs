@@ -50,8 +50,10 @@ mod lstm;
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use rayon::prelude::*;
 
-/// Below this many elements an element-wise loop stays on one thread.
-const PAR_MIN: usize = 1 << 15;
+/// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
+/// thread that has gone to sleep costs tens of microseconds, more than a pass over 128K values
+/// (batch-1 generation's `[128, 4H]` bias adds ran faster on one thread).
+const PAR_MIN: usize = 1 << 17;
 
 #[derive(Clone, Debug, Default)]
 pub struct CpuBackend;
@@ -103,7 +105,7 @@ pub(crate) fn sgemm(
         && csc == 1
         && rsc >= n
         && m >= 2 * PAR_ROW_BLOCK
-        && m * k * n >= PAR_MIN_MACS
+        && m * k * n > PAR_MIN_MACS
     {
         let rows = m.div_ceil(threads).next_multiple_of(PAR_ROW_BLOCK).min(m);
         let c = &mut c[..(m - 1) * rsc + n];
@@ -135,9 +137,11 @@ pub(crate) fn sgemm(
     }
 }
 
-/// A product of at least this many multiply-adds, asked from outside the thread pool, is split
-/// in blocks of rows across the pool (see [`sgemm`]).
-const PAR_MIN_MACS: usize = 1 << 20;
+/// A product of more than this many multiply-adds, asked from outside the thread pool, is split
+/// in blocks of rows across the pool (see [`sgemm`]). Smaller ones (the batch-1 window's input
+/// projections, 128 x 128 x 512) lose more to waking a pool thread than the split saves: batch-1
+/// sliding-window generation ran at 1.24 ms per token on 2 threads, 0.90 on one.
+const PAR_MIN_MACS: usize = 1 << 23;
 /// Rows of C per block are a multiple of this (a multiple of the sgemm kernels' row tile).
 const PAR_ROW_BLOCK: usize = 16;
 
