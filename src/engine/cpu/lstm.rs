@@ -105,7 +105,7 @@ multiversion! {
         for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
             let j0 = p * nr;
             let width = nr.min(n - j0);
-            if rsb == 1 && width == nr && nr % T16 == 0 && k % T16 == 0 {
+            if rsb == 1 && width == nr && nr.is_multiple_of(T16) && k.is_multiple_of(T16) {
                 // B's columns contiguous (B = W_hh^T: its columns are the rows of W_hh): whole
                 // 16 x 16 tiles, read as 16 runs of 16 values and written transposed.
                 for jb in (0..nr).step_by(T16) {
