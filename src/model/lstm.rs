@@ -108,6 +108,8 @@ struct LayerArena<B: Backend> {
     cs: B::Buf,
     /// Gradient reaching `hs` from above [B, T, H].
     dhs: B::Buf,
+    /// `b_ih + b_hh` [4H], added to the input projection in one pass.
+    bias: B::Buf,
 }
 
 /// `lstm` / `lstm-seq`; see the module documentation.
@@ -199,6 +201,7 @@ impl<B: Backend> LstmModel<B> {
                 hs: b.alloc(n * h),
                 cs: b.alloc(n * h),
                 dhs: b.alloc(n * h),
+                bias: b.alloc(4 * h),
             })
             .collect();
         LstmModel {
@@ -265,7 +268,7 @@ impl<B: Backend> LstmModel<B> {
 }
 
 /// Forward of LSTM layer `l` over `x [batch, time, in_dim]` from the state `h0, c0 [batch, H]`:
-/// `xw = x W_ih^T + b_ih + b_hh` (one product for every step), then the recurrence.
+/// `xw = x W_ih^T + (b_ih + b_hh)` (one product for every step), then the recurrence.
 #[allow(clippy::too_many_arguments)]
 fn layer_forward<B: Backend>(
     b: &B,
@@ -282,8 +285,10 @@ fn layer_forward<B: Backend>(
 ) {
     let n = batch * time;
     b.matmul(x, &params[w_ih(l)].value.buf, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
-    b.bias_add(&mut layer.xw, &params[b_ih(l)].value.buf, n, 4 * h, 1);
-    b.bias_add(&mut layer.xw, &params[b_hh(l)].value.buf, n, 4 * h, 1);
+    // The two biases summed first (4H values), so that the [n, 4H] projection is passed over once.
+    b.copy_strided(&params[b_ih(l)].value.buf, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
+    b.add(&params[b_hh(l)].value.buf, &mut layer.bias, 4 * h);
+    b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
     let dims = Lstm { batch, time, hidden: h };
     b.lstm_fwd(&layer.xw, &params[w_hh(l)].value.buf, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
 }

@@ -38,6 +38,25 @@ fn need(op: &str, what: &str, buf: &[f32], len: usize) {
     assert!(buf.len() >= len, "{op}: {what} holds {} values, needs {len}", buf.len());
 }
 
+/// Asks the cache for the lines of `s` (one prefetch per 64-byte line); no-op off x86-64.
+///
+/// The recurrence visits its rows `time*4H` (or `time*H`) values apart, one step at a time: each
+/// step of a 64-row chunk touches 64 distant 2 KiB pieces of `xw` and `gates`, too many streams
+/// for the hardware prefetchers, so the loads of the next step are issued during this one.
+#[inline(always)]
+fn prefetch(s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in s.chunks(16) {
+        // SAFETY: a prefetch is only a hint: it never faults and changes no memory; the pointer
+        // lies inside a live slice anyway. SSE is part of the x86-64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast::<i8>())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
 /// Batch rows per parallel chunk: one chunk per thread, never empty.
 fn rows_per_chunk(batch: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
@@ -49,8 +68,9 @@ fn rows_per_chunk(batch: usize) -> usize {
 /// the tile only groups the work, every output element is summed the same way whatever the tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tile {
-    /// 4 x 32: sixteen 256-bit accumulators, which needs AVX-512's 32 vector registers (LLVM
-    /// still prefers 256-bit vectors there); 8 rows or 512-bit rows spilled in trials.
+    /// [`WIDE_MR`] x 32 = 8 x 32: sixteen 512-bit accumulators (LLVM makes 512-bit FMAs of the
+    /// 32-wide rows there), enough independent FMA chains to cover the FMA latency on both
+    /// ports; 4 x 32 (eight chains) stalled on it (the backward ~10% slower).
     Wide,
     /// 4 x 16: eight 256-bit accumulators (AVX2 with FMA), and the portable build.
     Narrow,
@@ -74,23 +94,59 @@ impl Tile {
     }
 }
 
-/// Packs `B [k, n]` (strides `(rsb, csb)`) into panels of `nr` columns for [`packed_gemm`]: panel
-/// p holds `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj`, zero past column n. Done once per layer call,
-/// so that the time loop streams the recurrent weights contiguously instead of repacking them
-/// at every step.
-fn pack_panels(k: usize, n: usize, b: &[f32], (rsb, csb): (usize, usize), nr: usize) -> Vec<f32> {
-    let np = n.div_ceil(nr);
-    let mut out = vec![0.0f32; np * k * nr];
-    for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
-        let j0 = p * nr;
-        for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
-            for (jj, v) in row[..nr.min(n - j0)].iter_mut().enumerate() {
-                *v = b[kk * rsb + (j0 + jj) * csb];
+multiversion! {
+    /// Packs `B [k, n]` (strides `(rsb, csb)`) into panels of `nr` columns for [`packed_gemm`]: panel
+    /// p holds `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj`, zero past column n. Done once per layer call,
+    /// so that the time loop streams the recurrent weights contiguously instead of repacking them
+    /// at every step.
+    /// `out` holds `ceil(n / nr) * k * nr` zeros.
+    fn pack_panels_into(k: usize, n: usize, b: &[f32], sb: (usize, usize), nr: usize, out: &mut [f32]) {
+        let (rsb, csb) = sb;
+        for (p, panel) in out.chunks_exact_mut(k * nr).enumerate() {
+            let j0 = p * nr;
+            let width = nr.min(n - j0);
+            if rsb == 1 && width == nr && nr.is_multiple_of(T16) && k.is_multiple_of(T16) {
+                // B's columns contiguous (B = W_hh^T: its columns are the rows of W_hh): whole
+                // 16 x 16 tiles, read as 16 runs of 16 values and written transposed.
+                for jb in (0..nr).step_by(T16) {
+                    for kb in (0..k).step_by(T16) {
+                        let tile: [[f32; T16]; T16] = std::array::from_fn(|jj| {
+                            b[(j0 + jb + jj) * csb + kb..][..T16].try_into().expect("16 values")
+                        });
+                        for (kk, row) in panel[kb * nr..(kb + T16) * nr].chunks_exact_mut(nr).enumerate() {
+                            let dst: &mut [f32; T16] = (&mut row[jb..jb + T16]).try_into().expect("16 values");
+                            *dst = std::array::from_fn(|jj| tile[jj][kk]);
+                        }
+                    }
+                }
+                continue;
+            }
+            // 16 columns at a time: when B's columns are strided (B = W_hh^T, whose columns are the
+            // rows of W_hh), a 128-column panel read whole would keep 128 lines H*4 bytes apart in
+            // use, more than the L1 sets they map to hold; 16 fit.
+            for jb in (0..width).step_by(PACK_COLS) {
+                let cols = jb..(jb + PACK_COLS).min(width);
+                for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    for jj in cols.clone() {
+                        row[jj] = b[kk * rsb + (j0 + jj) * csb];
+                    }
+                }
             }
         }
     }
+}
+
+/// [`pack_panels_into`] a new buffer of `ceil(n / nr) * k * nr` values.
+fn pack_panels(k: usize, n: usize, b: &[f32], sb: (usize, usize), nr: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n.div_ceil(nr) * k * nr];
+    pack_panels_into(k, n, b, sb, nr, &mut out);
     out
 }
+
+/// Columns of B per pass of [`pack_panels`].
+const PACK_COLS: usize = 16;
+/// Side of the square tiles [`pack_panels`] transposes when B's columns are contiguous.
+const T16: usize = 16;
 
 /// The micro-kernel: one `[MR, NR]` tile of `A B` from a block of A stored `[k][MR]` and a panel
 /// of B stored `[k][NR]`, each element summed by FMAs in ascending k from 0. The accumulators
@@ -131,6 +187,16 @@ fn packed_gemm<const MR: usize, const NR: usize>(
         for r in 0..m {
             for j0 in (0..n).step_by(NR) {
                 store(r, j0, &[0.0; NR][..NR.min(n - j0)]);
+            }
+        }
+        return;
+    }
+    if MR == 1 {
+        // One row per block: a row of A is already its block `[k][1]`; no copy.
+        for r in 0..m {
+            let block = &a[r * rsa..r * rsa + k];
+            for (p, panel) in packed.chunks_exact(k * NR).enumerate() {
+                store_tile::<MR, NR>(m, n, p, panel, r, block, &mut store);
             }
         }
         return;
@@ -257,6 +323,14 @@ fn forward_chunk<const MR: usize, const NR: usize>(c: FwdChunk) {
     let FwdChunk { xw, packed, h0, c0, hs, cs, gates, nb, time, h } = c;
     let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
     for t in 0..time {
+        if t + 1 < time {
+            // What step t+1 reads (xw) and writes (gates) while this step computes.
+            for r in 0..nb {
+                let at = r * seq_g + (t + 1) * g4;
+                prefetch(&xw[at..at + g4]);
+                prefetch(&gates[at..at + g4]);
+            }
+        }
         // Pre-activations: xw[:, t] + h_{t-1} W_hh^T.
         let (a, rsa) = if t == 0 { (h0, h) } else { (&hs[(t - 1) * h..], seq_h) };
         packed_gemm::<MR, NR>(nb, h, g4, a, rsa, packed, |r, j0, acc| {
@@ -307,6 +381,16 @@ fn backward_chunk<const MR: usize, const NR: usize>(c: BwdChunk) {
     let mut dh_next = vec![0.0f32; nb * h];
     let mut dc_next = vec![0.0f32; nb * h];
     for t in (0..time).rev() {
+        if t > 0 {
+            // What step t-1 reads (gates, c, dh from above) and writes (dxw) while this one runs.
+            for r in 0..nb {
+                let (at_g, at_h) = (r * seq_g + (t - 1) * g4, r * seq_h + (t - 1) * h);
+                prefetch(&gates[at_g..at_g + g4]);
+                prefetch(&dxw[at_g..at_g + g4]);
+                prefetch(&cs[at_h.saturating_sub(h)..at_h + h]);
+                prefetch(&dhs[at_h..at_h + h]);
+            }
+        }
         for r in 0..nb {
             let a = &gates[r * seq_g + t * g4..][..g4];
             let (ga, go) = a.split_at(2 * h);
@@ -336,12 +420,12 @@ fn backward_chunk<const MR: usize, const NR: usize>(c: BwdChunk) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn forward_chunk_wide(c: FwdChunk) {
-    forward_chunk::<4, 32>(c)
+    forward_chunk::<WIDE_MR, 32>(c)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn backward_chunk_wide(c: BwdChunk) {
-    backward_chunk::<4, 32>(c)
+    backward_chunk::<WIDE_MR, 32>(c)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -349,14 +433,47 @@ fn forward_chunk_avx2(c: FwdChunk) {
     forward_chunk::<4, 16>(c)
 }
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn forward_chunk_row_wide(c: FwdChunk) {
+    forward_chunk::<1, ROW_NR>(c)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_chunk_row_avx2(c: FwdChunk) {
+    forward_chunk::<1, ROW_NR>(c)
+}
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn backward_chunk_avx2(c: BwdChunk) {
     backward_chunk::<4, 16>(c)
 }
 
-fn run_forward_chunk(tile: Tile, c: FwdChunk) {
+/// Rows of the AVX-512 tile (`WIDE_MR x 32`: two 512-bit registers per row).
+const WIDE_MR: usize = 8;
+
+/// Columns per panel of the one-row kernel (batch-1 generation): `1 x 128` accumulators (sixteen
+/// 256-bit registers, or eight 512-bit ones), so that the FMA chains of a row are many enough to
+/// hide the FMA latency, which a `1 x 16` or `1 x 32` tile could not.
+const ROW_NR: usize = 128;
+
+/// A chunk of fewer rows than this runs the one-row kernel (`MR = 1`): a 4- or 8-row tile would
+/// compute a whole tile for the 1 to 3 rows it keeps. (From 4 rows on, one tile streaming `W_hh`
+/// once beats the row kernel streaming it once per row.)
+const ROW_KERNEL_BELOW: usize = 4;
+
+fn run_forward_chunk(tile: Tile, row_kernel: bool, c: FwdChunk) {
     #[cfg(target_arch = "x86_64")]
     {
+        if row_kernel {
+            if tile == Tile::Wide {
+                // SAFETY: as below.
+                return unsafe { forward_chunk_row_wide(c) };
+            }
+            if has_avx2_fma() {
+                // SAFETY: checked just above.
+                return unsafe { forward_chunk_row_avx2(c) };
+            }
+        }
         if tile == Tile::Wide {
             // SAFETY: `Tile::detect` picks Wide only when the CPU has AVX-512F (which implies AVX2)
             // and FMA.
@@ -368,6 +485,9 @@ fn run_forward_chunk(tile: Tile, c: FwdChunk) {
         }
     }
     let _ = tile;
+    if row_kernel {
+        return forward_chunk::<1, ROW_NR>(c);
+    }
     forward_chunk::<4, 16>(c)
 }
 
@@ -420,15 +540,11 @@ pub fn forward(
         return;
     }
     let tile = Tile::detect();
-    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
-    let packed = pack_panels(h, g4, w_hh, (1, h), tile.nr());
     let rows = rows_per_chunk(batch);
-    gates[..batch * seq_g]
-        .par_chunks_mut(rows * seq_g)
-        .zip(hs[..batch * seq_h].par_chunks_mut(rows * seq_h))
-        .zip(cs[..batch * seq_h].par_chunks_mut(rows * seq_h))
-        .enumerate()
-        .for_each(|(chunk, ((gates, hs), cs))| {
+    let row_kernel = rows < ROW_KERNEL_BELOW;
+    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
+    let packed = pack_panels(h, g4, w_hh, (1, h), if row_kernel { ROW_NR } else { tile.nr() });
+    let run = |chunk: usize, gates: &mut [f32], hs: &mut [f32], cs: &mut [f32]| {
             let b0 = chunk * rows;
             let nb = hs.len() / seq_h;
             let c = FwdChunk {
@@ -443,8 +559,20 @@ pub fn forward(
                 time,
                 h,
             };
-            run_forward_chunk(tile, c);
-        });
+            run_forward_chunk(tile, row_kernel, c);
+    };
+    let (gates, hs, cs) = (&mut gates[..batch * seq_g], &mut hs[..batch * seq_h], &mut cs[..batch * seq_h]);
+    if rows >= batch {
+        // One chunk (batch-1 generation): on this thread, without a hand-off to the pool.
+        run(0, gates, hs, cs);
+    } else {
+        gates
+            .par_chunks_mut(rows * seq_g)
+            .zip(hs.par_chunks_mut(rows * seq_h))
+            .zip(cs.par_chunks_mut(rows * seq_h))
+            .enumerate()
+            .for_each(|(chunk, ((gates, hs), cs))| run(chunk, gates, hs, cs));
+    }
 }
 
 /// Backpropagation through time, see [`crate::engine::Backend::lstm_bwd`]. Going backward over t,
@@ -542,9 +670,31 @@ mod tests {
                 }
             }
         }
-        for (m, k, n) in [(1, 1, 1), (5, 7, 20), (9, 33, 70), (4, 16, 32)] {
+        for (m, k, n) in [(1, 1, 1), (5, 7, 20), (9, 33, 70), (4, 16, 32), (3, 5, 130)] {
             check::<4, 16>(m, k, n);
             check::<4, 32>(m, k, n);
+            check::<WIDE_MR, 32>(m, k, n);
+            check::<1, ROW_NR>(m, k, n);
+        }
+    }
+
+    /// Packing gives `B[kk, p*nr + jj]` at `(p*k + kk)*nr + jj` and zeros past column n, on the
+    /// transposing 16 x 16 tile path (B's columns contiguous, as for `W_hh^T`) and the plain one.
+    #[test]
+    fn pack_panels_places_every_value() {
+        for (k, n, nr, sb) in [(32, 64, 32, (1, 32)), (48, 256, 128, (1, 48)), (32, 70, 32, (1, 32)), (20, 40, 16, (40, 1))] {
+            let b = values(k * n, 9);
+            let packed = pack_panels(k, n, &b, sb, nr);
+            assert_eq!(packed.len(), n.div_ceil(nr) * k * nr);
+            for p in 0..n.div_ceil(nr) {
+                for kk in 0..k {
+                    for jj in 0..nr {
+                        let j = p * nr + jj;
+                        let want = if j < n { b[kk * sb.0 + j * sb.1] } else { 0.0 };
+                        assert_eq!(packed[(p * k + kk) * nr + jj], want, "k={k} n={n} nr={nr} ({kk}, {j})");
+                    }
+                }
+            }
         }
     }
 

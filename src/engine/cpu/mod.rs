@@ -6,6 +6,43 @@
 //! loops that are large enough to be worth it are split across the cores with rayon. Work runs at
 //! once, so `flush` has nothing to do.
 
+/// Defines `fn $name(args)` running `$body` compiled three times: for AVX-512 (with AVX2 and
+/// FMA), for AVX2 + FMA, and for the baseline target, picked at run time from what the CPU offers
+/// (`is_x86_feature_detected!`, a cached flag). The body is the same portable Rust, so the results
+/// are the same on every path (Rust never fuses `a * b + c` by itself); only the vector width of
+/// the loops the compiler makes from it changes. For the element-wise passes over `[B*T, V]`
+/// rows, which the baseline's 128-bit SSE2 code left compute-bound.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    portable($($arg),*)
+                }
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("fma") {
+                    // SAFETY: the features `wide` is compiled for were detected just above.
+                    return unsafe { wide($($arg),*) };
+                }
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
 mod conv;
 pub mod fastmath;
 mod lstm;
@@ -13,8 +50,10 @@ mod lstm;
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use rayon::prelude::*;
 
-/// Below this many elements an element-wise loop stays on one thread.
-const PAR_MIN: usize = 1 << 15;
+/// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
+/// thread that has gone to sleep costs tens of microseconds, more than a pass over 128K values
+/// (batch-1 generation's `[128, 4H]` bias adds ran faster on one thread).
+const PAR_MIN: usize = 1 << 17;
 
 #[derive(Clone, Debug, Default)]
 pub struct CpuBackend;
@@ -66,7 +105,7 @@ pub(crate) fn sgemm(
         && csc == 1
         && rsc >= n
         && m >= 2 * PAR_ROW_BLOCK
-        && m * k * n >= PAR_MIN_MACS
+        && m * k * n > PAR_MIN_MACS
     {
         let rows = m.div_ceil(threads).next_multiple_of(PAR_ROW_BLOCK).min(m);
         let c = &mut c[..(m - 1) * rsc + n];
@@ -98,9 +137,11 @@ pub(crate) fn sgemm(
     }
 }
 
-/// A product of at least this many multiply-adds, asked from outside the thread pool, is split
-/// in blocks of rows across the pool (see [`sgemm`]).
-const PAR_MIN_MACS: usize = 1 << 20;
+/// A product of more than this many multiply-adds, asked from outside the thread pool, is split
+/// in blocks of rows across the pool (see [`sgemm`]). Smaller ones (the batch-1 window's input
+/// projections, 128 x 128 x 512) lose more to waking a pool thread than the split saves: batch-1
+/// sliding-window generation ran at 1.24 ms per token on 2 threads, 0.90 on one.
+const PAR_MIN_MACS: usize = 1 << 23;
 /// Rows of C per block are a multiple of this (a multiple of the sgemm kernels' row tile).
 const PAR_ROW_BLOCK: usize = 16;
 
@@ -111,51 +152,56 @@ const PAR_ROW_BLOCK: usize = 16;
 /// order alone moved the 300-step CPU-vs-GPU training curves of `tests/gpu_lstm.rs` past its bound.
 const SMALL_M: usize = 1;
 
-/// `c = a b + beta c` for a few rows, on the same strided views as [`sgemm`] (already checked by
-/// it), one row of C at a time on this thread: as a sum of rows of B scaled by A's entries when
-/// B's rows are contiguous, as dot products with B's columns when those are, else plainly.
-#[allow(clippy::too_many_arguments)]
-fn small_gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    c: &mut [f32],
-    (rsc, csc): (usize, usize),
-    beta: f32,
-) {
-    let mut acc = vec![0.0f32; n];
-    let mut arow = vec![0.0f32; k];
-    for i in 0..m {
-        arow.iter_mut().enumerate().for_each(|(p, v)| *v = a[i * rsa + p * csa]);
-        if k == 0 {
-            acc.fill(0.0);
-        } else if csb == 1 {
-            acc.iter_mut().zip(&b[..n]).for_each(|(s, &x)| *s = arow[0] * x);
-            for (p, &ap) in arow.iter().enumerate().skip(1) {
-                acc.iter_mut().zip(&b[p * rsb..][..n]).for_each(|(s, &x)| *s += ap * x);
+multiversion! {
+    /// `c = a b + beta c` for a few rows, on the same strided views as [`sgemm`] (already checked by
+    /// it), one row of C at a time on this thread: as a sum of rows of B scaled by A's entries when
+    /// B's rows are contiguous, as dot products with B's columns when those are, else plainly.
+    /// (Compiled per instruction set: the same operations in the same order on every path.)
+    #[allow(clippy::too_many_arguments)]
+    fn small_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        sa: (usize, usize),
+        b: &[f32],
+        sb: (usize, usize),
+        c: &mut [f32],
+        sc: (usize, usize),
+        beta: f32,
+    ) {
+        let ((rsa, csa), (rsb, csb), (rsc, csc)) = (sa, sb, sc);
+        let mut acc = vec![0.0f32; n];
+        let mut arow = vec![0.0f32; k];
+        for i in 0..m {
+            arow.iter_mut().enumerate().for_each(|(p, v)| *v = a[i * rsa + p * csa]);
+            if k == 0 {
+                acc.fill(0.0);
+            } else if csb == 1 {
+                acc.iter_mut().zip(&b[..n]).for_each(|(s, &x)| *s = arow[0] * x);
+                for (p, &ap) in arow.iter().enumerate().skip(1) {
+                    acc.iter_mut().zip(&b[p * rsb..][..n]).for_each(|(s, &x)| *s += ap * x);
+                }
+            } else if rsb == 1 {
+                for (j, s) in acc.iter_mut().enumerate() {
+                    *s = dot(&arow, &b[j * csb..][..k]);
+                }
+            } else {
+                for (j, s) in acc.iter_mut().enumerate() {
+                    *s = arow.iter().enumerate().map(|(p, &ap)| ap * b[p * rsb + j * csb]).sum();
+                }
             }
-        } else if rsb == 1 {
-            for (j, s) in acc.iter_mut().enumerate() {
-                *s = dot(&arow, &b[j * csb..][..k]);
+            for (j, &v) in acc.iter().enumerate() {
+                let cij = &mut c[i * rsc + j * csc];
+                // beta = 0 overwrites (whatever C held, NaN included), as sgemm does.
+                *cij = if beta == 0.0 { v } else { v + beta * *cij };
             }
-        } else {
-            for (j, s) in acc.iter_mut().enumerate() {
-                *s = arow.iter().enumerate().map(|(p, &ap)| ap * b[p * rsb + j * csb]).sum();
-            }
-        }
-        for (j, &v) in acc.iter().enumerate() {
-            let cij = &mut c[i * rsc + j * csc];
-            // beta = 0 overwrites (whatever C held, NaN included), as sgemm does.
-            *cij = if beta == 0.0 { v } else { v + beta * *cij };
         }
     }
 }
 
 /// `x . y` with eight partial sums (so that it vectorises), added pairwise at the end.
+#[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
@@ -167,6 +213,93 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     }
     let quads = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
     (quads[0] + quads[2]) + (quads[1] + quads[3]) + tail
+}
+
+/// Elements of `[rows, V]` per parallel task of [`CpuBackend::softmax_xent`].
+const SOFTMAX_BLOCK: usize = 1 << 13;
+
+/// Lanes of the vectorised reductions below (one 512-bit register, or two 256-bit ones).
+const LANES: usize = 16;
+
+/// `max(x)` over 16 lanes (NaN ignored, as `f32::max` does), then the lanes pairwise.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for l in 0..LANES {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `sum(x)` over 16 lanes, then the lanes pairwise.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..LANES {
+            lanes[l] += c[l];
+        }
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            lanes[l] += lanes[l + w];
+        }
+    }
+    lanes[0] + tail
+}
+
+multiversion! {
+    /// [`Backend::softmax_xent`] over a block of rows `logits [rows, v]` (targets already checked):
+    /// per row the maximum, `d = e^{x - max}` and their sum (16-lane partial sums), then
+    /// `d = d / sum * grad_scale` and `d[target] -= grad_scale`; the stats from the sum and the
+    /// first position of the maximum. Three vectorised passes over the row, all in L1.
+    fn softmax_xent_rows(logits: &[f32], targets: &[u32], dlogits: &mut [f32], stats: &mut [f32], v: usize, grad_scale: f32) {
+        for ((row, d), (st, &target)) in logits.chunks_exact(v).zip(dlogits.chunks_exact_mut(v)).zip(stats.chunks_exact_mut(2).zip(targets)) {
+            let target = target as usize;
+            let max = lane_max(row);
+            // The first maximum (0 when every logit is NaN, as a plain scan would give).
+            let best = row.iter().position(|&x| x == max).unwrap_or(0);
+            for (dj, &x) in d.iter_mut().zip(row) {
+                *dj = fastmath::exp(x - max);
+            }
+            let sum = lane_sum(d);
+            let scale = grad_scale / sum;
+            for dj in d.iter_mut() {
+                *dj *= scale;
+            }
+            d[target] -= grad_scale;
+            st[0] = sum.ln() - (row[target] - max);
+            st[1] = if best == target { 1.0 } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    /// One task of [`Backend::bias_grad`]: `db[c] += sum_{o,i} dy[o, c0 + c, i]` for the channels
+    /// `c0 .. c0 + db.len()` of `dy [outer, channels, inner]` (`row = channels * inner`), summed in
+    /// f64 over o in order, reading each row's contiguous run of these channels.
+    fn bias_grad_block(dy: &[f32], db: &mut [f32], c0: usize, outer: usize, row: usize, inner: usize) {
+        let mut acc = vec![0.0f64; db.len()];
+        for o in 0..outer {
+            let run = &dy[o * row + c0 * inner..][..db.len() * inner];
+            if inner == 1 {
+                acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
+            } else {
+                for (a, seg) in acc.iter_mut().zip(run.chunks_exact(inner)) {
+                    *a += seg.iter().map(|&v| v as f64).sum::<f64>();
+                }
+            }
+        }
+        db.iter_mut().zip(&acc).for_each(|(d, &a)| *d += a as f32);
+    }
 }
 
 /// Runs `f` over matching chunks of `xs` and `ys`, in parallel when the work is large.
@@ -274,12 +407,15 @@ impl Backend for CpuBackend {
             Act::Tanh => dy * (1.0 - y * y),
             Act::Sigmoid => dy * y * (1.0 - y),
         };
-        if n < PAR_MIN {
-            for i in 0..n {
-                dx[i] = f(y[i], dy[i]);
+        let body = |(dx, (y, dy)): (&mut [f32], (&[f32], &[f32]))| {
+            for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                *d = f(y, g);
             }
+        };
+        if n < PAR_MIN {
+            body((dx, (y, dy)));
         } else {
-            dx.par_iter_mut().enumerate().for_each(|(i, d)| *d = f(y[i], dy[i]));
+            dx.par_chunks_mut(PAR_MIN).zip(y.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))).for_each(body);
         }
     }
 
@@ -339,16 +475,28 @@ impl Backend for CpuBackend {
 
     fn bias_add(&self, y: &mut Vec<f32>, bias: &Vec<f32>, outer: usize, channels: usize, inner: usize) {
         let row = channels * inner;
+        let bias = &bias[..channels];
+        if row == 0 {
+            return;
+        }
+        // Whole rows per task, about PAR_MIN elements each.
         let body = |y: &mut [f32]| {
-            for c in 0..channels {
-                let b = bias[c];
-                y[c * inner..][..inner].iter_mut().for_each(|v| *v += b);
+            for y in y.chunks_exact_mut(row) {
+                if inner == 1 {
+                    // A Linear layer's row: one vectorised pass.
+                    y.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+                } else {
+                    for (seg, &b) in y.chunks_exact_mut(inner).zip(bias) {
+                        seg.iter_mut().for_each(|v| *v += b);
+                    }
+                }
             }
         };
+        let y = &mut y[..outer * row];
         if outer * row < PAR_MIN {
-            y[..outer * row].chunks_mut(row.max(1)).for_each(body);
+            body(y);
         } else {
-            y[..outer * row].par_chunks_mut(row.max(1)).for_each(body);
+            y.par_chunks_mut((PAR_MIN / row).max(1) * row).for_each(body);
         }
     }
 
@@ -358,27 +506,13 @@ impl Backend for CpuBackend {
         // every outer row and adding that row's contiguous run of its channels into its sums.
         let row = channels * inner;
         let dy = &dy[..outer * row];
-        let sum_block = |c0: usize, db: &mut [f32]| {
-            let mut acc = vec![0.0f64; db.len()];
-            for o in 0..outer {
-                let run = &dy[o * row + c0 * inner..][..db.len() * inner];
-                if inner == 1 {
-                    acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v as f64);
-                } else {
-                    for (a, seg) in acc.iter_mut().zip(run.chunks_exact(inner)) {
-                        *a += seg.iter().map(|&v| v as f64).sum::<f64>();
-                    }
-                }
-            }
-            db.iter_mut().zip(&acc).for_each(|(d, &a)| *d += a as f32);
-        };
         let dbias = &mut dbias[..channels];
         let threads = rayon::current_num_threads();
         if outer * row < PAR_MIN || threads < 2 || channels < 2 {
-            sum_block(0, dbias);
+            bias_grad_block(dy, dbias, 0, outer, row, inner);
         } else {
             let block = channels.div_ceil(threads);
-            dbias.par_chunks_mut(block).enumerate().for_each(|(i, db)| sum_block(i * block, db));
+            dbias.par_chunks_mut(block).enumerate().for_each(|(i, db)| bias_grad_block(dy, db, i * block, outer, row, inner));
         }
     }
 
@@ -409,32 +543,24 @@ impl Backend for CpuBackend {
         v: usize,
         grad_scale: f32,
     ) {
-        dlogits[..n * v].par_chunks_mut(v).zip(stats[..2 * n].par_chunks_mut(2)).enumerate().for_each(
-            |(i, (d, st))| {
-                let row = &logits[i * v..][..v];
-                let target = targets[i] as usize;
-                assert!(target < v, "softmax_xent: target {target} outside {v} classes");
-                let (mut best, mut max) = (0, f32::NEG_INFINITY);
-                for (j, &x) in row.iter().enumerate() {
-                    if x > max {
-                        max = x;
-                        best = j;
-                    }
-                }
-                // The exponentials in one (vectorised) loop, their sum in order in another.
-                for (dj, &x) in d.iter_mut().zip(row) {
-                    *dj = fastmath::exp(x - max);
-                }
-                let sum: f32 = d.iter().sum();
-                let inv = 1.0 / sum;
-                for dj in d.iter_mut() {
-                    *dj *= inv * grad_scale;
-                }
-                d[target] -= grad_scale;
-                st[0] = sum.ln() - (row[target] - max);
-                st[1] = if best == target { 1.0 } else { 0.0 };
-            },
-        );
+        let (logits, targets) = (&logits[..n * v], &targets[..n]);
+        if v == 0 {
+            return;
+        }
+        for &t in targets {
+            assert!((t as usize) < v, "softmax_xent: target {t} outside {v} classes");
+        }
+        // Blocks of rows per task: enough work per task to pay for the hand-off.
+        let rows = (SOFTMAX_BLOCK / v).max(1);
+        dlogits[..n * v]
+            .par_chunks_mut(rows * v)
+            .zip(stats[..2 * n].par_chunks_mut(2 * rows))
+            .enumerate()
+            .for_each(|(blk, (d, st))| {
+                let r0 = blk * rows;
+                let nr = st.len() / 2;
+                softmax_xent_rows(&logits[r0 * v..(r0 + nr) * v], &targets[r0..r0 + nr], d, st, v, grad_scale);
+            });
     }
 
     fn sum_squares(&self, x: &Vec<f32>, n: usize, acc: &mut Vec<f32>) {
