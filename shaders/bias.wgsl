@@ -1,4 +1,5 @@
 // Bias over the channel axis of y [outer, channels, inner] (a Linear: inner = 1; a conv: inner = time).
+// Storage is `elem` (f32 or f16, prepended by the pipeline cache); arithmetic and sums in f32.
 //   bias_add:  y[o, c, i] += bias[c]                    (1: bias, 2: y)
 //              one invocation per element of y, 256 per workgroup, 2-D workgroup grid with flat
 //              index (wid.y * nwg.x + wid.x) * 256 + lid.x.
@@ -15,8 +16,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-@group(0) @binding(1) var<storage, read> bias: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> bias: array<elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<elem>;
 
 @compute @workgroup_size(256)
 fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -24,11 +25,11 @@ fn bias_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.a0) { return; }
     let c = (i / p.a2) % p.a1;
-    y[i] = y[i] + bias[c];
+    y[i] = elem(f32(y[i]) + f32(bias[c]));
 }
 
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<elem>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<elem>;
 
 var<workgroup> part: array<f32, 256>;
 
@@ -45,7 +46,7 @@ fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         for (var j = lid.x; j < total; j += 256u) {
             let o = j / inner;
             let ii = j % inner;
-            s += dy[(o * channels + c) * inner + ii];
+            s += f32(dy[(o * channels + c) * inner + ii]);
         }
     }
     part[lid.x] = s;
@@ -57,6 +58,6 @@ fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         workgroupBarrier();
     }
     if (lid.x == 0u && c < channels) {
-        dbias[c] = dbias[c] + part[0];
+        dbias[c] = elem(f32(dbias[c]) + part[0]);
     }
 }

@@ -5,7 +5,8 @@
 //   backward input:  dx[b,c,t] (+)= sum_{o,j} w[o,c,j] * dy[b,o,t+s_j]        (t+s_j < T)
 //   backward weight: dw[o,c,j] += sum_{b,t} dy[b,o,t] * x[b,c,t-s_j]          (t >= s_j)
 //   (the bias gradient is the Backend's bias_grad, recorded by the host.)
-// Layout: row-major x [B, Cin, T], w [Cout, Cin, K], bias [Cout], y [B, Cout, T].
+// Layout: row-major x [B, Cin, T], w [Cout, Cin, K], bias [Cout], y [B, Cout, T]. Tensors are
+// `elem` (f32 or f16, prepended by the pipeline cache), the split-K partials f32; tiles and sums f32.
 //
 // Each pass is a sum over taps of matrix products, computed like shaders/matmul.wgsl: a
 // workgroup of 16x16 invocations owns a 64x64 tile of the output; per tap and per step of 16
@@ -41,21 +42,21 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 // conv_fwd
-@group(0) @binding(1) var<storage, read> fx: array<f32>;
-@group(0) @binding(2) var<storage, read> fw: array<f32>;
-@group(0) @binding(3) var<storage, read> fbias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(1) var<storage, read> fx: array<elem>;
+@group(0) @binding(2) var<storage, read> fw: array<elem>;
+@group(0) @binding(3) var<storage, read> fbias: array<elem>;
+@group(0) @binding(4) var<storage, read_write> fy: array<elem>;
 // conv_bwd_input
-@group(0) @binding(1) var<storage, read> idy: array<f32>;
-@group(0) @binding(2) var<storage, read> iw: array<f32>;
-@group(0) @binding(3) var<storage, read_write> idx: array<f32>;
+@group(0) @binding(1) var<storage, read> idy: array<elem>;
+@group(0) @binding(2) var<storage, read> iw: array<elem>;
+@group(0) @binding(3) var<storage, read_write> idx: array<elem>;
 // conv_bwd_weight
-@group(0) @binding(1) var<storage, read> wx: array<f32>;
-@group(0) @binding(2) var<storage, read> wdy: array<f32>;
+@group(0) @binding(1) var<storage, read> wx: array<elem>;
+@group(0) @binding(2) var<storage, read> wdy: array<elem>;
 @group(0) @binding(3) var<storage, read_write> wpart: array<f32>;
 // conv_bwd_weight_reduce
 @group(0) @binding(1) var<storage, read> rpart: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rdw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rdw: array<elem>;
 
 const TILE: u32 = 64u; // tile rows and columns
 const TK: u32 = 16u;   // depth of one step
@@ -116,7 +117,7 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
                 let o = row0 + mm;
                 let ca = c0 + kk;
                 var va = 0.0;
-                if (o < cout && ca < cin) { va = fw[(o * cin + ca) * K + j]; }
+                if (o < cout && ca < cin) { va = f32(fw[(o * cin + ca) * K + j]); }
                 As[kk * LD + mm] = va;
                 // right: x[b, c, t - s] (0 in the padding); 16 depth x 64 columns, along t
                 let nn = e % TILE;
@@ -127,7 +128,7 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
                 if (col < n && cb < cin) {
                     let b = col / T;
                     let t = col % T;
-                    if (t >= s) { vb = fx[(b * cin + cb) * T + t - s]; }
+                    if (t >= s) { vb = f32(fx[(b * cin + cb) * T + t - s]); }
                 }
                 Bs[kb * LD + nn] = vb;
             }
@@ -144,7 +145,7 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
             if (col < n) {
                 let b = col / T;
                 let t = col % T;
-                fy[(b * cout + o) * T + t] = acc[i][j] + fbias[o];
+                fy[(b * cout + o) * T + t] = elem(acc[i][j] + f32(fbias[o]));
             }
         }
     }
@@ -173,7 +174,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 let c = row0 + mm;
                 let oa = o0 + kk;
                 var va = 0.0;
-                if (c < cin && oa < cout) { va = iw[(oa * cin + c) * K + j]; }
+                if (c < cin && oa < cout) { va = f32(iw[(oa * cin + c) * K + j]); }
                 As[kk * LD + mm] = va;
                 // right: dy[b, o, t + s] (0 past the end); 16 depth x 64 columns, along t
                 let nn = e % TILE;
@@ -184,7 +185,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 if (col < n && ob < cout) {
                     let b = col / T;
                     let t = col % T;
-                    if (t + s < T) { vb = idy[(b * cout + ob) * T + t + s]; }
+                    if (t + s < T) { vb = f32(idy[(b * cout + ob) * T + t + s]); }
                 }
                 Bs[kb * LD + nn] = vb;
             }
@@ -203,9 +204,9 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 let t = col % T;
                 let at = (b * cin + c) * T + t;
                 if (p.accumulate != 0u) {
-                    idx[at] = idx[at] + acc[i][j];
+                    idx[at] = elem(f32(idx[at]) + acc[i][j]);
                 } else {
-                    idx[at] = acc[i][j];
+                    idx[at] = elem(acc[i][j]);
                 }
             }
         }
@@ -242,12 +243,12 @@ fn conv_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 // left: dy[b, o, t]; 64 rows (o) x 16 depth
                 let o = row0 + mm;
                 var va = 0.0;
-                if (col < end && o < cout) { va = wdy[(b * cout + o) * T + t]; }
+                if (col < end && o < cout) { va = f32(wdy[(b * cout + o) * T + t]); }
                 As[kk * LD + mm] = va;
                 // right: x[b, c, t - s]; 16 depth x 64 columns (c)
                 let c = col0 + mm;
                 var vb = 0.0;
-                if (col < end && c < cin && t >= s) { vb = wx[(b * cin + c) * T + t - s]; }
+                if (col < end && c < cin && t >= s) { vb = f32(wx[(b * cin + c) * T + t - s]); }
                 Bs[kk * LD + mm] = vb;
             }
             workgroupBarrier();
@@ -278,5 +279,5 @@ fn conv_bwd_weight_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     for (var z = 0u; z < p.slices; z++) {
         sum += rpart[z * wn + i];
     }
-    rdw[i] = rdw[i] + sum;
+    rdw[i] = elem(f32(rdw[i]) + sum);
 }

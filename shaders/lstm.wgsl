@@ -13,7 +13,9 @@
 //   dW_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]            (separate pass, lstm_dw_hh)
 //
 // Layout (row-major, batch-major): xw, gates, dxw [batch, time, 4H]; hs, cs, dhs [batch, time, H];
-// h0, c0 [batch, H]; w_hh, dw_hh [4H, H]. `gates` holds the ACTIVATED gates.
+// h0, c0 [batch, H]; w_hh, dw_hh [4H, H]. `gates` holds the ACTIVATED gates. Tensors are `elem` (f32
+// or f16, prepended by the pipeline cache), the dW_hh partials f32; state, tiles and sums f32.
+// lstm_dw_hh's output binding is f32: at f16 the host always takes the partials path (splits >= 2).
 //
 // Dispatch shapes:
 //   lstm_fwd, lstm_bwd: ONE dispatch for the whole sequence. One workgroup of 256 invocations per
@@ -62,13 +64,13 @@ var<workgroup> c_s: array<f32, MAX_H>;        // fwd: c_{t-1};  bwd: dc from ste
 var<workgroup> g_s: array<f32, 2048>;         // fwd: activated gates; bwd: their gradient [4 * MAX_H]
 
 // ---- forward -------------------------------------------------------------------------------
-@group(0) @binding(1) var<storage, read> f_xw: array<f32>;
-@group(0) @binding(2) var<storage, read> f_whh: array<f32>;
-@group(0) @binding(3) var<storage, read> f_h0: array<f32>;
-@group(0) @binding(4) var<storage, read> f_c0: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_hs: array<f32>;
-@group(0) @binding(6) var<storage, read_write> f_cs: array<f32>;
-@group(0) @binding(7) var<storage, read_write> f_gates: array<f32>;
+@group(0) @binding(1) var<storage, read> f_xw: array<elem>;
+@group(0) @binding(2) var<storage, read> f_whh: array<elem>;
+@group(0) @binding(3) var<storage, read> f_h0: array<elem>;
+@group(0) @binding(4) var<storage, read> f_c0: array<elem>;
+@group(0) @binding(5) var<storage, read_write> f_hs: array<elem>;
+@group(0) @binding(6) var<storage, read_write> f_cs: array<elem>;
+@group(0) @binding(7) var<storage, read_write> f_gates: array<elem>;
 
 @compute @workgroup_size(256)
 fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -81,23 +83,23 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         return;
     }
     for (var j = li; j < h; j += WG) {
-        h_s[j] = f_h0[b * h + j];
-        c_s[j] = f_c0[b * h + j];
+        h_s[j] = f32(f_h0[b * h + j]);
+        c_s[j] = f32(f_c0[b * h + j]);
     }
     workgroupBarrier();
     for (var t = 0u; t < time; t++) {
         let row = (b * time + t) * g4;
         // Phase 1: the gates, a = xw + W_hh h_{t-1}, activated.
         for (var g = li; g < g4; g += WG) {
-            var a = f_xw[row + g];
+            var a = f32(f_xw[row + g]);
             let w0 = g * h;
             for (var j = 0u; j < h; j++) {
-                a = fma(f_whh[w0 + j], h_s[j], a);
+                a = fma(f32(f_whh[w0 + j]), h_s[j], a);
             }
             var act: f32;
             if (g >= 2u * h && g < 3u * h) { act = tanh_safe(a); } else { act = sigmoid(a); }
             g_s[g] = act;
-            f_gates[row + g] = act;
+            f_gates[row + g] = elem(act);
         }
         workgroupBarrier();
         // Phase 2: the cell and hidden state.
@@ -107,20 +109,20 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             let hv = g_s[3u * h + j] * tanh_safe(c);
             c_s[j] = c;
             h_s[j] = hv;
-            f_cs[srow + j] = c;
-            f_hs[srow + j] = hv;
+            f_cs[srow + j] = elem(c);
+            f_hs[srow + j] = elem(hv);
         }
         workgroupBarrier();
     }
 }
 
 // ---- backward through time -----------------------------------------------------------------
-@group(0) @binding(1) var<storage, read> b_whh: array<f32>;
-@group(0) @binding(2) var<storage, read> b_c0: array<f32>;
-@group(0) @binding(3) var<storage, read> b_cs: array<f32>;
-@group(0) @binding(4) var<storage, read> b_gates: array<f32>;
-@group(0) @binding(5) var<storage, read> b_dhs: array<f32>;
-@group(0) @binding(6) var<storage, read_write> b_dxw: array<f32>;
+@group(0) @binding(1) var<storage, read> b_whh: array<elem>;
+@group(0) @binding(2) var<storage, read> b_c0: array<elem>;
+@group(0) @binding(3) var<storage, read> b_cs: array<elem>;
+@group(0) @binding(4) var<storage, read> b_gates: array<elem>;
+@group(0) @binding(5) var<storage, read> b_dhs: array<elem>;
+@group(0) @binding(6) var<storage, read_write> b_dxw: array<elem>;
 
 @compute @workgroup_size(256)
 fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -144,15 +146,15 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         // Phase 1: the gates' gradient, unit by unit (each invocation owns the same units as in
         // phase 2, so h_s / c_s entries are only ever touched by their owner between barriers).
         for (var j = li; j < h; j += WG) {
-            let i = b_gates[row + j];
-            let f = b_gates[row + h + j];
-            let g = b_gates[row + 2u * h + j];
-            let o = b_gates[row + 3u * h + j];
-            let c = b_cs[srow + j];
+            let i = f32(b_gates[row + j]);
+            let f = f32(b_gates[row + h + j]);
+            let g = f32(b_gates[row + 2u * h + j]);
+            let o = f32(b_gates[row + 3u * h + j]);
+            let c = f32(b_cs[srow + j]);
             var cprev: f32;
-            if (t > 0u) { cprev = b_cs[srow - h + j]; } else { cprev = b_c0[b * h + j]; }
+            if (t > 0u) { cprev = f32(b_cs[srow - h + j]); } else { cprev = f32(b_c0[b * h + j]); }
             let tc = tanh_safe(c);
-            let dh = b_dhs[srow + j] + h_s[j];
+            let dh = f32(b_dhs[srow + j]) + h_s[j];
             let dc = c_s[j] + dh * o * (1.0 - tc * tc);
             let da_i = dc * g * i * (1.0 - i);
             let da_f = dc * cprev * f * (1.0 - f);
@@ -162,10 +164,10 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             g_s[h + j] = da_f;
             g_s[2u * h + j] = da_g;
             g_s[3u * h + j] = da_o;
-            b_dxw[row + j] = da_i;
-            b_dxw[row + h + j] = da_f;
-            b_dxw[row + 2u * h + j] = da_g;
-            b_dxw[row + 3u * h + j] = da_o;
+            b_dxw[row + j] = elem(da_i);
+            b_dxw[row + h + j] = elem(da_f);
+            b_dxw[row + 2u * h + j] = elem(da_g);
+            b_dxw[row + 3u * h + j] = elem(da_o);
             c_s[j] = dc * f;
         }
         workgroupBarrier();
@@ -174,7 +176,7 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             for (var j = li; j < h; j += WG) {
                 var acc = 0.0;
                 for (var g = 0u; g < g4; g++) {
-                    acc = fma(b_whh[g * h + j], g_s[g], acc);
+                    acc = fma(f32(b_whh[g * h + j]), g_s[g], acc);
                 }
                 h_s[j] = acc;
             }
@@ -184,9 +186,9 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 }
 
 // ---- dW_hh += dxw^T Hprev ------------------------------------------------------------------
-@group(0) @binding(1) var<storage, read> w_dxw: array<f32>;
-@group(0) @binding(2) var<storage, read> w_hs: array<f32>;
-@group(0) @binding(3) var<storage, read> w_h0: array<f32>;
+@group(0) @binding(1) var<storage, read> w_dxw: array<elem>;
+@group(0) @binding(2) var<storage, read> w_hs: array<elem>;
+@group(0) @binding(3) var<storage, read> w_h0: array<elem>;
 @group(0) @binding(4) var<storage, read_write> w_out: array<f32>; // dW_hh, or the partials
 
 const TM: u32 = 64u;   // tile rows (gate rows of dW_hh)
@@ -226,7 +228,7 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let gk = k0 + kk;
             var va = 0.0;
             if (gr < m && gk < k) {
-                va = w_dxw[gk * m + gr];
+                va = f32(w_dxw[gk * m + gr]);
             }
             As[kk * LD + mm] = va;
             // Hprev panel: row (b, t) = gk is hs[gk - 1] for t > 0, h0[b] for t = 0.
@@ -237,7 +239,7 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             var vb = 0.0;
             if (gc < h && gkb < k) {
                 let t = gkb % time;
-                if (t > 0u) { vb = w_hs[(gkb - 1u) * h + gc]; } else { vb = w_h0[(gkb / time) * h + gc]; }
+                if (t > 0u) { vb = f32(w_hs[(gkb - 1u) * h + gc]); } else { vb = f32(w_h0[(gkb / time) * h + gc]); }
             }
             Bs[kb * LD + nn] = vb;
         }
@@ -276,7 +278,7 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // ---- dW_hh += sum over splits of the partials ----------------------------------------------
 @group(0) @binding(1) var<storage, read> r_part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> r_dw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> r_dw: array<elem>;
 
 @compute @workgroup_size(256)
 fn lstm_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -286,9 +288,9 @@ fn lstm_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (i >= n) {
         return;
     }
-    var s = r_dw[i];
+    var s = f32(r_dw[i]);
     for (var z = 0u; z < p.splits; z++) {
         s += r_part[z * n + i];
     }
-    r_dw[i] = s;
+    r_dw[i] = elem(s);
 }

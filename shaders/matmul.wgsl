@@ -1,6 +1,7 @@
 // Matrix product C[m, n] = op(A) op(B) (+ C when accumulate), op(A) being [m, k].
 // Layout: row-major. A is stored [m, k], or [k, m] when trans_a; B is stored [k, n], or [n, k]
-// when trans_b; C is [m, n]. Bindings: 1 A, 2 B, 3 C.
+// when trans_b; C is [m, n]. Bindings: 1 A, 2 B, 3 C, of `elem` (f32 or f16, prepended by the
+// pipeline cache); panels and sums f32.
 // Dispatch: two entry points with the same body (`tile`), 4x4 outputs per invocation.
 //   matmul:       16x16 invocations per 64x64 tile of C (x = ceil(n/64) column tiles, y = ceil(m/64)
 //                 row tiles): the default.
@@ -25,9 +26,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<elem>;
+@group(0) @binding(2) var<storage, read> b: array<elem>;
+@group(0) @binding(3) var<storage, read_write> c: array<elem>;
 
 const TK: u32 = 16u;   // depth of one step
 
@@ -75,7 +76,7 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
             for (var j = 0u; j < 4u; j++) {
                 let gr = row0 + 4u * q + j;
                 if (gr < m && gk < k) {
-                    if (p.trans_a == 0u) { va[j] = a[gr * k + gk]; } else { va[j] = a[gk * m + gr]; }
+                    if (p.trans_a == 0u) { va[j] = f32(a[gr * k + gk]); } else { va[j] = f32(a[gk * m + gr]); }
                 }
             }
             As[kk * nt + q] = va;
@@ -88,7 +89,7 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
             for (var j = 0u; j < 4u; j++) {
                 let gc = col0 + 4u * qb + j;
                 if (gc < n && gkb < k) {
-                    if (p.trans_b == 0u) { vb[j] = b[gkb * n + gc]; } else { vb[j] = b[gc * k + gkb]; }
+                    if (p.trans_b == 0u) { vb[j] = f32(b[gkb * n + gc]); } else { vb[j] = f32(b[gc * k + gkb]); }
                 }
             }
             Bs[kb * nt + qb] = vb;
@@ -113,9 +114,9 @@ fn tile(row0: u32, col0: u32, tx: u32, ty: u32, li: u32, nt: u32) {
             if (col < n) {
                 let idx = r * n + col;
                 if (p.accumulate != 0u) {
-                    c[idx] = c[idx] + acc[i][j];
+                    c[idx] = elem(f32(c[idx]) + acc[i][j]);
                 } else {
-                    c[idx] = acc[i][j];
+                    c[idx] = elem(acc[i][j]);
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
 //! in order).
 
-use super::{check_len, grid_1d, grid_2d, grid_groups, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, Shader};
 use crate::engine::Lstm;
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
@@ -61,6 +61,10 @@ pub(crate) fn forward(
     check_len(op, "hs", hs, batch * time * h);
     check_len(op, "cs", cs, batch * time * h);
     check_len(op, "gates", gates, batch * time * 4 * h);
+    check_same_elem(
+        op,
+        &[("xw", xw), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates)],
+    );
     let p = params(op, l);
     if batch == 0 || time == 0 || h == 0 {
         return;
@@ -94,6 +98,11 @@ pub(crate) fn backward(
     check_len(op, "dhs", dhs, batch * time * h);
     check_len(op, "dxw", dxw, batch * time * 4 * h);
     check_len(op, "dw_hh", dw_hh, 4 * h * h);
+    check_same_elem(
+        op,
+        &[("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates), ("dhs", dhs), ("dxw", dxw)],
+    );
+    check_same_elem(op, &[("w_hh", w_hh), ("dw_hh", dw_hh)]);
     let p = params(op, l);
     if batch == 0 || time == 0 || h == 0 {
         return;
@@ -103,7 +112,12 @@ pub(crate) fn backward(
     // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let rows = batch * time;
     let [gx, gy, _] = grid_2d(h, 4 * h, 64, 64);
-    let splits = dw_splits(rows, (gx * gy) as usize);
+    // The single-split path adds straight into dW_hh through an f32 binding: at f16 the partial
+    // sums always go through the f32 scratch (a second, possibly empty, split).
+    let mut splits = dw_splits(rows, (gx * gy) as usize);
+    if dw_hh.elem() == Elem::F16 {
+        splits = splits.max(2);
+    }
     let kchunk = rows.div_ceil(splits);
     let pw = [p[0], p[1], p[2], word(op, splits), word(op, kchunk)];
     if splits == 1 {

@@ -36,6 +36,27 @@
 //! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::with_scratch` with a key
 //!    of your own (kept and reused between calls).
 //!
+//! # Precision (issue 7)
+//!
+//! A backend opened with [`Precision::F16`] (where the adapter has `SHADER_F16`) stores what
+//! [`Backend::alloc`] makes — weights, gradients, activations — as f16; [`Backend::alloc_f32`]
+//! buffers (Adam's moments, the loss sums), the ops' scratch partial sums and ids stay 32-bit.
+//! Every buffer knows its element type ([`Elem`]). Each shader is written once against the alias
+//! `elem` for its precision-dependent storage arrays (always-f32 arrays say `f32`): loads convert to
+//! f32 (`f32(x[i])`), all arithmetic, workgroup tiles and sums are f32, stores convert back
+//! (`elem(v)`). The pipeline cache compiles a shader once per variant, prepending `alias elem = f32;`
+//! or `enable f16; alias elem = f16;`; a dispatch uses the f16 variant when any buffer it binds is
+//! f16. At f32 the source is the one it always was (`f32(x)` of an f32 is `x`): results are
+//! unchanged bit for bit. [`Backend::write`] and [`Backend::read`] convert with the `half` crate.
+//! An f16 array has a 2-byte stride; allocations are rounded up to whole 4-byte words.
+//!
+//! Gradients at f16 are *loss-scaled*: `softmax_xent` multiplies its `grad_scale` by
+//! [`F16_LOSS_SCALE`], so every gradient buffer holds the gradient times that factor (small
+//! per-row gradients such as `1/(B*T*V)` would otherwise fall below f16's smallest normal number,
+//! 6.1e-5); `sum_squares` and `adam` divide it out in f32 before using a gradient, so the norm,
+//! the clipping and the update are those of the true gradient. [`GpuBackend::loss_scale`] says
+//! the factor in use (1 at f32).
+//!
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
@@ -62,6 +83,69 @@ const EMBEDDING_SCRATCH: usize = 16 << 20;
 const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// The static loss scale of f16 training (see the module documentation). 1024 lifts a softmax
+/// gradient of `1/(B*T*V)` (about 4e-7 at B128, T64, V300) to about 4e-4, a normal f16 number,
+/// while a logit gradient stays at most `1024 / rows`, far from f16's largest value (65504).
+pub const F16_LOSS_SCALE: f32 = 1024.0;
+
+/// How the GPU backend stores the floats of [`Backend::alloc`] buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere (the default).
+    #[default]
+    F32,
+    /// Weights, gradients and activations as f16 (needs the adapter's `SHADER_F16`), arithmetic
+    /// and sums in f32, Adam's moments in f32.
+    F16,
+}
+
+impl Precision {
+    /// `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fm.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision {s:?} (f32 or f16)")),
+        }
+    }
+}
+
+/// The element type of one GPU buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+    /// Token ids.
+    U32,
+}
+
+impl Elem {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F16 => 2,
+            Elem::F32 | Elem::U32 => 4,
+        }
+    }
+}
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
 pub(crate) struct Shader {
@@ -126,12 +210,13 @@ pub(crate) fn u(x: usize) -> u32 {
     u32::try_from(x).expect("size does not fit in 32 bits")
 }
 
-/// A GPU buffer of 32-bit elements (f32 values or u32 ids: the backend uses this one type for both).
-/// Dropping it releases the memory once no recorded work uses it.
+/// A GPU buffer of f32, f16 or u32 elements (the backend uses this one type for values and ids; see
+/// [`Elem`]). Dropping it releases the memory once no recorded work uses it.
 pub struct GpuBuffer {
     buffer: Arc<wgpu::Buffer>,
     len: usize,
     id: u64,
+    elem: Elem,
 }
 
 impl GpuBuffer {
@@ -142,15 +227,44 @@ impl GpuBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The underlying wgpu buffer (its byte size may exceed `4 * len`: at least 4 bytes).
+    /// The element type.
+    pub fn elem(&self) -> Elem {
+        self.elem
+    }
+    /// The underlying wgpu buffer (its byte size may exceed `len` elements: whole 4-byte words, at
+    /// least one).
     pub fn raw(&self) -> &wgpu::Buffer {
         &self.buffer
     }
 }
 
+/// Panics unless `buf` holds f32 elements: the bindings a shader declares `array<f32>` whatever the
+/// precision (optimizer moments, loss statistics), which callers allocate with `alloc_f32`.
+pub(crate) fn check_f32(op: &str, what: &str, buf: &GpuBuffer) {
+    assert!(
+        buf.elem != Elem::F16,
+        "{op}: buffer `{what}` must hold f32 (allocate it with alloc_f32), it holds f16"
+    );
+}
+
+/// Panics unless the float buffers of an op whose storage is all `elem` share one element type.
+pub(crate) fn check_same_elem(op: &str, bufs: &[(&str, &GpuBuffer)]) {
+    let f16 = |b: &GpuBuffer| b.elem == Elem::F16;
+    if let Some((first, b0)) = bufs.first() {
+        for (what, b) in &bufs[1..] {
+            assert!(
+                f16(b) == f16(b0),
+                "{op}: buffers `{first}` ({:?}) and `{what}` ({:?}) differ in precision",
+                b0.elem,
+                b.elem
+            );
+        }
+    }
+}
+
 impl std::fmt::Debug for GpuBuffer {
     fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(fm, "GpuBuffer(#{}, {} elements)", self.id, self.len)
+        write!(fm, "GpuBuffer(#{}, {} {:?} elements)", self.id, self.len, self.elem)
     }
 }
 
@@ -298,8 +412,30 @@ pub(crate) struct Pipe {
 
 #[derive(Default)]
 struct Pipelines {
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
-    pipes: HashMap<(&'static str, &'static str), Arc<Pipe>>,
+    modules: HashMap<(&'static str, Precision), wgpu::ShaderModule>,
+    pipes: HashMap<(&'static str, &'static str, Precision), Arc<Pipe>>,
+}
+
+/// The WGSL a shader compiles from at `precision`: its source with `alias elem = f32;` (or
+/// `enable f16;` and `alias elem = f16;`) inserted after its own leading directives.
+pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
+    // Directives (`enable`, `requires`, `diagnostic`) must precede every declaration.
+    let mut at = 0;
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        offset += line.len();
+        let t = line.trim_start();
+        if ["enable ", "requires ", "diagnostic"].iter().any(|d| t.starts_with(d)) {
+            at = offset;
+        }
+    }
+    let alias = match precision {
+        Precision::F32 => "alias elem = f32;\n",
+        Precision::F16 => "enable f16;\nalias elem = f16;\n",
+    };
+    let (head, tail) = source.split_at(at);
+    let sep = if head.is_empty() || head.ends_with('\n') { "" } else { "\n" };
+    format!("{head}{sep}{alias}{tail}")
 }
 
 /// One recorded dispatch.
@@ -331,6 +467,7 @@ struct Recorder {
 /// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
 /// may be shared between threads; work is still recorded and submitted in call order.
 pub struct GpuBackend {
+    precision: Precision,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -347,8 +484,14 @@ pub struct GpuBackend {
 
 impl GpuBackend {
     /// Opens the adapter chosen by [`pick_adapter_index`] with `want`, or with the `ETUDE_DEVICE`
-    /// environment variable when `want` is `None`.
+    /// environment variable when `want` is `None`, at f32.
     pub fn new(want: Option<&str>) -> Result<GpuBackend, String> {
+        Self::with_precision(want, Precision::F32)
+    }
+
+    /// [`GpuBackend::new`] storing floats at `precision`; f16 fails, with a one-line message, on
+    /// an adapter without `SHADER_F16`.
+    pub fn with_precision(want: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
         let env = std::env::var("ETUDE_DEVICE").ok();
         let want = want.or(env.as_deref());
         let inst = instance();
@@ -360,9 +503,22 @@ impl GpuBackend {
         // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
         // buffers per stage, 16 KiB workgroup memory).
         let limits = adapter.limits();
+        let required_features = match precision {
+            Precision::F32 => wgpu::Features::empty(),
+            Precision::F16 => {
+                if !adapter.features().contains(wgpu::Features::SHADER_F16) {
+                    return Err(format!(
+                        "--precision f16: the GPU adapter {} does not support half-precision shaders (SHADER_F16); \
+                         use --precision f32",
+                        adapter.get_info().name
+                    ));
+                }
+                wgpu::Features::SHADER_F16
+            }
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -370,6 +526,7 @@ impl GpuBackend {
         }))
         .map_err(|e| format!("cannot open GPU device on {}: {e}", adapter.get_info().name))?;
         Ok(GpuBackend {
+            precision,
             device,
             queue,
             info: adapter.get_info(),
@@ -391,6 +548,20 @@ impl GpuBackend {
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
         })
+    }
+
+    /// The precision of [`Backend::alloc`] buffers.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The factor gradient buffers carry (see the module documentation): [`F16_LOSS_SCALE`] at
+    /// f16, 1 at f32.
+    pub fn loss_scale(&self) -> f32 {
+        match self.precision {
+            Precision::F32 => 1.0,
+            Precision::F16 => F16_LOSS_SCALE,
+        }
     }
 
     /// The chosen adapter.
@@ -426,8 +597,17 @@ impl GpuBackend {
         self.submissions.store(0, Ordering::Relaxed);
     }
 
-    fn alloc_words(&self, len: usize) -> GpuBuffer {
-        let bytes = (len.max(1) * 4) as u64;
+    /// The element type of [`Backend::alloc`] buffers.
+    fn float_elem(&self) -> Elem {
+        match self.precision {
+            Precision::F32 => Elem::F32,
+            Precision::F16 => Elem::F16,
+        }
+    }
+
+    /// A zero-filled buffer of `len` elements of type `elem`, rounded up to whole 4-byte words.
+    fn alloc_typed(&self, len: usize, elem: Elem) -> GpuBuffer {
+        let bytes = (len * elem.size()).div_ceil(4).max(1) as u64 * 4;
         assert!(
             bytes <= self.limits.max_storage_buffer_binding_size && bytes <= self.limits.max_buffer_size,
             "alloc: {len} elements exceed this adapter's largest storage buffer ({} bytes)",
@@ -440,10 +620,10 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed), elem }
     }
 
-    /// Record an op's dispatches that pass data through a scratch buffer of at least `len`
+    /// Record an op's dispatches that pass data through an f32 scratch buffer of at least `len`
     /// elements, one per `key`, kept between calls and grown as needed (contents undefined).
     /// Dispatches run in recording order, so the op's own dispatches see each other's writes; the
     /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
@@ -458,23 +638,24 @@ impl GpuBackend {
         let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let fits = map.get(key).is_some_and(|b| b.len >= len);
         if !fits {
-            map.insert(key, self.alloc_words(len));
+            map.insert(key, self.alloc_typed(len, Elem::F32));
         }
         let b = &map[key];
-        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id }
+        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem }
     }
 
-    /// The pipeline for `entry` of `shader`, compiled on first use and cached.
-    pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str) -> Arc<Pipe> {
+    /// The pipeline for `entry` of `shader` with `elem` = `precision`, compiled on first use and
+    /// cached.
+    pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str, precision: Precision) -> Arc<Pipe> {
         let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pipe) = p.pipes.get(&(shader.name, entry)) {
+        if let Some(pipe) = p.pipes.get(&(shader.name, entry, precision)) {
             return pipe.clone();
         }
         let device = &self.device;
-        let module = p.modules.entry(shader.name).or_insert_with(|| {
+        let module = p.modules.entry((shader.name, precision)).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                source: wgpu::ShaderSource::Wgsl(variant_source(shader.source, precision).into()),
             })
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -487,13 +668,14 @@ impl GpuBackend {
         });
         let layout = pipeline.get_bind_group_layout(0);
         let pipe = Arc::new(Pipe { id: p.pipes.len(), pipeline, layout });
-        p.pipes.insert((shader.name, entry), pipe.clone());
+        p.pipes.insert((shader.name, entry, precision), pipe.clone());
         pipe
     }
 
     /// Records one dispatch of `entry` in `shader`: `params` (at most 64 words) at binding 0,
-    /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups. A dispatch with no workgroups
-    /// is skipped. See the module documentation for the conventions.
+    /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups, in the shader's f16 variant
+    /// when any of the buffers holds f16 (else f32). A dispatch with no workgroups is skipped. See
+    /// the module documentation for the conventions.
     pub(crate) fn dispatch(
         &self,
         shader: &Shader,
@@ -510,7 +692,9 @@ impl GpuBackend {
             groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM),
             "{entry}: dispatch {groups:?} exceeds 65535 workgroups per dimension"
         );
-        let pipe = self.pipeline(shader, entry);
+        let precision =
+            if buffers.iter().any(|b| b.elem == Elem::F16) { Precision::F16 } else { Precision::F32 };
+        let pipe = self.pipeline(shader, entry, precision);
         let mut rec = self.recorder();
         let slot = rec.params.len();
         rec.params.extend_from_slice(bytemuck::cast_slice(params));
@@ -601,24 +785,61 @@ impl GpuBackend {
     }
 
     fn write_words(&self, dst: &GpuBuffer, words: &[u32], op: &str) {
+        assert!(dst.elem != Elem::F16, "{op}: buffer `dst` holds f16, not 32-bit words");
         check_len(op, "dst", dst, words.len());
-        if words.is_empty() {
+        self.write_bytes(dst, bytemuck::cast_slice(words));
+    }
+
+    /// `src` rounded to f16 into the start of an f16 buffer. An odd count ends in half a word:
+    /// its other half is padding when `src` fills the buffer, else the next element, read back
+    /// first so that it is kept (a slow path no model takes: they write whole tensors).
+    fn write_halves(&self, dst: &GpuBuffer, src: &[f32]) {
+        check_len("write", "dst", dst, src.len());
+        let mut halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
+        if halves.len() % 2 == 1 {
+            let next = if dst.len > src.len() {
+                half::f16::from_bits(bytemuck::cast_slice::<u8, u16>(&self.read_bytes(dst, 2 * src.len() + 2))[src.len()])
+            } else {
+                half::f16::ZERO
+            };
+            halves.push(next);
+        }
+        self.write_bytes(dst, bytemuck::cast_slice(&halves));
+    }
+
+    /// `bytes` (a whole number of 4-byte words) into the start of `dst`, after the recorded work.
+    fn write_bytes(&self, dst: &GpuBuffer, bytes: &[u8]) {
+        if bytes.is_empty() {
             return;
         }
         let mut rec = self.recorder();
         self.submit(&mut rec); // recorded work must see the old contents
-        self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(words));
+        self.queue.write_buffer(&dst.buffer, 0, bytes);
     }
 
     /// The first `len` 32-bit words of `src`, after all recorded work.
     fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
+        assert!(src.elem != Elem::F16, "read: buffer holds f16, not 32-bit words");
         check_len("read", "src", src, len);
-        if len == 0 {
+        bytemuck::cast_slice(&self.read_bytes(src, 4 * len)).to_vec()
+    }
+
+    /// The first `len` elements of an f16 buffer, widened to f32.
+    fn read_halves(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
+        check_len("read", "src", src, len);
+        let bytes = self.read_bytes(src, 2 * len);
+        bytemuck::cast_slice::<u8, u16>(&bytes)[..len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
+    }
+
+    /// The first `want` bytes of `src` rounded up to whole words (the buffer holds them), after all
+    /// recorded work.
+    fn read_bytes(&self, src: &GpuBuffer, want: usize) -> Vec<u8> {
+        if want == 0 {
             return Vec::new();
         }
         let mut rec = self.recorder();
         self.submit(&mut rec);
-        let bytes = (len * 4) as u64;
+        let bytes = want.next_multiple_of(4) as u64;
         if rec.staging_cap < bytes || rec.staging.is_none() {
             let cap = bytes.next_power_of_two().max(4096);
             rec.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -642,7 +863,7 @@ impl GpuBackend {
         rx.recv().expect("map callback ran").expect("mapping the staging buffer failed");
         let out = {
             let view = staging.get_mapped_range(0..bytes).expect("staging buffer is mapped");
-            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+            view.to_vec()
         };
         staging.unmap();
         out
@@ -675,15 +896,22 @@ impl Backend for GpuBackend {
     }
 
     fn alloc(&self, len: usize) -> GpuBuffer {
-        self.alloc_words(len)
+        self.alloc_typed(len, self.float_elem())
+    }
+
+    fn alloc_f32(&self, len: usize) -> GpuBuffer {
+        self.alloc_typed(len, Elem::F32)
     }
 
     fn alloc_ids(&self, len: usize) -> GpuBuffer {
-        self.alloc_words(len)
+        self.alloc_typed(len, Elem::U32)
     }
 
     fn write(&self, dst: &mut GpuBuffer, src: &[f32]) {
-        self.write_words(dst, bytemuck::cast_slice(src), "write");
+        match dst.elem {
+            Elem::F16 => self.write_halves(dst, src),
+            Elem::F32 | Elem::U32 => self.write_words(dst, bytemuck::cast_slice(src), "write"),
+        }
     }
 
     fn write_ids(&self, dst: &mut GpuBuffer, src: &[u32]) {
@@ -691,7 +919,10 @@ impl Backend for GpuBackend {
     }
 
     fn read(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
-        bytemuck::cast_slice(&self.read_words(src, len)).to_vec()
+        match src.elem {
+            Elem::F16 => self.read_halves(src, len),
+            Elem::F32 | Elem::U32 => bytemuck::cast_slice(&self.read_words(src, len)).to_vec(),
+        }
     }
 
     fn flush(&self) {
@@ -707,6 +938,7 @@ impl Backend for GpuBackend {
     fn add(&self, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
         check_len("add", "x", x, n);
         check_len("add", "y", y, n);
+        check_same_elem("add", &[("x", x), ("y", y)]);
         self.elementwise("add", &[x, y], &[u(n)], n);
     }
 
@@ -727,6 +959,7 @@ impl Backend for GpuBackend {
         }
         check_len("copy_strided", "src", src, src_off + (rows - 1) * src_stride + cols);
         check_len("copy_strided", "dst", dst, dst_off + (rows - 1) * dst_stride + cols);
+        check_same_elem("copy_strided", &[("src", src), ("dst", dst)]);
         let p = [u(rows), u(cols), u(src_off), u(src_stride), u(dst_off), u(dst_stride), accumulate as u32];
         self.elementwise("copy_strided", &[src, dst], &p, rows * cols);
     }
@@ -734,6 +967,7 @@ impl Backend for GpuBackend {
     fn act_fwd(&self, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
         check_len("act_fwd", "x", x, n);
         check_len("act_fwd", "y", y, n);
+        check_same_elem("act_fwd", &[("x", x), ("y", y)]);
         self.elementwise("act_fwd", &[x, y], &[u(n), act_code(act)], n);
     }
 
@@ -741,6 +975,7 @@ impl Backend for GpuBackend {
         check_len("act_bwd", "y", y, n);
         check_len("act_bwd", "dy", dy, n);
         check_len("act_bwd", "dx", dx, n);
+        check_same_elem("act_bwd", &[("y", y), ("dy", dy), ("dx", dx)]);
         self.elementwise("act_bwd", &[y, dy, dx], &[u(n), act_code(act)], n);
     }
 
@@ -748,6 +983,7 @@ impl Backend for GpuBackend {
         let n = batch * r * t;
         check_len("gated_fwd", "a", a, 2 * n);
         check_len("gated_fwd", "z", z, n);
+        check_same_elem("gated_fwd", &[("a", a), ("z", z)]);
         self.elementwise("gated_fwd", &[a, z], &[u(n), u(r * t)], n);
     }
 
@@ -756,6 +992,7 @@ impl Backend for GpuBackend {
         check_len("gated_bwd", "a", a, 2 * n);
         check_len("gated_bwd", "dz", dz, n);
         check_len("gated_bwd", "da", da, 2 * n);
+        check_same_elem("gated_bwd", &[("a", a), ("dz", dz), ("da", da)]);
         self.elementwise("gated_bwd", &[a, dz, da], &[u(n), u(r * t)], n);
     }
 
@@ -763,6 +1000,7 @@ impl Backend for GpuBackend {
         let n = batch * rows * cols;
         check_len("transpose", "x", x, n);
         check_len("transpose", "y", y, n);
+        check_same_elem("transpose", &[("x", x), ("y", y)]);
         if n == 0 {
             return;
         }
@@ -777,6 +1015,7 @@ impl Backend for GpuBackend {
         check_len("matmul", "a", a, m * k);
         check_len("matmul", "b", b, k * n);
         check_len("matmul", "c", c, m * n);
+        check_same_elem("matmul", &[("a", a), ("b", b), ("c", c)]);
         if m == 0 || n == 0 {
             return;
         }
@@ -794,18 +1033,21 @@ impl Backend for GpuBackend {
         let n = outer * channels * inner;
         check_len("bias_add", "y", y, n);
         check_len("bias_add", "bias", bias, channels);
+        check_same_elem("bias_add", &[("y", y), ("bias", bias)]);
         self.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
     }
 
     fn bias_grad(&self, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
         check_len("bias_grad", "dy", dy, outer * channels * inner);
         check_len("bias_grad", "dbias", dbias, channels);
+        check_same_elem("bias_grad", &[("dy", dy), ("dbias", dbias)]);
         self.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
     }
 
     fn embedding_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, e: usize) {
         check_len("embedding_fwd", "ids", ids, n);
         check_len("embedding_fwd", "out", out, n * e);
+        check_same_elem("embedding_fwd", &[("table", table), ("out", out)]);
         let rows = table.len / e.max(1);
         self.dispatch(&EMBEDDING, "embedding_fwd", &[ids, table, out], &[u(n), u(e), u(rows)], grid_1d(n * e, 256));
     }
@@ -813,6 +1055,7 @@ impl Backend for GpuBackend {
     fn embedding_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, e: usize) {
         check_len("embedding_bwd", "ids", ids, n);
         check_len("embedding_bwd", "dout", dout, n * e);
+        check_same_elem("embedding_bwd", &[("dout", dout), ("dtable", dtable)]);
         if e == 0 || n == 0 {
             return;
         }
@@ -846,14 +1089,17 @@ impl Backend for GpuBackend {
         check_len("softmax_xent", "targets", targets, n);
         check_len("softmax_xent", "dlogits", dlogits, n * v);
         check_len("softmax_xent", "stats", stats, 2 * n);
+        check_same_elem("softmax_xent", &[("logits", logits), ("dlogits", dlogits)]);
+        check_f32("softmax_xent", "stats", stats);
         if v == 0 {
             return;
         }
+        // The gradient leaves loss-scaled (times 1 at f32: unchanged).
         self.dispatch(
             &SOFTMAX_XENT,
             "softmax_xent",
             &[logits, targets, dlogits, stats],
-            &[u(n), u(v), f(grad_scale)],
+            &[u(n), u(v), f(grad_scale * self.loss_scale())],
             grid_groups(n),
         );
     }
@@ -861,12 +1107,17 @@ impl Backend for GpuBackend {
     fn sum_squares(&self, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
         check_len("sum_squares", "x", x, n);
         check_len("sum_squares", "acc", acc, 1);
-        self.dispatch(&OPTIM, "sum_squares", &[x, acc], &[u(n)], [1, 1, 1]);
+        check_f32("sum_squares", "acc", acc);
+        // The gradient is unscaled before it is squared (a multiplication by 1 at f32).
+        let p = [u(n), 0, 0, 0, 0, 0, 0, f(1.0 / self.loss_scale())];
+        self.dispatch(&OPTIM, "sum_squares", &[x, acc], &p, [1, 1, 1]);
     }
 
     fn clip_scale(&self, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
         check_len("clip_scale", "acc", acc, 1);
         check_len("clip_scale", "scale", scale, 1);
+        check_f32("clip_scale", "acc", acc);
+        check_f32("clip_scale", "scale", scale);
         self.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
     }
 
@@ -884,11 +1135,24 @@ impl Backend for GpuBackend {
             check_len("adam", what, b, n);
         }
         check_len("adam", "scale", scale, 1);
+        check_same_elem("adam", &[("p", p), ("g", g)]);
+        for (what, b) in [("m", &*m), ("v", &*v), ("scale", scale)] {
+            check_f32("adam", what, b);
+        }
         // Bias corrections computed on the host exactly as the CPU backend does.
         let t = hp.step as i32;
         let step_size = hp.lr / (1.0 - hp.beta1.powi(t));
         let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-        let params = [u(n), f(step_size), f(bc2_sqrt), f(hp.beta1), f(hp.beta2), f(hp.eps), f(hp.weight_decay)];
+        let params = [
+            u(n),
+            f(step_size),
+            f(bc2_sqrt),
+            f(hp.beta1),
+            f(hp.beta2),
+            f(hp.eps),
+            f(hp.weight_decay),
+            f(1.0 / self.loss_scale()),
+        ];
         self.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
     }
 
