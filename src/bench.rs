@@ -39,6 +39,8 @@ pub trait BenchBackend: Backend {
     fn device(&self) -> String;
     /// (dispatches, submissions) recorded so far, where the backend counts them.
     fn counters(&self) -> Option<(u64, u64)>;
+    /// How weights and activations are stored: "f32" or "f16".
+    fn precision(&self) -> &'static str;
 }
 
 impl BenchBackend for CpuBackend {
@@ -51,6 +53,9 @@ impl BenchBackend for CpuBackend {
     fn counters(&self) -> Option<(u64, u64)> {
         None
     }
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
 }
 
 impl BenchBackend for GpuBackend {
@@ -62,6 +67,9 @@ impl BenchBackend for GpuBackend {
     }
     fn counters(&self) -> Option<(u64, u64)> {
         Some(self.stats())
+    }
+    fn precision(&self) -> &'static str {
+        GpuBackend::precision(self).name()
     }
 }
 
@@ -170,6 +178,8 @@ pub struct TrainReport {
     pub model: String,
     pub backend: &'static str,
     pub device: String,
+    /// Storage of weights and activations: "f32" or "f16".
+    pub precision: &'static str,
     #[serde(rename = "V")]
     pub vocab: usize,
     #[serde(rename = "B")]
@@ -263,6 +273,7 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
         model: opts.model.clone(),
         backend: b.kind(),
         device: b.device(),
+        precision: b.precision(),
         vocab: opts.vocab,
         batch: opts.batch,
         window: opts.window,
@@ -647,10 +658,11 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
 /// A human-readable line for a training report.
 pub fn format_train(r: &TrainReport) -> String {
     let mut s = format!(
-        "{:<14} {} ({}) B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",
+        "{:<14} {} ({}) {} B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",
         r.model,
         r.backend,
         r.device,
+        r.precision,
         r.batch,
         r.window,
         r.vocab,

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use etude::bench::{self, BenchBackend, GenerateOptions, KernelOptions, TrainOptions};
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::GpuBackend;
+use etude::engine::gpu::{GpuBackend, Precision};
 use etude::model::any::MODEL_NAMES;
 use serde::Serialize;
 
@@ -69,6 +69,10 @@ pub struct TrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// GPU storage of weights and activations: f32 or f16 (--backend gpu, an adapter with
+    /// SHADER_F16).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    pub precision: String,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -125,7 +129,11 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) ->
 }
 
 fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
-    let g = GpuBackend::new(device)?;
+    gpu_at(device, Precision::F32)
+}
+
+fn gpu_at(device: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
+    let g = GpuBackend::with_precision(device, precision)?;
     if g.is_software() {
         eprintln!("note: {} is a software renderer; its timings say nothing about a real GPU", g.adapter_info().name);
     }
@@ -134,10 +142,16 @@ fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.suite {
-        Suite::Train(a) => match a.backend {
-            Which::Cpu => train(&CpuBackend::new(), &a),
-            Which::Gpu => train(&gpu(a.device.as_deref())?, &a),
-        },
+        Suite::Train(a) => {
+            let precision: Precision = a.precision.parse()?;
+            match a.backend {
+                Which::Cpu if precision != Precision::F32 => {
+                    Err("--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32".into())
+                }
+                Which::Cpu => train(&CpuBackend::new(), &a),
+                Which::Gpu => train(&gpu_at(a.device.as_deref(), precision)?, &a),
+            }
+        }
         Suite::Generate(a) => match a.backend {
             Which::Cpu => generate(&CpuBackend::new(), &a),
             Which::Gpu => generate(&gpu(a.device.as_deref())?, &a),
