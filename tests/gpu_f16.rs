@@ -16,6 +16,10 @@
 //! and where the GPU feeds an f16 intermediate it wrote itself into a later sum (the LSTM's dxw
 //! into dW_hh), that sum may also differ by 2^-11 * sum |terms|.
 
+mod cli_common;
+
+use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
+use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, Precision, F16_LOSS_SCALE};
 use etude::engine::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
@@ -530,4 +534,36 @@ fn lstm_trains_at_f16_like_at_f32() {
 fn wavenet_trains_at_f16_like_at_f32() {
     let sizes = Sizes { embed: Some(8), channels: Some(16), layers: Some(4), dense: Some(32), ..Sizes::default() };
     check_training("wavenet", sizes, 13);
+}
+
+// ---- the command line ------------------------------------------------------------------------
+
+#[test]
+fn precision_f16_is_refused_on_the_cpu_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expect = ["--precision f16 needs the GPU backend"];
+    etude_fails(&tiny_train("lstm", "cpu", "run", "1", &["--precision", "f16"]), tmp.path(), &expect);
+    let bench = ["bench", "train", "--model", "lstm", "--backend", "cpu", "--precision", "f16", "--steps", "1"];
+    etude_fails(&bench, tmp.path(), &expect);
+}
+
+/// An f16 run stores its precision in the checkpoint (whose tensors stay f32), and `--resume`
+/// continues it at f16 exactly as if it had never stopped; `--precision` with `--resume` is refused.
+#[test]
+fn an_f16_run_resumes_at_f16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let f16 = ["--precision", "f16"];
+    etude_ok(&tiny_train("lstm", "gpu", "whole", "2", &f16), dir);
+    etude_ok(&tiny_train("lstm", "gpu", "split", "1", &f16), dir);
+    let (_, err) =
+        etude_ok(&["train", "--backend", "gpu", "--out", "split", "--resume", "--epochs", "2", "--sample-length", "0"], dir);
+    assert!(err.contains("f16)"), "the resumed run says it runs at f16: {err}");
+    let (whole, split) = (metrics_rows(&dir.join("whole")), metrics_rows(&dir.join("split")));
+    assert_eq!(whole[1][..7], split[1][..7], "epoch 2 of the resumed f16 run");
+    let ck = Checkpoint::load(&dir.join("split").join("last.safetensors")).unwrap();
+    assert_eq!(ck.meta["optim"]["precision"], "f16");
+    assert!(ck.tensors.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
+    let resume_f32 = ["train", "--out", "split", "--resume", "--epochs", "3", "--precision", "f32"];
+    etude_fails(&resume_f32, dir, &["--precision"]);
 }

@@ -891,8 +891,10 @@ impl Backend for GpuBackend {
     type Buf = GpuBuffer;
     type Ids = GpuBuffer;
 
+    /// The adapter's name and API, with `, f16` at that precision.
     fn name(&self) -> String {
-        format!("{} ({:?})", self.info.name, self.info.backend)
+        let precision = if self.precision == Precision::F16 { ", f16" } else { "" };
+        format!("{} ({:?}{precision})", self.info.name, self.info.backend)
     }
 
     fn alloc(&self, len: usize) -> GpuBuffer {
