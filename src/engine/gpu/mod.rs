@@ -41,6 +41,9 @@
 
 mod conv;
 mod lstm;
+mod profile;
+
+pub use profile::{by_kernel, DispatchTime, Timestamps};
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use std::collections::HashMap;
@@ -305,6 +308,8 @@ struct Pipelines {
 /// One recorded dispatch.
 struct Recorded {
     pipe: Arc<Pipe>,
+    /// (shader, entry point): what a timestamp profile reports it as.
+    label: (&'static str, &'static str),
     buffers: Vec<(u64, Arc<wgpu::Buffer>)>,
     slot: u32,
     groups: [u32; 3],
@@ -326,6 +331,8 @@ struct Recorder {
     binds_after_sweep: usize,
     staging: Option<wgpu::Buffer>,
     staging_cap: u64,
+    /// Timestamp profiling state (see [`GpuBackend::set_profiling`]): `None` when off.
+    profiler: Option<profile::Profiler>,
 }
 
 /// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
@@ -343,6 +350,8 @@ pub struct GpuBackend {
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
+    /// Which timestamp queries the device was opened with.
+    timestamps: Timestamps,
 }
 
 impl GpuBackend {
@@ -360,9 +369,12 @@ impl GpuBackend {
         // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
         // buffers per stage, 16 KiB workgroup memory).
         let limits = adapter.limits();
+        // Timestamp queries are requested where offered (they cost nothing until a query is
+        // written) so that profiling can be switched on later; see `set_profiling`.
+        let timestamps = Timestamps::of(adapter.features());
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
-            required_features: wgpu::Features::empty(),
+            required_features: timestamps.features(),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -386,10 +398,12 @@ impl GpuBackend {
                 binds_after_sweep: 0,
                 staging: None,
                 staging_cap: 0,
+                profiler: None,
             }),
             next_id: AtomicU64::new(1),
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
+            timestamps,
         })
     }
 
@@ -424,6 +438,41 @@ impl GpuBackend {
     pub fn reset_stats(&self) {
         self.dispatches.store(0, Ordering::Relaxed);
         self.submissions.store(0, Ordering::Relaxed);
+    }
+
+    /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
+    pub fn timestamps(&self) -> Timestamps {
+        self.timestamps
+    }
+
+    /// Switches per-dispatch GPU timing on or off (off by default; off costs nothing). While on,
+    /// every submission writes a timestamp around each dispatch and waits for the device to read
+    /// them back (so it serialises the host and the device: wall times taken meanwhile are not
+    /// representative); [`GpuBackend::take_profile`] returns what was measured. Work recorded
+    /// before the switch is submitted first, under the old setting. Fails, leaving profiling off,
+    /// where the adapter lacks `TIMESTAMP_QUERY`.
+    pub fn set_profiling(&self, on: bool) -> Result<(), String> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        if !on {
+            rec.profiler = None;
+            return Ok(());
+        }
+        if self.timestamps == Timestamps::None {
+            return Err(format!("{} does not offer timestamp queries (TIMESTAMP_QUERY)", self.info.name));
+        }
+        if rec.profiler.is_none() {
+            rec.profiler = Some(profile::Profiler::new(&self.device, self.queue.get_timestamp_period()));
+        }
+        Ok(())
+    }
+
+    /// The GPU times of the dispatches submitted since profiling was switched on or since the last
+    /// call, in submission order (recorded work is submitted first). Empty when profiling is off.
+    pub fn take_profile(&self) -> Vec<DispatchTime> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        rec.profiler.as_mut().map(|p| std::mem::take(&mut p.times)).unwrap_or_default()
     }
 
     fn alloc_words(&self, len: usize) -> GpuBuffer {
@@ -517,6 +566,7 @@ impl GpuBackend {
         rec.params.resize(slot + PARAM_SLOT, 0);
         rec.pending.push(Recorded {
             pipe,
+            label: (shader.name, entry),
             buffers: buffers.iter().map(|b| (b.id, b.buffer.clone())).collect(),
             slot: slot as u32,
             groups,
@@ -577,17 +627,23 @@ impl GpuBackend {
             };
             bind_groups.push(bg);
         }
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for (d, bg) in pending.iter().zip(&bind_groups) {
-                pass.set_pipeline(&d.pipe.pipeline);
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+        if let Some(profiler) = rec.profiler.as_mut() {
+            profiler.submit_timed(&self.device, &self.queue, self.timestamps, &pending, &bind_groups);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: None };
+                let mut pass = encoder.begin_compute_pass(&desc);
+                for (d, bg) in pending.iter().zip(&bind_groups) {
+                    pass.set_pipeline(&d.pipe.pipeline);
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
             }
+            self.queue.submit([encoder.finish()]);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
         }
-        self.queue.submit([encoder.finish()]);
-        self.submissions.fetch_add(1, Ordering::Relaxed);
         rec.params.clear();
         drop(pending);
         // Forget bind groups of buffers nobody else holds any more (bounded cache).
