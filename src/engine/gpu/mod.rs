@@ -66,6 +66,17 @@ const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
+/// Which LSTM recurrence kernels the backend records (see `shaders/lstm.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LstmVariant {
+    /// By adapter: `Rows` on software renderers (lavapipe) when H <= 128, else `PerRow`.
+    Auto,
+    /// One workgroup per batch row (the portable kernels, for real GPUs).
+    PerRow,
+    /// Eight batch rows per workgroup (`*_rows`, for software renderers), when H <= 128.
+    Rows,
+}
+
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
 pub(crate) struct Shader {
     pub name: &'static str,
@@ -352,6 +363,8 @@ pub struct GpuBackend {
     submissions: AtomicU64,
     /// Which timestamp queries the device was opened with.
     timestamps: Timestamps,
+    /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
+    lstm_variant: Mutex<LstmVariant>,
 }
 
 impl GpuBackend {
@@ -404,6 +417,7 @@ impl GpuBackend {
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             timestamps,
+            lstm_variant: Mutex::new(LstmVariant::Auto),
         })
     }
 
@@ -438,6 +452,16 @@ impl GpuBackend {
     pub fn reset_stats(&self) {
         self.dispatches.store(0, Ordering::Relaxed);
         self.submissions.store(0, Ordering::Relaxed);
+    }
+
+    /// Forces a choice of LSTM recurrence kernels (`Auto`, the default, picks by adapter): lets
+    /// tests run both variants on one adapter.
+    pub fn set_lstm_variant(&self, v: LstmVariant) {
+        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    pub(crate) fn lstm_variant(&self) -> LstmVariant {
+        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
