@@ -14,7 +14,8 @@
 //
 // Layout (row-major, batch-major): xw, gates, dxw [batch, time, 4H]; hs, cs, dhs [batch, time, H];
 // h0, c0 [batch, H]; w_hh, dw_hh [4H, H]. `gates` holds the ACTIVATED gates. Tensors are `elem` (f32
-// or f16, prepended by the pipeline cache), the dW_hh partials f32; state, tiles and sums f32.
+// or f16, prepended by the pipeline cache), the dW_hh partials and lstm_pack's packed W_hh f32;
+// state, tiles and sums f32.
 // lstm_dw_hh's output binding is f32: at f16 the host always takes the partials path (splits >= 2).
 //
 // Dispatch shapes:
@@ -293,4 +294,210 @@ fn lstm_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         s += r_part[z * n + i];
     }
     r_dw[i] = elem(s);
+}
+
+// ---- variant for software renderers (lavapipe/llvmpipe), H <= RH -----------------------------
+// There every workgroup runs as SIMD lanes in one CPU thread, every dynamically indexed load is a
+// per-lane loop, and barriers are costly, so these kernels trade workgroups for reuse: a workgroup
+// owns RB batch rows (ceil(B / RB) workgroups, flat index as in grid_groups) and invocation j owns
+// hidden unit j of all RB rows, so that one load of W_hh serves RB rows and one load of h serves
+// 4 gates, both as vec4s, and a step needs one barrier (forward) or two (backward). The host picks
+// them on software adapters only: on a real GPU B / RB workgroups would leave most of it idle.
+// W_hh is first packed by lstm_pack with rows padded to H4 = ceil(H / 4) * 4 (zeros), so vec4
+// loads stay aligned for any H. Same math as above; the dot products are summed in another order.
+const RB: u32 = 8u;     // batch rows per workgroup
+const RH: u32 = 128u;   // largest hidden size
+const RH4: u32 = 32u;   // RH / 4
+
+// lstm_pack: splits = 0: out[g, k] = W_hh[g, k] for g < 4H, k < H4 ([4H, H4]);
+//            splits = 1: out[u, q * H4 + jj] = W_hh[q H + jj, u] for u < H4, jj < H4 ([H4, 4 H4]);
+// zero where k, u or jj >= H. One invocation per output element (flat index as in grid_1d).
+@group(0) @binding(1) var<storage, read> k_whh: array<elem>;
+@group(0) @binding(2) var<storage, read_write> k_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn lstm_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let h = p.hidden;
+    let h4 = (h + 3u) & ~3u;
+    let i = (wid.y * nwg.x + wid.x) * 256u + li;
+    if (p.splits == 0u) {
+        if (i >= 4u * h * h4) { return; }
+        let g = i / h4;
+        let k = i % h4;
+        var v = 0.0;
+        if (k < h) { v = f32(k_whh[g * h + k]); }
+        k_out[i] = v;
+    } else {
+        if (i >= 4u * h4 * h4) { return; }
+        let u = i / (4u * h4);
+        let q = (i % (4u * h4)) / h4;
+        let jj = i % h4;
+        var v = 0.0;
+        if (u < h && jj < h) { v = f32(k_whh[(q * h + jj) * h + u]); }
+        k_out[i] = v;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> s_xw: array<elem>;
+@group(0) @binding(2) var<storage, read> s_wp: array<vec4<f32>>;   // lstm_pack splits = 0
+@group(0) @binding(3) var<storage, read> s_h0: array<elem>;
+@group(0) @binding(4) var<storage, read> s_c0: array<elem>;
+@group(0) @binding(5) var<storage, read_write> s_hs: array<elem>;
+@group(0) @binding(6) var<storage, read_write> s_cs: array<elem>;
+@group(0) @binding(7) var<storage, read_write> s_gates: array<elem>;
+
+// h_{t-1} of the RB rows, double-buffered: [2][RB][RH4] vec4s (step t reads buffer t % 2).
+var<workgroup> sh: array<vec4<f32>, 512>;
+
+@compute @workgroup_size(128)
+fn lstm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let b0 = (wid.y * nwg.x + wid.x) * RB;
+    let time = p.time;
+    let h = p.hidden;
+    let g4 = 4u * h;
+    let q4 = (h + 3u) / 4u;
+    let j = li;
+    let own = j < h;
+    // Rows past the batch read the last row and store nothing.
+    var c: array<f32, 8>;
+    if (own) {
+        for (var r = 0u; r < RB; r++) {
+            let b = min(b0 + r, p.batch - 1u);
+            c[r] = f32(s_c0[b * h + j]);
+            sh[r * RH4 + j / 4u][j % 4u] = f32(s_h0[b * h + j]);
+        }
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < time; t++) {
+        let cur = (t & 1u) * RB * RH4;
+        let nxt = RB * RH4 - cur;
+        if (own) {
+            var a: array<vec4<f32>, 8>; // a[r] = (i, f, g, o) pre-activations of unit j, row r
+            for (var r = 0u; r < RB; r++) {
+                let row = (min(b0 + r, p.batch - 1u) * time + t) * g4 + j;
+                a[r] = vec4<f32>(f32(s_xw[row]), f32(s_xw[row + h]), f32(s_xw[row + 2u * h]), f32(s_xw[row + 3u * h]));
+            }
+            for (var k = 0u; k < q4; k++) {
+                let wi = s_wp[j * q4 + k];
+                let wf = s_wp[(h + j) * q4 + k];
+                let wg = s_wp[(2u * h + j) * q4 + k];
+                let wo = s_wp[(3u * h + j) * q4 + k];
+                for (var r = 0u; r < RB; r++) {
+                    let hv = sh[cur + r * RH4 + k];
+                    a[r] += vec4<f32>(dot(wi, hv), dot(wf, hv), dot(wg, hv), dot(wo, hv));
+                }
+            }
+            for (var r = 0u; r < RB; r++) {
+                let i = sigmoid(a[r].x);
+                let f = sigmoid(a[r].y);
+                let g = tanh_safe(a[r].z);
+                let o = sigmoid(a[r].w);
+                let cv = f * c[r] + i * g;
+                let hv = o * tanh_safe(cv);
+                c[r] = cv;
+                sh[nxt + r * RH4 + j / 4u][j % 4u] = hv;
+                let b = b0 + r;
+                if (b < p.batch) {
+                    let row = (b * time + t) * g4 + j;
+                    s_gates[row] = elem(i);
+                    s_gates[row + h] = elem(f);
+                    s_gates[row + 2u * h] = elem(g);
+                    s_gates[row + 3u * h] = elem(o);
+                    let srow = (b * time + t) * h + j;
+                    s_cs[srow] = elem(cv);
+                    s_hs[srow] = elem(hv);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@group(0) @binding(1) var<storage, read> u_wt: array<vec4<f32>>;   // lstm_pack splits = 1
+@group(0) @binding(2) var<storage, read> u_c0: array<elem>;
+@group(0) @binding(3) var<storage, read> u_cs: array<elem>;
+@group(0) @binding(4) var<storage, read> u_gates: array<elem>;
+@group(0) @binding(5) var<storage, read> u_dhs: array<elem>;
+@group(0) @binding(6) var<storage, read_write> u_dxw: array<elem>;
+
+var<workgroup> sda: array<vec4<f32>, 1024>; // da of the step: [RB][4 gates x q4 vec4s], row stride 4 RH4
+var<workgroup> sdh: array<f32, 1024>;       // (W_hh^T da)[unit] of the step: [RB][RH]
+
+@compute @workgroup_size(128)
+fn lstm_bwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
+    let b0 = (wid.y * nwg.x + wid.x) * RB;
+    let time = p.time;
+    let h = p.hidden;
+    let g4 = 4u * h;
+    let q4 = (h + 3u) / 4u;
+    let j = li;
+    let own = j < h;
+    var dc: array<f32, 8>;
+    for (var r = 0u; r < RB; r++) {
+        dc[r] = 0.0;
+    }
+    // sdh starts zeroed (workgroup memory is zero-initialised).
+    for (var s = 0u; s < time; s++) {
+        let t = time - 1u - s;
+        // Phase 1: unit j's gate gradients for each row (as lstm_bwd's phase 1).
+        if (own) {
+            for (var r = 0u; r < RB; r++) {
+                let b = min(b0 + r, p.batch - 1u);
+                let row = (b * time + t) * g4 + j;
+                let srow = (b * time + t) * h + j;
+                let i = f32(u_gates[row]);
+                let f = f32(u_gates[row + h]);
+                let g = f32(u_gates[row + 2u * h]);
+                let o = f32(u_gates[row + 3u * h]);
+                let cv = f32(u_cs[srow]);
+                var cprev: f32;
+                if (t > 0u) { cprev = f32(u_cs[srow - h]); } else { cprev = f32(u_c0[b * h + j]); }
+                let tc = tanh_safe(cv);
+                let dh = f32(u_dhs[srow]) + sdh[r * RH + j];
+                let dcv = dc[r] + dh * o * (1.0 - tc * tc);
+                let da = vec4<f32>(dcv * g * i * (1.0 - i), dcv * cprev * f * (1.0 - f),
+                                   dcv * i * (1.0 - g * g), dh * tc * o * (1.0 - o));
+                dc[r] = dcv * f;
+                let base = r * 4u * RH4 + j / 4u;
+                sda[base][j % 4u] = da.x;
+                sda[base + q4][j % 4u] = da.y;
+                sda[base + 2u * q4][j % 4u] = da.z;
+                sda[base + 3u * q4][j % 4u] = da.w;
+                if (b0 + r < p.batch) {
+                    u_dxw[row] = elem(da.x);
+                    u_dxw[row + h] = elem(da.y);
+                    u_dxw[row + 2u * h] = elem(da.z);
+                    u_dxw[row + 3u * h] = elem(da.w);
+                }
+            }
+        }
+        workgroupBarrier();
+        // Phase 2: dh_{t-1} = W_hh^T da_t; invocation m < q4 computes units 4m..4m+3 of every row.
+        if (t > 0u && li < q4) {
+            let u0 = 4u * li;
+            var acc: array<vec4<f32>, 8>;
+            for (var r = 0u; r < RB; r++) {
+                acc[r] = vec4<f32>(0.0);
+            }
+            for (var k = 0u; k < 4u * q4; k++) {
+                let w0 = u_wt[u0 * 4u * q4 + k];
+                let w1 = u_wt[(u0 + 1u) * 4u * q4 + k];
+                let w2 = u_wt[(u0 + 2u) * 4u * q4 + k];
+                let w3 = u_wt[(u0 + 3u) * 4u * q4 + k];
+                for (var r = 0u; r < RB; r++) {
+                    let d = sda[r * 4u * RH4 + k];
+                    acc[r] += vec4<f32>(dot(w0, d), dot(w1, d), dot(w2, d), dot(w3, d));
+                }
+            }
+            for (var r = 0u; r < RB; r++) {
+                for (var e = 0u; e < 4u; e++) {
+                    if (u0 + e < h) { sdh[r * RH + u0 + e] = acc[r][e]; }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
 }

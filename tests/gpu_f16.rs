@@ -21,7 +21,7 @@ mod cli_common;
 use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, Precision, F16_LOSS_SCALE};
+use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, LstmVariant, Precision, F16_LOSS_SCALE};
 use etude::engine::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use etude::engine::Adam;
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
@@ -381,8 +381,13 @@ fn lstm_recurrence_matches_the_cpu() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(8);
     // H = 20 is off every tile size; T = 300 rows of B*T split the dW_hh sum (and at B*T = 5, a
-    // single split still goes through the f32 partials at f16).
-    for (batch, time, h) in [(3, 5, 20), (1, 300, 20), (1, 5, 20)] {
+    // single split still goes through the f32 partials at f16); both recurrence kernels (one
+    // workgroup per batch row, and 8 rows per workgroup for software adapters), B = 9 > 8.
+    let cases = [(3, 5, 20), (1, 300, 20), (1, 5, 20), (9, 4, 20)];
+    for (variant, (batch, time, h)) in
+        [LstmVariant::PerRow, LstmVariant::Rows].into_iter().flat_map(|v| cases.into_iter().map(move |c| (v, c)))
+    {
+        g.set_lstm_variant(variant);
         let l = Lstm { batch, time, hidden: h };
         let (nx, ns) = (batch * time * 4 * h, batch * time * h);
         let xw = rand16(&mut rng, nx, 1.0);
@@ -432,8 +437,9 @@ fn lstm_recurrence_matches_the_cpu() {
         }
         c.matmul(&abs_dxw, &hprev, &mut abs_dw, MatMul { m: 4 * h, k: batch * time, n: h, trans_a: true, trans_b: false, accumulate: true });
         let bound = sum_bound(&cdw, &abs_dw, batch * time + 1, HALF_ULP);
-        assert_within(&format!("lstm_bwd dw_hh {l:?}"), &g.read(&gdw, 4 * h * h), &cdw, &bound);
+        assert_within(&format!("lstm_bwd dw_hh {l:?} {variant:?}"), &g.read(&gdw, 4 * h * h), &cdw, &bound);
     }
+    g.set_lstm_variant(LstmVariant::Auto);
 }
 
 #[test]

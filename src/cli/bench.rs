@@ -14,6 +14,8 @@ use serde::Serialize;
   etude bench train --model wavenet-gated --steps 10 --json    # one JSON object per line
   etude bench generate --model lstm                            # ms per token, incremental and sliding window
   etude bench kernels --backend both                           # every op at the models' shapes
+  etude bench kernels --backend gpu --only lstm                # the ops whose label contains \"lstm\"
+  etude bench kernels --backend gpu --step lstm,lstm-seq       # device time per kernel of a training step
 
 Inputs are seeded random tokens; the protocol is ../shared/peers/torch_bench.py's (see
 benches/compare.sh for a side-by-side run with PyTorch).")]
@@ -115,6 +117,28 @@ pub struct KernelArgs {
     /// Calls per sample (recorded into one submission on the GPU).
     #[arg(long, default_value_t = 2)]
     pub inner: usize,
+    /// Only the operations whose label contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
+    /// Skip the device-time (timestamp query) measurement of each GPU op.
+    #[arg(long)]
+    pub no_gpu_time: bool,
+    /// Instead of the single ops: profile the training step of these models (comma-separated),
+    /// reporting the device time of each kernel from timestamp queries (GPU only).
+    #[arg(long, value_name = "MODELS", value_delimiter = ',')]
+    pub step: Vec<String>,
+    /// Batch of the profiled step (--step).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Window of the profiled step (--step).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Unprofiled steps before the profiled ones (--step): the first compiles the shaders.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Profiled steps (--step), averaged.
+    #[arg(long, default_value_t = 1)]
+    pub steps: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -198,7 +222,35 @@ fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
 }
 
 fn kernels<B: BenchBackend>(b: &B, a: &KernelArgs) -> Result<(), String> {
-    for r in bench::kernels(b, KernelOptions { samples: a.samples, inner: a.inner }) {
+    if !a.step.is_empty() {
+        for model in &a.step {
+            if !MODEL_NAMES.contains(&model.as_str()) {
+                return Err(format!("--step: unknown model {model:?} (models: {})", MODEL_NAMES.join(", ")));
+            }
+            let opts = TrainOptions {
+                model: model.clone(),
+                batch: a.batch,
+                window: a.window,
+                steps: a.steps,
+                warmup: a.warmup,
+                ..TrainOptions::default()
+            };
+            for r in bench::step_profile(b, &opts)? {
+                emit(a.json, &r, bench::format_step_kernel)?;
+            }
+        }
+        return Ok(());
+    }
+    let device_time = !a.no_gpu_time && b.kind() == "gpu";
+    if device_time {
+        // Probe once, so that a missing feature is said once rather than silently per op.
+        match b.set_device_timing(true).and_then(|()| b.set_device_timing(false)) {
+            Ok(()) => {}
+            Err(e) => eprintln!("note: no gpu_ms (device time) in these reports: {e}"),
+        }
+    }
+    let opts = KernelOptions { samples: a.samples, inner: a.inner, only: a.only.clone(), device_time };
+    for r in bench::kernels(b, opts) {
         emit(a.json, &r, bench::format_kernel)?;
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
 //! in order).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, LstmVariant, Shader};
 use crate::engine::Lstm;
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
@@ -21,6 +21,31 @@ const DW_TARGET_GROUPS: usize = 128;
 const DW_MIN_ROWS_PER_SPLIT: usize = 256;
 /// Most splits (bounds the scratch to 16 * 4H * H floats).
 const DW_MAX_SPLITS: usize = 16;
+
+/// Largest hidden size of the software-renderer kernels (`RH` in `lstm.wgsl`).
+const ROWS_MAX_HIDDEN: usize = 128;
+/// Batch rows per workgroup of the software-renderer kernels (`RB` in `lstm.wgsl`).
+const ROWS_PER_GROUP: usize = 8;
+
+/// Whether the recurrence uses the `*_rows` kernels: on software adapters (lavapipe), where a
+/// workgroup is one CPU thread and loads, not workgroups, are scarce (see `lstm.wgsl`), for
+/// `H <= 128`. Real GPUs keep one workgroup per batch row.
+fn use_rows_kernels(gpu: &GpuBackend, h: usize) -> bool {
+    h <= ROWS_MAX_HIDDEN
+        && match gpu.lstm_variant() {
+            LstmVariant::Auto => gpu.is_software(),
+            LstmVariant::PerRow => false,
+            LstmVariant::Rows => true,
+        }
+}
+
+/// Records `lstm_pack` of `w_hh` into `out` (at least `4 * H4 * H4` floats): `transposed` gives
+/// `[H4, 4 H4]` (W_hh^T by gate blocks), otherwise `[4H, H4]`; rows padded to `H4 = ceil(H/4)*4`.
+fn pack(gpu: &GpuBackend, w_hh: &GpuBuffer, out: &GpuBuffer, p: [u32; 3], transposed: bool) {
+    let h4 = (p[2] as usize).div_ceil(4) * 4;
+    let p = [p[0], p[1], p[2], transposed as u32];
+    gpu.dispatch(&LSTM, "lstm_pack", &[w_hh, out], &p, grid_1d(4 * h4 * h4, 256));
+}
 
 fn params(op: &str, l: Lstm) -> [u32; 3] {
     assert!(l.hidden <= MAX_HIDDEN, "{op}: hidden size {} exceeds the GPU kernel's limit of {MAX_HIDDEN}", l.hidden);
@@ -69,7 +94,16 @@ pub(crate) fn forward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
-    gpu.dispatch(&LSTM, "lstm_fwd", &[xw, w_hh, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+    if use_rows_kernels(gpu, h) {
+        let h4 = h.div_ceil(4) * 4;
+        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wp| {
+            pack(gpu, w_hh, wp, p, false);
+            let groups = grid_groups(batch.div_ceil(ROWS_PER_GROUP));
+            gpu.dispatch(&LSTM, "lstm_fwd_rows", &[xw, wp, h0, c0, hs, cs, gates], &p, groups);
+        });
+    } else {
+        gpu.dispatch(&LSTM, "lstm_fwd", &[xw, w_hh, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+    }
 }
 
 /// Backpropagation through time: writes `dxw [batch, time, 4H]`, accumulates `dw_hh [4H, H]`.
@@ -107,7 +141,16 @@ pub(crate) fn backward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
-    gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
+    if use_rows_kernels(gpu, h) {
+        let h4 = h.div_ceil(4) * 4;
+        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wt| {
+            pack(gpu, w_hh, wt, p, true);
+            let groups = grid_groups(batch.div_ceil(ROWS_PER_GROUP));
+            gpu.dispatch(&LSTM, "lstm_bwd_rows", &[wt, c0, cs, gates, dhs, dxw], &p, groups);
+        });
+    } else {
+        gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
+    }
 
     // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let rows = batch * time;

@@ -62,6 +62,9 @@
 
 mod conv;
 mod lstm;
+mod profile;
+
+pub use profile::{by_kernel, DispatchTime, Timestamps};
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use std::collections::HashMap;
@@ -145,6 +148,17 @@ impl Elem {
             Elem::F32 | Elem::U32 => 4,
         }
     }
+}
+
+/// Which LSTM recurrence kernels the backend records (see `shaders/lstm.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LstmVariant {
+    /// By adapter: `Rows` on software renderers (lavapipe) when H <= 128, else `PerRow`.
+    Auto,
+    /// One workgroup per batch row (the portable kernels, for real GPUs).
+    PerRow,
+    /// Eight batch rows per workgroup (`*_rows`, for software renderers), when H <= 128.
+    Rows,
 }
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
@@ -441,6 +455,8 @@ pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
 /// One recorded dispatch.
 struct Recorded {
     pipe: Arc<Pipe>,
+    /// (shader, entry point): what a timestamp profile reports it as.
+    label: (&'static str, &'static str),
     buffers: Vec<(u64, Arc<wgpu::Buffer>)>,
     slot: u32,
     groups: [u32; 3],
@@ -462,6 +478,8 @@ struct Recorder {
     binds_after_sweep: usize,
     staging: Option<wgpu::Buffer>,
     staging_cap: u64,
+    /// Timestamp profiling state (see [`GpuBackend::set_profiling`]): `None` when off.
+    profiler: Option<profile::Profiler>,
 }
 
 /// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
@@ -480,6 +498,10 @@ pub struct GpuBackend {
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
+    /// Which timestamp queries the device was opened with.
+    timestamps: Timestamps,
+    /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
+    lstm_variant: Mutex<LstmVariant>,
 }
 
 impl GpuBackend {
@@ -516,9 +538,12 @@ impl GpuBackend {
                 wgpu::Features::SHADER_F16
             }
         };
+        // Timestamp queries are requested where offered (they cost nothing until a query is
+        // written) so that profiling can be switched on later; see `set_profiling`.
+        let timestamps = Timestamps::of(adapter.features());
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
-            required_features,
+            required_features: required_features | timestamps.features(),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -543,10 +568,13 @@ impl GpuBackend {
                 binds_after_sweep: 0,
                 staging: None,
                 staging_cap: 0,
+                profiler: None,
             }),
             next_id: AtomicU64::new(1),
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
+            timestamps,
+            lstm_variant: Mutex::new(LstmVariant::Auto),
         })
     }
 
@@ -595,6 +623,51 @@ impl GpuBackend {
     pub fn reset_stats(&self) {
         self.dispatches.store(0, Ordering::Relaxed);
         self.submissions.store(0, Ordering::Relaxed);
+    }
+
+    /// Forces a choice of LSTM recurrence kernels (`Auto`, the default, picks by adapter): lets
+    /// tests run both variants on one adapter.
+    pub fn set_lstm_variant(&self, v: LstmVariant) {
+        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    pub(crate) fn lstm_variant(&self) -> LstmVariant {
+        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
+    pub fn timestamps(&self) -> Timestamps {
+        self.timestamps
+    }
+
+    /// Switches per-dispatch GPU timing on or off (off by default; off costs nothing). While on,
+    /// every submission writes a timestamp around each dispatch and waits for the device to read
+    /// them back (so it serialises the host and the device: wall times taken meanwhile are not
+    /// representative); [`GpuBackend::take_profile`] returns what was measured. Work recorded
+    /// before the switch is submitted first, under the old setting. Fails, leaving profiling off,
+    /// where the adapter lacks `TIMESTAMP_QUERY`.
+    pub fn set_profiling(&self, on: bool) -> Result<(), String> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        if !on {
+            rec.profiler = None;
+            return Ok(());
+        }
+        if self.timestamps == Timestamps::None {
+            return Err(format!("{} does not offer timestamp queries (TIMESTAMP_QUERY)", self.info.name));
+        }
+        if rec.profiler.is_none() {
+            rec.profiler = Some(profile::Profiler::new(&self.device, self.queue.get_timestamp_period()));
+        }
+        Ok(())
+    }
+
+    /// The GPU times of the dispatches submitted since profiling was switched on or since the last
+    /// call, in submission order (recorded work is submitted first). Empty when profiling is off.
+    pub fn take_profile(&self) -> Vec<DispatchTime> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        rec.profiler.as_mut().map(|p| std::mem::take(&mut p.times)).unwrap_or_default()
     }
 
     /// The element type of [`Backend::alloc`] buffers.
@@ -701,6 +774,7 @@ impl GpuBackend {
         rec.params.resize(slot + PARAM_SLOT, 0);
         rec.pending.push(Recorded {
             pipe,
+            label: (shader.name, entry),
             buffers: buffers.iter().map(|b| (b.id, b.buffer.clone())).collect(),
             slot: slot as u32,
             groups,
@@ -761,17 +835,23 @@ impl GpuBackend {
             };
             bind_groups.push(bg);
         }
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for (d, bg) in pending.iter().zip(&bind_groups) {
-                pass.set_pipeline(&d.pipe.pipeline);
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+        if let Some(profiler) = rec.profiler.as_mut() {
+            profiler.submit_timed(&self.device, &self.queue, self.timestamps, &pending, &bind_groups);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: None };
+                let mut pass = encoder.begin_compute_pass(&desc);
+                for (d, bg) in pending.iter().zip(&bind_groups) {
+                    pass.set_pipeline(&d.pipe.pipeline);
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
             }
+            self.queue.submit([encoder.finish()]);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
         }
-        self.queue.submit([encoder.finish()]);
-        self.submissions.fetch_add(1, Ordering::Relaxed);
         rec.params.clear();
         drop(pending);
         // Forget bind groups of buffers nobody else holds any more (bounded cache).
