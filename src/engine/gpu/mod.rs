@@ -1335,6 +1335,16 @@ mod tests {
     }
 
     #[test]
+    fn variants_prepend_the_alias_after_the_directives() {
+        assert_eq!(variant_source("// c\nfn f() {}\n", Precision::F32), "alias elem = f32;\n// c\nfn f() {}\n");
+        assert_eq!(variant_source("fn f() {}", Precision::F16), "enable f16;\nalias elem = f16;\nfn f() {}");
+        let with = "// c\nenable subgroups;\nfn f() {}\n";
+        assert_eq!(variant_source(with, Precision::F16), "// c\nenable subgroups;\nenable f16;\nalias elem = f16;\nfn f() {}\n");
+        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert!("f64".parse::<Precision>().is_err());
+    }
+
+    #[test]
     fn grids_stay_within_the_dimension_limit() {
         assert_eq!(grid_1d(0, 256), [0, 0, 0]);
         assert_eq!(grid_1d(1, 256), [1, 1, 1]);
