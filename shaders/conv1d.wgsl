@@ -65,33 +65,40 @@ const LD: u32 = 65u;   // padded panel row length (avoids bank conflicts on the 
 var<workgroup> As: array<f32, 1040>; // [TK][LD]: As[kk * LD + mm] = left[row0 + mm, k0 + kk]
 var<workgroup> Bs: array<f32, 1040>; // [TK][LD]: Bs[kk * LD + nn] = right[k0 + kk, col0 + nn]
 
-alias Acc = array<array<f32, 4>, 4>;
+// The 4x4 register block of an invocation, row i = output row ty + 16i, component j = column
+// tx + 16j. Four named vec4s rather than a private array indexed by loop variables, which some
+// compilers (NVIDIA's among them) place in slow local memory.
+struct Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
 
 // One step of 16 along the reduced dimension from the staged panels.
 fn accumulate_panels(acc: ptr<function, Acc>, tx: u32, ty: u32) {
     for (var kk = 0u; kk < TK; kk++) {
-        var av: array<f32, 4>;
-        var bv: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            av[i] = As[kk * LD + ty + 16u * i];
-            bv[i] = Bs[kk * LD + tx + 16u * i];
-        }
-        for (var i = 0u; i < 4u; i++) {
-            for (var j = 0u; j < 4u; j++) {
-                (*acc)[i][j] = fma(av[i], bv[j], (*acc)[i][j]);
-            }
-        }
+        let base = kk * LD;
+        let bv = vec4<f32>(Bs[base + tx], Bs[base + tx + 16u], Bs[base + tx + 32u], Bs[base + tx + 48u]);
+        (*acc).r0 = fma(vec4<f32>(As[base + ty]), bv, (*acc).r0);
+        (*acc).r1 = fma(vec4<f32>(As[base + ty + 16u]), bv, (*acc).r1);
+        (*acc).r2 = fma(vec4<f32>(As[base + ty + 32u]), bv, (*acc).r2);
+        (*acc).r3 = fma(vec4<f32>(As[base + ty + 48u]), bv, (*acc).r3);
     }
 }
 
 fn zero_acc() -> Acc {
-    var acc: Acc;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
+    return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// Row i of the block, as a value (its components are then picked without touching memory).
+fn acc_row(acc: Acc, i: u32) -> vec4<f32> {
+    switch i {
+        case 0u: { return acc.r0; }
+        case 1u: { return acc.r1; }
+        case 2u: { return acc.r2; }
+        default: { return acc.r3; }
     }
-    return acc;
 }
 
 @compute @workgroup_size(16, 16)
@@ -140,12 +147,13 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     for (var i = 0u; i < 4u; i++) {
         let o = row0 + lid.y + 16u * i;
         if (o >= cout) { continue; }
+        let row = acc_row(acc, i);
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;
             if (col < n) {
                 let b = col / T;
                 let t = col % T;
-                fy[(b * cout + o) * T + t] = elem(acc[i][j] + f32(fbias[o]));
+                fy[(b * cout + o) * T + t] = elem(row[j] + f32(fbias[o]));
             }
         }
     }
@@ -197,6 +205,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     for (var i = 0u; i < 4u; i++) {
         let c = row0 + lid.y + 16u * i;
         if (c >= cin) { continue; }
+        let row = acc_row(acc, i);
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;
             if (col < n) {
@@ -204,9 +213,9 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 let t = col % T;
                 let at = (b * cin + c) * T + t;
                 if (p.accumulate != 0u) {
-                    idx[at] = elem(f32(idx[at]) + acc[i][j]);
+                    idx[at] = elem(f32(idx[at]) + row[j]);
                 } else {
-                    idx[at] = elem(acc[i][j]);
+                    idx[at] = elem(row[j]);
                 }
             }
         }
@@ -260,10 +269,11 @@ fn conv_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var i = 0u; i < 4u; i++) {
         let o = row0 + lid.y + 16u * i;
         if (o >= cout) { continue; }
+        let row = acc_row(acc, i);
         for (var jj = 0u; jj < 4u; jj++) {
             let c = col0 + lid.x + 16u * jj;
             if (c < cin) {
-                wpart[slice * wn + (o * cin + c) * K + j] = acc[i][jj];
+                wpart[slice * wn + (o * cin + c) * K + j] = row[jj];
             }
         }
     }

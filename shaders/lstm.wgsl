@@ -22,9 +22,15 @@
 //   lstm_fwd, lstm_bwd: ONE dispatch for the whole sequence. One workgroup of 256 invocations per
 //     batch row (flat workgroup index wid.y * nwg.x + wid.x, see grid_groups), looping over time
 //     inside the shader; h, c and the step's gates live in workgroup memory, with a
-//     workgroupBarrier between the phases of a step. Phase 1: invocation k computes gate rows
-//     k, k+256, ... (a dot product of a W_hh row, read from storage, with h in workgroup memory).
-//     Phase 2: invocation k updates hidden units k, k+256, ... . H <= MAX_H.
+//     workgroupBarrier between the phases of a step. Forward phase 1: invocation k computes gate
+//     rows k and k+256 (then k+512 and k+768, ...) together, dot products of h (workgroup memory)
+//     with W_hh^T, which the host packs first (lstm_pack, transposed: [H4, 4 H4], f32) so that
+//     neighbouring invocations read neighbouring words; phase 2: invocation k updates hidden units
+//     k, k+256, ... . Backward phase 2 (dh = W_hh^T da) reads W_hh as stored (neighbouring units are
+//     neighbouring words); when 2H <= 256 two invocations share a unit, each summing half of the
+//     4H gates, and the next step adds the two halves. The inner loops take four terms per trip
+//     into two accumulators, so that a GPU has several loads in flight per invocation (a loop of
+//     one dependent load per trip is latency-bound on real GPUs). H <= MAX_H.
 //   lstm_dw_hh: the weight gradient as a matrix product dW_hh[4H, H] += dxw^T [4H, B*T] x Hprev
 //     [B*T, H], Hprev row (b, t) = hs[b, t-1] or h0[b] at t = 0 (gathered while staging), tiled
 //     like shaders/matmul.wgsl: 16x16 invocations per 64x64 tile of dW_hh, x = ceil(H/64) column
@@ -60,13 +66,20 @@ fn tanh_safe(x: f32) -> f32 {
     return sign(x) * (1.0 - e) / (1.0 + e);
 }
 
+// Gate row g of 4H (blocks i, f, g, o): tanh for the cell candidate, sigmoid for the others.
+fn gate_act(g: u32, h: u32, a: f32) -> f32 {
+    if (g >= 2u * h && g < 3u * h) { return tanh_safe(a); }
+    return sigmoid(a);
+}
+
 var<workgroup> h_s: array<f32, MAX_H>;        // fwd: h_{t-1};  bwd: dh from step t+1
 var<workgroup> c_s: array<f32, MAX_H>;        // fwd: c_{t-1};  bwd: dc from step t+1
 var<workgroup> g_s: array<f32, 2048>;         // fwd: activated gates; bwd: their gradient [4 * MAX_H]
+var<workgroup> dh2_s: array<f32, MAX_H>;      // bwd: the second half's share of dh (0 with one half)
 
 // ---- forward -------------------------------------------------------------------------------
 @group(0) @binding(1) var<storage, read> f_xw: array<elem>;
-@group(0) @binding(2) var<storage, read> f_whh: array<elem>;
+@group(0) @binding(2) var<storage, read> f_wt: array<f32>;   // lstm_pack, transposed: [H4, 4 H4]
 @group(0) @binding(3) var<storage, read> f_h0: array<elem>;
 @group(0) @binding(4) var<storage, read> f_c0: array<elem>;
 @group(0) @binding(5) var<storage, read_write> f_hs: array<elem>;
@@ -80,6 +93,8 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let time = p.time;
     let h = p.hidden;
     let g4 = 4u * h;
+    let h4 = (h + 3u) & ~3u;
+    let w4 = 4u * h4; // row length of the packed W_hh^T
     if (b >= p.batch) {
         return;
     }
@@ -90,17 +105,46 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     workgroupBarrier();
     for (var t = 0u; t < time; t++) {
         let row = (b * time + t) * g4;
-        // Phase 1: the gates, a = xw + W_hh h_{t-1}, activated.
-        for (var g = li; g < g4; g += WG) {
-            var a = f32(f_xw[row + g]);
-            let w0 = g * h;
-            for (var j = 0u; j < h; j++) {
-                a = fma(f32(f_whh[w0 + j]), h_s[j], a);
+        // Phase 1: the gates, a = xw + W_hh h_{t-1}, activated; rows g and g2 = g + WG together
+        // (when g2 is past the end, its sum is computed on row g again and dropped).
+        for (var g = li; g < g4; g += 2u * WG) {
+            let g2 = select(g, g + WG, g + WG < g4);
+            let col = (g / h) * h4 + g % h;
+            let col2 = (g2 / h) * h4 + g2 % h;
+            var a0 = 0.0;
+            var a1 = 0.0;
+            var b0 = 0.0;
+            var b1 = 0.0;
+            var j = 0u;
+            while (j + 4u <= h) {
+                let r = j * w4;
+                let h0 = h_s[j];
+                let h1 = h_s[j + 1u];
+                let h2 = h_s[j + 2u];
+                let h3 = h_s[j + 3u];
+                a0 = fma(f_wt[r + col], h0, a0);
+                b0 = fma(f_wt[r + col2], h0, b0);
+                a1 = fma(f_wt[r + w4 + col], h1, a1);
+                b1 = fma(f_wt[r + w4 + col2], h1, b1);
+                a0 = fma(f_wt[r + 2u * w4 + col], h2, a0);
+                b0 = fma(f_wt[r + 2u * w4 + col2], h2, b0);
+                a1 = fma(f_wt[r + 3u * w4 + col], h3, a1);
+                b1 = fma(f_wt[r + 3u * w4 + col2], h3, b1);
+                j += 4u;
             }
-            var act: f32;
-            if (g >= 2u * h && g < 3u * h) { act = tanh_safe(a); } else { act = sigmoid(a); }
+            while (j < h) {
+                a0 = fma(f_wt[j * w4 + col], h_s[j], a0);
+                b0 = fma(f_wt[j * w4 + col2], h_s[j], b0);
+                j += 1u;
+            }
+            let act = gate_act(g, h, f32(f_xw[row + g]) + (a0 + a1));
             g_s[g] = act;
             f_gates[row + g] = elem(act);
+            if (g2 != g) {
+                let act2 = gate_act(g2, h, f32(f_xw[row + g2]) + (b0 + b1));
+                g_s[g2] = act2;
+                f_gates[row + g2] = elem(act2);
+            }
         }
         workgroupBarrier();
         // Phase 2: the cell and hidden state.
@@ -135,9 +179,14 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (b >= p.batch) {
         return;
     }
+    // Two invocations per unit in phase 2 when they fit: halves = 2, each sums 2H of the 4H gates.
+    var halves = 1u;
+    if (2u * h <= WG) { halves = 2u; }
+    let span = g4 / halves;
     for (var j = li; j < h; j += WG) {
         h_s[j] = 0.0;
         c_s[j] = 0.0;
+        dh2_s[j] = 0.0;
     }
     workgroupBarrier();
     for (var s = 0u; s < time; s++) {
@@ -155,7 +204,7 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             var cprev: f32;
             if (t > 0u) { cprev = f32(b_cs[srow - h + j]); } else { cprev = f32(b_c0[b * h + j]); }
             let tc = tanh_safe(c);
-            let dh = f32(b_dhs[srow + j]) + h_s[j];
+            let dh = f32(b_dhs[srow + j]) + (h_s[j] + dh2_s[j]);
             let dc = c_s[j] + dh * o * (1.0 - tc * tc);
             let da_i = dc * g * i * (1.0 - i);
             let da_f = dc * cprev * f * (1.0 - f);
@@ -174,12 +223,25 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         workgroupBarrier();
         // Phase 2: dh_{t-1} = W_hh^T da_t (adjacent invocations read adjacent W_hh columns).
         if (t > 0u) {
-            for (var j = li; j < h; j += WG) {
-                var acc = 0.0;
-                for (var g = 0u; g < g4; g++) {
-                    acc = fma(f32(b_whh[g * h + j]), g_s[g], acc);
+            for (var e = li; e < halves * h; e += WG) {
+                let j = e % h;
+                let g0 = (e / h) * span;
+                let g1 = g0 + span;
+                var acc0 = 0.0;
+                var acc1 = 0.0;
+                var g = g0;
+                while (g + 4u <= g1) {
+                    acc0 = fma(f32(b_whh[g * h + j]), g_s[g], acc0);
+                    acc1 = fma(f32(b_whh[(g + 1u) * h + j]), g_s[g + 1u], acc1);
+                    acc0 = fma(f32(b_whh[(g + 2u) * h + j]), g_s[g + 2u], acc0);
+                    acc1 = fma(f32(b_whh[(g + 3u) * h + j]), g_s[g + 3u], acc1);
+                    g += 4u;
                 }
-                h_s[j] = acc;
+                while (g < g1) {
+                    acc0 = fma(f32(b_whh[g * h + j]), g_s[g], acc0);
+                    g += 1u;
+                }
+                if (e < h) { h_s[j] = acc0 + acc1; } else { dh2_s[j] = acc0 + acc1; }
             }
         }
         workgroupBarrier();
@@ -213,12 +275,12 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let tx = lid.x;
     let ty = lid.y;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    // accI[j] = dW_hh[row0 + ty + 16 I, col0 + tx + 16 j]: named vec4s, not a private array
+    // indexed by loop variables (which some compilers, NVIDIA's among them, put in local memory).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = k_begin; k0 < k; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
             let e = li + 256u * r;
@@ -246,32 +308,35 @@ fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = As[kk * LD + ty + 16u * i];
-                bv[i] = Bs[kk * LD + tx + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let base = kk * LD;
+            let bv = vec4<f32>(Bs[base + tx], Bs[base + tx + 16u], Bs[base + tx + 32u], Bs[base + tx + 48u]);
+            acc0 = fma(vec4<f32>(As[base + ty]), bv, acc0);
+            acc1 = fma(vec4<f32>(As[base + ty + 16u]), bv, acc1);
+            acc2 = fma(vec4<f32>(As[base + ty + 32u]), bv, acc2);
+            acc3 = fma(vec4<f32>(As[base + ty + 48u]), bv, acc3);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ty + 16u * i;
-        if (r >= m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx + 16u * j;
-            if (col < h) {
-                let idx = r * h + col;
-                if (p.splits == 1u) {
-                    w_out[idx] = w_out[idx] + acc[i][j];
-                } else {
-                    w_out[wid.z * m * h + idx] = acc[i][j];
-                }
+    dw_store(row0 + ty, col0 + tx, wid.z, acc0);
+    dw_store(row0 + ty + 16u, col0 + tx, wid.z, acc1);
+    dw_store(row0 + ty + 32u, col0 + tx, wid.z, acc2);
+    dw_store(row0 + ty + 48u, col0 + tx, wid.z, acc3);
+}
+
+// Row r of dW_hh at columns c, c + 16, c + 32, c + 48 (those inside): added in place with one
+// split, written to split z's partial otherwise.
+fn dw_store(r: u32, c: u32, z: u32, v: vec4<f32>) {
+    let h = p.hidden;
+    let m = 4u * h;
+    if (r >= m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let col = c + 16u * j;
+        if (col < h) {
+            let idx = r * h + col;
+            if (p.splits == 1u) {
+                w_out[idx] = w_out[idx] + v[j];
+            } else {
+                w_out[z * m * h + idx] = v[j];
             }
         }
     }

@@ -5,7 +5,7 @@ mod common;
 mod lstm_common;
 
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::GpuBackend;
+use etude::engine::gpu::{GpuBackend, LstmVariant};
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -92,23 +92,28 @@ fn gpu_lstm_matches_cpu_forward_and_backward() {
         ];
         let l = Lstm { batch, time, hidden: h };
         let want = run_layer(&cpu, &inputs, inp, l);
-        let got = run_layer(&*g, &inputs, inp, l);
-        // Both sides compute in f32 with the same exp-based tanh formula; the GPU's exp and its
-        // dot products (another summation order) differ by a few ulp, i.e. ~1e-7 relative to the
-        // magnitudes summed. Through <= 6 steps of a contracting recurrence that stays below
-        // ~1e-6 (worst case seen: ~30% of the bound below). Reductions over the B*T rows (dW_hh,
-        // dW_ih, db) grow like sqrt(B*T). A wrong index or gate is off by O(0.1).
-        let red = (n as f32).sqrt();
-        let names = ["hs", "cs", "gates", "dxw", "dw_hh", "dw_ih", "db", "dx"];
-        let tols = [2e-6, 2e-6, 2e-6, 2e-6, 2e-6 * red, 2e-6 * red, 2e-6 * red, 4e-6];
-        for k in 0..names.len() {
-            for (i, (&a, &b)) in got[k].iter().zip(&want[k]).enumerate() {
-                let bound = tols[k] * (1.0 + b.abs());
-                assert!(
-                    (a - b).abs() <= bound,
-                    "(B,T,in,H)=({batch},{time},{inp},{h}) {}[{i}]: gpu {a} cpu {b} (tol {bound})",
-                    names[k]
-                );
+        // Both recurrence kernels: the portable one (real GPUs) and the software-adapter one.
+        for variant in [LstmVariant::PerRow, LstmVariant::Rows] {
+            g.set_lstm_variant(variant);
+            let got = run_layer(&*g, &inputs, inp, l);
+            g.set_lstm_variant(LstmVariant::Auto);
+            // Both sides compute in f32 with the same exp-based tanh formula; the GPU's exp and its
+            // dot products (another summation order) differ by a few ulp, i.e. ~1e-7 relative to the
+            // magnitudes summed. Through <= 6 steps of a contracting recurrence that stays below
+            // ~1e-6 (worst case seen: ~30% of the bound below). Reductions over the B*T rows (dW_hh,
+            // dW_ih, db) grow like sqrt(B*T). A wrong index or gate is off by O(0.1).
+            let red = (n as f32).sqrt();
+            let names = ["hs", "cs", "gates", "dxw", "dw_hh", "dw_ih", "db", "dx"];
+            let tols = [2e-6, 2e-6, 2e-6, 2e-6, 2e-6 * red, 2e-6 * red, 2e-6 * red, 4e-6];
+            for k in 0..names.len() {
+                for (i, (&a, &b)) in got[k].iter().zip(&want[k]).enumerate() {
+                    let bound = tols[k] * (1.0 + b.abs());
+                    assert!(
+                        (a - b).abs() <= bound,
+                        "{variant:?} (B,T,in,H)=({batch},{time},{inp},{h}) {}[{i}]: gpu {a} cpu {b} (tol {bound})",
+                        names[k]
+                    );
+                }
             }
         }
     }

@@ -102,7 +102,12 @@ pub(crate) fn forward(
             gpu.dispatch(&LSTM, "lstm_fwd_rows", &[xw, wp, h0, c0, hs, cs, gates], &p, groups);
         });
     } else {
-        gpu.dispatch(&LSTM, "lstm_fwd", &[xw, w_hh, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+        // W_hh^T first, so that the gate rows' dot products read neighbouring words.
+        let h4 = h.div_ceil(4) * 4;
+        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wt| {
+            pack(gpu, w_hh, wt, p, true);
+            gpu.dispatch(&LSTM, "lstm_fwd", &[xw, wt, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+        });
     }
 }
 

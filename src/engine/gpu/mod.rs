@@ -80,6 +80,20 @@ pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
 /// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
 /// times as many workgroups): about the number of compute units of a large GPU.
 const SMALL_MATMUL_BELOW: usize = 128;
+/// Split-K: each range along k gets at least this many rows, so that a partial is worth its
+/// write and its read in the reduction...
+const SPLIT_MIN_K: usize = 512;
+/// ...and there are at most this many ranges.
+const SPLIT_MAX: usize = 32;
+
+/// Ranges along k for a product with `tiles` 64x64 output tiles: enough for about
+/// `SMALL_MATMUL_BELOW` workgroups, each range at least `SPLIT_MIN_K` long; 1 = no split.
+fn matmul_splits(tiles: usize, k: usize) -> usize {
+    if tiles >= SMALL_MATMUL_BELOW {
+        return 1;
+    }
+    SMALL_MATMUL_BELOW.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K).clamp(1, SPLIT_MAX)
+}
 /// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
 const EMBEDDING_SCRATCH: usize = 16 << 20;
 /// Bound on the bind-group cache (entries of live buffers are kept up to this many).
@@ -1102,9 +1116,20 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
-        // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
+        // 64x64 tiles; split along k when they are few and k is long (weight gradients summed over
+        // B*T rows); else 32x32 tiles when 64x64 ones would leave most of a GPU idle.
         let big_tiles = m.div_ceil(64) * n.div_ceil(64);
-        if big_tiles >= SMALL_MATMUL_BELOW {
+        let splits = matmul_splits(big_tiles, k);
+        if splits > 1 {
+            let kchunk = k.div_ceil(splits).next_multiple_of(16);
+            let splits = k.div_ceil(kchunk);
+            let ps = [p[0], p[1], p[2], p[3], p[4], p[5], u(splits), u(kchunk)];
+            let [gx, gy, _] = grid_2d(n, m, 64, 64);
+            self.with_scratch("matmul_split", splits * m * n, |part| {
+                self.dispatch(&MATMUL, "matmul_split", &[a, b, part], &ps, [gx, gy, splits as u32]);
+                self.dispatch(&MATMUL, "matmul_reduce", &[part, c], &ps, grid_1d(m * n, 256));
+            });
+        } else if big_tiles >= SMALL_MATMUL_BELOW {
             self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
         } else {
             self.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
@@ -1284,6 +1309,17 @@ impl Backend for GpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matmul_splits_only_few_tiles_with_a_long_k() {
+        // The weight gradients of the default models: dW_ih [512, 100] and dW_fc2 [300, 256] over
+        // B*T = 16384 rows: 16 and 20 tiles -> 8 and 7 ranges (about 128 workgroups).
+        assert_eq!(matmul_splits(16, 16384), 8);
+        assert_eq!(matmul_splits(20, 16384), 7);
+        assert_eq!(matmul_splits(16, 1000), 1, "each range keeps at least SPLIT_MIN_K rows");
+        assert_eq!(matmul_splits(1, 1 << 20), SPLIT_MAX);
+        assert_eq!(matmul_splits(SMALL_MATMUL_BELOW, 1 << 20), 1, "enough tiles already");
+    }
 
     fn fake(index: usize, name: &str, device_type: wgpu::DeviceType) -> AdapterReport {
         AdapterReport {
