@@ -878,7 +878,8 @@ impl GpuBackend {
         let mut halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
         if halves.len() % 2 == 1 {
             let next = if dst.len > src.len() {
-                half::f16::from_bits(bytemuck::cast_slice::<u8, u16>(&self.read_bytes(dst, 2 * src.len() + 2))[src.len()])
+                let bytes = self.read_bytes(dst, 2 * src.len() + 2);
+                half::f16::from_le_bytes([bytes[2 * src.len()], bytes[2 * src.len() + 1]])
             } else {
                 half::f16::ZERO
             };
@@ -901,14 +902,15 @@ impl GpuBackend {
     fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
         assert!(src.elem != Elem::F16, "read: buffer holds f16, not 32-bit words");
         check_len("read", "src", src, len);
-        bytemuck::cast_slice(&self.read_bytes(src, 4 * len)).to_vec()
+        // (collected, not cast: a Vec<u8> need not be aligned for u32)
+        bytemuck::pod_collect_to_vec(&self.read_bytes(src, 4 * len))
     }
 
     /// The first `len` elements of an f16 buffer, widened to f32.
     fn read_halves(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
         check_len("read", "src", src, len);
         let bytes = self.read_bytes(src, 2 * len);
-        bytemuck::cast_slice::<u8, u16>(&bytes)[..len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
+        bytes.chunks_exact(2).take(len).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32()).collect()
     }
 
     /// The first `want` bytes of `src` rounded up to whole words (the buffer holds them), after all
