@@ -430,6 +430,19 @@ struct Pipelines {
     pipes: HashMap<(&'static str, &'static str, Precision), Arc<Pipe>>,
 }
 
+/// The device features `precision` needs from an adapter `name` offering `offered`; f16 without
+/// `SHADER_F16` is a one-line error.
+fn precision_features(precision: Precision, offered: wgpu::Features, name: &str) -> Result<wgpu::Features, String> {
+    match precision {
+        Precision::F32 => Ok(wgpu::Features::empty()),
+        Precision::F16 if offered.contains(wgpu::Features::SHADER_F16) => Ok(wgpu::Features::SHADER_F16),
+        Precision::F16 => Err(format!(
+            "--precision f16: the GPU adapter {name} does not support half-precision shaders (SHADER_F16); \
+             use --precision f32"
+        )),
+    }
+}
+
 /// The WGSL a shader compiles from at `precision`: its source with `alias elem = f32;` (or
 /// `enable f16;` and `alias elem = f16;`) inserted after its own leading directives.
 pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
@@ -525,19 +538,7 @@ impl GpuBackend {
         // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
         // buffers per stage, 16 KiB workgroup memory).
         let limits = adapter.limits();
-        let required_features = match precision {
-            Precision::F32 => wgpu::Features::empty(),
-            Precision::F16 => {
-                if !adapter.features().contains(wgpu::Features::SHADER_F16) {
-                    return Err(format!(
-                        "--precision f16: the GPU adapter {} does not support half-precision shaders (SHADER_F16); \
-                         use --precision f32",
-                        adapter.get_info().name
-                    ));
-                }
-                wgpu::Features::SHADER_F16
-            }
-        };
+        let required_features = precision_features(precision, adapter.features(), &adapter.get_info().name)?;
         // Timestamp queries are requested where offered (they cost nothing until a query is
         // written) so that profiling can be switched on later; see `set_profiling`.
         let timestamps = Timestamps::of(adapter.features());
@@ -1344,6 +1345,16 @@ mod tests {
         assert_eq!(variant_source(with, Precision::F16), "// c\nenable subgroups;\nenable f16;\nalias elem = f16;\nfn f() {}\n");
         assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
         assert!("f64".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn f16_needs_shader_f16() {
+        let none = wgpu::Features::empty();
+        assert_eq!(precision_features(Precision::F32, none, "x"), Ok(none));
+        let err = precision_features(Precision::F16, none, "Old GPU").unwrap_err();
+        assert!(err.contains("Old GPU") && err.contains("SHADER_F16") && !err.contains('\n'), "{err}");
+        let f16 = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(precision_features(Precision::F16, f16, "x"), Ok(wgpu::Features::SHADER_F16));
     }
 
     #[test]
