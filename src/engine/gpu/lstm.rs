@@ -6,8 +6,8 @@
 //! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
 //! in order).
 
-use super::{check_len, grid_1d, grid_2d, grid_groups, GpuBackend, GpuBuffer, LstmVariant, Shader};
-use crate::engine::Lstm;
+use super::{check_len, grid_1d, grid_2d, grid_groups, GpuBackend, GpuBuffer, Shader};
+use crate::engine::{Backend, Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -31,12 +31,7 @@ const ROWS_PER_GROUP: usize = 8;
 /// workgroup is one CPU thread and loads, not workgroups, are scarce (see `lstm.wgsl`), for
 /// `H <= 128`. Real GPUs keep one workgroup per batch row.
 fn use_rows_kernels(gpu: &GpuBackend, h: usize) -> bool {
-    h <= ROWS_MAX_HIDDEN
-        && match gpu.lstm_variant() {
-            LstmVariant::Auto => gpu.is_software(),
-            LstmVariant::PerRow => false,
-            LstmVariant::Rows => true,
-        }
+    h <= ROWS_MAX_HIDDEN && gpu.software_kernels()
 }
 
 /// Records `lstm_pack` of `w_hh` into `out` (at least `4 * H4 * H4` floats): `transposed` gives
@@ -143,8 +138,20 @@ pub(crate) fn backward(
         gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
     }
 
-    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let rows = batch * time;
+    if gpu.software_kernels() && h % 4 == 0 {
+        // Software renderer: Hprev gathered once, then the register-blocked matrix product
+        // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H] (see shaders/matmul.wgsl).
+        let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
+        if rows % 4 == 0 {
+            gpu.with_scratch("lstm_hprev", rows * h, |hprev| {
+                gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
+                gpu.matmul(dxw, hprev, dw_hh, mm);
+            });
+            return;
+        }
+    }
+    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let [gx, gy, _] = grid_2d(h, 4 * h, 64, 64);
     let splits = dw_splits(rows, (gx * gy) as usize);
     let kchunk = rows.div_ceil(splits);

@@ -66,15 +66,28 @@ const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
-/// Which LSTM recurrence kernels the backend records (see `shaders/lstm.wgsl`).
+/// Which kernels the backend records where it has a variant for software renderers (the LSTM
+/// recurrence, the matrix product; see `shaders/lstm.wgsl`, `shaders/matmul.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LstmVariant {
-    /// By adapter: `Rows` on software renderers (lavapipe) when H <= 128, else `PerRow`.
+pub enum KernelVariant {
+    /// By adapter: the software variants on software renderers (lavapipe), else the portable ones.
     Auto,
-    /// One workgroup per batch row (the portable kernels, for real GPUs).
-    PerRow,
-    /// Eight batch rows per workgroup (`*_rows`, for software renderers), when H <= 128.
-    Rows,
+    /// The portable kernels, tuned for real GPUs (workgroup-memory tiles, many workgroups).
+    Portable,
+    /// The software-renderer kernels (register blocks, few workgroups), where their shape
+    /// conditions hold (H <= 128 for the LSTM; m, k, n multiples of 4 for the product).
+    Software,
+}
+
+impl GpuBackend {
+    /// Whether the software-renderer variants are in use (see [`KernelVariant`]).
+    pub(crate) fn software_kernels(&self) -> bool {
+        match self.kernel_variant() {
+            KernelVariant::Auto => self.is_software(),
+            KernelVariant::Portable => false,
+            KernelVariant::Software => true,
+        }
+    }
 }
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
@@ -364,7 +377,7 @@ pub struct GpuBackend {
     /// Which timestamp queries the device was opened with.
     timestamps: Timestamps,
     /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
-    lstm_variant: Mutex<LstmVariant>,
+    kernel_variant: Mutex<KernelVariant>,
 }
 
 impl GpuBackend {
@@ -417,7 +430,7 @@ impl GpuBackend {
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             timestamps,
-            lstm_variant: Mutex::new(LstmVariant::Auto),
+            kernel_variant: Mutex::new(KernelVariant::Auto),
         })
     }
 
@@ -454,14 +467,14 @@ impl GpuBackend {
         self.submissions.store(0, Ordering::Relaxed);
     }
 
-    /// Forces a choice of LSTM recurrence kernels (`Auto`, the default, picks by adapter): lets
-    /// tests run both variants on one adapter.
-    pub fn set_lstm_variant(&self, v: LstmVariant) {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
+    /// both variants on one adapter.
+    pub fn set_kernel_variant(&self, v: KernelVariant) {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
-    pub(crate) fn lstm_variant(&self) -> LstmVariant {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn kernel_variant(&self) -> KernelVariant {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
@@ -861,6 +874,12 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
+        if self.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
+            // Software renderer: 8x8 register blocks, no workgroup memory (see matmul.wgsl).
+            let blocks = m.div_ceil(8) * n.div_ceil(8);
+            self.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
+            return;
+        }
         // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
         let big_tiles = m.div_ceil(64) * n.div_ceil(64);
         if big_tiles >= SMALL_MATMUL_BELOW {
