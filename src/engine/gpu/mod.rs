@@ -1087,6 +1087,91 @@ mod tests {
         assert!(all[0].is_software() && !all[1].is_software());
     }
 
+    /// A backend of its own (the kernel variant is per backend), on the default adapter.
+    pub(crate) fn own_gpu() -> GpuBackend {
+        GpuBackend::new(None).unwrap_or_else(|e| panic!("{e} (lavapipe, from mesa-vulkan-drivers, is enough)"))
+    }
+
+    pub(crate) fn upload(g: &GpuBackend, data: &[f32]) -> GpuBuffer {
+        let mut b = g.alloc(data.len());
+        g.write(&mut b, data);
+        b
+    }
+
+    pub(crate) fn random(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// The software-renderer product (8x8 register blocks) against an f64 reference, for every
+    /// transpose/accumulate combination, at sizes that are multiples of 4 but not of 8 (the
+    /// clamped edge blocks) as well as of 8. The timestamp profile shows which kernel ran.
+    #[test]
+    fn register_blocked_matmul_matches_a_reference() {
+        let g = own_gpu();
+        g.set_kernel_variant(KernelVariant::Software);
+        let profiled = g.set_profiling(true).is_ok();
+        for (s, &(m, k, n)) in [(4, 4, 4), (12, 8, 20), (8, 16, 4), (36, 100, 300), (20, 12, 44)].iter().enumerate() {
+            for variant in 0..8u64 {
+                let (ta, tb, acc) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+                let seed = 10 * s as u64 + variant;
+                let (a, b, c0) = (random(seed, m * k), random(seed + 100, k * n), random(seed + 200, m * n));
+                let (ga, gb) = (upload(&g, &a), upload(&g, &b));
+                let mut gc = upload(&g, &c0);
+                g.matmul(&ga, &gb, &mut gc, MatMul { m, k, n, trans_a: ta, trans_b: tb, accumulate: acc });
+                let got = g.read(&gc, m * n);
+                if profiled {
+                    let entries: Vec<&str> = g.take_profile().iter().map(|d| d.entry).collect();
+                    assert_eq!(entries, ["matmul_regs"], "({m},{k},{n})");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (if acc { c0[i * n + j] as f64 } else { 0.0 }, 0.0f64);
+                        for l in 0..k {
+                            let x = if ta { a[l * m + i] } else { a[i * k + l] } as f64;
+                            let y = if tb { b[j * k + l] } else { b[l * n + j] } as f64;
+                            want += x * y;
+                            mag += (x * y).abs();
+                        }
+                        // f32 sums of k products: rounding grows like sqrt(k) ulp of sum |terms|.
+                        let tol = 1e-6 * (k as f64).sqrt() * (mag + 1.0);
+                        let e = got[i * n + j] as f64;
+                        assert!((e - want).abs() <= tol, "({m},{k},{n}) ta={ta} tb={tb} acc={acc} [{i},{j}]: {e} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn profiling_reports_each_dispatch_in_order() {
+        let g = own_gpu();
+        if g.timestamps() == Timestamps::None {
+            assert!(g.set_profiling(true).is_err(), "no timestamps: profiling must refuse");
+            return;
+        }
+        let mut x = g.alloc(1000);
+        let y = upload(&g, &vec![1.0; 1000]);
+        g.fill(&mut x, 1000, 0.0); // before profiling: not reported
+        g.set_profiling(true).expect("timestamps offered");
+        g.fill(&mut x, 1000, 2.0);
+        g.add(&y, &mut x, 1000);
+        g.act_fwd(Act::Relu, &y, &mut x, 1000);
+        let got = g.take_profile();
+        let names: Vec<(&str, &str)> = got.iter().map(|d| (d.shader, d.entry)).collect();
+        assert_eq!(names, [("elementwise", "fill"), ("elementwise", "add"), ("elementwise", "act_fwd")]);
+        assert!(got.iter().all(|d| d.ns.is_finite() && d.ns >= 0.0));
+        assert_eq!(got[0].groups, grid_1d(1000, 256));
+        assert!(g.take_profile().is_empty(), "taken once");
+        g.set_profiling(false).expect("switching off always works");
+        g.fill(&mut x, 1000, 3.0);
+        assert!(g.take_profile().is_empty(), "nothing recorded while off");
+        assert_eq!(g.read(&x, 2), [3.0, 3.0]);
+        let totals = by_kernel(&got);
+        assert_eq!(totals.len(), 3);
+        assert!(totals.windows(2).all(|w| w[0].3 >= w[1].3), "largest first");
+    }
+
     #[test]
     fn grids_stay_within_the_dimension_limit() {
         assert_eq!(grid_1d(0, 256), [0, 0, 0]);
