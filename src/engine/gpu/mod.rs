@@ -150,15 +150,28 @@ impl Elem {
     }
 }
 
-/// Which LSTM recurrence kernels the backend records (see `shaders/lstm.wgsl`).
+/// Which kernels the backend records where it has a variant for software renderers (the LSTM
+/// recurrence, the matrix product; see `shaders/lstm.wgsl`, `shaders/matmul.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LstmVariant {
-    /// By adapter: `Rows` on software renderers (lavapipe) when H <= 128, else `PerRow`.
+pub enum KernelVariant {
+    /// By adapter: the software variants on software renderers (lavapipe), else the portable ones.
     Auto,
-    /// One workgroup per batch row (the portable kernels, for real GPUs).
-    PerRow,
-    /// Eight batch rows per workgroup (`*_rows`, for software renderers), when H <= 128.
-    Rows,
+    /// The portable kernels, tuned for real GPUs (workgroup-memory tiles, many workgroups).
+    Portable,
+    /// The software-renderer kernels (register blocks, few workgroups), where their shape
+    /// conditions hold (H <= 128 for the LSTM; m, k, n multiples of 4 for the product).
+    Software,
+}
+
+impl GpuBackend {
+    /// Whether the software-renderer variants are in use (see [`KernelVariant`]).
+    pub(crate) fn software_kernels(&self) -> bool {
+        match self.kernel_variant() {
+            KernelVariant::Auto => self.is_software(),
+            KernelVariant::Portable => false,
+            KernelVariant::Software => true,
+        }
+    }
 }
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
@@ -514,7 +527,7 @@ pub struct GpuBackend {
     /// Which timestamp queries the device was opened with.
     timestamps: Timestamps,
     /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
-    lstm_variant: Mutex<LstmVariant>,
+    kernel_variant: Mutex<KernelVariant>,
 }
 
 impl GpuBackend {
@@ -575,7 +588,7 @@ impl GpuBackend {
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             timestamps,
-            lstm_variant: Mutex::new(LstmVariant::Auto),
+            kernel_variant: Mutex::new(KernelVariant::Auto),
         })
     }
 
@@ -626,14 +639,14 @@ impl GpuBackend {
         self.submissions.store(0, Ordering::Relaxed);
     }
 
-    /// Forces a choice of LSTM recurrence kernels (`Auto`, the default, picks by adapter): lets
-    /// tests run both variants on one adapter.
-    pub fn set_lstm_variant(&self, v: LstmVariant) {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
+    /// both variants on one adapter.
+    pub fn set_kernel_variant(&self, v: KernelVariant) {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
-    pub(crate) fn lstm_variant(&self) -> LstmVariant {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn kernel_variant(&self) -> KernelVariant {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
@@ -703,16 +716,28 @@ impl GpuBackend {
     /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
     /// their uses of the same scratch buffer. `f` must not call another scratch-using op.
     pub(crate) fn with_scratch<R>(&self, key: &'static str, len: usize, f: impl FnOnce(&GpuBuffer) -> R) -> R {
+        self.with_scratch_of(key, len, Elem::F32, f)
+    }
+
+    /// [`GpuBackend::with_scratch`] with elements of type `elem` (scratch that a shader reads as
+    /// `elem`, such as an operand handed to `matmul`).
+    pub(crate) fn with_scratch_of<R>(
+        &self,
+        key: &'static str,
+        len: usize,
+        elem: Elem,
+        f: impl FnOnce(&GpuBuffer) -> R,
+    ) -> R {
         let _exclusive = self.scratch_users.lock().unwrap_or_else(|e| e.into_inner());
-        let buf = self.scratch(key, len);
+        let buf = self.scratch(key, len, elem);
         f(&buf)
     }
 
-    fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+    fn scratch(&self, key: &'static str, len: usize, elem: Elem) -> GpuBuffer {
         let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = map.get(key).is_some_and(|b| b.len >= len);
+        let fits = map.get(key).is_some_and(|b| b.len >= len && b.elem == elem);
         if !fits {
-            map.insert(key, self.alloc_typed(len, Elem::F32));
+            map.insert(key, self.alloc_typed(len, elem));
         }
         let b = &map[key];
         GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem }
@@ -1105,6 +1130,12 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
+        if self.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
+            // Software renderer: 8x8 register blocks, no workgroup memory (see matmul.wgsl).
+            let blocks = m.div_ceil(8) * n.div_ceil(8);
+            self.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
+            return;
+        }
         // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
         let big_tiles = m.div_ceil(64) * n.div_ceil(64);
         if big_tiles >= SMALL_MATMUL_BELOW {
@@ -1335,6 +1366,91 @@ mod tests {
         assert!(pick_adapter_index(&all, Some("radeon")).unwrap_err().contains("NVIDIA H100"));
         assert_eq!(pick_adapter_index(&[], None), Err(NO_ADAPTER.to_string()));
         assert!(all[0].is_software() && !all[1].is_software());
+    }
+
+    /// A backend of its own (the kernel variant is per backend), on the default adapter.
+    pub(crate) fn own_gpu() -> GpuBackend {
+        GpuBackend::new(None).unwrap_or_else(|e| panic!("{e} (lavapipe, from mesa-vulkan-drivers, is enough)"))
+    }
+
+    pub(crate) fn upload(g: &GpuBackend, data: &[f32]) -> GpuBuffer {
+        let mut b = g.alloc(data.len());
+        g.write(&mut b, data);
+        b
+    }
+
+    pub(crate) fn random(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// The software-renderer product (8x8 register blocks) against an f64 reference, for every
+    /// transpose/accumulate combination, at sizes that are multiples of 4 but not of 8 (the
+    /// clamped edge blocks) as well as of 8. The timestamp profile shows which kernel ran.
+    #[test]
+    fn register_blocked_matmul_matches_a_reference() {
+        let g = own_gpu();
+        g.set_kernel_variant(KernelVariant::Software);
+        let profiled = g.set_profiling(true).is_ok();
+        for (s, &(m, k, n)) in [(4, 4, 4), (12, 8, 20), (8, 16, 4), (36, 100, 300), (20, 12, 44)].iter().enumerate() {
+            for variant in 0..8u64 {
+                let (ta, tb, acc) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+                let seed = 10 * s as u64 + variant;
+                let (a, b, c0) = (random(seed, m * k), random(seed + 100, k * n), random(seed + 200, m * n));
+                let (ga, gb) = (upload(&g, &a), upload(&g, &b));
+                let mut gc = upload(&g, &c0);
+                g.matmul(&ga, &gb, &mut gc, MatMul { m, k, n, trans_a: ta, trans_b: tb, accumulate: acc });
+                let got = g.read(&gc, m * n);
+                if profiled {
+                    let entries: Vec<&str> = g.take_profile().iter().map(|d| d.entry).collect();
+                    assert_eq!(entries, ["matmul_regs"], "({m},{k},{n})");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (if acc { c0[i * n + j] as f64 } else { 0.0 }, 0.0f64);
+                        for l in 0..k {
+                            let x = if ta { a[l * m + i] } else { a[i * k + l] } as f64;
+                            let y = if tb { b[j * k + l] } else { b[l * n + j] } as f64;
+                            want += x * y;
+                            mag += (x * y).abs();
+                        }
+                        // f32 sums of k products: rounding grows like sqrt(k) ulp of sum |terms|.
+                        let tol = 1e-6 * (k as f64).sqrt() * (mag + 1.0);
+                        let e = got[i * n + j] as f64;
+                        assert!((e - want).abs() <= tol, "({m},{k},{n}) ta={ta} tb={tb} acc={acc} [{i},{j}]: {e} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn profiling_reports_each_dispatch_in_order() {
+        let g = own_gpu();
+        if g.timestamps() == Timestamps::None {
+            assert!(g.set_profiling(true).is_err(), "no timestamps: profiling must refuse");
+            return;
+        }
+        let mut x = g.alloc(1000);
+        let y = upload(&g, &vec![1.0; 1000]);
+        g.fill(&mut x, 1000, 0.0); // before profiling: not reported
+        g.set_profiling(true).expect("timestamps offered");
+        g.fill(&mut x, 1000, 2.0);
+        g.add(&y, &mut x, 1000);
+        g.act_fwd(Act::Relu, &y, &mut x, 1000);
+        let got = g.take_profile();
+        let names: Vec<(&str, &str)> = got.iter().map(|d| (d.shader, d.entry)).collect();
+        assert_eq!(names, [("elementwise", "fill"), ("elementwise", "add"), ("elementwise", "act_fwd")]);
+        assert!(got.iter().all(|d| d.ns.is_finite() && d.ns >= 0.0));
+        assert_eq!(got[0].groups, grid_1d(1000, 256));
+        assert!(g.take_profile().is_empty(), "taken once");
+        g.set_profiling(false).expect("switching off always works");
+        g.fill(&mut x, 1000, 3.0);
+        assert!(g.take_profile().is_empty(), "nothing recorded while off");
+        assert_eq!(g.read(&x, 2), [3.0, 3.0]);
+        let totals = by_kernel(&got);
+        assert_eq!(totals.len(), 3);
+        assert!(totals.windows(2).all(|w| w[0].3 >= w[1].3), "largest first");
     }
 
     #[test]
