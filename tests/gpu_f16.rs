@@ -565,6 +565,24 @@ fn precision_f16_is_refused_on_the_cpu_backend() {
     etude_fails(&bench, tmp.path(), &expect);
 }
 
+#[test]
+fn bench_train_compares_both_precisions_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["bench", "train", "--model", "wavenet", "--backend", "gpu", "--precision", "both"];
+    let small = ["--batch", "2", "--window", "16", "--steps", "1", "--warmup", "0"];
+    let (out, _) = etude_ok(&[&args[..], &small[..]].concat(), tmp.path());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains(" f32 B=2") && lines[1].contains(" f16 B=2"), "{out}");
+    assert!(lines[2].starts_with("f16 / f32: step time x"), "{out}");
+    let (json, _) = etude_ok(&[&args[..], &small[..], &["--json"][..]].concat(), tmp.path());
+    let precisions: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object per line")["precision"].to_string())
+        .collect();
+    assert_eq!(precisions, ["\"f32\"", "\"f16\""]);
+}
+
 /// An f16 run stores its precision in the checkpoint (whose tensors stay f32), and `--resume`
 /// continues it at f16 exactly as if it had never stopped; `--precision` with `--resume` is refused.
 #[test]
