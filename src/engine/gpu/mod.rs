@@ -26,7 +26,9 @@
 //!    points of one file may declare different variables at the same binding number. Use
 //!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs. Pipelines use
 //!    wgpu's automatic layout, which drops unused bindings: pass exactly the buffers the entry
-//!    point uses, and have it read `p`.
+//!    point uses, and have it read `p`. Float tensors are `array<elem>` (read `f32(x[i])`, write
+//!    `elem(v)`; see "Precision" below); arrays that stay f32 at any precision say `f32`, and the
+//!    Rust side checks element types with `check_same_elem` / `check_f32`.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
 //!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
