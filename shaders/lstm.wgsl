@@ -566,3 +566,27 @@ fn lstm_bwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         workgroupBarrier();
     }
 }
+
+// lstm_hprev (software renderers, before dW_hh += dxw^T Hprev as a matrix product): writes Hprev
+// [B*T, H], row (b, t) = hs[b, t-1] or h0[b] at t = 0. One invocation per element, flat index as
+// in grid_1d. Hprev is `elem` like hs (a copy: exact), since it is an operand of the product.
+@group(0) @binding(1) var<storage, read> v_hs: array<elem>;
+@group(0) @binding(2) var<storage, read> v_h0: array<elem>;
+@group(0) @binding(3) var<storage, read_write> v_out: array<elem>;
+
+@compute @workgroup_size(256)
+fn lstm_hprev(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let h = p.hidden;
+    let i = (wid.y * nwg.x + wid.x) * 256u + li;
+    if (i >= p.batch * p.time * h) {
+        return;
+    }
+    let row = i / h;
+    let t = row % p.time;
+    if (t > 0u) {
+        v_out[i] = v_hs[i - h];
+    } else {
+        v_out[i] = v_h0[(row / p.time) * h + i % h];
+    }
+}

@@ -197,3 +197,109 @@ fn store_block(r: u32, col: u32, acc: Acc) {
     store4(r + 2u, col, acc.r2);
     store4(r + 3u, col, acc.r3);
 }
+
+// ---- variant for software renderers (lavapipe/llvmpipe) -----------------------------------------
+// matmul_regs: no workgroup memory; each invocation computes an 8x8 block of C from vec4 loads of
+// A and B straight from storage, 16 vec4 loads per 4 steps of k (256 multiply-adds). On a software
+// renderer every dynamically indexed load is a per-lane loop while arithmetic is SIMD across lanes,
+// so loads per multiply-add decide the speed (workgroup-memory tiles are slower there). Needs m, k
+// and n multiples of 4 (the host checks; vec4 loads of either layout then stay aligned), edges of
+// m and n that are not multiples of 8 are clamped on load and skipped on store.
+// Dispatch: one invocation per 8x8 block, 64 per workgroup, flat index (wid.y * nwg.x + wid.x) * 64
+// + li as in grid_1d; block (bm, bn) = (index / ceil(n/8), index % ceil(n/8)).
+
+// Storage is vec4<elem> (loads widened with vec4<f32>(...), stores narrowed with vec4<elem>(...)).
+@group(0) @binding(1) var<storage, read> av: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> bv: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read_write> cv: array<vec4<elem>>;
+
+@compute @workgroup_size(64)
+fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let m = p.m;
+    let k = p.k;
+    let n = p.n;
+    let bn = (n + 7u) / 8u;
+    let idx = (wid.y * nwg.x + wid.x) * 64u + li;
+    if (idx >= ((m + 7u) / 8u) * bn) {
+        return;
+    }
+    let row0 = (idx / bn) * 8u;
+    let col0 = (idx % bn) * 8u;
+    let k4 = k / 4u;
+    let m4 = m / 4u;
+    let n4 = n / 4u;
+    // Second halves past the edge (m or n = 4 mod 8) load the first half again and are not stored.
+    let rh = min(row0 / 4u + 1u, m4 - 1u);   // vec4 column index of rows 4..7 (transposed A)
+    let ch = min(col0 / 4u + 1u, n4 - 1u);   // vec4 index of columns 4..7 (B not transposed)
+
+    // accRC: the transposed 4x4 block of C at rows 4R.., columns 4C..: column e is C row
+    // row0 + 4R + e over 4 columns, so a row is stored as one vec4. Per block of 4 along k,
+    // accRC += BtC * AtR with AtR (column e: op(A)[row0 + 4R + e, k0..k0+4]) and BtC (column kk:
+    // op(B)[k0 + kk, col0 + 4C..]); no private arrays, so nothing is dynamically indexed.
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
+    for (var kb = 0u; kb < k4; kb++) {
+        let k0 = 4u * kb;
+        var at0: mat4x4<f32>;
+        var at1: mat4x4<f32>;
+        if (p.trans_a == 0u) {
+            let rm = m - 1u;
+            at0 = mat4x4<f32>(vec4<f32>(av[min(row0, rm) * k4 + kb]), vec4<f32>(av[min(row0 + 1u, rm) * k4 + kb]),
+                              vec4<f32>(av[min(row0 + 2u, rm) * k4 + kb]), vec4<f32>(av[min(row0 + 3u, rm) * k4 + kb]));
+            at1 = mat4x4<f32>(vec4<f32>(av[min(row0 + 4u, rm) * k4 + kb]), vec4<f32>(av[min(row0 + 5u, rm) * k4 + kb]),
+                              vec4<f32>(av[min(row0 + 6u, rm) * k4 + kb]), vec4<f32>(av[min(row0 + 7u, rm) * k4 + kb]));
+        } else {
+            let r0 = row0 / 4u;
+            at0 = transpose(mat4x4<f32>(vec4<f32>(av[k0 * m4 + r0]), vec4<f32>(av[(k0 + 1u) * m4 + r0]),
+                                        vec4<f32>(av[(k0 + 2u) * m4 + r0]), vec4<f32>(av[(k0 + 3u) * m4 + r0])));
+            at1 = transpose(mat4x4<f32>(vec4<f32>(av[k0 * m4 + rh]), vec4<f32>(av[(k0 + 1u) * m4 + rh]),
+                                        vec4<f32>(av[(k0 + 2u) * m4 + rh]), vec4<f32>(av[(k0 + 3u) * m4 + rh])));
+        }
+        var bt0: mat4x4<f32>;
+        var bt1: mat4x4<f32>;
+        if (p.trans_b == 0u) {
+            let c0 = col0 / 4u;
+            bt0 = mat4x4<f32>(vec4<f32>(bv[k0 * n4 + c0]), vec4<f32>(bv[(k0 + 1u) * n4 + c0]),
+                              vec4<f32>(bv[(k0 + 2u) * n4 + c0]), vec4<f32>(bv[(k0 + 3u) * n4 + c0]));
+            bt1 = mat4x4<f32>(vec4<f32>(bv[k0 * n4 + ch]), vec4<f32>(bv[(k0 + 1u) * n4 + ch]),
+                              vec4<f32>(bv[(k0 + 2u) * n4 + ch]), vec4<f32>(bv[(k0 + 3u) * n4 + ch]));
+        } else {
+            let cm = n - 1u;
+            bt0 = transpose(mat4x4<f32>(vec4<f32>(bv[min(col0, cm) * k4 + kb]), vec4<f32>(bv[min(col0 + 1u, cm) * k4 + kb]),
+                                        vec4<f32>(bv[min(col0 + 2u, cm) * k4 + kb]), vec4<f32>(bv[min(col0 + 3u, cm) * k4 + kb])));
+            bt1 = transpose(mat4x4<f32>(vec4<f32>(bv[min(col0 + 4u, cm) * k4 + kb]), vec4<f32>(bv[min(col0 + 5u, cm) * k4 + kb]),
+                                        vec4<f32>(bv[min(col0 + 6u, cm) * k4 + kb]), vec4<f32>(bv[min(col0 + 7u, cm) * k4 + kb])));
+        }
+        acc00 += bt0 * at0;
+        acc01 += bt1 * at0;
+        acc10 += bt0 * at1;
+        acc11 += bt1 * at1;
+    }
+    store_row(row0, col0, acc00[0], acc01[0]);
+    store_row(row0 + 1u, col0, acc00[1], acc01[1]);
+    store_row(row0 + 2u, col0, acc00[2], acc01[2]);
+    store_row(row0 + 3u, col0, acc00[3], acc01[3]);
+    store_row(row0 + 4u, col0, acc10[0], acc11[0]);
+    store_row(row0 + 5u, col0, acc10[1], acc11[1]);
+    store_row(row0 + 6u, col0, acc10[2], acc11[2]);
+    store_row(row0 + 7u, col0, acc10[3], acc11[3]);
+}
+
+// Stores (or adds) columns col0..col0+8 of C row r, skipping what lies past m or n.
+fn store_row(r: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (r >= p.m) {
+        return;
+    }
+    let n4 = p.n / 4u;
+    let o = r * n4 + col0 / 4u;
+    if (p.accumulate != 0u) {
+        cv[o] = vec4<elem>(vec4<f32>(cv[o]) + lo);
+        if (col0 + 4u < p.n) { cv[o + 1u] = vec4<elem>(vec4<f32>(cv[o + 1u]) + hi); }
+    } else {
+        cv[o] = vec4<elem>(lo);
+        if (col0 + 4u < p.n) { cv[o + 1u] = vec4<elem>(hi); }
+    }
+}

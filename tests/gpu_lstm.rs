@@ -5,7 +5,7 @@ mod common;
 mod lstm_common;
 
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::{GpuBackend, LstmVariant};
+use etude::engine::gpu::{GpuBackend, KernelVariant};
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -93,10 +93,10 @@ fn gpu_lstm_matches_cpu_forward_and_backward() {
         let l = Lstm { batch, time, hidden: h };
         let want = run_layer(&cpu, &inputs, inp, l);
         // Both recurrence kernels: the portable one (real GPUs) and the software-adapter one.
-        for variant in [LstmVariant::PerRow, LstmVariant::Rows] {
-            g.set_lstm_variant(variant);
+        for variant in [KernelVariant::Portable, KernelVariant::Software] {
+            g.set_kernel_variant(variant);
             let got = run_layer(&*g, &inputs, inp, l);
-            g.set_lstm_variant(LstmVariant::Auto);
+            g.set_kernel_variant(KernelVariant::Auto);
             // Both sides compute in f32 with the same exp-based tanh formula; the GPU's exp and its
             // dot products (another summation order) differ by a few ulp, i.e. ~1e-7 relative to the
             // magnitudes summed. Through <= 6 steps of a contracting recurrence that stays below

@@ -71,9 +71,9 @@ pub struct TrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// GPU storage of weights and activations: f32 or f16 (--backend gpu, an adapter with
-    /// SHADER_F16).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    /// GPU storage of weights and activations: f32, f16 (--backend gpu, an adapter with
+    /// SHADER_F16), or both: f32 then f16 in this one process, and their ratio.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "both"])]
     pub precision: String,
     /// One JSON object per line instead of text.
     #[arg(long)]
@@ -166,16 +166,27 @@ fn gpu_at(device: Option<&str>, precision: Precision) -> Result<GpuBackend, Stri
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.suite {
-        Suite::Train(a) => {
-            let precision: Precision = a.precision.parse()?;
-            match a.backend {
-                Which::Cpu if precision != Precision::F32 => {
-                    Err("--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32".into())
-                }
-                Which::Cpu => train(&CpuBackend::new(), &a),
-                Which::Gpu => train(&gpu_at(a.device.as_deref(), precision)?, &a),
+        Suite::Train(a) => match (a.backend, a.precision.as_str()) {
+            (Which::Cpu, "f32") => train(&CpuBackend::new(), &a).map(drop),
+            (Which::Cpu, _) => {
+                Err("--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32".into())
             }
-        }
+            (Which::Gpu, "both") => {
+                let f32 = train(&gpu_at(a.device.as_deref(), Precision::F32)?, &a)?;
+                let f16 = train(&gpu_at(a.device.as_deref(), Precision::F16)?, &a)?;
+                if !a.json {
+                    println!(
+                        "f16 / f32: step time x{:.3} (median), loss {:.4} vs {:.4} after {} steps",
+                        f16.step_ms_median / f32.step_ms_median,
+                        f16.loss_last,
+                        f32.loss_last,
+                        a.warmup + a.steps
+                    );
+                }
+                Ok(())
+            }
+            (Which::Gpu, p) => train(&gpu_at(a.device.as_deref(), p.parse()?)?, &a).map(drop),
+        },
         Suite::Generate(a) => match a.backend {
             Which::Cpu => generate(&CpuBackend::new(), &a),
             Which::Gpu => generate(&gpu(a.device.as_deref())?, &a),
@@ -192,7 +203,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     }
 }
 
-fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<(), String> {
+fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<bench::TrainReport, String> {
     let opts = TrainOptions {
         model: a.model.clone(),
         batch: a.batch,
@@ -203,7 +214,8 @@ fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<(), String> {
         seed: a.seed,
     };
     let r = bench::train(b, &opts)?;
-    emit(a.json, &r, bench::format_train)
+    emit(a.json, &r, bench::format_train)?;
+    Ok(r)
 }
 
 fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {

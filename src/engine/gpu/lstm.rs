@@ -6,8 +6,8 @@
 //! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
 //! in order).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, LstmVariant, Shader};
-use crate::engine::Lstm;
+use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, Shader};
+use crate::engine::{Backend, Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -31,12 +31,7 @@ const ROWS_PER_GROUP: usize = 8;
 /// workgroup is one CPU thread and loads, not workgroups, are scarce (see `lstm.wgsl`), for
 /// `H <= 128`. Real GPUs keep one workgroup per batch row.
 fn use_rows_kernels(gpu: &GpuBackend, h: usize) -> bool {
-    h <= ROWS_MAX_HIDDEN
-        && match gpu.lstm_variant() {
-            LstmVariant::Auto => gpu.is_software(),
-            LstmVariant::PerRow => false,
-            LstmVariant::Rows => true,
-        }
+    h <= ROWS_MAX_HIDDEN && gpu.software_kernels()
 }
 
 /// Records `lstm_pack` of `w_hh` into `out` (at least `4 * H4 * H4` floats): `transposed` gives
@@ -157,8 +152,20 @@ pub(crate) fn backward(
         gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
     }
 
-    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let rows = batch * time;
+    if gpu.software_kernels() && h % 4 == 0 {
+        // Software renderer: Hprev gathered once, then the register-blocked matrix product
+        // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H] (see shaders/matmul.wgsl).
+        let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
+        if rows % 4 == 0 {
+            gpu.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |hprev| {
+                gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
+                gpu.matmul(dxw, hprev, dw_hh, mm);
+            });
+            return;
+        }
+    }
+    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
     let [gx, gy, _] = grid_2d(h, 4 * h, 64, 64);
     // The single-split path adds straight into dW_hh through an f32 binding: at f16 the partial
     // sums always go through the f32 scratch (a second, possibly empty, split).
@@ -181,6 +188,49 @@ pub(crate) fn backward(
 #[cfg(test)]
 mod tests {
     use super::dw_splits;
+    use crate::engine::gpu::tests::{own_gpu, random, upload};
+    use crate::engine::gpu::KernelVariant;
+    use crate::engine::{Backend, Lstm};
+
+    /// hs, cs, gates, dxw, dW_hh of one layer with the given kernel variant.
+    fn run(variant: KernelVariant, l: Lstm, seed: u64) -> Vec<Vec<f32>> {
+        let g = own_gpu();
+        g.set_kernel_variant(variant);
+        let (n, h) = (l.batch * l.time, l.hidden);
+        let scaled = |k: u64, len: usize, a: f32| -> Vec<f32> { random(seed + k, len).iter().map(|v| a * v).collect() };
+        let xw = upload(&g, &scaled(0, n * 4 * h, 1.5));
+        let w_hh = upload(&g, &scaled(1, 4 * h * h, 1.0 / (h as f32).sqrt()));
+        let (h0, c0) = (upload(&g, &scaled(2, l.batch * h, 0.8)), upload(&g, &scaled(3, l.batch * h, 0.8)));
+        let dhs = upload(&g, &scaled(4, n * h, 1.0));
+        let (mut hs, mut cs, mut gates) = (g.alloc(n * h), g.alloc(n * h), g.alloc(n * 4 * h));
+        let (mut dxw, mut dw_hh) = (g.alloc(n * 4 * h), upload(&g, &vec![0.25; 4 * h * h]));
+        g.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
+        g.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+        vec![g.read(&hs, n * h), g.read(&cs, n * h), g.read(&gates, n * 4 * h), g.read(&dxw, n * 4 * h), g.read(&dw_hh, 4 * h * h)]
+    }
+
+    /// The software-renderer kernels (8 rows per workgroup, padded vec4 W_hh, dW_hh as a product)
+    /// against the portable ones, at batches that leave a partial workgroup and H off multiples
+    /// of 4 (padding) and on them (the dW_hh product). Both compute in f32 and differ only in the
+    /// order of the dot products' sums (~1e-7 relative per step); over these few steps of a
+    /// contracting recurrence that stays below 2e-6 (the bound of tests/gpu_lstm.rs), and dW_hh,
+    /// a sum over B*T rows, grows like sqrt(B*T). A wrong index or gate is off by O(0.1).
+    #[test]
+    fn software_kernels_match_the_portable_ones() {
+        for (s, &(batch, time, hidden)) in [(3, 5, 8), (9, 4, 20), (2, 3, 6), (8, 6, 128), (17, 2, 33)].iter().enumerate() {
+            let l = Lstm { batch, time, hidden };
+            let seed = 500 + 10 * s as u64;
+            let want = run(KernelVariant::Portable, l, seed);
+            let got = run(KernelVariant::Software, l, seed);
+            let red = ((batch * time) as f32).sqrt();
+            for (k, name) in ["hs", "cs", "gates", "dxw", "dw_hh"].iter().enumerate() {
+                let tol = if k == 4 { 2e-6 * red } else { 2e-6 };
+                for (i, (&a, &b)) in got[k].iter().zip(&want[k]).enumerate() {
+                    assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{l:?} {name}[{i}]: software {a}, portable {b}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn dw_splits_aim_for_enough_workgroups_with_enough_rows_each() {

@@ -26,7 +26,9 @@
 //!    points of one file may declare different variables at the same binding number. Use
 //!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs. Pipelines use
 //!    wgpu's automatic layout, which drops unused bindings: pass exactly the buffers the entry
-//!    point uses, and have it read `p`.
+//!    point uses, and have it read `p`. Float tensors are `array<elem>` (read `f32(x[i])`, write
+//!    `elem(v)`; see "Precision" below); arrays that stay f32 at any precision say `f32`, and the
+//!    Rust side checks element types with `check_same_elem` / `check_f32`.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
 //!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
@@ -164,15 +166,28 @@ impl Elem {
     }
 }
 
-/// Which LSTM recurrence kernels the backend records (see `shaders/lstm.wgsl`).
+/// Which kernels the backend records where it has a variant for software renderers (the LSTM
+/// recurrence, the matrix product; see `shaders/lstm.wgsl`, `shaders/matmul.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LstmVariant {
-    /// By adapter: `Rows` on software renderers (lavapipe) when H <= 128, else `PerRow`.
+pub enum KernelVariant {
+    /// By adapter: the software variants on software renderers (lavapipe), else the portable ones.
     Auto,
-    /// One workgroup per batch row (the portable kernels, for real GPUs).
-    PerRow,
-    /// Eight batch rows per workgroup (`*_rows`, for software renderers), when H <= 128.
-    Rows,
+    /// The portable kernels, tuned for real GPUs (workgroup-memory tiles, many workgroups).
+    Portable,
+    /// The software-renderer kernels (register blocks, few workgroups), where their shape
+    /// conditions hold (H <= 128 for the LSTM; m, k, n multiples of 4 for the product).
+    Software,
+}
+
+impl GpuBackend {
+    /// Whether the software-renderer variants are in use (see [`KernelVariant`]).
+    pub(crate) fn software_kernels(&self) -> bool {
+        match self.kernel_variant() {
+            KernelVariant::Auto => self.is_software(),
+            KernelVariant::Portable => false,
+            KernelVariant::Software => true,
+        }
+    }
 }
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
@@ -444,6 +459,19 @@ struct Pipelines {
     pipes: HashMap<(&'static str, &'static str, Precision), Arc<Pipe>>,
 }
 
+/// The device features `precision` needs from an adapter `name` offering `offered`; f16 without
+/// `SHADER_F16` is a one-line error.
+fn precision_features(precision: Precision, offered: wgpu::Features, name: &str) -> Result<wgpu::Features, String> {
+    match precision {
+        Precision::F32 => Ok(wgpu::Features::empty()),
+        Precision::F16 if offered.contains(wgpu::Features::SHADER_F16) => Ok(wgpu::Features::SHADER_F16),
+        Precision::F16 => Err(format!(
+            "--precision f16: the GPU adapter {name} does not support half-precision shaders (SHADER_F16); \
+             use --precision f32"
+        )),
+    }
+}
+
 /// The WGSL a shader compiles from at `precision`: its source with `alias elem = f32;` (or
 /// `enable f16;` and `alias elem = f16;`) inserted after its own leading directives.
 pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
@@ -515,7 +543,7 @@ pub struct GpuBackend {
     /// Which timestamp queries the device was opened with.
     timestamps: Timestamps,
     /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
-    lstm_variant: Mutex<LstmVariant>,
+    kernel_variant: Mutex<KernelVariant>,
 }
 
 impl GpuBackend {
@@ -539,19 +567,7 @@ impl GpuBackend {
         // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
         // buffers per stage, 16 KiB workgroup memory).
         let limits = adapter.limits();
-        let required_features = match precision {
-            Precision::F32 => wgpu::Features::empty(),
-            Precision::F16 => {
-                if !adapter.features().contains(wgpu::Features::SHADER_F16) {
-                    return Err(format!(
-                        "--precision f16: the GPU adapter {} does not support half-precision shaders (SHADER_F16); \
-                         use --precision f32",
-                        adapter.get_info().name
-                    ));
-                }
-                wgpu::Features::SHADER_F16
-            }
-        };
+        let required_features = precision_features(precision, adapter.features(), &adapter.get_info().name)?;
         // Timestamp queries are requested where offered (they cost nothing until a query is
         // written) so that profiling can be switched on later; see `set_profiling`.
         let timestamps = Timestamps::of(adapter.features());
@@ -588,7 +604,7 @@ impl GpuBackend {
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             timestamps,
-            lstm_variant: Mutex::new(LstmVariant::Auto),
+            kernel_variant: Mutex::new(KernelVariant::Auto),
         })
     }
 
@@ -639,14 +655,14 @@ impl GpuBackend {
         self.submissions.store(0, Ordering::Relaxed);
     }
 
-    /// Forces a choice of LSTM recurrence kernels (`Auto`, the default, picks by adapter): lets
-    /// tests run both variants on one adapter.
-    pub fn set_lstm_variant(&self, v: LstmVariant) {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
+    /// both variants on one adapter.
+    pub fn set_kernel_variant(&self, v: KernelVariant) {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
 
-    pub(crate) fn lstm_variant(&self) -> LstmVariant {
-        *self.lstm_variant.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn kernel_variant(&self) -> KernelVariant {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
@@ -716,16 +732,28 @@ impl GpuBackend {
     /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
     /// their uses of the same scratch buffer. `f` must not call another scratch-using op.
     pub(crate) fn with_scratch<R>(&self, key: &'static str, len: usize, f: impl FnOnce(&GpuBuffer) -> R) -> R {
+        self.with_scratch_of(key, len, Elem::F32, f)
+    }
+
+    /// [`GpuBackend::with_scratch`] with elements of type `elem` (scratch that a shader reads as
+    /// `elem`, such as an operand handed to `matmul`).
+    pub(crate) fn with_scratch_of<R>(
+        &self,
+        key: &'static str,
+        len: usize,
+        elem: Elem,
+        f: impl FnOnce(&GpuBuffer) -> R,
+    ) -> R {
         let _exclusive = self.scratch_users.lock().unwrap_or_else(|e| e.into_inner());
-        let buf = self.scratch(key, len);
+        let buf = self.scratch(key, len, elem);
         f(&buf)
     }
 
-    fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+    fn scratch(&self, key: &'static str, len: usize, elem: Elem) -> GpuBuffer {
         let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = map.get(key).is_some_and(|b| b.len >= len);
+        let fits = map.get(key).is_some_and(|b| b.len >= len && b.elem == elem);
         if !fits {
-            map.insert(key, self.alloc_typed(len, Elem::F32));
+            map.insert(key, self.alloc_typed(len, elem));
         }
         let b = &map[key];
         GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem }
@@ -892,7 +920,8 @@ impl GpuBackend {
         let mut halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
         if halves.len() % 2 == 1 {
             let next = if dst.len > src.len() {
-                half::f16::from_bits(bytemuck::cast_slice::<u8, u16>(&self.read_bytes(dst, 2 * src.len() + 2))[src.len()])
+                let bytes = self.read_bytes(dst, 2 * src.len() + 2);
+                half::f16::from_le_bytes([bytes[2 * src.len()], bytes[2 * src.len() + 1]])
             } else {
                 half::f16::ZERO
             };
@@ -915,14 +944,15 @@ impl GpuBackend {
     fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
         assert!(src.elem != Elem::F16, "read: buffer holds f16, not 32-bit words");
         check_len("read", "src", src, len);
-        bytemuck::cast_slice(&self.read_bytes(src, 4 * len)).to_vec()
+        // (collected, not cast: a Vec<u8> need not be aligned for u32)
+        bytemuck::pod_collect_to_vec(&self.read_bytes(src, 4 * len))
     }
 
     /// The first `len` elements of an f16 buffer, widened to f32.
     fn read_halves(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
         check_len("read", "src", src, len);
         let bytes = self.read_bytes(src, 2 * len);
-        bytemuck::cast_slice::<u8, u16>(&bytes)[..len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
+        bytes.chunks_exact(2).take(len).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32()).collect()
     }
 
     /// The first `want` bytes of `src` rounded up to whole words (the buffer holds them), after all
@@ -1116,6 +1146,12 @@ impl Backend for GpuBackend {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
+        if self.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
+            // Software renderer: 8x8 register blocks, no workgroup memory (see matmul.wgsl).
+            let blocks = m.div_ceil(8) * n.div_ceil(8);
+            self.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
+            return;
+        }
         // 64x64 tiles; split along k when they are few and k is long (weight gradients summed over
         // B*T rows); else 32x32 tiles when 64x64 ones would leave most of a GPU idle.
         let big_tiles = m.div_ceil(64) * n.div_ceil(64);
@@ -1370,6 +1406,91 @@ mod tests {
         assert!(all[0].is_software() && !all[1].is_software());
     }
 
+    /// A backend of its own (the kernel variant is per backend), on the default adapter.
+    pub(crate) fn own_gpu() -> GpuBackend {
+        GpuBackend::new(None).unwrap_or_else(|e| panic!("{e} (lavapipe, from mesa-vulkan-drivers, is enough)"))
+    }
+
+    pub(crate) fn upload(g: &GpuBackend, data: &[f32]) -> GpuBuffer {
+        let mut b = g.alloc(data.len());
+        g.write(&mut b, data);
+        b
+    }
+
+    pub(crate) fn random(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// The software-renderer product (8x8 register blocks) against an f64 reference, for every
+    /// transpose/accumulate combination, at sizes that are multiples of 4 but not of 8 (the
+    /// clamped edge blocks) as well as of 8. The timestamp profile shows which kernel ran.
+    #[test]
+    fn register_blocked_matmul_matches_a_reference() {
+        let g = own_gpu();
+        g.set_kernel_variant(KernelVariant::Software);
+        let profiled = g.set_profiling(true).is_ok();
+        for (s, &(m, k, n)) in [(4, 4, 4), (12, 8, 20), (8, 16, 4), (36, 100, 300), (20, 12, 44)].iter().enumerate() {
+            for variant in 0..8u64 {
+                let (ta, tb, acc) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+                let seed = 10 * s as u64 + variant;
+                let (a, b, c0) = (random(seed, m * k), random(seed + 100, k * n), random(seed + 200, m * n));
+                let (ga, gb) = (upload(&g, &a), upload(&g, &b));
+                let mut gc = upload(&g, &c0);
+                g.matmul(&ga, &gb, &mut gc, MatMul { m, k, n, trans_a: ta, trans_b: tb, accumulate: acc });
+                let got = g.read(&gc, m * n);
+                if profiled {
+                    let entries: Vec<&str> = g.take_profile().iter().map(|d| d.entry).collect();
+                    assert_eq!(entries, ["matmul_regs"], "({m},{k},{n})");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (if acc { c0[i * n + j] as f64 } else { 0.0 }, 0.0f64);
+                        for l in 0..k {
+                            let x = if ta { a[l * m + i] } else { a[i * k + l] } as f64;
+                            let y = if tb { b[j * k + l] } else { b[l * n + j] } as f64;
+                            want += x * y;
+                            mag += (x * y).abs();
+                        }
+                        // f32 sums of k products: rounding grows like sqrt(k) ulp of sum |terms|.
+                        let tol = 1e-6 * (k as f64).sqrt() * (mag + 1.0);
+                        let e = got[i * n + j] as f64;
+                        assert!((e - want).abs() <= tol, "({m},{k},{n}) ta={ta} tb={tb} acc={acc} [{i},{j}]: {e} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn profiling_reports_each_dispatch_in_order() {
+        let g = own_gpu();
+        if g.timestamps() == Timestamps::None {
+            assert!(g.set_profiling(true).is_err(), "no timestamps: profiling must refuse");
+            return;
+        }
+        let mut x = g.alloc(1000);
+        let y = upload(&g, &vec![1.0; 1000]);
+        g.fill(&mut x, 1000, 0.0); // before profiling: not reported
+        g.set_profiling(true).expect("timestamps offered");
+        g.fill(&mut x, 1000, 2.0);
+        g.add(&y, &mut x, 1000);
+        g.act_fwd(Act::Relu, &y, &mut x, 1000);
+        let got = g.take_profile();
+        let names: Vec<(&str, &str)> = got.iter().map(|d| (d.shader, d.entry)).collect();
+        assert_eq!(names, [("elementwise", "fill"), ("elementwise", "add"), ("elementwise", "act_fwd")]);
+        assert!(got.iter().all(|d| d.ns.is_finite() && d.ns >= 0.0));
+        assert_eq!(got[0].groups, grid_1d(1000, 256));
+        assert!(g.take_profile().is_empty(), "taken once");
+        g.set_profiling(false).expect("switching off always works");
+        g.fill(&mut x, 1000, 3.0);
+        assert!(g.take_profile().is_empty(), "nothing recorded while off");
+        assert_eq!(g.read(&x, 2), [3.0, 3.0]);
+        let totals = by_kernel(&got);
+        assert_eq!(totals.len(), 3);
+        assert!(totals.windows(2).all(|w| w[0].3 >= w[1].3), "largest first");
+    }
+
     #[test]
     fn variants_prepend_the_alias_after_the_directives() {
         assert_eq!(variant_source("// c\nfn f() {}\n", Precision::F32), "alias elem = f32;\n// c\nfn f() {}\n");
@@ -1378,6 +1499,16 @@ mod tests {
         assert_eq!(variant_source(with, Precision::F16), "// c\nenable subgroups;\nenable f16;\nalias elem = f16;\nfn f() {}\n");
         assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
         assert!("f64".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn f16_needs_shader_f16() {
+        let none = wgpu::Features::empty();
+        assert_eq!(precision_features(Precision::F32, none, "x"), Ok(none));
+        let err = precision_features(Precision::F16, none, "Old GPU").unwrap_err();
+        assert!(err.contains("Old GPU") && err.contains("SHADER_F16") && !err.contains('\n'), "{err}");
+        let f16 = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(precision_features(Precision::F16, f16, "x"), Ok(wgpu::Features::SHADER_F16));
     }
 
     #[test]
