@@ -28,7 +28,7 @@
 //     neighbouring invocations read neighbouring words; phase 2: invocation k updates hidden units
 //     k, k+256, ... . Backward phase 2 (dh = W_hh^T da) reads W_hh as stored (neighbouring units are
 //     neighbouring words); when 2H <= 256 two invocations share a unit, each summing half of the
-//     4H gates, and the next step adds the two halves. The inner loops take four terms per trip
+//     4H gates, and the next step adds the two halves. The inner loops take eight terms per trip
 //     into two accumulators, so that a GPU has several loads in flight per invocation (a loop of
 //     one dependent load per trip is latency-bound on real GPUs). H <= MAX_H.
 //   lstm_dw_hh: the weight gradient as a matrix product dW_hh[4H, H] += dxw^T [4H, B*T] x Hprev
@@ -116,12 +116,16 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             var b0 = 0.0;
             var b1 = 0.0;
             var j = 0u;
-            while (j + 4u <= h) {
+            while (j + 8u <= h) {
                 let r = j * w4;
                 let h0 = h_s[j];
                 let h1 = h_s[j + 1u];
                 let h2 = h_s[j + 2u];
                 let h3 = h_s[j + 3u];
+                let h4_ = h_s[j + 4u];
+                let h5 = h_s[j + 5u];
+                let h6 = h_s[j + 6u];
+                let h7 = h_s[j + 7u];
                 a0 = fma(f_wt[r + col], h0, a0);
                 b0 = fma(f_wt[r + col2], h0, b0);
                 a1 = fma(f_wt[r + w4 + col], h1, a1);
@@ -130,7 +134,15 @@ fn lstm_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
                 b0 = fma(f_wt[r + 2u * w4 + col2], h2, b0);
                 a1 = fma(f_wt[r + 3u * w4 + col], h3, a1);
                 b1 = fma(f_wt[r + 3u * w4 + col2], h3, b1);
-                j += 4u;
+                a0 = fma(f_wt[r + 4u * w4 + col], h4_, a0);
+                b0 = fma(f_wt[r + 4u * w4 + col2], h4_, b0);
+                a1 = fma(f_wt[r + 5u * w4 + col], h5, a1);
+                b1 = fma(f_wt[r + 5u * w4 + col2], h5, b1);
+                a0 = fma(f_wt[r + 6u * w4 + col], h6, a0);
+                b0 = fma(f_wt[r + 6u * w4 + col2], h6, b0);
+                a1 = fma(f_wt[r + 7u * w4 + col], h7, a1);
+                b1 = fma(f_wt[r + 7u * w4 + col2], h7, b1);
+                j += 8u;
             }
             while (j < h) {
                 a0 = fma(f_wt[j * w4 + col], h_s[j], a0);
@@ -230,12 +242,16 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
                 var acc0 = 0.0;
                 var acc1 = 0.0;
                 var g = g0;
-                while (g + 4u <= g1) {
+                while (g + 8u <= g1) {
                     acc0 = fma(f32(b_whh[g * h + j]), g_s[g], acc0);
                     acc1 = fma(f32(b_whh[(g + 1u) * h + j]), g_s[g + 1u], acc1);
                     acc0 = fma(f32(b_whh[(g + 2u) * h + j]), g_s[g + 2u], acc0);
                     acc1 = fma(f32(b_whh[(g + 3u) * h + j]), g_s[g + 3u], acc1);
-                    g += 4u;
+                    acc0 = fma(f32(b_whh[(g + 4u) * h + j]), g_s[g + 4u], acc0);
+                    acc1 = fma(f32(b_whh[(g + 5u) * h + j]), g_s[g + 5u], acc1);
+                    acc0 = fma(f32(b_whh[(g + 6u) * h + j]), g_s[g + 6u], acc0);
+                    acc1 = fma(f32(b_whh[(g + 7u) * h + j]), g_s[g + 7u], acc1);
+                    g += 8u;
                 }
                 while (g < g1) {
                     acc0 = fma(f32(b_whh[g * h + j]), g_s[g], acc0);
