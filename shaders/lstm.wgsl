@@ -10,13 +10,11 @@
 // Backward, t = T-1 .. 0, with dh = dhs[b, t] + W_hh^T da_{t+1} and dc carried as dc_{t+1} f_{t+1}:
 //   dc += dh o (1 - tanh^2 c_t)
 //   da_i = dc g i (1-i)   da_f = dc c_{t-1} f (1-f)   da_g = dc i (1-g^2)   da_o = dh tanh(c_t) o (1-o)
-//   dW_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]            (separate pass, lstm_dw_hh)
+//   dW_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]            (the host: lstm_hprev, then a matrix product)
 //
 // Layout (row-major, batch-major): xw, gates, dxw [batch, time, 4H]; hs, cs, dhs [batch, time, H];
 // h0, c0 [batch, H]; w_hh, dw_hh [4H, H]. `gates` holds the ACTIVATED gates. Tensors are `elem` (f32
-// or f16, prepended by the pipeline cache), the dW_hh partials and lstm_pack's packed W_hh f32;
-// state, tiles and sums f32.
-// lstm_dw_hh's output binding is f32: at f16 the host always takes the partials path (splits >= 2).
+// or f16, prepended by the pipeline cache), lstm_pack's packed W_hh f32; state and sums f32.
 //
 // Dispatch shapes:
 //   lstm_fwd, lstm_bwd: ONE dispatch for the whole sequence. One workgroup of 256 invocations per
@@ -31,14 +29,8 @@
 //     4H gates, and the next step adds the two halves. The inner loops take eight terms per trip
 //     into two accumulators, so that a GPU has several loads in flight per invocation (a loop of
 //     one dependent load per trip is latency-bound on real GPUs). H <= MAX_H.
-//   lstm_dw_hh: the weight gradient as a matrix product dW_hh[4H, H] += dxw^T [4H, B*T] x Hprev
-//     [B*T, H], Hprev row (b, t) = hs[b, t-1] or h0[b] at t = 0 (gathered while staging), tiled
-//     like shaders/matmul.wgsl: 16x16 invocations per 64x64 tile of dW_hh, x = ceil(H/64) column
-//     tiles, y = ceil(4H/64) row tiles. The sum over B*T rows is long and the tiles few (16 at
-//     H = 128), so it is split in z = `splits` ranges of `kchunk` rows: with one split the tile
-//     adds straight into dW_hh; with several, split z writes its partial tile to
-//     part[z, 4H, H] and lstm_dw_reduce (one invocation per dW_hh element, 256 per workgroup,
-//     flat index as in grid_1d) adds the partials in split order. No atomics; deterministic.
+//   lstm_hprev: Hprev [B*T, H], row (b, t) = hs[b, t-1], or h0[b] at t = 0, for the host's
+//     dW_hh product; one invocation per element (flat index as in grid_1d).
 //
 // tanh is written as (1 - e^{-2|x|}) / (1 + e^{-2|x|}) with the sign of x: it never overflows to
 // NaN for large |x| (some drivers build tanh from exp(x) and exp(-x)); it differs from a libm tanh
@@ -48,8 +40,7 @@ struct Params {
     batch: u32,
     time: u32,
     hidden: u32,
-    splits: u32,  // lstm_dw_hh / lstm_dw_reduce: number of row ranges of the B*T sum
-    kchunk: u32,  // lstm_dw_hh: rows per range
+    transposed: u32, // lstm_pack: 1 packs W_hh^T
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -264,119 +255,6 @@ fn lstm_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
 }
 
-// ---- dW_hh += dxw^T Hprev ------------------------------------------------------------------
-@group(0) @binding(1) var<storage, read> w_dxw: array<elem>;
-@group(0) @binding(2) var<storage, read> w_hs: array<elem>;
-@group(0) @binding(3) var<storage, read> w_h0: array<elem>;
-@group(0) @binding(4) var<storage, read_write> w_out: array<f32>; // dW_hh, or the partials
-
-const TM: u32 = 64u;   // tile rows (gate rows of dW_hh)
-const TN: u32 = 64u;   // tile columns (hidden units)
-const TK: u32 = 16u;   // depth of one step (rows (b, t))
-const LD: u32 = 65u;   // padded panel row length
-
-var<workgroup> As: array<f32, 1040>; // As[kk * LD + mm] = dxw[r0 + kk, row0 + mm]
-var<workgroup> Bs: array<f32, 1040>; // Bs[kk * LD + nn] = Hprev[r0 + kk, col0 + nn]
-
-@compute @workgroup_size(16, 16)
-fn lstm_dw_hh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(local_invocation_index) li: u32) {
-    let h = p.hidden;
-    let m = 4u * h;
-    let time = p.time;
-    let k_begin = wid.z * p.kchunk;
-    let k = min(p.batch * time, k_begin + p.kchunk);
-    let row0 = wid.y * TM;
-    let col0 = wid.x * TN;
-    let tx = lid.x;
-    let ty = lid.y;
-
-    // accI[j] = dW_hh[row0 + ty + 16 I, col0 + tx + 16 j]: named vec4s, not a private array
-    // indexed by loop variables (which some compilers, NVIDIA's among them, put in local memory).
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = k_begin; k0 < k; k0 += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + 256u * r;
-            // dxw^T panel: contiguous along the gate row (mm).
-            let mm = e % TM;
-            let kk = e / TM;
-            let gr = row0 + mm;
-            let gk = k0 + kk;
-            var va = 0.0;
-            if (gr < m && gk < k) {
-                va = f32(w_dxw[gk * m + gr]);
-            }
-            As[kk * LD + mm] = va;
-            // Hprev panel: row (b, t) = gk is hs[gk - 1] for t > 0, h0[b] for t = 0.
-            let nn = e % TN;
-            let kb = e / TN;
-            let gc = col0 + nn;
-            let gkb = k0 + kb;
-            var vb = 0.0;
-            if (gc < h && gkb < k) {
-                let t = gkb % time;
-                if (t > 0u) { vb = f32(w_hs[(gkb - 1u) * h + gc]); } else { vb = f32(w_h0[(gkb / time) * h + gc]); }
-            }
-            Bs[kb * LD + nn] = vb;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let base = kk * LD;
-            let bv = vec4<f32>(Bs[base + tx], Bs[base + tx + 16u], Bs[base + tx + 32u], Bs[base + tx + 48u]);
-            acc0 = fma(vec4<f32>(As[base + ty]), bv, acc0);
-            acc1 = fma(vec4<f32>(As[base + ty + 16u]), bv, acc1);
-            acc2 = fma(vec4<f32>(As[base + ty + 32u]), bv, acc2);
-            acc3 = fma(vec4<f32>(As[base + ty + 48u]), bv, acc3);
-        }
-        workgroupBarrier();
-    }
-    dw_store(row0 + ty, col0 + tx, wid.z, acc0);
-    dw_store(row0 + ty + 16u, col0 + tx, wid.z, acc1);
-    dw_store(row0 + ty + 32u, col0 + tx, wid.z, acc2);
-    dw_store(row0 + ty + 48u, col0 + tx, wid.z, acc3);
-}
-
-// Row r of dW_hh at columns c, c + 16, c + 32, c + 48 (those inside): added in place with one
-// split, written to split z's partial otherwise.
-fn dw_store(r: u32, c: u32, z: u32, v: vec4<f32>) {
-    let h = p.hidden;
-    let m = 4u * h;
-    if (r >= m) { return; }
-    for (var j = 0u; j < 4u; j++) {
-        let col = c + 16u * j;
-        if (col < h) {
-            let idx = r * h + col;
-            if (p.splits == 1u) {
-                w_out[idx] = w_out[idx] + v[j];
-            } else {
-                w_out[z * m * h + idx] = v[j];
-            }
-        }
-    }
-}
-
-// ---- dW_hh += sum over splits of the partials ----------------------------------------------
-@group(0) @binding(1) var<storage, read> r_part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> r_dw: array<elem>;
-
-@compute @workgroup_size(256)
-fn lstm_dw_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
-    let n = 4u * p.hidden * p.hidden;
-    let i = (wid.y * nwg.x + wid.x) * 256u + li;
-    if (i >= n) {
-        return;
-    }
-    var s = f32(r_dw[i]);
-    for (var z = 0u; z < p.splits; z++) {
-        s += r_part[z * n + i];
-    }
-    r_dw[i] = elem(s);
-}
-
 // ---- variant for software renderers (lavapipe/llvmpipe), H <= RH -----------------------------
 // There every workgroup runs as SIMD lanes in one CPU thread, every dynamically indexed load is a
 // per-lane loop, and barriers are costly, so these kernels trade workgroups for reuse: a workgroup
@@ -390,8 +268,8 @@ const RB: u32 = 8u;     // batch rows per workgroup
 const RH: u32 = 128u;   // largest hidden size
 const RH4: u32 = 32u;   // RH / 4
 
-// lstm_pack: splits = 0: out[g, k] = W_hh[g, k] for g < 4H, k < H4 ([4H, H4]);
-//            splits = 1: out[u, q * H4 + jj] = W_hh[q H + jj, u] for u < H4, jj < H4 ([H4, 4 H4]);
+// lstm_pack: transposed = 0: out[g, k] = W_hh[g, k] for g < 4H, k < H4 ([4H, H4]);
+//            transposed = 1: out[u, q * H4 + jj] = W_hh[q H + jj, u] for u < H4, jj < H4 ([H4, 4 H4]);
 // zero where k, u or jj >= H. One invocation per output element (flat index as in grid_1d).
 @group(0) @binding(1) var<storage, read> k_whh: array<elem>;
 @group(0) @binding(2) var<storage, read_write> k_out: array<f32>;
@@ -402,7 +280,7 @@ fn lstm_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let h = p.hidden;
     let h4 = (h + 3u) & ~3u;
     let i = (wid.y * nwg.x + wid.x) * 256u + li;
-    if (p.splits == 0u) {
+    if (p.transposed == 0u) {
         if (i >= 4u * h * h4) { return; }
         let g = i / h4;
         let k = i % h4;
@@ -421,7 +299,7 @@ fn lstm_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 
 @group(0) @binding(1) var<storage, read> s_xw: array<elem>;
-@group(0) @binding(2) var<storage, read> s_wp: array<vec4<f32>>;   // lstm_pack splits = 0
+@group(0) @binding(2) var<storage, read> s_wp: array<vec4<f32>>;   // lstm_pack transposed = 0
 @group(0) @binding(3) var<storage, read> s_h0: array<elem>;
 @group(0) @binding(4) var<storage, read> s_c0: array<elem>;
 @group(0) @binding(5) var<storage, read_write> s_hs: array<elem>;
@@ -496,7 +374,7 @@ fn lstm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-@group(0) @binding(1) var<storage, read> u_wt: array<vec4<f32>>;   // lstm_pack splits = 1
+@group(0) @binding(1) var<storage, read> u_wt: array<vec4<f32>>;   // lstm_pack transposed = 1
 @group(0) @binding(2) var<storage, read> u_c0: array<elem>;
 @group(0) @binding(3) var<storage, read> u_cs: array<elem>;
 @group(0) @binding(4) var<storage, read> u_gates: array<elem>;
@@ -583,7 +461,7 @@ fn lstm_bwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-// lstm_hprev (software renderers, before dW_hh += dxw^T Hprev as a matrix product): writes Hprev
+// lstm_hprev (before dW_hh += dxw^T Hprev as a matrix product): writes Hprev
 // [B*T, H], row (b, t) = hs[b, t-1] or h0[b] at t = 0. One invocation per element, flat index as
 // in grid_1d. Hprev is `elem` like hs (a copy: exact), since it is an operand of the product.
 @group(0) @binding(1) var<storage, read> v_hs: array<elem>;

@@ -2,25 +2,16 @@
 //! [`crate::engine::Backend::lstm_bwd`] for the math and layout, and `shaders/lstm.wgsl` for the
 //! kernels. The forward is one dispatch per layer (a workgroup per batch row loops over time); the
 //! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
-//! over all steps (a tiled matmul-like pass, no atomics; when its output tiles are few, as at
-//! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
-//! in order).
+//! over all steps (Hprev gathered, then the backend's matrix product, which splits the long sum over
+//! the B*T rows into ranges whose partials are added in order: no atomics).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBackend, GpuBuffer, Shader};
 use crate::engine::{Backend, Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
 /// Largest hidden size the shaders hold in workgroup memory (`MAX_H` in `lstm.wgsl`).
 pub const MAX_HIDDEN: usize = 512;
-
-/// The dW_hh pass aims for at least this many workgroups (about the compute units of a large GPU)
-/// by splitting its sum over the B*T rows...
-const DW_TARGET_GROUPS: usize = 128;
-/// ...but gives each split at least this many rows, so that the partials stay cheap to add.
-const DW_MIN_ROWS_PER_SPLIT: usize = 256;
-/// Most splits (bounds the scratch to 16 * 4H * H floats).
-const DW_MAX_SPLITS: usize = 16;
 
 /// Largest hidden size of the software-renderer kernels (`RH` in `lstm.wgsl`).
 const ROWS_MAX_HIDDEN: usize = 128;
@@ -50,13 +41,6 @@ fn params(op: &str, l: Lstm) -> [u32; 3] {
 
 fn word(op: &str, x: usize) -> u32 {
     u32::try_from(x).unwrap_or_else(|_| panic!("{op}: size {x} does not fit in 32 bits"))
-}
-
-/// Number of row ranges the dW_hh sum over `rows = B*T` is split into, for `tiles` output tiles.
-fn dw_splits(rows: usize, tiles: usize) -> usize {
-    let want = DW_TARGET_GROUPS.div_ceil(tiles.max(1));
-    let most = rows.div_ceil(DW_MIN_ROWS_PER_SPLIT);
-    want.min(most).clamp(1, DW_MAX_SPLITS)
 }
 
 /// Forward recurrence of one layer: writes `hs`, `cs [batch, time, H]` and `gates [batch, time, 4H]`.
@@ -152,42 +136,19 @@ pub(crate) fn backward(
         gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
     }
 
+    // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H]: Hprev (row (b, t) = hs[b, t-1], or h0[b]
+    // at t = 0) gathered once, then the backend's matrix product, which splits the long sum over
+    // the B*T rows on GPUs (few output tiles) and uses register blocks on software renderers.
     let rows = batch * time;
-    if gpu.software_kernels() && h % 4 == 0 {
-        // Software renderer: Hprev gathered once, then the register-blocked matrix product
-        // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H] (see shaders/matmul.wgsl).
-        let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
-        if rows % 4 == 0 {
-            gpu.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |hprev| {
-                gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
-                gpu.matmul(dxw, hprev, dw_hh, mm);
-            });
-            return;
-        }
-    }
-    // dW_hh += dxw^T Hprev, the sum over the B*T rows split in ranges when the tiles are few.
-    let [gx, gy, _] = grid_2d(h, 4 * h, 64, 64);
-    // The single-split path adds straight into dW_hh through an f32 binding: at f16 the partial
-    // sums always go through the f32 scratch (a second, possibly empty, split).
-    let mut splits = dw_splits(rows, (gx * gy) as usize);
-    if dw_hh.elem() == Elem::F16 {
-        splits = splits.max(2);
-    }
-    let kchunk = rows.div_ceil(splits);
-    let pw = [p[0], p[1], p[2], word(op, splits), word(op, kchunk)];
-    if splits == 1 {
-        gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, dw_hh], &pw, [gx, gy, 1]);
-    } else {
-        gpu.with_scratch("lstm_dw_hh", splits * 4 * h * h, |part| {
-            gpu.dispatch(&LSTM, "lstm_dw_hh", &[dxw, hs, h0, part], &pw, [gx, gy, splits as u32]);
-            gpu.dispatch(&LSTM, "lstm_dw_reduce", &[part, dw_hh], &pw, grid_1d(4 * h * h, 256));
-        });
-    }
+    let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
+    gpu.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |hprev| {
+        gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
+        gpu.matmul(dxw, hprev, dw_hh, mm);
+    });
 }
 
 #[cfg(test)]
 mod tests {
-    use super::dw_splits;
     use crate::engine::gpu::tests::{own_gpu, random, upload};
     use crate::engine::gpu::KernelVariant;
     use crate::engine::{Backend, Lstm};
@@ -230,16 +191,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn dw_splits_aim_for_enough_workgroups_with_enough_rows_each() {
-        assert_eq!(dw_splits(18, 1), 1, "short sums are not split");
-        assert_eq!(dw_splits(320, 1), 2);
-        assert_eq!(dw_splits(600, 2), 3);
-        // The default model: B*T = 16384 rows, 2 x 8 tiles at H = 128 -> 8 splits, 128 workgroups.
-        assert_eq!(dw_splits(16384, 16), 8);
-        assert_eq!(dw_splits(1 << 20, 1), 16, "capped");
-        assert_eq!(dw_splits(1 << 20, 500), 1, "enough tiles already");
     }
 }
