@@ -36,6 +36,22 @@
 //! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::with_scratch` with a key
 //!    of your own (kept and reused between calls).
 //!
+//! # Software renderers
+//!
+//! On a software adapter (lavapipe/llvmpipe: a workgroup runs as SIMD lanes in one CPU thread,
+//! every run-time indexed load is a per-lane loop, barriers are costly) a few ops record variants
+//! that trade workgroups for fewer loads per multiply-add ([`KernelVariant`]): the matrix product
+//! as 8x8 register blocks without workgroup memory (`matmul_regs`), the LSTM recurrence with 8
+//! batch rows per workgroup (`lstm_fwd_rows`, `lstm_bwd_rows`) and dW_hh through that product, and
+//! vec4 bias kernels. Real GPUs keep the portable kernels (enough workgroups, workgroup-memory
+//! tiles). [`GpuBackend::set_kernel_variant`] forces either, so tests can compare them.
+//!
+//! # Timing
+//!
+//! Where the adapter has `TIMESTAMP_QUERY`, [`GpuBackend::set_profiling`] makes every submission
+//! time each dispatch (see `profile.rs`) and [`GpuBackend::take_profile`] returns the times; off by
+//! default, and then nothing is written or read.
+//!
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
