@@ -909,7 +909,7 @@ impl Backend for GpuBackend {
         let n = outer * channels * inner;
         check_len("bias_add", "y", y, n);
         check_len("bias_add", "bias", bias, channels);
-        if self.software_kernels() && inner == 1 && channels % 4 == 0 && channels > 0 {
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
             let p = [u(n), u(channels), 1];
             self.dispatch(&BIAS, "bias_add_vec4", &[bias, y], &p, grid_1d(n / 4, 256));
             return;
@@ -920,7 +920,7 @@ impl Backend for GpuBackend {
     fn bias_grad(&self, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
         check_len("bias_grad", "dy", dy, outer * channels * inner);
         check_len("bias_grad", "dbias", dbias, channels);
-        if self.software_kernels() && inner == 1 && channels % 4 == 0 && channels > 0 {
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
             let p = [u(outer), u(channels), 1];
             self.dispatch(&BIAS, "bias_grad_vec4", &[dy, dbias], &p, grid_1d(channels / 4, 64));
             return;
