@@ -239,25 +239,36 @@ fn matmul_matches_the_cpu_in_every_layout() {
 fn bias_and_embedding_match_the_cpu() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(4);
-    let (outer, ch, inner) = (5, 37, 11);
-    let n = outer * ch * inner;
-    let y0 = rand16(&mut rng, n, 2.0);
-    let bias = rand16(&mut rng, ch, 2.0);
-    let mut gy = up(&y0);
-    g.bias_add(&mut gy, &up(&bias), outer, ch, inner);
-    let mut cy = cpu_buf(&c, &y0);
-    c.bias_add(&mut cy, &bias, outer, ch, inner);
-    assert_close("bias_add", &g.read(&gy, n), &cy, EW_REL, ABS);
+    // (5, 37, 11): a conv's bias; (7, 36, 1): a Linear's, which software adapters do with vec4s.
+    let cases = [
+        (KernelVariant::Portable, (5, 37, 11)),
+        (KernelVariant::Portable, (7, 36, 1)),
+        (KernelVariant::Software, (7, 36, 1)),
+    ];
+    for (variant, (outer, ch, inner)) in cases {
+        g.set_kernel_variant(variant);
+        let what = format!("{variant:?} {outer}x{ch}x{inner}");
+        let n = outer * ch * inner;
+        let y0 = rand16(&mut rng, n, 2.0);
+        let bias = rand16(&mut rng, ch, 2.0);
+        let mut gy = up(&y0);
+        g.bias_add(&mut gy, &up(&bias), outer, ch, inner);
+        let mut cy = cpu_buf(&c, &y0);
+        c.bias_add(&mut cy, &bias, outer, ch, inner);
+        assert_close(&format!("bias_add {what}"), &g.read(&gy, n), &cy, EW_REL, ABS);
 
-    let db0 = rand16(&mut rng, ch, 1.0);
-    let mut gdb = up(&db0);
-    g.bias_grad(&up(&y0), &mut gdb, outer, ch, inner);
-    let mut cdb = cpu_buf(&c, &db0);
-    c.bias_grad(&y0, &mut cdb, outer, ch, inner);
-    let abs_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
-    let mut abs_sum: Vec<f32> = db0.iter().map(|v| v.abs()).collect();
-    c.bias_grad(&abs_y, &mut abs_sum, outer, ch, inner);
-    assert_within("bias_grad", &g.read(&gdb, ch), &cdb, &sum_bound(&cdb, &abs_sum, outer * inner + 1, 0.0));
+        let db0 = rand16(&mut rng, ch, 1.0);
+        let mut gdb = up(&db0);
+        g.bias_grad(&up(&y0), &mut gdb, outer, ch, inner);
+        let mut cdb = cpu_buf(&c, &db0);
+        c.bias_grad(&y0, &mut cdb, outer, ch, inner);
+        let abs_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
+        let mut abs_sum: Vec<f32> = db0.iter().map(|v| v.abs()).collect();
+        c.bias_grad(&abs_y, &mut abs_sum, outer, ch, inner);
+        let bound = sum_bound(&cdb, &abs_sum, outer * inner + 1, 0.0);
+        assert_within(&format!("bias_grad {what}"), &g.read(&gdb, ch), &cdb, &bound);
+    }
+    g.set_kernel_variant(KernelVariant::Auto);
 
     // embedding, with repeated ids
     let (rows, e, n) = (23, 13, 301);

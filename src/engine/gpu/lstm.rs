@@ -4,7 +4,9 @@
 //! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
 //! over all steps (a tiled matmul-like pass, no atomics; when its output tiles are few, as at
 //! H = 128, its long sum over the B*T rows is split in ranges whose partials a third dispatch adds
-//! in order).
+//! in order). On software renderers (see `use_rows_kernels`) the recurrence runs 8 batch rows per
+//! workgroup from a packed copy of W_hh, and dW_hh is the register-blocked matrix product of
+//! `dxw^T` and the gathered previous hidden states.
 
 use super::{check_len, check_same_elem, grid_1d, grid_2d, grid_groups, Elem, GpuBackend, GpuBuffer, Shader};
 use crate::engine::{Backend, Lstm, MatMul};
