@@ -429,9 +429,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let ghv = g.read(&ghs, ns);
         let gcv = g.read(&gcs, ns);
         let ggv = g.read(&gg, nx);
-        assert_close(&format!("lstm_fwd hs {l:?}"), &ghv, &chs, tol_rel, 1e-5);
-        assert_close(&format!("lstm_fwd cs {l:?}"), &gcv, &ccs, tol_rel, 1e-5);
-        assert_close(&format!("lstm_fwd gates {l:?}"), &ggv, &cg, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd hs {l:?} {variant:?}"), &ghv, &chs, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd cs {l:?} {variant:?}"), &gcv, &ccs, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd gates {l:?} {variant:?}"), &ggv, &cg, tol_rel, 1e-5);
 
         // The backward from the same (f16) forward results on both sides.
         let dhs = rand16(&mut rng, ns, 1.0);
@@ -443,7 +443,7 @@ fn lstm_recurrence_matches_the_cpu() {
         // dxw: f32 recurrence backward in time, rounded at the store; its dh sums 4H terms per step.
         let gdxv = g.read(&gdxw, nx);
         let scale = cdxw.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("lstm_bwd dxw {l:?}"), &gdxv, &cdxw, EW_REL, 1e-5 * (4.0 * h as f32).sqrt() * scale + ABS);
+        assert_close(&format!("lstm_bwd dxw {l:?} {variant:?}"), &gdxv, &cdxw, EW_REL, 1e-5 * (4.0 * h as f32).sqrt() * scale + ABS);
         // dW_hh sums B*T products of dxw (rounded to f16 by the GPU first) with h_{t-1}.
         let abs_dxw: Vec<f32> = cdxw.iter().map(|v| v.abs()).collect();
         let abs_hs: Vec<f32> = ghv.iter().map(|v| v.abs()).collect();
