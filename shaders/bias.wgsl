@@ -61,3 +61,35 @@ fn bias_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         dbias[c] = elem(f32(dbias[c]) + part[0]);
     }
 }
+
+// ---- variants for software renderers (lavapipe/llvmpipe), inner = 1 and channels % 4 = 0 -------
+// A Linear's bias as vec4s of 4 channels: fewer (per-lane, costly there) loads per element.
+//   bias_add_vec4:  one invocation per vec4 of y (n / 4), flat index as in bias_add.
+//   bias_grad_vec4: one invocation per 4 channels (flat index as in bias_add), summing the outer
+//                   rows in order; few invocations, which suits a CPU, not a GPU.
+@group(0) @binding(1) var<storage, read> bias_v: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read_write> y_v: array<vec4<elem>>;
+
+@compute @workgroup_size(256)
+fn bias_add_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.a0 / 4u) { return; }
+    y_v[i] = vec4<elem>(vec4<f32>(y_v[i]) + vec4<f32>(bias_v[i % (p.a1 / 4u)]));
+}
+
+@group(0) @binding(1) var<storage, read> dy_v: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read_write> dbias_v: array<vec4<elem>>;
+
+@compute @workgroup_size(64)
+fn bias_grad_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c4 = p.a1 / 4u;
+    let q = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    if (q >= c4) { return; }
+    var s = vec4<f32>(0.0);
+    for (var o = 0u; o < p.a0; o++) {
+        s += vec4<f32>(dy_v[o * c4 + q]);
+    }
+    dbias_v[q] = vec4<elem>(vec4<f32>(dbias_v[q]) + s);
+}

@@ -333,21 +333,27 @@ fn lstm_fwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let cur = (t & 1u) * RB * RH4;
         let nxt = RB * RH4 - cur;
         if (own) {
-            var a: array<vec4<f32>, 8>; // a[r] = (i, f, g, o) pre-activations of unit j, row r
+            // a[r] = (i, f, g, o) pre-activations of unit j, row r, as two matrices: column r of
+            // a0 (rows 0-3) and a1 (rows 4-7); per 4 columns k of W_hh, a += W_blk^T H_blk with
+            // W_blk's columns the 4 gate rows and H_blk's the rows' h (nothing indexed at run time).
+            var a0: mat4x4<f32>;
+            var a1: mat4x4<f32>;
+            var xr: array<vec4<f32>, 8>;
             for (var r = 0u; r < RB; r++) {
                 let row = (min(b0 + r, p.batch - 1u) * time + t) * g4 + j;
-                a[r] = vec4<f32>(f32(s_xw[row]), f32(s_xw[row + h]), f32(s_xw[row + 2u * h]), f32(s_xw[row + 3u * h]));
+                xr[r] = vec4<f32>(f32(s_xw[row]), f32(s_xw[row + h]), f32(s_xw[row + 2u * h]), f32(s_xw[row + 3u * h]));
             }
+            a0 = mat4x4<f32>(xr[0], xr[1], xr[2], xr[3]);
+            a1 = mat4x4<f32>(xr[4], xr[5], xr[6], xr[7]);
+            let hb = cur;
             for (var k = 0u; k < q4; k++) {
-                let wi = s_wp[j * q4 + k];
-                let wf = s_wp[(h + j) * q4 + k];
-                let wg = s_wp[(2u * h + j) * q4 + k];
-                let wo = s_wp[(3u * h + j) * q4 + k];
-                for (var r = 0u; r < RB; r++) {
-                    let hv = sh[cur + r * RH4 + k];
-                    a[r] += vec4<f32>(dot(wi, hv), dot(wf, hv), dot(wg, hv), dot(wo, hv));
-                }
+                let wt = transpose(mat4x4<f32>(s_wp[j * q4 + k], s_wp[(h + j) * q4 + k],
+                                               s_wp[(2u * h + j) * q4 + k], s_wp[(3u * h + j) * q4 + k]));
+                a0 += wt * mat4x4<f32>(sh[hb + k], sh[hb + RH4 + k], sh[hb + 2u * RH4 + k], sh[hb + 3u * RH4 + k]);
+                a1 += wt * mat4x4<f32>(sh[hb + 4u * RH4 + k], sh[hb + 5u * RH4 + k], sh[hb + 6u * RH4 + k],
+                                       sh[hb + 7u * RH4 + k]);
             }
+            var a = array<vec4<f32>, 8>(a0[0], a0[1], a0[2], a0[3], a1[0], a1[1], a1[2], a1[3]);
             for (var r = 0u; r < RB; r++) {
                 let i = sigmoid(a[r].x);
                 let f = sigmoid(a[r].y);
@@ -437,20 +443,19 @@ fn lstm_bwd_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         // Phase 2: dh_{t-1} = W_hh^T da_t; invocation m < q4 computes units 4m..4m+3 of every row.
         if (t > 0u && li < q4) {
             let u0 = 4u * li;
-            var acc: array<vec4<f32>, 8>;
-            for (var r = 0u; r < RB; r++) {
-                acc[r] = vec4<f32>(0.0);
+            // acc[r] = (W_hh^T da_r) for units u0..u0+3, as the columns of acc0 (rows 0-3) and
+            // acc1 (rows 4-7): per 4 gate rows k, acc += W_blk^T D_blk (as in lstm_fwd_rows).
+            var acc0 = mat4x4<f32>();
+            var acc1 = mat4x4<f32>();
+            let ws = 4u * q4;
+            for (var k = 0u; k < ws; k++) {
+                let wt = transpose(mat4x4<f32>(u_wt[u0 * ws + k], u_wt[(u0 + 1u) * ws + k],
+                                               u_wt[(u0 + 2u) * ws + k], u_wt[(u0 + 3u) * ws + k]));
+                let d = 4u * RH4;
+                acc0 += wt * mat4x4<f32>(sda[k], sda[d + k], sda[2u * d + k], sda[3u * d + k]);
+                acc1 += wt * mat4x4<f32>(sda[4u * d + k], sda[5u * d + k], sda[6u * d + k], sda[7u * d + k]);
             }
-            for (var k = 0u; k < 4u * q4; k++) {
-                let w0 = u_wt[u0 * 4u * q4 + k];
-                let w1 = u_wt[(u0 + 1u) * 4u * q4 + k];
-                let w2 = u_wt[(u0 + 2u) * 4u * q4 + k];
-                let w3 = u_wt[(u0 + 3u) * 4u * q4 + k];
-                for (var r = 0u; r < RB; r++) {
-                    let d = sda[r * 4u * RH4 + k];
-                    acc[r] += vec4<f32>(dot(w0, d), dot(w1, d), dot(w2, d), dot(w3, d));
-                }
-            }
+            var acc = array<vec4<f32>, 8>(acc0[0], acc0[1], acc0[2], acc0[3], acc1[0], acc1[1], acc1[2], acc1[3]);
             for (var r = 0u; r < RB; r++) {
                 for (var e = 0u; e < 4u; e++) {
                     if (u0 + e < h) { sdh[r * RH + u0 + e] = acc[r][e]; }

@@ -858,6 +858,34 @@ mod tests {
         assert!(err.contains("unknown model"), "{err}");
     }
 
+    /// The step profile of a tiny model: every dispatch of a step is counted once per step, the
+    /// shares add up to one, and the CPU (no device timestamps) says so instead of reporting.
+    #[test]
+    fn a_tiny_step_profile_adds_up() {
+        let opts = TrainOptions { model: "lstm".into(), batch: 2, window: 8, vocab: 11, steps: 2, warmup: 1, seed: 1 };
+        let err = step_profile(&CpuBackend::new(), &opts).unwrap_err();
+        assert!(err.contains("no device timestamps"), "{err}");
+        let g = GpuBackend::new(None).expect("a GPU adapter (lavapipe is enough)");
+        if g.timestamps() == crate::engine::gpu::Timestamps::None {
+            assert!(step_profile(&g, &opts).is_err());
+            return;
+        }
+        let before = g.stats().0;
+        let rows = step_profile(&g, &opts).unwrap();
+        let steps = (opts.warmup + opts.steps) as f64;
+        let per_step = (g.stats().0 - before) as f64 / steps;
+        let (total, kernels) = rows.split_last().unwrap();
+        assert_eq!((total.shader, total.entry), ("total", "all"));
+        assert!(total.wall_ms_per_step.is_some() && kernels.iter().all(|r| r.wall_ms_per_step.is_none()));
+        assert!((total.dispatches_per_step - per_step).abs() < 1e-9, "{} vs {per_step}", total.dispatches_per_step);
+        let counted: f64 = kernels.iter().map(|r| r.dispatches_per_step).sum();
+        assert!((counted - per_step).abs() < 1e-9);
+        let share: f64 = kernels.iter().map(|r| r.share).sum();
+        assert!((share - 1.0).abs() < 1e-3, "shares add up to {share}");
+        assert!(kernels.iter().any(|r| r.entry.starts_with("lstm_fwd")), "{rows:?}");
+        assert!(kernels.windows(2).all(|w| w[0].gpu_ms_per_step >= w[1].gpu_ms_per_step), "largest first");
+    }
+
     #[test]
     fn a_tiny_generate_bench_covers_the_modes_each_model_has() {
         let b = CpuBackend::new();

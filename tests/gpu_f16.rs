@@ -239,25 +239,36 @@ fn matmul_matches_the_cpu_in_every_layout() {
 fn bias_and_embedding_match_the_cpu() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(4);
-    let (outer, ch, inner) = (5, 37, 11);
-    let n = outer * ch * inner;
-    let y0 = rand16(&mut rng, n, 2.0);
-    let bias = rand16(&mut rng, ch, 2.0);
-    let mut gy = up(&y0);
-    g.bias_add(&mut gy, &up(&bias), outer, ch, inner);
-    let mut cy = cpu_buf(&c, &y0);
-    c.bias_add(&mut cy, &bias, outer, ch, inner);
-    assert_close("bias_add", &g.read(&gy, n), &cy, EW_REL, ABS);
+    // (5, 37, 11): a conv's bias; (7, 36, 1): a Linear's, which software adapters do with vec4s.
+    let cases = [
+        (KernelVariant::Portable, (5, 37, 11)),
+        (KernelVariant::Portable, (7, 36, 1)),
+        (KernelVariant::Software, (7, 36, 1)),
+    ];
+    for (variant, (outer, ch, inner)) in cases {
+        g.set_kernel_variant(variant);
+        let what = format!("{variant:?} {outer}x{ch}x{inner}");
+        let n = outer * ch * inner;
+        let y0 = rand16(&mut rng, n, 2.0);
+        let bias = rand16(&mut rng, ch, 2.0);
+        let mut gy = up(&y0);
+        g.bias_add(&mut gy, &up(&bias), outer, ch, inner);
+        let mut cy = cpu_buf(&c, &y0);
+        c.bias_add(&mut cy, &bias, outer, ch, inner);
+        assert_close(&format!("bias_add {what}"), &g.read(&gy, n), &cy, EW_REL, ABS);
 
-    let db0 = rand16(&mut rng, ch, 1.0);
-    let mut gdb = up(&db0);
-    g.bias_grad(&up(&y0), &mut gdb, outer, ch, inner);
-    let mut cdb = cpu_buf(&c, &db0);
-    c.bias_grad(&y0, &mut cdb, outer, ch, inner);
-    let abs_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
-    let mut abs_sum: Vec<f32> = db0.iter().map(|v| v.abs()).collect();
-    c.bias_grad(&abs_y, &mut abs_sum, outer, ch, inner);
-    assert_within("bias_grad", &g.read(&gdb, ch), &cdb, &sum_bound(&cdb, &abs_sum, outer * inner + 1, 0.0));
+        let db0 = rand16(&mut rng, ch, 1.0);
+        let mut gdb = up(&db0);
+        g.bias_grad(&up(&y0), &mut gdb, outer, ch, inner);
+        let mut cdb = cpu_buf(&c, &db0);
+        c.bias_grad(&y0, &mut cdb, outer, ch, inner);
+        let abs_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
+        let mut abs_sum: Vec<f32> = db0.iter().map(|v| v.abs()).collect();
+        c.bias_grad(&abs_y, &mut abs_sum, outer, ch, inner);
+        let bound = sum_bound(&cdb, &abs_sum, outer * inner + 1, 0.0);
+        assert_within(&format!("bias_grad {what}"), &g.read(&gdb, ch), &cdb, &bound);
+    }
+    g.set_kernel_variant(KernelVariant::Auto);
 
     // embedding, with repeated ids
     let (rows, e, n) = (23, 13, 301);
@@ -418,9 +429,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let ghv = g.read(&ghs, ns);
         let gcv = g.read(&gcs, ns);
         let ggv = g.read(&gg, nx);
-        assert_close(&format!("lstm_fwd hs {l:?}"), &ghv, &chs, tol_rel, 1e-5);
-        assert_close(&format!("lstm_fwd cs {l:?}"), &gcv, &ccs, tol_rel, 1e-5);
-        assert_close(&format!("lstm_fwd gates {l:?}"), &ggv, &cg, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd hs {l:?} {variant:?}"), &ghv, &chs, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd cs {l:?} {variant:?}"), &gcv, &ccs, tol_rel, 1e-5);
+        assert_close(&format!("lstm_fwd gates {l:?} {variant:?}"), &ggv, &cg, tol_rel, 1e-5);
 
         // The backward from the same (f16) forward results on both sides.
         let dhs = rand16(&mut rng, ns, 1.0);
@@ -432,7 +443,7 @@ fn lstm_recurrence_matches_the_cpu() {
         // dxw: f32 recurrence backward in time, rounded at the store; its dh sums 4H terms per step.
         let gdxv = g.read(&gdxw, nx);
         let scale = cdxw.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("lstm_bwd dxw {l:?}"), &gdxv, &cdxw, EW_REL, 1e-5 * (4.0 * h as f32).sqrt() * scale + ABS);
+        assert_close(&format!("lstm_bwd dxw {l:?} {variant:?}"), &gdxv, &cdxw, EW_REL, 1e-5 * (4.0 * h as f32).sqrt() * scale + ABS);
         // dW_hh sums B*T products of dxw (rounded to f16 by the GPU first) with h_{t-1}.
         let abs_dxw: Vec<f32> = cdxw.iter().map(|v| v.abs()).collect();
         let abs_hs: Vec<f32> = ghv.iter().map(|v| v.abs()).collect();

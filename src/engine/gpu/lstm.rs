@@ -3,7 +3,10 @@
 //! kernels. The forward is one dispatch per layer (a workgroup per batch row loops over time); the
 //! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
 //! over all steps (Hprev gathered, then the backend's matrix product, which splits the long sum over
-//! the B*T rows into ranges whose partials are added in order: no atomics).
+//! the B*T rows into ranges whose partials are added in order: no atomics; on software renderers it
+//! is the register-blocked product). On software renderers (see `use_rows_kernels`) the recurrence
+//! runs 8 batch rows per workgroup from a packed copy of W_hh; on other adapters the forward reads
+//! a packed W_hh^T so that neighbouring invocations read neighbouring words.
 
 use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBackend, GpuBuffer, Shader};
 use crate::engine::{Backend, Lstm, MatMul};

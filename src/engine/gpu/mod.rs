@@ -59,6 +59,22 @@
 //! the clipping and the update are those of the true gradient. [`GpuBackend::loss_scale`] says
 //! the factor in use (1 at f32).
 //!
+//! # Software renderers
+//!
+//! On a software adapter (lavapipe/llvmpipe: a workgroup runs as SIMD lanes in one CPU thread,
+//! every run-time indexed load is a per-lane loop, barriers are costly) a few ops record variants
+//! that trade workgroups for fewer loads per multiply-add ([`KernelVariant`]): the matrix product
+//! as 8x8 register blocks without workgroup memory (`matmul_regs`), the LSTM recurrence with 8
+//! batch rows per workgroup (`lstm_fwd_rows`, `lstm_bwd_rows`) and dW_hh through that product, and
+//! vec4 bias kernels. Real GPUs keep the portable kernels (enough workgroups, workgroup-memory
+//! tiles). [`GpuBackend::set_kernel_variant`] forces either, so tests can compare them.
+//!
+//! # Timing
+//!
+//! Where the adapter has `TIMESTAMP_QUERY`, [`GpuBackend::set_profiling`] makes every submission
+//! time each dispatch (see `profile.rs`) and [`GpuBackend::take_profile`] returns the times; off by
+//! default, and then nothing is written or read.
+//!
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
@@ -1177,6 +1193,11 @@ impl Backend for GpuBackend {
         check_len("bias_add", "y", y, n);
         check_len("bias_add", "bias", bias, channels);
         check_same_elem("bias_add", &[("y", y), ("bias", bias)]);
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+            let p = [u(n), u(channels), 1];
+            self.dispatch(&BIAS, "bias_add_vec4", &[bias, y], &p, grid_1d(n / 4, 256));
+            return;
+        }
         self.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
     }
 
@@ -1184,6 +1205,11 @@ impl Backend for GpuBackend {
         check_len("bias_grad", "dy", dy, outer * channels * inner);
         check_len("bias_grad", "dbias", dbias, channels);
         check_same_elem("bias_grad", &[("dy", dy), ("dbias", dbias)]);
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+            let p = [u(outer), u(channels), 1];
+            self.dispatch(&BIAS, "bias_grad_vec4", &[dy, dbias], &p, grid_1d(channels / 4, 64));
+            return;
+        }
         self.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
     }
 
@@ -1458,6 +1484,34 @@ mod tests {
                         assert!((e - want).abs() <= tol, "({m},{k},{n}) ta={ta} tb={tb} acc={acc} [{i},{j}]: {e} vs {want}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The vec4 bias kernels of software renderers (inner = 1, channels % 4 = 0) against the
+    /// portable ones: bias_add is the same single addition (exact); bias_grad sums the rows in
+    /// another order (f32 rounding ~ sqrt(outer) ulp of the sum of |terms|).
+    #[test]
+    fn vec4_bias_kernels_match_the_portable_ones() {
+        for (outer, channels) in [(1, 4), (37, 12), (300, 512)] {
+            let (dy, b0) = (random(outer as u64, outer * channels), random(7, channels));
+            let run = |variant| {
+                let g = own_gpu();
+                g.set_kernel_variant(variant);
+                let bias = upload(&g, &b0);
+                let mut y = upload(&g, &dy);
+                g.bias_add(&mut y, &bias, outer, channels, 1);
+                let mut db = upload(&g, &b0);
+                g.bias_grad(&upload(&g, &dy), &mut db, outer, channels, 1);
+                (g.read(&y, outer * channels), g.read(&db, channels))
+            };
+            let (ys, dbs) = run(KernelVariant::Software);
+            let (yp, dbp) = run(KernelVariant::Portable);
+            assert_eq!(ys, yp, "bias_add ({outer}, {channels})");
+            for c in 0..channels {
+                let mag: f32 = (0..outer).map(|o| dy[o * channels + c].abs()).sum::<f32>() + b0[c].abs();
+                let tol = 1e-6 * (outer as f32).sqrt() * (mag + 1.0);
+                assert!((dbs[c] - dbp[c]).abs() <= tol, "bias_grad ({outer}, {channels}) [{c}]: {} vs {}", dbs[c], dbp[c]);
             }
         }
     }
