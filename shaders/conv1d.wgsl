@@ -5,7 +5,8 @@
 //   backward input:  dx[b,c,t] (+)= sum_{o,j} w[o,c,j] * dy[b,o,t+s_j]        (t+s_j < T)
 //   backward weight: dw[o,c,j] += sum_{b,t} dy[b,o,t] * x[b,c,t-s_j]          (t >= s_j)
 //   (the bias gradient is the Backend's bias_grad, recorded by the host.)
-// Layout: row-major x [B, Cin, T], w [Cout, Cin, K], bias [Cout], y [B, Cout, T].
+// Layout: row-major x [B, Cin, T], w [Cout, Cin, K], bias [Cout], y [B, Cout, T]. Tensors are
+// `elem` (f32 or f16, prepended by the pipeline cache), the split-K partials f32; tiles and sums f32.
 //
 // Each pass is a sum over taps of matrix products, computed like shaders/matmul.wgsl: a
 // workgroup of 16x16 invocations owns a 64x64 tile of the output; per tap and per step of 16
@@ -41,21 +42,21 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 // conv_fwd
-@group(0) @binding(1) var<storage, read> fx: array<f32>;
-@group(0) @binding(2) var<storage, read> fw: array<f32>;
-@group(0) @binding(3) var<storage, read> fbias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(1) var<storage, read> fx: array<elem>;
+@group(0) @binding(2) var<storage, read> fw: array<elem>;
+@group(0) @binding(3) var<storage, read> fbias: array<elem>;
+@group(0) @binding(4) var<storage, read_write> fy: array<elem>;
 // conv_bwd_input
-@group(0) @binding(1) var<storage, read> idy: array<f32>;
-@group(0) @binding(2) var<storage, read> iw: array<f32>;
-@group(0) @binding(3) var<storage, read_write> idx: array<f32>;
+@group(0) @binding(1) var<storage, read> idy: array<elem>;
+@group(0) @binding(2) var<storage, read> iw: array<elem>;
+@group(0) @binding(3) var<storage, read_write> idx: array<elem>;
 // conv_bwd_weight
-@group(0) @binding(1) var<storage, read> wx: array<f32>;
-@group(0) @binding(2) var<storage, read> wdy: array<f32>;
+@group(0) @binding(1) var<storage, read> wx: array<elem>;
+@group(0) @binding(2) var<storage, read> wdy: array<elem>;
 @group(0) @binding(3) var<storage, read_write> wpart: array<f32>;
 // conv_bwd_weight_reduce
 @group(0) @binding(1) var<storage, read> rpart: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rdw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rdw: array<elem>;
 
 const TILE: u32 = 64u; // tile rows and columns
 const TK: u32 = 16u;   // depth of one step
@@ -64,33 +65,40 @@ const LD: u32 = 65u;   // padded panel row length (avoids bank conflicts on the 
 var<workgroup> As: array<f32, 1040>; // [TK][LD]: As[kk * LD + mm] = left[row0 + mm, k0 + kk]
 var<workgroup> Bs: array<f32, 1040>; // [TK][LD]: Bs[kk * LD + nn] = right[k0 + kk, col0 + nn]
 
-alias Acc = array<array<f32, 4>, 4>;
+// The 4x4 register block of an invocation, row i = output row ty + 16i, component j = column
+// tx + 16j. Four named vec4s rather than a private array indexed by loop variables, which some
+// compilers (NVIDIA's among them) place in slow local memory.
+struct Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
 
 // One step of 16 along the reduced dimension from the staged panels.
 fn accumulate_panels(acc: ptr<function, Acc>, tx: u32, ty: u32) {
     for (var kk = 0u; kk < TK; kk++) {
-        var av: array<f32, 4>;
-        var bv: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            av[i] = As[kk * LD + ty + 16u * i];
-            bv[i] = Bs[kk * LD + tx + 16u * i];
-        }
-        for (var i = 0u; i < 4u; i++) {
-            for (var j = 0u; j < 4u; j++) {
-                (*acc)[i][j] = fma(av[i], bv[j], (*acc)[i][j]);
-            }
-        }
+        let base = kk * LD;
+        let bv = vec4<f32>(Bs[base + tx], Bs[base + tx + 16u], Bs[base + tx + 32u], Bs[base + tx + 48u]);
+        (*acc).r0 = fma(vec4<f32>(As[base + ty]), bv, (*acc).r0);
+        (*acc).r1 = fma(vec4<f32>(As[base + ty + 16u]), bv, (*acc).r1);
+        (*acc).r2 = fma(vec4<f32>(As[base + ty + 32u]), bv, (*acc).r2);
+        (*acc).r3 = fma(vec4<f32>(As[base + ty + 48u]), bv, (*acc).r3);
     }
 }
 
 fn zero_acc() -> Acc {
-    var acc: Acc;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
+    return Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// Row i of the block, as a value (its components are then picked without touching memory).
+fn acc_row(acc: Acc, i: u32) -> vec4<f32> {
+    switch i {
+        case 0u: { return acc.r0; }
+        case 1u: { return acc.r1; }
+        case 2u: { return acc.r2; }
+        default: { return acc.r3; }
     }
-    return acc;
 }
 
 @compute @workgroup_size(16, 16)
@@ -116,7 +124,7 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
                 let o = row0 + mm;
                 let ca = c0 + kk;
                 var va = 0.0;
-                if (o < cout && ca < cin) { va = fw[(o * cin + ca) * K + j]; }
+                if (o < cout && ca < cin) { va = f32(fw[(o * cin + ca) * K + j]); }
                 As[kk * LD + mm] = va;
                 // right: x[b, c, t - s] (0 in the padding); 16 depth x 64 columns, along t
                 let nn = e % TILE;
@@ -127,7 +135,7 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
                 if (col < n && cb < cin) {
                     let b = col / T;
                     let t = col % T;
-                    if (t >= s) { vb = fx[(b * cin + cb) * T + t - s]; }
+                    if (t >= s) { vb = f32(fx[(b * cin + cb) * T + t - s]); }
                 }
                 Bs[kb * LD + nn] = vb;
             }
@@ -139,12 +147,13 @@ fn conv_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     for (var i = 0u; i < 4u; i++) {
         let o = row0 + lid.y + 16u * i;
         if (o >= cout) { continue; }
+        let row = acc_row(acc, i);
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;
             if (col < n) {
                 let b = col / T;
                 let t = col % T;
-                fy[(b * cout + o) * T + t] = acc[i][j] + fbias[o];
+                fy[(b * cout + o) * T + t] = elem(row[j] + f32(fbias[o]));
             }
         }
     }
@@ -173,7 +182,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 let c = row0 + mm;
                 let oa = o0 + kk;
                 var va = 0.0;
-                if (c < cin && oa < cout) { va = iw[(oa * cin + c) * K + j]; }
+                if (c < cin && oa < cout) { va = f32(iw[(oa * cin + c) * K + j]); }
                 As[kk * LD + mm] = va;
                 // right: dy[b, o, t + s] (0 past the end); 16 depth x 64 columns, along t
                 let nn = e % TILE;
@@ -184,7 +193,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 if (col < n && ob < cout) {
                     let b = col / T;
                     let t = col % T;
-                    if (t + s < T) { vb = idy[(b * cout + ob) * T + t + s]; }
+                    if (t + s < T) { vb = f32(idy[(b * cout + ob) * T + t + s]); }
                 }
                 Bs[kb * LD + nn] = vb;
             }
@@ -196,6 +205,7 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     for (var i = 0u; i < 4u; i++) {
         let c = row0 + lid.y + 16u * i;
         if (c >= cin) { continue; }
+        let row = acc_row(acc, i);
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;
             if (col < n) {
@@ -203,9 +213,9 @@ fn conv_bwd_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
                 let t = col % T;
                 let at = (b * cin + c) * T + t;
                 if (p.accumulate != 0u) {
-                    idx[at] = idx[at] + acc[i][j];
+                    idx[at] = elem(f32(idx[at]) + row[j]);
                 } else {
-                    idx[at] = acc[i][j];
+                    idx[at] = elem(row[j]);
                 }
             }
         }
@@ -242,12 +252,12 @@ fn conv_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 // left: dy[b, o, t]; 64 rows (o) x 16 depth
                 let o = row0 + mm;
                 var va = 0.0;
-                if (col < end && o < cout) { va = wdy[(b * cout + o) * T + t]; }
+                if (col < end && o < cout) { va = f32(wdy[(b * cout + o) * T + t]); }
                 As[kk * LD + mm] = va;
                 // right: x[b, c, t - s]; 16 depth x 64 columns (c)
                 let c = col0 + mm;
                 var vb = 0.0;
-                if (col < end && c < cin && t >= s) { vb = wx[(b * cin + c) * T + t - s]; }
+                if (col < end && c < cin && t >= s) { vb = f32(wx[(b * cin + c) * T + t - s]); }
                 Bs[kk * LD + mm] = vb;
             }
             workgroupBarrier();
@@ -259,10 +269,11 @@ fn conv_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var i = 0u; i < 4u; i++) {
         let o = row0 + lid.y + 16u * i;
         if (o >= cout) { continue; }
+        let row = acc_row(acc, i);
         for (var jj = 0u; jj < 4u; jj++) {
             let c = col0 + lid.x + 16u * jj;
             if (c < cin) {
-                wpart[slice * wn + (o * cin + c) * K + j] = acc[i][jj];
+                wpart[slice * wn + (o * cin + c) * K + j] = row[jj];
             }
         }
     }
@@ -278,5 +289,5 @@ fn conv_bwd_weight_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     for (var z = 0u; z < p.slices; z++) {
         sum += rpart[z * wn + i];
     }
-    rdw[i] = rdw[i] + sum;
+    rdw[i] = elem(f32(rdw[i]) + sum);
 }

@@ -1,4 +1,5 @@
-// Element-wise operations on flat f32 arrays.
+// Element-wise operations on flat arrays of `elem` (f32 or f16, prepended by the pipeline cache;
+// arithmetic in f32).
 //   fill:         x[i] = value                                  (binding 1: x)
 //   add:          y[i] += x[i]                                  (1: x, 2: y)
 //   copy_strided: dst[dst_off + r*dst_stride + c] (+)= src[src_off + r*src_stride + c]   (1: src, 2: dst)
@@ -34,26 +35,26 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 // ---- fill ----
-@group(0) @binding(1) var<storage, read_write> fill_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> fill_x: array<elem>;
 
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat(wid, nwg, lid);
     if (i >= p.n) { return; }
-    fill_x[i] = bitcast<f32>(p.a1);
+    fill_x[i] = elem(bitcast<f32>(p.a1));
 }
 
 // ---- two-buffer ops: x (read) -> y (read_write) ----
-@group(0) @binding(1) var<storage, read> in1: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(1) var<storage, read> in1: array<elem>;
+@group(0) @binding(2) var<storage, read_write> out2: array<elem>;
 
 @compute @workgroup_size(256)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat(wid, nwg, lid);
     if (i >= p.n) { return; }
-    out2[i] = out2[i] + in1[i];
+    out2[i] = elem(f32(out2[i]) + f32(in1[i]));
 }
 
 @compute @workgroup_size(256)
@@ -64,12 +65,12 @@ fn copy_strided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.n * cols) { return; }
     let r = i / cols;
     let c = i % cols;
-    let s = in1[p.a2 + r * p.a3 + c];
+    let s = f32(in1[p.a2 + r * p.a3 + c]);
     let d = p.a4 + r * p.a5 + c;
     if (p.a6 != 0u) {
-        out2[d] = out2[d] + s;
+        out2[d] = elem(f32(out2[d]) + s);
     } else {
-        out2[d] = s;
+        out2[d] = elem(s);
     }
 }
 
@@ -78,14 +79,14 @@ fn act_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let x = in1[i];
+    let x = f32(in1[i]);
     var y: f32;
     switch p.a1 {
         case 0u: { y = max(x, 0.0); }
         case 1u: { y = tanh(x); }
         default: { y = sigmoid(x); }
     }
-    out2[i] = y;
+    out2[i] = elem(y);
 }
 
 @compute @workgroup_size(256)
@@ -96,30 +97,30 @@ fn gated_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let plane = p.a1;
     let b = i / plane;
     let j = i % plane;
-    let filt = in1[b * 2u * plane + j];
-    let gate = in1[b * 2u * plane + plane + j];
-    out2[i] = tanh(filt) * sigmoid(gate);
+    let filt = f32(in1[b * 2u * plane + j]);
+    let gate = f32(in1[b * 2u * plane + plane + j]);
+    out2[i] = elem(tanh(filt) * sigmoid(gate));
 }
 
 // ---- three-buffer ops: two inputs -> one output ----
-@group(0) @binding(1) var<storage, read> a1: array<f32>;
-@group(0) @binding(2) var<storage, read> a2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(1) var<storage, read> a1: array<elem>;
+@group(0) @binding(2) var<storage, read> a2: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out3: array<elem>;
 
 @compute @workgroup_size(256)
 fn act_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let y = a1[i];
-    let dy = a2[i];
+    let y = f32(a1[i]);
+    let dy = f32(a2[i]);
     var dx: f32;
     switch p.a1 {
         case 0u: { dx = select(0.0, dy, y > 0.0); }
         case 1u: { dx = dy * (1.0 - y * y); }
         default: { dx = dy * y * (1.0 - y); }
     }
-    out3[i] = dx;
+    out3[i] = elem(dx);
 }
 
 @compute @workgroup_size(256)
@@ -131,11 +132,11 @@ fn gated_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let b = i / plane;
     let j = i % plane;
     let fi = b * 2u * plane + j;
-    let th = tanh(a1[fi]);
-    let sg = sigmoid(a1[fi + plane]);
-    let dz = a2[i];
-    out3[fi] = dz * sg * (1.0 - th * th);
-    out3[fi + plane] = dz * th * sg * (1.0 - sg);
+    let th = tanh(f32(a1[fi]));
+    let sg = sigmoid(f32(a1[fi + plane]));
+    let dz = f32(a2[i]);
+    out3[fi] = elem(dz * sg * (1.0 - th * th));
+    out3[fi + plane] = elem(dz * th * sg * (1.0 - sg));
 }
 
 // ---- transpose through a workgroup-memory tile ----
@@ -150,13 +151,13 @@ fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let r = wid.y * 16u + lid.y;
     let c = wid.x * 16u + lid.x;
     if (r < rows && c < cols) {
-        tile[lid.y * 17u + lid.x] = in1[base + r * cols + c];
+        tile[lid.y * 17u + lid.x] = f32(in1[base + r * cols + c]);
     }
     workgroupBarrier();
     // write y[c, r] with r varying fastest across lid.x
     let oc = wid.x * 16u + lid.y;
     let or = wid.y * 16u + lid.x;
     if (oc < cols && or < rows) {
-        out2[base + oc * rows + or] = tile[lid.x * 17u + lid.y];
+        out2[base + oc * rows + or] = elem(tile[lid.x * 17u + lid.y]);
     }
 }

@@ -1,4 +1,5 @@
 // Embedding lookup and its gradient. Layout: ids [n] (u32), table/dtable [rows, e], out/dout [n, e].
+// Storage is `elem` (f32 or f16, prepended by the pipeline cache), the partial tables f32.
 //   embedding_fwd: out[i, c] = table[ids[i], c]        (1: ids, 2: table, 3: out)
 //                  one invocation per output element, 256 per workgroup, 2-D workgroup grid with
 //                  flat index (wid.y * nwg.x + wid.x) * 256 + lid.x. An id outside the table
@@ -27,8 +28,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 
-@group(0) @binding(2) var<storage, read> table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> table: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out: array<elem>;
 
 @compute @workgroup_size(256)
 fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -40,12 +41,12 @@ fn embedding_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let id = ids[i];
     var v = 0.0;
     if (id < p.rows) {
-        v = table[id * p.e + c];
+        v = f32(table[id * p.e + c]);
     }
-    out[idx] = v;
+    out[idx] = elem(v);
 }
 
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<elem>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
 @compute @workgroup_size(64)
@@ -65,13 +66,13 @@ fn embedding_bwd_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
         let id = ids[i];
         if (id < rows) {
             let d = base + id * e;
-            partial[d] = partial[d] + dout[i * e + c];
+            partial[d] = partial[d] + f32(dout[i * e + c]);
         }
     }
 }
 
 @group(0) @binding(1) var<storage, read> partial_in: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dtable: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dtable: array<elem>;
 
 @compute @workgroup_size(256)
 fn embedding_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -83,5 +84,5 @@ fn embedding_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     for (var s = 0u; s < p.segments; s++) {
         sum += partial_in[s * plane + idx];
     }
-    dtable[idx] = dtable[idx] + sum;
+    dtable[idx] = elem(f32(dtable[idx]) + sum);
 }

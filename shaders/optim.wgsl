@@ -1,11 +1,14 @@
 // Optimizer kernels.
-//   sum_squares: acc[0] += sum_i x[i]^2, i < n          (1: x, 2: acc)
+// x, g and param are `elem` (f32 or f16, prepended by the pipeline cache); acc, scale and the
+// moments are always f32. A gradient is multiplied by `grad_unscale` (1 / the loss scale, 1 at f32)
+// before use.
+//   sum_squares: acc[0] += sum_i (x[i] u)^2, i < n, u = grad_unscale   (1: x, 2: acc)
 //                a single workgroup of 256: strided partial sums, tree reduction in workgroup
 //                memory, one invocation adds into acc[0] (deterministic, no atomics).
 //   clip_scale:  scale[0] = min(1, max_norm / (sqrt(acc[0]) + 1e-6)), 1 when max_norm <= 0
 //                (1: acc, 2: scale); one workgroup, one invocation does the work.
 //   adam:        per element, with s = scale[0]:         (1: g, 2: scale, 3: p, 4: m, 5: v)
-//                g' = g s + wd p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+//                g' = (g u) s + wd p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
 //                p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), step_size = lr / (1 - b1^t),
 //                bc2_sqrt = sqrt(1 - b2^t) computed on the host.
 //                256 per workgroup, 2-D grid, flat index (wid.y * nwg.x + wid.x) * 256 + lid.x.
@@ -18,11 +21,12 @@ struct Params {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    grad_unscale: f32, // sum_squares, adam
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read_write> acc: array<f32>;
 
 var<workgroup> part: array<f32, 256>;
@@ -31,7 +35,7 @@ var<workgroup> part: array<f32, 256>;
 fn sum_squares(@builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
     for (var i = lid.x; i < p.n; i += 256u) {
-        let v = x[i];
+        let v = f32(x[i]) * p.grad_unscale;
         s = fma(v, v, s);
     }
     part[lid.x] = s;
@@ -60,9 +64,9 @@ fn clip_scale() {
     scale_out[0] = s;
 }
 
-@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<elem>;
 @group(0) @binding(2) var<storage, read> scale: array<f32>;
-@group(0) @binding(3) var<storage, read_write> param: array<f32>;
+@group(0) @binding(3) var<storage, read_write> param: array<elem>;
 @group(0) @binding(4) var<storage, read_write> m1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m2: array<f32>;
 
@@ -71,11 +75,11 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
-    let pv = param[i];
-    let gv = g[i] * scale[0] + p.weight_decay * pv;
+    let pv = f32(param[i]);
+    let gv = f32(g[i]) * p.grad_unscale * scale[0] + p.weight_decay * pv;
     let m = p.beta1 * m1[i] + (1.0 - p.beta1) * gv;
     let v = p.beta2 * m2[i] + (1.0 - p.beta2) * gv * gv;
     m1[i] = m;
     m2[i] = v;
-    param[i] = pv - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
+    param[i] = elem(pv - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps));
 }

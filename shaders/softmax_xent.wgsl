@@ -2,7 +2,8 @@
 //   dlogits[i, j] = (softmax(logits[i])[j] - (j == target[i])) * grad_scale
 //   stats[2i]     = -log softmax(logits[i])[target[i]] = log(sum_j exp(x_j - max)) - (x_t - max)
 //   stats[2i + 1] = 1 when the first maximum of the row is the target, else 0
-// Bindings: 1 logits, 2 targets, 3 dlogits, 4 stats.
+// Bindings: 1 logits, 2 targets, 3 dlogits, 4 stats. logits and dlogits are `elem` (f32 or f16,
+// prepended by the pipeline cache), stats always f32; arithmetic in f32.
 // Dispatch: one workgroup of 64 per row (flat workgroup index wid.y * nwg.x + wid.x). Three
 // passes over the row: (max, first argmax) reduced as pairs in workgroup memory, then the sum of
 // exp(x - max) reduced the same way, then the gradient written by all invocations. A target outside
@@ -15,9 +16,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<elem>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<elem>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 
 var<workgroup> red_v: array<f32, 64>;
@@ -36,7 +37,7 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var best = -3.4028235e38;
     var best_i = 0xffffffffu;
     for (var j = t; j < v; j += 64u) {
-        let x = logits[base + j];
+        let x = f32(logits[base + j]);
         if (x > best || best_i == 0xffffffffu) {
             best = x;
             best_i = j;
@@ -66,7 +67,7 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     // 2. sum of exp(x - max)
     var sum = 0.0;
     for (var j = t; j < v; j += 64u) {
-        sum += exp(logits[base + j] - mx);
+        sum += exp(f32(logits[base + j]) - mx);
     }
     red_v[t] = sum;
     workgroupBarrier();
@@ -82,16 +83,16 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let tgt = targets[row];
     let inv = p.grad_scale / total;
     for (var j = t; j < v; j += 64u) {
-        var d = exp(logits[base + j] - mx) * inv;
+        var d = exp(f32(logits[base + j]) - mx) * inv;
         if (j == tgt) {
             d -= p.grad_scale;
         }
-        dlogits[base + j] = d;
+        dlogits[base + j] = elem(d);
     }
     if (t == 0u) {
         var loss = bitcast<f32>(0x7fc00000u); // NaN for a target outside the row
         if (tgt < v) {
-            loss = log(total) - (logits[base + tgt] - mx);
+            loss = log(total) - (f32(logits[base + tgt]) - mx);
         }
         stats[2u * row] = loss;
         stats[2u * row + 1u] = select(0.0, 1.0, arg == tgt);

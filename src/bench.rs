@@ -15,11 +15,14 @@
 //! the forward. `targets_per_s` counts supervised next-token targets (one per window for the
 //! many-to-one models, one per position for the many-to-many ones).
 //!
-//! GPU timings use the host clock around the work plus a submit and a one-value read, so they
-//! include the submission and the wait (no timestamp queries).
+//! * [`step_profile`]: the device time of each kernel of a training step (timestamp queries).
+//!
+//! GPU wall timings use the host clock around the work plus a submit and a one-value read, so they
+//! include the submission and the wait. Where the adapter has timestamp queries, [`kernels`] also
+//! reports each op's device time (`gpu_ms`), measured in separate calls with profiling on.
 
 use crate::engine::cpu::CpuBackend;
-use crate::engine::gpu::GpuBackend;
+use crate::engine::gpu::{by_kernel, DispatchTime, GpuBackend};
 use crate::engine::{Adam, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use crate::generate::{Generator, Mode};
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
@@ -39,6 +42,19 @@ pub trait BenchBackend: Backend {
     fn device(&self) -> String;
     /// (dispatches, submissions) recorded so far, where the backend counts them.
     fn counters(&self) -> Option<(u64, u64)>;
+    /// How weights and activations are stored: "f32" or "f16".
+    fn precision(&self) -> &'static str;
+    /// Switches per-dispatch device timing (timestamp queries) on or off; an error saying why
+    /// where the backend has none. Off by default.
+    fn set_device_timing(&self, on: bool) -> Result<(), String> {
+        let _ = on;
+        Err(format!("{} has no device timestamps", self.kind()))
+    }
+    /// The device time of every dispatch submitted since timing was switched on or since the last
+    /// call (recorded work is submitted first).
+    fn take_device_times(&self) -> Vec<DispatchTime> {
+        Vec::new()
+    }
 }
 
 impl BenchBackend for CpuBackend {
@@ -51,6 +67,9 @@ impl BenchBackend for CpuBackend {
     fn counters(&self) -> Option<(u64, u64)> {
         None
     }
+    fn precision(&self) -> &'static str {
+        "f32"
+    }
 }
 
 impl BenchBackend for GpuBackend {
@@ -62,6 +81,15 @@ impl BenchBackend for GpuBackend {
     }
     fn counters(&self) -> Option<(u64, u64)> {
         Some(self.stats())
+    }
+    fn precision(&self) -> &'static str {
+        GpuBackend::precision(self).name()
+    }
+    fn set_device_timing(&self, on: bool) -> Result<(), String> {
+        self.set_profiling(on)
+    }
+    fn take_device_times(&self) -> Vec<DispatchTime> {
+        self.take_profile()
     }
 }
 
@@ -170,6 +198,8 @@ pub struct TrainReport {
     pub model: String,
     pub backend: &'static str,
     pub device: String,
+    /// Storage of weights and activations: "f32" or "f16".
+    pub precision: &'static str,
     #[serde(rename = "V")]
     pub vocab: usize,
     #[serde(rename = "B")]
@@ -263,6 +293,7 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
         model: opts.model.clone(),
         backend: b.kind(),
         device: b.device(),
+        precision: b.precision(),
         vocab: opts.vocab,
         batch: opts.batch,
         window: opts.window,
@@ -407,11 +438,16 @@ pub struct KernelReport {
     pub device: String,
     /// Operation and shape, e.g. "matmul lstm-seq fc2 fwd [16384x256]x[256x300]".
     pub op: String,
+    /// Host clock per call, submission and wait included.
     pub ms_median: f64,
     pub ms_min: f64,
-    /// Multiply-add work (2 FLOP each) per call, when the op is compute-bound.
+    /// Device time per call from timestamp queries (the sum over the call's dispatches, median
+    /// over samples); absent on the CPU and where the adapter lacks `TIMESTAMP_QUERY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_ms: Option<f64>,
+    /// Multiply-add work (2 FLOP each) per call, when the op is compute-bound (per wall time).
     pub gflops: Option<f64>,
-    /// Bytes read + written per call / time, when the op is memory-bound.
+    /// Bytes read + written per call / time, when the op is memory-bound (per wall time).
     pub gbytes_per_s: Option<f64>,
 }
 
@@ -442,16 +478,39 @@ fn time_op<B: Backend>(b: &B, sync: &B::Buf, samples: usize, inner: usize, mut f
     (med, min)
 }
 
-/// How long [`kernels`] spends per operation: `(samples, calls per sample)`.
-#[derive(Clone, Copy, Debug)]
+/// Device milliseconds per call of `f` from timestamp queries: `samples` calls, each alone in a
+/// submission, the median of their summed dispatch times. `None` where `b` has no device timing.
+/// Run after [`time_op`] (which warmed `f` up): profiling makes every submission wait.
+fn device_time_op<B: BenchBackend>(b: &B, sync: &B::Buf, samples: usize, mut f: impl FnMut()) -> Option<f64> {
+    b.set_device_timing(true).ok()?;
+    let _ = b.take_device_times();
+    let times: Vec<f64> = (0..samples)
+        .map(|_| {
+            f();
+            b.flush();
+            b.take_device_times().iter().map(|d| d.ns).sum::<f64>() / 1e6
+        })
+        .collect();
+    b.read(sync, 1);
+    let _ = b.set_device_timing(false);
+    Some(summary(&times).0)
+}
+
+/// How long [`kernels`] spends per operation: `(samples, calls per sample)`, and which ones run.
+#[derive(Clone, Debug)]
 pub struct KernelOptions {
     pub samples: usize,
     pub inner: usize,
+    /// Only the operations whose label contains this (case-insensitive).
+    pub only: Option<String>,
+    /// Also measure the device time of each op with timestamp queries, where the backend has them
+    /// (a few extra calls per op, after the wall-clock samples).
+    pub device_time: bool,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        KernelOptions { samples: 5, inner: 2 }
+        KernelOptions { samples: 5, inner: 2, only: None, device_time: true }
     }
 }
 
@@ -467,26 +526,44 @@ const DENSE_SHAPES: &[(&str, usize, usize, usize)] = &[
     ("wavenet fc1", 128, 128, 128),
 ];
 
-/// Times every operation at the models' shapes on `b`.
-pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport> {
-    let mut rng = Rng::new(7);
-    let sync = b.alloc(1);
-    let mut out = Vec::new();
-    let mut push = |op: String, (med, min): (f64, f64), flop: Option<f64>, bytes: Option<f64>| {
-        let r = KernelReport {
+/// Runs the operations of [`kernels`] and collects their reports.
+struct KernelTimer<'a, B: BenchBackend> {
+    b: &'a B,
+    sync: B::Buf,
+    opts: KernelOptions,
+    out: Vec<KernelReport>,
+}
+
+impl<B: BenchBackend> KernelTimer<'_, B> {
+    /// Times `f` as the operation `op` (unless filtered out), `flop` / `bytes` per call.
+    fn op(&mut self, op: String, flop: Option<f64>, bytes: Option<f64>, mut f: impl FnMut()) {
+        if let Some(only) = &self.opts.only {
+            if !op.to_lowercase().contains(&only.to_lowercase()) {
+                return;
+            }
+        }
+        let (s, inner) = (self.opts.samples.max(1), self.opts.inner.max(1));
+        let (med, min) = time_op(self.b, &self.sync, s, inner, &mut f);
+        let gpu_ms = if self.opts.device_time { device_time_op(self.b, &self.sync, s.min(3), &mut f) } else { None };
+        self.out.push(KernelReport {
             framework: "etude",
             kind: "kernel",
-            backend: b.kind(),
-            device: b.device(),
+            backend: self.b.kind(),
+            device: self.b.device(),
             op,
             ms_median: round(med, 3),
             ms_min: round(min, 3),
+            gpu_ms: gpu_ms.map(|g| round(g, 3)),
             gflops: flop.map(|f| round(f / med / 1e6, 2)),
             gbytes_per_s: bytes.map(|by| round(by / med / 1e6, 2)),
-        };
-        out.push(r);
-    };
-    let (s, inner) = (opts.samples.max(1), opts.inner.max(1));
+        });
+    }
+}
+
+/// Times every operation at the models' shapes on `b`.
+pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport> {
+    let mut rng = Rng::new(7);
+    let mut kt = KernelTimer { b, sync: b.alloc(1), opts, out: Vec::new() };
 
     // Dense layers: forward, backward to the input, backward to the weight.
     for &(label, m, k, n) in DENSE_SHAPES {
@@ -498,11 +575,11 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let mut dw = b.alloc(n * k);
         let flop = Some(2.0 * (m * k * n) as f64);
         let fwd = MatMul { m, k, n, trans_a: false, trans_b: true, accumulate: false };
-        push(format!("matmul {label} fwd [{m}x{k}]x[{k}x{n}]"), time_op(b, &sync, s, inner, || b.matmul(&x, &w, &mut y, fwd)), flop, None);
+        kt.op(format!("matmul {label} fwd [{m}x{k}]x[{k}x{n}]"), flop, None, || b.matmul(&x, &w, &mut y, fwd));
         let bwd_x = MatMul { m, k: n, n: k, trans_a: false, trans_b: false, accumulate: false };
-        push(format!("matmul {label} bwd-input"), time_op(b, &sync, s, inner, || b.matmul(&dy, &w, &mut dx, bwd_x)), flop, None);
+        kt.op(format!("matmul {label} bwd-input"), flop, None, || b.matmul(&dy, &w, &mut dx, bwd_x));
         let bwd_w = MatMul { m: n, k: m, n: k, trans_a: true, trans_b: false, accumulate: true };
-        push(format!("matmul {label} bwd-weight"), time_op(b, &sync, s, inner, || b.matmul(&dy, &x, &mut dw, bwd_w)), flop, None);
+        kt.op(format!("matmul {label} bwd-weight"), flop, None, || b.matmul(&dy, &x, &mut dw, bwd_w));
     }
 
     // One LSTM layer's recurrence at batch 128, T 128, H 128 (the input projection is above).
@@ -518,20 +595,10 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut dxw, mut dw_hh) = (b.alloc(bt * 4 * h), b.alloc(4 * h * h));
         // Recurrent product only: 4H x H multiply-adds per row and step; backward twice that.
         let flop = 2.0 * (bt * 4 * h * h) as f64;
-        push(
-            "lstm_fwd B=128 T=128 H=128".into(),
-            time_op(b, &sync, s, inner, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l)),
-            Some(flop),
-            None,
-        );
-        push(
-            "lstm_bwd B=128 T=128 H=128".into(),
-            time_op(b, &sync, s, inner, || {
+        kt.op("lstm_fwd B=128 T=128 H=128".into(), Some(flop), None, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l));
+        kt.op("lstm_bwd B=128 T=128 H=128".into(), Some(2.0 * flop), None, || {
                 b.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l)
-            }),
-            Some(2.0 * flop),
-            None,
-        );
+            });
     }
 
     // Convolutions of the simple WaveNet (K = 3) and the gated one (K = 2), 64 -> 64 channels.
@@ -547,31 +614,16 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         // Counted at full length T, as modelspec.py does.
         let flop = Some(2.0 * (c.batch * c.cout * c.cin * c.k * c.time) as f64);
         let shape = format!("B=128 {}->{} T=128 K={k} d={dilation}", c.cin, c.cout);
-        push(format!("conv1d_fwd {shape}"), time_op(b, &sync, s, inner, || b.conv1d_fwd(&x, &w, &bias, &mut y, c)), flop, None);
-        push(
-            format!("conv1d_bwd_input {shape}"),
-            time_op(b, &sync, s, inner, || b.conv1d_bwd_input(&dy, &w, &mut dx, c, false)),
-            flop,
-            None,
-        );
-        push(
-            format!("conv1d_bwd_weight {shape}"),
-            time_op(b, &sync, s, inner, || b.conv1d_bwd_weight(&x, &dy, &mut dw, &mut db, c)),
-            flop,
-            None,
-        );
+        kt.op(format!("conv1d_fwd {shape}"), flop, None, || b.conv1d_fwd(&x, &w, &bias, &mut y, c));
+        kt.op(format!("conv1d_bwd_input {shape}"), flop, None, || b.conv1d_bwd_input(&dy, &w, &mut dx, c, false));
+        kt.op(format!("conv1d_bwd_weight {shape}"), flop, None, || b.conv1d_bwd_weight(&x, &dy, &mut dw, &mut db, c));
     }
 
     // Bias gradients: of the LSTM input projection ([B*T, 4H], inner 1) and of a conv ([B, C, T]).
     for (label, outer, channels, len) in [("lstm b_ih", 128 * 128, 512, 1), ("conv", 128, 128, 128)] {
         let dy = filled(b, outer * channels * len, &mut rng);
         let mut db = b.alloc(channels);
-        push(
-            format!("bias_grad {label} [{outer}, {channels}, {len}]"),
-            time_op(b, &sync, s, inner, || b.bias_grad(&dy, &mut db, outer, channels, len)),
-            None,
-            Some(4.0 * (outer * channels * len) as f64),
-        );
+        kt.op(format!("bias_grad {label} [{outer}, {channels}, {len}]"), None, Some(4.0 * (outer * channels * len) as f64), || b.bias_grad(&dy, &mut db, outer, channels, len));
     }
 
     // Gated unit of the gated WaveNet: a [128, 128, 128] -> z [128, 64, 128].
@@ -581,13 +633,8 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let dz = filled(b, batch * r * t, &mut rng);
         let (mut z, mut da) = (b.alloc(batch * r * t), b.alloc(batch * 2 * r * t));
         let n = (batch * r * t) as f64;
-        push("gated_fwd B=128 R=64 T=128".into(), time_op(b, &sync, s, inner, || b.gated_fwd(&a, &mut z, batch, r, t)), None, Some(12.0 * n));
-        push(
-            "gated_bwd B=128 R=64 T=128".into(),
-            time_op(b, &sync, s, inner, || b.gated_bwd(&a, &dz, &mut da, batch, r, t)),
-            None,
-            Some(20.0 * n),
-        );
+        kt.op("gated_fwd B=128 R=64 T=128".into(), None, Some(12.0 * n), || b.gated_fwd(&a, &mut z, batch, r, t));
+        kt.op("gated_bwd B=128 R=64 T=128".into(), None, Some(20.0 * n), || b.gated_bwd(&a, &dz, &mut da, batch, r, t));
     }
 
     // Loss over every position of a batch: logits [128*128, 300].
@@ -598,14 +645,9 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let mut targets = b.alloc_ids(n);
         b.write_ids(&mut targets, &ids);
         let (mut dlogits, mut stats) = (b.alloc(n * v), b.alloc(2 * n));
-        push(
-            format!("softmax_xent [{n}, {v}]"),
-            time_op(b, &sync, s, inner, || {
+        kt.op(format!("softmax_xent [{n}, {v}]"), None, Some(8.0 * (n * v) as f64), || {
                 b.softmax_xent(&logits, &targets, &mut dlogits, &mut stats, n, v, 1.0 / n as f32)
-            }),
-            None,
-            Some(8.0 * (n * v) as f64),
-        );
+            });
     }
 
     // Embedding of a batch: 16384 ids into rows of 100 from a 300-row table.
@@ -618,13 +660,8 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let dout = filled(b, n * e, &mut rng);
         let (mut emb, mut dtable) = (b.alloc(n * e), b.alloc(v * e));
         let bytes = Some(8.0 * (n * e) as f64);
-        push(format!("embedding_fwd n={n} E={e}"), time_op(b, &sync, s, inner, || b.embedding_fwd(&dev_ids, &table, &mut emb, n, e)), None, bytes);
-        push(
-            format!("embedding_bwd n={n} E={e}"),
-            time_op(b, &sync, s, inner, || b.embedding_bwd(&dev_ids, &dout, &mut dtable, n, e)),
-            None,
-            bytes,
-        );
+        kt.op(format!("embedding_fwd n={n} E={e}"), None, bytes, || b.embedding_fwd(&dev_ids, &table, &mut emb, n, e));
+        kt.op(format!("embedding_bwd n={n} E={e}"), None, bytes, || b.embedding_bwd(&dev_ids, &dout, &mut dtable, n, e));
     }
 
     // Adam over 400k parameters in one tensor: reads p, g, m, v; writes p, m, v.
@@ -634,23 +671,97 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut p, mut m, mut v) = (filled(b, n, &mut rng), b.alloc(n), b.alloc(n));
         let mut scale = b.alloc(1);
         b.write(&mut scale, &[1.0]);
-        push(
-            format!("adam n={n}"),
-            time_op(b, &sync, s, inner, || b.adam(&mut p, &g, &mut m, &mut v, n, AdamParams::default(), &scale)),
-            None,
-            Some(28.0 * n as f64),
-        );
+        kt.op(format!("adam n={n}"), None, Some(28.0 * n as f64), || b.adam(&mut p, &g, &mut m, &mut v, n, AdamParams::default(), &scale));
     }
-    out
+    kt.out
+}
+
+// ---- step profile ------------------------------------------------------------------------------
+
+/// One kernel's share of a training step's device time ([`step_profile`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepKernelReport {
+    pub framework: &'static str,
+    pub kind: &'static str,
+    pub model: String,
+    pub device: String,
+    #[serde(rename = "B")]
+    pub batch: usize,
+    #[serde(rename = "T")]
+    pub window: usize,
+    /// `shaders/SHADER.wgsl`, entry point `entry`; "total" / "all" for the whole step.
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub dispatches_per_step: f64,
+    /// Summed device time of this kernel's dispatches per step.
+    pub gpu_ms_per_step: f64,
+    /// Fraction of the step's device time.
+    pub share: f64,
+    /// Host clock per profiled step (the "total" line only; profiling adds a wait per submission).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_ms_per_step: Option<f64>,
+}
+
+/// Device time per kernel of `opts.model`'s training step on `b` (timestamp queries): `warmup`
+/// unprofiled steps, then `steps` profiled ones; the kernels largest first, then a "total" line.
+/// An error where `b` has no device timing.
+pub fn step_profile<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<Vec<StepKernelReport>, String> {
+    if opts.batch == 0 || opts.window == 0 || opts.vocab < 2 || opts.steps == 0 {
+        return Err("step profile: batch, window and steps must be at least 1 and vocab at least 2".into());
+    }
+    let cfg = ModelConfig::from_name(&opts.model, opts.vocab, opts.window, &Sizes::default())?;
+    let mut rng = Rng::new(opts.seed);
+    let mut model = AnyModel::new(b, &cfg, opts.batch, opts.window, &mut rng)?;
+    let mut adam = Adam::new(b, model.params(), AdamParams::default(), 0.0);
+    let mut stepper = Stepper::new(b, &model, opts.batch);
+    let batches: Vec<(Vec<u32>, Vec<u32>)> =
+        (0..4).map(|_| random_batch(&mut rng, opts.batch, opts.window, opts.vocab, cfg.targets())).collect();
+    for i in 0..opts.warmup {
+        let (x, y) = &batches[i % batches.len()];
+        stepper.train(b, &mut model, &mut adam, x, y);
+        stepper.last_batch_loss(b);
+    }
+    b.set_device_timing(true)?;
+    let _ = b.take_device_times();
+    let t0 = Instant::now();
+    for i in opts.warmup..opts.warmup + opts.steps {
+        let (x, y) = &batches[i % batches.len()];
+        stepper.train(b, &mut model, &mut adam, x, y);
+        stepper.last_batch_loss(b);
+    }
+    let wall_ms = t0.elapsed().as_secs_f64() * 1e3 / opts.steps as f64;
+    let times = b.take_device_times();
+    b.set_device_timing(false)?;
+    let steps = opts.steps as f64;
+    let total_ns: f64 = times.iter().map(|d| d.ns).sum();
+    let line = |shader, entry, count: usize, ns: f64, wall| StepKernelReport {
+        framework: "etude",
+        kind: "step_profile",
+        model: opts.model.clone(),
+        device: b.device(),
+        batch: opts.batch,
+        window: opts.window,
+        shader,
+        entry,
+        dispatches_per_step: round(count as f64 / steps, 2),
+        gpu_ms_per_step: round(ns / 1e6 / steps, 3),
+        share: round(if total_ns > 0.0 { ns / total_ns } else { 0.0 }, 4),
+        wall_ms_per_step: wall,
+    };
+    let mut out: Vec<StepKernelReport> =
+        by_kernel(&times).into_iter().map(|(s, e, count, ns)| line(s, e, count, ns, None)).collect();
+    out.push(line("total", "all", times.len(), total_ns, Some(round(wall_ms, 2))));
+    Ok(out)
 }
 
 /// A human-readable line for a training report.
 pub fn format_train(r: &TrainReport) -> String {
     let mut s = format!(
-        "{:<14} {} ({}) B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",
+        "{:<14} {} ({}) {} B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",
         r.model,
         r.backend,
         r.device,
+        r.precision,
         r.batch,
         r.window,
         r.vocab,
@@ -694,7 +805,20 @@ pub fn format_kernel(r: &KernelReport) -> String {
         (None, Some(g)) => format!("{g:8.1} GB/s"),
         _ => String::new(),
     };
-    format!("{:<4} {:<58} {:9.3} ms (min {:9.3}) {rate}", r.backend, r.op, r.ms_median, r.ms_min)
+    let gpu = r.gpu_ms.map(|g| format!(", gpu {g:9.3} ms")).unwrap_or_default();
+    format!("{:<4} {:<58} {:9.3} ms (min {:9.3}{gpu}) {rate}", r.backend, r.op, r.ms_median, r.ms_min)
+}
+
+/// A human-readable line for one kernel of a step profile.
+pub fn format_step_kernel(r: &StepKernelReport) -> String {
+    format!(
+        "{:<10} {:<32} {:6.1} dispatches {:10.2} ms/step {:5.1}%",
+        r.model,
+        format!("{}:{}", r.shader, r.entry),
+        r.dispatches_per_step,
+        r.gpu_ms_per_step,
+        100.0 * r.share
+    )
 }
 
 #[cfg(test)]
@@ -732,6 +856,34 @@ mod tests {
         assert!(r.dispatches_per_step.is_none());
         let err = train(&b, &TrainOptions { model: "gru".into(), ..opts }).unwrap_err();
         assert!(err.contains("unknown model"), "{err}");
+    }
+
+    /// The step profile of a tiny model: every dispatch of a step is counted once per step, the
+    /// shares add up to one, and the CPU (no device timestamps) says so instead of reporting.
+    #[test]
+    fn a_tiny_step_profile_adds_up() {
+        let opts = TrainOptions { model: "lstm".into(), batch: 2, window: 8, vocab: 11, steps: 2, warmup: 1, seed: 1 };
+        let err = step_profile(&CpuBackend::new(), &opts).unwrap_err();
+        assert!(err.contains("no device timestamps"), "{err}");
+        let g = GpuBackend::new(None).expect("a GPU adapter (lavapipe is enough)");
+        if g.timestamps() == crate::engine::gpu::Timestamps::None {
+            assert!(step_profile(&g, &opts).is_err());
+            return;
+        }
+        let before = g.stats().0;
+        let rows = step_profile(&g, &opts).unwrap();
+        let steps = (opts.warmup + opts.steps) as f64;
+        let per_step = (g.stats().0 - before) as f64 / steps;
+        let (total, kernels) = rows.split_last().unwrap();
+        assert_eq!((total.shader, total.entry), ("total", "all"));
+        assert!(total.wall_ms_per_step.is_some() && kernels.iter().all(|r| r.wall_ms_per_step.is_none()));
+        assert!((total.dispatches_per_step - per_step).abs() < 1e-9, "{} vs {per_step}", total.dispatches_per_step);
+        let counted: f64 = kernels.iter().map(|r| r.dispatches_per_step).sum();
+        assert!((counted - per_step).abs() < 1e-9);
+        let share: f64 = kernels.iter().map(|r| r.share).sum();
+        assert!((share - 1.0).abs() < 1e-3, "shares add up to {share}");
+        assert!(kernels.iter().any(|r| r.entry.starts_with("lstm_fwd")), "{rows:?}");
+        assert!(kernels.windows(2).all(|w| w[0].gpu_ms_per_step >= w[1].gpu_ms_per_step), "largest first");
     }
 
     #[test]

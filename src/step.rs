@@ -60,8 +60,9 @@ impl<B: Backend> Stepper<B> {
             x: b.alloc_ids(max_batch * model.window()),
             y: b.alloc_ids(max_rows),
             dlogits: b.alloc(max_rows * model.vocab()),
-            stats: b.alloc(2 * max_rows),
-            stats_sum: b.alloc(2 * max_rows),
+            // f32 at any precision: the running sums add up many steps' losses.
+            stats: b.alloc_f32(2 * max_rows),
+            stats_sum: b.alloc_f32(2 * max_rows),
             max_rows,
             window: model.window(),
             max_batch,

@@ -11,6 +11,7 @@
 use crate::checkpoint::{Checkpoint, HostTensor, EXP_AVG, EXP_AVG_SQ};
 use crate::corpus::{load_corpus, LoadedPiece, Skipped};
 use crate::dataset::{prepare, DataConfig, Dataset, Prepared};
+use crate::engine::gpu::Precision;
 use crate::engine::{Adam, AdamParams, Backend};
 use crate::midi::ReadOptions;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
@@ -88,6 +89,10 @@ pub struct OptimConfig {
     /// so that a resumed run keeps the epoch length of the run it continues.
     #[serde(default)]
     pub steps_per_epoch: Option<u64>,
+    /// How the GPU backend stores weights and activations (f32 for runs saved before the option
+    /// existed). The caller opens the backend at this precision; a resumed run keeps it.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for OptimConfig {
@@ -102,6 +107,7 @@ impl Default for OptimConfig {
             clip: 1.0,
             seed: 0,
             steps_per_epoch: None,
+            precision: Precision::F32,
         }
     }
 }

@@ -240,7 +240,8 @@ fn matmul_all_transposes_and_accumulate() {
     let (g, c) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(6);
     // (m, k, n): a batch of one, k = 1, sizes off the 64 / 32 / 16 tiles, and a few full tiles; all
-    // but the last use the 32x32-tile kernel (few output tiles), the last the 64x64 one.
+    // but the last two use the 32x32-tile kernel (few output tiles), (70, 1500, 37) is split along
+    // k (2 tiles, k >= 1024: ranges of 752 and 748), the last the 64x64 one.
     let shapes = [
         (1, 1, 1),
         (1, 7, 5),
@@ -250,6 +251,7 @@ fn matmul_all_transposes_and_accumulate() {
         (64, 16, 64),
         (65, 33, 129),
         (128, 130, 31),
+        (70, 1500, 37),
         (16 * 64 + 3, 20, 8 * 64 + 5),
     ];
     for &(m, k, n) in &shapes {

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::GpuBackend;
+use etude::engine::gpu::{GpuBackend, Precision};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -31,6 +31,26 @@ pub enum Engine {
 }
 
 impl BackendArgs {
+    /// Open the engine at `precision`. f16 is the GPU backend's alone: it fails with one line on
+    /// the CPU backend, when `auto` would pick the CPU, or on an adapter without SHADER_F16.
+    pub fn open_with_precision(&self, precision: Precision) -> Result<Engine, String> {
+        if precision == Precision::F32 {
+            return self.open();
+        }
+        let gpu_only = "--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32";
+        match self.backend {
+            BackendChoice::Cpu => Err(gpu_only.into()),
+            BackendChoice::Gpu | BackendChoice::Auto => {
+                let g = GpuBackend::with_precision(self.device.as_deref(), precision)
+                    .map_err(|e| if self.backend == BackendChoice::Auto { format!("{gpu_only}: {e}") } else { e })?;
+                if self.backend == BackendChoice::Auto {
+                    eprintln!("backend: gpu ({}, --precision f16)", g.adapter_info().name);
+                }
+                Ok(Engine::Gpu(Box::new(g)))
+            }
+        }
+    }
+
     /// Open the engine, saying on stderr which one and why when the choice was automatic.
     pub fn open(&self) -> Result<Engine, String> {
         match self.backend {

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use etude::bench::{self, BenchBackend, GenerateOptions, KernelOptions, TrainOptions};
 use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::GpuBackend;
+use etude::engine::gpu::{GpuBackend, Precision};
 use etude::model::any::MODEL_NAMES;
 use serde::Serialize;
 
@@ -14,6 +14,8 @@ use serde::Serialize;
   etude bench train --model wavenet-gated --steps 10 --json    # one JSON object per line
   etude bench generate --model lstm                            # ms per token, incremental and sliding window
   etude bench kernels --backend both                           # every op at the models' shapes
+  etude bench kernels --backend gpu --only lstm                # the ops whose label contains \"lstm\"
+  etude bench kernels --backend gpu --step lstm,lstm-seq       # device time per kernel of a training step
 
 Inputs are seeded random tokens; the protocol is ../shared/peers/torch_bench.py's (see
 benches/compare.sh for a side-by-side run with PyTorch).")]
@@ -69,6 +71,10 @@ pub struct TrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// GPU storage of weights and activations: f32, f16 (--backend gpu, an adapter with
+    /// SHADER_F16), or both: f32 then f16 in this one process, and their ratio.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "both"])]
+    pub precision: String,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -111,6 +117,28 @@ pub struct KernelArgs {
     /// Calls per sample (recorded into one submission on the GPU).
     #[arg(long, default_value_t = 2)]
     pub inner: usize,
+    /// Only the operations whose label contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
+    /// Skip the device-time (timestamp query) measurement of each GPU op.
+    #[arg(long)]
+    pub no_gpu_time: bool,
+    /// Instead of the single ops: profile the training step of these models (comma-separated),
+    /// reporting the device time of each kernel from timestamp queries (GPU only).
+    #[arg(long, value_name = "MODELS", value_delimiter = ',')]
+    pub step: Vec<String>,
+    /// Batch of the profiled step (--step).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Window of the profiled step (--step).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Unprofiled steps before the profiled ones (--step): the first compiles the shaders.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Profiled steps (--step), averaged.
+    #[arg(long, default_value_t = 1)]
+    pub steps: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -125,7 +153,11 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) ->
 }
 
 fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
-    let g = GpuBackend::new(device)?;
+    gpu_at(device, Precision::F32)
+}
+
+fn gpu_at(device: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
+    let g = GpuBackend::with_precision(device, precision)?;
     if g.is_software() {
         eprintln!("note: {} is a software renderer; its timings say nothing about a real GPU", g.adapter_info().name);
     }
@@ -134,9 +166,26 @@ fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.suite {
-        Suite::Train(a) => match a.backend {
-            Which::Cpu => train(&CpuBackend::new(), &a),
-            Which::Gpu => train(&gpu(a.device.as_deref())?, &a),
+        Suite::Train(a) => match (a.backend, a.precision.as_str()) {
+            (Which::Cpu, "f32") => train(&CpuBackend::new(), &a).map(drop),
+            (Which::Cpu, _) => {
+                Err("--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32".into())
+            }
+            (Which::Gpu, "both") => {
+                let f32 = train(&gpu_at(a.device.as_deref(), Precision::F32)?, &a)?;
+                let f16 = train(&gpu_at(a.device.as_deref(), Precision::F16)?, &a)?;
+                if !a.json {
+                    println!(
+                        "f16 / f32: step time x{:.3} (median), loss {:.4} vs {:.4} after {} steps",
+                        f16.step_ms_median / f32.step_ms_median,
+                        f16.loss_last,
+                        f32.loss_last,
+                        a.warmup + a.steps
+                    );
+                }
+                Ok(())
+            }
+            (Which::Gpu, p) => train(&gpu_at(a.device.as_deref(), p.parse()?)?, &a).map(drop),
         },
         Suite::Generate(a) => match a.backend {
             Which::Cpu => generate(&CpuBackend::new(), &a),
@@ -154,7 +203,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     }
 }
 
-fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<(), String> {
+fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<bench::TrainReport, String> {
     let opts = TrainOptions {
         model: a.model.clone(),
         batch: a.batch,
@@ -165,7 +214,8 @@ fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<(), String> {
         seed: a.seed,
     };
     let r = bench::train(b, &opts)?;
-    emit(a.json, &r, bench::format_train)
+    emit(a.json, &r, bench::format_train)?;
+    Ok(r)
 }
 
 fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
@@ -184,7 +234,35 @@ fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
 }
 
 fn kernels<B: BenchBackend>(b: &B, a: &KernelArgs) -> Result<(), String> {
-    for r in bench::kernels(b, KernelOptions { samples: a.samples, inner: a.inner }) {
+    if !a.step.is_empty() {
+        for model in &a.step {
+            if !MODEL_NAMES.contains(&model.as_str()) {
+                return Err(format!("--step: unknown model {model:?} (models: {})", MODEL_NAMES.join(", ")));
+            }
+            let opts = TrainOptions {
+                model: model.clone(),
+                batch: a.batch,
+                window: a.window,
+                steps: a.steps,
+                warmup: a.warmup,
+                ..TrainOptions::default()
+            };
+            for r in bench::step_profile(b, &opts)? {
+                emit(a.json, &r, bench::format_step_kernel)?;
+            }
+        }
+        return Ok(());
+    }
+    let device_time = !a.no_gpu_time && b.kind() == "gpu";
+    if device_time {
+        // Probe once, so that a missing feature is said once rather than silently per op.
+        match b.set_device_timing(true).and_then(|()| b.set_device_timing(false)) {
+            Ok(()) => {}
+            Err(e) => eprintln!("note: no gpu_ms (device time) in these reports: {e}"),
+        }
+    }
+    let opts = KernelOptions { samples: a.samples, inner: a.inner, only: a.only.clone(), device_time };
+    for r in bench::kernels(b, opts) {
         emit(a.json, &r, bench::format_kernel)?;
     }
     Ok(())

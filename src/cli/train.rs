@@ -6,6 +6,7 @@ use super::DataArgs;
 use clap::Args;
 use etude::dataset::DataConfig;
 use etude::engine::Backend;
+use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
 use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
 use std::io::IsTerminal;
@@ -100,6 +101,10 @@ pub struct TrainArgs {
     /// settings stored there (options that would change them are refused).
     #[arg(long, requires = "out", conflicts_with_all = RUN_SETTINGS)]
     pub resume: bool,
+    /// GPU storage of weights, gradients and activations: f32, or f16 (where the adapter has
+    /// SHADER_F16; arithmetic, sums and Adam's moments stay f32). Kept by --resume.
+    #[arg(long, value_parser = ["f32", "f16"])]
+    pub precision: Option<String>,
     /// Tokens in the sample written at the end (0 = none).
     #[arg(long, default_value_t = 200)]
     pub sample_length: usize,
@@ -109,7 +114,7 @@ pub struct TrainArgs {
 
 /// The options a resumed run takes from its checkpoint: giving one with `--resume` is an error
 /// rather than silently ignored.
-const RUN_SETTINGS: [&str; 26] = [
+const RUN_SETTINGS: [&str; 27] = [
     "data_paths",
     "tokenizer",
     "all_parts",
@@ -136,6 +141,7 @@ const RUN_SETTINGS: [&str; 26] = [
     "transpose",
     "min_count",
     "seed",
+    "precision",
 ];
 
 /// `runs/<model>-<UTC date and time>`.
@@ -171,6 +177,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         return Err(format!("--lr must be a positive number, not {}", args.lr));
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    // A resumed run keeps its checkpoint's precision (train() reports an unreadable checkpoint).
+    let precision = if args.resume {
+        load_checkpoint(&out.join("last.safetensors")).map(|l| l.meta.optim.precision).unwrap_or_default()
+    } else {
+        args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default()
+    };
     let opts = TrainOptions {
         data: DataSpec {
             // Absolute, so that generate and eval find the corpus again from any directory.
@@ -205,6 +217,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             clip: args.clip,
             seed: args.seed,
             steps_per_epoch: args.steps_per_epoch,
+            precision,
             ..OptimConfig::default()
         },
         epochs: args.epochs,
@@ -213,7 +226,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
     };
-    match args.backend.open()? {
+    match args.backend.open_with_precision(precision)? {
         Engine::Cpu(b) => go(&b, &opts, &args),
         Engine::Gpu(g) => go(g.as_ref(), &opts, &args),
     }

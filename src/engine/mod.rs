@@ -85,7 +85,8 @@ impl Default for AdamParams {
 /// The operations every model is built from. Inputs are `&`, outputs `&mut`; an output is
 /// overwritten unless the operation says it accumulates. Lengths are in elements.
 pub trait Backend {
-    /// f32 storage.
+    /// Float storage: f32, or f16 on the GPU backend at `--precision f16` (values cross the
+    /// trait as f32 either way).
     type Buf;
     /// u32 storage (token ids, targets).
     type Ids;
@@ -96,6 +97,12 @@ pub trait Backend {
     // ---- memory -------------------------------------------------------------------------------
     /// A zero-filled buffer of `len` f32.
     fn alloc(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer of `len` values stored as f32 whatever the backend's precision: for
+    /// what must keep f32's range and mantissa (optimizer moments, loss sums). The default is
+    /// [`Backend::alloc`], which is f32 on every backend but the GPU one at `--precision f16`.
+    fn alloc_f32(&self, len: usize) -> Self::Buf {
+        self.alloc(len)
+    }
     /// A zero-filled buffer of `len` u32.
     fn alloc_ids(&self, len: usize) -> Self::Ids;
     /// Copy `src` into the start of `dst`.

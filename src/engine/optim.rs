@@ -42,15 +42,18 @@ pub struct Adam<B: Backend> {
 
 impl<B: Backend> Adam<B> {
     pub fn new(b: &B, params: &[Param<B>], hp: AdamParams, clip: f32) -> Self {
-        let mut scale = b.alloc(1);
+        // The moments and the norm stay f32 at any precision (`alloc_f32`): v holds squared
+        // gradients, far below f16's smallest normal number.
+        let f32_zeros = |shape: &[usize]| Tensor { buf: b.alloc_f32(shape.iter().product()), shape: shape.to_vec() };
+        let mut scale = b.alloc_f32(1);
         b.write(&mut scale, &[1.0]);
         Adam {
             hp,
             clip,
             step: 0,
-            m: params.iter().map(|p| Tensor::zeros(b, &p.value.shape)).collect(),
-            v: params.iter().map(|p| Tensor::zeros(b, &p.value.shape)).collect(),
-            acc: b.alloc(1),
+            m: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
+            v: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
+            acc: b.alloc_f32(1),
             scale,
         }
     }

@@ -2,7 +2,7 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_len, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
 use crate::engine::{Backend, Conv1d};
 
 const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
@@ -43,6 +43,7 @@ pub(crate) fn forward(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &Gpu
     check_len("conv1d_fwd", "w", w, c.cout * c.cin * c.k);
     check_len("conv1d_fwd", "bias", bias, c.cout);
     check_len("conv1d_fwd", "y", y, c.batch * c.cout * c.time);
+    check_same_elem("conv1d_fwd", &[("x", x), ("w", w), ("bias", bias), ("y", y)]);
     if c.batch * c.time == 0 || c.cout == 0 {
         return;
     }
@@ -62,6 +63,7 @@ pub(crate) fn backward_input(
     check_len("conv1d_bwd_input", "dy", dy, c.batch * c.cout * c.time);
     check_len("conv1d_bwd_input", "w", w, c.cout * c.cin * c.k);
     check_len("conv1d_bwd_input", "dx", dx, c.batch * c.cin * c.time);
+    check_same_elem("conv1d_bwd_input", &[("dy", dy), ("w", w), ("dx", dx)]);
     if c.batch * c.time == 0 || c.cin == 0 {
         return;
     }
@@ -96,6 +98,7 @@ pub(crate) fn backward_weight(
     check_len("conv1d_bwd_weight", "dy", dy, c.batch * c.cout * c.time);
     check_len("conv1d_bwd_weight", "dw", dw, wn);
     check_len("conv1d_bwd_weight", "dbias", dbias, c.cout);
+    check_same_elem("conv1d_bwd_weight", &[("x", x), ("dy", dy), ("dw", dw), ("dbias", dbias)]);
     let columns = c.batch * c.time;
     if columns == 0 || c.cout == 0 {
         return;

@@ -26,7 +26,9 @@
 //!    points of one file may declare different variables at the same binding number. Use
 //!    `var<storage, read>` for inputs and `var<storage, read_write>` for outputs. Pipelines use
 //!    wgpu's automatic layout, which drops unused bindings: pass exactly the buffers the entry
-//!    point uses, and have it read `p`.
+//!    point uses, and have it read `p`. Float tensors are `array<elem>` (read `f32(x[i])`, write
+//!    `elem(v)`; see "Precision" below); arrays that stay f32 at any precision say `f32`, and the
+//!    Rust side checks element types with `check_same_elem` / `check_f32`.
 //! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
 //!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
@@ -36,11 +38,51 @@
 //! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::with_scratch` with a key
 //!    of your own (kept and reused between calls).
 //!
+//! # Precision (issue 7)
+//!
+//! A backend opened with [`Precision::F16`] (where the adapter has `SHADER_F16`) stores what
+//! [`Backend::alloc`] makes — weights, gradients, activations — as f16; [`Backend::alloc_f32`]
+//! buffers (Adam's moments, the loss sums), the ops' scratch partial sums and ids stay 32-bit.
+//! Every buffer knows its element type ([`Elem`]). Each shader is written once against the alias
+//! `elem` for its precision-dependent storage arrays (always-f32 arrays say `f32`): loads convert to
+//! f32 (`f32(x[i])`), all arithmetic, workgroup tiles and sums are f32, stores convert back
+//! (`elem(v)`). The pipeline cache compiles a shader once per variant, prepending `alias elem = f32;`
+//! or `enable f16; alias elem = f16;`; a dispatch uses the f16 variant when any buffer it binds is
+//! f16. At f32 the source is the one it always was (`f32(x)` of an f32 is `x`): results are
+//! unchanged bit for bit. [`Backend::write`] and [`Backend::read`] convert with the `half` crate.
+//! An f16 array has a 2-byte stride; allocations are rounded up to whole 4-byte words.
+//!
+//! Gradients at f16 are *loss-scaled*: `softmax_xent` multiplies its `grad_scale` by
+//! [`F16_LOSS_SCALE`], so every gradient buffer holds the gradient times that factor (small
+//! per-row gradients such as `1/(B*T*V)` would otherwise fall below f16's smallest normal number,
+//! 6.1e-5); `sum_squares` and `adam` divide it out in f32 before using a gradient, so the norm,
+//! the clipping and the update are those of the true gradient. [`GpuBackend::loss_scale`] says
+//! the factor in use (1 at f32).
+//!
+//! # Software renderers
+//!
+//! On a software adapter (lavapipe/llvmpipe: a workgroup runs as SIMD lanes in one CPU thread,
+//! every run-time indexed load is a per-lane loop, barriers are costly) a few ops record variants
+//! that trade workgroups for fewer loads per multiply-add ([`KernelVariant`]): the matrix product
+//! as 8x8 register blocks without workgroup memory (`matmul_regs`), the LSTM recurrence with 8
+//! batch rows per workgroup (`lstm_fwd_rows`, `lstm_bwd_rows`) and dW_hh through that product, and
+//! vec4 bias kernels. Real GPUs keep the portable kernels (enough workgroups, workgroup-memory
+//! tiles). [`GpuBackend::set_kernel_variant`] forces either, so tests can compare them.
+//!
+//! # Timing
+//!
+//! Where the adapter has `TIMESTAMP_QUERY`, [`GpuBackend::set_profiling`] makes every submission
+//! time each dispatch (see `profile.rs`) and [`GpuBackend::take_profile`] returns the times; off by
+//! default, and then nothing is written or read.
+//!
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
 mod conv;
 mod lstm;
+mod profile;
+
+pub use profile::{by_kernel, DispatchTime, Timestamps};
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use std::collections::HashMap;
@@ -56,12 +98,113 @@ pub(crate) const MAX_PARAM_WORDS: usize = PARAM_SLOT / 4;
 /// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
 /// times as many workgroups): about the number of compute units of a large GPU.
 const SMALL_MATMUL_BELOW: usize = 128;
+/// Split-K: each range along k gets at least this many rows, so that a partial is worth its
+/// write and its read in the reduction...
+const SPLIT_MIN_K: usize = 512;
+/// ...and there are at most this many ranges.
+const SPLIT_MAX: usize = 32;
+
+/// Ranges along k for a product with `tiles` 64x64 output tiles: enough for about
+/// `SMALL_MATMUL_BELOW` workgroups, each range at least `SPLIT_MIN_K` long; 1 = no split.
+fn matmul_splits(tiles: usize, k: usize) -> usize {
+    if tiles >= SMALL_MATMUL_BELOW {
+        return 1;
+    }
+    SMALL_MATMUL_BELOW.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K).clamp(1, SPLIT_MAX)
+}
 /// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
 const EMBEDDING_SCRATCH: usize = 16 << 20;
 /// Bound on the bind-group cache (entries of live buffers are kept up to this many).
 const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// The static loss scale of f16 training (see the module documentation). 1024 lifts a softmax
+/// gradient of `1/(B*T*V)` (about 4e-7 at B128, T64, V300) to about 4e-4, a normal f16 number,
+/// while a logit gradient stays at most `1024 / rows`, far from f16's largest value (65504).
+pub const F16_LOSS_SCALE: f32 = 1024.0;
+
+/// How the GPU backend stores the floats of [`Backend::alloc`] buffers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere (the default).
+    #[default]
+    F32,
+    /// Weights, gradients and activations as f16 (needs the adapter's `SHADER_F16`), arithmetic
+    /// and sums in f32, Adam's moments in f32.
+    F16,
+}
+
+impl Precision {
+    /// `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fm.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision {s:?} (f32 or f16)")),
+        }
+    }
+}
+
+/// The element type of one GPU buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+    /// Token ids.
+    U32,
+}
+
+impl Elem {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F16 => 2,
+            Elem::F32 | Elem::U32 => 4,
+        }
+    }
+}
+
+/// Which kernels the backend records where it has a variant for software renderers (the LSTM
+/// recurrence, the matrix product; see `shaders/lstm.wgsl`, `shaders/matmul.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelVariant {
+    /// By adapter: the software variants on software renderers (lavapipe), else the portable ones.
+    Auto,
+    /// The portable kernels, tuned for real GPUs (workgroup-memory tiles, many workgroups).
+    Portable,
+    /// The software-renderer kernels (register blocks, few workgroups), where their shape
+    /// conditions hold (H <= 128 for the LSTM; m, k, n multiples of 4 for the product).
+    Software,
+}
+
+impl GpuBackend {
+    /// Whether the software-renderer variants are in use (see [`KernelVariant`]).
+    pub(crate) fn software_kernels(&self) -> bool {
+        match self.kernel_variant() {
+            KernelVariant::Auto => self.is_software(),
+            KernelVariant::Portable => false,
+            KernelVariant::Software => true,
+        }
+    }
+}
 
 /// A WGSL source file: its name (unique: the pipeline cache key, with the entry point) and text.
 pub(crate) struct Shader {
@@ -126,12 +269,13 @@ pub(crate) fn u(x: usize) -> u32 {
     u32::try_from(x).expect("size does not fit in 32 bits")
 }
 
-/// A GPU buffer of 32-bit elements (f32 values or u32 ids: the backend uses this one type for both).
-/// Dropping it releases the memory once no recorded work uses it.
+/// A GPU buffer of f32, f16 or u32 elements (the backend uses this one type for values and ids; see
+/// [`Elem`]). Dropping it releases the memory once no recorded work uses it.
 pub struct GpuBuffer {
     buffer: Arc<wgpu::Buffer>,
     len: usize,
     id: u64,
+    elem: Elem,
 }
 
 impl GpuBuffer {
@@ -142,15 +286,44 @@ impl GpuBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The underlying wgpu buffer (its byte size may exceed `4 * len`: at least 4 bytes).
+    /// The element type.
+    pub fn elem(&self) -> Elem {
+        self.elem
+    }
+    /// The underlying wgpu buffer (its byte size may exceed `len` elements: whole 4-byte words, at
+    /// least one).
     pub fn raw(&self) -> &wgpu::Buffer {
         &self.buffer
     }
 }
 
+/// Panics unless `buf` holds f32 elements: the bindings a shader declares `array<f32>` whatever the
+/// precision (optimizer moments, loss statistics), which callers allocate with `alloc_f32`.
+pub(crate) fn check_f32(op: &str, what: &str, buf: &GpuBuffer) {
+    assert!(
+        buf.elem != Elem::F16,
+        "{op}: buffer `{what}` must hold f32 (allocate it with alloc_f32), it holds f16"
+    );
+}
+
+/// Panics unless the float buffers of an op whose storage is all `elem` share one element type.
+pub(crate) fn check_same_elem(op: &str, bufs: &[(&str, &GpuBuffer)]) {
+    let f16 = |b: &GpuBuffer| b.elem == Elem::F16;
+    if let Some((first, b0)) = bufs.first() {
+        for (what, b) in &bufs[1..] {
+            assert!(
+                f16(b) == f16(b0),
+                "{op}: buffers `{first}` ({:?}) and `{what}` ({:?}) differ in precision",
+                b0.elem,
+                b.elem
+            );
+        }
+    }
+}
+
 impl std::fmt::Debug for GpuBuffer {
     fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(fm, "GpuBuffer(#{}, {} elements)", self.id, self.len)
+        write!(fm, "GpuBuffer(#{}, {} {:?} elements)", self.id, self.len, self.elem)
     }
 }
 
@@ -298,13 +471,50 @@ pub(crate) struct Pipe {
 
 #[derive(Default)]
 struct Pipelines {
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
-    pipes: HashMap<(&'static str, &'static str), Arc<Pipe>>,
+    modules: HashMap<(&'static str, Precision), wgpu::ShaderModule>,
+    pipes: HashMap<(&'static str, &'static str, Precision), Arc<Pipe>>,
+}
+
+/// The device features `precision` needs from an adapter `name` offering `offered`; f16 without
+/// `SHADER_F16` is a one-line error.
+fn precision_features(precision: Precision, offered: wgpu::Features, name: &str) -> Result<wgpu::Features, String> {
+    match precision {
+        Precision::F32 => Ok(wgpu::Features::empty()),
+        Precision::F16 if offered.contains(wgpu::Features::SHADER_F16) => Ok(wgpu::Features::SHADER_F16),
+        Precision::F16 => Err(format!(
+            "--precision f16: the GPU adapter {name} does not support half-precision shaders (SHADER_F16); \
+             use --precision f32"
+        )),
+    }
+}
+
+/// The WGSL a shader compiles from at `precision`: its source with `alias elem = f32;` (or
+/// `enable f16;` and `alias elem = f16;`) inserted after its own leading directives.
+pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
+    // Directives (`enable`, `requires`, `diagnostic`) must precede every declaration.
+    let mut at = 0;
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        offset += line.len();
+        let t = line.trim_start();
+        if ["enable ", "requires ", "diagnostic"].iter().any(|d| t.starts_with(d)) {
+            at = offset;
+        }
+    }
+    let alias = match precision {
+        Precision::F32 => "alias elem = f32;\n",
+        Precision::F16 => "enable f16;\nalias elem = f16;\n",
+    };
+    let (head, tail) = source.split_at(at);
+    let sep = if head.is_empty() || head.ends_with('\n') { "" } else { "\n" };
+    format!("{head}{sep}{alias}{tail}")
 }
 
 /// One recorded dispatch.
 struct Recorded {
     pipe: Arc<Pipe>,
+    /// (shader, entry point): what a timestamp profile reports it as.
+    label: (&'static str, &'static str),
     buffers: Vec<(u64, Arc<wgpu::Buffer>)>,
     slot: u32,
     groups: [u32; 3],
@@ -326,11 +536,14 @@ struct Recorder {
     binds_after_sweep: usize,
     staging: Option<wgpu::Buffer>,
     staging_cap: u64,
+    /// Timestamp profiling state (see [`GpuBackend::set_profiling`]): `None` when off.
+    profiler: Option<profile::Profiler>,
 }
 
 /// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
 /// may be shared between threads; work is still recorded and submitted in call order.
 pub struct GpuBackend {
+    precision: Precision,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -343,12 +556,22 @@ pub struct GpuBackend {
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
+    /// Which timestamp queries the device was opened with.
+    timestamps: Timestamps,
+    /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
+    kernel_variant: Mutex<KernelVariant>,
 }
 
 impl GpuBackend {
     /// Opens the adapter chosen by [`pick_adapter_index`] with `want`, or with the `ETUDE_DEVICE`
-    /// environment variable when `want` is `None`.
+    /// environment variable when `want` is `None`, at f32.
     pub fn new(want: Option<&str>) -> Result<GpuBackend, String> {
+        Self::with_precision(want, Precision::F32)
+    }
+
+    /// [`GpuBackend::new`] storing floats at `precision`; f16 fails, with a one-line message, on
+    /// an adapter without `SHADER_F16`.
+    pub fn with_precision(want: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
         let env = std::env::var("ETUDE_DEVICE").ok();
         let want = want.or(env.as_deref());
         let inst = instance();
@@ -360,9 +583,13 @@ impl GpuBackend {
         // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
         // buffers per stage, 16 KiB workgroup memory).
         let limits = adapter.limits();
+        let required_features = precision_features(precision, adapter.features(), &adapter.get_info().name)?;
+        // Timestamp queries are requested where offered (they cost nothing until a query is
+        // written) so that profiling can be switched on later; see `set_profiling`.
+        let timestamps = Timestamps::of(adapter.features());
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("etude"),
-            required_features: wgpu::Features::empty(),
+            required_features: required_features | timestamps.features(),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -370,6 +597,7 @@ impl GpuBackend {
         }))
         .map_err(|e| format!("cannot open GPU device on {}: {e}", adapter.get_info().name))?;
         Ok(GpuBackend {
+            precision,
             device,
             queue,
             info: adapter.get_info(),
@@ -386,11 +614,28 @@ impl GpuBackend {
                 binds_after_sweep: 0,
                 staging: None,
                 staging_cap: 0,
+                profiler: None,
             }),
             next_id: AtomicU64::new(1),
             dispatches: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
+            timestamps,
+            kernel_variant: Mutex::new(KernelVariant::Auto),
         })
+    }
+
+    /// The precision of [`Backend::alloc`] buffers.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The factor gradient buffers carry (see the module documentation): [`F16_LOSS_SCALE`] at
+    /// f16, 1 at f32.
+    pub fn loss_scale(&self) -> f32 {
+        match self.precision {
+            Precision::F32 => 1.0,
+            Precision::F16 => F16_LOSS_SCALE,
+        }
     }
 
     /// The chosen adapter.
@@ -426,8 +671,62 @@ impl GpuBackend {
         self.submissions.store(0, Ordering::Relaxed);
     }
 
-    fn alloc_words(&self, len: usize) -> GpuBuffer {
-        let bytes = (len.max(1) * 4) as u64;
+    /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
+    /// both variants on one adapter.
+    pub fn set_kernel_variant(&self, v: KernelVariant) {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    pub(crate) fn kernel_variant(&self) -> KernelVariant {
+        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
+    pub fn timestamps(&self) -> Timestamps {
+        self.timestamps
+    }
+
+    /// Switches per-dispatch GPU timing on or off (off by default; off costs nothing). While on,
+    /// every submission writes a timestamp around each dispatch and waits for the device to read
+    /// them back (so it serialises the host and the device: wall times taken meanwhile are not
+    /// representative); [`GpuBackend::take_profile`] returns what was measured. Work recorded
+    /// before the switch is submitted first, under the old setting. Fails, leaving profiling off,
+    /// where the adapter lacks `TIMESTAMP_QUERY`.
+    pub fn set_profiling(&self, on: bool) -> Result<(), String> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        if !on {
+            rec.profiler = None;
+            return Ok(());
+        }
+        if self.timestamps == Timestamps::None {
+            return Err(format!("{} does not offer timestamp queries (TIMESTAMP_QUERY)", self.info.name));
+        }
+        if rec.profiler.is_none() {
+            rec.profiler = Some(profile::Profiler::new(&self.device, self.queue.get_timestamp_period()));
+        }
+        Ok(())
+    }
+
+    /// The GPU times of the dispatches submitted since profiling was switched on or since the last
+    /// call, in submission order (recorded work is submitted first). Empty when profiling is off.
+    pub fn take_profile(&self) -> Vec<DispatchTime> {
+        let mut rec = self.recorder();
+        self.submit(&mut rec);
+        rec.profiler.as_mut().map(|p| std::mem::take(&mut p.times)).unwrap_or_default()
+    }
+
+    /// The element type of [`Backend::alloc`] buffers.
+    fn float_elem(&self) -> Elem {
+        match self.precision {
+            Precision::F32 => Elem::F32,
+            Precision::F16 => Elem::F16,
+        }
+    }
+
+    /// A zero-filled buffer of `len` elements of type `elem`, rounded up to whole 4-byte words.
+    fn alloc_typed(&self, len: usize, elem: Elem) -> GpuBuffer {
+        let bytes = (len * elem.size()).div_ceil(4).max(1) as u64 * 4;
         assert!(
             bytes <= self.limits.max_storage_buffer_binding_size && bytes <= self.limits.max_buffer_size,
             "alloc: {len} elements exceed this adapter's largest storage buffer ({} bytes)",
@@ -440,41 +739,54 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed) }
+        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed), elem }
     }
 
-    /// Record an op's dispatches that pass data through a scratch buffer of at least `len`
+    /// Record an op's dispatches that pass data through an f32 scratch buffer of at least `len`
     /// elements, one per `key`, kept between calls and grown as needed (contents undefined).
     /// Dispatches run in recording order, so the op's own dispatches see each other's writes; the
     /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
     /// their uses of the same scratch buffer. `f` must not call another scratch-using op.
     pub(crate) fn with_scratch<R>(&self, key: &'static str, len: usize, f: impl FnOnce(&GpuBuffer) -> R) -> R {
+        self.with_scratch_of(key, len, Elem::F32, f)
+    }
+
+    /// [`GpuBackend::with_scratch`] with elements of type `elem` (scratch that a shader reads as
+    /// `elem`, such as an operand handed to `matmul`).
+    pub(crate) fn with_scratch_of<R>(
+        &self,
+        key: &'static str,
+        len: usize,
+        elem: Elem,
+        f: impl FnOnce(&GpuBuffer) -> R,
+    ) -> R {
         let _exclusive = self.scratch_users.lock().unwrap_or_else(|e| e.into_inner());
-        let buf = self.scratch(key, len);
+        let buf = self.scratch(key, len, elem);
         f(&buf)
     }
 
-    fn scratch(&self, key: &'static str, len: usize) -> GpuBuffer {
+    fn scratch(&self, key: &'static str, len: usize, elem: Elem) -> GpuBuffer {
         let mut map = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = map.get(key).is_some_and(|b| b.len >= len);
+        let fits = map.get(key).is_some_and(|b| b.len >= len && b.elem == elem);
         if !fits {
-            map.insert(key, self.alloc_words(len));
+            map.insert(key, self.alloc_typed(len, elem));
         }
         let b = &map[key];
-        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id }
+        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem }
     }
 
-    /// The pipeline for `entry` of `shader`, compiled on first use and cached.
-    pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str) -> Arc<Pipe> {
+    /// The pipeline for `entry` of `shader` with `elem` = `precision`, compiled on first use and
+    /// cached.
+    pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str, precision: Precision) -> Arc<Pipe> {
         let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pipe) = p.pipes.get(&(shader.name, entry)) {
+        if let Some(pipe) = p.pipes.get(&(shader.name, entry, precision)) {
             return pipe.clone();
         }
         let device = &self.device;
-        let module = p.modules.entry(shader.name).or_insert_with(|| {
+        let module = p.modules.entry((shader.name, precision)).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                source: wgpu::ShaderSource::Wgsl(variant_source(shader.source, precision).into()),
             })
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -487,13 +799,14 @@ impl GpuBackend {
         });
         let layout = pipeline.get_bind_group_layout(0);
         let pipe = Arc::new(Pipe { id: p.pipes.len(), pipeline, layout });
-        p.pipes.insert((shader.name, entry), pipe.clone());
+        p.pipes.insert((shader.name, entry, precision), pipe.clone());
         pipe
     }
 
     /// Records one dispatch of `entry` in `shader`: `params` (at most 64 words) at binding 0,
-    /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups. A dispatch with no workgroups
-    /// is skipped. See the module documentation for the conventions.
+    /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups, in the shader's f16 variant
+    /// when any of the buffers holds f16 (else f32). A dispatch with no workgroups is skipped. See
+    /// the module documentation for the conventions.
     pub(crate) fn dispatch(
         &self,
         shader: &Shader,
@@ -510,13 +823,16 @@ impl GpuBackend {
             groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM),
             "{entry}: dispatch {groups:?} exceeds 65535 workgroups per dimension"
         );
-        let pipe = self.pipeline(shader, entry);
+        let precision =
+            if buffers.iter().any(|b| b.elem == Elem::F16) { Precision::F16 } else { Precision::F32 };
+        let pipe = self.pipeline(shader, entry, precision);
         let mut rec = self.recorder();
         let slot = rec.params.len();
         rec.params.extend_from_slice(bytemuck::cast_slice(params));
         rec.params.resize(slot + PARAM_SLOT, 0);
         rec.pending.push(Recorded {
             pipe,
+            label: (shader.name, entry),
             buffers: buffers.iter().map(|b| (b.id, b.buffer.clone())).collect(),
             slot: slot as u32,
             groups,
@@ -577,17 +893,23 @@ impl GpuBackend {
             };
             bind_groups.push(bg);
         }
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for (d, bg) in pending.iter().zip(&bind_groups) {
-                pass.set_pipeline(&d.pipe.pipeline);
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+        if let Some(profiler) = rec.profiler.as_mut() {
+            profiler.submit_timed(&self.device, &self.queue, self.timestamps, &pending, &bind_groups);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: None };
+                let mut pass = encoder.begin_compute_pass(&desc);
+                for (d, bg) in pending.iter().zip(&bind_groups) {
+                    pass.set_pipeline(&d.pipe.pipeline);
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
             }
+            self.queue.submit([encoder.finish()]);
+            self.submissions.fetch_add(1, Ordering::Relaxed);
         }
-        self.queue.submit([encoder.finish()]);
-        self.submissions.fetch_add(1, Ordering::Relaxed);
         rec.params.clear();
         drop(pending);
         // Forget bind groups of buffers nobody else holds any more (bounded cache).
@@ -601,24 +923,63 @@ impl GpuBackend {
     }
 
     fn write_words(&self, dst: &GpuBuffer, words: &[u32], op: &str) {
+        assert!(dst.elem != Elem::F16, "{op}: buffer `dst` holds f16, not 32-bit words");
         check_len(op, "dst", dst, words.len());
-        if words.is_empty() {
+        self.write_bytes(dst, bytemuck::cast_slice(words));
+    }
+
+    /// `src` rounded to f16 into the start of an f16 buffer. An odd count ends in half a word:
+    /// its other half is padding when `src` fills the buffer, else the next element, read back
+    /// first so that it is kept (a slow path no model takes: they write whole tensors).
+    fn write_halves(&self, dst: &GpuBuffer, src: &[f32]) {
+        check_len("write", "dst", dst, src.len());
+        let mut halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
+        if halves.len() % 2 == 1 {
+            let next = if dst.len > src.len() {
+                let bytes = self.read_bytes(dst, 2 * src.len() + 2);
+                half::f16::from_le_bytes([bytes[2 * src.len()], bytes[2 * src.len() + 1]])
+            } else {
+                half::f16::ZERO
+            };
+            halves.push(next);
+        }
+        self.write_bytes(dst, bytemuck::cast_slice(&halves));
+    }
+
+    /// `bytes` (a whole number of 4-byte words) into the start of `dst`, after the recorded work.
+    fn write_bytes(&self, dst: &GpuBuffer, bytes: &[u8]) {
+        if bytes.is_empty() {
             return;
         }
         let mut rec = self.recorder();
         self.submit(&mut rec); // recorded work must see the old contents
-        self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(words));
+        self.queue.write_buffer(&dst.buffer, 0, bytes);
     }
 
     /// The first `len` 32-bit words of `src`, after all recorded work.
     fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
+        assert!(src.elem != Elem::F16, "read: buffer holds f16, not 32-bit words");
         check_len("read", "src", src, len);
-        if len == 0 {
+        // (collected, not cast: a Vec<u8> need not be aligned for u32)
+        bytemuck::pod_collect_to_vec(&self.read_bytes(src, 4 * len))
+    }
+
+    /// The first `len` elements of an f16 buffer, widened to f32.
+    fn read_halves(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
+        check_len("read", "src", src, len);
+        let bytes = self.read_bytes(src, 2 * len);
+        bytes.chunks_exact(2).take(len).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32()).collect()
+    }
+
+    /// The first `want` bytes of `src` rounded up to whole words (the buffer holds them), after all
+    /// recorded work.
+    fn read_bytes(&self, src: &GpuBuffer, want: usize) -> Vec<u8> {
+        if want == 0 {
             return Vec::new();
         }
         let mut rec = self.recorder();
         self.submit(&mut rec);
-        let bytes = (len * 4) as u64;
+        let bytes = want.next_multiple_of(4) as u64;
         if rec.staging_cap < bytes || rec.staging.is_none() {
             let cap = bytes.next_power_of_two().max(4096);
             rec.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -642,7 +1003,7 @@ impl GpuBackend {
         rx.recv().expect("map callback ran").expect("mapping the staging buffer failed");
         let out = {
             let view = staging.get_mapped_range(0..bytes).expect("staging buffer is mapped");
-            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+            view.to_vec()
         };
         staging.unmap();
         out
@@ -670,20 +1031,29 @@ impl Backend for GpuBackend {
     type Buf = GpuBuffer;
     type Ids = GpuBuffer;
 
+    /// The adapter's name and API, with `, f16` at that precision.
     fn name(&self) -> String {
-        format!("{} ({:?})", self.info.name, self.info.backend)
+        let precision = if self.precision == Precision::F16 { ", f16" } else { "" };
+        format!("{} ({:?}{precision})", self.info.name, self.info.backend)
     }
 
     fn alloc(&self, len: usize) -> GpuBuffer {
-        self.alloc_words(len)
+        self.alloc_typed(len, self.float_elem())
+    }
+
+    fn alloc_f32(&self, len: usize) -> GpuBuffer {
+        self.alloc_typed(len, Elem::F32)
     }
 
     fn alloc_ids(&self, len: usize) -> GpuBuffer {
-        self.alloc_words(len)
+        self.alloc_typed(len, Elem::U32)
     }
 
     fn write(&self, dst: &mut GpuBuffer, src: &[f32]) {
-        self.write_words(dst, bytemuck::cast_slice(src), "write");
+        match dst.elem {
+            Elem::F16 => self.write_halves(dst, src),
+            Elem::F32 | Elem::U32 => self.write_words(dst, bytemuck::cast_slice(src), "write"),
+        }
     }
 
     fn write_ids(&self, dst: &mut GpuBuffer, src: &[u32]) {
@@ -691,7 +1061,10 @@ impl Backend for GpuBackend {
     }
 
     fn read(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
-        bytemuck::cast_slice(&self.read_words(src, len)).to_vec()
+        match src.elem {
+            Elem::F16 => self.read_halves(src, len),
+            Elem::F32 | Elem::U32 => bytemuck::cast_slice(&self.read_words(src, len)).to_vec(),
+        }
     }
 
     fn flush(&self) {
@@ -707,6 +1080,7 @@ impl Backend for GpuBackend {
     fn add(&self, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
         check_len("add", "x", x, n);
         check_len("add", "y", y, n);
+        check_same_elem("add", &[("x", x), ("y", y)]);
         self.elementwise("add", &[x, y], &[u(n)], n);
     }
 
@@ -727,6 +1101,7 @@ impl Backend for GpuBackend {
         }
         check_len("copy_strided", "src", src, src_off + (rows - 1) * src_stride + cols);
         check_len("copy_strided", "dst", dst, dst_off + (rows - 1) * dst_stride + cols);
+        check_same_elem("copy_strided", &[("src", src), ("dst", dst)]);
         let p = [u(rows), u(cols), u(src_off), u(src_stride), u(dst_off), u(dst_stride), accumulate as u32];
         self.elementwise("copy_strided", &[src, dst], &p, rows * cols);
     }
@@ -734,6 +1109,7 @@ impl Backend for GpuBackend {
     fn act_fwd(&self, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
         check_len("act_fwd", "x", x, n);
         check_len("act_fwd", "y", y, n);
+        check_same_elem("act_fwd", &[("x", x), ("y", y)]);
         self.elementwise("act_fwd", &[x, y], &[u(n), act_code(act)], n);
     }
 
@@ -741,6 +1117,7 @@ impl Backend for GpuBackend {
         check_len("act_bwd", "y", y, n);
         check_len("act_bwd", "dy", dy, n);
         check_len("act_bwd", "dx", dx, n);
+        check_same_elem("act_bwd", &[("y", y), ("dy", dy), ("dx", dx)]);
         self.elementwise("act_bwd", &[y, dy, dx], &[u(n), act_code(act)], n);
     }
 
@@ -748,6 +1125,7 @@ impl Backend for GpuBackend {
         let n = batch * r * t;
         check_len("gated_fwd", "a", a, 2 * n);
         check_len("gated_fwd", "z", z, n);
+        check_same_elem("gated_fwd", &[("a", a), ("z", z)]);
         self.elementwise("gated_fwd", &[a, z], &[u(n), u(r * t)], n);
     }
 
@@ -756,6 +1134,7 @@ impl Backend for GpuBackend {
         check_len("gated_bwd", "a", a, 2 * n);
         check_len("gated_bwd", "dz", dz, n);
         check_len("gated_bwd", "da", da, 2 * n);
+        check_same_elem("gated_bwd", &[("a", a), ("dz", dz), ("da", da)]);
         self.elementwise("gated_bwd", &[a, dz, da], &[u(n), u(r * t)], n);
     }
 
@@ -763,6 +1142,7 @@ impl Backend for GpuBackend {
         let n = batch * rows * cols;
         check_len("transpose", "x", x, n);
         check_len("transpose", "y", y, n);
+        check_same_elem("transpose", &[("x", x), ("y", y)]);
         if n == 0 {
             return;
         }
@@ -777,13 +1157,31 @@ impl Backend for GpuBackend {
         check_len("matmul", "a", a, m * k);
         check_len("matmul", "b", b, k * n);
         check_len("matmul", "c", c, m * n);
+        check_same_elem("matmul", &[("a", a), ("b", b), ("c", c)]);
         if m == 0 || n == 0 {
             return;
         }
         let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
-        // 64x64 tiles, or 32x32 ones when the former would leave most of a GPU idle.
+        if self.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
+            // Software renderer: 8x8 register blocks, no workgroup memory (see matmul.wgsl).
+            let blocks = m.div_ceil(8) * n.div_ceil(8);
+            self.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
+            return;
+        }
+        // 64x64 tiles; split along k when they are few and k is long (weight gradients summed over
+        // B*T rows); else 32x32 tiles when 64x64 ones would leave most of a GPU idle.
         let big_tiles = m.div_ceil(64) * n.div_ceil(64);
-        if big_tiles >= SMALL_MATMUL_BELOW {
+        let splits = matmul_splits(big_tiles, k);
+        if splits > 1 {
+            let kchunk = k.div_ceil(splits).next_multiple_of(16);
+            let splits = k.div_ceil(kchunk);
+            let ps = [p[0], p[1], p[2], p[3], p[4], p[5], u(splits), u(kchunk)];
+            let [gx, gy, _] = grid_2d(n, m, 64, 64);
+            self.with_scratch("matmul_split", splits * m * n, |part| {
+                self.dispatch(&MATMUL, "matmul_split", &[a, b, part], &ps, [gx, gy, splits as u32]);
+                self.dispatch(&MATMUL, "matmul_reduce", &[part, c], &ps, grid_1d(m * n, 256));
+            });
+        } else if big_tiles >= SMALL_MATMUL_BELOW {
             self.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
         } else {
             self.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
@@ -794,18 +1192,31 @@ impl Backend for GpuBackend {
         let n = outer * channels * inner;
         check_len("bias_add", "y", y, n);
         check_len("bias_add", "bias", bias, channels);
+        check_same_elem("bias_add", &[("y", y), ("bias", bias)]);
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+            let p = [u(n), u(channels), 1];
+            self.dispatch(&BIAS, "bias_add_vec4", &[bias, y], &p, grid_1d(n / 4, 256));
+            return;
+        }
         self.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
     }
 
     fn bias_grad(&self, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
         check_len("bias_grad", "dy", dy, outer * channels * inner);
         check_len("bias_grad", "dbias", dbias, channels);
+        check_same_elem("bias_grad", &[("dy", dy), ("dbias", dbias)]);
+        if self.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+            let p = [u(outer), u(channels), 1];
+            self.dispatch(&BIAS, "bias_grad_vec4", &[dy, dbias], &p, grid_1d(channels / 4, 64));
+            return;
+        }
         self.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
     }
 
     fn embedding_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, e: usize) {
         check_len("embedding_fwd", "ids", ids, n);
         check_len("embedding_fwd", "out", out, n * e);
+        check_same_elem("embedding_fwd", &[("table", table), ("out", out)]);
         let rows = table.len / e.max(1);
         self.dispatch(&EMBEDDING, "embedding_fwd", &[ids, table, out], &[u(n), u(e), u(rows)], grid_1d(n * e, 256));
     }
@@ -813,6 +1224,7 @@ impl Backend for GpuBackend {
     fn embedding_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, e: usize) {
         check_len("embedding_bwd", "ids", ids, n);
         check_len("embedding_bwd", "dout", dout, n * e);
+        check_same_elem("embedding_bwd", &[("dout", dout), ("dtable", dtable)]);
         if e == 0 || n == 0 {
             return;
         }
@@ -846,14 +1258,17 @@ impl Backend for GpuBackend {
         check_len("softmax_xent", "targets", targets, n);
         check_len("softmax_xent", "dlogits", dlogits, n * v);
         check_len("softmax_xent", "stats", stats, 2 * n);
+        check_same_elem("softmax_xent", &[("logits", logits), ("dlogits", dlogits)]);
+        check_f32("softmax_xent", "stats", stats);
         if v == 0 {
             return;
         }
+        // The gradient leaves loss-scaled (times 1 at f32: unchanged).
         self.dispatch(
             &SOFTMAX_XENT,
             "softmax_xent",
             &[logits, targets, dlogits, stats],
-            &[u(n), u(v), f(grad_scale)],
+            &[u(n), u(v), f(grad_scale * self.loss_scale())],
             grid_groups(n),
         );
     }
@@ -861,12 +1276,17 @@ impl Backend for GpuBackend {
     fn sum_squares(&self, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
         check_len("sum_squares", "x", x, n);
         check_len("sum_squares", "acc", acc, 1);
-        self.dispatch(&OPTIM, "sum_squares", &[x, acc], &[u(n)], [1, 1, 1]);
+        check_f32("sum_squares", "acc", acc);
+        // The gradient is unscaled before it is squared (a multiplication by 1 at f32).
+        let p = [u(n), 0, 0, 0, 0, 0, 0, f(1.0 / self.loss_scale())];
+        self.dispatch(&OPTIM, "sum_squares", &[x, acc], &p, [1, 1, 1]);
     }
 
     fn clip_scale(&self, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
         check_len("clip_scale", "acc", acc, 1);
         check_len("clip_scale", "scale", scale, 1);
+        check_f32("clip_scale", "acc", acc);
+        check_f32("clip_scale", "scale", scale);
         self.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
     }
 
@@ -884,11 +1304,24 @@ impl Backend for GpuBackend {
             check_len("adam", what, b, n);
         }
         check_len("adam", "scale", scale, 1);
+        check_same_elem("adam", &[("p", p), ("g", g)]);
+        for (what, b) in [("m", &*m), ("v", &*v), ("scale", scale)] {
+            check_f32("adam", what, b);
+        }
         // Bias corrections computed on the host exactly as the CPU backend does.
         let t = hp.step as i32;
         let step_size = hp.lr / (1.0 - hp.beta1.powi(t));
         let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-        let params = [u(n), f(step_size), f(bc2_sqrt), f(hp.beta1), f(hp.beta2), f(hp.eps), f(hp.weight_decay)];
+        let params = [
+            u(n),
+            f(step_size),
+            f(bc2_sqrt),
+            f(hp.beta1),
+            f(hp.beta2),
+            f(hp.eps),
+            f(hp.weight_decay),
+            f(1.0 / self.loss_scale()),
+        ];
         self.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
     }
 
@@ -939,6 +1372,17 @@ impl Backend for GpuBackend {
 mod tests {
     use super::*;
 
+    #[test]
+    fn matmul_splits_only_few_tiles_with_a_long_k() {
+        // The weight gradients of the default models: dW_ih [512, 100] and dW_fc2 [300, 256] over
+        // B*T = 16384 rows: 16 and 20 tiles -> 8 and 7 ranges (about 128 workgroups).
+        assert_eq!(matmul_splits(16, 16384), 8);
+        assert_eq!(matmul_splits(20, 16384), 7);
+        assert_eq!(matmul_splits(16, 1000), 1, "each range keeps at least SPLIT_MIN_K rows");
+        assert_eq!(matmul_splits(1, 1 << 20), SPLIT_MAX);
+        assert_eq!(matmul_splits(SMALL_MATMUL_BELOW, 1 << 20), 1, "enough tiles already");
+    }
+
     fn fake(index: usize, name: &str, device_type: wgpu::DeviceType) -> AdapterReport {
         AdapterReport {
             index,
@@ -986,6 +1430,139 @@ mod tests {
         assert!(pick_adapter_index(&all, Some("radeon")).unwrap_err().contains("NVIDIA H100"));
         assert_eq!(pick_adapter_index(&[], None), Err(NO_ADAPTER.to_string()));
         assert!(all[0].is_software() && !all[1].is_software());
+    }
+
+    /// A backend of its own (the kernel variant is per backend), on the default adapter.
+    pub(crate) fn own_gpu() -> GpuBackend {
+        GpuBackend::new(None).unwrap_or_else(|e| panic!("{e} (lavapipe, from mesa-vulkan-drivers, is enough)"))
+    }
+
+    pub(crate) fn upload(g: &GpuBackend, data: &[f32]) -> GpuBuffer {
+        let mut b = g.alloc(data.len());
+        g.write(&mut b, data);
+        b
+    }
+
+    pub(crate) fn random(seed: u64, n: usize) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// The software-renderer product (8x8 register blocks) against an f64 reference, for every
+    /// transpose/accumulate combination, at sizes that are multiples of 4 but not of 8 (the
+    /// clamped edge blocks) as well as of 8. The timestamp profile shows which kernel ran.
+    #[test]
+    fn register_blocked_matmul_matches_a_reference() {
+        let g = own_gpu();
+        g.set_kernel_variant(KernelVariant::Software);
+        let profiled = g.set_profiling(true).is_ok();
+        for (s, &(m, k, n)) in [(4, 4, 4), (12, 8, 20), (8, 16, 4), (36, 100, 300), (20, 12, 44)].iter().enumerate() {
+            for variant in 0..8u64 {
+                let (ta, tb, acc) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+                let seed = 10 * s as u64 + variant;
+                let (a, b, c0) = (random(seed, m * k), random(seed + 100, k * n), random(seed + 200, m * n));
+                let (ga, gb) = (upload(&g, &a), upload(&g, &b));
+                let mut gc = upload(&g, &c0);
+                g.matmul(&ga, &gb, &mut gc, MatMul { m, k, n, trans_a: ta, trans_b: tb, accumulate: acc });
+                let got = g.read(&gc, m * n);
+                if profiled {
+                    let entries: Vec<&str> = g.take_profile().iter().map(|d| d.entry).collect();
+                    assert_eq!(entries, ["matmul_regs"], "({m},{k},{n})");
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (if acc { c0[i * n + j] as f64 } else { 0.0 }, 0.0f64);
+                        for l in 0..k {
+                            let x = if ta { a[l * m + i] } else { a[i * k + l] } as f64;
+                            let y = if tb { b[j * k + l] } else { b[l * n + j] } as f64;
+                            want += x * y;
+                            mag += (x * y).abs();
+                        }
+                        // f32 sums of k products: rounding grows like sqrt(k) ulp of sum |terms|.
+                        let tol = 1e-6 * (k as f64).sqrt() * (mag + 1.0);
+                        let e = got[i * n + j] as f64;
+                        assert!((e - want).abs() <= tol, "({m},{k},{n}) ta={ta} tb={tb} acc={acc} [{i},{j}]: {e} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vec4 bias kernels of software renderers (inner = 1, channels % 4 = 0) against the
+    /// portable ones: bias_add is the same single addition (exact); bias_grad sums the rows in
+    /// another order (f32 rounding ~ sqrt(outer) ulp of the sum of |terms|).
+    #[test]
+    fn vec4_bias_kernels_match_the_portable_ones() {
+        for (outer, channels) in [(1, 4), (37, 12), (300, 512)] {
+            let (dy, b0) = (random(outer as u64, outer * channels), random(7, channels));
+            let run = |variant| {
+                let g = own_gpu();
+                g.set_kernel_variant(variant);
+                let bias = upload(&g, &b0);
+                let mut y = upload(&g, &dy);
+                g.bias_add(&mut y, &bias, outer, channels, 1);
+                let mut db = upload(&g, &b0);
+                g.bias_grad(&upload(&g, &dy), &mut db, outer, channels, 1);
+                (g.read(&y, outer * channels), g.read(&db, channels))
+            };
+            let (ys, dbs) = run(KernelVariant::Software);
+            let (yp, dbp) = run(KernelVariant::Portable);
+            assert_eq!(ys, yp, "bias_add ({outer}, {channels})");
+            for c in 0..channels {
+                let mag: f32 = (0..outer).map(|o| dy[o * channels + c].abs()).sum::<f32>() + b0[c].abs();
+                let tol = 1e-6 * (outer as f32).sqrt() * (mag + 1.0);
+                assert!((dbs[c] - dbp[c]).abs() <= tol, "bias_grad ({outer}, {channels}) [{c}]: {} vs {}", dbs[c], dbp[c]);
+            }
+        }
+    }
+
+    #[test]
+    fn profiling_reports_each_dispatch_in_order() {
+        let g = own_gpu();
+        if g.timestamps() == Timestamps::None {
+            assert!(g.set_profiling(true).is_err(), "no timestamps: profiling must refuse");
+            return;
+        }
+        let mut x = g.alloc(1000);
+        let y = upload(&g, &vec![1.0; 1000]);
+        g.fill(&mut x, 1000, 0.0); // before profiling: not reported
+        g.set_profiling(true).expect("timestamps offered");
+        g.fill(&mut x, 1000, 2.0);
+        g.add(&y, &mut x, 1000);
+        g.act_fwd(Act::Relu, &y, &mut x, 1000);
+        let got = g.take_profile();
+        let names: Vec<(&str, &str)> = got.iter().map(|d| (d.shader, d.entry)).collect();
+        assert_eq!(names, [("elementwise", "fill"), ("elementwise", "add"), ("elementwise", "act_fwd")]);
+        assert!(got.iter().all(|d| d.ns.is_finite() && d.ns >= 0.0));
+        assert_eq!(got[0].groups, grid_1d(1000, 256));
+        assert!(g.take_profile().is_empty(), "taken once");
+        g.set_profiling(false).expect("switching off always works");
+        g.fill(&mut x, 1000, 3.0);
+        assert!(g.take_profile().is_empty(), "nothing recorded while off");
+        assert_eq!(g.read(&x, 2), [3.0, 3.0]);
+        let totals = by_kernel(&got);
+        assert_eq!(totals.len(), 3);
+        assert!(totals.windows(2).all(|w| w[0].3 >= w[1].3), "largest first");
+    }
+
+    #[test]
+    fn variants_prepend_the_alias_after_the_directives() {
+        assert_eq!(variant_source("// c\nfn f() {}\n", Precision::F32), "alias elem = f32;\n// c\nfn f() {}\n");
+        assert_eq!(variant_source("fn f() {}", Precision::F16), "enable f16;\nalias elem = f16;\nfn f() {}");
+        let with = "// c\nenable subgroups;\nfn f() {}\n";
+        assert_eq!(variant_source(with, Precision::F16), "// c\nenable subgroups;\nenable f16;\nalias elem = f16;\nfn f() {}\n");
+        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert!("f64".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn f16_needs_shader_f16() {
+        let none = wgpu::Features::empty();
+        assert_eq!(precision_features(Precision::F32, none, "x"), Ok(none));
+        let err = precision_features(Precision::F16, none, "Old GPU").unwrap_err();
+        assert!(err.contains("Old GPU") && err.contains("SHADER_F16") && !err.contains('\n'), "{err}");
+        let f16 = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        assert_eq!(precision_features(Precision::F16, f16, "x"), Ok(wgpu::Features::SHADER_F16));
     }
 
     #[test]
