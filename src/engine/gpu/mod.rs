@@ -85,6 +85,8 @@ mod profile;
 pub use profile::{by_kernel, DispatchTime, Timestamps};
 
 use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use parking_lot::ReentrantMutex;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -551,8 +553,10 @@ pub struct GpuBackend {
     pipelines: Mutex<Pipelines>,
     rec: Mutex<Recorder>,
     scratch: Mutex<HashMap<&'static str, GpuBuffer>>,
-    /// Held while an op records the dispatches that share a scratch buffer (see `with_scratch`).
-    scratch_users: Mutex<()>,
+    /// Held while an op records the dispatches that share a scratch buffer (see `with_scratch`),
+    /// with the keys in use: reentrant, since an op may call another scratch-using op inside (the
+    /// LSTM's dW_hh product runs a split matmul on its gathered operand), never for the same key.
+    scratch_users: ReentrantMutex<RefCell<Vec<&'static str>>>,
     next_id: AtomicU64,
     dispatches: AtomicU64,
     submissions: AtomicU64,
@@ -604,7 +608,7 @@ impl GpuBackend {
             limits,
             pipelines: Mutex::new(Pipelines::default()),
             scratch: Mutex::new(HashMap::new()),
-            scratch_users: Mutex::new(()),
+            scratch_users: ReentrantMutex::new(RefCell::new(Vec::new())),
             rec: Mutex::new(Recorder {
                 pending: Vec::new(),
                 params: Vec::new(),
@@ -746,7 +750,8 @@ impl GpuBackend {
     /// elements, one per `key`, kept between calls and grown as needed (contents undefined).
     /// Dispatches run in recording order, so the op's own dispatches see each other's writes; the
     /// recording is exclusive, so two threads sharing this backend (tests do) cannot interleave
-    /// their uses of the same scratch buffer. `f` must not call another scratch-using op.
+    /// their uses of the same scratch buffer. `f` may call other scratch-using ops, whose keys
+    /// must differ (checked).
     pub(crate) fn with_scratch<R>(&self, key: &'static str, len: usize, f: impl FnOnce(&GpuBuffer) -> R) -> R {
         self.with_scratch_of(key, len, Elem::F32, f)
     }
@@ -760,7 +765,17 @@ impl GpuBackend {
         elem: Elem,
         f: impl FnOnce(&GpuBuffer) -> R,
     ) -> R {
-        let _exclusive = self.scratch_users.lock().unwrap_or_else(|e| e.into_inner());
+        let users = self.scratch_users.lock();
+        assert!(!users.borrow().contains(&key), "scratch buffer {key:?} requested again by a nested op");
+        users.borrow_mut().push(key);
+        // Pops the key however `f` ends (a panicking test must not leave it marked in use).
+        struct InUse<'a>(&'a RefCell<Vec<&'static str>>);
+        impl Drop for InUse<'_> {
+            fn drop(&mut self) {
+                self.0.borrow_mut().pop();
+            }
+        }
+        let _in_use = InUse(&users);
         let buf = self.scratch(key, len, elem);
         f(&buf)
     }
