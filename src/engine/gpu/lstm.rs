@@ -76,21 +76,19 @@ pub(crate) fn forward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
-    if use_rows_kernels(gpu, h) {
-        let h4 = h.div_ceil(4) * 4;
-        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wp| {
-            pack(gpu, w_hh, wp, p, false);
+    // Both kernels read W_hh packed: as it is, rows padded for vec4 loads (software renderers), or
+    // transposed, so that the gate rows' dot products read neighbouring words (the portable one).
+    let rows = use_rows_kernels(gpu, h);
+    let h4 = h.div_ceil(4) * 4;
+    gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wp| {
+        pack(gpu, w_hh, wp, p, !rows);
+        if rows {
             let groups = grid_groups(batch.div_ceil(ROWS_PER_GROUP));
             gpu.dispatch(&LSTM, "lstm_fwd_rows", &[xw, wp, h0, c0, hs, cs, gates], &p, groups);
-        });
-    } else {
-        // W_hh^T first, so that the gate rows' dot products read neighbouring words.
-        let h4 = h.div_ceil(4) * 4;
-        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wt| {
-            pack(gpu, w_hh, wt, p, true);
-            gpu.dispatch(&LSTM, "lstm_fwd", &[xw, wt, h0, c0, hs, cs, gates], &p, grid_groups(batch));
-        });
-    }
+        } else {
+            gpu.dispatch(&LSTM, "lstm_fwd", &[xw, wp, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+        }
+    });
 }
 
 /// Backpropagation through time: writes `dxw [batch, time, 4H]`, accumulates `dw_hh [4H, H]`.
