@@ -459,7 +459,7 @@ fn dense_embedding_loss_and_adam_parts_of_the_lstm_fixtures() {
         check_grad(&format!("{name} grad.fc1.bias"), &gb1, &f.get("grad.fc1.bias").data).unwrap();
 
         // One Adam step of the dense parameters from the reference gradients.
-        let hp = AdamParams { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
+        let hp = f.adam_params();
         let names = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"];
         let mut params: Vec<Param<CpuBackend>> = names
             .iter()

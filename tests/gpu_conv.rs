@@ -17,14 +17,7 @@ use wavenet_util::{input_dependent, run_gated, run_simple, small_gated, small_si
 
 fn gpu() -> &'static GpuBackend {
     static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!(
-                "{e}\n(the GPU tests need an adapter: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` \
-                 provides the software one, lavapipe)"
-            )
-        })
-    })
+    GPU.get_or_init(common::open_gpu)
 }
 
 fn upload(data: &[f32]) -> GpuBuffer {

@@ -17,12 +17,7 @@ fn gpu() -> MutexGuard<'static, GpuBackend> {
     // Behind a mutex: the dispatch-count test reads the backend's global counters.
     static GPU: OnceLock<Mutex<GpuBackend>> = OnceLock::new();
     GPU.get_or_init(|| {
-        Mutex::new(GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!(
-                "{e}\n(the GPU tests need an adapter: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` \
-                 provides the software one, lavapipe)"
-            )
-        }))
+        Mutex::new(common::open_gpu())
     })
     .lock()
     .unwrap_or_else(|e| e.into_inner())

@@ -12,6 +12,8 @@
 //! reductions compare with `|gpu - cpu| <= 1e-5 * sqrt(k) * (sum |terms|) + 1e-6`, using a bound
 //! computed from the inputs.
 
+mod common;
+
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::{list_adapters, pick_adapter_index, GpuBackend, GpuBuffer};
 use etude::engine::{Act, AdamParams, Backend, MatMul};
@@ -20,14 +22,7 @@ use std::sync::OnceLock;
 
 fn gpu() -> &'static GpuBackend {
     static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(|| {
-        GpuBackend::new(None).unwrap_or_else(|e| {
-            panic!(
-                "{e}\n(the GPU tests need an adapter: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` \
-                 provides the software one, lavapipe)"
-            )
-        })
-    })
+    GPU.get_or_init(common::open_gpu)
 }
 
 fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {

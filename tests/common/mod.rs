@@ -2,8 +2,21 @@
 //! tolerances used to compare against them (one place, each with its reason).
 #![allow(dead_code)]
 
+use etude::engine::{Adam, AdamParams, Backend};
+use etude::model::Model;
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// The GPU backend on the preferred adapter; with none, fails the test saying how to get one
+/// (the GPU tests never skip).
+pub fn open_gpu() -> etude::engine::gpu::GpuBackend {
+    etude::engine::gpu::GpuBackend::new(None).unwrap_or_else(|e| {
+        panic!(
+            "{e}\n(the GPU tests need an adapter: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` \
+             provides the software one, lavapipe)"
+        )
+    })
+}
 
 /// `../shared` as seen from the crate root (CI lays `shared/` beside the clone).
 pub fn shared_dir() -> PathBuf {
@@ -33,6 +46,20 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The Adam hyper-parameters the fixture's `adam1.*` weights were made with.
+    pub fn adam_params(&self) -> AdamParams {
+        let a = &self.json["adam"];
+        let g = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("{}: adam.{k}", self.name)) as f32;
+        AdamParams {
+            lr: g("lr"),
+            beta1: g("beta1"),
+            beta2: g("beta2"),
+            eps: g("eps"),
+            weight_decay: g("weight_decay"),
+            step: a["step"].as_u64().unwrap_or(1) as u32,
+        }
+    }
+
     /// Loads `../shared/fixtures/<name>.*`; fails the test with a clear message if absent.
     pub fn load(name: &str) -> Fixture {
         let dir = shared_dir().join("fixtures");
@@ -119,7 +146,7 @@ pub fn check_adam1(
     reference: &[f64],
     grad: &[f32],
     grad_ref: &[f64],
-    hp: &etude::engine::AdamParams,
+    hp: &AdamParams,
     tol: f64,
 ) -> Result<(), String> {
     assert!(hp.step == 1 && hp.weight_decay == 0.0, "{name}: check_adam1 models the first step without decay");
@@ -136,6 +163,25 @@ pub fn check_adam1(
         }
     }
     Ok(())
+}
+
+/// One Adam step of `m` (no clipping) from the gradients it holds, checked against the fixture's
+/// `adam1.*` weights with [`check_adam1`]; returns a message per failing tensor, labelled
+/// `{label}adam1.{param}`.
+pub fn adam1_failures<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture, label: &str, tol: f64) -> Vec<String> {
+    let hp = f.adam_params();
+    let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.to_vec(b)).collect();
+    let mut adam = Adam::new(b, m.params(), hp, 0.0);
+    adam.step(b, m.params_mut());
+    m.params()
+        .iter()
+        .zip(&grads)
+        .filter_map(|(p, grad)| {
+            let want = &f.get(&format!("adam1.{}", p.name)).data;
+            let grad_ref = &f.get(&format!("grad.{}", p.name)).data;
+            check_adam1(&format!("{label}adam1.{}", p.name), &p.value.to_vec(b), want, grad, grad_ref, &hp, tol).err()
+        })
+        .collect()
 }
 
 pub fn check_abs(name: &str, got: &[f32], reference: &[f64], tol: f64) -> Result<(), String> {

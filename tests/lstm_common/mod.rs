@@ -2,7 +2,7 @@
 //! training run on a periodic token stream. Generic over the backend.
 #![allow(dead_code)]
 
-use crate::common::{check_abs, check_adam1, check_grad, Fixture};
+use crate::common::{adam1_failures, check_abs, check_grad, Fixture};
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -91,25 +91,7 @@ pub fn check_fixture<B: Backend>(be: &B, name: &str, tol: &Tols) -> Vec<String> 
         }
     }
 
-    let hp = &f.json["adam"];
-    let hp = AdamParams {
-        lr: hp["lr"].as_f64().unwrap() as f32,
-        beta1: hp["beta1"].as_f64().unwrap() as f32,
-        beta2: hp["beta2"].as_f64().unwrap() as f32,
-        eps: hp["eps"].as_f64().unwrap() as f32,
-        weight_decay: hp["weight_decay"].as_f64().unwrap() as f32,
-        step: 1,
-    };
-    let grads: Vec<Vec<f32>> = model.params().iter().map(|p| p.grad.to_vec(be)).collect();
-    let mut adam = Adam::new(be, model.params(), hp, 0.0);
-    adam.step(be, model.params_mut());
-    for (p, grad) in model.params().iter().zip(&grads) {
-        let want = &f.get(&format!("adam1.{}", p.name)).data;
-        let grad_ref = &f.get(&format!("grad.{}", p.name)).data;
-        if let Err(e) = check_adam1(&format!("{name} adam1.{}", p.name), &p.value.to_vec(be), want, grad, grad_ref, &hp, tol.adam1) {
-            fails.push(e);
-        }
-    }
+    fails.extend(adam1_failures(be, &mut model, &f, &format!("{name} "), tol.adam1));
     let after = loss_and_grads(be, &mut model, &x, &y, batch, false);
     let want = f.get("loss_after_adam1").data[0];
     if (after - want).abs() > tol.loss {

@@ -1,7 +1,7 @@
 //! Shared by the WaveNet tests (CPU and GPU): the fixture check, and a small training run.
 #![allow(dead_code)]
 
-use crate::common::{check_abs, check_adam1, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
+use crate::common::{adam1_failures, check_abs, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend};
 use etude::model::wavenet::{Wavenet, WavenetConfig};
@@ -19,19 +19,6 @@ fn hyper(f: &Fixture, key: &str) -> usize {
 
 fn dim(f: &Fixture, key: &str) -> usize {
     f.json[key].as_u64().unwrap_or_else(|| panic!("{}: {key}", f.name)) as usize
-}
-
-fn adam_params(f: &Fixture) -> AdamParams {
-    let a = &f.json["adam"];
-    let g = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("{}: adam.{k}", f.name)) as f32;
-    AdamParams {
-        lr: g("lr"),
-        beta1: g("beta1"),
-        beta2: g("beta2"),
-        eps: g("eps"),
-        weight_decay: g("weight_decay"),
-        step: a["step"].as_u64().unwrap_or(1) as u32,
-    }
 }
 
 /// Forward + summed softmax-xent loss (mean over rows) on the current weights; leaves dlogits.
@@ -85,15 +72,8 @@ fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
         .unwrap();
     }
 
-    let hp = adam_params(f);
-    let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.to_vec(b)).collect();
-    let mut adam = Adam::new(b, m.params(), hp, 0.0);
-    adam.step(b, m.params_mut());
-    for (p, grad) in m.params().iter().zip(&grads) {
-        let want = &f.get(&format!("adam1.{}", p.name)).data;
-        let grad_ref = &f.get(&format!("grad.{}", p.name)).data;
-        check_adam1(&format!("{}: adam1.{}", f.name, p.name), &p.value.to_vec(b), want, grad, grad_ref, &hp, ADAM1_TOL).unwrap();
-    }
+    let failures = adam1_failures(b, m, f, &format!("{}: ", f.name), ADAM1_TOL);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     let after = loss_of(b, m, &x, &y, &mut dlogits, batch);
     let want = f.get("loss_after_adam1").data[0];
     // The adam1 weights match to 2e-5 (see ADAM1_TOL); the loss moves by at most ~1e-4 from that
