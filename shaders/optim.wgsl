@@ -12,6 +12,9 @@
 //                p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), step_size = lr / (1 - b1^t),
 //                bc2_sqrt = sqrt(1 - b2^t) computed on the host.
 //                256 per workgroup, 2-D grid, flat index (wid.y * nwg.x + wid.x) * 256 + lid.x.
+//   decay:       param[i] *= factor, factor = 1 - lr * decay (AdamW's decoupled weight decay, run
+//                before adam; the factor rides in the step_size field)     (1: param)
+//                256 per workgroup, 2-D grid, flat index as adam's.
 
 struct Params {
     n: u32,          // sum_squares, adam: element count; clip_scale: max_norm bits
@@ -82,4 +85,14 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     m1[i] = m;
     m2[i] = v;
     param[i] = elem(pv - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps));
+}
+
+@group(0) @binding(1) var<storage, read_write> decayed: array<elem>;
+
+@compute @workgroup_size(256)
+fn decay(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.n) { return; }
+    decayed[i] = elem(f32(decayed[i]) * p.step_size);
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod plot;
 pub mod rng;
 pub mod sample;
+pub mod schedule;
 pub mod step;
 pub mod tokens;
 pub mod train;

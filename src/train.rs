@@ -12,11 +12,12 @@ use crate::checkpoint::{Checkpoint, HostTensor, EXP_AVG, EXP_AVG_SQ};
 use crate::corpus::{load_corpus, LoadedPiece, Skipped};
 use crate::dataset::{prepare, DataConfig, Dataset, Prepared};
 use crate::engine::gpu::Precision;
-use crate::engine::{Adam, AdamParams, Backend};
+use crate::engine::{Adam, AdamParams, Backend, Dropout};
 use crate::midi::ReadOptions;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
 use crate::rng::Rng;
+use crate::schedule::{lr_at, LrSchedule};
 use crate::step::{Stepper, Totals};
 use crate::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions, Vocab};
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,28 @@ pub struct OptimConfig {
     /// existed). The caller opens the backend at this precision; a resumed run keeps it.
     #[serde(default)]
     pub precision: Precision,
+    /// Inverted dropout rate in [0, 1) (training steps only; 0 = off). Issue 13, like the fields
+    /// below: each defaults to off, so a checkpoint saved before they existed resumes unchanged.
+    #[serde(default)]
+    pub dropout: f32,
+    /// AdamW's decoupled weight decay (0 = off), beside the L2 `weight_decay`.
+    #[serde(default)]
+    pub adamw_decay: f32,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Steps of linear warm-up from 0 to `lr` (0 = none).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// The cosine schedule's floor.
+    #[serde(default)]
+    pub min_lr: f32,
+    /// The step at which the cosine schedule reaches `min_lr`: `--epochs` times the steps of an
+    /// epoch when the run starts (0 until then); a resumed run keeps it.
+    #[serde(default)]
+    pub schedule_steps: u64,
+    /// Stop when the validation loss has not improved for this many epochs (0 = never).
+    #[serde(default)]
+    pub patience: usize,
 }
 
 impl Default for OptimConfig {
@@ -108,6 +131,13 @@ impl Default for OptimConfig {
             seed: 0,
             steps_per_epoch: None,
             precision: Precision::F32,
+            dropout: 0.0,
+            adamw_decay: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            min_lr: 0.0,
+            schedule_steps: 0,
+            patience: 0,
         }
     }
 }
@@ -121,6 +151,16 @@ pub struct Progress {
     pub step: u64,
     /// Lowest validation loss so far (NaN-free; infinity when there is no validation set).
     pub best_val_loss: f64,
+    /// Epochs since the validation loss last improved (early stopping, `--patience`).
+    #[serde(default)]
+    pub epochs_without_improvement: usize,
+}
+
+impl Default for Progress {
+    /// A run that has not started.
+    fn default() -> Self {
+        Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY, epochs_without_improvement: 0 }
+    }
 }
 
 /// The JSON metadata of an etude checkpoint.
@@ -256,6 +296,8 @@ pub struct TrainReport {
     pub train_windows: usize,
     pub valid_windows: usize,
     pub skipped: Vec<Skipped>,
+    /// The run ended (now or before) because the validation loss stopped improving.
+    pub stopped_early: bool,
 }
 
 /// Evaluate `model` on (up to [`MAX_VALID_WINDOWS`] evenly spaced) windows of `data`.
@@ -273,6 +315,7 @@ pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
     }
     stepper.take_totals(b);
     let targets = model.targets();
+    model.set_dropout(None);
     for chunk in picks.chunks(batch) {
         let bt = data.batch_of(chunk, targets);
         stepper.eval(b, model, &bt.x, &bt.y);
@@ -446,7 +489,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         None
     };
     // A resumed run keeps its own data, model and optimizer settings.
-    let (spec, optim) = match &resumed {
+    let (spec, mut optim) = match &resumed {
         Some(l) => (l.meta.data.clone(), l.meta.optim.clone()),
         None => (opts.data.clone(), opts.optim.clone()),
     };
@@ -475,7 +518,8 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         step: 0,
     };
     let mut adam = Adam::new(b, model.params(), hp, optim.clip);
-    let mut progress = Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY };
+    adam.decoupled_decay = optim.adamw_decay;
+    let mut progress = Progress::default();
     if let Some(l) = &resumed {
         restore_adam(b, &model, &mut adam, &l.checkpoint, &last_path)?;
         progress = l.meta.progress.clone();
@@ -490,8 +534,19 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let mut metrics = Vec::new();
     let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
     let steps_per_epoch = optim.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
+    if optim.schedule_steps == 0 {
+        // Fixed when the run starts, so that a resumed run follows the same curve.
+        optim.schedule_steps = opts.epochs as u64 * steps_per_epoch;
+    }
+    let stopped = |p: &Progress| optim.patience > 0 && p.epochs_without_improvement >= optim.patience;
+    if stopped(&progress) {
+        reporter.line(&format!(
+            "the run stopped early at epoch {}: no validation improvement in {} epochs (--patience {})",
+            progress.epoch, progress.epochs_without_improvement, optim.patience
+        ));
+    }
 
-    while progress.epoch < opts.epochs {
+    while progress.epoch < opts.epochs && !stopped(&progress) {
         let epoch = progress.epoch + 1;
         reporter.start_epoch(epoch, opts.epochs, steps_per_epoch);
         let started = Instant::now();
@@ -499,6 +554,12 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         let mut last_shown = Instant::now();
         let batches = prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false);
         for batch in batches.take(steps_per_epoch as usize) {
+            // The schedule and the dropout masks are functions of the step being taken.
+            let step = progress.step + 1;
+            adam.hp.lr = lr_at(optim.lr_schedule, optim.lr, optim.min_lr, optim.warmup_steps, optim.schedule_steps, step);
+            if optim.dropout > 0.0 {
+                model.set_dropout(Some(Dropout { p: optim.dropout, seed: optim.seed, step }));
+            }
             stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
             progress.step += 1;
             let msg = if last_shown.elapsed().as_secs_f64() > 0.5 {
@@ -544,7 +605,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             seconds,
             tokens_per_s: train_totals.rows as f64 / seconds.max(1e-9),
         };
-        reporter.line(&format!(
+        let mut line = format!(
             "epoch {epoch}/{}: train loss {:.4} acc {:.3} | val loss {:.4} ppl {:.2} acc {:.3} | {:.1} s, {:.0} targets/s",
             opts.epochs,
             row.train_loss,
@@ -554,10 +615,17 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             row.val_accuracy,
             row.seconds,
             row.tokens_per_s
-        ));
+        );
+        if optim.lr_schedule != LrSchedule::Constant || optim.warmup_steps > 0 {
+            line.push_str(&format!(" | lr {:.3e}", adam.hp.lr));
+        }
+        reporter.line(&line);
         let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
         if improved {
             progress.best_val_loss = val.loss();
+            progress.epochs_without_improvement = 0;
+        } else if val.rows > 0 {
+            progress.epochs_without_improvement += 1;
         }
         let meta = Meta {
             etude_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -584,6 +652,12 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         append_csv(&out.join("metrics.csv"), &row)?;
         draw_curve(out)?;
         metrics.push(row);
+        if stopped(&progress) {
+            reporter.line(&format!(
+                "early stop after epoch {epoch}: the validation loss has not improved for {} epochs (--patience {}); best {:.4}",
+                progress.epochs_without_improvement, optim.patience, progress.best_val_loss
+            ));
+        }
     }
     reporter.finish();
     Ok(TrainReport {
@@ -594,6 +668,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         train_windows: prepared.train.len(),
         valid_windows: prepared.valid.len(),
         skipped,
+        stopped_early: stopped(&progress),
     })
 }
 

@@ -63,7 +63,7 @@ fn loaded(b: &CpuBackend, name: &str, sizes: Sizes, seed: u64) -> Loaded {
         },
         vocab,
         optim: OptimConfig::default(),
-        progress: Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY },
+        progress: Progress::default(),
         valid_pieces: Vec::new(),
         rng: Rng::new(0),
     };

@@ -8,6 +8,7 @@ use etude::dataset::DataConfig;
 use etude::engine::Backend;
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
+use etude::schedule::{self, LrSchedule};
 use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -79,6 +80,25 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f32,
+    /// Inverted dropout rate in [0, 1) during training (lstm: after the embedding, between LSTM
+    /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// AdamW's decoupled weight decay (PyTorch AdamW's weight_decay; 0 = off), beside --weight-decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub adamw_decay: f32,
+    /// Learning-rate schedule after the warm-up: constant, or cosine down to --min-lr at the last epoch.
+    #[arg(long, default_value = "constant", value_parser = LrSchedule::NAMES)]
+    pub lr_schedule: String,
+    /// Steps of linear warm-up from 0 to --lr.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// The floor of the cosine schedule.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f32,
+    /// Stop when the validation loss has not improved for N epochs (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub patience: usize,
     /// Fraction of the pieces held out for validation (split by piece).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -114,7 +134,7 @@ pub struct TrainArgs {
 
 /// The options a resumed run takes from its checkpoint: giving one with `--resume` is an error
 /// rather than silently ignored.
-const RUN_SETTINGS: [&str; 27] = [
+const RUN_SETTINGS: [&str; 33] = [
     "data_paths",
     "tokenizer",
     "all_parts",
@@ -137,6 +157,12 @@ const RUN_SETTINGS: [&str; 27] = [
     "lr",
     "weight_decay",
     "clip",
+    "dropout",
+    "adamw_decay",
+    "lr_schedule",
+    "warmup_steps",
+    "min_lr",
+    "patience",
     "val_fraction",
     "transpose",
     "min_count",
@@ -176,6 +202,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         return Err(format!("--lr must be a positive number, not {}", args.lr));
     }
+    schedule::validate(args.dropout, args.adamw_decay, args.lr, args.min_lr)?;
+    let lr_schedule: LrSchedule = args.lr_schedule.parse()?;
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
     // A resumed run keeps its checkpoint's precision (train() reports an unreadable checkpoint).
     let precision = if args.resume {
@@ -218,6 +246,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             seed: args.seed,
             steps_per_epoch: args.steps_per_epoch,
             precision,
+            dropout: args.dropout,
+            adamw_decay: args.adamw_decay,
+            lr_schedule,
+            warmup_steps: args.warmup_steps,
+            min_lr: args.min_lr,
+            patience: args.patience,
             ..OptimConfig::default()
         },
         epochs: args.epochs,
@@ -247,7 +281,9 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         "{} training windows, {} validation windows, vocabulary {}",
         report.train_windows, report.valid_windows, report.vocab_size
     );
-    if let Some(last) = report.metrics.last() {
+    if report.stopped_early && report.metrics.is_empty() {
+        eprintln!("the run in {} stopped early: nothing to train", report.out.display());
+    } else if let Some(last) = report.metrics.last() {
         println!(
             "finished epoch {}: validation loss {:.4} (perplexity {:.2}, accuracy {:.3}); run folder {}",
             last.epoch,

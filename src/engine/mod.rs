@@ -16,9 +16,11 @@
 //! conv activations `[batch, channels, time]`, LSTM weights `[4H, in]` with gate blocks i, f, g, o.
 
 pub mod cpu;
+pub mod dropout;
 pub mod gpu;
 pub mod optim;
 
+pub use dropout::{DropMask, Dropout};
 pub use optim::{Adam, Param};
 
 /// An element-wise activation whose derivative can be written from its output `y` alone.
@@ -142,6 +144,10 @@ pub trait Backend {
     fn gated_fwd(&self, a: &Self::Buf, z: &mut Self::Buf, batch: usize, r: usize, t: usize);
     /// Backward of [`Backend::gated_fwd`]: `da [batch, 2r, t]` from `a` and `dz [batch, r, t]`.
     fn gated_bwd(&self, a: &Self::Buf, dz: &Self::Buf, da: &mut Self::Buf, batch: usize, r: usize, t: usize);
+    /// Inverted dropout in place: `x[i] = keep(i) ? x[i] * scale : 0` for `i < n`, `keep` and
+    /// `scale` from `mask` (see [`dropout`]). Linear and diagonal: the backward is the same call on
+    /// the gradient with the same mask.
+    fn dropout(&self, x: &mut Self::Buf, n: usize, mask: DropMask);
     /// `y [batch, cols, rows] = transpose of x [batch, rows, cols]` for each batch item.
     fn transpose(&self, x: &Self::Buf, y: &mut Self::Buf, batch: usize, rows: usize, cols: usize);
 
@@ -195,6 +201,10 @@ pub trait Backend {
         hp: AdamParams,
         scale: &Self::Buf,
     );
+
+    /// `p[0..n] *= factor`: AdamW's decoupled weight decay, `factor = 1 - lr * decay`, applied to a
+    /// parameter before its [`Backend::adam`] step (PyTorch `torch.optim.AdamW`'s order).
+    fn decay(&self, p: &mut Self::Buf, n: usize, factor: f32);
 
     // ---- convolution (see [`Conv1d`]) ---------------------------------------------------------
     /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.

@@ -34,6 +34,10 @@ pub struct Adam<B: Backend> {
     pub clip: f32,
     /// Number of steps taken so far (the next step is `step + 1`).
     pub step: u32,
+    /// AdamW's decoupled weight decay: before its update, every parameter is multiplied by
+    /// `1 - lr * decoupled_decay` (PyTorch `torch.optim.AdamW`); 0 = off (plain Adam, whose L2
+    /// decay `hp.weight_decay` is added to the gradient instead).
+    pub decoupled_decay: f32,
     pub m: Vec<Tensor<B>>,
     pub v: Vec<Tensor<B>>,
     acc: B::Buf,
@@ -51,6 +55,7 @@ impl<B: Backend> Adam<B> {
             hp,
             clip,
             step: 0,
+            decoupled_decay: 0.0,
             m: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
             v: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
             acc: b.alloc_f32(1),
@@ -72,6 +77,9 @@ impl<B: Backend> Adam<B> {
         let hp = AdamParams { step: self.step, ..self.hp };
         for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
             let n = p.value.len();
+            if self.decoupled_decay != 0.0 {
+                b.decay(&mut p.value.buf, n, 1.0 - hp.lr * self.decoupled_decay);
+            }
             b.adam(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, n, hp, &self.scale);
         }
     }

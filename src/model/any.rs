@@ -6,7 +6,7 @@ use super::lstm::{LstmConfig, LstmModel};
 use super::wavenet::{Wavenet, WavenetConfig};
 use super::wavenet_gated::{GatedConfig, WavenetGated};
 use super::{Model, Targets};
-use crate::engine::{Backend, Param, Tensor};
+use crate::engine::{Backend, Dropout, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +208,9 @@ impl<B: Backend> Model<B> for AnyModel<B> {
     }
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         self.inner_mut().backward(b, x, dlogits, batch)
+    }
+    fn set_dropout(&mut self, d: Option<Dropout>) {
+        self.inner_mut().set_dropout(d)
     }
 }
 

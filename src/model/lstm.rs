@@ -15,13 +15,19 @@
 //! PyTorch Adam step is reproduced exactly. Everything is written with the [`Backend`] operations,
 //! so the same code runs on the CPU and the GPU.
 //!
+//! Dropout (issue 13, [`Model::set_dropout`], training steps only) acts at three kinds of site:
+//! the embeddings `e` (site 0), the input of every LSTM layer above the first (site `l` for the
+//! input of layer `l`, a copy of `h_l` so that layer `l - 1`'s backward keeps its own outputs), and
+//! the input `z` of the head (site `layers`).
+//!
 //! [`LstmModel::step`] runs one time step with a carried [`LstmState`] for generation: a new token
 //! costs one step of every layer, not a rerun of the window.
 
 use serde::{Deserialize, Serialize};
 
 use super::{init, Model, Targets};
-use crate::engine::{Act, Backend, Lstm, MatMul, Param, Tensor};
+use crate::engine::dropout::{active, drop_site};
+use crate::engine::{Act, Backend, Dropout, Lstm, MatMul, Param, Tensor};
 use crate::rng::Rng;
 
 /// Hyper-parameters of the LSTM models.
@@ -139,6 +145,13 @@ pub struct LstmModel<B: Backend> {
     dxw: B::Buf,
     dbias: B::Buf,
     demb: B::Buf,
+    /// Dropout of the current training step (None: identity).
+    dropout: Option<Dropout>,
+    /// The dropped inputs of layers 1.. [B*T, H] each, and (`lstm-seq`) of the head [B*T, H]:
+    /// allocated on the first step with dropout.
+    drop_hs: Vec<B::Buf>,
+    drop_head: B::Buf,
+    drop_ready: bool,
 }
 
 // Parameter indices, in PyTorch's `named_parameters()` order.
@@ -221,7 +234,21 @@ impl<B: Backend> LstmModel<B> {
             dxw: b.alloc(n * 4 * h),
             dbias: b.alloc(4 * h),
             demb: b.alloc(n * e),
+            dropout: None,
+            drop_hs: Vec::new(),
+            drop_head: b.alloc(0),
+            drop_ready: false,
             cfg,
+        }
+    }
+
+    /// The dropout buffers, on the first step that needs them.
+    fn ensure_drop_buffers(&mut self, b: &B) {
+        let n = self.max_batch * self.window * self.cfg.hidden;
+        if !self.drop_ready {
+            self.drop_hs = (1..self.cfg.layers).map(|_| b.alloc(n)).collect();
+            self.drop_head = b.alloc(if self.cfg.seq { n } else { 0 });
+            self.drop_ready = true;
         }
     }
 
@@ -342,22 +369,42 @@ impl<B: Backend> Model<B> for LstmModel<B> {
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         assert!(batch <= self.max_batch, "lstm forward: batch {batch} > max_batch {}", self.max_batch);
         let (t, e, h) = (self.window, self.cfg.embed, self.cfg.hidden);
-        b.embedding_fwd(x, &self.params[EMB].value.buf, &mut self.emb, batch * t, e);
+        let d = self.dropout;
+        let on = active(d.as_ref());
+        if on {
+            self.ensure_drop_buffers(b);
+        }
+        let n = batch * t;
+        b.embedding_fwd(x, &self.params[EMB].value.buf, &mut self.emb, n, e);
+        drop_site(b, d.as_ref(), 0, &mut self.emb, n * e);
         for l in 0..self.cfg.layers {
             let (below, rest) = self.layers.split_at_mut(l);
             let (input, in_dim) = match below.last() {
+                Some(prev) if on => {
+                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    drop_site(b, d.as_ref(), l as u32, &mut self.drop_hs[l - 1], n * h);
+                    (&self.drop_hs[l - 1], h)
+                }
                 Some(prev) => (&prev.hs, h),
                 None => (&self.emb, e),
             };
             layer_forward(b, &self.params, l, input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, t, h);
         }
-        let top = &self.layers[self.cfg.layers - 1].hs;
+        let nl = self.cfg.layers;
+        let top = &self.layers[nl - 1].hs;
         let rows = self.target_rows(batch);
         let z = if self.cfg.seq {
-            top
+            if on {
+                b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+                drop_site(b, d.as_ref(), nl as u32, &mut self.drop_head, n * h);
+                &self.drop_head
+            } else {
+                top
+            }
         } else {
             // z = h[:, T-1]: row b sits at b*T*H + (T-1)*H.
             b.copy_strided(top, (t - 1) * h, t * h, &mut self.z, 0, h, batch, h, false);
+            drop_site(b, d.as_ref(), nl as u32, &mut self.z, batch * h);
             &self.z
         };
         head_forward(b, &self.params, &self.cfg, z, rows, &mut self.fc1, &mut self.a1, &mut self.logits.buf);
@@ -365,6 +412,10 @@ impl<B: Backend> Model<B> for LstmModel<B> {
 
     fn logits(&self) -> &Tensor<B> {
         &self.logits
+    }
+
+    fn set_dropout(&mut self, d: Option<Dropout>) {
+        self.dropout = d;
     }
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
@@ -375,6 +426,8 @@ impl<B: Backend> Model<B> for LstmModel<B> {
         let rows = self.target_rows(batch);
         let fc = 1 + 4 * nl;
         let p = &mut self.params;
+        let dr = self.dropout;
+        let on = active(dr.as_ref());
 
         // Head: logits = a1 W2^T + b2, a1 = relu(fc1), fc1 = z W1^T + b1.
         b.matmul(dlogits, &self.a1, &mut p[fc + 2].grad.buf, mm(v, rows, d, true, false, true));
@@ -384,11 +437,14 @@ impl<B: Backend> Model<B> for LstmModel<B> {
         b.bias_grad(&self.dfc1, &mut p[fc + 1].grad.buf, rows, d, 1);
         let top = &mut self.layers[nl - 1];
         if self.cfg.seq {
-            b.matmul(&self.dfc1, &top.hs, &mut p[fc].grad.buf, mm(d, rows, h, true, false, true));
+            let z = if on { &self.drop_head } else { &top.hs };
+            b.matmul(&self.dfc1, z, &mut p[fc].grad.buf, mm(d, rows, h, true, false, true));
             b.matmul(&self.dfc1, &p[fc].value.buf, &mut top.dhs, mm(rows, d, h, false, false, false));
+            drop_site(b, dr.as_ref(), nl as u32, &mut top.dhs, n * h);
         } else {
             b.matmul(&self.dfc1, &self.z, &mut p[fc].grad.buf, mm(d, rows, h, true, false, true));
             b.matmul(&self.dfc1, &p[fc].value.buf, &mut self.dz, mm(rows, d, h, false, false, false));
+            drop_site(b, dr.as_ref(), nl as u32, &mut self.dz, batch * h);
             // Only the last step of each window receives a gradient from the head.
             b.fill(&mut top.dhs, n * h, 0.0);
             b.copy_strided(&self.dz, 0, h, &mut top.dhs, (t - 1) * h, t * h, batch, h, true);
@@ -419,11 +475,14 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             b.add(&self.dbias, &mut p[b_ih(l)].grad.buf, 4 * h);
             b.add(&self.dbias, &mut p[b_hh(l)].grad.buf, 4 * h);
             let (input, dinput, in_dim) = match below.last_mut() {
+                Some(prev) if on => (&self.drop_hs[l - 1], &mut prev.dhs, h),
                 Some(prev) => (&prev.hs, &mut prev.dhs, h),
                 None => (&self.emb, &mut self.demb, e),
             };
             b.matmul(&self.dxw, input, &mut p[w_ih(l)].grad.buf, mm(4 * h, n, in_dim, true, false, true));
             b.matmul(&self.dxw, &p[w_ih(l)].value.buf, dinput, mm(n, 4 * h, in_dim, false, false, false));
+            // The input of layer l was dropped at site l (0: the embeddings).
+            drop_site(b, dr.as_ref(), l as u32, dinput, n * in_dim);
         }
         b.embedding_bwd(x, &self.demb, &mut p[EMB].grad.buf, n, e);
     }

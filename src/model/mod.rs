@@ -11,7 +11,7 @@ pub mod lstm;
 pub mod wavenet;
 pub mod wavenet_gated;
 
-use crate::engine::{Backend, Param, Tensor};
+use crate::engine::{Backend, Dropout, Param, Tensor};
 use crate::rng::Rng;
 
 /// Where a model puts its targets.
@@ -41,6 +41,11 @@ pub trait Model<B: Backend> {
     /// Backward pass of the last forward, from `dlogits` (laid out as the logits), accumulating
     /// every parameter's gradient.
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize);
+
+    /// Dropout for the next forward and backward: `Some` during a training step (see
+    /// [`crate::engine::dropout`]), `None` (the default, and what evaluation and generation use)
+    /// for none. A model without dropout sites ignores it.
+    fn set_dropout(&mut self, _d: Option<Dropout>) {}
 
     /// Number of target rows of a batch: `batch` or `batch * T`.
     fn target_rows(&self, batch: usize) -> usize {

@@ -9,11 +9,17 @@
 //! logits = fc2(f)                              Linear(D, V)   [B, V]
 //! ```
 //!
+//! Dropout (issue 13, [`Model::set_dropout`], training steps only) acts on the output of every
+//! dilated conv layer after its ReLU (site `i` for `h_{i+1}`), in place: the next layer's weight
+//! gradient then sees the dropped values, and the ReLU's backward, read from the dropped output,
+//! is zero wherever the mask is.
+//!
 //! Parameters are named and ordered as PyTorch's `named_parameters()` of `WaveNetSimple`
 //! (`emb.weight`, `convs.{i}.weight`, `convs.{i}.bias`, `out_conv.*`, `fc1.*`, `fc2.*`).
 
 use super::{init, Model, Targets};
-use crate::engine::{Act, Backend, Conv1d, MatMul, Param, Tensor};
+use crate::engine::dropout::drop_site;
+use crate::engine::{Act, Backend, Conv1d, Dropout, MatMul, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +129,8 @@ pub struct Wavenet<B: Backend> {
     /// Gradient of `h0` `[B, E, T]`, and of the embeddings `[B, T, E]`.
     dh0: B::Buf,
     demb: B::Buf,
+    /// Dropout of the current training step (None: identity).
+    dropout: Option<Dropout>,
 }
 
 impl<B: Backend> Wavenet<B> {
@@ -159,6 +167,7 @@ impl<B: Backend> Wavenet<B> {
 
         let m = max_batch;
         Wavenet {
+            dropout: None,
             cfg: cfg.clone(),
             max_batch,
             params,
@@ -237,6 +246,7 @@ impl<B: Backend> Model<B> for Wavenet<B> {
                 conv(&self.cfg, i, batch),
             );
             b.act_fwd(Act::Relu, &self.pre, &mut self.hs[i], batch * c * t);
+            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.hs[i], batch * c * t);
         }
         let o = conv_w(layers);
         b.conv1d_fwd(&self.hs[layers - 1], &p[o].value.buf, &p[o + 1].value.buf, &mut self.u_pre, oc);
@@ -252,6 +262,10 @@ impl<B: Backend> Model<B> for Wavenet<B> {
 
     fn logits(&self) -> &Tensor<B> {
         &self.logits
+    }
+
+    fn set_dropout(&mut self, d: Option<Dropout>) {
+        self.dropout = d;
     }
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
@@ -289,6 +303,7 @@ impl<B: Backend> Model<B> for Wavenet<B> {
         // dilated convs, last to first; self.dh holds the gradient of layer i's ReLU output.
         for i in (0..layers).rev() {
             let cv = conv(&self.cfg, i, batch);
+            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.dh, batch * c * t);
             b.act_bwd(Act::Relu, &self.hs[i], &self.dh, &mut self.dpre, batch * c * t);
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
             let (lo, hi) = self.params.split_at_mut(conv_b(i));

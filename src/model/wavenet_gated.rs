@@ -11,6 +11,9 @@
 //! logits = y transposed                            [B, T, V]: row b*T+t predicts x[b, t+1]
 //! ```
 //!
+//! Dropout (issue 13, [`Model::set_dropout`], training steps only) acts inside every block on the
+//! gated output `z_i` (site `i`), in place, before the residual and skip convs read it.
+//!
 //! Parameters are named and ordered as PyTorch's `named_parameters()` of `WaveNetGated`
 //! (`emb.weight`, `inp.*`, `blocks.{i}.dil.*`, `blocks.{i}.res.*`, `blocks.{i}.skip.*`,
 //! `post1.*`, `post2.*`).
@@ -19,7 +22,8 @@
 //! queue of its past inputs, so a step costs O(blocks), not O(window).
 
 use super::{init, Model, Targets};
-use crate::engine::{Act, Backend, Conv1d, Param, Tensor};
+use crate::engine::dropout::drop_site;
+use crate::engine::{Act, Backend, Conv1d, Dropout, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -186,6 +190,8 @@ pub struct WavenetGated<B: Backend> {
     da: B::Buf,
     demb_t: B::Buf,
     demb: B::Buf,
+    /// Dropout of the current training step (None: identity).
+    dropout: Option<Dropout>,
 }
 
 impl<B: Backend> WavenetGated<B> {
@@ -200,6 +206,7 @@ impl<B: Backend> WavenetGated<B> {
         let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = *cfg;
         let (m, n) = (max_batch, cfg.blocks());
         WavenetGated {
+            dropout: None,
             cfg: cfg.clone(),
             max_batch,
             params,
@@ -288,6 +295,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
         for (i, blk) in lay.blocks.iter().enumerate() {
             b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], dilated(&self.cfg, i, batch));
             b.gated_fwd(&self.as_[i], &mut self.zs[i], batch, r, t);
+            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.zs[i], batch * r * t);
             if i == 0 {
                 b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_sum, cs);
             } else {
@@ -310,6 +318,10 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
 
     fn logits(&self) -> &Tensor<B> {
         &self.logits
+    }
+
+    fn set_dropout(&mut self, d: Option<Dropout>) {
+        self.dropout = d;
     }
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
@@ -341,6 +353,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
             }
             conv_grads(b, &mut self.params, blk.skip, &self.zs[i], &self.dskip, cs);
             b.conv1d_bwd_input(&self.dskip, &self.params[blk.skip].value.buf, &mut self.dz, cs, blk.res.is_some());
+            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.dz, batch * r * t);
             b.gated_bwd(&self.as_[i], &self.dz, &mut self.da, batch, r, t);
             // dh_i = dh_{i+1} (identity path) + dil^T da; the last block has no identity path.
             let cd = dilated(&self.cfg, i, batch);

@@ -47,7 +47,7 @@ mod conv;
 pub mod fastmath;
 mod lstm;
 
-use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
 use rayon::prelude::*;
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
@@ -447,6 +447,21 @@ impl Backend for CpuBackend {
         });
     }
 
+    fn dropout(&self, x: &mut Vec<f32>, n: usize, mask: DropMask) {
+        let scale = mask.scale();
+        let body = |start: usize, xs: &mut [f32]| {
+            for (j, v) in xs.iter_mut().enumerate() {
+                *v = if mask.keep(start + j) { *v * scale } else { 0.0 };
+            }
+        };
+        let x = &mut x[..n];
+        if n < PAR_MIN {
+            body(0, x);
+        } else {
+            x.par_chunks_mut(PAR_MIN).enumerate().for_each(|(c, xs)| body(c * PAR_MIN, xs));
+        }
+    }
+
     fn transpose(&self, x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
         let plane = rows * cols;
         y[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, y)| {
@@ -603,6 +618,12 @@ impl Backend for CpuBackend {
                 .zip(g.par_iter())
                 .zip(m.par_iter_mut().zip(v.par_iter_mut()))
                 .for_each(|((p, &g), (m, v))| update(p, g, m, v));
+        }
+    }
+
+    fn decay(&self, p: &mut Vec<f32>, n: usize, factor: f32) {
+        for v in &mut p[..n] {
+            *v *= factor;
         }
     }
 

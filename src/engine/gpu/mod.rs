@@ -84,7 +84,7 @@ mod profile;
 
 pub use profile::{by_kernel, DispatchTime, Timestamps};
 
-use super::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
 use parking_lot::ReentrantMutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -223,6 +223,7 @@ pub(crate) const EMBEDDING: Shader =
 pub(crate) const SOFTMAX_XENT: Shader =
     Shader { name: "softmax_xent", source: include_str!("../../../shaders/softmax_xent.wgsl") };
 pub(crate) const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../shaders/optim.wgsl") };
+pub(crate) const DROPOUT: Shader = Shader { name: "dropout", source: include_str!("../../../shaders/dropout.wgsl") };
 
 /// The bits of an `f32` parameter, as the shader's `f32` field reads them.
 pub(crate) fn f(x: f32) -> u32 {
@@ -1153,6 +1154,12 @@ impl Backend for GpuBackend {
         self.elementwise("gated_bwd", &[a, dz, da], &[u(n), u(r * t)], n);
     }
 
+    fn dropout(&self, x: &mut GpuBuffer, n: usize, mask: DropMask) {
+        check_len("dropout", "x", x, n);
+        let p = [u(n), mask.key0, mask.key1, mask.threshold, mask.scale_bits];
+        self.dispatch(&DROPOUT, "dropout", &[x], &p, grid_1d(n, 256));
+    }
+
     fn transpose(&self, x: &GpuBuffer, y: &mut GpuBuffer, batch: usize, rows: usize, cols: usize) {
         let n = batch * rows * cols;
         check_len("transpose", "x", x, n);
@@ -1303,6 +1310,11 @@ impl Backend for GpuBackend {
         check_f32("clip_scale", "acc", acc);
         check_f32("clip_scale", "scale", scale);
         self.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
+    }
+
+    fn decay(&self, p: &mut GpuBuffer, n: usize, factor: f32) {
+        check_len("decay", "p", p, n);
+        self.dispatch(&OPTIM, "decay", &[p], &[u(n), f(factor)], grid_1d(n, 256));
     }
 
     fn adam(
