@@ -110,7 +110,7 @@ pub struct OptimConfig {
     #[serde(default)]
     pub min_lr: f32,
     /// The step at which the cosine schedule reaches `min_lr`: `--epochs` times the steps of an
-    /// epoch when the run starts (0 until then); a resumed run keeps it.
+    /// epoch when the run starts (0 until then, and for a constant schedule); a resumed run keeps it.
     #[serde(default)]
     pub schedule_steps: u64,
     /// Stop when the validation loss has not improved for this many epochs (0 = never).
@@ -534,7 +534,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let mut metrics = Vec::new();
     let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
     let steps_per_epoch = optim.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
-    if optim.schedule_steps == 0 {
+    if optim.lr_schedule == LrSchedule::Cosine && optim.schedule_steps == 0 {
         // Fixed when the run starts, so that a resumed run follows the same curve.
         optim.schedule_steps = opts.epochs as u64 * steps_per_epoch;
     }
