@@ -174,3 +174,23 @@ fn checkpoints_without_the_new_fields_resume() {
     assert_eq!(meta["optim"]["dropout"], 0.0);
     assert_eq!(meta["optim"]["lr_schedule"], "constant");
 }
+
+/// On the GPU backend a run with dropout (and the rest) is deterministic: twice the same command,
+/// the very same checkpoint; and its masks are the CPU's, so the first epoch's losses agree with a
+/// CPU run to f32 rounding.
+#[test]
+fn gpu_runs_with_dropout_are_deterministic_and_agree_with_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for out in ["g1", "g2"] {
+        etude_ok(&tiny_train("lstm-seq", "gpu", out, "2", &ALL_ON), dir);
+    }
+    let read = |r: &str| std::fs::read(dir.join(r).join("last.safetensors")).unwrap();
+    assert!(read("g1") == read("g2"), "two GPU runs with dropout differ");
+    etude_ok(&tiny_train("lstm-seq", "cpu", "c", "2", &ALL_ON), dir);
+    let (g, c) = (metrics_rows(&dir.join("g1")), metrics_rows(&dir.join("c")));
+    for col in [2, 4] {
+        let (a, b): (f64, f64) = (g[0][col].parse().unwrap(), c[0][col].parse().unwrap());
+        assert!((a - b).abs() < 1e-4, "column {col}: gpu {a}, cpu {b}");
+    }
+}

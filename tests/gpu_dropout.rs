@@ -145,3 +145,25 @@ fn models_with_dropout_match_the_cpu() {
         }
     }
 }
+
+/// At `--precision f16` the mask is the same integer arithmetic; the kept values are the f16
+/// input times the scale, rounded to f16 once (within one f16 rounding of the CPU's f32 product).
+#[test]
+fn dropout_at_f16_keeps_the_same_mask() {
+    let g = GpuBackend::with_precision(None, etude::engine::gpu::Precision::F16)
+        .unwrap_or_else(|e| panic!("{e} (the f16 tests need an adapter with SHADER_F16, as lavapipe has)"));
+    let cpu = CpuBackend::new();
+    let n = 1031;
+    let mask = DropMask::new(&Dropout { p: 0.35, seed: 5, step: 8 }, 2);
+    let x: Vec<f32> = random_vec(7, n).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let mut buf = g.alloc(n);
+    g.write(&mut buf, &x);
+    g.dropout(&mut buf, n, mask);
+    let on_gpu = g.read(&buf, n);
+    let mut want = x.clone();
+    cpu.dropout(&mut want, n, mask);
+    for i in 0..n {
+        assert_eq!(on_gpu[i] == 0.0, want[i] == 0.0, "[{i}]: mask differs");
+        assert!((on_gpu[i] - want[i]).abs() <= 1e-3 * want[i].abs(), "[{i}]: gpu {} cpu {}", on_gpu[i], want[i]);
+    }
+}
