@@ -67,6 +67,9 @@ fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f
         _ => (0.0, 1.0),
     };
     let pad = (hi - lo) * 0.08;
+    // Enough decimals to tell 8 ticks apart, no more.
+    let step = (hi - lo + 2.0 * pad) / 8.0;
+    let decimals = (-step.log10()).ceil().clamp(1.0, 5.0) as usize;
     // Integer epochs: an integer axis, one tick per epoch up to 12 ticks.
     let (x0, x1) = if last_epoch == 1 { (0i32, 2i32) } else { (1i32, last_epoch as i32) };
     let mut chart = ChartBuilder::on(&root)
@@ -81,7 +84,8 @@ fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f
         .y_desc("loss (nats per token)")
         .x_labels(((x1 - x0) as usize + 1).min(12))
         .x_label_formatter(&|x| format!("{x}"))
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_labels(8)
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
         .light_line_style(RGBColor(235, 235, 235))
