@@ -31,6 +31,12 @@ enum Command {
     Devices(cli::devices::DevicesArgs),
     /// Benchmarks: training throughput, generation latency, per-operation timings.
     Bench(cli::bench::BenchArgs),
+    /// Render MIDI files to WAV (SoundFont, or a built-in piano voice).
+    Render(cli::render::RenderArgs),
+    /// Draw piano-roll pictures (PNG) of MIDI files.
+    Plot(cli::render::PlotArgs),
+    /// Rebuild a run's report.html (settings, metrics, loss curves, samples to see and hear).
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +52,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Devices(args) => cli::devices::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Render(args) => cli::render::run_render(args),
+        Command::Plot(args) => cli::render::run_plot(args),
+        Command::Report(args) => cli::report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,187 +1,192 @@
-//! A loss-curve picture (PNG) drawn by hand: axes, ticks with numbers, one polyline per series and
-//! a legend, with a built-in 3x5 pixel font so no font file or system library is needed.
+//! Pictures drawn with `plotters` into an RGB buffer and encoded as PNG: the loss curves of a run
+//! (this file) and piano rolls ([`crate::pianoroll`]). Text uses DejaVu Sans, bundled in
+//! `assets/fonts` and rasterised by ab_glyph, so no system font library is needed at build or run
+//! time.
 
+use plotters::prelude::*;
+use plotters::style::FontStyle;
 use std::path::Path;
 
-const W: usize = 720;
-const H: usize = 440;
-const LEFT: usize = 70;
-const RIGHT: usize = 20;
-const TOP: usize = 30;
-const BOTTOM: usize = 50;
-const SCALE: usize = 2; // font pixels per glyph pixel
+/// The family name the bundled font is registered under.
+pub const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-/// 3x5 glyphs, one row per u16 nibble group: bit 2 = left column.
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 2, 2],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'a' => [0, 7, 5, 7, 5],
-        'c' => [0, 7, 4, 4, 7],
-        'd' => [1, 7, 5, 5, 7],
-        'e' => [7, 4, 7, 4, 7],
-        'h' => [4, 4, 7, 5, 5],
-        'i' => [2, 0, 2, 2, 2],
-        'l' => [4, 4, 4, 4, 7],
-        'n' => [0, 6, 5, 5, 5],
-        'o' => [0, 7, 5, 5, 7],
-        'p' => [7, 5, 7, 4, 4],
-        'r' => [0, 7, 4, 4, 4],
-        's' => [7, 4, 7, 1, 7],
-        't' => [2, 7, 2, 2, 3],
-        'v' => [0, 5, 5, 5, 2],
-        'x' => [0, 5, 2, 5, 5],
-        _ => [0, 0, 0, 0, 0],
-    }
+/// Register the bundled font with plotters (once; every later call is free).
+pub fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a fixed, known-good TTF: failure here is a build error in disguise.
+        if plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_err() {
+            panic!("the bundled font assets/fonts/DejaVuSans.ttf does not parse");
+        }
+    });
 }
 
-struct Canvas {
-    px: Vec<u8>,
+/// Encode an RGB buffer as PNG and write it through a temp file + rename.
+pub fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| format!("{}: {e}", path.display()))?;
+        w.write_image_data(rgb).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    crate::checkpoint::atomic_write(path, &bytes)
 }
 
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-            let i = (y as usize * W + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&rgb);
-        }
-    }
+/// One loss curve: a name, a colour and (epoch, loss) points.
+pub struct Series {
+    pub name: String,
+    pub rgb: [u8; 3],
+    pub points: Vec<(u32, f64)>,
+}
 
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for s in 0..=steps {
-            let t = s as f64 / steps as f64;
-            let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-            // Two pixels thick so the curve reads at a glance.
-            self.set(x.round() as i64, y.round() as i64, rgb);
-            self.set(x.round() as i64, y.round() as i64 + 1, rgb);
-        }
-    }
+const W: u32 = 800;
+const H: u32 = 480;
 
-    fn text(&mut self, x: usize, y: usize, s: &str, rgb: [u8; 3]) {
-        for (k, c) in s.chars().enumerate() {
-            let g = glyph(c.to_ascii_lowercase());
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        for dy in 0..SCALE {
-                            for dx in 0..SCALE {
-                                let px = x + (k * 4 + col) * SCALE + dx;
-                                let py = y + row * SCALE + dy;
-                                self.set(px as i64, py as i64, rgb);
-                            }
+/// Draw loss curves against integer epochs, with an optional horizontal reference line (label,
+/// value), e.g. the best n-gram baseline, and write them as PNG.
+pub fn loss_curve(path: &Path, series: &[Series], reference: Option<(&str, f64)>) -> Result<(), String> {
+    register_font();
+    let mut rgb = vec![255u8; (W * H * 3) as usize];
+    draw_loss_curve(&mut rgb, series, reference).map_err(|e| format!("{}: drawing the loss curve: {e}", path.display()))?;
+    write_png(path, &rgb, W, H)
+}
+
+fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f64)>) -> Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::with_buffer(rgb, (W, H)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let finite = |v: &f64| v.is_finite();
+    let values: Vec<f64> =
+        series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(reference.map(|r| r.1)).filter(finite).collect();
+    let last_epoch = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
+    let (lo, hi) = match (values.iter().cloned().reduce(f64::min), values.iter().cloned().reduce(f64::max)) {
+        (Some(lo), Some(hi)) if hi > lo => (lo, hi),
+        (Some(v), _) => (v - 0.5, v + 0.5),
+        _ => (0.0, 1.0),
+    };
+    let pad = (hi - lo) * 0.08;
+    // Enough decimals to tell 8 ticks apart, no more.
+    let step = (hi - lo + 2.0 * pad) / 8.0;
+    let decimals = (-step.log10()).ceil().clamp(1.0, 5.0) as usize;
+    // Integer epochs: an integer axis, one tick per epoch up to 12 ticks.
+    let (x0, x1) = if last_epoch == 1 { (0i32, 2i32) } else { (1i32, last_epoch as i32) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption("loss per epoch", (FONT, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss (nats per token)")
+        .x_labels(((x1 - x0) as usize + 1).min(12))
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_labels(8)
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for s in series {
+        let colour = RGBColor(s.rgb[0], s.rgb[1], s.rgb[2]);
+        let pts: Vec<(i32, f64)> = s.points.iter().filter(|p| p.1.is_finite()).map(|p| (p.0 as i32, p.1)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+    }
+    if let Some((label, v)) = reference.filter(|r| r.1.is_finite()) {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(x0, v), (x1, v)], 8, 5, grey.stroke_width(2)))?
+            .label(format!("{label} ({v:.3})"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The best n-gram's loss from a run's `baseline.json`, when the file is there and holds one: the
+/// first number found (depth first, in the file's order) under a key containing "nll", else under
+/// one containing "loss". A label comes from a "name", "label" or "model" string, else "n-gram".
+pub fn read_baseline(run: &Path) -> Option<(String, f64)> {
+    let text = std::fs::read_to_string(run.join("baseline.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    fn find(v: &serde_json::Value, key_has: &str) -> Option<f64> {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if k.to_lowercase().contains(key_has) {
+                        if let Some(f) = x.as_f64() {
+                            return Some(f);
                         }
                     }
                 }
+                m.values().find_map(|x| find(x, key_has))
             }
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key_has)),
+            _ => None,
         }
     }
+    let value = find(&v, "nll").or_else(|| find(&v, "loss"))?;
+    let label = ["name", "label", "model"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "n-gram".into());
+    Some((format!("baseline: {label}"), value))
 }
 
-fn text_width(s: &str) -> usize {
-    s.chars().count() * 4 * SCALE
-}
-
-fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// One curve: its legend, its colour, its points (x, y).
-pub type Series<'a> = (&'a str, [u8; 3], Vec<(f64, f64)>);
-
-/// Draw the series into a PNG at `path`. Non-finite points are left out.
-pub fn loss_curve(path: &Path, series: &[Series]) -> Result<(), String> {
-    let pts: Vec<(f64, f64)> =
-        series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-    let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (mut y0, mut y1) = pts.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
-    if pts.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
-    }
-    if y1 - y0 < 1e-9 {
-        y1 = y0 + 1.0;
-    }
-    let pad = (y1 - y0) * 0.05;
-    let (y0, y1) = ((y0 - pad).max(0.0), y1 + pad);
-    let mut c = Canvas { px: vec![255; W * H * 3] };
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    let sx = |x: f64| LEFT as f64 + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| TOP as f64 + (1.0 - (y - y0) / (y1 - y0)) * ph;
-    let grey = [200, 200, 200];
-    let black = [0, 0, 0];
-    for i in 0..=5 {
-        let fy = y0 + (y1 - y0) * i as f64 / 5.0;
-        c.line((LEFT as f64, sy(fy)), ((W - RIGHT) as f64, sy(fy)), grey);
-        let label = fmt_tick(fy);
-        c.text(LEFT - 6 - text_width(&label), sy(fy) as usize - 5, &label, black);
-        let fx = x0 + (x1 - x0) * i as f64 / 5.0;
-        c.line((sx(fx), TOP as f64), (sx(fx), (H - BOTTOM) as f64), grey);
-        let label = fmt_tick(fx);
-        c.text((sx(fx) as usize).saturating_sub(text_width(&label) / 2), H - BOTTOM + 8, &label, black);
-    }
-    c.line((LEFT as f64, TOP as f64), (LEFT as f64, (H - BOTTOM) as f64), black);
-    c.line((LEFT as f64, (H - BOTTOM) as f64), ((W - RIGHT) as f64, (H - BOTTOM) as f64), black);
-    c.text(W / 2 - text_width("epoch") / 2, H - 22, "epoch", black);
-    c.text(8, 8, "loss", black);
-    for (k, (name, rgb, points)) in series.iter().enumerate() {
-        let ok: Vec<_> = points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        for w in ok.windows(2) {
-            c.line((sx(w[0].0), sy(w[0].1)), (sx(w[1].0), sy(w[1].1)), *rgb);
-        }
-        for p in &ok {
-            for d in -2..=2 {
-                c.set(sx(p.0) as i64 + d, sy(p.1) as i64, *rgb);
-                c.set(sx(p.0) as i64, sy(p.1) as i64 + d, *rgb);
-            }
-        }
-        let lx = W - RIGHT - 160;
-        let ly = TOP + 10 + k * 18;
-        c.line((lx as f64, ly as f64 + 4.0), (lx as f64 + 24.0, ly as f64 + 4.0), *rgb);
-        c.text(lx + 32, ly, name, black);
-    }
-    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(|e| format!("{}: {e}", path.display()))?;
-    w.write_image_data(&c.px).map_err(|e| format!("{}: {e}", path.display()))
+/// Draw `RUN/loss.png` from `RUN/metrics.csv` (training and validation loss) and, when present,
+/// the baseline of `RUN/baseline.json`.
+pub fn run_loss_curve(run: &Path) -> Result<(), String> {
+    let rows = crate::train::read_csv(&run.join("metrics.csv"));
+    let epochs = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<(u32, f64)> { rows.iter().map(|r| (r.0 as u32, f(r))).collect() };
+    let series = [
+        Series { name: "training".into(), rgb: [31, 119, 180], points: epochs(|r| r.1) },
+        Series { name: "validation".into(), rgb: [230, 110, 0], points: epochs(|r| r.2) },
+    ];
+    let baseline = read_baseline(run);
+    loss_curve(&run.join("loss.png"), &series, baseline.as_ref().map(|(l, v)| (l.as_str(), *v)))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn writes_a_png_with_the_curves_in_it() {
+    fn baseline_is_found_under_an_nll_key_and_absence_is_tolerated() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("loss.png");
-        let train: Vec<(f64, f64)> = (1..=10).map(|e| (e as f64, 5.0 / e as f64)).collect();
-        let val: Vec<(f64, f64)> = (1..=10).map(|e| (e as f64, 5.5 / e as f64 + 0.2)).collect();
-        super::loss_curve(&path, &[("train", [30, 90, 200], train), ("validation", [220, 80, 30], val)]).unwrap();
-        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        assert!(read_baseline(dir.path()).is_none());
+        std::fs::write(dir.path().join("baseline.json"), r#"{"name": "3-gram", "best": {"order": 3, "val_nll": 4.25}}"#).unwrap();
+        assert_eq!(read_baseline(dir.path()), Some(("baseline: 3-gram".into(), 4.25)));
+        std::fs::write(dir.path().join("baseline.json"), "not json").unwrap();
+        assert!(read_baseline(dir.path()).is_none());
+    }
+
+    #[test]
+    fn loss_curve_writes_a_png_with_ink() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("loss.png");
+        let s = vec![Series { name: "training".into(), rgb: [31, 119, 180], points: vec![(1, 5.0), (2, 4.0), (3, 3.5)] }];
+        loss_curve(&p, &s, Some(("baseline", 4.2))).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
         let mut r = dec.read_info().unwrap();
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         let info = r.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (super::W as u32, super::H as u32));
-        // Both series' colours were drawn.
-        let has = |rgb: [u8; 3]| buf.chunks_exact(3).any(|p| p == rgb);
-        assert!(has([30, 90, 200]) && has([220, 80, 30]));
+        assert_eq!((info.width, info.height), (W, H));
+        // The training colour is on the picture (the curve and its legend).
+        let blue = buf.chunks(3).filter(|p| p == &[31, 119, 180]).count();
+        assert!(blue > 100, "{blue} pixels of the curve's colour");
     }
 }

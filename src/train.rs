@@ -415,11 +415,10 @@ pub fn read_csv(path: &Path) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
+/// End of an epoch: `loss.png` (with the n-gram baseline when the run has one) and `report.html`.
 fn draw_curve(out: &Path) -> Result<(), String> {
-    let rows = read_csv(&out.join("metrics.csv"));
-    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.1)).collect();
-    let valid: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2)).collect();
-    crate::plot::loss_curve(&out.join("loss.png"), &[("train", [30, 90, 200], train), ("validation", [220, 80, 30], valid)])
+    crate::plot::run_loss_curve(out)?;
+    crate::report::write_report(out).map(|_| ())
 }
 
 /// A message sink: progress bar or plain lines.

@@ -73,6 +73,12 @@ pub struct GenArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
+    /// Also render each piece to a WAV beside it (see `etude render`).
+    #[arg(long)]
+    pub wav: bool,
+    /// SoundFont for --wav (default: ETUDE_SOUNDFONT, the system's, the built-in voice).
+    #[arg(long, value_name = "FILE.sf2", requires = "wav")]
+    pub soundfont: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -97,6 +103,8 @@ impl GenArgs {
             incremental: false,
             include_prime: false,
             force: true,
+            wav: true,
+            soundfont: None,
             backend: BackendArgs { backend: BackendChoice::Cpu, device: None },
         }
     }
@@ -130,7 +138,10 @@ pub fn run(args: GenArgs) -> Result<(), String> {
         }
     }
     if !args.force {
-        if let Some(p) = args.outputs().iter().find(|p| p.exists()) {
+        // The piece, its piano roll and (--wav) its audio.
+        let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
+        let all = args.outputs().into_iter().flat_map(|p| exts.iter().map(|e| p.with_extension(e)).chain([p.clone()]).collect::<Vec<_>>());
+        if let Some(p) = all.into_iter().find(|p| p.exists()) {
             return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
         }
     }
@@ -193,6 +204,13 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, args: &Ge
         let (notes, _) = to_midi(ids, vocab, tokenizer.as_ref(), args.tempo);
         notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter
     };
+    let voice = if args.wav {
+        let chosen = etude::render::find_voice(args.soundfont.as_deref())?;
+        eprintln!("voice: {}", chosen.description);
+        Some(chosen.voice)
+    } else {
+        None
+    };
     let mut rng = Rng::new(args.seed);
     for out in args.outputs() {
         let prime = prime_ids(loaded, args, &mut rng)?;
@@ -213,6 +231,9 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, args: &Ge
             gen.mode(),
             ms_per_token
         );
+        if let Err(e) = super::render::companions(&out, voice.as_ref()) {
+            eprintln!("no picture or audio for {}: {e}", out.display());
+        }
     }
     Ok(())
 }

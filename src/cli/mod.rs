@@ -6,6 +6,8 @@ pub mod devices;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod render;
+pub mod report;
 pub mod train;
 
 use clap::Args;

@@ -310,5 +310,8 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
     }
+    // Again, now with the sample's piano roll and audio.
+    let page = etude::report::write_report(&report.out)?;
+    eprintln!("report: {}", page.display());
     Ok(())
 }
