@@ -16,5 +16,6 @@ pub mod plot;
 pub mod rng;
 pub mod sample;
 pub mod step;
+pub mod token_cache;
 pub mod tokens;
 pub mod train;
