@@ -645,3 +645,42 @@ impl crate::train::DataSpec {
         Ok(set)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vocabulary beyond 65,536 entries is stored as u32 and maps back unchanged.
+    #[test]
+    fn large_vocabularies_are_stored_as_u32() {
+        let mut b = Builder::default();
+        let tokens: Vec<String> = (0..70_000).map(|i| format!("T{i}")).collect();
+        b.push("a".into(), &tokens[..40_000]);
+        b.push("b".into(), &tokens[30_000..]);
+        let set = b.finish(vec![Skipped { name: "c".into(), cause: "bad".into() }]);
+        assert_eq!(set.vocab().len(), 70_001);
+        let key = CacheKey { paths: Vec::new(), read: ReadOptions::default(), tokenizer: "x".into(), tokenizer_options: TokenizerOptions::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let file = key.file_in(dir.path());
+        std::fs::write(&file, encode_file(&set, &key, now_ns(), Vec::new(), Vec::new())).unwrap();
+        let mapped = load(&file, &key).unwrap();
+        assert_eq!(mapped.id_bytes(), 4);
+        assert_eq!(mapped.piece_tokens(0), tokens[..40_000]);
+        assert_eq!(mapped.piece_tokens(1), tokens[30_000..]);
+        assert_eq!(mapped.skipped(), set.skipped());
+        assert_eq!(mapped.count_ids(&[0, 1]), set.count_ids(&[0, 1]));
+    }
+
+    #[test]
+    fn hash64_sees_every_byte_and_the_length() {
+        let base = vec![3u8; 21];
+        let h = hash64(&base);
+        for i in 0..base.len() {
+            let mut b = base.clone();
+            b[i] ^= 1;
+            assert_ne!(hash64(&b), h, "byte {i}");
+        }
+        assert_ne!(hash64(&base[..20]), h);
+        assert_ne!(hash64(&[0u8; 8]), hash64(&[0u8; 7]));
+    }
+}
