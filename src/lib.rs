@@ -20,5 +20,6 @@ pub mod rng;
 pub mod sample;
 pub mod schedule;
 pub mod step;
+pub mod token_cache;
 pub mod tokens;
 pub mod train;

@@ -27,6 +27,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Read MIDI files and show their tracks, piano notes, durations and tokens.
     Inspect(cli::inspect::InspectArgs),
+    /// Tokenise MIDI files into the token cache that train reads (done by train when missing).
+    Prepare(cli::prepare::PrepareArgs),
     /// List the GPU adapters wgpu sees and the one etude would pick.
     Devices(cli::devices::DevicesArgs),
     /// Benchmarks: training throughput, generation latency, per-operation timings.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Prepare(args) => cli::prepare::run(args),
         Command::Devices(args) => cli::devices::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Render(args) => cli::render::run_render(args),

@@ -10,7 +10,7 @@
 
 use crate::checkpoint::{Checkpoint, HostTensor, EXP_AVG, EXP_AVG_SQ};
 use crate::corpus::{load_corpus, LoadedPiece, Skipped};
-use crate::dataset::{prepare, DataConfig, Dataset, Prepared};
+use crate::dataset::{prepare_tokens, DataConfig, Dataset, Prepared};
 use crate::engine::gpu::Precision;
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
 use crate::midi::ReadOptions;
@@ -268,6 +268,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar (a terminal); otherwise plain lines.
     pub progress_bar: bool,
+    /// Folder of the token cache ([`crate::token_cache`]); `None` reads and tokenises the MIDI
+    /// files in memory (the same windows and losses, bit for bit).
+    pub cache: Option<PathBuf>,
 }
 
 /// One row of `metrics.csv`.
@@ -496,9 +499,11 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         return Err("--batch must be at least 1".into());
     }
     let tokenizer = spec.tokenizer()?;
-    let (pieces, skipped) = spec.load()?;
+    let tokens = spec.tokens(opts.cache.as_deref(), opts.progress_bar)?;
+    let skipped = tokens.skipped().to_vec();
     let prepared: Prepared =
-        prepare(&pieces, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
+        prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
+    drop(tokens);
     let window = spec.data.window;
     let model_cfg = match &resumed {
         Some(l) => l.meta.model.clone(),

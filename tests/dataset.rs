@@ -82,23 +82,32 @@ fn batches_shuffle_by_seed_and_epoch_and_resume_exactly() {
 }
 
 #[test]
-fn prepare_transposes_training_pieces_only() {
+fn prepare_transposes_training_windows_at_batch_time_only() {
     let pieces = builtin();
     let t = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
     let cfg = DataConfig { window: 64, stride: 4, valid_fraction: 0.2, seed: 3, transpose: 2, min_count: 1 };
     let p = prepare(&pieces, t.as_ref(), &cfg, None).unwrap();
     assert_eq!(p.split.valid.len(), 2);
-    assert_eq!(p.train.sequences().len(), 8 * 5, "8 training pieces x shifts -2..=2");
-    assert!(p.valid.origins().iter().all(|o| o.shift == 0));
-    let shifts: HashSet<i32> = p.train.origins().iter().map(|o| o.shift).collect();
-    assert_eq!(shifts, (-2..=2).collect());
+    assert_eq!(p.train.sequences().len(), 8, "8 training pieces, stored once (transposed at batch time)");
+    assert!(p.train.origins().iter().chain(p.valid.origins()).all(|o| o.shift == 0));
+    assert_eq!(p.train.transposer().map(|t| t.max()), Some(2));
+    assert!(p.valid.transposer().is_none(), "validation is never transposed");
     let valid_pieces: HashSet<usize> = p.valid.origins().iter().map(|o| o.piece).collect();
     assert!(p.train.origins().iter().all(|o| !valid_pieces.contains(&o.piece)), "no piece on both sides");
 
-    // A transposed training sequence is the tokens of the transposed notes.
-    let (i, o) = p.train.origins().iter().enumerate().find(|(_, o)| o.shift == -2).map(|(i, o)| (i, *o)).unwrap();
-    let want = p.vocab.encode(&t.encode(&transpose(&pieces[o.piece].piece.notes, -2)));
-    assert_eq!(p.train.sequences()[i], want);
+    // The vocabulary is the one of the pre-transposed training pieces (every shift's tokens).
+    let pre: Vec<Vec<String>> = p
+        .split
+        .train
+        .iter()
+        .flat_map(|&i| (-2..=2).map(move |s| (i, s)))
+        .map(|(i, s)| t.encode(&transpose(&pieces[i].piece.notes, s)))
+        .collect();
+    assert_eq!(p.vocab, etude::tokens::Vocab::build(&pre, 1));
+    // The epoch's shifts cover -2..=2 and depend on the epoch.
+    let shifts: HashSet<i32> = (0..p.train.len()).map(|i| p.train.shift_of(3, 1, i)).collect();
+    assert_eq!(shifts, (-2..=2).collect());
+    assert!((0..p.train.len()).any(|i| p.train.shift_of(3, 1, i) != p.train.shift_of(3, 2, i)));
     // Validation holds the original tokens; ids of tokens unseen in training are <unk> (0).
     let v = p.valid.origins()[0];
     let want = p.vocab.encode(&t.encode(&pieces[v.piece].piece.notes));
@@ -109,6 +118,7 @@ fn prepare_transposes_training_pieces_only() {
     let again = prepare(&pieces, t.as_ref(), &cfg, None).unwrap();
     assert_eq!(again.vocab, p.vocab);
     assert_eq!(again.train.sequences(), p.train.sequences());
+    assert_eq!(again.train.transposer(), p.train.transposer());
     let reused = prepare(&pieces, t.as_ref(), &cfg, Some(etude::tokens::Vocab::from_json(&p.vocab.to_json()).unwrap())).unwrap();
     assert_eq!(reused.valid.sequences(), p.valid.sequences());
 
@@ -121,4 +131,72 @@ fn prepare_transposes_training_pieces_only() {
     let report = p.short_piece_report();
     assert_eq!(report.len(), 1, "{report:?}");
     assert!(report[0].contains("satie-gymnopedie-no1"), "{report:?}");
+}
+
+/// On-the-fly transposition equals transposing the pieces first: for every training window and
+/// every shift, the window moved through the id tables is the same window of the transposed
+/// piece's tokens (both tokenizers; no note of the built-in pieces leaves 0..=127 at these shifts).
+#[test]
+fn transposing_windows_equals_transposing_pieces_first() {
+    let pieces = builtin();
+    for name in ["notechord", "timed"] {
+        let t = tokenizer_by_name(name, &TokenizerOptions::default()).unwrap();
+        let cfg = DataConfig { window: 32, stride: 7, valid_fraction: 0.2, seed: 5, transpose: 6, min_count: 1 };
+        let p = prepare(&pieces, t.as_ref(), &cfg, None).unwrap();
+        let mut checked = 0;
+        for s in -6..=6 {
+            let moved: Vec<Vec<u32>> = p
+                .train
+                .origins()
+                .iter()
+                .map(|o| p.vocab.encode(&t.encode(&transpose(&pieces[o.piece].piece.notes, s))))
+                .collect();
+            for (seq, m) in moved.iter().enumerate() {
+                assert_eq!(m.len(), p.train.sequence(seq).len(), "{name}: shift {s} changed a piece's length");
+            }
+            for i in 0..p.train.len() {
+                let (seq, start) = p.train.locate(i);
+                assert_eq!(p.train.input_shifted(i, s), &moved[seq][start..start + 32], "{name}: window {i}, shift {s}");
+                let b = p.train.batch_shifted(&[i], Targets::Every, |_| s);
+                assert_eq!(b.y, &moved[seq][start + 1..start + 33]);
+                assert!(b.x.iter().all(|&id| id != 0), "{name}: a transposed token fell out of the vocabulary");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{name}: {checked}");
+        // The batches of an epoch are those windows at their drawn shifts (and resume the same).
+        let epoch: Vec<_> = p.train.batches(16, Targets::Last, 5, 3, false).collect();
+        let order = p.train.epoch_order(5, 3);
+        for (b, picks) in epoch.iter().zip(order.chunks(16)) {
+            let want = p.train.batch_shifted(picks, Targets::Last, |i| p.train.shift_of(5, 3, i));
+            assert_eq!(b, &want);
+        }
+        let resumed: Vec<_> = p.train.batches(16, Targets::Last, 5, 3, false).skip_batches(2).collect();
+        assert_eq!(resumed, epoch[2..].to_vec());
+    }
+}
+
+/// Out-of-range transpositions become <unk>: a piece whose pitches sit at the top of the range.
+#[test]
+fn tokens_moved_out_of_range_become_unknown() {
+    let t = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
+    let notes: Vec<etude::midi::Note> =
+        (0..40).map(|i| etude::midi::Note::new(if i % 2 == 0 { 127 } else { 60 }, i as f64, i as f64 + 0.5, 80)).collect();
+    let piece = LoadedPiece {
+        name: "high.mid".into(),
+        piece: etude::midi::Piece { notes, ..builtin().remove(0).piece },
+    };
+    let cfg = DataConfig { window: 8, stride: 1, valid_fraction: 0.0, seed: 0, transpose: 1, min_count: 1 };
+    let p = prepare(&[piece], t.as_ref(), &cfg, None).unwrap();
+    let up = p.train.input_shifted(0, 1);
+    let plain = p.train.input(0);
+    let p127 = p.vocab.id("P_127").unwrap();
+    for (a, b) in plain.iter().zip(&up) {
+        if *a == p127 {
+            assert_eq!(*b, 0, "P_127 + 1 is <unk>");
+        } else {
+            assert_ne!(*b, 0);
+        }
+    }
+    assert!(p.vocab.id("P_126").is_some() && p.vocab.id("P_61").is_some() && p.vocab.id("P_59").is_some());
 }

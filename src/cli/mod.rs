@@ -8,9 +8,11 @@ pub mod generate;
 pub mod inspect;
 pub mod render;
 pub mod report;
+pub mod prepare;
 pub mod train;
 
 use clap::Args;
+use std::path::PathBuf;
 use etude::midi::ReadOptions;
 use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 
@@ -50,5 +52,23 @@ impl DataArgs {
 
     pub fn tokenizer(&self) -> Result<Box<dyn Tokenizer>, String> {
         tokenizer_by_name(&self.tokenizer, &self.tokenizer_options())
+    }
+}
+
+/// Where tokenised corpora are kept between runs (the token cache).
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Token cache folder [default: etude/tokens in the user's cache folder, e.g. ~/.cache].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Read and tokenise the MIDI files in memory, without the token cache.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache folder to use, or `None` with `--no-cache`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| self.cache.clone().unwrap_or_else(etude::token_cache::default_dir))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::backend::{BackendArgs, Engine};
 use super::generate::{write_pieces, GenArgs};
-use super::DataArgs;
+use super::{CacheArgs, DataArgs};
 use clap::Args;
 use etude::dataset::DataConfig;
 use etude::engine::Backend;
@@ -128,6 +128,8 @@ pub struct TrainArgs {
     /// Tokens in the sample written at the end (0 = none).
     #[arg(long, default_value_t = 200)]
     pub sample_length: usize,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -259,6 +261,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         out: out.clone(),
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
+        cache: args.cache.dir(),
     };
     match args.backend.open_with_precision(precision)? {
         Engine::Cpu(b) => go(&b, &opts, &args),

@@ -31,6 +31,14 @@ pub trait Tokenizer: Send + Sync {
     fn decode(&self, tokens: &[String]) -> Vec<Note>;
     /// The settings that `encode`/`decode` depend on, to store beside a vocabulary.
     fn options(&self) -> TokenizerOptions;
+    /// The token that `token` becomes when the music is moved by `semitones`, or `None` when it
+    /// has none (a pitch leaving 0..=127, `<unk>`, a foreign token). Tokens without a pitch (time
+    /// shifts, durations) map to themselves. For every token `encode` produces, tokenising
+    /// `transpose(notes, s)` equals mapping `encode(notes)` through this, as long as no note leaves
+    /// 0..=127 (used for transposition at batch time, see `dataset`).
+    fn transpose_token(&self, token: &str, semitones: i32) -> Option<String> {
+        (semitones == 0 && token != UNK).then(|| token.to_string())
+    }
 }
 
 /// Settings of both tokenizers (each reads its own fields). Serialisable so that a checkpoint can
@@ -163,6 +171,28 @@ impl Vocab {
         Vocab::try_from(VocabRepr { tokens, counts: cs, min_count }).expect("built vocabulary is valid")
     }
 
+    /// The vocabulary [`Vocab::build`] gives for data with these token counts (the same ids and
+    /// counts, without the token sequences): `counts` in any order, a token listed twice adds up.
+    pub fn from_counts<S: AsRef<str>>(counts: &[(S, u64)], min_count: u64) -> Vocab {
+        let mut merged: HashMap<&str, u64> = HashMap::new();
+        for (t, c) in counts {
+            if *c > 0 {
+                *merged.entry(t.as_ref()).or_default() += c;
+            }
+        }
+        let mut kept: Vec<(&str, u64)> = merged.into_iter().filter(|&(t, _)| t != UNK).collect();
+        kept.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let dropped: u64 = kept.iter().filter(|&&(_, c)| c < min_count).map(|&(_, c)| c).sum();
+        kept.retain(|&(_, c)| c >= min_count);
+        let mut tokens = vec![UNK.to_string()];
+        let mut cs = vec![dropped];
+        for (t, c) in kept {
+            tokens.push(t.to_string());
+            cs.push(c);
+        }
+        Vocab::try_from(VocabRepr { tokens, counts: cs, min_count }).expect("built vocabulary is valid")
+    }
+
     /// Number of entries, `<unk>` included.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -234,6 +264,10 @@ mod tests {
         let back = Vocab::from_json(&v.to_json()).unwrap();
         assert_eq!(back, v);
         assert_eq!(back.id("b"), Some(3));
+
+        let counted = Vocab::from_counts(&[("c", 1), ("a", 3), ("b", 1), ("d", 1), ("c", 1)], 1);
+        assert_eq!(counted, v, "from_counts gives build's vocabulary");
+        assert_eq!(Vocab::from_counts(&[("c", 2), ("a", 3), ("b", 1), ("d", 1)], 2), Vocab::build(&pieces, 2));
 
         let v2 = Vocab::build(&pieces, 2);
         assert_eq!(v2.tokens(), &["<unk>", "a", "c"]);

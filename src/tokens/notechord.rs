@@ -140,6 +140,18 @@ impl Tokenizer for NoteChord {
         notes
     }
 
+    /// A pitch name moves (`None` when it leaves 0..=127); a chord's pitch classes move mod 12 and
+    /// are put in normal order again.
+    fn transpose_token(&self, token: &str, semitones: i32) -> Option<String> {
+        if let Some(p) = parse_pitch_name(token) {
+            let q = p as i32 + semitones;
+            return (0..=127).contains(&q).then(|| pitch_name(q as u8));
+        }
+        let pcs = parse_chord(token)?;
+        let moved: Vec<u8> = pcs.iter().map(|&pc| (pc as i32 + semitones).rem_euclid(12) as u8).collect();
+        Some(normal_order(&moved).iter().map(|pc| pc.to_string()).collect::<Vec<_>>().join("."))
+    }
+
     fn options(&self) -> TokenizerOptions {
         TokenizerOptions { step: self.step, note_length: self.note_length, ..TokenizerOptions::default() }
     }

@@ -174,6 +174,18 @@ impl Tokenizer for Timed {
         tokens
     }
 
+    /// `P_p` moves (`None` when p leaves 0..=127); `TS`, `V` and `D` tokens stay.
+    fn transpose_token(&self, token: &str, semitones: i32) -> Option<String> {
+        if let Some(p) = number(token, "P_", 0, 127) {
+            let q = p as i32 + semitones;
+            return (0..=127).contains(&q).then(|| format!("P_{q}"));
+        }
+        let known = number(token, "TS_", 1, self.max_shift).is_some()
+            || number(token, "D_", 1, self.max_duration).is_some()
+            || (self.velocity_bins > 0 && number(token, "V_", 0, self.velocity_bins - 1).is_some());
+        known.then(|| token.to_string())
+    }
+
     fn decode(&self, tokens: &[String]) -> Vec<Note> {
         let mut time = 0u64;
         let mut pitch: Option<u8> = None;
