@@ -498,6 +498,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     if optim.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
+    crate::schedule::validate(optim.dropout, optim.adamw_decay, optim.lr, optim.min_lr)?;
     let tokenizer = spec.tokenizer()?;
     let tokens = spec.tokens(opts.cache.as_deref(), opts.progress_bar)?;
     let skipped = tokens.skipped().to_vec();
