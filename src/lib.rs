@@ -18,3 +18,4 @@ pub mod sample;
 pub mod step;
 pub mod tokens;
 pub mod train;
+pub mod verify;

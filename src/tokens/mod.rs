@@ -31,6 +31,9 @@ pub trait Tokenizer: Send + Sync {
     fn decode(&self, tokens: &[String]) -> Vec<Note>;
     /// The settings that `encode`/`decode` depend on, to store beside a vocabulary.
     fn options(&self) -> TokenizerOptions;
+    /// Whether `token` is one `encode` can produce with these settings (a checkpoint's vocabulary
+    /// is checked with it; [`UNK`] is not a tokenizer's token).
+    fn is_token(&self, token: &str) -> bool;
 }
 
 /// Settings of both tokenizers (each reads its own fields). Serialisable so that a checkpoint can
