@@ -773,6 +773,19 @@ mod tests {
     use crate::engine::cpu::CpuBackend;
 
     #[test]
+    fn an_infinite_best_loss_round_trips_through_json() {
+        // JSON has no infinity: serde_json writes null, which older etude could not read back.
+        let p = Progress { epoch: 2, step: 4, best_val_loss: f64::INFINITY };
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json["best_val_loss"].is_null());
+        assert_eq!(serde_json::from_value::<Progress>(json).unwrap(), p);
+        let finite = Progress { best_val_loss: 1.25, ..p };
+        assert_eq!(serde_json::from_value::<Progress>(serde_json::to_value(&finite).unwrap()).unwrap(), finite);
+        // A run's settings are optional: older checkpoints have none.
+        assert_eq!(serde_json::from_str::<RunSettings>("{}").unwrap(), RunSettings::default());
+    }
+
+    #[test]
     fn trim_csv_keeps_the_header_and_the_rows_a_checkpoint_has() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.csv");

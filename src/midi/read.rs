@@ -115,6 +115,14 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
     if bytes.is_empty() {
         return Err(MidiError::Empty);
     }
+    // midly negates the SMPTE frame rate as an i8: -128 (0x80) overflows, a panic in builds with
+    // overflow checks (found by tests/fuzz.rs). No frame rate is 128: refuse it before parsing.
+    let header_at = if bytes.starts_with(b"RIFF") { bytes.windows(4).position(|w| w == b"MThd") } else { Some(0) };
+    if let Some(at) = header_at {
+        if bytes.get(at..at + 4) == Some(b"MThd") && bytes.get(at + 12) == Some(&0x80) {
+            return Err(MidiError::BadTiming("SMPTE division of -128 frames per second".into()));
+        }
+    }
     let (header, tracks) = midly::parse(bytes).map_err(|e| MidiError::NotMidi(e.to_string()))?;
     let division = match header.timing {
         Timing::Metrical(tpq) => {
