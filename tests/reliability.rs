@@ -325,3 +325,25 @@ fn wavenet_gated_does_not_depend_on_the_thread_count() {
     assert!(files[0] == files[1], "1 and 2 threads give different checkpoints");
     assert!(files[0] == files[2], "1 and 3 threads give different checkpoints");
 }
+
+/// Finding 4: a buffer over the adapter's storage-binding limit is a one-line error before
+/// anything is allocated, not a panic in the GPU backend (lavapipe binds at most 128 MiB; the
+/// LSTM's gates at batch 256, window 512 take 268 MB).
+#[test]
+fn a_buffer_over_the_gpu_binding_limit_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = ["train", "--backend", "gpu", "--batch", "256", "--window", "512", "--out", "g", "--epochs", "1", "--steps-per-epoch", "1"];
+    let o = etude(&args, dir);
+    let err = stderr(&o);
+    if err.contains("largest storage buffer") {
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
+        assert!(err.contains("--window 512") || err.contains("--batch 256"), "{err}");
+    } else {
+        // An adapter that binds 268 MB (a real GPU) trains; it must not have panicked either way.
+        assert!(o.status.code() == Some(0) || o.status.code() == Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!dir.join("g/last.safetensors").exists() || o.status.success());
+}
