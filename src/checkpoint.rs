@@ -8,6 +8,10 @@
 //!   ([`Meta`]): model config, tokenizer, vocabulary, epoch, step, RNG state, and whatever the
 //!   trainer needs to resume.
 //!
+//! * `checksum` (metadata): `crc32:XXXXXXXX`, a CRC-32 over the format tag, the `etude` JSON and
+//!   every tensor's name, shape and bytes in file order ([`checksum`]). Checked on load when
+//!   present; checkpoints written before it existed have none and still load.
+//!
 //! Saving writes a temporary file beside the target and renames it over the target, so a crash
 //! never leaves a half-written checkpoint where a good one was.
 
@@ -20,6 +24,32 @@ pub const FORMAT: &str = "etude-checkpoint-1";
 /// Prefixes of the optimizer state tensors.
 pub const EXP_AVG: &str = "optimizer.exp_avg.";
 pub const EXP_AVG_SQ: &str = "optimizer.exp_avg_sq.";
+/// The metadata key of the checksum.
+pub const CHECKSUM: &str = "checksum";
+
+/// `crc32:XXXXXXXX` over what a checkpoint holds: the format tag, the metadata JSON text (as
+/// stored) and every tensor's name, shape and little-endian bytes, by name (safetensors lays the
+/// tensors out in its own order), each part prefixed by its length so that no two different
+/// contents share one byte stream.
+pub fn checksum(meta_json: &str, tensors: &[HostTensor]) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(FORMAT.as_bytes());
+    part(meta_json.as_bytes());
+    let mut sorted: Vec<&HostTensor> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in sorted {
+        part(t.name.as_bytes());
+        let shape: Vec<u8> = t.shape.iter().flat_map(|&d| (d as u64).to_le_bytes()).collect();
+        part(&shape);
+        let data: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        part(&data);
+    }
+    format!("crc32:{:08x}", h.finalize())
+}
 
 /// A named f32 tensor on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +82,9 @@ impl Checkpoint {
         }
         let mut md = HashMap::new();
         md.insert("format".to_string(), FORMAT.to_string());
-        md.insert("etude".to_string(), self.meta.to_string());
+        let meta_json = self.meta.to_string();
+        md.insert(CHECKSUM.to_string(), checksum(&meta_json, &self.tensors));
+        md.insert("etude".to_string(), meta_json);
         let bytes = safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())?;
         sorted_header(bytes)
     }
@@ -81,6 +113,18 @@ impl Checkpoint {
             }
             let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             tensors.push(HostTensor { name, shape: view.shape().to_vec(), data });
+        }
+        // Older checkpoints have no checksum: they load as before.
+        if let Some(stored) = md.get(CHECKSUM) {
+            let actual = checksum(md.get("etude").map(String::as_str).unwrap_or(""), &tensors);
+            if *stored != actual {
+                // Name what the damage did where it shows (a non-finite value), else the mismatch.
+                let what = match tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+                    Some(t) => format!("{} holds non-finite values", t.name),
+                    None => "its tensors or metadata changed after it was written".to_string(),
+                };
+                return Err(format!("{origin}: damaged checkpoint (checksum {stored} expected, {actual} found: {what})"));
+            }
         }
         Ok(Checkpoint { meta, tensors })
     }
@@ -140,6 +184,42 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
+/// Fails with one line when `dir` (created if missing) cannot take a new file: checked before a
+/// long computation whose result is to be written there.
+pub fn check_writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".write-probe.{}.tmp", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| format!("{}: cannot write in this folder ({e})", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Remove the temporary files [`atomic_write`] leaves in `dir` when a process is killed while
+/// writing (`.NAME.PID.tmp`), for every PID that is no longer running. Best effort: whatever
+/// cannot be read or removed is left.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = temp_pid(&name) else { continue };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        // Without /proc (not Linux) no process can be told dead: keep the file.
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The PID in an [`atomic_write`] temporary name `.NAME.PID.tmp`.
+fn temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (base, pid) = rest.rsplit_once('.')?;
+    if base.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +253,50 @@ mod tests {
             assert!(sample().to_bytes().unwrap() == first, "the bytes depend on the metadata's hash order");
         }
         assert_eq!(Checkpoint::from_bytes(&first, "x").unwrap(), sample());
+    }
+
+    /// Flip one bit at `at` of `bytes`.
+    fn flipped(bytes: &[u8], at: usize, bit: u8) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b[at] ^= bit;
+        b
+    }
+
+    #[test]
+    fn a_checksum_catches_changed_data_and_metadata() {
+        let bytes = sample().to_bytes().unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        assert!(header.contains("crc32:"), "{header}");
+        // Every bit of the tensor data: a finite value changed is still caught.
+        for at in 8 + n..bytes.len() {
+            for bit in [0x01, 0x10, 0x80] {
+                let err = Checkpoint::from_bytes(&flipped(&bytes, at, bit), "x").unwrap_err();
+                assert!(err.contains("damaged checkpoint") && err.contains("checksum"), "byte {at}: {err}");
+            }
+        }
+        // A digit inside the metadata JSON (still valid JSON, still a valid number): 3 -> 2.
+        let epoch = 8 + header.find(r#"\"epoch\":3"#).expect("epoch in the header") + r#"\"epoch\":"#.len();
+        let err = Checkpoint::from_bytes(&flipped(&bytes, epoch, 0x01), "x").unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
+        // A checkpoint without a checksum (written before it existed) still loads.
+        let mut c = sample();
+        c.meta["epoch"] = serde_json::json!(4);
+        let old = without_checksum(&c);
+        assert_eq!(Checkpoint::from_bytes(&old, "old").unwrap(), c);
+    }
+
+    /// The bytes of `c` as etude wrote them before checkpoints had a checksum.
+    fn without_checksum(c: &Checkpoint) -> Vec<u8> {
+        let bytes: Vec<Vec<u8>> = c.tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+        let views: Vec<_> = c
+            .tensors
+            .iter()
+            .zip(&bytes)
+            .map(|(t, b)| (t.name.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b).unwrap()))
+            .collect();
+        let md = HashMap::from([("format".to_string(), FORMAT.to_string()), ("etude".to_string(), c.meta.to_string())]);
+        safetensors::serialize(views, Some(md)).unwrap()
     }
 
     #[test]

@@ -86,6 +86,14 @@ impl<'a, B: Backend> Generator<'a, B> {
     /// window of `window` tokens), e.g. a freshly initialised one for benchmarks.
     pub fn from_model(b: &'a B, model: AnyModel<B>, cfg: &ModelConfig, mode: Mode, window: usize) -> Result<Self, String> {
         let mode = mode.resolve(cfg)?;
+        if let (Mode::Incremental, ModelConfig::WavenetGated(c)) = (mode, cfg) {
+            // The fast WaveNet keeps (K-1) x dilation past inputs per block: 2^(layers-1) grows fast.
+            let fp = crate::verify::Footprint::of(cfg, 1, window, true);
+            let queues = crate::verify::Footprint { params: 0, activations: 0, ..fp };
+            let culprit = format!("wavenet-gated with {} layers per stack (one-step generation)", c.layers);
+            crate::verify::check_footprint(&queues, crate::verify::available_memory(), None, &culprit)
+                .map_err(|e| format!("{e}; --sliding-window needs no queues"))?;
+        }
         let vocab_len = model.vocab();
         Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None })
     }
@@ -170,25 +178,55 @@ pub fn generate_ids<B: Backend>(
     rng: &mut Rng,
     seconds_of: &dyn Fn(&[u32]) -> f64,
 ) -> Result<Vec<u32>, String> {
+    if let Length::Tokens(n) = length {
+        if n > MAX_TOKENS {
+            return Err(format!("--length {n}: at most {MAX_TOKENS} tokens are generated in one piece"));
+        }
+    }
     gen.prime(prime)?;
     let mut history = prime.to_vec();
     let mut out = Vec::new();
-    /// Decoding after every token would be quadratic: a length in seconds is checked every this
-    /// many tokens, then the piece is cut at the first token that reaches it.
-    const CHECK_EVERY: usize = 8;
+    // A length in seconds: decoding the piece after every token would be quadratic, so it is
+    // decoded at lengths that grow geometrically (each check costs the length, all of them
+    // together a few times the final length); once one lasts `s`, the shortest prefix that does
+    // is found by bisection (a prefix's duration never decreases as it grows). The tokens drawn
+    // do not depend on when the checks happen, so the piece is the one a check per token gives.
+    let mut checked = 0; // the longest prefix known to last less than `s`
+    let mut next_check = 8;
     loop {
         let done = match length {
             Length::Tokens(n) => out.len() >= n,
-            Length::Seconds(s) if out.len() % CHECK_EVERY == 0 && !out.is_empty() && seconds_of(&out) >= s => {
-                // The duration of a prefix never decreases as it grows: the shortest prefix that
-                // lasts `s` lies among the last CHECK_EVERY.
-                let first = (out.len() + 1 - CHECK_EVERY..out.len()).find(|&n| seconds_of(&out[..n]) >= s);
-                out.truncate(first.unwrap_or(out.len()));
-                true
+            Length::Seconds(s) if out.len() >= next_check || out.len() >= MAX_TOKENS => {
+                if seconds_of(&out) >= s {
+                    let (mut lo, mut hi) = (checked, out.len());
+                    while hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        if seconds_of(&out[..mid]) >= s {
+                            hi = mid;
+                        } else {
+                            lo = mid;
+                        }
+                    }
+                    out.truncate(hi);
+                    true
+                } else {
+                    checked = out.len();
+                    next_check = (out.len() + out.len() / 4).max(out.len() + 8);
+                    false
+                }
             }
             Length::Seconds(_) => false,
         };
-        if done || out.len() >= MAX_TOKENS {
+        if done {
+            break;
+        }
+        if out.len() >= MAX_TOKENS {
+            if let Length::Seconds(s) = length {
+                eprintln!(
+                    "note: stopped at {MAX_TOKENS} tokens (the most generated in one piece), which last {:.1} s of the {s} s asked",
+                    seconds_of(&out)
+                );
+            }
             break;
         }
         let logits = gen.next_logits(&history);

@@ -23,3 +23,4 @@ pub mod step;
 pub mod token_cache;
 pub mod tokens;
 pub mod train;
+pub mod verify;

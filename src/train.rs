@@ -20,6 +20,7 @@ use crate::rng::Rng;
 use crate::schedule::{lr_at, LrSchedule};
 use crate::step::{Stepper, Totals};
 use crate::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions, Vocab};
+use crate::verify::{available_memory, check_footprint, Footprint};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -150,6 +151,8 @@ pub struct Progress {
     /// Optimizer steps taken.
     pub step: u64,
     /// Lowest validation loss so far (NaN-free; infinity when there is no validation set).
+    /// JSON has no infinity: it is written as `null` and read back as infinity.
+    #[serde(deserialize_with = "infinity_from_null")]
     pub best_val_loss: f64,
     /// Epochs since the validation loss last improved (early stopping, `--patience`).
     #[serde(default)]
@@ -161,6 +164,11 @@ impl Default for Progress {
     fn default() -> Self {
         Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY, epochs_without_improvement: 0 }
     }
+}
+
+/// A loss that JSON wrote as `null` (infinity: no validation window yet) reads back as infinity.
+fn infinity_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// The JSON metadata of an etude checkpoint.
@@ -177,6 +185,19 @@ pub struct Meta {
     /// A generator state derived from the seed and the epoch, for whatever randomness comes next
     /// (the sample written at the end of training).
     pub rng: Rng,
+    /// The run's own options that `--resume` keeps unless given again (absent in older runs).
+    #[serde(default)]
+    pub run: RunSettings,
+}
+
+/// Options of a run that are not the model's, data's or optimizer's but that `--resume` keeps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSettings {
+    /// `--checkpoint-every` (None: a run saved before it was stored).
+    pub checkpoint_every: Option<usize>,
+    /// `--sample-length`.
+    pub sample_length: Option<usize>,
 }
 
 /// A loaded checkpoint: its metadata and tensors.
@@ -203,6 +224,12 @@ pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
     if let Some(t) = checkpoint.tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
         return Err(format!("{}: damaged checkpoint ({} holds non-finite values)", path.display(), t.name));
     }
+    // Settings in range, vocabulary tokens the tokenizer reads, and exactly the model's tensors
+    // (checked here, before any model is allocated from the config).
+    let refuse = |e: String| format!("{}: damaged or foreign checkpoint ({e})", path.display());
+    let tokenizer = meta.data.tokenizer().map_err(refuse)?;
+    crate::verify::check_meta(&meta, tokenizer.as_ref()).map_err(refuse)?;
+    crate::verify::check_tensors(&meta, &checkpoint).map_err(refuse)?;
     Ok(Loaded { meta, checkpoint })
 }
 
@@ -231,6 +258,9 @@ impl Loaded {
     /// Build the model on `b` and load the parameters into it. `window` sizes its arena (the
     /// simple WaveNet accepts only its own window).
     pub fn model<B: Backend>(&self, b: &B, max_batch: usize, window: usize, origin: &Path) -> Result<AnyModel<B>, String> {
+        let fp = Footprint::of(&self.meta.model, max_batch, window, false);
+        let culprit = format!("{} with batch {max_batch}", origin.display());
+        check_footprint(&fp, available_memory(), b.max_buffer_bytes().map(u128::from), &culprit)?;
         let mut model = AnyModel::new(b, &self.meta.model, max_batch, window, &mut Rng::new(0))?;
         for p in model.params_mut() {
             let t = self
@@ -263,6 +293,8 @@ pub struct TrainOptions {
     pub epochs: usize,
     /// Keep `epoch-N.safetensors` every N epochs (0 = never).
     pub checkpoint_every: usize,
+    /// Tokens of the sample the caller writes at the end (stored in the run for `--resume`).
+    pub sample_length: usize,
     pub out: PathBuf,
     /// Continue the run in `out` from its `last.safetensors`.
     pub resume: bool,
@@ -301,6 +333,8 @@ pub struct TrainReport {
     pub skipped: Vec<Skipped>,
     /// The run ended (now or before) because the validation loss stopped improving.
     pub stopped_early: bool,
+    /// One line per piece too short to give a window ([`Prepared::short_piece_report`]).
+    pub short_pieces: Vec<String>,
 }
 
 /// Evaluate `model` on (up to [`MAX_VALID_WINDOWS`] evenly spaced) windows of `data`.
@@ -499,6 +533,12 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         return Err("--batch must be at least 1".into());
     }
     crate::schedule::validate(optim.dropout, optim.adamw_decay, optim.lr, optim.min_lr)?;
+    crate::verify::check_optim(&optim)?;
+    // A resumed run writes into `out` at the end of its first epoch: find out now that it cannot.
+    if resumed.is_some() {
+        crate::checkpoint::check_writable(out)?;
+    }
+    crate::checkpoint::remove_stale_temps(out);
     let tokenizer = spec.tokenizer()?;
     let tokens = spec.tokens(opts.cache.as_deref(), opts.progress_bar)?;
     let skipped = tokens.skipped().to_vec();
@@ -506,10 +546,18 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
     drop(tokens);
     let window = spec.data.window;
+    if resumed.is_none() {
+        degenerate_vocab(&prepared.vocab, spec.data.min_count)?;
+    }
     let model_cfg = match &resumed {
         Some(l) => l.meta.model.clone(),
         None => ModelConfig::from_name(&opts.model, prepared.vocab.len(), window, &opts.sizes)?,
     };
+    // Everything the run allocates, checked before any of it is: the sample is composed with the
+    // fast WaveNet's queues.
+    let fp = Footprint::of(&model_cfg, optim.batch, window, opts.sample_length > 0);
+    let culprit = size_culprit(&model_cfg, opts, &optim, window);
+    check_footprint(&fp, available_memory(), b.max_buffer_bytes().map(u128::from), &culprit)?;
     let mut model = match &resumed {
         Some(l) => l.model(b, optim.batch, window, &last_path)?,
         None => live_init(b, &model_cfg, optim.batch, window, optim.seed, &prepared.train)?,
@@ -641,6 +689,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             progress: progress.clone(),
             valid_pieces: valid_pieces.clone(),
             rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
+            run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
         };
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
@@ -674,6 +723,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         valid_windows: prepared.valid.len(),
         skipped,
         stopped_early: stopped(&progress),
+        short_pieces: prepared.short_piece_report(),
     })
 }
 
@@ -717,6 +767,70 @@ fn live_init<B: Backend>(
     unreachable!("the last attempt returns")
 }
 
+/// Refuses a vocabulary with nothing to learn: fewer than two tokens besides `<unk>` (every
+/// target would be `<unk>`, or one token, and the run would report a perfect loss).
+fn degenerate_vocab(vocab: &Vocab, min_count: u64) -> Result<(), String> {
+    let kept = vocab.len() - 1;
+    if kept >= 2 {
+        return Ok(());
+    }
+    let cause = if min_count > 1 {
+        format!("--min-count {min_count} keeps {kept} token(s) besides <unk> ({} occurrences became <unk>); lower --min-count", vocab.counts()[0])
+    } else {
+        format!("the training pieces hold {kept} distinct token(s)")
+    };
+    Err(format!("nothing to learn: {cause}"))
+}
+
+/// The option(s) that make a model big, for the error of a size check: of the sizes the user
+/// gave (and --batch and --window), the one whose default shrinks the footprint most.
+fn size_culprit(cfg: &ModelConfig, opts: &TrainOptions, optim: &OptimConfig, window: usize) -> String {
+    let total = |cfg: &ModelConfig, batch: usize, window: usize| Footprint::of(cfg, batch, window, opts.sample_length > 0).total();
+    let mut best: Option<(u128, String)> = None;
+    let mut consider = |size: u128, flag: String| {
+        if best.as_ref().is_none_or(|(s, _)| size < *s) {
+            best = Some((size, flag));
+        }
+    };
+    if !opts.resume {
+        consider(total(cfg, 128, window), format!("--batch {}", optim.batch));
+        let given = [
+            ("embed", opts.sizes.embed),
+            ("hidden", opts.sizes.hidden),
+            ("layers", opts.sizes.layers),
+            ("dense", opts.sizes.dense),
+            ("channels", opts.sizes.channels),
+            ("residual", opts.sizes.residual),
+            ("skip", opts.sizes.skip),
+            ("stacks", opts.sizes.stacks),
+        ];
+        for (flag, value) in given {
+            let Some(v) = value else { continue };
+            let mut sizes = opts.sizes.clone();
+            match flag {
+                "embed" => sizes.embed = None,
+                "hidden" => sizes.hidden = None,
+                "layers" => sizes.layers = None,
+                "dense" => sizes.dense = None,
+                "channels" => sizes.channels = None,
+                "residual" => sizes.residual = None,
+                "skip" => sizes.skip = None,
+                _ => sizes.stacks = None,
+            }
+            if let Ok(c) = ModelConfig::from_name(cfg.name(), cfg.vocab(), window, &sizes) {
+                consider(total(&c, optim.batch, window), format!("--{flag} {v}"));
+            }
+        }
+        if let Ok(c) = ModelConfig::from_name(cfg.name(), cfg.vocab(), 128, &opts.sizes) {
+            consider(total(&c, optim.batch, 128), format!("--window {window}"));
+        }
+    }
+    match best {
+        Some((_, flag)) => flag,
+        None => format!("--model {} (batch {}, window {window})", cfg.name(), optim.batch),
+    }
+}
+
 /// The message of a run stopped because `what` (a loss or a tensor) became non-finite.
 fn diverged(out: &Path, epoch: usize, what: &str) -> String {
     let last = out.join("last.safetensors");
@@ -737,6 +851,19 @@ pub fn valid_indices(pieces: &[LoadedPiece], valid: &[String]) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuBackend;
+
+    #[test]
+    fn an_infinite_best_loss_round_trips_through_json() {
+        // JSON has no infinity: serde_json writes null, which older etude could not read back.
+        let p = Progress { epoch: 2, step: 4, best_val_loss: f64::INFINITY };
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json["best_val_loss"].is_null());
+        assert_eq!(serde_json::from_value::<Progress>(json).unwrap(), p);
+        let finite = Progress { best_val_loss: 1.25, ..p };
+        assert_eq!(serde_json::from_value::<Progress>(serde_json::to_value(&finite).unwrap()).unwrap(), finite);
+        // A run's settings are optional: older checkpoints have none.
+        assert_eq!(serde_json::from_str::<RunSettings>("{}").unwrap(), RunSettings::default());
+    }
 
     #[test]
     fn trim_csv_keeps_the_header_and_the_rows_a_checkpoint_has() {

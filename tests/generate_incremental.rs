@@ -66,6 +66,7 @@ fn loaded(b: &CpuBackend, name: &str, sizes: Sizes, seed: u64) -> Loaded {
         progress: Progress::default(),
         valid_pieces: Vec::new(),
         rng: Rng::new(0),
+        run: Default::default(),
     };
     Loaded::from_model(b, &model, meta).unwrap()
 }
@@ -207,4 +208,32 @@ fn sliding_window_lstm_equals_forward_on_the_last_window() {
     let l = loaded(&b, "lstm", lstm_sizes(), 15);
     let prime: Vec<u32> = (0..WINDOW as u32).map(|i| 1 + (i * 5) % V_TOKENS as u32).collect();
     check_against_full_passes("lstm sliding", &l, &b, &prime, Mode::SlidingWindow, &|_| WINDOW);
+}
+
+/// `--seconds` decodes the piece at geometrically growing lengths, not every few tokens: the
+/// tokens decoded in all are a small multiple of the piece's length (they were about n^2/16, 4.4 s
+/// for 10k tokens), the piece is cut at the first token that reaches the length, and it is the
+/// piece `--length` gives for as many tokens. A length over the cap is an error, not a silent cut.
+#[test]
+fn a_length_in_seconds_costs_linear_decoding() {
+    let b = CpuBackend::new();
+    let l = loaded(&b, "lstm", lstm_sizes(), 15);
+    let opts = SampleOptions { greedy: false, temperature: 1.0, top_k: 0, top_p: 1.0, banned: Vec::new() };
+    let decoded = std::cell::Cell::new(0usize);
+    // A quarter of a second per token: 1000.1 s are reached by the 4001st token.
+    let seconds_of = |ids: &[u32]| {
+        decoded.set(decoded.get() + ids.len());
+        ids.len() as f64 * 0.25
+    };
+    let mut gen = Generator::new(&b, &l, Mode::Incremental, Path::new("test")).unwrap();
+    let ids = generate_ids(&mut gen, &SHORT_PRIME, Length::Seconds(1000.1), &opts, &mut Rng::new(3), &seconds_of).unwrap();
+    assert_eq!(ids.len(), 4001, "cut at the first token that reaches the length");
+    assert!(decoded.get() < 20 * ids.len(), "{} tokens decoded for a piece of {}", decoded.get(), ids.len());
+    let mut gen = Generator::new(&b, &l, Mode::Incremental, Path::new("test")).unwrap();
+    let same = generate_ids(&mut gen, &SHORT_PRIME, Length::Tokens(4001), &opts, &mut Rng::new(3), &|_| 0.0).unwrap();
+    assert_eq!(ids, same, "the checks do not change the tokens drawn");
+    let mut gen = Generator::new(&b, &l, Mode::Incremental, Path::new("test")).unwrap();
+    let too_long = Length::Tokens(etude::generate::MAX_TOKENS + 1);
+    let err = generate_ids(&mut gen, &SHORT_PRIME, too_long, &opts, &mut Rng::new(3), &|_| 0.0).unwrap_err();
+    assert!(err.contains("--length") && err.contains("100000"), "{err}");
 }

@@ -37,6 +37,9 @@ impl BackendArgs {
         if precision == Precision::F32 {
             return self.open();
         }
+        if self.backend == BackendChoice::Cpu && self.device.is_some() {
+            return self.open();
+        }
         let gpu_only = "--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32";
         match self.backend {
             BackendChoice::Cpu => Err(gpu_only.into()),
@@ -53,6 +56,9 @@ impl BackendArgs {
 
     /// Open the engine, saying on stderr which one and why when the choice was automatic.
     pub fn open(&self) -> Result<Engine, String> {
+        if self.backend == BackendChoice::Cpu && self.device.is_some() {
+            return Err("--device chooses a GPU adapter: it does not apply to --backend cpu".into());
+        }
         match self.backend {
             BackendChoice::Cpu => Ok(Engine::Cpu(CpuBackend::new())),
             BackendChoice::Gpu => Ok(Engine::Gpu(Box::new(GpuBackend::new(self.device.as_deref())?))),

@@ -80,6 +80,9 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
     if data.is_empty() {
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }
+    let fp = etude::verify::Footprint::of(&loaded.meta.model, args.batch, window, false);
+    let limit_bytes = b.max_buffer_bytes().map(u128::from);
+    etude::verify::check_footprint(&fp, etude::verify::available_memory(), limit_bytes, &format!("--batch {}", args.batch))?;
     let mut model = loaded.model(b, args.batch, window, &args.checkpoint)?;
     let mut stepper = Stepper::new(b, &model, args.batch);
     let limit = if args.max_windows == 0 { usize::MAX } else { args.max_windows };
@@ -136,5 +139,6 @@ fn dump_windows(path: &Path, data: &Dataset, picks: Vec<usize>, targets: Targets
         "targets": ys,
         "loss": loss,
     });
-    std::fs::write(path, j.to_string()).map_err(|e| format!("{}: {e}", path.display()))
+    // Through a temporary file: a full disk leaves no empty or partial JSON behind.
+    etude::checkpoint::atomic_write(path, j.to_string().as_bytes())
 }

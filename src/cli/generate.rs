@@ -123,6 +123,12 @@ pub fn run(args: GenArgs) -> Result<(), String> {
     if args.count == 0 {
         return Err("--count must be at least 1".into());
     }
+    if args.length == 0 {
+        return Err("--length must be at least 1 (a piece without tokens has no notes)".into());
+    }
+    if args.length > etude::generate::MAX_TOKENS {
+        return Err(format!("--length {}: at most {} tokens are generated in one piece", args.length, etude::generate::MAX_TOKENS));
+    }
     if !(args.temperature > 0.0 && args.temperature.is_finite()) {
         return Err(format!("--temperature must be positive, not {}", args.temperature));
     }
@@ -144,6 +150,14 @@ pub fn run(args: GenArgs) -> Result<(), String> {
         if let Some(p) = all.into_iter().find(|p| p.exists()) {
             return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
         }
+    }
+    // --force overwrites MIDI files, never the checkpoint composing them.
+    let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(&args.checkpoint)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(p) = args.outputs().iter().find(|p| same_file(p)) {
+        return Err(format!("--out {} is the checkpoint --model reads; choose another --out", p.display()));
     }
     let loaded = load_checkpoint(&args.checkpoint)?;
     match args.backend.open()? {

@@ -72,13 +72,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub steps_per_epoch: Option<u64>,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, allow_negative_numbers = true)]
     pub lr: f32,
     /// Adam L2 weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// Clip the global gradient norm to this (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub clip: f32,
     /// Inverted dropout rate in [0, 1) during training (lstm: after the embedding, between LSTM
     /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block).
@@ -114,9 +114,10 @@ pub struct TrainArgs {
     /// Run folder (default: runs/MODEL-TIMESTAMP).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Keep a checkpoint every N epochs (the tutorial's 50); 0 = only last and best.
-    #[arg(long, default_value_t = 50)]
-    pub checkpoint_every: usize,
+    /// Keep a checkpoint every N epochs (the tutorial's 50); 0 = only last and best [default:
+    /// 50; a resumed run keeps its own].
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
     /// Continue the run in --out from its last checkpoint, with the data, model and optimizer
     /// settings stored there (options that would change them are refused).
     #[arg(long, requires = "out", conflicts_with_all = RUN_SETTINGS)]
@@ -125,9 +126,10 @@ pub struct TrainArgs {
     /// SHADER_F16; arithmetic, sums and Adam's moments stay f32). Kept by --resume.
     #[arg(long, value_parser = ["f32", "f16"])]
     pub precision: Option<String>,
-    /// Tokens in the sample written at the end (0 = none).
-    #[arg(long, default_value_t = 200)]
-    pub sample_length: usize,
+    /// Tokens in the sample written at the end (0 = none) [default: 200; a resumed run keeps its
+    /// own].
+    #[arg(long)]
+    pub sample_length: Option<usize>,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -206,13 +208,23 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     }
     schedule::validate(args.dropout, args.adamw_decay, args.lr, args.min_lr)?;
     let lr_schedule: LrSchedule = args.lr_schedule.parse()?;
+    for (flag, v) in [("--clip", args.clip), ("--weight-decay", args.weight_decay)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(format!("{flag} must be a number >= 0, not {v}"));
+        }
+    }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
-    // A resumed run keeps its checkpoint's precision (train() reports an unreadable checkpoint).
-    let precision = if args.resume {
-        load_checkpoint(&out.join("last.safetensors")).map(|l| l.meta.optim.precision).unwrap_or_default()
-    } else {
-        args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default()
+    // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length
+    // (train() reports an unreadable checkpoint).
+    let stored = if args.resume { load_checkpoint(&out.join("last.safetensors")).ok().map(|l| l.meta) } else { None };
+    let precision = match &stored {
+        Some(m) => m.optim.precision,
+        None if args.resume => Precision::default(),
+        None => args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default(),
     };
+    let kept = stored.as_ref().map(|m| m.run.clone()).unwrap_or_default();
+    let checkpoint_every = args.checkpoint_every.or(kept.checkpoint_every).unwrap_or(50);
+    let sample_length = args.sample_length.or(kept.sample_length).unwrap_or(200);
     let opts = TrainOptions {
         data: DataSpec {
             // Absolute, so that generate and eval find the corpus again from any directory.
@@ -257,19 +269,20 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             ..OptimConfig::default()
         },
         epochs: args.epochs,
-        checkpoint_every: args.checkpoint_every,
+        checkpoint_every,
+        sample_length,
         out: out.clone(),
         resume: args.resume,
         progress_bar: std::io::stderr().is_terminal(),
         cache: args.cache.dir(),
     };
     match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(&b, &opts, &args),
-        Engine::Gpu(g) => go(g.as_ref(), &opts, &args),
+        Engine::Cpu(b) => go(&b, &opts),
+        Engine::Gpu(g) => go(g.as_ref(), &opts),
     }
 }
 
-fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), String> {
+fn go<B: Backend>(b: &B, opts: &TrainOptions) -> Result<(), String> {
     if opts.resume {
         // The model is the checkpoint's, not --model's default.
         eprintln!("resuming the run in {} on {}", opts.out.display(), b.name());
@@ -279,6 +292,9 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
     let report = train(b, opts)?;
     for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
+    }
+    for line in &report.short_pieces {
+        eprintln!("short piece {line}");
     }
     eprintln!(
         "{} training windows, {} validation windows, vocabulary {}",
@@ -303,13 +319,13 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
             opts.epochs
         );
     }
-    if args.sample_length > 0 {
+    if opts.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
         let best = report.out.join("best.safetensors");
         let source = if best.exists() { best } else { report.last_checkpoint.clone() };
         let loaded = load_checkpoint(&source)?;
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
-        let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        let gen = GenArgs::for_sample(opts.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
     }

@@ -96,6 +96,12 @@ pub trait Backend {
     /// A human-readable name: "cpu (2 threads)", or the adapter's name.
     fn name(&self) -> String;
 
+    /// The largest buffer, in bytes, one storage binding holds (the GPU adapter's limit); `None`
+    /// where there is none but memory itself. Sizes are checked against it before allocating.
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        None
+    }
+
     // ---- memory -------------------------------------------------------------------------------
     /// A zero-filled buffer of `len` f32.
     fn alloc(&self, len: usize) -> Self::Buf;

@@ -152,6 +152,8 @@ pub enum MidiError {
     NoPianoPart { pitched_notes: usize },
     /// No pitched notes at all.
     NoNotes,
+    /// The notes of the kept parts all have zero length (they are dropped).
+    ZeroLength { notes: usize },
 }
 
 impl fmt::Display for MidiError {
@@ -169,6 +171,7 @@ impl fmt::Display for MidiError {
                 "no piano part ({pitched_notes} pitched notes in other instruments; --all-parts keeps them)"
             ),
             MidiError::NoNotes => write!(f, "no notes"),
+            MidiError::ZeroLength { notes } => write!(f, "no notes of any length ({notes} notes of zero length, which are dropped)"),
         }
     }
 }

@@ -34,6 +34,8 @@ struct RawTrack {
     events: Vec<(u64, Ev)>,
     end_tick: u64,
     info: TrackInfo,
+    /// Notes of a kept part dropped for having zero length.
+    zero_length: usize,
 }
 
 /// The tick -> (quarter notes, seconds) conversion of one timeline.
@@ -113,6 +115,14 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
     if bytes.is_empty() {
         return Err(MidiError::Empty);
     }
+    // midly negates the SMPTE frame rate as an i8: -128 (0x80) overflows, a panic in builds with
+    // overflow checks (found by tests/fuzz.rs). No frame rate is 128: refuse it before parsing.
+    let header_at = if bytes.starts_with(b"RIFF") { bytes.windows(4).position(|w| w == b"MThd") } else { Some(0) };
+    if let Some(at) = header_at {
+        if bytes.get(at..at + 4) == Some(b"MThd") && bytes.get(at + 12) == Some(&0x80) {
+            return Err(MidiError::BadTiming("SMPTE division of -128 frames per second".into()));
+        }
+    }
     let (header, tracks) = midly::parse(bytes).map_err(|e| MidiError::NotMidi(e.to_string()))?;
     let division = match header.timing {
         Timing::Metrical(tpq) => {
@@ -174,8 +184,15 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
     }
 
     let pitched: usize = raw_tracks.iter().map(|t| t.info.notes).sum();
+    let zero_length: usize = raw_tracks.iter().map(|t| t.zero_length).sum();
     if notes.is_empty() {
-        return Err(if pitched == 0 { MidiError::NoNotes } else { MidiError::NoPianoPart { pitched_notes: pitched } });
+        return Err(if pitched == 0 {
+            MidiError::NoNotes
+        } else if zero_length > 0 {
+            MidiError::ZeroLength { notes: zero_length }
+        } else {
+            MidiError::NoPianoPart { pitched_notes: pitched }
+        });
     }
     notes.sort_by(|a: &Note, b: &Note| {
         a.start
@@ -261,7 +278,7 @@ fn first_pass(index: usize, track: midly::EventIter<'_>) -> Result<RawTrack, Mid
     info.channels = (0..16u8).filter(|&c| channels[c as usize]).collect();
     let has_piano = |s: &Option<String>| s.as_deref().is_some_and(|s| s.to_lowercase().contains("piano"));
     info.named_piano = has_piano(&info.name) || has_piano(&info.instrument);
-    Ok(RawTrack { events, end_tick: tick, info })
+    Ok(RawTrack { events, end_tick: tick, info, zero_length: 0 })
 }
 
 /// A note that has started and not yet been written out.
@@ -341,11 +358,13 @@ fn play(
     finished.extend(sustained.into_iter().flatten().map(|n| (n, timeline_end)));
 
     for (n, end_tick) in finished {
-        if end_tick <= n.start_tick {
+        let track = &mut tracks[n.track];
+        let info = &mut track.info;
+        if !(opts.all_parts || n.program <= 7 || info.named_piano) {
             continue;
         }
-        let info = &mut tracks[n.track].info;
-        if !(opts.all_parts || n.program <= 7 || info.named_piano) {
+        if end_tick <= n.start_tick {
+            track.zero_length += 1;
             continue;
         }
         info.kept_notes += 1;

@@ -39,6 +39,9 @@ pub trait Tokenizer: Send + Sync {
     fn transpose_token(&self, token: &str, semitones: i32) -> Option<String> {
         (semitones == 0 && token != UNK).then(|| token.to_string())
     }
+    /// Whether `token` is one `encode` can produce with these settings (a checkpoint's vocabulary
+    /// is checked with it; [`UNK`] is not a tokenizer's token).
+    fn is_token(&self, token: &str) -> bool;
 }
 
 /// Settings of both tokenizers (each reads its own fields). Serialisable so that a checkpoint can
@@ -273,6 +276,31 @@ mod tests {
         assert_eq!(v2.tokens(), &["<unk>", "a", "c"]);
         assert_eq!(v2.counts()[0], 2, "<unk> counts the two dropped occurrences");
         assert!(Vocab::from_json(r#"{"tokens":["a"],"counts":[1],"min_count":1}"#).is_err());
+    }
+
+    #[test]
+    fn every_encoded_token_is_a_token_and_damaged_ones_are_not() {
+        use crate::midi::Note;
+        let notes: Vec<Note> = (0..40)
+            .map(|i| Note::new(30 + (i * 7 % 60) as u8, (i / 3) as f64 * 0.5, (i / 3) as f64 * 0.5 + 0.25 + (i % 5) as f64, 20 + i as u8 * 2))
+            .collect();
+        let velocity = TokenizerOptions { velocity_bins: 8, ..TokenizerOptions::default() };
+        for (name, opts) in [("notechord", TokenizerOptions::default()), ("timed", TokenizerOptions::default()), ("timed", velocity)] {
+            let t = tokenizer_by_name(name, &opts).unwrap();
+            let tokens = t.encode(&notes);
+            assert!(tokens.len() > 10);
+            for tok in &tokens {
+                assert!(t.is_token(tok), "{name}: {tok} is what encode writes");
+            }
+        }
+        let nc = tokenizer_by_name("notechord", &TokenizerOptions::default()).unwrap();
+        for bad in ["11.1.4&7", "7.4.0", "0.0", "C#", "Db4", "<unk>", "", "0.12", "P_60"] {
+            assert!(!nc.is_token(bad), "notechord: {bad:?}");
+        }
+        let timed = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
+        for bad in ["TS_0", "TS_49", "P_128", "V_0", "D_0", "D_97", "P_060", "C4", "<unk>"] {
+            assert!(!timed.is_token(bad), "timed: {bad:?}");
+        }
     }
 
     #[test]

@@ -152,6 +152,12 @@ impl Tokenizer for NoteChord {
         Some(normal_order(&moved).iter().map(|pc| pc.to_string()).collect::<Vec<_>>().join("."))
     }
 
+    fn is_token(&self, token: &str) -> bool {
+        // A pitch name, or pitch classes in normal order (what `encode` writes for a chord).
+        parse_pitch_name(token).is_some_and(|p| pitch_name(p) == token)
+            || parse_chord(token).is_some_and(|pcs| normal_order(&pcs) == pcs)
+    }
+
     fn options(&self) -> TokenizerOptions {
         TokenizerOptions { step: self.step, note_length: self.note_length, ..TokenizerOptions::default() }
     }

@@ -211,6 +211,13 @@ impl Tokenizer for Timed {
         grid.iter().map(|g| self.to_note(g)).collect()
     }
 
+    fn is_token(&self, token: &str) -> bool {
+        number(token, "TS_", 1, self.max_shift).is_some()
+            || number(token, "P_", 0, 127).is_some()
+            || (self.velocity_bins > 0 && number(token, "V_", 0, self.velocity_bins - 1).is_some())
+            || number(token, "D_", 1, self.max_duration).is_some()
+    }
+
     fn options(&self) -> TokenizerOptions {
         TokenizerOptions {
             steps_per_quarter: self.steps_per_quarter,

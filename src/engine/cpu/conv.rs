@@ -21,8 +21,8 @@
 //!
 //! A tap with `s >= T` only ever sees the padding and contributes nothing (its weight gradient
 //! stays zero). Work is split across batch items with rayon when it is large enough; the weight
-//! gradient is reduced from per-chunk partial sums in a fixed order, so it does not depend on how
-//! rayon schedules the chunks.
+//! gradient is reduced from per-chunk partial sums in a fixed order over chunks fixed by the batch
+//! alone, so it depends neither on how rayon schedules the chunks nor on how many threads it has.
 
 use super::sgemm;
 use crate::engine::Conv1d;
@@ -151,6 +151,10 @@ fn weight_grad_range(x: &[f32], dy: &[f32], dw: &mut [f32], c: &Conv1d, batches:
     }
 }
 
+/// Number of batch chunks whose partial weight gradients are reduced in order (a constant, so
+/// that the result does not depend on the thread count).
+const WGRAD_CHUNKS: usize = 8;
+
 /// `dw [Cout, Cin, K] += d/dw`, `dbias [Cout] += d/dbias` (both accumulate).
 pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], dbias: &mut [f32], c: Conv1d) {
     let (xs, ys) = (c.cin * c.time, c.cout * c.time);
@@ -176,13 +180,14 @@ pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], dbias: &mut [f32],
         dbias[..c.cout].par_iter_mut().enumerate().for_each(|(o, db)| channel_sum(o, db));
     }
 
-    let threads = rayon::current_num_threads();
-    if macs(&c) < PAR_MIN_MACS || threads < 2 || c.batch < 2 {
+    if macs(&c) < PAR_MIN_MACS || c.batch < 2 {
         weight_grad_range(x, dy, &mut dw[..wn], &c, 0..c.batch);
         return;
     }
-    // One partial dw per chunk of batch items, then summed in chunk order into dw.
-    let chunk = c.batch.div_ceil(threads);
+    // One partial dw per chunk of batch items, then summed in chunk order into dw. The chunks
+    // depend on the batch alone, never on the pool's size: the sums, and so a whole training run,
+    // are the same bits on 1 thread or 64.
+    let chunk = c.batch.div_ceil(WGRAD_CHUNKS);
     let partials: Vec<Vec<f32>> = (0..c.batch.div_ceil(chunk))
         .into_par_iter()
         .map(|i| {

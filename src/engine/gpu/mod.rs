@@ -1047,6 +1047,10 @@ impl Backend for GpuBackend {
     type Buf = GpuBuffer;
     type Ids = GpuBuffer;
 
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        Some(self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size))
+    }
+
     /// The adapter's name and API, with `, f16` at that precision.
     fn name(&self) -> String {
         let precision = if self.precision == Precision::F16 { ", f16" } else { "" };
