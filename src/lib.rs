@@ -12,6 +12,7 @@ pub mod engine;
 pub mod generate;
 pub mod midi;
 pub mod model;
+pub mod ngram;
 pub mod plot;
 pub mod rng;
 pub mod sample;
