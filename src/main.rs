@@ -27,6 +27,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Read MIDI files and show their tracks, piano notes, durations and tokens.
     Inspect(cli::inspect::InspectArgs),
+    /// Musical statistics of MIDI files, alone or against a reference set (--against).
+    Stats(cli::stats::StatsArgs),
     /// List the GPU adapters wgpu sees and the one etude would pick.
     Devices(cli::devices::DevicesArgs),
     /// Benchmarks: training throughput, generation latency, per-operation timings.
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Stats(args) => cli::stats::run(args),
         Command::Devices(args) => cli::devices::run(args),
         Command::Bench(args) => cli::bench::run(args),
     };

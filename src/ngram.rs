@@ -223,7 +223,7 @@ pub struct BaselineReport {
     pub unigram: f64,
     /// `(n, mean NLL)` of the Kneser-Ney models, n = 2..=max order.
     pub kneser_ney: Vec<(usize, f64)>,
-    /// The order with the lowest loss among the Kneser-Ney models, and that loss.
+    /// The lowest loss of the unigram (order 1) and the Kneser-Ney models, and its order.
     pub best_order: usize,
     pub best: f64,
     /// Targets scored.
@@ -255,7 +255,7 @@ pub fn baselines(train: &[Vec<u32>], vocab: usize, eval: &[Vec<u32>], targets: &
     let (best_order, best) = kneser_ney
         .iter()
         .copied()
-        .fold((1, sums[1] / n), |acc, (k, l)| if l < acc.1 { (k, l) } else { acc });
+        .fold((1, sums[0] / n), |acc, (k, l)| if l < acc.1 { (k, l) } else { acc });
     Ok(BaselineReport {
         unigram: sums[0] / n,
         kneser_ney,

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod stats;
 pub mod train;
 
 use clap::Args;

@@ -5,7 +5,9 @@ use super::generate::{write_pieces, GenArgs};
 use super::DataArgs;
 use clap::Args;
 use etude::dataset::DataConfig;
+use etude::checkpoint::atomic_write;
 use etude::engine::Backend;
+use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
 use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
@@ -264,6 +266,9 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
             opts.epochs
         );
     }
+    if report.valid_windows > 0 {
+        write_baseline(b, &report.out)?;
+    }
     if args.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
         let best = report.out.join("best.safetensors");
@@ -273,6 +278,55 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
+        write_sample_stats(&loaded, &report.out)?;
     }
     Ok(())
+}
+
+/// `stats.json`: the statistics of `sample.mid` against the run's validation pieces (the JSON of
+/// `etude stats sample.mid --against VALIDATION --json`).
+fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> Result<(), String> {
+    let sample = out.join("sample.mid");
+    let piece = match std::fs::read(&sample).map_err(|e| e.to_string()).and_then(|bytes| {
+        etude::midi::read_midi(&bytes, &etude::midi::ReadOptions::default()).map_err(|e| e.to_string())
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("note: no stats.json: {}: {e}", sample.display());
+            return Ok(());
+        }
+    };
+    let (all, _) = loaded.meta.data.load()?;
+    let reference: Vec<_> = all
+        .into_iter()
+        .filter(|p| loaded.meta.valid_pieces.contains(&p.name))
+        .map(|p| (p.name, p.piece.notes))
+        .collect();
+    let report = etude::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
+    if let Some(p) = report.pieces.first().filter(|p| !p.flags.is_empty()) {
+        eprintln!("sample.mid: {}", p.flags.join("; "));
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    atomic_write(&out.join("stats.json"), json.as_bytes())
+}
+
+/// The held-out metric of the run's best checkpoint on its validation pieces, beside the n-gram
+/// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
+/// folder (the JSON of `etude eval --json`).
+fn write_baseline<B: Backend>(b: &B, out: &std::path::Path) -> Result<(), String> {
+    let best = out.join("best.safetensors");
+    let source = if best.exists() { best } else { out.join("last.safetensors") };
+    let loaded = load_checkpoint(&source)?;
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, ..EvalOptions::default() };
+    match evaluate_checkpoint(b, &loaded, &source, &opts) {
+        Ok(r) => {
+            println!("{}", describe(&r));
+            let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+            atomic_write(&out.join("baseline.json"), json.as_bytes())
+        }
+        Err(e) => {
+            eprintln!("note: no baseline.json: {e}");
+            Ok(())
+        }
+    }
 }
