@@ -110,6 +110,11 @@ pub struct TrainArgs {
     /// Tokens in the sample written at the end (0 = none).
     #[arg(long, default_value_t = 200)]
     pub sample_length: usize,
+    /// A named recipe: `tutorial` = the Keras tutorial's pipeline (notechord tokens, lstm 2x128 +
+    /// dense 256, batch 128, window 128, no transposition, a checkpoint every 50 epochs, an argmax
+    /// sample of 50 events). Options given beside it override it.
+    #[arg(long, value_name = "NAME", conflicts_with = "resume")]
+    pub preset: Option<String>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -145,6 +150,59 @@ const RUN_SETTINGS: [&str; 27] = [
     "seed",
     "precision",
 ];
+
+/// The names `--preset` accepts.
+pub const PRESETS: [&str; 1] = ["tutorial"];
+
+/// Apply `--preset` to `args`: every setting of the preset whose option was not given explicitly
+/// (`explicit(id)`, the field's name) takes the preset's value. An unknown name is an error.
+pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let Some(name) = args.preset.clone() else { return Ok(()) };
+    if name != "tutorial" {
+        return Err(format!("unknown --preset '{name}' (expected one of: {})", PRESETS.join(", ")));
+    }
+    let set = |id: &str| !explicit(id);
+    if set("model") {
+        args.model = "lstm".into();
+    }
+    if set("tokenizer") {
+        args.data.tokenizer = "notechord".into();
+    }
+    // The LSTM's sizes (another --model given beside the preset keeps its own).
+    if args.model.starts_with("lstm") {
+        if set("embed") {
+            args.embed = Some(100);
+        }
+        if set("hidden") {
+            args.hidden = Some(128);
+        }
+        if set("layers") {
+            args.layers = Some(2);
+        }
+        if set("dense") {
+            args.dense = Some(256);
+        }
+    }
+    if set("batch") {
+        args.batch = 128;
+    }
+    if set("window") {
+        args.window = 128;
+    }
+    if set("stride") {
+        args.stride = 1;
+    }
+    if set("transpose") {
+        args.transpose = 0;
+    }
+    if set("checkpoint_every") {
+        args.checkpoint_every = 50;
+    }
+    if set("sample_length") {
+        args.sample_length = 50;
+    }
+    Ok(())
+}
 
 /// `runs/<model>-<UTC date and time>`.
 fn default_out(model: &str) -> PathBuf {
@@ -275,7 +333,9 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         let source = if best.exists() { best } else { report.last_checkpoint.clone() };
         let loaded = load_checkpoint(&source)?;
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
-        let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        let mut gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        // The tutorial composed with argmax (its decoder puts the events 0.5 quarter apart).
+        gen.greedy = args.preset.as_deref() == Some("tutorial");
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
         write_sample_stats(&loaded, &report.out)?;
