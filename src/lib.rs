@@ -5,6 +5,7 @@
 //! -> training and generation. The `engine` knows nothing of music.
 
 pub mod bench;
+mod builtin_corpus;
 pub mod checkpoint;
 pub mod corpus;
 pub mod dataset;
