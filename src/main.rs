@@ -10,7 +10,7 @@ use std::process::ExitCode;
     name = "etude",
     version,
     about = "Learns to compose piano music from MIDI files, on a hand-written CPU + WGSL engine",
-    after_help = "Examples:\n  etude inspect                      # the built-in corpus of 10 public-domain piano pieces\n  etude inspect --tokenizer timed ../shared/corpus/mutopia-piano"
+    after_help = "Examples:\n  etude inspect                      # the built-in corpus of 102 public-domain piano pieces\n  etude inspect --tokenizer timed ../shared/corpus/mutopia-piano"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -10,9 +10,18 @@ use etude::midi::{write_midi, Note, WriteOptions};
 fn the_tutorial_preset_and_its_overrides() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    // Three pieces (one for validation), to keep the full-sized model quick.
+    std::fs::create_dir(dir.join("three")).unwrap();
+    for name in ["bethena.mid", "maple-leaf-rag.mid", "solace.mid"] {
+        let bytes = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap().1;
+        std::fs::write(dir.join("three").join(name), bytes).unwrap();
+    }
     // --batch given beside the preset overrides it; the rest is the tutorial's.
     let (out, err) = etude_ok(
-        &["train", "--preset", "tutorial", "--batch", "8", "--epochs", "1", "--steps-per-epoch", "1", "--backend", "cpu", "--out", "t"],
+        &["train", "--preset", "tutorial", "--batch", "8", "--epochs", "1", "--steps-per-epoch", "1"]
+            .iter()
+            .chain(&["--backend", "cpu", "--out", "t", "--data", "three"])
+            .collect::<Vec<_>>(),
         dir,
     );
     let meta = Checkpoint::load(&dir.join("t/last.safetensors")).unwrap().meta;
