@@ -433,6 +433,11 @@ pub fn validation_set(prepared: &crate::dataset::Prepared, pieces: &[LoadedPiece
     TargetSet::new(valid.sequences().to_vec(), names, notes, valid.window(), 0)
 }
 
+/// A validation loss above this many nats per target (a probability of e^-10^6 for the average
+/// target) only comes from weights that have blown up: training's validation reports it as
+/// infinite, which stops the run.
+pub const DIVERGED_NATS: f64 = 1e6;
+
 /// Training's per-epoch validation: the held-out metric on `set` as [`crate::step::Totals`], and
 /// the all-position loss of a many-to-many model.
 pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
@@ -446,8 +451,11 @@ pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
         return (crate::step::Totals::default(), None);
     }
     let (nll, hits, all) = score_model(b, model, stepper, set, batch, None);
+    // A mean beyond DIVERGED_NATS means the weights have blown up (finite, but useless): it is
+    // reported as infinite so that training stops there rather than saving that model.
+    let sum: f64 = nll.iter().sum();
     let totals = crate::step::Totals {
-        loss_sum: nll.iter().sum(),
+        loss_sum: if sum / nll.len().max(1) as f64 > DIVERGED_NATS { f64::INFINITY } else { sum },
         correct: hits.iter().map(|&h| h as f64).sum(),
         rows: nll.len(),
     };

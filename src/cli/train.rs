@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  etude train                                        # lstm on the built-in corpus, a few minutes on 2 cores
+  etude train                                        # lstm on the built-in corpus
   etude train --data ../shared/corpus/mutopia-piano --model wavenet-gated --epochs 20
   etude train --model lstm-seq --tokenizer timed --transpose 3 --out runs/timed
   etude train --out runs/timed --resume --epochs 40   # continue that run to epoch 40
