@@ -118,7 +118,11 @@ def main():
     x = torch.tensor(windows["inputs"], dtype=torch.long)
     y = torch.tensor(windows["targets"], dtype=torch.long)
     with torch.no_grad():
-        torch_loss = tm.loss_fn(model(x), y).item()
+        logits = model(x)
+        if logits.dim() == 3 and y.dim() == 1:
+            # A many-to-many model is scored at its last position (etude's held-out metric).
+            logits = logits[:, -1, :]
+        torch_loss = tm.loss_fn(logits, y).item()
     etude_loss = report["loss"]
     diff = torch_loss - etude_loss
     print(f"model {report['model']}, {x.shape[0]} windows of {x.shape[1]} tokens, {report['targets']} targets")

@@ -1,8 +1,8 @@
 //! Where the music comes from: the built-in corpus (embedded in the binary) or files and folders.
 //!
-//! [`builtin`] gives the 10 public-domain pieces of `corpus/` (see `corpus/SOURCE.md` and
-//! `corpus/provenance.tsv`), so every command that reads music works from any directory with no
-//! argument. [`collect`] walks files and folders; [`load_corpus`] reads them all, collecting
+//! [`builtin`] gives the 102 public-domain pieces of `corpus/` (see `corpus/SOURCE.md`,
+//! `corpus/provenance.tsv` and `corpus/mutopia/manifest.csv`), so every command that reads music
+//! works from any directory with no argument. [`collect`] walks files and folders; [`load_corpus`] reads them all, collecting
 //! per-file errors instead of stopping; [`inspect`] summarises a corpus for `etude inspect`.
 
 use crate::midi::{read_midi, Piece, ReadOptions, SmfFormat, TrackInfo};
@@ -11,24 +11,13 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// The embedded files, sorted by name.
-static BUILTIN: [(&str, &[u8]); 10] = [
-    ("bethena.mid", include_bytes!("../corpus/bethena.mid")),
-    ("debussy-arabesque-no1.mid", include_bytes!("../corpus/debussy-arabesque-no1.mid")),
-    ("elite-syncopations.mid", include_bytes!("../corpus/elite-syncopations.mid")),
-    ("maple-leaf-rag.mid", include_bytes!("../corpus/maple-leaf-rag.mid")),
-    ("peacherine-rag.mid", include_bytes!("../corpus/peacherine-rag.mid")),
-    ("pineapple-rag.mid", include_bytes!("../corpus/pineapple-rag.mid")),
-    ("satie-gymnopedie-no1.mid", include_bytes!("../corpus/satie-gymnopedie-no1.mid")),
-    ("solace.mid", include_bytes!("../corpus/solace.mid")),
-    ("the-easy-winners.mid", include_bytes!("../corpus/the-easy-winners.mid")),
-    ("the-entertainer.mid", include_bytes!("../corpus/the-entertainer.mid")),
-];
+// The embedded files, sorted by name: `src/builtin_corpus.rs`.
+use crate::builtin_corpus::BUILTIN;
 
 /// Prefix of the names of built-in pieces.
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
-/// The built-in corpus: (`builtin:<file name>`, bytes), sorted by name.
+/// The built-in corpus: (`builtin:<path under corpus/>`, bytes), sorted by name.
 pub fn builtin() -> Vec<(String, &'static [u8])> {
     BUILTIN.iter().map(|&(name, bytes)| (format!("{BUILTIN_PREFIX}{name}"), bytes)).collect()
 }

@@ -5,20 +5,24 @@
 //! -> training and generation. The `engine` knows nothing of music.
 
 pub mod bench;
+mod builtin_corpus;
 pub mod checkpoint;
 pub mod corpus;
 pub mod dataset;
 pub mod engine;
 pub mod generate;
+pub mod heldout;
 pub mod midi;
 pub mod model;
 pub mod pianoroll;
+pub mod ngram;
 pub mod plot;
 pub mod render;
 pub mod report;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
+pub mod stats;
 pub mod step;
 pub mod token_cache;
 pub mod tokens;

@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -10,7 +10,7 @@ use std::process::ExitCode;
     name = "etude",
     version,
     about = "Learns to compose piano music from MIDI files, on a hand-written CPU + WGSL engine",
-    after_help = "Examples:\n  etude inspect                      # the built-in corpus of 10 public-domain piano pieces\n  etude inspect --tokenizer timed ../shared/corpus/mutopia-piano"
+    after_help = "Examples:\n  etude inspect                      # the built-in corpus of 102 public-domain piano pieces\n  etude inspect --tokenizer timed ../shared/corpus/mutopia-piano"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +29,8 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Tokenise MIDI files into the token cache that train reads (done by train when missing).
     Prepare(cli::prepare::PrepareArgs),
+    /// Musical statistics of MIDI files, alone or against a reference set (--against).
+    Stats(cli::stats::StatsArgs),
     /// List the GPU adapters wgpu sees and the one etude would pick.
     Devices(cli::devices::DevicesArgs),
     /// Benchmarks: training throughput, generation latency, per-operation timings.
@@ -46,13 +48,22 @@ fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    let cli = Cli::parse();
+    // The matches too: `train --preset` needs to know which options were given explicitly.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Train(args) => cli::train::run(*args),
+        Command::Train(mut args) => {
+            let explicit = |id: &str| {
+                matches.subcommand_matches("train").and_then(|m| m.value_source(id))
+                    == Some(clap::parser::ValueSource::CommandLine)
+            };
+            cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
+        }
         Command::Generate(args) => cli::generate::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
+        Command::Stats(args) => cli::stats::run(args),
         Command::Devices(args) => cli::devices::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Render(args) => cli::render::run_render(args),

@@ -116,6 +116,12 @@ impl<B: Backend> Stepper<B> {
         s.chunks_exact(2).map(|p| p[0] as f64).sum::<f64>() / self.last_rows.max(1) as f64
     }
 
+    /// Per-row `(loss, correct)` pairs of the last batch: `2 * rows` values, row-major like the
+    /// targets (one read-back; the held-out metric picks the rows it scores).
+    pub fn last_batch_rows(&self, b: &B) -> Vec<f32> {
+        b.read(&self.stats, 2 * self.last_rows)
+    }
+
     /// The totals accumulated since the last call, then restarts the sums (one read-back).
     pub fn take_totals(&mut self, b: &B) -> Totals {
         let n = self.max_rows;

@@ -582,6 +582,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     trim_csv(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let mut stepper = Stepper::new(b, &model, optim.batch);
+    let valid_set = crate::heldout::validation_set(&prepared, &pieces)?;
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
@@ -634,7 +635,9 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             reporter.finish();
             return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
         }
-        let val = evaluate(b, &mut model, &mut stepper, &prepared.valid, optim.batch, MAX_VALID_WINDOWS);
+        // The held-out metric (crate::heldout): every validation token after the first window.
+        let (val, val_all_positions) =
+            crate::heldout::validation_totals(b, &mut model, &mut stepper, &valid_set, optim.batch);
         // The last step may have broken the parameters after the training losses were taken:
         // neither a non-finite validation loss nor a non-finite parameter reaches a checkpoint.
         if val.rows > 0 && !val.loss().is_finite() {
@@ -673,6 +676,9 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             line.push_str(&format!(" | lr {:.3e}", adam.hp.lr));
         }
         reporter.line(&line);
+        if let Some(all) = val_all_positions {
+            reporter.line(&format!("  (validation loss over every position of the windows: {all:.4})"));
+        }
         let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
         if improved {
             progress.best_val_loss = val.loss();

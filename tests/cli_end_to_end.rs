@@ -103,12 +103,16 @@ fn full_cycle(model: &str, backend: &str) {
         &["--model", ck, "--backend", backend, "--data", held, "--max-windows", "5", "--dump-windows", "w.json"],
     );
     let w: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("w.json")).unwrap()).unwrap();
-    let every = w["per_position"].as_bool().unwrap();
-    assert_eq!(every, matches!(model, "lstm-seq" | "wavenet-gated"));
+    // One target per window for every model (many-to-many models are read at their last position).
+    assert_eq!(w["per_position"].as_bool(), Some(false));
     assert_eq!((w["inputs"].as_array().unwrap().len(), w["targets"].as_array().unwrap().len()), (5, 5));
     assert_eq!(w["inputs"][0].as_array().unwrap().len(), 16);
-    assert_eq!(v["targets"].as_u64().unwrap(), if every { 5 * 16 } else { 5 });
+    assert_eq!(v["targets"].as_u64().unwrap(), 5);
     assert_eq!(w["loss"], v["loss"]);
+    // The n-gram baselines on the same targets, and the ratio.
+    let best = v["ngram_best"].as_f64().expect("ngram_best");
+    assert!(best.is_finite() && best > 0.0, "{v}");
+    assert!((v["ratio"].as_f64().unwrap() - v["loss"].as_f64().unwrap() / best).abs() < 1e-9, "{v}");
 
     if backend == "cpu" {
         generate_everything(dir, ck, model);

@@ -14,15 +14,15 @@ fn inspect_builtin_corpus_from_any_directory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("builtin:maple-leaf-rag.mid"), "{text}");
-    assert!(text.contains("files used     10"), "{text}");
+    assert!(text.contains("files used     102"), "{text}");
     assert!(text.contains("most frequent"), "{text}");
 
     let out = etude(&["inspect", "--json", "--tokenizer", "timed"], elsewhere.path());
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
-    assert_eq!(v["totals"]["files_used"], 10);
+    assert_eq!(v["totals"]["files_used"], 102);
     assert_eq!(v["totals"]["tokenizer"], "timed");
-    assert_eq!(v["files"].as_array().unwrap().len(), 10);
+    assert_eq!(v["files"].as_array().unwrap().len(), 102);
     assert!(v["totals"]["tokens"].as_u64().unwrap() > 10_000);
     assert_eq!(v["totals"]["top_tokens"].as_array().unwrap().len(), 10);
     assert!(v["files"][0]["tracks"].as_array().unwrap().len() >= 2);

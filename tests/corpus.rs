@@ -8,7 +8,9 @@ use std::path::PathBuf;
 #[test]
 fn builtin_corpus_is_embedded_and_all_piano() {
     let files = builtin();
-    assert_eq!(files.len(), 10);
+    // The 10 original pieces less The Easy Winners (a held-out piece), and the 93 pieces of
+    // mutopia-piano that are not among them.
+    assert_eq!(files.len(), 102);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort();
@@ -18,7 +20,24 @@ fn builtin_corpus_is_embedded_and_all_piano() {
         let on_disk = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus").join(&name["builtin:".len()..])).unwrap();
         assert_eq!(*bytes, &on_disk[..], "{name}");
         let piece = read_midi(bytes, &ReadOptions::default()).unwrap();
-        assert!(piece.notes.len() > 200, "{name}: {} notes", piece.notes.len());
+        assert!(piece.notes.len() > 100, "{name}: {} notes", piece.notes.len());
+    }
+    // Every MIDI file under corpus/ is embedded, and nothing else.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let (on_disk, errors) = collect(&[&root]);
+    assert!(errors.is_empty());
+    let mut on_disk: Vec<String> =
+        on_disk.iter().map(|p| format!("builtin:{}", p.strip_prefix(&root).unwrap().display())).collect();
+    on_disk.sort();
+    assert_eq!(on_disk, names);
+    // No held-out piece: none of the built-in pieces has the notes of a mutopia-piano-heldout file.
+    if let Some(dir) = shared("mutopia-piano-heldout") {
+        let key = |p: &etude::midi::Piece| p.notes.iter().map(|n| (n.pitch, (n.start * 12.0).round() as i64)).collect::<Vec<_>>();
+        let held: Vec<_> = load_corpus(&[dir], &ReadOptions::default()).pieces.iter().map(|p| key(&p.piece)).collect();
+        for (name, bytes) in &files {
+            let k = key(&read_midi(bytes, &ReadOptions::default()).unwrap());
+            assert!(!held.contains(&k), "{name} is a held-out piece");
+        }
     }
 }
 

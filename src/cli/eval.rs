@@ -1,20 +1,20 @@
-//! `etude eval`: loss, perplexity and accuracy of a checkpoint on MIDI files.
+//! `etude eval`: the held-out metric of a checkpoint on MIDI files, beside the n-gram baselines.
 
 use super::backend::{BackendArgs, Engine};
 use clap::Args;
-use etude::corpus::load_corpus;
-use etude::dataset::Dataset;
 use etude::engine::Backend;
-use etude::step::Stepper;
-use etude::model::Targets;
-use etude::train::{eval_picks, evaluate, load_checkpoint, no_usable_file, Loaded};
-use std::path::{Path, PathBuf};
+use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
+use etude::train::{load_checkpoint, Loaded};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   etude eval --model runs/lstm-x/best.safetensors                       # its validation pieces
   etude eval --model CKPT --data ../shared/corpus/mutopia-piano-heldout --json
 
+Every token at position >= T of each piece (T = the checkpoint's window) is a target, predicted
+from the T tokens before it; many-to-many models are read at their last position, so all four
+models are scored on the same pairs. The n-gram baselines are fitted on the run's training pieces.
 Unknown tokens count as <unk> (the model was never asked to predict them, so they weigh on the loss).")]
 pub struct EvalArgs {
     /// Checkpoint to evaluate.
@@ -26,13 +26,16 @@ pub struct EvalArgs {
     /// Windows per batch.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Evaluate at most this many windows, evenly spaced (0 = all).
+    /// Score at most this many targets, evenly spaced (0 = all; a quick estimate, not the metric).
     #[arg(long, default_value_t = 0)]
     pub max_windows: usize,
+    /// Skip the n-gram baselines (they re-read the run's training corpus).
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Also write the evaluated windows' token ids and targets to this JSON file (to check the
+    /// Also write the scored (context, target) pairs as token ids to this JSON file (to check the
     /// loss with another framework: see scripts/torch_roundtrip.py).
     #[arg(long, value_name = "FILE.json")]
     pub dump_windows: Option<PathBuf>,
@@ -52,93 +55,18 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
 }
 
 fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String> {
-    let spec = &loaded.meta.data;
-    let tokenizer = spec.tokenizer()?;
-    let (pieces, what) = if args.data.is_empty() {
-        let (all, _) = spec.load()?;
-        let valid: Vec<_> = all.into_iter().filter(|p| loaded.meta.valid_pieces.contains(&p.name)).collect();
-        if valid.is_empty() {
-            return Err("the checkpoint's run had no validation pieces; give --data".into());
-        }
-        (valid, "the checkpoint's validation pieces".to_string())
-    } else {
-        let corpus = load_corpus(&args.data, &spec.read);
-        if corpus.pieces.is_empty() {
-            let what = args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-            return Err(no_usable_file(&what, &corpus.skipped));
-        }
-        for s in &corpus.skipped {
-            eprintln!("skipped {}: {}", s.name, s.cause);
-        }
-        (corpus.pieces, format!("{} files", args.data.len()))
+    let opts = EvalOptions {
+        data: args.data.clone(),
+        batch: args.batch,
+        max_targets: args.max_windows,
+        baselines: !args.no_baseline,
+        dump_windows: args.dump_windows.clone(),
     };
-    let window = spec.data.window;
-    let seqs: Vec<Vec<u32>> = pieces.iter().map(|p| loaded.meta.vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
-    let unk = seqs.iter().flatten().filter(|&&id| id == 0).count();
-    let tokens: usize = seqs.iter().map(Vec::len).sum();
-    let data = Dataset::new(seqs, Vec::new(), window, spec.data.stride)?;
-    if data.is_empty() {
-        return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
-    }
-    let fp = etude::verify::Footprint::of(&loaded.meta.model, args.batch, window, false);
-    let limit_bytes = b.max_buffer_bytes().map(u128::from);
-    etude::verify::check_footprint(&fp, etude::verify::available_memory(), limit_bytes, &format!("--batch {}", args.batch))?;
-    let mut model = loaded.model(b, args.batch, window, &args.checkpoint)?;
-    let mut stepper = Stepper::new(b, &model, args.batch);
-    let limit = if args.max_windows == 0 { usize::MAX } else { args.max_windows };
-    let t = evaluate(b, &mut model, &mut stepper, &data, args.batch, limit);
-    if let Some(path) = &args.dump_windows {
-        dump_windows(path, &data, eval_picks(data.len(), limit), loaded.meta.model.targets(), t.loss())?;
-    }
+    let report = evaluate_checkpoint(b, loaded, &args.checkpoint, &opts)?;
     if args.json {
-        let j = serde_json::json!({
-            "checkpoint": args.checkpoint.display().to_string(),
-            "model": loaded.meta.model.name(),
-            "pieces": pieces.len(),
-            "tokens": tokens,
-            "unknown_tokens": unk,
-            "windows": data.len().min(limit),
-            "targets": t.rows,
-            "loss": t.loss(),
-            "perplexity": t.perplexity(),
-            "accuracy": t.accuracy(),
-        });
-        println!("{j}");
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
     } else {
-        println!(
-            "{} on {what} ({} pieces, {} tokens, {} unknown): loss {:.4}, perplexity {:.2}, top-1 accuracy {:.3} over {} targets",
-            loaded.meta.model.name(),
-            pieces.len(),
-            tokens,
-            unk,
-            t.loss(),
-            t.perplexity(),
-            t.accuracy(),
-            t.rows
-        );
+        println!("{}", describe(&report));
     }
     Ok(())
-}
-
-/// Write the windows `picks` of `data` as JSON: `{"window": T, "per_position": bool, "inputs":
-/// [[ids; T]; N], "targets": [id; N] or [[ids; T]; N], "loss": mean}` — `per_position` when the
-/// model predicts the next token at every position (targets `[N, T]`), else one target per
-/// window. The ids are the checkpoint vocabulary's.
-fn dump_windows(path: &Path, data: &Dataset, picks: Vec<usize>, targets: Targets, loss: f64) -> Result<(), String> {
-    let inputs: Vec<&[u32]> = picks.iter().map(|&i| data.input(i)).collect();
-    let per_position = targets == Targets::Every;
-    let ys: serde_json::Value = if per_position {
-        picks.iter().map(|&i| data.target_every(i)).collect::<Vec<_>>().into()
-    } else {
-        picks.iter().map(|&i| data.target_last(i)).collect::<Vec<_>>().into()
-    };
-    let j = serde_json::json!({
-        "window": data.window(),
-        "per_position": per_position,
-        "inputs": inputs,
-        "targets": ys,
-        "loss": loss,
-    });
-    // Through a temporary file: a full disk leaves no empty or partial JSON behind.
-    etude::checkpoint::atomic_write(path, j.to_string().as_bytes())
 }

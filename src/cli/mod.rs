@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod render;
 pub mod report;
 pub mod prepare;
+pub mod stats;
 pub mod train;
 
 use clap::Args;

@@ -5,7 +5,9 @@ use super::generate::{write_pieces, GenArgs};
 use super::{CacheArgs, DataArgs};
 use clap::Args;
 use etude::dataset::DataConfig;
+use etude::checkpoint::atomic_write;
 use etude::engine::Backend;
+use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
 use etude::schedule::{self, LrSchedule};
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  etude train                                        # lstm on the built-in corpus, a few minutes on 2 cores
+  etude train                                        # lstm on the built-in corpus
   etude train --data ../shared/corpus/mutopia-piano --model wavenet-gated --epochs 20
   etude train --model lstm-seq --tokenizer timed --transpose 3 --out runs/timed
   etude train --out runs/timed --resume --epochs 40   # continue that run to epoch 40
@@ -130,6 +132,11 @@ pub struct TrainArgs {
     /// own].
     #[arg(long)]
     pub sample_length: Option<usize>,
+    /// A named recipe: `tutorial` = the Keras tutorial's pipeline (notechord tokens, lstm 2x128 +
+    /// dense 256, batch 128, window 128, no transposition, a checkpoint every 50 epochs, an argmax
+    /// sample of 50 events). Options given beside it override it.
+    #[arg(long, value_name = "NAME", conflicts_with = "resume")]
+    pub preset: Option<String>,
     #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
@@ -173,6 +180,59 @@ const RUN_SETTINGS: [&str; 33] = [
     "seed",
     "precision",
 ];
+
+/// The names `--preset` accepts.
+pub const PRESETS: [&str; 1] = ["tutorial"];
+
+/// Apply `--preset` to `args`: every setting of the preset whose option was not given explicitly
+/// (`explicit(id)`, the field's name) takes the preset's value. An unknown name is an error.
+pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let Some(name) = args.preset.clone() else { return Ok(()) };
+    if name != "tutorial" {
+        return Err(format!("unknown --preset '{name}' (expected one of: {})", PRESETS.join(", ")));
+    }
+    let set = |id: &str| !explicit(id);
+    if set("model") {
+        args.model = "lstm".into();
+    }
+    if set("tokenizer") {
+        args.data.tokenizer = "notechord".into();
+    }
+    // The LSTM's sizes (another --model given beside the preset keeps its own).
+    if args.model.starts_with("lstm") {
+        if set("embed") {
+            args.embed = Some(100);
+        }
+        if set("hidden") {
+            args.hidden = Some(128);
+        }
+        if set("layers") {
+            args.layers = Some(2);
+        }
+        if set("dense") {
+            args.dense = Some(256);
+        }
+    }
+    if set("batch") {
+        args.batch = 128;
+    }
+    if set("window") {
+        args.window = 128;
+    }
+    if set("stride") {
+        args.stride = 1;
+    }
+    if set("transpose") {
+        args.transpose = 0;
+    }
+    if set("checkpoint_every") {
+        args.checkpoint_every = Some(50);
+    }
+    if set("sample_length") {
+        args.sample_length = Some(50);
+    }
+    Ok(())
+}
 
 /// `runs/<model>-<UTC date and time>`.
 fn default_out(model: &str) -> PathBuf {
@@ -276,13 +336,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         progress_bar: std::io::stderr().is_terminal(),
         cache: args.cache.dir(),
     };
+    let greedy_sample = args.preset.as_deref() == Some("tutorial");
     match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(&b, &opts),
-        Engine::Gpu(g) => go(g.as_ref(), &opts),
+        Engine::Cpu(b) => go(&b, &opts, greedy_sample),
+        Engine::Gpu(g) => go(g.as_ref(), &opts, greedy_sample),
     }
 }
 
-fn go<B: Backend>(b: &B, opts: &TrainOptions) -> Result<(), String> {
+/// `greedy_sample`: compose the sample by argmax (the tutorial preset) instead of sampling.
+fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(), String> {
     if opts.resume {
         // The model is the checkpoint's, not --model's default.
         eprintln!("resuming the run in {} on {}", opts.out.display(), b.name());
@@ -319,18 +381,72 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions) -> Result<(), String> {
             opts.epochs
         );
     }
+    if report.valid_windows > 0 {
+        write_baseline(b, &report.out)?;
+    }
     if opts.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
         let best = report.out.join("best.safetensors");
         let source = if best.exists() { best } else { report.last_checkpoint.clone() };
         let loaded = load_checkpoint(&source)?;
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
-        let gen = GenArgs::for_sample(opts.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        let mut gen = GenArgs::for_sample(opts.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        // The tutorial composed with argmax (its decoder puts the events 0.5 quarter apart).
+        gen.greedy = greedy_sample;
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
+        write_sample_stats(&loaded, &report.out)?;
     }
     // Again, now with the sample's piano roll and audio.
     let page = etude::report::write_report(&report.out)?;
     eprintln!("report: {}", page.display());
     Ok(())
+}
+
+/// `stats.json`: the statistics of `sample.mid` against the run's validation pieces (the JSON of
+/// `etude stats sample.mid --against VALIDATION --json`).
+fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> Result<(), String> {
+    let sample = out.join("sample.mid");
+    let piece = match std::fs::read(&sample).map_err(|e| e.to_string()).and_then(|bytes| {
+        etude::midi::read_midi(&bytes, &etude::midi::ReadOptions::default()).map_err(|e| e.to_string())
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("note: no stats.json: {}: {e}", sample.display());
+            return Ok(());
+        }
+    };
+    let (all, _) = loaded.meta.data.load()?;
+    let reference: Vec<_> = all
+        .into_iter()
+        .filter(|p| loaded.meta.valid_pieces.contains(&p.name))
+        .map(|p| (p.name, p.piece.notes))
+        .collect();
+    let report = etude::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
+    if let Some(p) = report.pieces.first().filter(|p| !p.flags.is_empty()) {
+        eprintln!("sample.mid: {}", p.flags.join("; "));
+    }
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    atomic_write(&out.join("stats.json"), json.as_bytes())
+}
+
+/// The held-out metric of the run's best checkpoint on its validation pieces, beside the n-gram
+/// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
+/// folder (the JSON of `etude eval --json`).
+fn write_baseline<B: Backend>(b: &B, out: &std::path::Path) -> Result<(), String> {
+    let best = out.join("best.safetensors");
+    let source = if best.exists() { best } else { out.join("last.safetensors") };
+    let loaded = load_checkpoint(&source)?;
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, ..EvalOptions::default() };
+    match evaluate_checkpoint(b, &loaded, &source, &opts) {
+        Ok(r) => {
+            println!("{}", describe(&r));
+            let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+            atomic_write(&out.join("baseline.json"), json.as_bytes())
+        }
+        Err(e) => {
+            eprintln!("note: no baseline.json: {e}");
+            Ok(())
+        }
+    }
 }

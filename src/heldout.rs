@@ -1,0 +1,467 @@
+//! The held-out metric, one for every model, and the counting baselines on the same targets.
+//!
+//! **Targets.** Every token at position `i >= T` of each piece (T = the checkpoint's window), each
+//! predicted from the `T` tokens `ids[i-T .. i]` before it: the windows of a piece at stride 1.
+//! A many-to-one model (`lstm`, `wavenet`) predicts exactly that; a many-to-many model (`lstm-seq`,
+//! `wavenet-gated`) reads the same window and is scored at its last position only. So the four
+//! models are scored on the same (context, target) pairs, and figures compare across models and
+//! runs of one tokenizer (and window).
+//!
+//! **Figures** ([`HeldoutReport`]): mean NLL per target in nats, perplexity `exp(NLL)`, top-1
+//! accuracy, nats per note, the share of `<unk>` targets, and for many-to-many models the mean
+//! loss over every position of the same windows (labelled `all_positions_loss`: positions early in
+//! a window see less context, so it is higher). **Nats per note** compares across tokenizers: each
+//! piece's summed NLL over its targets, divided by the notes those targets cover, counted as the
+//! piece's notes times the share of its tokens that are targets (`notes x targets / tokens`),
+//! summed over pieces.
+//!
+//! [`TargetSet`] holds the pairs; [`score_model`] runs a model over them in batches on any backend;
+//! [`baseline_for`] fits the n-grams of [`crate::ngram`] on a checkpoint's training pieces (with the
+//! run's transposition) and scores the same pairs; [`evaluate_checkpoint`] does it all for
+//! `etude eval` and for the end of `etude train`.
+
+use crate::corpus::{load_corpus, LoadedPiece};
+use crate::dataset::Dataset;
+use crate::engine::Backend;
+use crate::model::{Model, Targets};
+use crate::ngram::{baselines, BaselineReport};
+use crate::step::Stepper;
+use crate::tokens::{transpose, Tokenizer, Vocab};
+use crate::train::{no_usable_file, Loaded};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A piece of a [`TargetSet`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SetPiece {
+    pub name: String,
+    /// Notes of the piece as read from MIDI.
+    pub notes: usize,
+    /// Tokens of the piece.
+    pub tokens: usize,
+    /// Targets it contributes: `tokens - T`, or 0 when it is not longer than the window.
+    pub targets: usize,
+}
+
+/// The (context, target) pairs of the held-out metric over a list of pieces.
+#[derive(Clone, Debug)]
+pub struct TargetSet {
+    data: Dataset,
+    pieces: Vec<SetPiece>,
+    unk: u32,
+}
+
+impl TargetSet {
+    /// The targets of `sequences` (ids; `names` and `notes` per piece) for a window of `window`.
+    /// `unk` is the id counted as unknown (0 in etude's vocabularies).
+    pub fn new(sequences: Vec<Vec<u32>>, names: Vec<String>, notes: Vec<usize>, window: usize, unk: u32) -> Result<Self, String> {
+        if names.len() != sequences.len() || notes.len() != sequences.len() {
+            return Err("TargetSet: one name and one note count per sequence".into());
+        }
+        let pieces = sequences
+            .iter()
+            .zip(names)
+            .zip(notes)
+            .map(|((s, name), notes)| SetPiece { name, notes, tokens: s.len(), targets: s.len().saturating_sub(window) })
+            .collect();
+        let data = Dataset::new(sequences, Vec::new(), window, 1)?;
+        Ok(TargetSet { data, pieces, unk })
+    }
+
+    /// Tokenise `pieces` with `tokenizer`, encode with `vocab` and take their targets.
+    pub fn from_pieces(pieces: &[LoadedPiece], tokenizer: &dyn Tokenizer, vocab: &Vocab, window: usize) -> Result<Self, String> {
+        let seqs = pieces.iter().map(|p| vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
+        let names = pieces.iter().map(|p| p.name.clone()).collect();
+        let notes = pieces.iter().map(|p| p.piece.notes.len()).collect();
+        TargetSet::new(seqs, names, notes, window, 0)
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn window(&self) -> usize {
+        self.data.window()
+    }
+
+    pub fn pieces(&self) -> &[SetPiece] {
+        &self.pieces
+    }
+
+    pub fn sequences(&self) -> &[Vec<u32>] {
+        self.data.sequences()
+    }
+
+    /// The windows at stride 1: window `i`'s input is [`Dataset::input`] and its target
+    /// [`Dataset::target_last`].
+    pub fn windows(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// Every target as (sequence, position in it), in window order.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        let t = self.window();
+        let mut out = Vec::with_capacity(self.len());
+        for (s, seq) in self.sequences().iter().enumerate() {
+            if seq.len() > t {
+                out.extend((t..seq.len()).map(|i| (s, i)));
+            }
+        }
+        out
+    }
+
+    /// The target ids, in window order.
+    pub fn target_ids(&self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.data.target_last(i)).collect()
+    }
+
+    /// The figures of per-target losses `nll` (window order; `correct[i]` = 1 when the argmax was
+    /// right, when known) over this set. `picks` are the targets scored (all when `None`).
+    pub fn summarise(&self, nll: &[f64], correct: Option<&[f32]>, picks: Option<&[usize]>) -> HeldoutReport {
+        let all: Vec<usize>;
+        let picks = match picks {
+            Some(p) => p,
+            None => {
+                all = (0..self.len()).collect();
+                &all
+            }
+        };
+        assert_eq!(nll.len(), picks.len(), "one loss per target scored");
+        // Piece of every window: windows are in piece order.
+        let mut piece_of = Vec::with_capacity(self.len());
+        for (p, piece) in self.pieces.iter().enumerate() {
+            piece_of.extend(std::iter::repeat_n(p, piece.targets));
+        }
+        let mut piece_sum = vec![0.0f64; self.pieces.len()];
+        let mut piece_count = vec![0usize; self.pieces.len()];
+        let mut unk = 0usize;
+        for (&i, &l) in picks.iter().zip(nll) {
+            piece_sum[piece_of[i]] += l;
+            piece_count[piece_of[i]] += 1;
+            unk += usize::from(self.data.target_last(i) == self.unk);
+        }
+        let n = picks.len();
+        let total: f64 = nll.iter().sum();
+        let notes_covered: f64 = self
+            .pieces
+            .iter()
+            .zip(&piece_count)
+            .filter(|(p, _)| p.tokens > 0)
+            .map(|(p, &c)| p.notes as f64 * c as f64 / p.tokens as f64)
+            .sum();
+        let mean = if n == 0 { f64::NAN } else { total / n as f64 };
+        HeldoutReport {
+            targets: n,
+            pieces: self.pieces.iter().filter(|p| p.targets > 0).count(),
+            short_pieces: self.pieces.iter().filter(|p| p.targets == 0).count(),
+            loss: mean,
+            perplexity: mean.exp(),
+            accuracy: correct.map(|c| if n == 0 { f64::NAN } else { c.iter().map(|&x| x as f64).sum::<f64>() / n as f64 }),
+            nats_per_note: if notes_covered > 0.0 { total / notes_covered } else { f64::NAN },
+            unknown_target_share: if n == 0 { f64::NAN } else { unk as f64 / n as f64 },
+            all_positions_loss: None,
+        }
+    }
+}
+
+/// The held-out figures of a model or a baseline over a [`TargetSet`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeldoutReport {
+    /// Targets scored.
+    pub targets: usize,
+    /// Pieces with at least one target, and pieces not longer than the window (no target).
+    pub pieces: usize,
+    pub short_pieces: usize,
+    /// Mean NLL per target, nats.
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Top-1 accuracy (models only).
+    pub accuracy: Option<f64>,
+    pub nats_per_note: f64,
+    /// Share of the targets that are `<unk>`.
+    pub unknown_target_share: f64,
+    /// Many-to-many models: the mean loss over every position of the same windows.
+    pub all_positions_loss: Option<f64>,
+}
+
+/// Per-target losses and hits of `model` on the windows `picks` of `set` (all when `None`), in
+/// batches of at most `batch` windows (the stepper's size), with the all-position mean loss for a
+/// many-to-many model.
+pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+    picks: Option<&[usize]>,
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
+    let all: Vec<usize>;
+    let picks = match picks {
+        Some(p) => p,
+        None => {
+            all = (0..set.len()).collect();
+            &all
+        }
+    };
+    let targets = model.targets();
+    let t = set.window();
+    let mut nll = Vec::with_capacity(picks.len());
+    let mut hits = Vec::with_capacity(picks.len());
+    stepper.take_totals(b);
+    for chunk in picks.chunks(batch.max(1)) {
+        let bt = set.windows().batch_of(chunk, targets);
+        stepper.eval(b, model, &bt.x, &bt.y);
+        let rows = stepper.last_batch_rows(b);
+        for r in 0..chunk.len() {
+            let row = match targets {
+                Targets::Last => r,
+                Targets::Every => r * t + t - 1,
+            };
+            nll.push(rows[2 * row] as f64);
+            hits.push(rows[2 * row + 1]);
+        }
+    }
+    let totals = stepper.take_totals(b);
+    let all_positions = (targets == Targets::Every && totals.rows > 0).then(|| totals.loss());
+    (nll, hits, all_positions)
+}
+
+/// The training sequences of a checkpoint's run: the pieces of its corpus that are not among its
+/// validation pieces, each also transposed by every shift of the run's `--transpose` (as training
+/// saw them), encoded with its vocabulary.
+pub fn training_sequences(loaded: &Loaded, all: &[LoadedPiece], tokenizer: &dyn Tokenizer) -> Vec<Vec<u32>> {
+    let shift = loaded.meta.data.data.transpose.min(127) as i32;
+    let vocab = &loaded.meta.vocab;
+    let mut out = Vec::new();
+    for p in all.iter().filter(|p| !loaded.meta.valid_pieces.contains(&p.name)) {
+        for s in -shift..=shift {
+            let notes = if s == 0 { p.piece.notes.clone() } else { transpose(&p.piece.notes, s) };
+            out.push(vocab.encode(&tokenizer.encode(&notes)));
+        }
+    }
+    out
+}
+
+/// The n-gram baselines of a checkpoint on `set` (the targets `picks`, all when `None`), fitted
+/// on its run's training pieces.
+pub fn baseline_for(loaded: &Loaded, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
+    let (all, _) = loaded.meta.data.load()?;
+    let tokenizer = loaded.meta.data.tokenizer()?;
+    let train = training_sequences(loaded, &all, tokenizer.as_ref());
+    if train.is_empty() {
+        return Err("the checkpoint's run has no training piece left in its corpus".into());
+    }
+    let pairs = set.pairs();
+    let pairs: Vec<(usize, usize)> = match picks {
+        Some(p) => p.iter().map(|&i| pairs[i]).collect(),
+        None => pairs,
+    };
+    baselines(&train, loaded.meta.vocab.len(), set.sequences(), &pairs)
+}
+
+/// Everything `etude eval` reports (and `etude train` writes to `baseline.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub checkpoint: String,
+    pub model: String,
+    pub tokenizer: String,
+    pub window: usize,
+    /// What was evaluated ("the checkpoint's validation pieces", or the paths given).
+    pub data: String,
+    /// Tokens of all the pieces evaluated, and how many of them are `<unk>`.
+    pub tokens: usize,
+    pub unknown_tokens: usize,
+    #[serde(flatten)]
+    pub heldout: HeldoutReport,
+    /// The counting baselines on the same targets (None with `--no-baseline`).
+    pub baseline: Option<BaselineReport>,
+    /// The best n-gram's NLL, and the model's NLL divided by it (< 1: the model beat counting).
+    pub ngram_best: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+/// Options of [`evaluate_checkpoint`].
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions {
+    /// MIDI files or folders; empty = the checkpoint's validation pieces.
+    pub data: Vec<PathBuf>,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Score at most this many targets, evenly spaced (0 = all).
+    pub max_targets: usize,
+    /// Fit and score the n-gram baselines.
+    pub baselines: bool,
+    /// Write the scored (context, target) pairs as JSON here.
+    pub dump_windows: Option<PathBuf>,
+}
+
+/// Evaluate the checkpoint `loaded` (read from `origin`) on backend `b`.
+pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &EvalOptions) -> Result<EvalReport, String> {
+    let spec = &loaded.meta.data;
+    let tokenizer = spec.tokenizer()?;
+    let (pieces, what) = if opts.data.is_empty() {
+        let (all, _) = spec.load()?;
+        let valid: Vec<_> = all.into_iter().filter(|p| loaded.meta.valid_pieces.contains(&p.name)).collect();
+        if valid.is_empty() {
+            return Err("the checkpoint's run had no validation pieces; give --data".into());
+        }
+        (valid, "the checkpoint's validation pieces".to_string())
+    } else {
+        let corpus = load_corpus(&opts.data, &spec.read);
+        let paths = opts.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        if corpus.pieces.is_empty() {
+            return Err(no_usable_file(&paths, &corpus.skipped));
+        }
+        for s in &corpus.skipped {
+            eprintln!("skipped {}: {}", s.name, s.cause);
+        }
+        (corpus.pieces, paths)
+    };
+    let window = spec.data.window;
+    let set = TargetSet::from_pieces(&pieces, tokenizer.as_ref(), &loaded.meta.vocab, window)?;
+    if set.is_empty() {
+        return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
+    }
+    let picks = (opts.max_targets > 0 && opts.max_targets < set.len())
+        .then(|| crate::train::eval_picks(set.len(), opts.max_targets));
+    let batch = opts.batch.max(1);
+    // Before anything is allocated: --batch against memory and the adapter's binding limit.
+    let fp = crate::verify::Footprint::of(&loaded.meta.model, batch, window, false);
+    let limit_bytes = b.max_buffer_bytes().map(u128::from);
+    crate::verify::check_footprint(&fp, crate::verify::available_memory(), limit_bytes, &format!("--batch {batch}"))?;
+    let mut model = loaded.model(b, batch, window, origin)?;
+    let mut stepper = Stepper::new(b, &model, batch);
+    let (nll, hits, all_positions) = score_model(b, &mut model, &mut stepper, &set, batch, picks.as_deref());
+    let mut heldout = set.summarise(&nll, Some(&hits), picks.as_deref());
+    heldout.all_positions_loss = all_positions;
+    if let Some(path) = &opts.dump_windows {
+        dump_windows(path, &set, picks.as_deref(), heldout.loss)?;
+    }
+    // The model's figures stand without the baselines (say, its training corpus has moved).
+    let baseline = if opts.baselines {
+        match baseline_for(loaded, &set, picks.as_deref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("note: no n-gram baseline: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ngram_best = baseline.as_ref().map(|r| r.best);
+    let seqs = set.sequences();
+    Ok(EvalReport {
+        checkpoint: origin.display().to_string(),
+        model: loaded.meta.model.name().to_string(),
+        tokenizer: spec.tokenizer.clone(),
+        window,
+        data: what,
+        tokens: seqs.iter().map(Vec::len).sum(),
+        unknown_tokens: seqs.iter().flatten().filter(|&&id| id == 0).count(),
+        ratio: ngram_best.map(|best| heldout.loss / best),
+        heldout,
+        baseline,
+        ngram_best,
+    })
+}
+
+/// Write the scored pairs as JSON: `{"window": T, "per_position": false, "inputs": [[ids; T]; N],
+/// "targets": [id; N], "loss": mean}`: each window's T context ids and the id after them (a
+/// many-to-many model is scored at its last position). The ids are the checkpoint vocabulary's.
+fn dump_windows(path: &Path, set: &TargetSet, picks: Option<&[usize]>, loss: f64) -> Result<(), String> {
+    let all: Vec<usize>;
+    let picks = match picks {
+        Some(p) => p,
+        None => {
+            all = (0..set.len()).collect();
+            &all
+        }
+    };
+    let data = set.windows();
+    let inputs: Vec<&[u32]> = picks.iter().map(|&i| data.input(i)).collect();
+    let targets: Vec<u32> = picks.iter().map(|&i| data.target_last(i)).collect();
+    let j = serde_json::json!({
+        "window": data.window(),
+        "per_position": false,
+        "inputs": inputs,
+        "targets": targets,
+        "loss": loss,
+    });
+    crate::checkpoint::atomic_write(path, j.to_string().as_bytes())
+}
+
+/// One line for humans: the model's figures, the baselines and the ratio.
+pub fn describe(r: &EvalReport) -> String {
+    let h = &r.heldout;
+    let mut s = format!(
+        "{} on {} ({} pieces, {} targets, {:.1}% <unk>): NLL {:.4} nats/token, perplexity {:.2}, top-1 accuracy {:.3}, {:.3} nats/note",
+        r.model,
+        r.data,
+        h.pieces,
+        h.targets,
+        100.0 * h.unknown_target_share,
+        h.loss,
+        h.perplexity,
+        h.accuracy.unwrap_or(f64::NAN),
+        h.nats_per_note
+    );
+    if let Some(all) = h.all_positions_loss {
+        s.push_str(&format!(" (all positions of the windows: {all:.4})"));
+    }
+    if let Some(b) = &r.baseline {
+        let kn: Vec<String> = b.kneser_ney.iter().map(|(n, l)| format!("{n}-gram {l:.4}")).collect();
+        s.push_str(&format!(
+            "\nbaselines on the same targets: unigram {:.4}, Kneser-Ney {}; best {}-gram {:.4}; model / best n-gram = {:.3}",
+            b.unigram,
+            kn.join(", "),
+            b.best_order,
+            b.best,
+            r.ratio.unwrap_or(f64::NAN)
+        ));
+    }
+    s
+}
+
+/// The validation targets of a prepared run (its validation sequences, untransposed): what
+/// training's per-epoch validation scores.
+pub fn validation_set(prepared: &crate::dataset::Prepared, pieces: &[LoadedPiece]) -> Result<TargetSet, String> {
+    let valid = &prepared.valid;
+    let names = valid.origins().iter().map(|o| pieces[o.piece].name.clone()).collect();
+    let notes = valid.origins().iter().map(|o| pieces[o.piece].piece.notes.len()).collect();
+    TargetSet::new(valid.sequences().to_vec(), names, notes, valid.window(), 0)
+}
+
+/// A validation loss above this many nats per target (a probability of e^-10^6 for the average
+/// target) only comes from weights that have blown up: training's validation reports it as
+/// infinite, which stops the run.
+pub const DIVERGED_NATS: f64 = 1e6;
+
+/// Training's per-epoch validation: the held-out metric on `set` as [`crate::step::Totals`], and
+/// the all-position loss of a many-to-many model.
+pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+) -> (crate::step::Totals, Option<f64>) {
+    if set.is_empty() {
+        return (crate::step::Totals::default(), None);
+    }
+    let (nll, hits, all) = score_model(b, model, stepper, set, batch, None);
+    // A mean beyond DIVERGED_NATS means the weights have blown up (finite, but useless): it is
+    // reported as infinite so that training stops there rather than saving that model.
+    let sum: f64 = nll.iter().sum();
+    let totals = crate::step::Totals {
+        loss_sum: if sum / nll.len().max(1) as f64 > DIVERGED_NATS { f64::INFINITY } else { sum },
+        correct: hits.iter().map(|&h| h as f64).sum(),
+        rows: nll.len(),
+    };
+    (totals, all)
+}
