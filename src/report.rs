@@ -135,7 +135,7 @@ h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-
 h3{font-size:1.05em;margin-bottom:6px}table{border-collapse:collapse;font-size:0.9em}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}
 table.kv th{text-align:left;font-weight:normal;color:#555}table.kv td{text-align:left}
-img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}
+img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}.roll img{max-width:none}
 audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}";
 
 /// Build the report page of the run folder `run` from what is in it (nothing is drawn or rendered
