@@ -108,6 +108,9 @@ pub fn pieces(run: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Most fields shown from one JSON file.
+const MAX_ROWS: usize = 300;
+
 fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
     let path = run.join(file);
     let mut s = format!("<h2>{}</h2>\n", esc(title));
@@ -116,6 +119,11 @@ fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
             Ok(v) => {
                 let mut rows = Vec::new();
                 flatten("", &v, &mut rows);
+                if rows.len() > MAX_ROWS {
+                    let more = rows.len() - MAX_ROWS;
+                    rows.truncate(MAX_ROWS);
+                    rows.push(("...".into(), format!("{more} more fields in {file}")));
+                }
                 let _ = writeln!(s, "<p class=\"note\">from {}</p>", esc(file));
                 s.push_str(&table(&rows));
             }
