@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command. Installs what the tests need when it is missing (Mesa's lavapipe,
-# the software Vulkan driver the GPU tests run on; with sudo when not root), then runs `cargo test`.
+# the software Vulkan driver the GPU tests run on, and Chromium, which opens the run report in
+# tests/report_browser.rs; with sudo when not root), then runs `cargo test`.
 # Extra arguments go to cargo test: scripts/test.sh --test midi_read
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +11,18 @@ have_lavapipe() {
         { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null; }
 }
 
-if ! have_lavapipe; then
+have_chromium() {
+    [ -n "${ETUDE_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+        command -v google-chrome >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1
+}
+
+# What is missing: lavapipe for the GPU tests, Chromium for the report's browser test.
+missing=()
+have_lavapipe || missing+=(mesa-vulkan-drivers)
+have_chromium || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "scripts/test.sh: no lavapipe (mesa-vulkan-drivers) and no apt-get; install Mesa's Vulkan drivers by hand" >&2
+        echo "scripts/test.sh: missing ${missing[*]} and no apt-get; install them by hand (Mesa's Vulkan drivers, Chromium)" >&2
         exit 1
     fi
     if [ "$(id -u)" -eq 0 ]; then
@@ -20,12 +30,12 @@ if ! have_lavapipe; then
     elif command -v sudo >/dev/null 2>&1; then
         SUDO=(sudo)
     else
-        echo "scripts/test.sh: installing mesa-vulkan-drivers needs root or sudo" >&2
+        echo "scripts/test.sh: installing ${missing[*]} needs root or sudo" >&2
         exit 1
     fi
-    echo "scripts/test.sh: installing mesa-vulkan-drivers (lavapipe) for the GPU tests" >&2
+    echo "scripts/test.sh: installing ${missing[*]} (lavapipe for the GPU tests, chromium for the report test)" >&2
     "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
 # Mesa's device-select layer complains without a runtime dir; Debian 12's validation layers are older

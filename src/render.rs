@@ -12,7 +12,8 @@
 //! SoundFont search order ([`find_voice`]): `--soundfont FILE`, then the `ETUDE_SOUNDFONT`
 //! environment variable, then [`SYSTEM_SOUNDFONTS`] (Debian's `fluid-soundfont-gm` and
 //! `timgm6mb-soundfont` among them), then the built-in voice. A SoundFont named by the option or
-//! the variable must load; a broken system one is passed over with a note.
+//! the variable must load; a broken system one is passed over with a note. The value `builtin`
+//! chooses the built-in voice.
 
 use crate::midi::{read_midi, Piece, ReadOptions};
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
@@ -29,6 +30,9 @@ pub const SILENCE: f32 = 1e-4;
 pub const MAX_TAIL_SECONDS: f64 = 6.0;
 /// The built-in voice's release: every note fades to zero this long after its end.
 pub const BUILTIN_RELEASE_SECONDS: f64 = 0.3;
+
+/// The `--soundfont` / `ETUDE_SOUNDFONT` value that chooses the built-in voice.
+pub const BUILTIN: &str = "builtin";
 
 /// Where a SoundFont is looked for when neither `--soundfont` nor `ETUDE_SOUNDFONT` names one.
 pub const SYSTEM_SOUNDFONTS: &[&str] = &[
@@ -79,6 +83,15 @@ pub fn load_soundfont(path: &Path) -> Result<Arc<SoundFont>, String> {
 /// Choose the voice: `option` (--soundfont), then `env` (ETUDE_SOUNDFONT, empty = unset), then the
 /// first of `system` that exists and loads, then the built-in voice.
 pub fn find_voice_in(option: Option<&Path>, env: Option<&str>, system: &[&str]) -> Result<Chosen, String> {
+    // `builtin` names the built-in voice, even where a SoundFont is installed.
+    for (given, from) in [(option.and_then(|p| p.to_str()), "--soundfont"), (env, "ETUDE_SOUNDFONT")] {
+        if given == Some(BUILTIN) {
+            return Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({from} {BUILTIN})") });
+        }
+        if given.is_some_and(|g| !g.is_empty()) {
+            break;
+        }
+    }
     if let Some(p) = option {
         let font = load_soundfont(p).map_err(|e| format!("--soundfont: {e}"))?;
         return Ok(Chosen { voice: Voice::SoundFont { path: p.into(), font }, description: format!("SoundFont {} (--soundfont)", p.display()) });

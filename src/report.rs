@@ -108,6 +108,9 @@ pub fn pieces(run: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Most fields shown from one JSON file.
+const MAX_ROWS: usize = 300;
+
 fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
     let path = run.join(file);
     let mut s = format!("<h2>{}</h2>\n", esc(title));
@@ -116,6 +119,11 @@ fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
             Ok(v) => {
                 let mut rows = Vec::new();
                 flatten("", &v, &mut rows);
+                if rows.len() > MAX_ROWS {
+                    let more = rows.len() - MAX_ROWS;
+                    rows.truncate(MAX_ROWS);
+                    rows.push(("...".into(), format!("{more} more fields in {file}")));
+                }
                 let _ = writeln!(s, "<p class=\"note\">from {}</p>", esc(file));
                 s.push_str(&table(&rows));
             }
@@ -135,7 +143,7 @@ h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-
 h3{font-size:1.05em;margin-bottom:6px}table{border-collapse:collapse;font-size:0.9em}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}
 table.kv th{text-align:left;font-weight:normal;color:#555}table.kv td{text-align:left}
-img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}
+img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}.roll img{max-width:none}
 audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}";
 
 /// Build the report page of the run folder `run` from what is in it (nothing is drawn or rendered

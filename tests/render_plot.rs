@@ -132,6 +132,11 @@ fn soundfont_search_order_and_errors() {
     // Nothing anywhere: the built-in voice, and it says so.
     let c = find_voice_in(None, Some(""), &["/nonexistent/a.sf2"]).unwrap();
     assert!(matches!(c.voice, Voice::BuiltIn) && c.description.contains("built-in"), "{}", c.description);
+    // `builtin` chooses the built-in voice, from the option or the variable.
+    let c = find_voice_in(Some(Path::new("builtin")), Some(sf_s), &[sf_s]).unwrap();
+    assert!(matches!(c.voice, Voice::BuiltIn) && c.description.contains("--soundfont builtin"), "{}", c.description);
+    let c = find_voice_in(None, Some("builtin"), &[sf_s]).unwrap();
+    assert!(matches!(c.voice, Voice::BuiltIn), "{}", c.description);
     // Missing or broken files named by the user are one-line errors naming them.
     for (opt, env, what) in [
         (Some(dir.path().join("missing.sf2")), None, "missing.sf2"),

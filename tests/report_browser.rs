@@ -78,7 +78,7 @@ impl Browser {
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 0</dev/null 1>/dev/null"#)
             .arg(&chrome)
             .args(["--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-            .args(["--disable-extensions", "--mute-audio", "--hide-scrollbars", "--autoplay-policy=no-user-gesture-required"])
+            .args(["--disable-extensions", "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage"])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(Stdio::piped())
@@ -209,6 +209,23 @@ fn the_report_loads_in_chromium_with_its_images_and_audio() {
     for f in ["report.html", "loss.png", "sample.mid", "sample.png", "sample.wav"] {
         assert!(run.join(f).is_file(), "training wrote no {f}");
     }
+    // generate --wav: the piece, its piano roll and its audio; nothing overwritten without --force.
+    let gen = ["generate", "--model", "run/best.safetensors", "--backend", "cpu", "--length", "20", "--out", "g.mid", "--wav"];
+    let (_, err) = etude_ok(&gen, dir);
+    assert!(err.contains("voice: "), "{err}");
+    for f in ["g.mid", "g.png", "g.wav"] {
+        assert!(dir.join(f).is_file(), "generate --wav wrote no {f}: {err}");
+    }
+    let wav = std::fs::read(dir.join("g.wav")).unwrap();
+    etude_fails(&gen, dir, &["exists", "--force"]);
+    assert_eq!(std::fs::read(dir.join("g.wav")).unwrap(), wav);
+    let mut forced = gen.to_vec();
+    forced.push("--force");
+    etude_ok(&forced, dir);
+    etude_fails(&["report", "nowhere"], dir, &["nowhere", "not a folder"]);
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    etude_fails(&["report", "empty"], dir, &["empty", "not a run folder"]);
+
     // What other parts of etude add to a run folder; the report shows them.
     std::fs::write(run.join("baseline.json"), r#"{"name": "3-gram", "order": 3, "val_nll": 5.1}"#).unwrap();
     std::fs::write(run.join("stats.json"), r#"{"sample": {"notes_per_second": 7.5, "pitch_range": 30}, "validation": {"notes_per_second": 9.25}}"#).unwrap();

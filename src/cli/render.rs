@@ -15,7 +15,7 @@ use std::time::Instant;
 
 SoundFont search: --soundfont, then ETUDE_SOUNDFONT, then the system places (Debian's fluid-soundfont-gm
 and timgm6mb-soundfont packages among them); with none, a built-in piano voice. The line `voice: ...`
-says which was used. Output: 16-bit stereo WAV, peak-normalised to -1 dBFS, the release tail kept.")]
+says which was used; --soundfont builtin chooses the built-in voice. Output: 16-bit stereo WAV, peak-normalised to -1 dBFS, the release tail kept.")]
 pub struct RenderArgs {
     /// MIDI files to render.
     #[arg(value_name = "IN.mid", required = true)]
@@ -23,7 +23,7 @@ pub struct RenderArgs {
     /// Output WAV (one input only; default: each input with .wav).
     #[arg(short = 'o', long = "out", value_name = "OUT.wav")]
     pub out: Option<PathBuf>,
-    /// SoundFont 2 file (default: ETUDE_SOUNDFONT, then the system's, then the built-in voice).
+    /// SoundFont 2 file, or `builtin` (default: ETUDE_SOUNDFONT, then the system's, then the built-in voice).
     #[arg(long, value_name = "FILE.sf2")]
     pub soundfont: Option<PathBuf>,
     /// Output sample rate in Hz.
