@@ -82,7 +82,7 @@ pub struct TrainArgs {
     /// Fraction of the pieces held out for validation (split by piece).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Also train on every transposition by up to N semitones (training pieces only).
+    /// Move every training window by a shift in -N..=N semitones, drawn per (seed, epoch, window).
     #[arg(long, default_value_t = 0)]
     pub transpose: u32,
     /// Tokens seen fewer times in training become <unk> (the tutorial used 50).
@@ -273,7 +273,8 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, args: &TrainArgs) -> Result<(), St
         let source = if best.exists() { best } else { report.last_checkpoint.clone() };
         let loaded = load_checkpoint(&source)?;
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
-        let gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        let mut gen = GenArgs::for_sample(args.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
+        gen.cache = args.cache.clone();
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
     }
