@@ -54,7 +54,7 @@ fn prepare_then_train_from_the_cache() {
     let n = bytes.len();
     bytes[n - 20] ^= 0xFF;
     std::fs::write(&files[0], bytes).unwrap();
-    let (_, err) = etude_ok(&args("damaged", &["--cache", "tc"]), dir);
+    let (_, err) = etude_ok(&args("rebuilt", &["--cache", "tc"]), dir);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("damaged")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("checksum mismatch") && lines[0].ends_with("rebuilding"), "{err}");
@@ -69,5 +69,5 @@ fn prepare_then_train_from_the_cache() {
     };
     assert_eq!(rows("cached").len(), 2);
     assert_eq!(rows("cached"), rows("memory"));
-    assert_eq!(rows("damaged"), rows("memory"));
+    assert_eq!(rows("rebuilt"), rows("memory"));
 }
