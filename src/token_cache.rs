@@ -597,17 +597,26 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     let (set, stamps, walk_errors) = tokenize_stamped(&key.paths, &key.read, tokenizer, progress);
     let secs = started.elapsed().as_secs_f64();
     let files = stamps.len();
-    std::fs::create_dir_all(dir).map_err(|e| format!("--cache {}: {e}", dir.display()))?;
     let bytes = encode_file(&set, key, built_ns, stamps, walk_errors);
-    crate::checkpoint::atomic_write(&file, &bytes)?;
+    let written = std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+        .and_then(|_| crate::checkpoint::atomic_write(&file, &bytes));
+    drop(bytes);
+    let place = match written {
+        Ok(()) => format!("cached in {}", file.display()),
+        Err(e) => {
+            // The tokens are in memory: the run goes on, only the next one tokenises again.
+            eprintln!("token cache {e}; continuing without it (choose another folder with --cache, or --no-cache)");
+            "not cached".to_string()
+        }
+    };
     eprintln!(
-        "tokenised {files} files ({} skipped) in {secs:.1} s, {:.0} files/s: {} pieces, {} tokens, vocabulary {}; cached in {}",
+        "tokenised {files} files ({} skipped) in {secs:.1} s, {:.0} files/s: {} pieces, {} tokens, vocabulary {}; {place}",
         set.skipped.len(),
         files as f64 / secs.max(1e-9),
         set.len(),
         set.total_ids(),
         set.vocab.len(),
-        file.display()
     );
     let outcome = match miss {
         Some(m) => Outcome::Built(m),
@@ -630,7 +639,16 @@ impl crate::train::DataSpec {
                     tokenizer: self.tokenizer.clone(),
                     tokenizer_options: self.tokenizer_options.clone(),
                 };
-                load_or_build(dir, &key, tokenizer.as_ref(), false, progress)?.0
+                let (set, outcome) = load_or_build(dir, &key, tokenizer.as_ref(), false, progress)?;
+                if outcome == Outcome::Hit {
+                    eprintln!(
+                        "{} pieces, {} tokens from the token cache {}",
+                        set.len(),
+                        set.total_ids(),
+                        set.source().map(|p| p.display().to_string()).unwrap_or_default()
+                    );
+                }
+                set
             }
             None => tokenize_files(&self.paths, &self.read, tokenizer.as_ref(), progress),
         };

@@ -508,6 +508,7 @@ impl Reporter {
 
 /// Run (or resume) a training run on backend `b`. `say` receives one-line messages for the user.
 pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, String> {
+    let begun = Instant::now();
     let out = &opts.out;
     let last_path = out.join("last.safetensors");
     let resumed = if opts.resume {
@@ -600,6 +601,14 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         ));
     }
 
+    reporter.line(&format!(
+        "ready to train in {:.2} s: {} training windows ({} tokens), {} validation windows, vocabulary {}",
+        begun.elapsed().as_secs_f64(),
+        prepared.train.len(),
+        prepared.train.total_ids(),
+        prepared.valid.len(),
+        prepared.vocab.len()
+    ));
     while progress.epoch < opts.epochs && !stopped(&progress) {
         let epoch = progress.epoch + 1;
         reporter.start_epoch(epoch, opts.epochs, steps_per_epoch);

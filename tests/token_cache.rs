@@ -229,3 +229,18 @@ fn training_from_the_cache_equals_training_without_it() {
         }
     }
 }
+
+/// A cache folder that cannot be written does not stop a run: the tokens stay in memory.
+#[test]
+fn an_unwritable_cache_folder_is_reported_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_corpus(&data);
+    let not_a_folder = tmp.path().join("file");
+    std::fs::write(&not_a_folder, b"x").unwrap();
+    let t = tok("timed");
+    let k = key(&data, "timed");
+    let (set, outcome) = load_or_build(&not_a_folder, &k, t.as_ref(), false, false).unwrap();
+    assert!(matches!(outcome, Outcome::Built(_)));
+    same_content(&set, &tokenize_files(&k.paths, &k.read, t.as_ref(), false));
+}

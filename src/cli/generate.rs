@@ -3,7 +3,7 @@
 use super::backend::{BackendArgs, BackendChoice, Engine};
 use clap::Args;
 use etude::checkpoint::atomic_write;
-use etude::dataset::prepare;
+use etude::dataset::prepare_tokens;
 use etude::engine::Backend;
 use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
 use etude::midi::read_midi;
@@ -81,6 +81,9 @@ pub struct GenArgs {
     pub soundfont: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Where the prime's corpus is tokenised (without --prime): the token cache.
+    #[command(flatten)]
+    pub cache: super::CacheArgs,
 }
 
 impl GenArgs {
@@ -106,6 +109,7 @@ impl GenArgs {
             wav: true,
             soundfont: None,
             backend: BackendArgs { backend: BackendChoice::Cpu, device: None },
+            cache: super::CacheArgs { cache: None, no_cache: false },
         }
     }
 
@@ -182,8 +186,8 @@ fn prime_ids(loaded: &Loaded, args: &GenArgs, rng: &mut Rng) -> Result<Vec<u32>,
             encode_prime(tail, &loaded.meta.vocab, &path.display().to_string())
         }
         None => {
-            let (pieces, _) = spec.load()?;
-            let prepared = prepare(&pieces, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
+            let tokens = spec.tokens(args.cache.dir().as_deref(), false)?;
+            let prepared = prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
             let i = rng.below(prepared.train.len());
             Ok(prepared.train.input(i).to_vec())
         }

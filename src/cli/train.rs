@@ -104,7 +104,7 @@ pub struct TrainArgs {
     /// Fraction of the pieces held out for validation (split by piece).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Also train on every transposition by up to N semitones (training pieces only).
+    /// Move every training window by a shift in -N..=N semitones, drawn per (seed, epoch, window).
     #[arg(long, default_value_t = 0)]
     pub transpose: u32,
     /// Tokens seen fewer times in training become <unk> (the tutorial used 50).
@@ -393,6 +393,7 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
         let mut gen = GenArgs::for_sample(opts.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
         // The tutorial composed with argmax (its decoder puts the events 0.5 quarter apart).
         gen.greedy = greedy_sample;
+        gen.cache = CacheArgs { no_cache: opts.cache.is_none(), cache: opts.cache.clone() };
         eprintln!("composing sample.mid with {}", source.display());
         write_pieces(b, &loaded, &source, &gen)?;
         write_sample_stats(&loaded, &report.out)?;

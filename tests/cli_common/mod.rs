@@ -7,12 +7,14 @@ use etude::midi::{read_midi, Piece, ReadOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Run `etude ARGS` in `dir` (stderr is a pipe, so no progress bar).
+/// Run `etude ARGS` in `dir` (stderr is a pipe, so no progress bar; the token cache goes to
+/// `dir/.cache`, not the user's).
 pub fn etude<S: AsRef<str>>(args: &[S], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_etude"))
         .args(args.iter().map(|a| a.as_ref()))
         .current_dir(dir)
         .env("WGPU_VALIDATION", "0")
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
         .output()
         .expect("run etude")
 }
