@@ -93,7 +93,7 @@ impl TargetSet {
         &self.pieces
     }
 
-    pub fn sequences(&self) -> &[Vec<u32>] {
+    pub fn sequences(&self) -> Vec<&[u32]> {
         self.data.sequences()
     }
 
@@ -261,7 +261,8 @@ pub fn baseline_for(loaded: &Loaded, set: &TargetSet, picks: Option<&[usize]>) -
         Some(p) => p.iter().map(|&i| pairs[i]).collect(),
         None => pairs,
     };
-    baselines(&train, loaded.meta.vocab.len(), set.sequences(), &pairs)
+    let eval: Vec<Vec<u32>> = set.sequences().into_iter().map(<[u32]>::to_vec).collect();
+    baselines(&train, loaded.meta.vocab.len(), &eval, &pairs)
 }
 
 /// Everything `etude eval` reports (and `etude train` writes to `baseline.json`).
@@ -362,8 +363,8 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         tokenizer: spec.tokenizer.clone(),
         window,
         data: what,
-        tokens: seqs.iter().map(Vec::len).sum(),
-        unknown_tokens: seqs.iter().flatten().filter(|&&id| id == 0).count(),
+        tokens: seqs.iter().map(|s| s.len()).sum(),
+        unknown_tokens: seqs.iter().flat_map(|s| s.iter()).filter(|&&id| id == 0).count(),
         ratio: ngram_best.map(|best| heldout.loss / best),
         heldout,
         baseline,
@@ -429,12 +430,15 @@ pub fn describe(r: &EvalReport) -> String {
 }
 
 /// The validation targets of a prepared run (its validation sequences, untransposed): what
-/// training's per-epoch validation scores.
-pub fn validation_set(prepared: &crate::dataset::Prepared, pieces: &[LoadedPiece]) -> Result<TargetSet, String> {
+/// training's per-epoch validation scores. The token cache keeps ids, not notes, so the pieces'
+/// note counts are 0 here: per-epoch validation reports loss and accuracy, not nats per note
+/// (`eval` and `baseline.json` read the MIDI and have them).
+pub fn validation_set(prepared: &crate::dataset::Prepared) -> Result<TargetSet, String> {
     let valid = &prepared.valid;
-    let names = valid.origins().iter().map(|o| pieces[o.piece].name.clone()).collect();
-    let notes = valid.origins().iter().map(|o| pieces[o.piece].piece.notes.len()).collect();
-    TargetSet::new(valid.sequences().to_vec(), names, notes, valid.window(), 0)
+    let names = valid.origins().iter().map(|o| prepared.names[o.piece].clone()).collect();
+    let seqs: Vec<Vec<u32>> = valid.sequences().into_iter().map(<[u32]>::to_vec).collect();
+    let notes = vec![0; seqs.len()];
+    TargetSet::new(seqs, names, notes, valid.window(), 0)
 }
 
 /// A validation loss above this many nats per target (a probability of e^-10^6 for the average

@@ -583,7 +583,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     trim_csv(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let mut stepper = Stepper::new(b, &model, optim.batch);
-    let valid_set = crate::heldout::validation_set(&prepared, &pieces)?;
+    let valid_set = crate::heldout::validation_set(&prepared)?;
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
@@ -870,7 +870,7 @@ mod tests {
     #[test]
     fn an_infinite_best_loss_round_trips_through_json() {
         // JSON has no infinity: serde_json writes null, which older etude could not read back.
-        let p = Progress { epoch: 2, step: 4, best_val_loss: f64::INFINITY };
+        let p = Progress { epoch: 2, step: 4, best_val_loss: f64::INFINITY, ..Progress::default() };
         let json = serde_json::to_value(&p).unwrap();
         assert!(json["best_val_loss"].is_null());
         assert_eq!(serde_json::from_value::<Progress>(json).unwrap(), p);

@@ -155,7 +155,7 @@ fn tiny_checkpoint() -> Checkpoint {
         },
         vocab,
         optim: OptimConfig::default(),
-        progress: Progress { epoch: 1, step: 3, best_val_loss: 2.5 },
+        progress: Progress { epoch: 1, step: 3, best_val_loss: 2.5, ..Progress::default() },
         valid_pieces: vec!["a.mid".into()],
         rng: Rng::new(7),
         run: RunSettings::default(),
