@@ -150,7 +150,7 @@ pub fn run(args: GenArgs) -> Result<(), String> {
     if !args.force {
         // The piece, its piano roll and (--wav) its audio.
         let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
-        let all = args.outputs().into_iter().flat_map(|p| exts.iter().map(|e| p.with_extension(e)).chain([p.clone()]).collect::<Vec<_>>());
+        let all = args.outputs().into_iter().flat_map(|p| [p.clone()].into_iter().chain(exts.iter().map(|e| p.with_extension(e))).collect::<Vec<_>>());
         if let Some(p) = all.into_iter().find(|p| p.exists()) {
             return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
         }
