@@ -188,6 +188,7 @@ fn options(data: &Path, out: &Path, cache: Option<PathBuf>) -> TrainOptions {
         optim: OptimConfig { batch: 8, lr: 3e-3, seed: 4, steps_per_epoch: Some(4), ..OptimConfig::default() },
         epochs: 2,
         checkpoint_every: 0,
+        sample_length: 0,
         out: out.to_path_buf(),
         resume: false,
         progress_bar: false,
