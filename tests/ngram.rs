@@ -68,7 +68,7 @@ fn a_repetitive_corpus_is_learned_by_the_higher_orders() {
     // A loop of period 4 over 6 tokens: a 5-gram predicts it almost surely, a unigram cannot.
     let piece: Vec<u32> = (0..400).map(|i| [0, 3, 1, 5][i % 4]).collect();
     let targets: Vec<(usize, usize)> = (8..400).map(|i| (0, i)).collect();
-    let r = baselines(&[piece.clone()], 6, &[piece], &targets).unwrap();
+    let r = baselines(std::slice::from_ref(&piece), 6, std::slice::from_ref(&piece), &targets).unwrap();
     assert!(r.unigram > 1.3, "unigram {}", r.unigram);
     assert!(r.best < 0.05, "best {}", r.best);
     assert!(r.kneser_ney[1].1 < r.kneser_ney[0].1 || r.kneser_ney[0].1 < 0.05);
