@@ -200,14 +200,8 @@ pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
     batch: usize,
     picks: Option<&[usize]>,
 ) -> (Vec<f64>, Vec<f32>, Option<f64>) {
-    let all: Vec<usize>;
-    let picks = match picks {
-        Some(p) => p,
-        None => {
-            all = (0..set.len()).collect();
-            &all
-        }
-    };
+    let picks = picks_or_all(picks, set.len());
+    let picks: &[usize] = &picks;
     let targets = model.targets();
     let t = set.window();
     let mut nll = Vec::with_capacity(picks.len());
@@ -372,18 +366,20 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
     })
 }
 
+/// The targets `picks`, or all `len` of them.
+fn picks_or_all(picks: Option<&[usize]>, len: usize) -> std::borrow::Cow<'_, [usize]> {
+    match picks {
+        Some(p) => std::borrow::Cow::Borrowed(p),
+        None => std::borrow::Cow::Owned((0..len).collect()),
+    }
+}
+
 /// Write the scored pairs as JSON: `{"window": T, "per_position": false, "inputs": [[ids; T]; N],
 /// "targets": [id; N], "loss": mean}`: each window's T context ids and the id after them (a
 /// many-to-many model is scored at its last position). The ids are the checkpoint vocabulary's.
 fn dump_windows(path: &Path, set: &TargetSet, picks: Option<&[usize]>, loss: f64) -> Result<(), String> {
-    let all: Vec<usize>;
-    let picks = match picks {
-        Some(p) => p,
-        None => {
-            all = (0..set.len()).collect();
-            &all
-        }
-    };
+    let picks = picks_or_all(picks, set.len());
+    let picks: &[usize] = &picks;
     let data = set.windows();
     let inputs: Vec<&[u32]> = picks.iter().map(|&i| data.input(i)).collect();
     let targets: Vec<u32> = picks.iter().map(|&i| data.target_last(i)).collect();

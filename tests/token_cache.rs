@@ -15,8 +15,12 @@ use std::path::{Path, PathBuf};
 /// The built-in pieces as files in `dir` (two in a subfolder) plus one file that is not MIDI.
 fn write_corpus(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    for (i, (name, bytes)) in builtin().into_iter().enumerate() {
-        let name = name.trim_start_matches("builtin:");
+    // Ten pieces: the nine at the top of the built-in corpus and one of its mutopia/ folder.
+    let all = builtin();
+    let top = all.iter().filter(|(n, _)| !n.contains('/'));
+    let nested = all.iter().find(|(n, _)| n.contains('/'));
+    for (i, (name, bytes)) in top.chain(nested).enumerate() {
+        let name = name.rsplit(['/', ':']).next().unwrap();
         let path = if i < 2 { dir.join("sub").join(name) } else { dir.join(name) };
         std::fs::write(path, bytes).unwrap();
     }

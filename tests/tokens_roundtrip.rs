@@ -9,8 +9,8 @@ use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 
 fn round_trip(name: &str, opts: &TokenizerOptions) {
     let t = tokenizer_by_name(name, opts).unwrap();
-    let files = helpers::corpus_files();
-    assert_eq!(files.len(), 10);
+    let files = etude::corpus::builtin();
+    assert_eq!(files.len(), 102);
     for (file, bytes) in files {
         let piece = read_midi(&bytes, &ReadOptions::default()).unwrap();
         let tokens = t.encode(&piece.notes);

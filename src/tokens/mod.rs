@@ -161,17 +161,8 @@ impl Vocab {
                 *counts.entry(t.as_ref()).or_default() += 1;
             }
         }
-        let mut kept: Vec<(&str, u64)> = counts.into_iter().filter(|&(t, _)| t != UNK).collect();
-        kept.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let dropped: u64 = kept.iter().filter(|&&(_, c)| c < min_count).map(|&(_, c)| c).sum();
-        kept.retain(|&(_, c)| c >= min_count);
-        let mut tokens = vec![UNK.to_string()];
-        let mut cs = vec![dropped];
-        for (t, c) in kept {
-            tokens.push(t.to_string());
-            cs.push(c);
-        }
-        Vocab::try_from(VocabRepr { tokens, counts: cs, min_count }).expect("built vocabulary is valid")
+        let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+        Vocab::from_counts(&counts, min_count)
     }
 
     /// The vocabulary [`Vocab::build`] gives for data with these token counts (the same ids and
