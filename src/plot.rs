@@ -117,34 +117,19 @@ fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f
     Ok(())
 }
 
-/// The best n-gram's loss from a run's `baseline.json`, when the file is there and holds one: the
-/// first number found (depth first, in the file's order) under a key containing "nll", else under
-/// one containing "loss". A label comes from a "name", "label" or "model" string, else "n-gram".
+/// The best n-gram's loss from a run's `baseline.json` (the JSON of `etude eval --json` that
+/// `train` writes): its `ngram_best`, labelled with the order from `baseline.best_order`. `None`
+/// when the file is absent, unreadable or holds no baseline.
 pub fn read_baseline(run: &Path) -> Option<(String, f64)> {
     let text = std::fs::read_to_string(run.join("baseline.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    fn find(v: &serde_json::Value, key_has: &str) -> Option<f64> {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m {
-                    if k.to_lowercase().contains(key_has) {
-                        if let Some(f) = x.as_f64() {
-                            return Some(f);
-                        }
-                    }
-                }
-                m.values().find_map(|x| find(x, key_has))
-            }
-            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key_has)),
-            _ => None,
-        }
-    }
-    let value = find(&v, "nll").or_else(|| find(&v, "loss"))?;
-    let label = ["name", "label", "model"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
-        .unwrap_or_else(|| "n-gram".into());
-    Some((format!("baseline: {label}"), value))
+    let value = v.get("ngram_best")?.as_f64()?;
+    let label = match v.pointer("/baseline/best_order").and_then(serde_json::Value::as_u64) {
+        Some(1) => "best n-gram (unigram)".to_string(),
+        Some(n) => format!("best n-gram ({n}-gram)"),
+        None => "best n-gram".to_string(),
+    };
+    Some((label, value))
 }
 
 /// Draw `RUN/loss.png` from `RUN/metrics.csv` (training and validation loss) and, when present,
@@ -165,11 +150,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn baseline_is_found_under_an_nll_key_and_absence_is_tolerated() {
+    fn baseline_is_the_best_ngram_of_eval_json_and_absence_is_tolerated() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read_baseline(dir.path()).is_none());
-        std::fs::write(dir.path().join("baseline.json"), r#"{"name": "3-gram", "best": {"order": 3, "val_nll": 4.25}}"#).unwrap();
-        assert_eq!(read_baseline(dir.path()), Some(("baseline: 3-gram".into(), 4.25)));
+        // The model's own loss (and its name) must not be taken for the baseline.
+        let json = r#"{"model": "lstm", "loss": 4.26, "baseline": {"unigram": 4.9, "best_order": 5, "best": 4.59},
+                       "ngram_best": 4.59, "ratio": 0.93}"#;
+        std::fs::write(dir.path().join("baseline.json"), json).unwrap();
+        assert_eq!(read_baseline(dir.path()), Some(("best n-gram (5-gram)".into(), 4.59)));
+        std::fs::write(dir.path().join("baseline.json"), r#"{"model": "lstm", "loss": 4.26, "ngram_best": null}"#).unwrap();
+        assert!(read_baseline(dir.path()).is_none(), "a run without a baseline draws none");
         std::fs::write(dir.path().join("baseline.json"), "not json").unwrap();
         assert!(read_baseline(dir.path()).is_none());
     }

@@ -227,14 +227,19 @@ fn the_report_loads_in_chromium_with_its_images_and_audio() {
     etude_fails(&["report", "empty"], dir, &["empty", "not a run folder"]);
 
     // What other parts of etude add to a run folder; the report shows them.
-    std::fs::write(run.join("baseline.json"), r#"{"name": "3-gram", "order": 3, "val_nll": 5.1}"#).unwrap();
+    // baseline.json as train writes it (the JSON of `etude eval --json`, shortened).
+    std::fs::write(
+        run.join("baseline.json"),
+        r#"{"model": "lstm", "loss": 5.3, "baseline": {"unigram": 5.6, "best_order": 3, "best": 5.1}, "ngram_best": 5.1, "ratio": 1.04}"#,
+    )
+    .unwrap();
     std::fs::write(run.join("stats.json"), r#"{"sample": {"notes_per_second": 7.5, "pitch_range": 30}, "validation": {"notes_per_second": 9.25}}"#).unwrap();
     std::fs::remove_file(run.join("sample.png")).unwrap();
     let (out, err) = etude_ok(&["report", "run"], dir);
     assert!(out.contains("report.html"), "{out}");
     assert!(run.join("sample.png").is_file(), "etude report did not redraw the missing piano roll: {err}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    for want in ["3-gram", "notes_per_second", "9.25", "Metrics", "sample.mid", "data:audio/wav;base64,", "data:image/png;base64,"] {
+    for want in ["ngram_best", "notes_per_second", "9.25", "Metrics", "sample.mid", "data:audio/wav;base64,", "data:image/png;base64,"] {
         assert!(html.contains(want), "report.html lacks {want}");
     }
     assert!(!html.contains("http://") && !html.contains("https://"), "the report must not reach the network");

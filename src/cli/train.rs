@@ -398,7 +398,8 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
         write_pieces(b, &loaded, &source, &gen)?;
         write_sample_stats(&loaded, &report.out)?;
     }
-    // Again, now with the sample's piano roll and audio.
+    // Again, now with the baseline's line on the loss curves and the sample's piano roll and audio.
+    etude::plot::run_loss_curve(&report.out)?;
     let page = etude::report::write_report(&report.out)?;
     eprintln!("report: {}", page.display());
     Ok(())
