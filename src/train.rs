@@ -18,17 +18,13 @@ use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
 use crate::rng::Rng;
 use crate::schedule::{lr_at, LrSchedule};
-use crate::step::{Stepper, Totals};
+use crate::step::Stepper;
 use crate::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions, Vocab};
 use crate::verify::{available_memory, check_footprint, Footprint};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// At most this many validation windows are evaluated per epoch (evenly spaced), so validation
-/// stays a small fraction of an epoch on a large corpus.
-pub const MAX_VALID_WINDOWS: usize = 2048;
 
 /// Everything about the data a model was trained on: stored in every checkpoint, so generation
 /// and evaluation read and tokenise MIDI exactly as training did.
@@ -337,30 +333,7 @@ pub struct TrainReport {
     pub short_pieces: Vec<String>,
 }
 
-/// Evaluate `model` on (up to [`MAX_VALID_WINDOWS`] evenly spaced) windows of `data`.
-pub fn evaluate<B: Backend, M: Model<B> + ?Sized>(
-    b: &B,
-    model: &mut M,
-    stepper: &mut Stepper<B>,
-    data: &Dataset,
-    batch: usize,
-    limit: usize,
-) -> Totals {
-    let picks = eval_picks(data.len(), limit);
-    if picks.is_empty() {
-        return Totals::default();
-    }
-    stepper.take_totals(b);
-    let targets = model.targets();
-    model.set_dropout(None);
-    for chunk in picks.chunks(batch) {
-        let bt = data.batch_of(chunk, targets);
-        stepper.eval(b, model, &bt.x, &bt.y);
-    }
-    stepper.take_totals(b)
-}
-
-/// The windows [`evaluate`] reads out of `n`: all of them, or `limit` evenly spaced.
+/// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
 pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
     if n <= limit {
         (0..n).collect()
