@@ -12,7 +12,7 @@ fn round_trip(name: &str, opts: &TokenizerOptions) {
     let files = etude::corpus::builtin();
     assert_eq!(files.len(), 102);
     for (file, bytes) in files {
-        let piece = read_midi(&bytes, &ReadOptions::default()).unwrap();
+        let piece = read_midi(bytes, &ReadOptions::default()).unwrap();
         let tokens = t.encode(&piece.notes);
         assert!(tokens.len() > 50, "{file}: only {} tokens", tokens.len());
         let notes = t.decode(&tokens);
