@@ -293,6 +293,9 @@ pub struct EvalOptions {
     pub baselines: bool,
     /// Write the scored (context, target) pairs as JSON here.
     pub dump_windows: Option<PathBuf>,
+    /// Scores of this very checkpoint on (some of) these pieces, reused where they cover the whole
+    /// target set with the same ids (no `max_targets`); otherwise the model is scored.
+    pub reuse: Option<Scores>,
 }
 
 /// Evaluate the checkpoint `loaded` (read from `origin`) on backend `b`.
@@ -329,9 +332,15 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
     let fp = crate::verify::Footprint::of(&loaded.meta.model, batch, window, false);
     let limit_bytes = b.max_buffer_bytes().map(u128::from);
     crate::verify::check_footprint(&fp, crate::verify::available_memory(), limit_bytes, &format!("--batch {batch}"))?;
-    let mut model = loaded.model(b, batch, window, origin)?;
-    let mut stepper = Stepper::new(b, &model, batch);
-    let (nll, hits, all_positions) = score_model(b, &mut model, &mut stepper, &set, batch, picks.as_deref());
+    let reused = if picks.is_none() { opts.reuse.as_ref().and_then(|s| s.for_set(&set)) } else { None };
+    let (nll, hits, all_positions) = match reused {
+        Some(scores) => scores,
+        None => {
+            let mut model = loaded.model(b, batch, window, origin)?;
+            let mut stepper = Stepper::new(b, &model, batch);
+            score_model(b, &mut model, &mut stepper, &set, batch, picks.as_deref())
+        }
+    };
     let mut heldout = set.summarise(&nll, Some(&hits), picks.as_deref());
     heldout.all_positions_loss = all_positions;
     if let Some(path) = &opts.dump_windows {
@@ -437,24 +446,71 @@ pub fn validation_set(prepared: &crate::dataset::Prepared) -> Result<TargetSet, 
     TargetSet::new(seqs, names, notes, valid.window(), 0)
 }
 
+/// Per-target scores of a [`TargetSet`] (what [`score_model`] returns), kept per piece with the
+/// piece's ids, so that the same model's figures on the same pieces can be reused instead of
+/// scored again: training keeps its best epoch's validation scores, and the end of `etude train`
+/// hands them to [`evaluate_checkpoint`] (the best checkpoint is exactly that model).
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    /// (name, ids, per-target NLL, per-target hit) of every piece with targets.
+    pieces: Vec<(String, Vec<u32>, Vec<f64>, Vec<f32>)>,
+    all_positions: Option<f64>,
+}
+
+impl Scores {
+    /// Split the scores of every target of `set` (window order, no picks) by piece.
+    pub fn new(set: &TargetSet, nll: &[f64], hits: &[f32], all_positions: Option<f64>) -> Scores {
+        assert_eq!(nll.len(), set.len(), "one score per target");
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
+            let n = piece.targets;
+            if n > 0 {
+                pieces.push((piece.name.clone(), seq.to_vec(), nll[at..at + n].to_vec(), hits[at..at + n].to_vec()));
+            }
+            at += n;
+        }
+        Scores { pieces, all_positions }
+    }
+
+    /// The scores of `set`'s targets in its window order, when every piece of it with targets was
+    /// scored here with the same ids (and nothing else was); `None` otherwise.
+    fn for_set(&self, set: &TargetSet) -> Option<(Vec<f64>, Vec<f32>, Option<f64>)> {
+        let (mut nll, mut hits) = (Vec::with_capacity(set.len()), Vec::with_capacity(set.len()));
+        let mut used = 0;
+        for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
+            if piece.targets == 0 {
+                continue;
+            }
+            let (_, _, n, h) = self.pieces.iter().find(|(name, ids, ..)| *name == piece.name && ids.as_slice() == seq)?;
+            nll.extend_from_slice(n);
+            hits.extend_from_slice(h);
+            used += 1;
+        }
+        (used == self.pieces.len() && nll.len() == set.len()).then_some((nll, hits, self.all_positions))
+    }
+}
+
 /// A validation loss above this many nats per target (a probability of e^-10^6 for the average
 /// target) only comes from weights that have blown up: training's validation reports it as
 /// infinite, which stops the run.
 pub const DIVERGED_NATS: f64 = 1e6;
 
 /// Training's per-epoch validation: the held-out metric on `set` as [`crate::step::Totals`], and
-/// the all-position loss of a many-to-many model.
+/// the all-position loss of a many-to-many model, and the per-target [`Scores`] (`None` for an
+/// empty set).
 pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
     b: &B,
     model: &mut M,
     stepper: &mut Stepper<B>,
     set: &TargetSet,
     batch: usize,
-) -> (crate::step::Totals, Option<f64>) {
+) -> (crate::step::Totals, Option<f64>, Option<Scores>) {
     if set.is_empty() {
-        return (crate::step::Totals::default(), None);
+        return (crate::step::Totals::default(), None, None);
     }
     let (nll, hits, all) = score_model(b, model, stepper, set, batch, None);
+    let scores = Scores::new(set, &nll, &hits, all);
     // A mean beyond DIVERGED_NATS means the weights have blown up (finite, but useless): it is
     // reported as infinite so that training stops there rather than saving that model.
     let sum: f64 = nll.iter().sum();
@@ -463,5 +519,5 @@ pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
         correct: hits.iter().map(|&h| h as f64).sum(),
         rows: nll.len(),
     };
-    (totals, all)
+    (totals, all, Some(scores))
 }

@@ -331,6 +331,9 @@ pub struct TrainReport {
     pub stopped_early: bool,
     /// One line per piece too short to give a window ([`Prepared::short_piece_report`]).
     pub short_pieces: Vec<String>,
+    /// The validation scores of `best.safetensors` when this call wrote it (so the end of `etude
+    /// train` need not score the same model on the same pieces again).
+    pub best_scores: Option<crate::heldout::Scores>,
 }
 
 /// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
@@ -560,6 +563,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
+    let mut best_scores = None;
     let full_epoch = prepared.train.batches_per_epoch(optim.batch, false) as u64;
     let steps_per_epoch = optim.steps_per_epoch.map_or(full_epoch, |cap| cap.min(full_epoch));
     if optim.lr_schedule == LrSchedule::Cosine && optim.schedule_steps == 0 {
@@ -611,6 +615,8 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             };
             reporter.step(msg);
         }
+        // Validation (and everything after the loop) uses the model as it is: no dropout.
+        model.set_dropout(None);
         let train_totals = stepper.take_totals(b);
         let seconds = started.elapsed().as_secs_f64();
         if !train_totals.loss().is_finite() {
@@ -618,7 +624,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
         }
         // The held-out metric (crate::heldout): every validation token after the first window.
-        let (val, val_all_positions) =
+        let (val, val_all_positions, val_scores) =
             crate::heldout::validation_totals(b, &mut model, &mut stepper, &valid_set, optim.batch);
         // The last step may have broken the parameters after the training losses were taken:
         // neither a non-finite validation loss nor a non-finite parameter reaches a checkpoint.
@@ -663,6 +669,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         }
         let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
         if improved {
+            best_scores = val_scores;
             progress.best_val_loss = val.loss();
             progress.epochs_without_improvement = 0;
         } else if val.rows > 0 {
@@ -703,6 +710,7 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     }
     reporter.finish();
     Ok(TrainReport {
+        best_scores,
         out: out.clone(),
         metrics,
         last_checkpoint: last_path,

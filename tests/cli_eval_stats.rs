@@ -44,6 +44,14 @@ fn the_tutorial_preset_and_its_overrides() {
     assert_eq!(b["data"], "the checkpoint's validation pieces");
     let csv_val: f64 = metrics_rows(&dir.join("t"))[0][col("val_loss")].parse().unwrap();
     assert!((csv_val - loss).abs() < 1e-5, "per-epoch validation {csv_val} and eval {loss} are one metric");
+    // baseline.json reuses the best epoch's validation scores from training: `eval` scoring the
+    // checkpoint afresh gives the same figures.
+    let (fresh, _) = etude_ok(&["eval", "--model", "t/best.safetensors", "--backend", "cpu", "--batch", "8", "--json"], dir);
+    let fresh: serde_json::Value = serde_json::from_str(fresh.trim()).unwrap();
+    for key in ["loss", "accuracy", "nats_per_note", "targets", "ngram_best"] {
+        let (a, e) = (b[key].as_f64().unwrap(), fresh[key].as_f64().unwrap());
+        assert!((a - e).abs() <= 1e-6 * e.abs().max(1.0), "{key}: train's baseline.json {a}, eval {e}");
+    }
     // The sample's statistics against the validation pieces.
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("t/stats.json")).unwrap()).unwrap();
     assert_eq!(s["pieces"].as_array().unwrap().len(), 1);

@@ -74,6 +74,14 @@ fn resume_is_exact_with_everything_on(model: &str) {
     assert_eq!(o["patience"], 3);
     assert!(meta["progress"]["epochs_without_improvement"].is_u64());
 
+    // The per-epoch validation scores the model without dropout: the last epoch's validation loss
+    // is what `eval` gives for its checkpoint.
+    let (ev, _) = etude_ok(&["eval", "--model", "whole/last.safetensors", "--backend", "cpu", "--no-baseline", "--json"], dir);
+    let ev: serde_json::Value = serde_json::from_str(ev.trim()).unwrap();
+    let csv_val: f64 = whole[3][col("val_loss")].parse().unwrap();
+    let eval_loss = ev["loss"].as_f64().unwrap();
+    assert!((csv_val - eval_loss).abs() < 1e-5, "{model}: validation {csv_val} with dropout on, eval {eval_loss}");
+
     // Dropout and the rest changed the run: without them the losses differ.
     etude_ok(&tiny_train(model, "cpu", "plain", "1", &[]), dir);
     assert_ne!(metrics_rows(&dir.join("plain"))[0][2], whole[0][2], "{model}: the options changed nothing");

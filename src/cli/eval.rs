@@ -61,6 +61,7 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         max_targets: args.max_windows,
         baselines: !args.no_baseline,
         dump_windows: args.dump_windows.clone(),
+        reuse: None,
     };
     let report = evaluate_checkpoint(b, loaded, &args.checkpoint, &opts)?;
     if args.json {

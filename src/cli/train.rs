@@ -382,7 +382,7 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
         );
     }
     if report.valid_windows > 0 {
-        write_baseline(b, &report.out)?;
+        write_baseline(b, &report.out, report.best_scores.clone())?;
     }
     if opts.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
@@ -435,11 +435,12 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
 /// The held-out metric of the run's best checkpoint on its validation pieces, beside the n-gram
 /// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
 /// folder (the JSON of `etude eval --json`).
-fn write_baseline<B: Backend>(b: &B, out: &std::path::Path) -> Result<(), String> {
+/// `reuse`: the best checkpoint's validation scores from training, when this run wrote it.
+fn write_baseline<B: Backend>(b: &B, out: &std::path::Path, reuse: Option<etude::heldout::Scores>) -> Result<(), String> {
     let best = out.join("best.safetensors");
     let source = if best.exists() { best } else { out.join("last.safetensors") };
     let loaded = load_checkpoint(&source)?;
-    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, ..EvalOptions::default() };
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, ..EvalOptions::default() };
     match evaluate_checkpoint(b, &loaded, &source, &opts) {
         Ok(r) => {
             println!("{}", describe(&r));
