@@ -21,8 +21,8 @@ use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 /// reads a corpus.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Tokenizer: notechord (the tutorial's notes and chords) or timed (time shift, pitch, duration).
-    #[arg(long, default_value = "notechord", value_parser = ["notechord", "timed"])]
+    /// Tokenizer: timed (time shift, pitch, duration) or notechord (the tutorial's notes and chords).
+    #[arg(long, default_value = "timed", value_parser = ["notechord", "timed"])]
     pub tokenizer: String,
     /// Keep every pitched part, not only piano parts (GM programs 0-7 or a track named "piano").
     #[arg(long)]

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  etude train                                        # lstm on the built-in corpus
-  etude train --data ../shared/corpus/mutopia-piano --model wavenet-gated --epochs 20
-  etude train --model lstm-seq --tokenizer timed --transpose 3 --out runs/timed
-  etude train --out runs/timed --resume --epochs 40   # continue that run to epoch 40
+  etude train                                        # the default recipe on the built-in corpus
+  etude train --preset tutorial                      # the Keras tutorial's LSTM pipeline
+  etude train --data ../shared/corpus/mutopia-piano --model lstm-seq --epochs 8
+  etude train --out runs/long --epochs 12 --steps-per-epoch 600 --dropout 0.3
+  etude train --out runs/long --resume --epochs 16    # continue that run to epoch 16
   etude train --backend gpu --device 0 --batch 64
 
 A run folder holds metrics.csv, loss.png, last/best.safetensors, epoch-N.safetensors every
@@ -32,7 +33,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Model: lstm, lstm-seq, wavenet, wavenet-gated.
-    #[arg(long, default_value = "lstm", value_parser = MODEL_NAMES)]
+    #[arg(long, default_value = "wavenet-gated", value_parser = MODEL_NAMES)]
     pub model: String,
     /// Embedding width (default 100).
     #[arg(long)]
@@ -65,14 +66,15 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub stride: usize,
     /// Windows per step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Train until this many epochs are complete.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 4)]
     pub epochs: usize,
-    /// Cap the steps of every epoch (quick trials; default: every window once per epoch).
-    #[arg(long)]
-    pub steps_per_epoch: Option<u64>,
+    /// Steps of every epoch, each a batch of windows from the epoch's shuffled order (0 = every
+    /// window once).
+    #[arg(long, default_value_t = 300)]
+    pub steps_per_epoch: u64,
     /// Adam learning rate.
     #[arg(long, default_value_t = 2e-3, allow_negative_numbers = true)]
     pub lr: f32,
@@ -84,16 +86,16 @@ pub struct TrainArgs {
     pub clip: f32,
     /// Inverted dropout rate in [0, 1) during training (lstm: after the embedding, between LSTM
     /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = DEFAULT_DROPOUT)]
     pub dropout: f32,
     /// AdamW's decoupled weight decay (PyTorch AdamW's weight_decay; 0 = off), beside --weight-decay.
     #[arg(long, default_value_t = 0.0)]
     pub adamw_decay: f32,
     /// Learning-rate schedule after the warm-up: constant, or cosine down to --min-lr at the last epoch.
-    #[arg(long, default_value = "constant", value_parser = LrSchedule::NAMES)]
+    #[arg(long, default_value = "cosine", value_parser = LrSchedule::NAMES)]
     pub lr_schedule: String,
     /// Steps of linear warm-up from 0 to --lr.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 50)]
     pub warmup_steps: u64,
     /// The floor of the cosine schedule.
     #[arg(long, default_value_t = 0.0)]
@@ -105,7 +107,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
     /// Move every training window by a shift in -N..=N semitones, drawn per (seed, epoch, window).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 5)]
     pub transpose: u32,
     /// Tokens seen fewer times in training become <unk> (the tutorial used 50).
     #[arg(long, default_value_t = 1)]
@@ -128,7 +130,7 @@ pub struct TrainArgs {
     /// SHADER_F16; arithmetic, sums and Adam's moments stay f32). Kept by --resume.
     #[arg(long, value_parser = ["f32", "f16"])]
     pub precision: Option<String>,
-    /// Tokens in the sample written at the end (0 = none) [default: 200; a resumed run keeps its
+    /// Tokens in the sample written at the end (0 = none) [default: 600; a resumed run keeps its
     /// own].
     #[arg(long)]
     pub sample_length: Option<usize>,
@@ -181,6 +183,9 @@ const RUN_SETTINGS: [&str; 33] = [
     "precision",
 ];
 
+/// `--dropout` of the default recipe (chosen on the validation split; README, "The default recipe").
+pub const DEFAULT_DROPOUT: f32 = 0.3;
+
 /// The names `--preset` accepts.
 pub const PRESETS: [&str; 1] = ["tutorial"];
 
@@ -228,6 +233,23 @@ pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Re
     if set("checkpoint_every") {
         args.checkpoint_every = Some(50);
     }
+    // The tutorial's training: every window once per epoch, a constant learning rate, no
+    // regularisation, the 6 epochs of etude's first default.
+    if set("epochs") {
+        args.epochs = 6;
+    }
+    if set("steps_per_epoch") {
+        args.steps_per_epoch = 0;
+    }
+    if set("dropout") {
+        args.dropout = 0.0;
+    }
+    if set("lr_schedule") {
+        args.lr_schedule = "constant".into();
+    }
+    if set("warmup_steps") {
+        args.warmup_steps = 0;
+    }
     if set("sample_length") {
         args.sample_length = Some(50);
     }
@@ -257,8 +279,8 @@ fn default_out(model: &str) -> PathBuf {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    if args.window == 0 || args.batch == 0 || args.stride == 0 || args.epochs == 0 || args.steps_per_epoch == Some(0) {
-        return Err("--window, --batch, --stride, --epochs and --steps-per-epoch must be at least 1".into());
+    if args.window == 0 || args.batch == 0 || args.stride == 0 || args.epochs == 0 {
+        return Err("--window, --batch, --stride and --epochs must be at least 1".into());
     }
     if !(0.0..1.0).contains(&args.val_fraction) {
         return Err(format!("--val-fraction must be in [0, 1), not {}", args.val_fraction));
@@ -284,7 +306,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     };
     let kept = stored.as_ref().map(|m| m.run.clone()).unwrap_or_default();
     let checkpoint_every = args.checkpoint_every.or(kept.checkpoint_every).unwrap_or(50);
-    let sample_length = args.sample_length.or(kept.sample_length).unwrap_or(200);
+    let sample_length = args.sample_length.or(kept.sample_length).unwrap_or(600);
     let opts = TrainOptions {
         data: DataSpec {
             // Absolute, so that generate and eval find the corpus again from any directory.
@@ -318,7 +340,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             weight_decay: args.weight_decay,
             clip: args.clip,
             seed: args.seed,
-            steps_per_epoch: args.steps_per_epoch,
+            steps_per_epoch: (args.steps_per_epoch > 0).then_some(args.steps_per_epoch),
             precision,
             dropout: args.dropout,
             adamw_decay: args.adamw_decay,
