@@ -141,8 +141,22 @@ pub struct PieceInfo {
     pub tracks: Vec<TrackInfo>,
     /// Notes kept.
     pub notes: usize,
+    #[serde(with = "f64_bits")]
     pub duration_seconds: f64,
+    #[serde(with = "f64_bits")]
     pub duration_quarters: f64,
+}
+
+/// An f64 stored as its bit pattern, so that it reads back exactly (serde_json's float parsing
+/// may be off by an ulp).
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
 }
 
 impl PieceInfo {
@@ -921,7 +935,7 @@ mod tests {
     fn large_vocabularies_are_stored_as_u32() {
         let mut b = Builder::default();
         let tokens: Vec<String> = (0..70_000).map(|i| format!("T{i}")).collect();
-        let info = PieceInfo { format: SmfFormat::SingleTrack, ticks_per_quarter: Some(480), tracks: Vec::new(), notes: 3, duration_seconds: 0.1, duration_quarters: 0.2 };
+        let info = PieceInfo { format: SmfFormat::SingleTrack, ticks_per_quarter: Some(480), tracks: Vec::new(), notes: 3, duration_seconds: 41.142815999999996, duration_quarters: 0.1 + 0.2 };
         b.push("a".into(), &tokens[..40_000], info.clone());
         b.push("b".into(), &tokens[30_000..], info);
         let set = b.finish(vec![Skipped { name: "c".into(), cause: "bad".into() }]);

@@ -382,7 +382,7 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
         );
     }
     if report.valid_windows > 0 {
-        write_baseline(b, &report.out)?;
+        write_baseline(b, &report.out, opts.cache.clone())?;
     }
     if opts.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
@@ -418,12 +418,7 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
             return Ok(());
         }
     };
-    let (all, _) = loaded.meta.data.load()?;
-    let reference: Vec<_> = all
-        .into_iter()
-        .filter(|p| loaded.meta.valid_pieces.contains(&p.name))
-        .map(|p| (p.name, p.piece.notes))
-        .collect();
+    let reference = etude::eval_data::validation_notes(loaded)?;
     let report = etude::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
     if let Some(p) = report.pieces.first().filter(|p| !p.flags.is_empty()) {
         eprintln!("sample.mid: {}", p.flags.join("; "));
@@ -435,11 +430,11 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
 /// The held-out metric of the run's best checkpoint on its validation pieces, beside the n-gram
 /// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
 /// folder (the JSON of `etude eval --json`).
-fn write_baseline<B: Backend>(b: &B, out: &std::path::Path) -> Result<(), String> {
+fn write_baseline<B: Backend>(b: &B, out: &std::path::Path, cache: Option<std::path::PathBuf>) -> Result<(), String> {
     let best = out.join("best.safetensors");
     let source = if best.exists() { best } else { out.join("last.safetensors") };
     let loaded = load_checkpoint(&source)?;
-    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, ..EvalOptions::default() };
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, cache, ..EvalOptions::default() };
     match evaluate_checkpoint(b, &loaded, &source, &opts) {
         Ok(r) => {
             println!("{}", describe(&r));
