@@ -870,12 +870,15 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
             "not cached".to_string()
         }
     };
-    let reused = if set.reused > 0 { format!(", {} unchanged files taken from the old cache", set.reused) } else { String::new() };
+    let rate = if set.reused > 0 {
+        format!(", {} unchanged files taken from the old cache", set.reused)
+    } else {
+        format!(", {:.0} files/s", set.tokenised as f64 / secs.max(1e-9))
+    };
     eprintln!(
-        "tokenised {} files ({} skipped) in {secs:.1} s, {:.0} files/s{reused}: {} pieces, {} tokens, vocabulary {}; {place}",
+        "tokenised {} files ({} skipped) in {secs:.1} s{rate}: {} pieces, {} tokens, vocabulary {}; {place}",
         set.tokenised,
         set.skipped.len(),
-        set.tokenised as f64 / secs.max(1e-9),
         set.len(),
         set.total_ids(),
         set.vocab.len(),
