@@ -20,14 +20,14 @@
 //! run's transposition) and scores the same pairs; [`evaluate_checkpoint`] does it all for
 //! `etude eval` and for the end of `etude train`.
 
-use crate::corpus::{load_corpus, LoadedPiece};
+use crate::corpus::LoadedPiece;
 use crate::dataset::Dataset;
 use crate::engine::Backend;
 use crate::model::{Model, Targets};
 use crate::ngram::{baselines, BaselineReport};
 use crate::step::Stepper;
-use crate::tokens::{transpose, Tokenizer, Vocab};
-use crate::train::{no_usable_file, Loaded};
+use crate::tokens::{Tokenizer, Vocab};
+use crate::train::Loaded;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -226,27 +226,32 @@ pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
 }
 
 /// The training sequences of a checkpoint's run: the pieces of its corpus that are not among its
-/// validation pieces, each also transposed by every shift of the run's `--transpose` (as training
-/// saw them), encoded with its vocabulary.
+/// validation pieces, encoded with its vocabulary, each also transposed by every shift of the
+/// run's `--transpose` as training saw them (at batch time, token by token:
+/// [`crate::eval_data::transposed_sequences`]).
 pub fn training_sequences(loaded: &Loaded, all: &[LoadedPiece], tokenizer: &dyn Tokenizer) -> Vec<Vec<u32>> {
-    let shift = loaded.meta.data.data.transpose.min(127) as i32;
     let vocab = &loaded.meta.vocab;
-    let mut out = Vec::new();
-    for p in all.iter().filter(|p| !loaded.meta.valid_pieces.contains(&p.name)) {
-        for s in -shift..=shift {
-            let notes = if s == 0 { p.piece.notes.clone() } else { transpose(&p.piece.notes, s) };
-            out.push(vocab.encode(&tokenizer.encode(&notes)));
-        }
-    }
-    out
+    let pieces = all
+        .iter()
+        .filter(|p| !loaded.meta.valid_pieces.contains(&p.name))
+        .map(|p| vocab.encode(&tokenizer.encode(&p.piece.notes)))
+        .collect();
+    crate::eval_data::transposed_sequences(loaded, pieces, tokenizer)
 }
 
 /// The n-gram baselines of a checkpoint on `set` (the targets `picks`, all when `None`), fitted
 /// on its run's training pieces.
 pub fn baseline_for(loaded: &Loaded, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
-    let (all, _) = loaded.meta.data.load()?;
+    baseline_from(loaded, None, set, picks)
+}
+
+/// [`baseline_for`] with the run's corpus from the token cache in `cache` (read in memory when
+/// `None`).
+pub fn baseline_from(loaded: &Loaded, cache: Option<&Path>, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
     let tokenizer = loaded.meta.data.tokenizer()?;
-    let train = training_sequences(loaded, &all, tokenizer.as_ref());
+    let valid: std::collections::HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+    let pieces = crate::eval_data::run_pieces(loaded, cache, |name| !valid.contains(name))?;
+    let train = crate::eval_data::transposed_sequences(loaded, pieces.ids, tokenizer.as_ref());
     if train.is_empty() {
         return Err("the checkpoint's run has no training piece left in its corpus".into());
     }
@@ -296,32 +301,27 @@ pub struct EvalOptions {
     /// Scores of this very checkpoint on (some of) these pieces, reused where they cover the whole
     /// target set with the same ids (no `max_targets`); otherwise the model is scored.
     pub reuse: Option<Scores>,
+    /// Token cache folder of the pieces and of the run's corpus (`None`: read the MIDI files).
+    pub cache: Option<PathBuf>,
 }
 
 /// Evaluate the checkpoint `loaded` (read from `origin`) on backend `b`.
 pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &EvalOptions) -> Result<EvalReport, String> {
     let spec = &loaded.meta.data;
-    let tokenizer = spec.tokenizer()?;
+    let cache = opts.cache.as_deref();
     let (pieces, what) = if opts.data.is_empty() {
-        let (all, _) = spec.load()?;
-        let valid: Vec<_> = all.into_iter().filter(|p| loaded.meta.valid_pieces.contains(&p.name)).collect();
-        if valid.is_empty() {
+        let valid: std::collections::HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+        let pieces = crate::eval_data::run_pieces(loaded, cache, |name| valid.contains(name))?;
+        if pieces.ids.is_empty() {
             return Err("the checkpoint's run had no validation pieces; give --data".into());
         }
-        (valid, "the checkpoint's validation pieces".to_string())
+        (pieces, "the checkpoint's validation pieces".to_string())
     } else {
-        let corpus = load_corpus(&opts.data, &spec.read);
         let paths = opts.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-        if corpus.pieces.is_empty() {
-            return Err(no_usable_file(&paths, &corpus.skipped));
-        }
-        for s in &corpus.skipped {
-            eprintln!("skipped {}: {}", s.name, s.cause);
-        }
-        (corpus.pieces, paths)
+        (crate::eval_data::path_pieces(loaded, &opts.data, cache)?, paths)
     };
     let window = spec.data.window;
-    let set = TargetSet::from_pieces(&pieces, tokenizer.as_ref(), &loaded.meta.vocab, window)?;
+    let set = TargetSet::new(pieces.ids, pieces.names, pieces.notes, window, 0)?;
     if set.is_empty() {
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }
@@ -348,7 +348,7 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
     }
     // The model's figures stand without the baselines (say, its training corpus has moved).
     let baseline = if opts.baselines {
-        match baseline_for(loaded, &set, picks.as_deref()) {
+        match baseline_from(loaded, cache, &set, picks.as_deref()) {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("note: no n-gram baseline: {e}");

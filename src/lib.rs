@@ -9,6 +9,7 @@ mod builtin_corpus;
 pub mod checkpoint;
 pub mod corpus;
 pub mod dataset;
+pub mod eval_data;
 pub mod engine;
 pub mod generate;
 pub mod heldout;

@@ -11,15 +11,19 @@
 //! of them, in the cache folder (`--cache DIR`, default [`default_dir`]). Layout, little-endian:
 //!
 //! ```text
-//! "ETUDTOK1"                     8 bytes, the format
+//! "ETUDTOK2"                     8 bytes, the format
 //! H                              u64, length of the header
 //! header                         H bytes of JSON: the key (paths and settings), the build time,
 //!                                every file with its size, modification time and content hash,
 //!                                the piece names, the skipped files, the vocabulary, the id
-//!                                width (2 or 4 bytes) and the numbers of pieces and ids
+//!                                width (2 or 4 bytes), the numbers of pieces and ids and the
+//!                                length I of the piece information
 //! zero padding to 8 bytes
 //! offsets                        (pieces + 1) x u64: piece i is ids[offsets[i]..offsets[i+1]]
 //! ids                            ids x u16 (when the vocabulary has at most 65,536 entries) or u32
+//! zero padding to 8 bytes
+//! information                    I bytes of JSON: per piece what `inspect` shows ([`PieceInfo`]:
+//!                                format, tracks, notes, length), read only by `inspect` and `eval`
 //! zero padding to 8 bytes
 //! checksum                       u64, a hash of every byte before it
 //! ```
@@ -30,9 +34,16 @@
 //! clock's resolution), and no file was added. Anything else is reported in one line and the
 //! cache is rebuilt; it is never trusted. A cache file is written to a temporary file and renamed,
 //! so a reader sees the old file or the new one, never half of one.
+//!
+//! **Incremental rebuilds.** A cache file that is out of date but sound (format, checksum, the same
+//! reading and tokenizer settings and etude version) gives its entries to the rebuild: a file that
+//! is unchanged by the test above keeps its stored ids (or its stored error) and only the changed
+//! and added files are read and tokenised; the vocabulary is counted again from all the ids. The
+//! result is the one a cold build gives, id for id ([`TokenSet::tokenised_files`] says how many
+//! files were read). A damaged or foreign cache file gives nothing.
 
 use crate::corpus::{builtin, collect, LoadedPiece, Skipped};
-use crate::midi::{read_midi, ReadOptions};
+use crate::midi::{read_midi, Piece, ReadOptions, SmfFormat, TrackInfo};
 use crate::tokens::{Tokenizer, TokenizerOptions, Vocab};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -41,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The first 8 bytes of a cache file.
-pub const MAGIC: &[u8; 8] = b"ETUDTOK1";
+pub const MAGIC: &[u8; 8] = b"ETUDTOK2";
 
 /// A file modified this close to (or after) the build is hashed again before the cache is used.
 const RACY_NS: u64 = 2_000_000_000;
@@ -118,6 +129,53 @@ struct Header {
     id_bytes: u8,
     pieces: u64,
     ids: u64,
+    /// Length of the piece information (JSON) after the ids.
+    info_bytes: u64,
+}
+
+/// What `etude inspect` shows of a piece besides its tokens (kept in the cache beside the ids).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PieceInfo {
+    pub format: SmfFormat,
+    pub ticks_per_quarter: Option<u16>,
+    pub tracks: Vec<TrackInfo>,
+    /// Notes kept.
+    pub notes: usize,
+    #[serde(with = "f64_bits")]
+    pub duration_seconds: f64,
+    #[serde(with = "f64_bits")]
+    pub duration_quarters: f64,
+}
+
+/// An f64 stored as its bit pattern, so that it reads back exactly (serde_json's float parsing
+/// may be off by an ulp).
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
+    }
+}
+
+impl PieceInfo {
+    pub fn of(piece: &Piece) -> PieceInfo {
+        PieceInfo {
+            format: piece.format,
+            ticks_per_quarter: piece.ticks_per_quarter,
+            tracks: piece.tracks.clone(),
+            notes: piece.notes.len(),
+            duration_seconds: piece.duration_seconds,
+            duration_quarters: piece.duration_quarters,
+        }
+    }
+}
+
+enum Infos {
+    Owned(Vec<PieceInfo>),
+    /// The JSON of the cache file's information section: `map[at..at + len]` of the ids' map.
+    Mapped { at: usize, len: usize },
 }
 
 enum Ids {
@@ -132,8 +190,12 @@ pub struct TokenSet {
     vocab: Vocab,
     offsets: Vec<u64>,
     ids: Ids,
+    infos: Infos,
     /// The cache file it was mapped from.
     source: Option<PathBuf>,
+    /// Files read and tokenised to make this set, and files whose ids came from an older cache file.
+    tokenised: usize,
+    reused: usize,
 }
 
 impl TokenSet {
@@ -142,9 +204,30 @@ impl TokenSet {
         let lists: Vec<Vec<String>> = pieces.par_iter().map(|p| tokenizer.encode(&p.piece.notes)).collect();
         let mut b = Builder::default();
         for (p, tokens) in pieces.iter().zip(lists) {
-            b.push(p.name.clone(), &tokens);
+            b.push(p.name.clone(), &tokens, PieceInfo::of(&p.piece));
         }
         b.finish(Vec::new())
+    }
+
+    /// Files read and tokenised to make this set (0 when mapped from a valid cache file).
+    pub fn tokenised_files(&self) -> usize {
+        self.tokenised
+    }
+
+    /// Files whose ids (or error) were taken from an out-of-date cache file instead of being
+    /// tokenised again.
+    pub fn reused_files(&self) -> usize {
+        self.reused
+    }
+
+    /// Per piece, what `inspect` shows besides the tokens (parsed from the cache file when mapped).
+    pub fn infos(&self) -> Result<Vec<PieceInfo>, String> {
+        match (&self.infos, &self.ids) {
+            (Infos::Owned(v), _) => Ok(v.clone()),
+            (Infos::Mapped { at, len }, Ids::Mapped { map, .. }) => serde_json::from_slice(&map[*at..*at + *len])
+                .map_err(|e| format!("token cache {}: unreadable piece information: {e}", self.source.as_deref().unwrap_or(Path::new("?")).display())),
+            (Infos::Mapped { .. }, Ids::Owned(_)) => Err("piece information without its cache file".into()),
+        }
     }
 
     /// Number of pieces.
@@ -257,42 +340,87 @@ struct Builder {
     counts: Vec<u64>,
     ids: Vec<u32>,
     offsets: Vec<u64>,
+    infos: Vec<PieceInfo>,
+    /// Provisional id of each id of the donor cache's vocabulary (u32::MAX: not seen yet).
+    donor_ids: Vec<u32>,
 }
 
 impl Builder {
-    fn push(&mut self, name: String, tokens: &[String]) {
+    fn intern(&mut self, t: &str) -> u32 {
+        match self.index.get(t) {
+            Some(&id) => id,
+            None => {
+                let id = self.tokens.len() as u32;
+                self.index.insert(t.to_string(), id);
+                self.tokens.push(t.to_string());
+                self.counts.push(0);
+                id
+            }
+        }
+    }
+
+    fn start(&mut self) {
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
+    }
+
+    fn end(&mut self, name: String, info: PieceInfo) {
+        self.offsets.push(self.ids.len() as u64);
+        self.names.push(name);
+        self.infos.push(info);
+    }
+
+    fn push(&mut self, name: String, tokens: &[String], info: PieceInfo) {
+        self.start();
         for t in tokens {
-            let id = match self.index.get(t.as_str()) {
-                Some(&id) => id,
-                None => {
-                    let id = self.tokens.len() as u32;
-                    self.index.insert(t.clone(), id);
-                    self.tokens.push(t.clone());
-                    self.counts.push(0);
-                    id
-                }
-            };
+            let id = self.intern(t);
             self.counts[id as usize] += 1;
             self.ids.push(id);
         }
-        self.offsets.push(self.ids.len() as u64);
-        self.names.push(name);
+        self.end(name, info);
+    }
+
+    /// Piece `i` of the donor cache `d`, taken as stored: the same tokens as [`Builder::push`] of
+    /// its tokens, without making a string per token.
+    fn push_donor(&mut self, d: &Donor, i: usize) {
+        self.start();
+        if self.donor_ids.len() != d.header.vocab.len() {
+            self.donor_ids = vec![u32::MAX; d.header.vocab.len()];
+        }
+        let (a, b) = (d.offsets[i] as usize, d.offsets[i + 1] as usize);
+        for k in a..b {
+            let c = d.id(k) as usize;
+            let mut id = self.donor_ids[c];
+            if id == u32::MAX {
+                id = self.intern(d.header.vocab.token(c as u32));
+                self.donor_ids[c] = id;
+            }
+            self.counts[id as usize] += 1;
+            self.ids.push(id);
+        }
+        self.end(d.header.names[i].clone(), d.infos[i].clone());
     }
 
     fn finish(mut self, skipped: Vec<Skipped>) -> TokenSet {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
+        self.start();
         let pairs: Vec<(&str, u64)> = self.tokens.iter().map(String::as_str).zip(self.counts.iter().copied()).collect();
         let vocab = Vocab::from_counts(&pairs, 1);
         let renumber: Vec<u32> = self.tokens.iter().map(|t| vocab.id(t).expect("every token is counted")).collect();
         for id in &mut self.ids {
             *id = renumber[*id as usize];
         }
-        TokenSet { names: self.names, skipped, vocab, offsets: self.offsets, ids: Ids::Owned(self.ids), source: None }
+        TokenSet {
+            names: self.names,
+            skipped,
+            vocab,
+            offsets: self.offsets,
+            ids: Ids::Owned(self.ids),
+            infos: Infos::Owned(self.infos),
+            source: None,
+            tokenised: 0,
+            reused: 0,
+        }
     }
 }
 
@@ -323,26 +451,48 @@ fn progress_bar(files: usize, show: bool) -> Option<indicatif::ProgressBar> {
 /// Read and tokenise every MIDI file under `paths` (the built-in corpus when empty) in parallel, in
 /// the order of [`crate::corpus::load_corpus`], with a progress bar when `progress`.
 pub fn tokenize_files(paths: &[PathBuf], read: &ReadOptions, tokenizer: &dyn Tokenizer, progress: bool) -> TokenSet {
-    tokenize_stamped(paths, read, tokenizer, progress).0
+    tokenize_stamped(paths, read, tokenizer, progress, None).0
 }
 
-/// [`tokenize_files`] and the stamps of the files read, and the paths the walk could not read.
+/// Whether the file at `path` (whose metadata is `meta`) is still the one `stamp` describes, for a
+/// cache built at `built_ns`: the same size and modification time, and for a file modified within
+/// [`RACY_NS`] of the build, the same content.
+fn unchanged(path: &Path, meta: &std::fs::Metadata, stamp: &FileStamp, built_ns: u64) -> bool {
+    meta.len() == stamp.size
+        && mtime_ns(meta) == stamp.mtime_ns
+        && (stamp.mtime_ns.saturating_add(RACY_NS) < built_ns
+            || std::fs::read(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
+}
+
+/// What became of one file.
+enum Done {
+    Read(FileStamp, Result<(Vec<String>, PieceInfo), String>),
+    /// Unchanged since the donor cache: its piece `usize` (or its stored error).
+    Reused(FileStamp, Result<usize, String>),
+}
+
+/// [`tokenize_files`] and the stamps of the files read, and the paths the walk could not read,
+/// taking the unchanged files' ids from `donor` when given.
 fn tokenize_stamped(
     paths: &[PathBuf],
     read: &ReadOptions,
     tokenizer: &dyn Tokenizer,
     progress: bool,
+    donor: Option<&Donor>,
 ) -> (TokenSet, Vec<FileStamp>, Vec<PathBuf>) {
     let mut b = Builder::default();
     let mut skipped = Vec::new();
     if paths.is_empty() {
+        let n = builtin().len();
         for (name, bytes) in builtin() {
             match read_midi(bytes, read) {
-                Ok(piece) => b.push(name, &tokenizer.encode(&piece.notes)),
+                Ok(piece) => b.push(name, &tokenizer.encode(&piece.notes), PieceInfo::of(&piece)),
                 Err(e) => skipped.push(Skipped { name, cause: e.to_string() }),
             }
         }
-        return (b.finish(skipped), Vec::new(), Vec::new());
+        let mut set = b.finish(skipped);
+        set.tokenised = n;
+        return (set, Vec::new(), Vec::new());
     }
     let (files, errors) = collect(paths);
     let walk_errors: Vec<PathBuf> = errors.iter().map(|(p, _)| p.clone()).collect();
@@ -351,26 +501,48 @@ fn tokenize_stamped(
     }
     let bar = progress_bar(files.len(), progress);
     let mut stamps = Vec::with_capacity(files.len());
+    let (mut tokenised, mut reused) = (0usize, 0usize);
     for chunk in files.chunks(CHUNK) {
-        let done: Vec<(FileStamp, Result<Vec<String>, String>)> = chunk
+        let done: Vec<Done> = chunk
             .par_iter()
             .map(|path| {
                 let meta = std::fs::metadata(path);
+                if let (Some(d), Ok(m)) = (donor, &meta) {
+                    if let Some((stamp, entry)) = d.files.get(path.as_path()) {
+                        if unchanged(path, m, stamp, d.header.built_ns) {
+                            return Done::Reused(stamp.clone(), entry.clone());
+                        }
+                    }
+                }
                 let (size, mtime) = meta.as_ref().map(|m| (m.len(), mtime_ns(m))).unwrap_or((0, 0));
                 let bytes = std::fs::read(path).map_err(|e| e.to_string());
                 let hash = bytes.as_ref().map(|b| hash64(b)).unwrap_or(0);
                 let tokens = bytes
                     .and_then(|bytes| read_midi(&bytes, read).map_err(|e| e.to_string()))
-                    .map(|piece| tokenizer.encode(&piece.notes));
-                (FileStamp { path: path.clone(), size, mtime_ns: mtime, hash }, tokens)
+                    .map(|piece| (tokenizer.encode(&piece.notes), PieceInfo::of(&piece)));
+                Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash }, tokens)
             })
             .collect();
-        for (stamp, tokens) in done {
-            let name = stamp.path.display().to_string();
-            match tokens {
-                Ok(tokens) => b.push(name, &tokens),
-                Err(cause) => skipped.push(Skipped { name, cause }),
-            }
+        for done in done {
+            let stamp = match done {
+                Done::Read(stamp, tokens) => {
+                    tokenised += 1;
+                    let name = stamp.path.display().to_string();
+                    match tokens {
+                        Ok((tokens, info)) => b.push(name, &tokens, info),
+                        Err(cause) => skipped.push(Skipped { name, cause }),
+                    }
+                    stamp
+                }
+                Done::Reused(stamp, entry) => {
+                    reused += 1;
+                    match entry {
+                        Ok(i) => b.push_donor(donor.expect("reused from a donor"), i),
+                        Err(cause) => skipped.push(Skipped { name: stamp.path.display().to_string(), cause }),
+                    }
+                    stamp
+                }
+            };
             stamps.push(stamp);
         }
         if let Some(bar) = &bar {
@@ -383,7 +555,10 @@ fn tokenize_stamped(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    (b.finish(skipped), stamps, walk_errors)
+    let mut set = b.finish(skipped);
+    set.tokenised = tokenised;
+    set.reused = reused;
+    (set, stamps, walk_errors)
 }
 
 fn pad8(buf: &mut Vec<u8>) {
@@ -393,8 +568,9 @@ fn pad8(buf: &mut Vec<u8>) {
 }
 
 /// The bytes of a cache file holding `set`.
-fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileStamp>, walk_errors: Vec<PathBuf>) -> Vec<u8> {
+fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileStamp>, walk_errors: Vec<PathBuf>) -> Result<Vec<u8>, String> {
     let wide = set.vocab.len() > 1 << 16;
+    let info = serde_json::to_vec(&set.infos()?).expect("piece information serialises");
     let header = Header {
         key: key.clone(),
         etude_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -407,9 +583,11 @@ fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileSta
         id_bytes: if wide { 4 } else { 2 },
         pieces: set.len() as u64,
         ids: set.total_ids() as u64,
+        info_bytes: info.len() as u64,
     };
     let json = serde_json::to_vec(&header).expect("a cache header serialises");
-    let mut buf = Vec::with_capacity(json.len() + 32 + 8 * set.offsets.len() + set.total_ids() * if wide { 4 } else { 2 });
+    let mut buf =
+        Vec::with_capacity(json.len() + info.len() + 40 + 8 * set.offsets.len() + set.total_ids() * if wide { 4 } else { 2 });
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(json.len() as u64).to_le_bytes());
     buf.extend_from_slice(&json);
@@ -431,9 +609,11 @@ fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileSta
         }
     }
     pad8(&mut buf);
+    buf.extend_from_slice(&info);
+    pad8(&mut buf);
     let sum = hash64(&buf);
     buf.extend_from_slice(&sum.to_le_bytes());
-    buf
+    Ok(buf)
 }
 
 /// Why a cache file was not used.
@@ -457,8 +637,18 @@ impl std::fmt::Display for Miss {
     }
 }
 
-/// Map and check the cache file `file` for `key` (see the module documentation for the checks).
-pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
+/// A cache file whose format, size, checksum, piece index and ids are sound (nothing said yet
+/// about its key or files).
+struct Sound {
+    header: Header,
+    map: memmap2::Mmap,
+    offsets: Vec<u64>,
+    ids_at: usize,
+    info_at: usize,
+}
+
+/// Map `file` and check everything in it that does not depend on what it was made from.
+fn open(file: &Path) -> Result<Sound, Miss> {
     let f = match std::fs::File::open(file) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
@@ -469,17 +659,17 @@ pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
     // in place, which the checksum below catches for everything read before that).
     let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Miss::Damaged(e.to_string()))?;
     let (header, offsets_at) = parse_header(&map)?;
-    if header.key != *key {
-        return Err(Miss::Stale("made for other data or settings".into()));
-    }
     let pieces = header.pieces as usize;
     let width = header.id_bytes as usize;
     if !(width == 2 || width == 4) || header.names.len() != pieces {
         return Err(Miss::Damaged("inconsistent header".into()));
     }
+    let size = || Miss::Damaged("size".into());
     let ids_at = offsets_at + 8 * (pieces + 1);
-    let end = (ids_at as u64).checked_add(header.ids.checked_mul(width as u64).ok_or(Miss::Damaged("size".into()))?);
-    let expected = end.map(|e| e.div_ceil(8) * 8 + 8).ok_or(Miss::Damaged("size".into()))?;
+    let ids_end = (ids_at as u64).checked_add(header.ids.checked_mul(width as u64).ok_or_else(size)?).ok_or_else(size)?;
+    let info_at = ids_end.div_ceil(8) * 8;
+    let info_end = info_at.checked_add(header.info_bytes).ok_or_else(size)?;
+    let expected = info_end.div_ceil(8) * 8 + 8;
     if map.len() as u64 != expected {
         return Err(Miss::Damaged(format!("{} bytes, expected {expected} (truncated?)", map.len())));
     }
@@ -493,7 +683,7 @@ pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
         return Err(Miss::Damaged("bad piece index".into()));
     }
     let n_vocab = header.vocab.len() as u64;
-    let ids_bytes = &map[ids_at..ids_at + header.ids as usize * width];
+    let ids_bytes = &map[ids_at..ids_end as usize];
     let in_range = if width == 2 {
         ids_bytes.chunks_exact(2).all(|c| (u16::from_le_bytes([c[0], c[1]]) as u64) < n_vocab)
     } else {
@@ -502,15 +692,85 @@ pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
     if !in_range {
         return Err(Miss::Damaged("an id beyond the vocabulary".into()));
     }
-    check_files(&header)?;
+    Ok(Sound { header, map, offsets, ids_at, info_at: info_at as usize })
+}
+
+/// Map and check the cache file `file` for `key` (see the module documentation for the checks).
+pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
+    let sound = open(file)?;
+    if sound.header.key != *key {
+        return Err(Miss::Stale("made for other data or settings".into()));
+    }
+    check_files(&sound.header)?;
+    let Sound { header, map, offsets, ids_at, info_at } = sound;
     Ok(TokenSet {
         names: header.names,
         skipped: header.skipped.into_iter().map(|(name, cause)| Skipped { name, cause }).collect(),
         vocab: header.vocab,
         offsets,
-        ids: Ids::Mapped { map, start: ids_at, wide: width == 4 },
+        ids: Ids::Mapped { map, start: ids_at, wide: header.id_bytes == 4 },
+        infos: Infos::Mapped { at: info_at, len: header.info_bytes as usize },
         source: Some(file.to_path_buf()),
+        tokenised: 0,
+        reused: 0,
     })
+}
+
+/// An out-of-date but sound cache file of the same settings, whose unchanged files a rebuild
+/// takes instead of tokenising them again.
+struct Donor {
+    header: Header,
+    map: memmap2::Mmap,
+    offsets: Vec<u64>,
+    ids_at: usize,
+    infos: Vec<PieceInfo>,
+    /// Every file it was built from: its stamp and its piece (or error).
+    files: HashMap<PathBuf, (FileStamp, Result<usize, String>)>,
+}
+
+impl Donor {
+    /// The donor's cache file `file` when it is sound and was made with `key`'s reading and
+    /// tokenizer settings by this version of etude.
+    fn open(file: &Path, key: &CacheKey) -> Option<Donor> {
+        let Sound { header, map, offsets, ids_at, info_at } = open(file).ok()?;
+        let k = &header.key;
+        if k.read != key.read
+            || k.tokenizer != key.tokenizer
+            || k.tokenizer_options != key.tokenizer_options
+            || header.etude_version != env!("CARGO_PKG_VERSION")
+        {
+            return None;
+        }
+        let infos: Vec<PieceInfo> = serde_json::from_slice(&map[info_at..info_at + header.info_bytes as usize]).ok()?;
+        if infos.len() != header.names.len() {
+            return None;
+        }
+        let piece: HashMap<&str, usize> = header.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let error: HashMap<&str, &str> = header.skipped.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        let mut files = HashMap::with_capacity(header.files.len());
+        for stamp in &header.files {
+            let name = stamp.path.display().to_string();
+            let entry = match (piece.get(name.as_str()), error.get(name.as_str())) {
+                (Some(&i), _) => Ok(i),
+                (None, Some(&cause)) => Err(cause.to_string()),
+                (None, None) => return None,
+            };
+            files.insert(stamp.path.clone(), (stamp.clone(), entry));
+        }
+        Some(Donor { header, map, offsets, ids_at, infos, files })
+    }
+
+    /// The `k`-th id of the donor's id array.
+    fn id(&self, k: usize) -> u32 {
+        let m = &self.map;
+        if self.header.id_bytes == 4 {
+            let at = self.ids_at + 4 * k;
+            u32::from_le_bytes([m[at], m[at + 1], m[at + 2], m[at + 3]])
+        } else {
+            let at = self.ids_at + 2 * k;
+            u16::from_le_bytes([m[at], m[at + 1]]) as u32
+        }
+    }
 }
 
 /// The header of a cache file and where its offsets start.
@@ -542,13 +802,7 @@ fn check_files(header: &Header) -> Result<(), Miss> {
             added += 1;
             continue;
         };
-        let same = match std::fs::metadata(path) {
-            Ok(m) if m.len() == stamp.size && mtime_ns(&m) == stamp.mtime_ns => {
-                stamp.mtime_ns.saturating_add(RACY_NS) < header.built_ns
-                    || std::fs::read(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false)
-            }
-            _ => false,
-        };
+        let same = std::fs::metadata(path).is_ok_and(|m| unchanged(path, &m, stamp, header.built_ns));
         if !same {
             changed += 1;
         }
@@ -573,8 +827,10 @@ pub enum Outcome {
 }
 
 /// The corpus of `key` from the cache in `dir`: mapped when valid, else tokenised (in parallel,
-/// with a progress bar when `progress`) and written there, and the reason said in one line on
-/// stderr. `force` rebuilds a valid cache too. The built-in corpus (no paths) is never cached.
+/// with a progress bar when `progress`; only the changed and added files when the old cache file
+/// is sound, see the module documentation) and written there, and the reason said in one line on
+/// stderr. `force` rebuilds a valid cache too, from scratch. The built-in corpus (no paths) is
+/// never cached.
 pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, force: bool, progress: bool) -> Result<(TokenSet, Outcome), String> {
     if key.paths.is_empty() {
         return Ok((tokenize_files(&[], &key.read, tokenizer, false), Outcome::Forced));
@@ -592,12 +848,16 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
         Some(Miss::Absent) | None => {}
         Some(m) => eprintln!("token cache {}: {m}; rebuilding", file.display()),
     }
+    let donor = match &miss {
+        Some(Miss::Stale(_)) => Donor::open(&file, key),
+        _ => None,
+    };
     let started = Instant::now();
     let built_ns = now_ns();
-    let (set, stamps, walk_errors) = tokenize_stamped(&key.paths, &key.read, tokenizer, progress);
+    let (set, stamps, walk_errors) = tokenize_stamped(&key.paths, &key.read, tokenizer, progress, donor.as_ref());
+    drop(donor);
     let secs = started.elapsed().as_secs_f64();
-    let files = stamps.len();
-    let bytes = encode_file(&set, key, built_ns, stamps, walk_errors);
+    let bytes = encode_file(&set, key, built_ns, stamps, walk_errors)?;
     let written = std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))
         .and_then(|_| crate::checkpoint::atomic_write(&file, &bytes));
@@ -610,10 +870,15 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
             "not cached".to_string()
         }
     };
+    let rate = if set.reused > 0 {
+        format!(", {} unchanged files taken from the old cache", set.reused)
+    } else {
+        format!(", {:.0} files/s", set.tokenised as f64 / secs.max(1e-9))
+    };
     eprintln!(
-        "tokenised {files} files ({} skipped) in {secs:.1} s, {:.0} files/s: {} pieces, {} tokens, vocabulary {}; {place}",
+        "tokenised {} files ({} skipped) in {secs:.1} s{rate}: {} pieces, {} tokens, vocabulary {}; {place}",
+        set.tokenised,
         set.skipped.len(),
-        files as f64 / secs.max(1e-9),
         set.len(),
         set.total_ids(),
         set.vocab.len(),
@@ -673,20 +938,22 @@ mod tests {
     fn large_vocabularies_are_stored_as_u32() {
         let mut b = Builder::default();
         let tokens: Vec<String> = (0..70_000).map(|i| format!("T{i}")).collect();
-        b.push("a".into(), &tokens[..40_000]);
-        b.push("b".into(), &tokens[30_000..]);
+        let info = PieceInfo { format: SmfFormat::SingleTrack, ticks_per_quarter: Some(480), tracks: Vec::new(), notes: 3, duration_seconds: 41.142815999999996, duration_quarters: 0.1 + 0.2 };
+        b.push("a".into(), &tokens[..40_000], info.clone());
+        b.push("b".into(), &tokens[30_000..], info);
         let set = b.finish(vec![Skipped { name: "c".into(), cause: "bad".into() }]);
         assert_eq!(set.vocab().len(), 70_001);
         let key = CacheKey { paths: Vec::new(), read: ReadOptions::default(), tokenizer: "x".into(), tokenizer_options: TokenizerOptions::default() };
         let dir = tempfile::tempdir().unwrap();
         let file = key.file_in(dir.path());
-        std::fs::write(&file, encode_file(&set, &key, now_ns(), Vec::new(), Vec::new())).unwrap();
+        std::fs::write(&file, encode_file(&set, &key, now_ns(), Vec::new(), Vec::new()).unwrap()).unwrap();
         let mapped = load(&file, &key).unwrap();
         assert_eq!(mapped.id_bytes(), 4);
         assert_eq!(mapped.piece_tokens(0), tokens[..40_000]);
         assert_eq!(mapped.piece_tokens(1), tokens[30_000..]);
         assert_eq!(mapped.skipped(), set.skipped());
         assert_eq!(mapped.count_ids(&[0, 1]), set.count_ids(&[0, 1]));
+        assert_eq!(mapped.infos().unwrap(), set.infos().unwrap());
     }
 
     #[test]

@@ -586,6 +586,8 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         prepared.valid.len(),
         prepared.vocab.len()
     ));
+    // The time to the first step (the goal of issue 16 for large corpora), said once.
+    let mut first_step = true;
     while progress.epoch < opts.epochs && !stopped(&progress) {
         let epoch = progress.epoch + 1;
         reporter.start_epoch(epoch, opts.epochs, steps_per_epoch);
@@ -599,6 +601,9 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             adam.hp.lr = lr_at(optim.lr_schedule, optim.lr, optim.min_lr, optim.warmup_steps, optim.schedule_steps, step);
             if optim.dropout > 0.0 {
                 model.set_dropout(Some(Dropout { p: optim.dropout, seed: optim.seed, step }));
+            }
+            if std::mem::take(&mut first_step) {
+                reporter.line(&format!("first step starts {:.2} s after the start", begun.elapsed().as_secs_f64()));
             }
             stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
             progress.step += 1;

@@ -36,6 +36,15 @@ fn prepare_then_train_from_the_cache() {
     assert_eq!(count(&err, "broken.mid: "), 1, "skipped files are reported from the cache too: {err}");
     let (_, err) = etude_ok(&["prepare", "--data", "data", "--cache", "tc", "--force"], dir);
     assert!(err.contains("tokenised 11 files"), "{err}");
+    // One file changed: only it is tokenised again.
+    let first = std::fs::read_dir(dir.join("data")).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with("broken.mid")).unwrap();
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes.extend_from_slice(b"trailing bytes");
+    std::fs::write(&first, bytes).unwrap();
+    let (out, err) = etude_ok(&prepare, dir);
+    assert!(err.contains("out of date (1 files changed, 0 added, 0 removed); rebuilding"), "{err}");
+    assert!(err.contains("tokenised 1 files (1 skipped)") && err.contains("10 unchanged files taken from the old cache"), "{err}");
+    assert!(out.is_empty(), "{out}");
     let files: Vec<_> = std::fs::read_dir(dir.join("tc")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
 

@@ -47,7 +47,9 @@ fn same_content(a: &TokenSet, b: &TokenSet) {
     assert_eq!(a.total_ids(), b.total_ids());
     for i in 0..a.len() {
         assert_eq!(a.piece_tokens(i), b.piece_tokens(i), "piece {i}");
+        assert_eq!(a.piece_ids(i), b.piece_ids(i), "piece {i}");
     }
+    assert_eq!(a.infos().unwrap(), b.infos().unwrap());
 }
 
 fn build(cache: &Path, k: &CacheKey, t: &dyn Tokenizer) -> (TokenSet, Outcome) {
@@ -106,7 +108,9 @@ fn damaged(cache: &Path, k: &CacheKey, t: &dyn Tokenizer, want: &str) {
         Err(other) => panic!("expected damaged ({want}), got {other}"),
         Ok(_) => panic!("a damaged cache was trusted ({want})"),
     }
-    assert!(matches!(build(cache, k, t).1, Outcome::Built(Miss::Damaged(_))));
+    let (set, outcome) = build(cache, k, t);
+    assert!(matches!(outcome, Outcome::Built(Miss::Damaged(_))));
+    assert_eq!((set.reused_files(), set.tokenised_files()), (0, 11), "a damaged cache gives nothing to the rebuild");
     assert_eq!(build(cache, k, t).1, Outcome::Hit);
 }
 
@@ -248,4 +252,49 @@ fn an_unwritable_cache_folder_is_reported_and_skipped() {
     let (set, outcome) = load_or_build(&not_a_folder, &k, t.as_ref(), false, false).unwrap();
     assert!(matches!(outcome, Outcome::Built(_)));
     same_content(&set, &tokenize_files(&k.paths, &k.read, t.as_ref(), false));
+}
+
+/// After one file changed, was added or removed, the rebuild reads only that file (the others keep
+/// their stored ids, the broken file its stored error) and gives what a cold build gives, id for id.
+#[test]
+fn a_rebuild_tokenises_only_the_files_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_corpus(&data);
+    let cache = tmp.path().join("cache");
+    for name in ["notechord", "timed"] {
+        let t = tok(name);
+        let k = key(&data, name);
+        let (cold, _) = build(&cache, &k, t.as_ref());
+        assert_eq!((cold.tokenised_files(), cold.reused_files()), (11, 0));
+        let (warm, _) = build(&cache, &k, t.as_ref());
+        assert_eq!((warm.tokenised_files(), warm.reused_files()), (0, 0), "a valid cache is only mapped");
+        // (tokenised, reused) after each change, and the cold build of the files as they are now.
+        let check = |what: &str, want: (usize, usize)| {
+            let (set, outcome) = build(&cache, &k, t.as_ref());
+            assert!(matches!(outcome, Outcome::Built(Miss::Stale(_))), "{what}: {outcome:?}");
+            assert_eq!((set.tokenised_files(), set.reused_files()), want, "{what}");
+            let fresh = tmp.path().join(format!("fresh-{name}-{what}"));
+            let (cold, outcome) = build(&fresh, &k, t.as_ref());
+            assert_eq!(outcome, Outcome::Built(Miss::Absent));
+            same_content(&set, &cold);
+            let (mapped, outcome) = build(&cache, &k, t.as_ref());
+            assert_eq!(outcome, Outcome::Hit, "{what}");
+            same_content(&mapped, &cold);
+        };
+        let pieces = builtin();
+        let target = data.join("solace.mid");
+        let original = std::fs::read(&target).unwrap();
+        std::fs::write(&target, pieces[0].1).unwrap();
+        check("changed", (1, 10));
+        std::fs::write(data.join("sub").join("added.mid"), pieces[5].1).unwrap();
+        check("added", (1, 11));
+        std::fs::remove_file(data.join("sub").join("added.mid")).unwrap();
+        check("removed", (0, 11));
+        // Made bad: the file is now skipped, with its cause, and the vocabulary loses its tokens.
+        std::fs::write(&target, b"MThd broken").unwrap();
+        check("broken", (1, 10));
+        std::fs::write(&target, &original).unwrap();
+        check("restored", (1, 10));
+    }
 }

@@ -1,6 +1,7 @@
 //! `etude eval`: the held-out metric of a checkpoint on MIDI files, beside the n-gram baselines.
 
 use super::backend::{BackendArgs, Engine};
+use super::CacheArgs;
 use clap::Args;
 use etude::engine::Backend;
 use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
@@ -15,7 +16,8 @@ use std::path::PathBuf;
 Every token at position >= T of each piece (T = the checkpoint's window) is a target, predicted
 from the T tokens before it; many-to-many models are read at their last position, so all four
 models are scored on the same pairs. The n-gram baselines are fitted on the run's training pieces.
-Unknown tokens count as <unk> (the model was never asked to predict them, so they weigh on the loss).")]
+Unknown tokens count as <unk> (the model was never asked to predict them, so they weigh on the loss).
+The pieces (and the run's corpus, for the baselines) come from the token cache, as in train.")]
 pub struct EvalArgs {
     /// Checkpoint to evaluate.
     #[arg(long = "model", value_name = "CHECKPOINT")]
@@ -41,6 +43,8 @@ pub struct EvalArgs {
     pub dump_windows: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
@@ -62,6 +66,7 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         baselines: !args.no_baseline,
         dump_windows: args.dump_windows.clone(),
         reuse: None,
+        cache: args.cache.dir(),
     };
     let report = evaluate_checkpoint(b, loaded, &args.checkpoint, &opts)?;
     if args.json {

@@ -1,8 +1,9 @@
 //! `etude inspect`: what a corpus holds, file by file, and its totals.
 
-use super::DataArgs;
+use super::{CacheArgs, DataArgs};
 use clap::Args;
 use etude::corpus::{inspect, load_corpus, FileReport, InspectReport};
+use etude::token_cache::{load_or_build, CacheKey};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -11,6 +12,9 @@ use etude::corpus::{inspect, load_corpus, FileReport, InspectReport};
   etude inspect ../shared/corpus/mutopia-piano    # a folder, walked recursively
   etude inspect --all-parts --sustain song.mid    # every pitched part, pedal held
   etude inspect --json > corpus.json              # machine-readable
+  etude inspect big/ --no-cache                   # read the MIDI, not the token cache
+
+Folders and files are tokenised into the token cache (as train and prepare do, same --cache).
 
 Skipped files are listed on stderr, one line each: `skipped PATH: cause`.
 Exits non-zero only when no file is usable.")]
@@ -23,15 +27,30 @@ pub struct InspectArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(args: InspectArgs) -> Result<(), String> {
     let tokenizer = args.data.tokenizer()?;
-    let corpus = load_corpus(&args.paths, &args.data.read_options());
-    for s in &corpus.skipped {
+    let report = match args.cache.dir() {
+        // The built-in corpus is never cached.
+        Some(dir) if !args.paths.is_empty() => {
+            let key = CacheKey {
+                paths: etude::eval_data::absolute(&args.paths),
+                read: args.data.read_options(),
+                tokenizer: args.data.tokenizer.clone(),
+                tokenizer_options: args.data.tokenizer_options(),
+            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (set, _) = load_or_build(&dir, &key, tokenizer.as_ref(), false, progress)?;
+            etude::eval_data::inspect_tokens(&set, tokenizer.name(), &args.paths)?
+        }
+        _ => inspect(&load_corpus(&args.paths, &args.data.read_options()), tokenizer.as_ref()),
+    };
+    for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }
-    let report = inspect(&corpus, tokenizer.as_ref());
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");

@@ -404,7 +404,7 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
         );
     }
     if report.valid_windows > 0 {
-        write_baseline(b, &report.out, report.best_scores.clone())?;
+        write_baseline(b, &report.out, report.best_scores.clone(), opts.cache.clone())?;
     }
     if opts.sample_length > 0 {
         // The model with the lowest validation loss composes the sample.
@@ -440,12 +440,7 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
             return Ok(());
         }
     };
-    let (all, _) = loaded.meta.data.load()?;
-    let reference: Vec<_> = all
-        .into_iter()
-        .filter(|p| loaded.meta.valid_pieces.contains(&p.name))
-        .map(|p| (p.name, p.piece.notes))
-        .collect();
+    let reference = etude::eval_data::validation_notes(loaded)?;
     let report = etude::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
     if let Some(p) = report.pieces.first().filter(|p| !p.flags.is_empty()) {
         eprintln!("sample.mid: {}", p.flags.join("; "));
@@ -458,11 +453,16 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
 /// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
 /// folder (the JSON of `etude eval --json`).
 /// `reuse`: the best checkpoint's validation scores from training, when this run wrote it.
-fn write_baseline<B: Backend>(b: &B, out: &std::path::Path, reuse: Option<etude::heldout::Scores>) -> Result<(), String> {
+fn write_baseline<B: Backend>(
+    b: &B,
+    out: &std::path::Path,
+    reuse: Option<etude::heldout::Scores>,
+    cache: Option<std::path::PathBuf>,
+) -> Result<(), String> {
     let best = out.join("best.safetensors");
     let source = if best.exists() { best } else { out.join("last.safetensors") };
     let loaded = load_checkpoint(&source)?;
-    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, ..EvalOptions::default() };
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, cache, ..EvalOptions::default() };
     match evaluate_checkpoint(b, &loaded, &source, &opts) {
         Ok(r) => {
             println!("{}", describe(&r));

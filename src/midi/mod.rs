@@ -88,7 +88,7 @@ pub struct ReadOptions {
 }
 
 /// The file layout from the header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SmfFormat {
     /// Format 0: one track.
     SingleTrack,
@@ -100,7 +100,7 @@ pub enum SmfFormat {
 }
 
 /// What one track holds (all of it, not only the parts that were kept).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrackInfo {
     pub index: usize,
     /// Track name meta event (lossy UTF-8), if any.
