@@ -8,6 +8,7 @@ pub mod generate;
 pub mod inspect;
 pub mod render;
 pub mod report;
+pub mod roll;
 pub mod prepare;
 pub mod stats;
 pub mod train;
@@ -21,8 +22,9 @@ use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 /// reads a corpus.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Tokenizer: notechord (the tutorial's notes and chords) or timed (time shift, pitch, duration).
-    #[arg(long, default_value = "notechord", value_parser = ["notechord", "timed"])]
+    /// Tokenizer: notechord (the tutorial's notes and chords), timed (time shift, pitch, duration),
+    /// or pianoroll (88-key frames on the --steps-per-quarter grid: piano-roll mode, train only).
+    #[arg(long, default_value = "notechord", value_parser = ["notechord", "timed", "pianoroll"])]
     pub tokenizer: String,
     /// Keep every pitched part, not only piano parts (GM programs 0-7 or a track named "piano").
     #[arg(long)]

@@ -235,7 +235,7 @@ pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Re
 }
 
 /// `runs/<model>-<UTC date and time>`.
-fn default_out(model: &str) -> PathBuf {
+pub(super) fn default_out(model: &str) -> PathBuf {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

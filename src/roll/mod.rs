@@ -7,3 +7,6 @@
 //! The PNG piano-roll *plot* of `etude plot` is another thing: `crate::pianoroll`.
 
 pub mod data;
+pub mod model;
+pub mod recipe;
+pub mod train;
