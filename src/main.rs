@@ -59,6 +59,8 @@ fn main() -> ExitCode {
             };
             if cli::roll::wants_roll(&args) {
                 cli::roll::train(*args, &explicit)
+            } else if args.kernel.is_some() {
+                Err("--kernel applies in piano-roll mode (--data FILE.pianoroll.json.gz or --tokenizer pianoroll)".into())
             } else {
                 cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
             }

@@ -94,10 +94,10 @@ fn a_bias_only_model_gives_the_independent_bernoulli_baseline_through_eval() {
     for s in &valid {
         for f in &s[1..] {
             n += 1;
-            for k in 0..KEYS {
+            for (k, &pk) in p.iter().enumerate() {
                 let on = f.contains(&(k as u8));
-                nll -= if on { p[k].ln() } else { (1.0 - p[k]).ln() };
-                match (p[k] > 0.5, on) {
+                nll -= if on { pk.ln() } else { (1.0 - pk).ln() };
+                match (pk > 0.5, on) {
                     (true, true) => tp += 1,
                     (true, false) => fp += 1,
                     (false, true) => fn_ += 1,

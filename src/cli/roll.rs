@@ -98,6 +98,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     let run = load_train_data(&args, explicit)?;
     let model = if explicit("model") { args.model.as_str() } else { default_model(run.kind) };
     let model = match model {
+        "lstm" | "lstm-seq" if args.kernel.is_some() => return Err("--kernel applies to --model wavenet-gated".into()),
         "lstm" | "lstm-seq" => "lstm",
         "wavenet-gated" => "wavenet-gated",
         other => return Err(format!("--model {other} has no piano-roll form (lstm or wavenet-gated)")),
@@ -109,7 +110,8 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
             *hidden = args.hidden.unwrap_or(*hidden);
             *layers = args.layers.unwrap_or(*layers);
         }
-        RollConfig::WavenetGated { residual, skip, layers, stacks, .. } => {
+        RollConfig::WavenetGated { residual, skip, kernel, layers, stacks } => {
+            *kernel = args.kernel.unwrap_or(*kernel);
             *residual = args.residual.or(args.embed).unwrap_or(*residual);
             *skip = args.skip.unwrap_or(*skip);
             *layers = args.layers.unwrap_or(*layers);

@@ -58,6 +58,9 @@ pub struct TrainArgs {
     /// wavenet-gated: stacks of dilations 1..2^(layers-1) (default 1).
     #[arg(long)]
     pub stacks: Option<usize>,
+    /// wavenet-gated in piano-roll mode: kernel size of the dilated convs (default 2).
+    #[arg(long)]
+    pub kernel: Option<usize>,
     /// Window length T: tokens the model reads to predict the next.
     #[arg(long, default_value_t = 128)]
     pub window: usize,

@@ -276,6 +276,30 @@ pub fn model_from<B: RollOps + 'static>(
     Ok(model)
 }
 
+/// Start the output bias (the last parameter of either model) at each key's log-odds on the
+/// training frames (add-one smoothing): the model begins as the independent-Bernoulli baseline
+/// instead of at 88 ln 2 nats per frame, and the first epochs are not spent learning the bias.
+pub fn init_output_bias<B: RollOps>(b: &B, model: &mut dyn RollModel<B>, train: &[Sequence]) {
+    let mut count = [0usize; KEYS];
+    let mut frames = 0usize;
+    for f in train.iter().flatten() {
+        frames += 1;
+        for &k in f {
+            count[k as usize] += 1;
+        }
+    }
+    let bias: Vec<f32> = count
+        .iter()
+        .map(|&c| {
+            let p = (c as f64 + 1.0) / (frames as f64 + 2.0);
+            (p / (1.0 - p)).ln() as f32
+        })
+        .collect();
+    let last = model.params_mut().last_mut().expect("a model has parameters");
+    assert_eq!(last.value.len(), KEYS, "the last parameter is the output bias");
+    last.value.set(b, &bias);
+}
+
 /// What [`train`] returns.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
@@ -310,6 +334,7 @@ pub fn train<B: RollOps + 'static>(
     let capacity = (s.batch * s.window).max(longest_valid).max(1);
     let mut rng = Rng::new(s.seed);
     let mut model = build(b, cfg, capacity, &mut rng);
+    init_output_bias(b, model.as_mut(), train);
     let hp = AdamParams { lr: s.lr, weight_decay: s.weight_decay, ..AdamParams::default() };
     let mut adam = Adam::new(b, model.params(), hp, s.clip);
     adam.decoupled_decay = s.adamw_decay;
