@@ -51,6 +51,7 @@ fn settings() -> RollTrainSettings {
         adamw_decay: 0.0,
         patience: 0,
         seed: 0,
+        transpose: 0,
     }
 }
 
@@ -248,8 +249,8 @@ fn bad_input_gives_one_line_errors() {
     std::fs::write(d.join("cut.pianoroll.json"), br#"{"train": [[[60], [62]"#).unwrap();
     etude_fails(&["train", "--data", "cut.pianoroll.json", "--backend", "cpu"], d, &["cut.pianoroll.json: truncated JSON"]);
     etude_fails(&["train", "--data", &bad.display().to_string(), "--backend", "cpu"], d, &["no \"valid\" split (the file holds train)"]);
-    let o = etude(&["train", "--data", "pitch.pianoroll.json", "--transpose", "2"], d);
-    assert!(stderr(&o).contains("--transpose does not apply in piano-roll mode"));
+    let o = etude(&["train", "--data", "pitch.pianoroll.json", "--stride", "2"], d);
+    assert!(stderr(&o).contains("--stride does not apply in piano-roll mode"));
     std::fs::write(d.join("ok.pianoroll.json"), br#"{"train": [[[60], [62]]], "valid": [[[60], [61]]]}"#).unwrap();
     etude_fails(&["train", "--data", "ok.pianoroll.json", "--model", "wavenet"], d, &["--model wavenet has no piano-roll form"]);
     etude_fails(&["train", "--data", "ok.pianoroll.json", "more.mid"], d, &["a piano-roll file is the whole data set"]);

@@ -12,7 +12,7 @@ use etude::engine::{Backend, Dropout};
 use etude::rng::Rng;
 use etude::roll::data::{Frame, KEYS};
 use etude::roll::model::{build, RollConfig, RollModel};
-use etude::roll::train::{chunks, make_batch, Batch};
+use etude::roll::train::{chunks, make_batch, make_batch_shifted, Batch};
 use std::sync::OnceLock;
 
 fn gpu() -> &'static GpuBackend {
@@ -204,4 +204,11 @@ fn batches_pad_and_mask_and_chunks_cover_every_frame_once() {
     assert_eq!(lens, vec![3, 3, 2]);
     assert_eq!(c.iter().map(|x| x.len() - 1).sum::<usize>(), 5);
     assert_eq!(c[1][0], vec![2]);
+    // transposition: item 0 up 2 (key 87 leaves the keyboard), item 1 down 5 (key 5 -> 0, 6 -> 1)
+    let t = make_batch_shifted(&items, &[2, -5]);
+    assert_eq!(&t.ids[..6], &[2, u32::MAX, 3, 4, u32::MAX, u32::MAX]);
+    assert!(t.y[2 * KEYS..3 * KEYS].iter().all(|&v| v == 0.0), "87 + 2 is dropped");
+    assert_eq!(t.ids[3 * 2], 0);
+    assert_eq!(t.y[3 * KEYS + 1], 1.0);
+    assert_eq!(t.w, b.w);
 }

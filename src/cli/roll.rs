@@ -26,10 +26,9 @@ pub fn wants_roll(args: &TrainArgs) -> bool {
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 9] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 8] = [
     ("resume", "--resume"),
     ("preset", "--preset"),
-    ("transpose", "--transpose"),
     ("stride", "--stride"),
     ("min_count", "--min-count"),
     ("velocity_bins", "--velocity-bins"),
@@ -159,6 +158,9 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     }
     if given("seed") {
         s.seed = args.seed;
+    }
+    if given("transpose") {
+        s.transpose = args.transpose;
     }
     if s.epochs == 0 || s.batch == 0 || s.window == 0 {
         return Err("--epochs, --batch and --window must be at least 1".into());

@@ -78,5 +78,6 @@ pub fn default_settings(kind: DataKind, model: &str) -> RollTrainSettings {
         adamw_decay: 0.0,
         patience: 0,
         seed: 0,
+        transpose: 0,
     }
 }

@@ -48,6 +48,12 @@ pub struct Batch {
 
 /// Pad `items` (each at least two frames: inputs `item[..n-1]`, targets `item[1..]`) into a batch.
 pub fn make_batch(items: &[&[Frame]]) -> Batch {
+    make_batch_shifted(items, &[])
+}
+
+/// [`make_batch`] with item `i` moved by `shifts[i]` semitones (none when `shifts` is shorter);
+/// keys moved outside the 88 are dropped.
+pub fn make_batch_shifted(items: &[&[Frame]], shifts: &[i32]) -> Batch {
     let batch = items.len();
     let time = items.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0).max(1);
     let slots = items.iter().flat_map(|s| s.iter().map(Vec::len)).max().unwrap_or(0).max(1);
@@ -55,13 +61,18 @@ pub fn make_batch(items: &[&[Frame]]) -> Batch {
     let (mut ids, mut y, mut w) = (vec![u32::MAX; n * slots], vec![0.0; n * KEYS], vec![0.0; n]);
     let mut rows = 0;
     for (bi, item) in items.iter().enumerate() {
+        let shift = shifts.get(bi).copied().unwrap_or(0);
+        let moved = |k: u8| -> Option<usize> {
+            let m = k as i32 + shift;
+            (0..KEYS as i32).contains(&m).then_some(m as usize)
+        };
         for t in 0..item.len().saturating_sub(1) {
             let row = bi * time + t;
-            for (j, &k) in item[t].iter().enumerate() {
+            for (j, k) in item[t].iter().filter_map(|&k| moved(k)).enumerate() {
                 ids[row * slots + j] = k as u32;
             }
-            for &k in &item[t + 1] {
-                y[row * KEYS + k as usize] = 1.0;
+            for k in item[t + 1].iter().filter_map(|&k| moved(k)) {
+                y[row * KEYS + k] = 1.0;
             }
             w[row] = 1.0;
             rows += 1;
@@ -201,6 +212,9 @@ pub struct RollTrainSettings {
     /// Stop after this many epochs without a better valid NLL (0 = never).
     pub patience: usize,
     pub seed: u64,
+    /// Move every training chunk by a shift in -N..=N semitones, drawn per (seed, epoch, chunk).
+    #[serde(default)]
+    pub transpose: u32,
 }
 
 /// What a piano-roll checkpoint's `etude` metadata holds.
@@ -365,7 +379,9 @@ pub fn train<B: RollOps + 'static>(
         for group in order.chunks(s.batch) {
             step += 1;
             let picked: Vec<&[Frame]> = group.iter().map(|&i| items[i]).collect();
-            let batch = make_batch(&picked);
+            let span = 2 * s.transpose as usize + 1;
+            let shifts: Vec<i32> = picked.iter().map(|_| shuffle.below(span) as i32 - s.transpose as i32).collect();
+            let batch = make_batch_shifted(&picked, &shifts);
             let n = batch.batch * batch.time;
             dev.upload(b, &batch);
             lr = lr_at(s.lr_schedule, s.lr, s.min_lr, s.warmup_steps, total, step);
