@@ -254,4 +254,7 @@ fn bad_input_gives_one_line_errors() {
     std::fs::write(d.join("ok.pianoroll.json"), br#"{"train": [[[60], [62]]], "valid": [[[60], [61]]]}"#).unwrap();
     etude_fails(&["train", "--data", "ok.pianoroll.json", "--model", "wavenet"], d, &["--model wavenet has no piano-roll form"]);
     etude_fails(&["train", "--data", "ok.pianoroll.json", "more.mid"], d, &["a piano-roll file is the whole data set"]);
+    etude_fails(&["train", "--data", "ok.pianoroll.json", "--sample-length", "10"], d, &["--sample-length does not apply in piano-roll mode"]);
+    etude_fails(&["train", "--data", "ok.pianoroll.json", "--val-fraction", "0.2"], d, &["ok.pianoroll.json has its own valid split"]);
+    etude_fails(&["train", "--data", "ok.pianoroll.json", "--model", "lstm", "--kernel", "3"], d, &["--kernel applies to --model wavenet-gated"]);
 }

@@ -26,7 +26,9 @@ pub fn wants_roll(args: &TrainArgs) -> bool {
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 8] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 10] = [
+    ("checkpoint_every", "--checkpoint-every"),
+    ("sample_length", "--sample-length"),
     ("resume", "--resume"),
     ("preset", "--preset"),
     ("stride", "--stride"),
@@ -51,6 +53,9 @@ fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<
     if let Some(first) = rolls.first() {
         if args.data_paths.len() > 1 {
             return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+        }
+        if explicit("val_fraction") {
+            return Err(format!("--val-fraction: {} has its own valid split", first.display()));
         }
         let d = read_roll_file(first)?;
         let (train, valid) = (d.split("train")?.to_vec(), d.split("valid")?.to_vec());
@@ -266,6 +271,9 @@ fn eval_sequences(args: &EvalArgs, meta: &RollMeta) -> Result<(Vec<Sequence>, St
 }
 
 fn eval_roll(args: &EvalArgs) -> Result<(), String> {
+    if args.max_windows > 0 || args.dump_windows.is_some() {
+        return Err("--max-windows and --dump-windows apply to token checkpoints; a piano-roll eval scores every frame".into());
+    }
     let (meta, ck) = load(&args.checkpoint)?;
     let (seqs, what) = eval_sequences(args, &meta)?;
     let longest = seqs.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(1).max(1);
@@ -359,8 +367,11 @@ fn generate_roll(args: &GenArgs) -> Result<(), String> {
     if !(args.tempo > 0.0 && args.tempo.is_finite()) {
         return Err(format!("--tempo must be positive, not {}", args.tempo));
     }
-    if args.seconds.is_some() || args.greedy || args.top_k > 0 || args.wav {
-        return Err("--seconds, --greedy, --top-k and --wav apply to token checkpoints; a piano-roll model draws --length frames".into());
+    if args.seconds.is_some() || args.greedy || args.top_k > 0 || args.wav || args.sliding_window || args.incremental {
+        return Err(
+            "--seconds, --greedy, --top-k, --wav, --sliding-window and --incremental apply to token checkpoints; a piano-roll model draws --length frames"
+                .into(),
+        );
     }
     let (meta, ck) = load(&args.checkpoint)?;
     let fq = args.frame_quarters.unwrap_or(meta.frame_quarters);
