@@ -74,7 +74,9 @@ pub fn default_settings(kind: DataKind, model: &str) -> RollTrainSettings {
         epochs: match (long, conv) {
             (false, true) => 60,
             (false, false) => 30,
-            (true, _) => 20,
+            // Nottingham: 2.997 after 30 epochs against 3.061 after 20 (valid).
+            (true, true) => 30,
+            (true, false) => 20,
         },
         batch: if conv { 2 } else { 8 },
         window: if long { 200 } else { 160 },
