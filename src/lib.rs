@@ -21,6 +21,7 @@ pub mod plot;
 pub mod render;
 pub mod report;
 pub mod rng;
+pub mod roll;
 pub mod sample;
 pub mod schedule;
 pub mod stats;

@@ -57,7 +57,13 @@ fn main() -> ExitCode {
                 matches.subcommand_matches("train").and_then(|m| m.value_source(id))
                     == Some(clap::parser::ValueSource::CommandLine)
             };
-            cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
+            if cli::roll::wants_roll(&args) {
+                cli::roll::train(*args, &explicit)
+            } else if args.kernel.is_some() {
+                Err("--kernel applies in piano-roll mode (--data FILE.pianoroll.json.gz or --tokenizer pianoroll)".into())
+            } else {
+                cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
+            }
         }
         Command::Generate(args) => cli::generate::run(args),
         Command::Eval(args) => cli::eval::run(args),

@@ -34,6 +34,9 @@ pub struct EvalArgs {
     /// Skip the n-gram baselines (they re-read the run's training corpus).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Piano-roll data: the split of the --data file to score (train, valid or test) [default: valid].
+    #[arg(long, value_parser = ["train", "valid", "test"])]
+    pub split: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +51,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
+    if let Some(done) = super::roll::eval(&args) {
+        return done;
+    }
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }

@@ -73,6 +73,14 @@ pub struct GenArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
+    /// Piano-roll checkpoints: most keys sounding in one frame (the most probable of those drawn;
+    /// 0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    pub max_keys: usize,
+    /// Piano-roll checkpoints: quarter notes per frame in the written MIDI [default: the training
+    /// data's grid].
+    #[arg(long)]
+    pub frame_quarters: Option<f64>,
     /// Also render each piece to a WAV beside it (see `etude render`).
     #[arg(long)]
     pub wav: bool,
@@ -106,6 +114,8 @@ impl GenArgs {
             incremental: false,
             include_prime: false,
             force: true,
+            max_keys: 0,
+            frame_quarters: None,
             wav: true,
             soundfont: None,
             backend: BackendArgs { backend: BackendChoice::Cpu, device: None },
@@ -124,6 +134,9 @@ impl GenArgs {
 }
 
 pub fn run(args: GenArgs) -> Result<(), String> {
+    if let Some(done) = super::roll::generate(&args) {
+        return done;
+    }
     if args.count == 0 {
         return Err("--count must be at least 1".into());
     }

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod inspect;
 pub mod render;
 pub mod report;
+pub mod roll;
 pub mod prepare;
 pub mod stats;
 pub mod train;
@@ -21,8 +22,9 @@ use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 /// reads a corpus.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Tokenizer: timed (time shift, pitch, duration) or notechord (the tutorial's notes and chords).
-    #[arg(long, default_value = "timed", value_parser = ["notechord", "timed"])]
+    /// Tokenizer: timed (time shift, pitch, duration), notechord (the tutorial's notes and chords),
+    /// or pianoroll (88-key frames on the --steps-per-quarter grid: piano-roll mode, train only).
+    #[arg(long, default_value = "timed", value_parser = ["notechord", "timed", "pianoroll"])]
     pub tokenizer: String,
     /// Keep every pitched part, not only piano parts (GM programs 0-7 or a track named "piano").
     #[arg(long)]

@@ -59,6 +59,9 @@ pub struct TrainArgs {
     /// wavenet-gated: stacks of dilations 1..2^(layers-1) (default 1).
     #[arg(long)]
     pub stacks: Option<usize>,
+    /// wavenet-gated in piano-roll mode: kernel size of the dilated convs (default 2).
+    #[arg(long)]
+    pub kernel: Option<usize>,
     /// Window length T: tokens the model reads to predict the next.
     #[arg(long, default_value_t = 128)]
     pub window: usize,
@@ -257,7 +260,7 @@ pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Re
 }
 
 /// `runs/<model>-<UTC date and time>`.
-fn default_out(model: &str) -> PathBuf {
+pub(super) fn default_out(model: &str) -> PathBuf {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod dropout;
 pub mod gpu;
 pub mod optim;
+pub mod roll;
 
 pub use dropout::{DropMask, Dropout};
 pub use optim::{Adam, Param};

@@ -46,6 +46,7 @@ macro_rules! multiversion {
 mod conv;
 pub mod fastmath;
 mod lstm;
+mod roll;
 
 use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
 use rayon::prelude::*;

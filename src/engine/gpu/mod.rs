@@ -80,6 +80,7 @@
 
 mod conv;
 mod lstm;
+mod roll;
 mod profile;
 
 pub use profile::{by_kernel, DispatchTime, Timestamps};

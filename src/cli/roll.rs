@@ -1,0 +1,450 @@
+//! Piano-roll mode on the command line (issue 14): `etude train` with a `*.pianoroll.json.gz`
+//! (or `--tokenizer pianoroll` on MIDI files), and `etude eval` / `etude generate` with a
+//! piano-roll checkpoint. The token commands dispatch here before doing anything else.
+
+use super::backend::Engine;
+use super::eval::EvalArgs;
+use super::generate::GenArgs;
+use super::train::TrainArgs;
+use etude::checkpoint::{atomic_write, Checkpoint};
+use etude::corpus::load_corpus;
+use etude::engine::roll::{sigmoid, RollOps};
+use etude::engine::gpu::Precision;
+use etude::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
+use etude::rng::Rng;
+use etude::roll::data::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
+use etude::roll::model::RollConfig;
+use etude::roll::recipe::{default_config, default_model, default_settings, DataKind};
+use etude::roll::train::{evaluate, is_roll_checkpoint, load, model_from, train as train_roll, RollMeta};
+use etude::schedule::{self, LrSchedule};
+use std::path::{Path, PathBuf};
+
+/// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
+/// `--tokenizer pianoroll`.
+pub fn wants_roll(args: &TrainArgs) -> bool {
+    args.data.tokenizer == "pianoroll" || args.data_paths.iter().any(|p| is_roll_path(p))
+}
+
+/// Options of `etude train` that piano-roll mode does not have.
+const NOT_IN_ROLL_MODE: [(&str, &str); 10] = [
+    ("checkpoint_every", "--checkpoint-every"),
+    ("sample_length", "--sample-length"),
+    ("resume", "--resume"),
+    ("preset", "--preset"),
+    ("stride", "--stride"),
+    ("min_count", "--min-count"),
+    ("velocity_bins", "--velocity-bins"),
+    ("steps_per_epoch", "--steps-per-epoch"),
+    ("dense", "--dense"),
+    ("channels", "--channels"),
+];
+
+/// The data of a piano-roll run: train and valid sequences, the grid, a description.
+struct RollRun {
+    train: Vec<Sequence>,
+    valid: Vec<Sequence>,
+    frame_quarters: f64,
+    data: String,
+    kind: DataKind,
+}
+
+fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<RollRun, String> {
+    let rolls: Vec<&PathBuf> = args.data_paths.iter().filter(|p| is_roll_path(p)).collect();
+    if let Some(first) = rolls.first() {
+        if args.data_paths.len() > 1 {
+            return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+        }
+        if explicit("val_fraction") {
+            return Err(format!("--val-fraction: {} has its own valid split", first.display()));
+        }
+        let d = read_roll_file(first)?;
+        let (train, valid) = (d.split("train")?.to_vec(), d.split("valid")?.to_vec());
+        let kind = DataKind::from_name(&first.to_string_lossy());
+        let spq = args.data.steps_per_quarter.max(1) as f64;
+        let frame_quarters = if explicit("steps_per_quarter") { 1.0 / spq } else { kind.frame_quarters().unwrap_or(0.5) };
+        let data = std::fs::canonicalize(first).unwrap_or_else(|_| first.to_path_buf()).display().to_string();
+        return Ok(RollRun { train, valid, frame_quarters, data, kind });
+    }
+    // MIDI files on a grid (default 4 steps per quarter: sixteenth notes).
+    let spq = if explicit("steps_per_quarter") { args.data.steps_per_quarter } else { 4 };
+    if spq == 0 {
+        return Err("--steps-per-quarter must be at least 1".into());
+    }
+    let corpus = load_corpus(&args.data_paths, &ReadOptions { all_parts: args.data.all_parts, sustain: args.data.sustain });
+    for s in &corpus.skipped {
+        eprintln!("skipped {}: {}", s.name, s.cause);
+    }
+    let mut pieces: Vec<Sequence> =
+        corpus.pieces.iter().map(|p| notes_to_roll(&p.piece.notes, spq)).filter(|r| r.len() >= 2).collect();
+    if pieces.len() < 2 {
+        return Err(format!("--tokenizer pianoroll: {} usable pieces, at least 2 are needed (one to validate on)", pieces.len()));
+    }
+    Rng::new(args.seed).shuffle(&mut pieces);
+    let n_valid = ((pieces.len() as f64 * args.val_fraction).round() as usize).clamp(1, pieces.len() - 1);
+    let valid = pieces.split_off(pieces.len() - n_valid);
+    let names: Vec<String> = args.data_paths.iter().map(|p| p.display().to_string()).collect();
+    Ok(RollRun {
+        train: pieces,
+        valid,
+        frame_quarters: 1.0 / spq as f64,
+        data: format!("{} (MIDI, {spq} steps per quarter)", names.join(" ")),
+        kind: DataKind::Other,
+    })
+}
+
+/// `etude train` in piano-roll mode.
+pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    for (id, flag) in NOT_IN_ROLL_MODE {
+        if explicit(id) || (id == "resume" && args.resume) || (id == "preset" && args.preset.is_some()) {
+            return Err(format!("{flag} does not apply in piano-roll mode"));
+        }
+    }
+    let run = load_train_data(&args, explicit)?;
+    let model = if explicit("model") { args.model.as_str() } else { default_model(run.kind) };
+    let model = match model {
+        "lstm" | "lstm-seq" if args.kernel.is_some() => return Err("--kernel applies to --model wavenet-gated".into()),
+        "lstm" | "lstm-seq" => "lstm",
+        "wavenet-gated" => "wavenet-gated",
+        other => return Err(format!("--model {other} has no piano-roll form (lstm or wavenet-gated)")),
+    };
+    let mut cfg = default_config(run.kind, model);
+    match &mut cfg {
+        RollConfig::Lstm { embed, hidden, layers } => {
+            *embed = args.embed.unwrap_or(*embed);
+            *hidden = args.hidden.unwrap_or(*hidden);
+            *layers = args.layers.unwrap_or(*layers);
+        }
+        RollConfig::WavenetGated { residual, skip, kernel, layers, stacks } => {
+            *kernel = args.kernel.unwrap_or(*kernel);
+            *residual = args.residual.or(args.embed).unwrap_or(*residual);
+            *skip = args.skip.unwrap_or(*skip);
+            *layers = args.layers.unwrap_or(*layers);
+            *stacks = args.stacks.unwrap_or(*stacks);
+        }
+    }
+    cfg.validate()?;
+    let mut s = default_settings(run.kind, model);
+    let given = |id: &str| explicit(id);
+    if given("epochs") {
+        s.epochs = args.epochs;
+    }
+    if given("batch") {
+        s.batch = args.batch;
+    }
+    if given("window") {
+        s.window = args.window;
+    }
+    if given("lr") {
+        s.lr = args.lr;
+    }
+    if given("min_lr") {
+        s.min_lr = args.min_lr;
+    }
+    if given("lr_schedule") {
+        s.lr_schedule = args.lr_schedule.parse::<LrSchedule>()?;
+    }
+    if given("warmup_steps") {
+        s.warmup_steps = args.warmup_steps;
+    }
+    if given("clip") {
+        s.clip = args.clip;
+    }
+    if given("dropout") {
+        s.dropout = args.dropout;
+    }
+    if given("weight_decay") {
+        s.weight_decay = args.weight_decay;
+    }
+    if given("adamw_decay") {
+        s.adamw_decay = args.adamw_decay;
+    }
+    if given("patience") {
+        s.patience = args.patience;
+    }
+    if given("seed") {
+        s.seed = args.seed;
+    }
+    if given("transpose") {
+        s.transpose = args.transpose;
+    }
+    if s.epochs == 0 || s.batch == 0 || s.window == 0 {
+        return Err("--epochs, --batch and --window must be at least 1".into());
+    }
+    if !(s.lr > 0.0 && s.lr.is_finite()) {
+        return Err(format!("--lr must be a positive number, not {}", s.lr));
+    }
+    schedule::validate(s.dropout, s.adamw_decay, s.lr, s.min_lr)?;
+    for (flag, v) in [("--clip", s.clip), ("--weight-decay", s.weight_decay)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(format!("{flag} must be a number >= 0, not {v}"));
+        }
+    }
+    let out = args.out.clone().unwrap_or_else(|| super::train::default_out(&format!("roll-{model}")));
+    if out.join("last.safetensors").exists() {
+        return Err(format!("{} already holds a run; choose another --out", out.display()));
+    }
+    let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
+    let (frames, _) = etude::roll::data::count_frames(&run.train);
+    eprintln!(
+        "piano-roll {model}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
+        cfg.n_params(),
+        run.train.len(),
+        run.valid.len(),
+        s.window,
+        s.batch,
+        s.epochs,
+        s.lr,
+        s.lr_schedule.name(),
+        s.dropout
+    );
+    let go = |summary: Result<etude::roll::train::TrainSummary, String>| -> Result<(), String> {
+        let r = summary?;
+        eprintln!(
+            "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",
+            r.best_valid,
+            r.best_epoch,
+            r.epochs_run,
+            r.params,
+            r.seconds / 60.0,
+            out.display()
+        );
+        Ok(())
+    };
+    let mut log = std::io::stderr();
+    match args.backend.open_with_precision(precision)? {
+        Engine::Cpu(b) => go(train_roll(&b, &cfg, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log)),
+        Engine::Gpu(g) => {
+            go(train_roll(g.as_ref(), &cfg, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log))
+        }
+    }
+}
+
+/// Whether the checkpoint at `path` is a piano-roll one (`None` when it cannot be read: the token
+/// path reports that).
+fn checkpoint_is_roll(path: &Path) -> Option<bool> {
+    Checkpoint::load(path).ok().map(|c| is_roll_checkpoint(&c))
+}
+
+/// `etude eval` in piano-roll mode: `Some` when the checkpoint or the data is piano-roll.
+pub fn eval(args: &EvalArgs) -> Option<Result<(), String>> {
+    let roll_data = args.data.iter().find(|p| is_roll_path(p));
+    match (checkpoint_is_roll(&args.checkpoint), roll_data) {
+        (Some(true), _) => Some(eval_roll(args)),
+        (Some(false), Some(d)) => Some(Err(format!(
+            "{}: a token model's checkpoint cannot score piano-roll data ({}); train one with --data {0}",
+            args.checkpoint.display(),
+            d.display()
+        ))),
+        (_, None) if args.split.is_some() => Some(Err("--split applies to piano-roll data (--data FILE.pianoroll.json.gz)".into())),
+        _ => None,
+    }
+}
+
+/// The sequences `etude eval` scores: a split of a piano-roll file, or MIDI files on the
+/// checkpoint's grid.
+fn eval_sequences(args: &EvalArgs, meta: &RollMeta) -> Result<(Vec<Sequence>, String), String> {
+    let split = args.split.as_deref().unwrap_or("valid");
+    let data: Vec<PathBuf> = if args.data.is_empty() { vec![PathBuf::from(&meta.data)] } else { args.data.clone() };
+    if let Some(p) = data.iter().find(|p| is_roll_path(p)) {
+        if data.len() > 1 {
+            return Err(format!("--data {}: a piano-roll file is scored alone", p.display()));
+        }
+        let d = read_roll_file(p)?;
+        return Ok((d.split(split)?.to_vec(), format!("{} [{split}]", p.display())));
+    }
+    if args.data.is_empty() {
+        return Err(format!("{}: trained on MIDI files; give --data", args.checkpoint.display()));
+    }
+    if args.split.is_some() {
+        return Err("--split applies to piano-roll data (--data FILE.pianoroll.json.gz), not MIDI files".into());
+    }
+    let spq = (1.0 / meta.frame_quarters).round().max(1.0) as u32;
+    let corpus = load_corpus(&data, &ReadOptions::default());
+    for s in &corpus.skipped {
+        eprintln!("skipped {}: {}", s.name, s.cause);
+    }
+    if corpus.pieces.is_empty() {
+        return Err("--data: no usable MIDI file".into());
+    }
+    let seqs = corpus.pieces.iter().map(|p| notes_to_roll(&p.piece.notes, spq)).collect();
+    Ok((seqs, format!("{} MIDI files at {spq} steps per quarter", corpus.pieces.len())))
+}
+
+fn eval_roll(args: &EvalArgs) -> Result<(), String> {
+    if args.max_windows > 0 || args.dump_windows.is_some() {
+        return Err("--max-windows and --dump-windows apply to token checkpoints; a piano-roll eval scores every frame".into());
+    }
+    let (meta, ck) = load(&args.checkpoint)?;
+    let (seqs, what) = eval_sequences(args, &meta)?;
+    let longest = seqs.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(1).max(1);
+    let cap = (args.batch.max(1) * 160).max(longest);
+    let origin = args.checkpoint.display().to_string();
+    let report = match args.backend.open()? {
+        Engine::Cpu(b) => {
+            let mut m = model_from(&b, &meta, &ck, cap, &origin)?;
+            evaluate(&b, m.as_mut(), &seqs)
+        }
+        Engine::Gpu(g) => {
+            let mut m = model_from(g.as_ref(), &meta, &ck, cap, &origin)?;
+            evaluate(g.as_ref(), m.as_mut(), &seqs)
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    } else {
+        println!(
+            "piano-roll {} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
+            meta.config.name(),
+            report.nll_per_frame,
+            report.frames,
+            report.sequences,
+            report.accuracy
+        );
+    }
+    Ok(())
+}
+
+/// `etude generate` from a piano-roll checkpoint (`None` for a token checkpoint).
+pub fn generate(args: &GenArgs) -> Option<Result<(), String>> {
+    match checkpoint_is_roll(&args.checkpoint) {
+        Some(true) => Some(generate_roll(args)),
+        _ if args.max_keys > 0 || args.frame_quarters.is_some() => {
+            Some(Err("--max-keys and --frame-quarters apply to piano-roll checkpoints".into()))
+        }
+        _ => None,
+    }
+}
+
+/// The prime: a MIDI file on the checkpoint's grid, or the first frames of a sequence of a
+/// piano-roll file (chosen by the seed); none: one silent frame.
+fn prime_frames(args: &GenArgs, spq: u32) -> Result<Sequence, String> {
+    let Some(p) = &args.prime else { return Ok(vec![Vec::new()]) };
+    if is_roll_path(p) {
+        let d = read_roll_file(p)?;
+        let seqs: Vec<&Sequence> = ["train", "valid", "test"].iter().filter_map(|s| d.split(s).ok()).flatten().collect();
+        if seqs.is_empty() {
+            return Err(format!("{}: no sequence to prime from", p.display()));
+        }
+        let s = seqs[Rng::new(args.seed).below(seqs.len())];
+        return Ok(s[..s.len().min(16)].to_vec());
+    }
+    let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let piece = read_midi(&bytes, &ReadOptions::default()).map_err(|e| format!("{}: {e}", p.display()))?;
+    let roll = notes_to_roll(&piece.notes, spq);
+    if roll.is_empty() {
+        return Err(format!("{}: no notes in A0..C8 to prime from", p.display()));
+    }
+    Ok(roll)
+}
+
+/// Draw one frame from the logits of the last row: each key on with probability
+/// `sigmoid(x / temperature)`, at most `max_keys` (the most probable of those drawn).
+pub fn sample_frame(logits: &[f32], temperature: f32, max_keys: usize, rng: &mut Rng) -> Frame {
+    let mut on: Vec<(f32, u8)> = logits
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &x)| {
+            let p = sigmoid(x / temperature);
+            (rng.uniform() < p as f64).then_some((p, k as u8))
+        })
+        .collect();
+    if max_keys > 0 && on.len() > max_keys {
+        on.sort_by(|a, b| b.0.total_cmp(&a.0));
+        on.truncate(max_keys);
+    }
+    let mut f: Frame = on.into_iter().map(|(_, k)| k).collect();
+    f.sort_unstable();
+    f
+}
+
+fn generate_roll(args: &GenArgs) -> Result<(), String> {
+    if args.length == 0 {
+        return Err("--length must be at least 1 frame".into());
+    }
+    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
+        return Err(format!("--temperature must be positive, not {}", args.temperature));
+    }
+    if !(args.tempo > 0.0 && args.tempo.is_finite()) {
+        return Err(format!("--tempo must be positive, not {}", args.tempo));
+    }
+    if args.seconds.is_some() || args.greedy || args.top_k > 0 || args.wav || args.sliding_window || args.incremental {
+        return Err(
+            "--seconds, --greedy, --top-k, --wav, --sliding-window and --incremental apply to token checkpoints; a piano-roll model draws --length frames"
+                .into(),
+        );
+    }
+    let (meta, ck) = load(&args.checkpoint)?;
+    let fq = args.frame_quarters.unwrap_or(meta.frame_quarters);
+    if !(fq > 0.0 && fq.is_finite()) {
+        return Err(format!("--frame-quarters must be positive, not {fq}"));
+    }
+    let outs = outputs(args);
+    if !args.force {
+        if let Some(p) = outs.iter().find(|p| p.exists()) {
+            return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
+        }
+    }
+    let spq = (1.0 / meta.frame_quarters).round().max(1.0) as u32;
+    let prime = prime_frames(args, spq)?;
+    let context = meta.config.receptive_field().unwrap_or(usize::MAX);
+    let cap = (prime.len() + args.length).min(context).max(1);
+    let origin = args.checkpoint.display().to_string();
+    let pieces = match args.backend.open()? {
+        Engine::Cpu(b) => draw_all(&b, &meta, &ck, cap, &origin, &prime, args)?,
+        Engine::Gpu(g) => draw_all(g.as_ref(), &meta, &ck, cap, &origin, &prime, args)?,
+    };
+    for (roll, path) in pieces.iter().zip(&outs) {
+        let notes = roll_to_notes(roll, fq, 80);
+        let opts = WriteOptions { bpm: args.tempo, ..WriteOptions::default() };
+        atomic_write(path, &write_midi(&notes, &opts))?;
+        println!("wrote {} ({} frames, {} notes)", path.display(), roll.len(), notes.len());
+    }
+    Ok(())
+}
+
+fn outputs(args: &GenArgs) -> Vec<PathBuf> {
+    if args.count <= 1 {
+        return vec![args.out.clone()];
+    }
+    let stem = args.out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "generated".into());
+    let ext = args.out.extension().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "mid".into());
+    (1..=args.count).map(|i| args.out.with_file_name(format!("{stem}-{i}.{ext}"))).collect()
+}
+
+/// `--count` pieces of `--length` frames each after the prime (kept with --include-prime).
+fn draw_all<B: RollOps + 'static>(
+    b: &B,
+    meta: &RollMeta,
+    ck: &Checkpoint,
+    cap: usize,
+    origin: &str,
+    prime: &[Frame],
+    args: &GenArgs,
+) -> Result<Vec<Sequence>, String> {
+    let mut model = model_from(b, meta, ck, cap, origin)?;
+    let mut rng = Rng::new(args.seed);
+    let mut ids = b.alloc_ids(cap * KEYS);
+    let mut pieces = Vec::new();
+    for _ in 0..args.count.max(1) {
+        let mut hist: Sequence = prime.to_vec();
+        for _ in 0..args.length {
+            // The model reruns over the last `cap` frames (its receptive field, or all of them).
+            let ctx = &hist[hist.len().saturating_sub(cap)..];
+            let slots = ctx.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            let mut host = vec![u32::MAX; ctx.len() * slots];
+            for (t, f) in ctx.iter().enumerate() {
+                for (j, &k) in f.iter().enumerate() {
+                    host[t * slots + j] = k as u32;
+                }
+            }
+            b.write_ids(&mut ids, &host);
+            model.forward(b, &ids, slots, 1, ctx.len());
+            let all = b.read(model.logits(), ctx.len() * KEYS);
+            let last = &all[(ctx.len() - 1) * KEYS..];
+            hist.push(sample_frame(last, args.temperature, args.max_keys, &mut rng));
+        }
+        let skip = if args.include_prime || args.prime.is_none() { usize::from(args.prime.is_none()) } else { prime.len() };
+        pieces.push(hist[skip..].to_vec());
+    }
+    Ok(pieces)
+}

@@ -1,0 +1,60 @@
+//! The piano-roll ops on the CPU (see [`crate::engine::roll::RollOps`]): the reference for
+//! `shaders/bce.wgsl` and `shaders/bag.wgsl`.
+
+use super::CpuBackend;
+use crate::engine::roll::{bce_one, sigmoid, RollOps};
+
+impl RollOps for CpuBackend {
+    fn bce_logits(
+        &self,
+        logits: &Vec<f32>,
+        y: &Vec<f32>,
+        w: &Vec<f32>,
+        dlogits: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        n: usize,
+        k: usize,
+        grad_scale: f32,
+    ) {
+        let (logits, y, w) = (&logits[..n * k], &y[..n * k], &w[..n]);
+        let (dlogits, stats) = (&mut dlogits[..n * k], &mut stats[..n]);
+        for i in 0..n {
+            let wi = w[i];
+            let mut sum = 0.0f32;
+            for j in 0..k {
+                let (x, t) = (logits[i * k + j], y[i * k + j]);
+                sum += bce_one(x, t);
+                dlogits[i * k + j] = (sigmoid(x) - t) * wi * grad_scale;
+            }
+            stats[i] = wi * sum;
+        }
+    }
+
+    fn bag_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, n: usize, slots: usize, e: usize) {
+        let rows = table.len() / e.max(1);
+        let out = &mut out[..n * e];
+        out.fill(0.0);
+        for i in 0..n {
+            let o = &mut out[i * e..][..e];
+            for &id in &ids[i * slots..][..slots] {
+                let id = id as usize;
+                if id < rows {
+                    o.iter_mut().zip(&table[id * e..][..e]).for_each(|(o, t)| *o += t);
+                }
+            }
+        }
+    }
+
+    fn bag_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, n: usize, slots: usize, e: usize, rows: usize) {
+        assert!(dtable.len() >= rows * e, "bag_bwd: dtable holds {} values, needs {}", dtable.len(), rows * e);
+        for i in 0..n {
+            let d = &dout[i * e..][..e];
+            for &id in &ids[i * slots..][..slots] {
+                let id = id as usize;
+                if id < rows {
+                    dtable[id * e..][..e].iter_mut().zip(d).for_each(|(t, g)| *t += g);
+                }
+            }
+        }
+    }
+}
