@@ -25,7 +25,8 @@ fn prepare_then_train_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_corpus(&dir.join("data"));
-    let prepare = ["prepare", "--data", "data", "--cache", "tc"];
+    // The tokenizer of the tests' tiny training runs (`tiny_train`), so that training maps this cache.
+    let prepare = ["prepare", "--data", "data", "--cache", "tc", "--tokenizer", "notechord"];
     let (out, err) = etude_ok(&prepare, dir);
     assert!(err.contains("tokenised 11 files (1 skipped)") && err.contains("files/s"), "{err}");
     assert_eq!(count(&err, "skipped "), 1, "{err}");
@@ -34,7 +35,7 @@ fn prepare_then_train_from_the_cache() {
     let (out, err) = etude_ok(&prepare, dir);
     assert!(out.starts_with("up to date: 10 pieces"), "{out}");
     assert_eq!(count(&err, "broken.mid: "), 1, "skipped files are reported from the cache too: {err}");
-    let (_, err) = etude_ok(&["prepare", "--data", "data", "--cache", "tc", "--force"], dir);
+    let (_, err) = etude_ok(&["prepare", "--data", "data", "--cache", "tc", "--tokenizer", "notechord", "--force"], dir);
     assert!(err.contains("tokenised 11 files"), "{err}");
     // One file changed: only it is tokenised again.
     let first = std::fs::read_dir(dir.join("data")).unwrap().map(|e| e.unwrap().path()).find(|p| !p.ends_with("broken.mid")).unwrap();

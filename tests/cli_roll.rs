@@ -227,7 +227,7 @@ fn trains_on_midi_files_with_the_pianoroll_tokenizer() {
     // A token model's checkpoint given piano-roll data, and piano-roll options, are refused.
     let tok = d.join("tok").display().to_string();
     etude_ok(
-        &["train", "--data", &m, "--embed", "4", "--hidden", "4", "--dense", "4", "--window", "8", "--batch", "8", "--epochs", "1", "--sample-length", "0", "--no-cache", "--backend", "cpu", "--out", &tok],
+        &["train", "--data", &m, "--model", "lstm", "--embed", "4", "--hidden", "4", "--dense", "4", "--window", "8", "--batch", "8", "--epochs", "1", "--sample-length", "0", "--no-cache", "--backend", "cpu", "--out", &tok],
         d,
     );
     let tck = d.join("tok/last.safetensors").display().to_string();

@@ -41,7 +41,8 @@ fn a_run_without_validation_windows_loads() {
     let dir = tmp.path();
     three_pieces(dir);
     let train = [
-        "train", "--data", "d3", "--window", "120", "--val-fraction", "0.3", "--seed", "3", "--epochs", "2",
+        "train", "--data", "d3", "--model", "lstm", "--tokenizer", "notechord", "--window", "120", "--val-fraction", "0.3",
+        "--seed", "3", "--epochs", "2",
         "--steps-per-epoch", "2", "--batch", "8", "--hidden", "16", "--embed", "8", "--dense", "16", "--layers", "1",
         "--backend", "cpu", "--out", "sd", "--sample-length", "20",
     ];
@@ -343,7 +344,8 @@ fn no_model_depends_on_the_thread_count() {
 fn a_buffer_over_the_gpu_binding_limit_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let args = ["train", "--backend", "gpu", "--batch", "256", "--window", "512", "--out", "g", "--epochs", "1", "--steps-per-epoch", "1"];
+    let args = ["train", "--backend", "gpu", "--model", "lstm", "--tokenizer", "notechord", "--batch", "256", "--window", "512"];
+    let args = [&args[..], &["--out", "g", "--epochs", "1", "--steps-per-epoch", "1"]].concat();
     let o = etude(&args, dir);
     let err = stderr(&o);
     if err.contains("largest storage buffer") {

@@ -79,6 +79,15 @@ pub fn tiny_train(model: &str, backend: &str, out: &str, epochs: &str, extra: &[
     let mut i = 0;
     while i < extra.len() {
         let flag = extra[i];
+        if let Some((name, _)) = flag.split_once('=') {
+            // `--flag=value` replaces a `--flag value` pair of the defaults.
+            if let Some(at) = a.iter().position(|x| x == name) {
+                a.drain(at..at + 2);
+            }
+            a.push(flag.to_string());
+            i += 1;
+            continue;
+        }
         let value = extra.get(i + 1).filter(|v| !v.starts_with("--"));
         match (a.iter().position(|x| x == flag), value) {
             (Some(at), Some(v)) => a[at + 1] = v.to_string(),
