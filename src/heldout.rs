@@ -452,9 +452,18 @@ pub fn validation_set(prepared: &crate::dataset::Prepared) -> Result<TargetSet, 
 /// hands them to [`evaluate_checkpoint`] (the best checkpoint is exactly that model).
 #[derive(Clone, Debug, Default)]
 pub struct Scores {
-    /// (name, ids, per-target NLL, per-target hit) of every piece with targets.
-    pieces: Vec<(String, Vec<u32>, Vec<f64>, Vec<f32>)>,
+    /// Every piece with targets.
+    pieces: Vec<ScoredPiece>,
     all_positions: Option<f64>,
+}
+
+/// One piece of [`Scores`]: its name, its ids, and its targets' NLL and hits.
+#[derive(Clone, Debug)]
+struct ScoredPiece {
+    name: String,
+    ids: Vec<u32>,
+    nll: Vec<f64>,
+    hits: Vec<f32>,
 }
 
 impl Scores {
@@ -466,7 +475,12 @@ impl Scores {
         for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
             let n = piece.targets;
             if n > 0 {
-                pieces.push((piece.name.clone(), seq.to_vec(), nll[at..at + n].to_vec(), hits[at..at + n].to_vec()));
+                pieces.push(ScoredPiece {
+                    name: piece.name.clone(),
+                    ids: seq.to_vec(),
+                    nll: nll[at..at + n].to_vec(),
+                    hits: hits[at..at + n].to_vec(),
+                });
             }
             at += n;
         }
@@ -482,9 +496,9 @@ impl Scores {
             if piece.targets == 0 {
                 continue;
             }
-            let (_, _, n, h) = self.pieces.iter().find(|(name, ids, ..)| *name == piece.name && ids.as_slice() == seq)?;
-            nll.extend_from_slice(n);
-            hits.extend_from_slice(h);
+            let p = self.pieces.iter().find(|p| p.name == piece.name && p.ids.as_slice() == seq)?;
+            nll.extend_from_slice(&p.nll);
+            hits.extend_from_slice(&p.hits);
             used += 1;
         }
         (used == self.pieces.len() && nll.len() == set.len()).then_some((nll, hits, self.all_positions))
