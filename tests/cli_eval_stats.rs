@@ -33,6 +33,10 @@ fn the_tutorial_preset_and_its_overrides() {
     assert_eq!(meta["data"]["data"]["window"].as_u64(), Some(128));
     assert_eq!(meta["data"]["data"]["transpose"].as_u64(), Some(0));
     assert_eq!(meta["optim"]["batch"].as_u64(), Some(8), "the explicit --batch wins");
+    // The default recipe's regularisation and schedule are off in the preset.
+    assert_eq!(meta["optim"]["dropout"].as_f64(), Some(0.0), "{meta}");
+    assert_eq!(meta["optim"]["lr_schedule"], "constant");
+    assert_eq!(meta["optim"]["warmup_steps"].as_u64(), Some(0));
     // An argmax sample of 50 events.
     let w = check_written(dir, &err, 1);
     assert_eq!(w[0].tokens, 50, "{err}");

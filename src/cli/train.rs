@@ -20,8 +20,8 @@ use std::path::PathBuf;
   etude train                                        # the default recipe on the built-in corpus
   etude train --preset tutorial                      # the Keras tutorial's LSTM pipeline
   etude train --data ../shared/corpus/mutopia-piano --model lstm-seq --epochs 8
-  etude train --out runs/long --epochs 12 --steps-per-epoch 600 --dropout 0.3
-  etude train --out runs/long --resume --epochs 16    # continue that run to epoch 16
+  etude train --out runs/more --epochs 8             # the default recipe with twice the steps
+  etude train --out runs/more --resume --epochs 12    # continue that run to epoch 12
   etude train --backend gpu --device 0 --batch 64
 
 A run folder holds metrics.csv, loss.png, last/best.safetensors, epoch-N.safetensors every
