@@ -103,19 +103,54 @@ impl<B: Backend> LstmState<B> {
     }
 }
 
-/// One layer's slice of the activation arena, sized for `max_batch` windows of `T` steps.
-struct LayerArena<B: Backend> {
+/// One layer's slice of the activation arena, sized for `max_batch` windows of `T` steps (also
+/// the piano-roll LSTM's, `crate::roll::model`).
+pub(crate) struct LayerArena<B: Backend> {
     /// Input projection `x W_ih^T + b_ih + b_hh` [B, T, 4H].
-    xw: B::Buf,
+    pub(crate) xw: B::Buf,
     /// Activated gates i, f, g, o [B, T, 4H] (kept for the backward).
-    gates: B::Buf,
+    pub(crate) gates: B::Buf,
     /// Hidden and cell states h_t, c_t [B, T, H].
-    hs: B::Buf,
-    cs: B::Buf,
+    pub(crate) hs: B::Buf,
+    pub(crate) cs: B::Buf,
     /// Gradient reaching `hs` from above [B, T, H].
-    dhs: B::Buf,
+    pub(crate) dhs: B::Buf,
     /// `b_ih + b_hh` [4H], added to the input projection in one pass.
-    bias: B::Buf,
+    pub(crate) bias: B::Buf,
+}
+
+impl<B: Backend> LayerArena<B> {
+    /// The buffers of one layer of `h` units for `rows` = batch x time positions.
+    pub(crate) fn new(b: &B, rows: usize, h: usize) -> Self {
+        LayerArena {
+            xw: b.alloc(rows * 4 * h),
+            gates: b.alloc(rows * 4 * h),
+            hs: b.alloc(rows * h),
+            cs: b.alloc(rows * h),
+            dhs: b.alloc(rows * h),
+            bias: b.alloc(4 * h),
+        }
+    }
+}
+
+/// Append the parameters of an `nl`-layer LSTM stack (input width `e`, `h` units) under PyTorch's
+/// names (`lstm.weight_ih_l{l}`, `weight_hh`, `bias_ih`, `bias_hh` per layer), initialised as
+/// PyTorch does: uniform in +-1/sqrt(h), in that order.
+pub(crate) fn push_lstm_params<B: Backend>(b: &B, rng: &mut Rng, params: &mut Vec<Param<B>>, e: usize, h: usize, nl: usize) {
+    let bound = 1.0 / (h as f32).sqrt();
+    for l in 0..nl {
+        let inp = if l == 0 { e } else { h };
+        let shapes: [(&str, Vec<usize>); 4] = [
+            ("weight_ih", vec![4 * h, inp]),
+            ("weight_hh", vec![4 * h, h]),
+            ("bias_ih", vec![4 * h]),
+            ("bias_hh", vec![4 * h]),
+        ];
+        for (name, shape) in shapes {
+            let n = shape.iter().product();
+            params.push(Param::new(b, &format!("lstm.{name}_l{l}"), &shape, &init::uniform(rng, n, bound)));
+        }
+    }
 }
 
 /// `lstm` / `lstm-seq`; see the module documentation.
@@ -184,20 +219,7 @@ impl<B: Backend> LstmModel<B> {
         assert!(max_batch > 0 && window > 0, "lstm model: max_batch and window must be positive");
         let LstmConfig { vocab: v, embed: e, hidden: h, layers: nl, dense: d, seq } = cfg;
         let mut params = vec![Param::new(b, "emb.weight", &[v, e], &init::normal(rng, v * e))];
-        let bound = 1.0 / (h as f32).sqrt();
-        for l in 0..nl {
-            let inp = if l == 0 { e } else { h };
-            let shapes: [(&str, Vec<usize>); 4] = [
-                ("weight_ih", vec![4 * h, inp]),
-                ("weight_hh", vec![4 * h, h]),
-                ("bias_ih", vec![4 * h]),
-                ("bias_hh", vec![4 * h]),
-            ];
-            for (name, shape) in shapes {
-                let n = shape.iter().product();
-                params.push(Param::new(b, &format!("lstm.{name}_l{l}"), &shape, &init::uniform(rng, n, bound)));
-            }
-        }
+        push_lstm_params(b, rng, &mut params, e, h, nl);
         for (name, fan_in, fan_out) in [("fc1", h, d), ("fc2", d, v)] {
             let bound = 1.0 / (fan_in as f32).sqrt();
             let w = init::uniform(rng, fan_out * fan_in, bound);
@@ -207,16 +229,7 @@ impl<B: Backend> LstmModel<B> {
 
         let n = max_batch * window;
         let rows = if seq { n } else { max_batch };
-        let layers = (0..nl)
-            .map(|_| LayerArena {
-                xw: b.alloc(n * 4 * h),
-                gates: b.alloc(n * 4 * h),
-                hs: b.alloc(n * h),
-                cs: b.alloc(n * h),
-                dhs: b.alloc(n * h),
-                bias: b.alloc(4 * h),
-            })
-            .collect();
+        let layers = (0..nl).map(|_| LayerArena::new(b, n, h)).collect();
         LstmModel {
             params,
             max_batch,
@@ -283,7 +296,7 @@ impl<B: Backend> LstmModel<B> {
                 None => (&self.emb, e),
             };
             let layer = &mut rest[0];
-            layer_forward(b, &self.params, l, input, in_dim, &state.h[l], &state.c[l], layer, batch, 1, h);
+            layer_forward(b, &self.params[w_ih(l)..w_ih(l) + 4], input, in_dim, &state.h[l], &state.c[l], layer, batch, 1, h);
             // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
             b.copy_strided(&layer.hs, 0, h, &mut state.h[l], 0, h, batch, h, false);
             b.copy_strided(&layer.cs, 0, h, &mut state.c[l], 0, h, batch, h, false);
@@ -294,13 +307,13 @@ impl<B: Backend> LstmModel<B> {
     }
 }
 
-/// Forward of LSTM layer `l` over `x [batch, time, in_dim]` from the state `h0, c0 [batch, H]`:
+/// Forward of one LSTM layer, `p` its four parameters (`weight_ih`, `weight_hh`, `bias_ih`,
+/// `bias_hh`), over `x [batch, time, in_dim]` from the state `h0, c0 [batch, H]`:
 /// `xw = x W_ih^T + (b_ih + b_hh)` (one product for every step), then the recurrence.
 #[allow(clippy::too_many_arguments)]
-fn layer_forward<B: Backend>(
+pub(crate) fn layer_forward<B: Backend>(
     b: &B,
-    params: &[Param<B>],
-    l: usize,
+    p: &[Param<B>],
     x: &B::Buf,
     in_dim: usize,
     h0: &B::Buf,
@@ -311,13 +324,14 @@ fn layer_forward<B: Backend>(
     h: usize,
 ) {
     let n = batch * time;
-    b.matmul(x, &params[w_ih(l)].value.buf, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
+    let [w_ih, w_hh, b_ih, b_hh] = [0, 1, 2, 3].map(|i| &p[i].value.buf);
+    b.matmul(x, w_ih, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
     // The two biases summed first (4H values), so that the [n, 4H] projection is passed over once.
-    b.copy_strided(&params[b_ih(l)].value.buf, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
-    b.add(&params[b_hh(l)].value.buf, &mut layer.bias, 4 * h);
+    b.copy_strided(b_ih, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
+    b.add(b_hh, &mut layer.bias, 4 * h);
     b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
     let dims = Lstm { batch, time, hidden: h };
-    b.lstm_fwd(&layer.xw, &params[w_hh(l)].value.buf, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
+    b.lstm_fwd(&layer.xw, w_hh, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
 }
 
 /// `logits [rows, V] = fc2(relu(fc1(z [rows, H])))`, keeping fc1's output and its ReLU.
@@ -388,7 +402,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
                 Some(prev) => (&prev.hs, h),
                 None => (&self.emb, e),
             };
-            layer_forward(b, &self.params, l, input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, t, h);
+            layer_forward(b, &self.params[w_ih(l)..w_ih(l) + 4], input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, t, h);
         }
         let nl = self.cfg.layers;
         let top = &self.layers[nl - 1].hs;

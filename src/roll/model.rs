@@ -27,6 +27,7 @@ use crate::engine::dropout::{active, drop_site};
 use crate::engine::roll::RollOps;
 use crate::engine::{Act, Backend, Conv1d, Dropout, Lstm, MatMul, Param};
 use crate::model::init;
+use crate::model::lstm::{layer_forward, push_lstm_params, LayerArena};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -158,15 +159,6 @@ fn input_backward<B: RollOps>(b: &B, params: &mut [Param<B>], ids: &B::Ids, slot
 
 // ---- LSTM ---------------------------------------------------------------------------------------
 
-struct LayerArena<B: Backend> {
-    xw: B::Buf,
-    gates: B::Buf,
-    hs: B::Buf,
-    cs: B::Buf,
-    dhs: B::Buf,
-    bias: B::Buf,
-}
-
 /// Bag -> LSTM stack -> Linear. Parameters: `inp.weight [88, E]`, `inp.bias`, then per layer
 /// `lstm.weight_ih_l{l}`, `lstm.weight_hh_l{l}`, `lstm.bias_ih_l{l}`, `lstm.bias_hh_l{l}` (PyTorch's
 /// names and shapes), then `out.weight [88, H]`, `out.bias`. Dropout sites: 0 the projected input,
@@ -201,27 +193,9 @@ impl<B: Backend> RollLstm<B> {
         let RollConfig::Lstm { embed: e, hidden: h, layers: nl } = cfg else { unreachable!() };
         let mut params = Vec::new();
         linear(b, rng, &mut params, "inp", e, KEYS, &[KEYS, e]);
-        let bound = 1.0 / (h as f32).sqrt();
-        for l in 0..nl {
-            let inp = if l == 0 { e } else { h };
-            for (name, shape) in
-                [("weight_ih", vec![4 * h, inp]), ("weight_hh", vec![4 * h, h]), ("bias_ih", vec![4 * h]), ("bias_hh", vec![4 * h])]
-            {
-                let n = shape.iter().product();
-                params.push(Param::new(b, &format!("lstm.{name}_l{l}"), &shape, &init::uniform(rng, n, bound)));
-            }
-        }
+        push_lstm_params(b, rng, &mut params, e, h, nl);
         linear(b, rng, &mut params, "out", KEYS, h, &[KEYS, h]);
-        let layers = (0..nl)
-            .map(|_| LayerArena {
-                xw: b.alloc(cap * 4 * h),
-                gates: b.alloc(cap * 4 * h),
-                hs: b.alloc(cap * h),
-                cs: b.alloc(cap * h),
-                dhs: b.alloc(cap * h),
-                bias: b.alloc(4 * h),
-            })
-            .collect();
+        let layers = (0..nl).map(|_| LayerArena::new(b, cap, h)).collect();
         RollLstm {
             cfg,
             e,
@@ -297,15 +271,8 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
                 Some(prev) => (&prev.hs, h),
                 None => (&self.x, e),
             };
-            let layer = &mut rest[0];
-            let p = &self.params;
-            b.matmul(input, &p[w_ih(l)].value.buf, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
-            b.copy_strided(&p[w_ih(l) + 2].value.buf, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
-            b.add(&p[w_ih(l) + 3].value.buf, &mut layer.bias, 4 * h);
-            b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
-            let dims = Lstm { batch, time, hidden: h };
-            let whh = &p[w_ih(l) + 1].value.buf;
-            b.lstm_fwd(&layer.xw, whh, &self.zeros, &self.zeros, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
+            let p = &self.params[w_ih(l)..w_ih(l) + 4];
+            layer_forward(b, p, input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, time, h);
         }
         let top = &self.layers[nl - 1].hs;
         let z = if on {
