@@ -283,6 +283,72 @@ pub struct EvalReport {
     /// The best n-gram's NLL, and the model's NLL divided by it (< 1: the model beat counting).
     pub ngram_best: Option<f64>,
     pub ratio: Option<f64>,
+    /// The same figures per kind of target token (time shift, pitch, duration, ...): where the
+    /// loss goes, and where the model gains on counting.
+    pub by_kind: Vec<KindReport>,
+}
+
+/// The model's and the best n-gram's figures on the targets of one kind of token.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindReport {
+    /// The token's prefix before `_` (`TS`, `P`, `D`, `V` for `timed`), the token itself for a
+    /// special (`<unk>`), or `other`.
+    pub kind: String,
+    pub targets: usize,
+    /// Share of the targets scored.
+    pub share: f64,
+    /// Mean NLL of the model, its top-1 accuracy, and the best n-gram's mean NLL (same order as
+    /// the whole set's best), on these targets.
+    pub loss: f64,
+    pub accuracy: f64,
+    pub ngram: Option<f64>,
+}
+
+/// The kind of a token for [`KindReport`].
+pub fn token_kind(token: &str) -> &str {
+    match token.split_once('_') {
+        Some((kind, _)) if !kind.is_empty() && !token.starts_with('<') => kind,
+        _ if token.starts_with('<') => token,
+        _ => "other",
+    }
+}
+
+/// Group per-target losses (`nll`, `hits`, and the best n-gram's `ngram` when known) by the kind
+/// of their target token (`targets`: ids of `vocab`), kinds in order of first appearance in the
+/// vocabulary.
+pub fn by_kind(vocab: &crate::tokens::Vocab, targets: &[u32], nll: &[f64], hits: &[f32], ngram: Option<&[f64]>) -> Vec<KindReport> {
+    let mut kinds: Vec<&str> = Vec::new();
+    let kind_of: Vec<usize> = (0..vocab.len() as u32)
+        .map(|id| {
+            let k = token_kind(vocab.token(id));
+            kinds.iter().position(|&x| x == k).unwrap_or_else(|| {
+                kinds.push(k);
+                kinds.len() - 1
+            })
+        })
+        .collect();
+    let mut sums = vec![(0usize, 0.0f64, 0.0f64, 0.0f64); kinds.len()];
+    for (i, &t) in targets.iter().enumerate() {
+        let s = &mut sums[kind_of[t as usize]];
+        s.0 += 1;
+        s.1 += nll[i];
+        s.2 += hits[i] as f64;
+        s.3 += ngram.map_or(0.0, |g| g[i]);
+    }
+    let n = targets.len().max(1) as f64;
+    kinds
+        .iter()
+        .zip(&sums)
+        .filter(|(_, s)| s.0 > 0)
+        .map(|(k, &(c, l, h, g))| KindReport {
+            kind: k.to_string(),
+            targets: c,
+            share: c as f64 / n,
+            loss: l / c as f64,
+            accuracy: h / c as f64,
+            ngram: ngram.map(|_| g / c as f64),
+        })
+        .collect()
 }
 
 /// Options of [`evaluate_checkpoint`].
@@ -359,6 +425,12 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         None
     };
     let ngram_best = baseline.as_ref().map(|r| r.best);
+    let target_ids = set.target_ids();
+    let target_ids: Vec<u32> = match picks.as_deref() {
+        Some(p) => p.iter().map(|&i| target_ids[i]).collect(),
+        None => target_ids,
+    };
+    let kinds = by_kind(&loaded.meta.vocab, &target_ids, &nll, &hits, baseline.as_ref().map(|r| &r.best_per_target[..]));
     let seqs = set.sequences();
     Ok(EvalReport {
         checkpoint: origin.display().to_string(),
@@ -372,6 +444,7 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         heldout,
         baseline,
         ngram_best,
+        by_kind: kinds,
     })
 }
 
@@ -430,6 +503,17 @@ pub fn describe(r: &EvalReport) -> String {
             b.best,
             r.ratio.unwrap_or(f64::NAN)
         ));
+    }
+    if r.by_kind.len() > 1 {
+        let parts: Vec<String> = r
+            .by_kind
+            .iter()
+            .map(|k| {
+                let g = k.ngram.map(|g| format!(", n-gram {g:.3}")).unwrap_or_default();
+                format!("{} {:.1}%: {:.3}{g}", k.kind, 100.0 * k.share, k.loss)
+            })
+            .collect();
+        s.push_str(&format!("\nby target kind (share: model NLL): {}", parts.join("; ")));
     }
     s
 }

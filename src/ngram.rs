@@ -231,31 +231,53 @@ pub struct BaselineReport {
     /// Training sequences and tokens the counts came from.
     pub train_sequences: usize,
     pub train_tokens: u64,
+    /// The best model's NLL of every target, in the order of the targets scored.
+    #[serde(skip)]
+    pub best_per_target: Vec<f64>,
 }
 
 /// Score `targets` = (sequence, position) pairs of `sequences` with every model fitted in `counts`:
 /// the summed NLL per model, `[unigram, KN 1, .., KN max]`.
 pub fn score(counts: &Ngrams, sequences: &[Vec<u32>], targets: &[(usize, usize)]) -> Vec<f64> {
     let mut sums = vec![0.0f64; counts.max_order + 1];
-    for &(s, i) in targets {
-        let seq = &sequences[s];
-        for (sum, p) in sums.iter_mut().zip(counts.all_orders(&seq[..i], seq[i])) {
-            *sum -= p.ln();
+    for row in per_target(counts, sequences, targets) {
+        for (sum, l) in sums.iter_mut().zip(row) {
+            *sum += l;
         }
     }
     sums
 }
 
+/// The NLL of every target under every model fitted in `counts`, `[unigram, KN 1, .., KN max]`
+/// per target.
+pub fn per_target(counts: &Ngrams, sequences: &[Vec<u32>], targets: &[(usize, usize)]) -> Vec<Vec<f64>> {
+    targets
+        .iter()
+        .map(|&(s, i)| {
+            let seq = &sequences[s];
+            counts.all_orders(&seq[..i], seq[i]).into_iter().map(|p| -p.ln()).collect()
+        })
+        .collect()
+}
+
 /// Fit on `train` and score `targets` of `eval`: the report of the unigram and KN 2..=5.
 pub fn baselines(train: &[Vec<u32>], vocab: usize, eval: &[Vec<u32>], targets: &[(usize, usize)]) -> Result<BaselineReport, String> {
     let counts = Ngrams::fit(train, vocab, MAX_ORDER)?;
-    let sums = score(&counts, eval, targets);
+    let rows = per_target(&counts, eval, targets);
+    let mut sums = vec![0.0f64; counts.max_order + 1];
+    for row in &rows {
+        for (sum, l) in sums.iter_mut().zip(row) {
+            *sum += l;
+        }
+    }
     let n = targets.len().max(1) as f64;
     let kneser_ney: Vec<(usize, f64)> = (2..=counts.max_order).map(|k| (k, sums[k] / n)).collect();
     let (best_order, best) = kneser_ney
         .iter()
         .copied()
         .fold((1, sums[0] / n), |acc, (k, l)| if l < acc.1 { (k, l) } else { acc });
+    // Order 1 is the add-one unigram (index 0); order k >= 2 is Kneser-Ney at index k.
+    let column = if best_order == 1 { 0 } else { best_order };
     Ok(BaselineReport {
         unigram: sums[0] / n,
         kneser_ney,
@@ -264,6 +286,7 @@ pub fn baselines(train: &[Vec<u32>], vocab: usize, eval: &[Vec<u32>], targets: &
         targets: targets.len(),
         train_sequences: train.len(),
         train_tokens: counts.tokens,
+        best_per_target: rows.iter().map(|r| r[column]).collect(),
     })
 }
 

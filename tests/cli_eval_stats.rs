@@ -56,6 +56,16 @@ fn the_tutorial_preset_and_its_overrides() {
         let (a, e) = (b[key].as_f64().unwrap(), fresh[key].as_f64().unwrap());
         assert!((a - e).abs() <= 1e-6 * e.abs().max(1.0), "{key}: train's baseline.json {a}, eval {e}");
     }
+    // Per kind of target (notechord: notes and chords are `other`; no `_` in them), the shares
+    // add up to 1 and the weighted losses to the whole set's, for the model and the n-gram.
+    let kinds = fresh["by_kind"].as_array().unwrap();
+    assert!(!kinds.is_empty(), "{fresh}");
+    let sum = |f: &dyn Fn(&serde_json::Value) -> f64| kinds.iter().map(f).sum::<f64>();
+    assert!((sum(&|k| k["share"].as_f64().unwrap()) - 1.0).abs() < 1e-9, "{fresh}");
+    let model = sum(&|k| k["share"].as_f64().unwrap() * k["loss"].as_f64().unwrap());
+    let ngram = sum(&|k| k["share"].as_f64().unwrap() * k["ngram"].as_f64().unwrap());
+    assert!((model - fresh["loss"].as_f64().unwrap()).abs() < 1e-9, "{fresh}");
+    assert!((ngram - fresh["ngram_best"].as_f64().unwrap()).abs() < 1e-9, "{fresh}");
     // The sample's statistics against the validation pieces.
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("t/stats.json")).unwrap()).unwrap();
     assert_eq!(s["pieces"].as_array().unwrap().len(), 1);

@@ -91,3 +91,36 @@ fn nats_per_note_and_unknown_share_by_hand() {
     let r = s.summarise(&[1.0, 2.0], None, Some(&[0, 16]));
     assert!((r.nats_per_note - 3.0 / (10.0 / 20.0 + 6.0 / 9.0)).abs() < 1e-12);
 }
+
+#[test]
+fn losses_by_kind_of_target_by_hand() {
+    use etude::heldout::{by_kind, token_kind};
+    use etude::tokens::Vocab;
+    assert_eq!(token_kind("P_60"), "P");
+    assert_eq!(token_kind("TS_12"), "TS");
+    assert_eq!(token_kind("<unk>"), "<unk>");
+    assert_eq!(token_kind("60.64.67"), "other");
+    // Ids by count: 1 = D_12 (5), 2 = P_60 (4), 3 = P_62 (3), 4 = TS_6 (2).
+    let vocab = Vocab::from_counts(&[("D_12", 5u64), ("P_60", 4), ("P_62", 3), ("TS_6", 2)], 1);
+    assert_eq!(vocab.token(3), "P_62");
+    let targets = [2u32, 1, 3, 4, 1, 2];
+    let nll = [1.0, 0.5, 3.0, 2.0, 0.25, 2.0];
+    let hits = [1.0f32, 1.0, 0.0, 0.0, 1.0, 0.0];
+    let ngram = [2.0, 1.0, 4.0, 3.0, 0.5, 3.0];
+    let r = by_kind(&vocab, &targets, &nll, &hits, Some(&ngram));
+    let kinds: Vec<&str> = r.iter().map(|k| k.kind.as_str()).collect();
+    // In vocabulary order; no <unk> target, so no <unk> row.
+    assert_eq!(kinds, ["D", "P", "TS"]);
+    let p = &r[1];
+    assert_eq!(p.targets, 3);
+    assert!((p.share - 0.5).abs() < 1e-12);
+    assert!((p.loss - 2.0).abs() < 1e-12, "{}", p.loss);
+    assert!((p.accuracy - 1.0 / 3.0).abs() < 1e-12);
+    assert!((p.ngram.unwrap() - 3.0).abs() < 1e-12);
+    assert!((r[0].loss - 0.375).abs() < 1e-12 && (r[0].ngram.unwrap() - 0.75).abs() < 1e-12);
+    // The kinds' losses, weighted by their shares, give back the whole set's.
+    let mean: f64 = r.iter().map(|k| k.share * k.loss).sum();
+    assert!((mean - nll.iter().sum::<f64>() / 6.0).abs() < 1e-12);
+    // Without a baseline there is no n-gram column.
+    assert!(by_kind(&vocab, &targets, &nll, &hits, None).iter().all(|k| k.ngram.is_none()));
+}
