@@ -34,15 +34,32 @@ pub enum Mode {
 
 impl Mode {
     /// The mode actually used for `cfg`.
+    ///
+    /// A gated WaveNet whose receptive field is longer than its training window has no exact
+    /// incremental mode: in training, the taps of its widest dilations only ever read the zeros
+    /// before the window, so one step per token (which keeps the whole receptive field of real
+    /// tokens) would feed them context they never learned from. It generates with the sliding
+    /// window, which reads the last position exactly as training did.
     pub fn resolve(self, cfg: &ModelConfig) -> Result<Mode, String> {
-        let has_incremental = matches!(cfg, ModelConfig::Lstm(_) | ModelConfig::WavenetGated(_));
+        let has_incremental = match cfg {
+            ModelConfig::Lstm(_) => true,
+            ModelConfig::WavenetGated(c) => c.receptive_field() <= c.window,
+            ModelConfig::Wavenet(_) => false,
+        };
         match self {
             Mode::Auto if has_incremental => Ok(Mode::Incremental),
             Mode::Auto => Ok(Mode::SlidingWindow),
-            Mode::Incremental if !has_incremental => Err(format!(
-                "the {} model has no incremental generation; use --sliding-window",
-                cfg.name()
-            )),
+            Mode::Incremental if !has_incremental => Err(match cfg {
+                ModelConfig::WavenetGated(c) => format!(
+                    "--incremental: the wavenet-gated model's receptive field ({} tokens) is longer than its training \
+                     window ({} tokens), so one step per token would feed its widest dilations context they never \
+                     saw in training; use --sliding-window (or train with a receptive field of at most the window: fewer \
+                     --layers or --stacks)",
+                    c.receptive_field(),
+                    c.window,
+                ),
+                _ => format!("the {} model has no incremental generation; use --sliding-window", cfg.name()),
+            }),
             m => Ok(m),
         }
     }

@@ -176,18 +176,31 @@ fn incremental_lstm_seq_equals_full_passes() {
 #[test]
 fn incremental_wavenet_gated_equals_full_passes() {
     let b = CpuBackend::new();
-    // Dilations 1, 2, 4 over two stacks: a receptive field of 15 tokens, so the history outgrows
-    // both the training window (8) and the field while generating.
-    let sizes = Sizes {
-        embed: Some(5),
-        residual: Some(6),
-        skip: Some(7),
-        layers: Some(3),
-        stacks: Some(2),
-        ..Default::default()
-    };
+    // Dilations 1, 2, 4: a receptive field of 8 tokens, the training window, so the history
+    // outgrows both while generating.
+    let sizes = Sizes { embed: Some(5), residual: Some(6), skip: Some(7), layers: Some(3), ..Default::default() };
     let l = loaded(&b, "wavenet-gated", sizes, 13);
     check_against_full_passes("wavenet-gated", &l, &b, &SHORT_PRIME, Mode::Incremental, &|n| n);
+}
+
+#[test]
+fn a_gated_wavenet_reaching_past_its_window_generates_with_the_sliding_window() {
+    let b = CpuBackend::new();
+    // Dilations 1, 2, 4 over two stacks: a receptive field of 15 tokens over a window of 8. In
+    // training the second stack's widest taps only ever read zeros; one step per token would feed
+    // them real tokens.
+    let sizes = Sizes { embed: Some(5), residual: Some(6), skip: Some(7), layers: Some(3), stacks: Some(2), ..Default::default() };
+    let wide = loaded(&b, "wavenet-gated", sizes.clone(), 13);
+    assert_eq!(Mode::Auto.resolve(&wide.meta.model), Ok(Mode::SlidingWindow));
+    let err = Mode::Incremental.resolve(&wide.meta.model).unwrap_err();
+    assert!(err.contains("receptive field (15 tokens)") && err.contains("window (8 tokens)"), "{err}");
+    assert!(err.contains("--sliding-window"), "{err}");
+    // One stack fits the window: incremental is the default.
+    let one = loaded(&b, "wavenet-gated", Sizes { stacks: Some(1), ..sizes }, 13);
+    assert_eq!(Mode::Auto.resolve(&one.meta.model), Ok(Mode::Incremental));
+    // The wide model's sliding window equals a forward pass on the last window.
+    let prime: Vec<u32> = (0..WINDOW as u32 + 3).map(|i| 1 + (i * 7) % V_TOKENS as u32).collect();
+    check_against_full_passes("wavenet-gated sliding", &wide, &b, &prime, Mode::SlidingWindow, &|_| WINDOW);
 }
 
 #[test]
