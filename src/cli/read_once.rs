@@ -47,7 +47,7 @@ fn train_generate_and_eval_read_each_checkpoint_once() {
     // the baselines and composes the sample.
     let (r, reads) = train(&[&tiny[..], &["--epochs", "1", "--sample-length", "8"]].concat());
     r.unwrap();
-    assert_eq!(reads, [best.clone()]);
+    assert_eq!(reads, std::slice::from_ref(&best));
     // Resumed: the last checkpoint once (its precision and settings, then the run itself), the
     // new best once.
     let (r, reads) = train(&["--resume", "--epochs", "2", "--sample-length", "8"]);
@@ -61,10 +61,10 @@ fn train_generate_and_eval_read_each_checkpoint_once() {
     let g = tmp.path().join("g.mid");
     let (r, reads) = run(&["generate", "--model", s(&best), "--length", "8", "--out", s(&g), "--backend", "cpu", "--no-cache"]);
     r.unwrap();
-    assert_eq!(reads, [best.clone()]);
+    assert_eq!(reads, std::slice::from_ref(&best));
     let (r, reads) = run(&["eval", "--model", s(&best), "--no-baseline", "--max-windows", "16", "--backend", "cpu", "--no-cache"]);
     r.unwrap();
-    assert_eq!(reads, [best.clone()]);
+    assert_eq!(reads, std::slice::from_ref(&best));
     // An unreadable checkpoint: read once, and the error names it.
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint").unwrap();
@@ -113,7 +113,7 @@ fn piano_roll_generate_and_eval_read_the_checkpoint_once() {
     let g = tmp.path().join("g.mid");
     let (r, reads) = run(&["generate", "--model", s(&ck), "--length", "4", "--out", s(&g), "--backend", "cpu"]);
     r.unwrap();
-    assert_eq!(reads, [ck.clone()]);
+    assert_eq!(reads, std::slice::from_ref(&ck));
     let (r, reads) = run(&["eval", "--model", s(&ck), "--data", s(&data), "--backend", "cpu"]);
     r.unwrap();
     assert_eq!(reads, [ck]);
