@@ -17,7 +17,7 @@
 
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The value of the `format` metadata key: a file without it is not an etude checkpoint.
 pub const FORMAT: &str = "etude-checkpoint-1";
@@ -134,10 +134,24 @@ impl Checkpoint {
         atomic_write(path, &self.to_bytes()?)
     }
 
+    /// Read and parse the file at `path` (its checksum checked): the one place a checkpoint file is
+    /// read, each read logged for [`reads_on_this_thread`].
     pub fn load(path: &Path) -> Result<Self, String> {
+        READS.with(|r| r.borrow_mut().push(path.to_path_buf()));
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
+}
+
+thread_local! {
+    static READS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The checkpoint files [`Checkpoint::load`] has read on this thread, in order, and the log
+/// emptied: how tests check that a command reads each checkpoint once (a command runs on one
+/// thread; a path here per read, so growing only with the reads).
+pub fn reads_on_this_thread() -> Vec<PathBuf> {
+    READS.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
 /// safetensors writes the metadata from a `HashMap`, whose order changes from one map to the

@@ -89,6 +89,23 @@ pub struct Skipped {
     pub cause: String,
 }
 
+/// The error of a corpus without a usable file: none found, or the first few skipped with their
+/// causes (a one-line message). `what` names the corpus ([`describe_paths`]).
+pub fn no_usable_file(what: &str, skipped: &[Skipped]) -> String {
+    const SHOWN: usize = 3;
+    if skipped.is_empty() {
+        return format!("no .mid or .midi file found in {what}");
+    }
+    let causes: Vec<String> = skipped.iter().take(SHOWN).map(|s| format!("{}: {}", s.name, s.cause)).collect();
+    let more = if skipped.len() > SHOWN { format!("; and {} more", skipped.len() - SHOWN) } else { String::new() };
+    format!("no usable MIDI file in {what}: {} skipped ({}{more})", skipped.len(), causes.join("; "))
+}
+
+/// The files and folders given, for a message: `a.mid, songs/`.
+pub fn describe_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
 /// The pieces read from a set of paths, in order, and the files that were skipped.
 #[derive(Clone, Debug, Default)]
 pub struct Corpus {

@@ -3,12 +3,12 @@
 //! given, else read and tokenised in memory. Both give the same ids, names and note counts, so the
 //! figures are the same (`tests/eval_cache.rs`).
 
-use crate::corpus::{collect, load_corpus, FileReport, InspectReport, Skipped, Totals};
+use crate::corpus::{collect, load_corpus, no_usable_file, FileReport, InspectReport, Skipped, Totals};
 use crate::dataset::Transposer;
 use crate::midi::{read_midi, Note};
+use crate::run::{DataSpec, Loaded};
 use crate::token_cache::{load_or_build, CacheKey, TokenSet};
 use crate::tokens::{Tokenizer, Vocab};
-use crate::train::{no_usable_file, DataSpec, Loaded};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 

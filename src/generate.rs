@@ -18,7 +18,7 @@ use crate::model::{Model, Targets};
 use crate::rng::Rng;
 use crate::sample::{sample, SampleOptions};
 use crate::tokens::{Tokenizer, Vocab, UNK};
-use crate::train::Loaded;
+use crate::run::Loaded;
 use std::path::Path;
 
 /// How the logits of the next token are computed.

@@ -27,7 +27,7 @@ use crate::model::{Model, Targets};
 use crate::ngram::{baselines, BaselineReport};
 use crate::step::Stepper;
 use crate::tokens::{Tokenizer, Vocab};
-use crate::train::Loaded;
+use crate::run::Loaded;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -371,6 +371,15 @@ pub struct EvalOptions {
     pub cache: Option<PathBuf>,
 }
 
+/// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
+pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
+    if n <= limit {
+        (0..n).collect()
+    } else {
+        (0..limit).map(|i| i * n / limit).collect()
+    }
+}
+
 /// Evaluate the checkpoint `loaded` (read from `origin`) on backend `b`.
 pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &EvalOptions) -> Result<EvalReport, String> {
     let spec = &loaded.meta.data;
@@ -392,7 +401,7 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }
     let picks = (opts.max_targets > 0 && opts.max_targets < set.len())
-        .then(|| crate::train::eval_picks(set.len(), opts.max_targets));
+        .then(|| eval_picks(set.len(), opts.max_targets));
     let batch = opts.batch.max(1);
     // Before anything is allocated: --batch against memory and the adapter's binding limit.
     let fp = crate::verify::Footprint::of(&loaded.meta.model, batch, window, false);

@@ -3,6 +3,10 @@
 //! Data flows one way: `midi` (SMF bytes <-> notes) -> `tokens` (notes <-> tokens, vocabulary)
 //! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
 //! -> training and generation. The `engine` knows nothing of music.
+//!
+//! A run: `run` is what a checkpoint holds and how one is read; `train` is the loop, writing
+//! through `step` (one step), `metrics` (`metrics.csv`) and `progress` (the progress bar);
+//! `generate` and the evaluation (`heldout`, `eval_data`) read checkpoints through `run` alone.
 
 pub mod bench;
 mod builtin_corpus;
@@ -13,15 +17,18 @@ pub mod eval_data;
 pub mod engine;
 pub mod generate;
 pub mod heldout;
+pub mod metrics;
 pub mod midi;
 pub mod model;
 pub mod pianoroll;
 pub mod ngram;
 pub mod plot;
+pub mod progress;
 pub mod render;
 pub mod report;
 pub mod rng;
 pub mod roll;
+pub mod run;
 pub mod sample;
 pub mod schedule;
 pub mod stats;

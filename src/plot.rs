@@ -135,7 +135,7 @@ pub fn read_baseline(run: &Path) -> Option<(String, f64)> {
 /// Draw `RUN/loss.png` from `RUN/metrics.csv` (training and validation loss) and, when present,
 /// the baseline of `RUN/baseline.json`.
 pub fn run_loss_curve(run: &Path) -> Result<(), String> {
-    let rows = crate::train::read_csv(&run.join("metrics.csv"));
+    let rows = crate::metrics::read_losses(&run.join("metrics.csv"));
     let epochs = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<(u32, f64)> { rows.iter().map(|r| (r.0 as u32, f(r))).collect() };
     let series = [
         Series { name: "training".into(), rgb: [31, 119, 180], points: epochs(|r| r.1) },

@@ -149,6 +149,13 @@ audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}"
 /// Build the report page of the run folder `run` from what is in it (nothing is drawn or rendered
 /// here) and return the HTML.
 pub fn build(run: &Path) -> String {
+    build_with(run, None)
+}
+
+/// [`build`] with the settings given: `meta`, the `etude` metadata of the run's last checkpoint,
+/// which a caller that has just written or read it holds in memory (`None`: read from the
+/// checkpoint's header).
+pub fn build_with(run: &Path, meta: Option<&Value>) -> String {
     let name = run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string());
     let mut h = String::new();
     let _ = write!(
@@ -157,7 +164,10 @@ pub fn build(run: &Path) -> String {
         esc(&name)
     );
     // Settings.
-    let meta = ["last.safetensors", "best.safetensors"].iter().find_map(|f| checkpoint_meta(&run.join(f)));
+    let meta = match meta {
+        Some(m) => Some(m.clone()),
+        None => ["last.safetensors", "best.safetensors"].iter().find_map(|f| checkpoint_meta(&run.join(f))),
+    };
     h.push_str("<h2>Settings</h2>\n");
     match &meta {
         Some(m) => {
@@ -186,13 +196,13 @@ pub fn build(run: &Path) -> String {
     }
     // Metrics.
     h.push_str("<h2>Metrics</h2>\n");
-    match std::fs::read_to_string(run.join("metrics.csv")) {
-        Ok(text) if text.lines().count() > 1 => {
+    match crate::metrics::read_table(&run.join("metrics.csv")) {
+        Some(rows) if rows.len() > 1 => {
             h.push_str("<table class=\"metrics\">\n");
-            for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            for (i, row) in rows.iter().enumerate() {
                 let tag = if i == 0 { "th" } else { "td" };
                 h.push_str("<tr>");
-                for cell in line.split(',') {
+                for cell in row {
                     let _ = write!(h, "<{tag}>{}</{tag}>", esc(&cell.replace('_', " ")));
                 }
                 h.push_str("</tr>\n");
@@ -245,8 +255,13 @@ pub fn build(run: &Path) -> String {
 
 /// Write `RUN/report.html` (temp file + rename) and return its path.
 pub fn write_report(run: &Path) -> Result<PathBuf, String> {
+    write_report_with(run, None)
+}
+
+/// [`write_report`] with the settings given ([`build_with`]).
+pub fn write_report_with(run: &Path, meta: Option<&Value>) -> Result<PathBuf, String> {
     let path = run.join(REPORT);
-    crate::checkpoint::atomic_write(&path, build(run).as_bytes())?;
+    crate::checkpoint::atomic_write(&path, build_with(run, meta).as_bytes())?;
     Ok(path)
 }
 

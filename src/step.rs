@@ -105,6 +105,16 @@ impl<B: Backend> Stepper<B> {
         self.run(b, model, Some(adam), x, y)
     }
 
+    /// The model's logits for `x [batch * T]`, forward only (one read-back): what a model computes
+    /// from a batch, without a loss (a fresh draw's check that its output depends on its input).
+    pub fn logits<M: Model<B> + ?Sized>(&mut self, b: &B, model: &mut M, x: &[u32]) -> Vec<f32> {
+        let batch = x.len() / self.window;
+        assert!(batch >= 1 && batch <= self.max_batch && x.len() == batch * self.window, "bad batch shape");
+        b.write_ids(&mut self.x, x);
+        model.forward(b, &self.x, batch);
+        b.read(&model.logits().buf, model.target_rows(batch) * model.vocab())
+    }
+
     /// Loss and accuracy of a batch without touching the parameters.
     pub fn eval<M: Model<B> + ?Sized>(&mut self, b: &B, model: &mut M, x: &[u32], y: &[u32]) {
         self.run(b, model, None, x, y)

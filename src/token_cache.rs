@@ -890,7 +890,7 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     Ok((set, outcome))
 }
 
-impl crate::train::DataSpec {
+impl crate::run::DataSpec {
     /// The spec's corpus tokenised: from the token cache in `cache` (see [`load_or_build`]), or
     /// read and tokenised in memory when `cache` is `None`. Errors when no file is usable, naming
     /// the files skipped and why.
@@ -921,9 +921,9 @@ impl crate::train::DataSpec {
             let what = if self.paths.is_empty() {
                 "the built-in corpus".to_string()
             } else {
-                self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                crate::corpus::describe_paths(&self.paths)
             };
-            return Err(crate::train::no_usable_file(&what, &set.skipped));
+            return Err(crate::corpus::no_usable_file(&what, &set.skipped));
         }
         Ok(set)
     }

@@ -1,4 +1,4 @@
-//! `etude train`: the loop, metrics, checkpoints and resume.
+//! `etude train`: the loop, and what it writes as it goes (checkpoints, metrics, curves).
 //!
 //! A run lives in one folder: `metrics.csv` (one row per epoch), `loss.png`, `last.safetensors`
 //! (every epoch), `best.safetensors` (lowest validation loss), `epoch-N.safetensors` (every
@@ -7,276 +7,26 @@
 //! tokenizer, vocabulary, data settings and the epoch reached. The order of the windows in an
 //! epoch depends only on (seed, epoch), so a resumed run sees the same batches, and on the CPU
 //! backend gives bit-for-bit the losses of a run that never stopped.
+//!
+//! What a checkpoint holds is [`crate::run`]'s, the rows of `metrics.csv` [`crate::metrics`]'s,
+//! the progress bar [`crate::progress`]'s and one step [`crate::step`]'s: this module drives them.
 
-use crate::checkpoint::{Checkpoint, HostTensor, EXP_AVG, EXP_AVG_SQ};
-use crate::corpus::{load_corpus, LoadedPiece, Skipped};
-use crate::dataset::{prepare_tokens, DataConfig, Dataset, Prepared};
-use crate::engine::gpu::Precision;
+use crate::checkpoint::Checkpoint;
+use crate::corpus::Skipped;
+use crate::dataset::{prepare_tokens, Dataset, Prepared};
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
-use crate::midi::ReadOptions;
+use crate::metrics::EpochMetrics;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
+use crate::progress::Reporter;
 use crate::rng::Rng;
+use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
 use crate::schedule::{lr_at, LrSchedule};
 use crate::step::Stepper;
-use crate::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions, Vocab};
+use crate::tokens::Vocab;
 use crate::verify::{available_memory, check_footprint, Footprint};
-use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Everything about the data a model was trained on: stored in every checkpoint, so generation
-/// and evaluation read and tokenise MIDI exactly as training did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DataSpec {
-    /// Files and folders given to `--data`; empty = the built-in corpus.
-    pub paths: Vec<PathBuf>,
-    pub read: ReadOptions,
-    pub tokenizer: String,
-    pub tokenizer_options: TokenizerOptions,
-    pub data: DataConfig,
-}
-
-impl DataSpec {
-    pub fn tokenizer(&self) -> Result<Box<dyn Tokenizer>, String> {
-        tokenizer_by_name(&self.tokenizer, &self.tokenizer_options)
-    }
-
-    /// Read the corpus; errors when no file is usable, naming the files skipped and why.
-    pub fn load(&self) -> Result<(Vec<LoadedPiece>, Vec<Skipped>), String> {
-        let corpus = load_corpus(&self.paths, &self.read);
-        if corpus.pieces.is_empty() {
-            let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { describe_paths(&self.paths) };
-            return Err(no_usable_file(&what, &corpus.skipped));
-        }
-        Ok((corpus.pieces, corpus.skipped))
-    }
-}
-
-/// The error of a corpus without a usable file: none found, or the first few skipped with their
-/// causes (a one-line message).
-pub fn no_usable_file(what: &str, skipped: &[Skipped]) -> String {
-    const SHOWN: usize = 3;
-    if skipped.is_empty() {
-        return format!("no .mid or .midi file found in {what}");
-    }
-    let causes: Vec<String> = skipped.iter().take(SHOWN).map(|s| format!("{}: {}", s.name, s.cause)).collect();
-    let more = if skipped.len() > SHOWN { format!("; and {} more", skipped.len() - SHOWN) } else { String::new() };
-    format!("no usable MIDI file in {what}: {} skipped ({}{more})", skipped.len(), causes.join("; "))
-}
-
-fn describe_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-}
-
-/// Optimisation settings (stored in checkpoints; a resumed run keeps them).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OptimConfig {
-    pub batch: usize,
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// Global gradient-norm clip; 0 = off.
-    pub clip: f32,
-    /// Seed of the initialisation and of the window order.
-    pub seed: u64,
-    /// Cap on the steps of each epoch (quick trials and tests; None = every window once). Stored
-    /// so that a resumed run keeps the epoch length of the run it continues.
-    #[serde(default)]
-    pub steps_per_epoch: Option<u64>,
-    /// How the GPU backend stores weights and activations (f32 for runs saved before the option
-    /// existed). The caller opens the backend at this precision; a resumed run keeps it.
-    #[serde(default)]
-    pub precision: Precision,
-    /// Inverted dropout rate in [0, 1) (training steps only; 0 = off). Issue 13, like the fields
-    /// below: each defaults to off, so a checkpoint saved before they existed resumes unchanged.
-    #[serde(default)]
-    pub dropout: f32,
-    /// AdamW's decoupled weight decay (0 = off), beside the L2 `weight_decay`.
-    #[serde(default)]
-    pub adamw_decay: f32,
-    #[serde(default)]
-    pub lr_schedule: LrSchedule,
-    /// Steps of linear warm-up from 0 to `lr` (0 = none).
-    #[serde(default)]
-    pub warmup_steps: u64,
-    /// The cosine schedule's floor.
-    #[serde(default)]
-    pub min_lr: f32,
-    /// The step at which the cosine schedule reaches `min_lr`: `--epochs` times the steps of an
-    /// epoch when the run starts (0 until then, and for a constant schedule); a resumed run keeps it.
-    #[serde(default)]
-    pub schedule_steps: u64,
-    /// Stop when the validation loss has not improved for this many epochs (0 = never).
-    #[serde(default)]
-    pub patience: usize,
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        OptimConfig {
-            batch: 128,
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            clip: 1.0,
-            seed: 0,
-            steps_per_epoch: None,
-            precision: Precision::F32,
-            dropout: 0.0,
-            adamw_decay: 0.0,
-            lr_schedule: LrSchedule::Constant,
-            warmup_steps: 0,
-            min_lr: 0.0,
-            schedule_steps: 0,
-            patience: 0,
-        }
-    }
-}
-
-/// Where a run stands: stored in checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// Epochs completed.
-    pub epoch: usize,
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Lowest validation loss so far (NaN-free; infinity when there is no validation set).
-    /// JSON has no infinity: it is written as `null` and read back as infinity.
-    #[serde(deserialize_with = "infinity_from_null")]
-    pub best_val_loss: f64,
-    /// Epochs since the validation loss last improved (early stopping, `--patience`).
-    #[serde(default)]
-    pub epochs_without_improvement: usize,
-}
-
-impl Default for Progress {
-    /// A run that has not started.
-    fn default() -> Self {
-        Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY, epochs_without_improvement: 0 }
-    }
-}
-
-/// A loss that JSON wrote as `null` (infinity: no validation window yet) reads back as infinity.
-fn infinity_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
-}
-
-/// The JSON metadata of an etude checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Meta {
-    pub etude_version: String,
-    pub model: ModelConfig,
-    pub data: DataSpec,
-    pub vocab: Vocab,
-    pub optim: OptimConfig,
-    pub progress: Progress,
-    /// Names of the validation pieces (the default data of `etude eval`).
-    pub valid_pieces: Vec<String>,
-    /// A generator state derived from the seed and the epoch, for whatever randomness comes next
-    /// (the sample written at the end of training).
-    pub rng: Rng,
-    /// The run's own options that `--resume` keeps unless given again (absent in older runs).
-    #[serde(default)]
-    pub run: RunSettings,
-}
-
-/// Options of a run that are not the model's, data's or optimizer's but that `--resume` keeps.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunSettings {
-    /// `--checkpoint-every` (None: a run saved before it was stored).
-    pub checkpoint_every: Option<usize>,
-    /// `--sample-length`.
-    pub sample_length: Option<usize>,
-}
-
-/// A loaded checkpoint: its metadata and tensors.
-pub struct Loaded {
-    pub meta: Meta,
-    pub checkpoint: Checkpoint,
-}
-
-/// Read and check a checkpoint file: an etude checkpoint whose model matches its vocabulary and
-/// whose tensors are all finite.
-pub fn load_checkpoint(path: &Path) -> Result<Loaded, String> {
-    let checkpoint = Checkpoint::load(path)?;
-    let meta: Meta = serde_json::from_value(checkpoint.meta.clone())
-        .map_err(|e| format!("{}: checkpoint metadata is not etude's ({e})", path.display()))?;
-    if meta.model.vocab() != meta.vocab.len() {
-        return Err(format!(
-            "{}: the model has {} outputs but the vocabulary {} tokens",
-            path.display(),
-            meta.model.vocab(),
-            meta.vocab.len()
-        ));
-    }
-    // Training never saves a non-finite value, so one is damage (a flipped exponent bit).
-    if let Some(t) = checkpoint.tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
-        return Err(format!("{}: damaged checkpoint ({} holds non-finite values)", path.display(), t.name));
-    }
-    // Settings in range, vocabulary tokens the tokenizer reads, and exactly the model's tensors
-    // (checked here, before any model is allocated from the config).
-    let refuse = |e: String| format!("{}: damaged or foreign checkpoint ({e})", path.display());
-    let tokenizer = meta.data.tokenizer().map_err(refuse)?;
-    crate::verify::check_meta(&meta, tokenizer.as_ref()).map_err(refuse)?;
-    crate::verify::check_tensors(&meta, &checkpoint).map_err(refuse)?;
-    Ok(Loaded { meta, checkpoint })
-}
-
-impl Loaded {
-    /// A checkpoint in memory holding `model`'s current parameters (no optimizer state, so it
-    /// cannot be resumed) and `meta`: for generating or evaluating with a model that was built
-    /// rather than loaded (tests, tools).
-    pub fn from_model<B: Backend>(b: &B, model: &AnyModel<B>, meta: Meta) -> Result<Loaded, String> {
-        if meta.model.vocab() != meta.vocab.len() || model.vocab() != meta.vocab.len() {
-            return Err(format!(
-                "the model has {} outputs, its config {} and the vocabulary {} tokens",
-                model.vocab(),
-                meta.model.vocab(),
-                meta.vocab.len()
-            ));
-        }
-        let tensors = model
-            .params()
-            .iter()
-            .map(|p| HostTensor { name: p.name.clone(), shape: p.value.shape.clone(), data: p.value.to_vec(b) })
-            .collect();
-        let checkpoint = Checkpoint { meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?, tensors };
-        Ok(Loaded { meta, checkpoint })
-    }
-
-    /// Build the model on `b` and load the parameters into it. `window` sizes its arena (the
-    /// simple WaveNet accepts only its own window).
-    pub fn model<B: Backend>(&self, b: &B, max_batch: usize, window: usize, origin: &Path) -> Result<AnyModel<B>, String> {
-        let fp = Footprint::of(&self.meta.model, max_batch, window, false);
-        let culprit = format!("{} with batch {max_batch}", origin.display());
-        check_footprint(&fp, available_memory(), b.max_buffer_bytes().map(u128::from), &culprit)?;
-        let mut model = AnyModel::new(b, &self.meta.model, max_batch, window, &mut Rng::new(0))?;
-        for p in model.params_mut() {
-            let t = self
-                .checkpoint
-                .tensor(&p.name)
-                .ok_or_else(|| format!("{}: checkpoint has no tensor {}", origin.display(), p.name))?;
-            if t.shape != p.value.shape {
-                return Err(format!(
-                    "{}: {} has shape {:?}, the model expects {:?}",
-                    origin.display(),
-                    p.name,
-                    t.shape,
-                    p.value.shape
-                ));
-            }
-            p.value.set(b, &t.data);
-        }
-        Ok(model)
-    }
-}
 
 /// What `etude train` was asked to do.
 #[derive(Clone, Debug)]
@@ -301,23 +51,6 @@ pub struct TrainOptions {
     pub cache: Option<PathBuf>,
 }
 
-/// One row of `metrics.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub step: u64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_perplexity: f64,
-    pub val_accuracy: f64,
-    pub seconds: f64,
-    pub tokens_per_s: f64,
-}
-
-const CSV_HEADER: &str =
-    "epoch,step,train_loss,train_accuracy,val_loss,val_perplexity,val_accuracy,seconds,target_tokens_per_s";
-
 /// The outcome of [`train`].
 pub struct TrainReport {
     pub out: PathBuf,
@@ -329,178 +62,48 @@ pub struct TrainReport {
     pub skipped: Vec<Skipped>,
     /// The run ended (now or before) because the validation loss stopped improving.
     pub stopped_early: bool,
+    /// Epochs the run has completed (those of its checkpoint when nothing was left to train).
+    pub epochs_done: usize,
     /// One line per piece too short to give a window ([`Prepared::short_piece_report`]).
     pub short_pieces: Vec<String>,
     /// The validation scores of `best.safetensors` when this call wrote it (so the end of `etude
     /// train` need not score the same model on the same pieces again).
     pub best_scores: Option<crate::heldout::Scores>,
+    /// The `etude` metadata of `last.safetensors` as written or read by this call (for the run's
+    /// report, without reading the file again).
+    pub last_meta: Option<serde_json::Value>,
 }
 
-/// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
-pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
-    if n <= limit {
-        (0..n).collect()
-    } else {
-        (0..limit).map(|i| i * n / limit).collect()
+/// The run's last checkpoint, read for `--resume` (an error when there is none to resume).
+pub fn read_resumed(out: &Path) -> Result<Loaded, String> {
+    let last_path = out.join("last.safetensors");
+    if !last_path.exists() {
+        return Err(format!("--resume: {} does not exist (nothing to resume in {})", last_path.display(), out.display()));
     }
+    load_checkpoint(&last_path)
 }
 
-/// Host copies of the parameters and Adam moments, under PyTorch's names.
-fn snapshot<B: Backend>(b: &B, model: &AnyModel<B>, adam: &Adam<B>) -> Vec<HostTensor> {
-    let mut out = Vec::new();
-    for p in model.params() {
-        out.push(HostTensor { name: p.name.clone(), shape: p.value.shape.clone(), data: p.value.to_vec(b) });
-    }
-    for (prefix, moments) in [(EXP_AVG, &adam.m), (EXP_AVG_SQ, &adam.v)] {
-        for (p, m) in model.params().iter().zip(moments) {
-            out.push(HostTensor { name: format!("{prefix}{}", p.name), shape: m.shape.clone(), data: m.to_vec(b) });
-        }
-    }
-    out
-}
-
-fn restore_adam<B: Backend>(b: &B, model: &AnyModel<B>, adam: &mut Adam<B>, ck: &Checkpoint, origin: &Path) -> Result<(), String> {
-    for (prefix, moments) in [(EXP_AVG, &mut adam.m), (EXP_AVG_SQ, &mut adam.v)] {
-        for (p, m) in model.params().iter().zip(moments.iter_mut()) {
-            let name = format!("{prefix}{}", p.name);
-            let t = ck.tensor(&name).ok_or_else(|| format!("{}: checkpoint has no {name} to resume from", origin.display()))?;
-            if t.shape != m.shape {
-                return Err(format!("{}: {name} has shape {:?}, expected {:?}", origin.display(), t.shape, m.shape));
-            }
-            m.set(b, &t.data);
-        }
-    }
-    Ok(())
-}
-
-fn append_csv(path: &Path, row: &EpochMetrics) -> Result<(), String> {
-    let new = !path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut text = String::new();
-    if new {
-        text.push_str(CSV_HEADER);
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "{},{},{:.6},{:.6},{:.6},{:.4},{:.6},{:.3},{:.1}\n",
-        row.epoch,
-        row.step,
-        row.train_loss,
-        row.train_accuracy,
-        row.val_loss,
-        row.val_perplexity,
-        row.val_accuracy,
-        row.seconds,
-        row.tokens_per_s
-    ));
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Keep only the rows of epochs the checkpoint being continued has (none for a fresh run): rows of
-/// an epoch whose checkpoint was never written would otherwise be repeated by the resumed run.
-fn trim_csv(path: &Path, max_epoch: usize) -> Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> = text
-        .lines()
-        .enumerate()
-        .filter(|(i, l)| *i == 0 || l.split(',').next().and_then(|e| e.parse::<usize>().ok()).is_some_and(|e| e <= max_epoch))
-        .map(|(_, l)| l)
-        .collect();
-    if kept.len() == text.lines().count() {
-        return Ok(());
-    }
-    crate::checkpoint::atomic_write(path, format!("{}\n", kept.join("\n")).as_bytes())
-}
-
-/// Read back `metrics.csv` (for the loss curve of a resumed run).
-pub fn read_csv(path: &Path) -> Vec<(f64, f64, f64)> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            Some((f.first()?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(4)?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// End of an epoch: `loss.png` (with the n-gram baseline when the run has one) and `report.html`.
-fn draw_curve(out: &Path) -> Result<(), String> {
-    crate::plot::run_loss_curve(out)?;
-    crate::report::write_report(out).map(|_| ())
-}
-
-/// A message sink: progress bar or plain lines.
-struct Reporter {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Reporter {
-    fn new(enabled: bool) -> Self {
-        Reporter { bar: if enabled { Some(indicatif::ProgressBar::new(0)) } else { None } }
-    }
-
-    fn start_epoch(&self, epoch: usize, epochs: usize, steps: u64) {
-        if let Some(bar) = &self.bar {
-            bar.reset();
-            bar.set_length(steps);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} < {eta_precise}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{epoch}/{epochs}"));
-        }
-    }
-
-    fn step(&self, msg: Option<String>) {
-        if let Some(bar) = &self.bar {
-            if let Some(m) = msg {
-                bar.set_message(m);
-            }
-            bar.inc(1);
-        }
-    }
-
-    fn line(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// Run (or resume) a training run on backend `b`. `say` receives one-line messages for the user.
+/// Run (or resume) a training run on backend `b`; a resumed run's checkpoint is read here.
 pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, String> {
+    let resumed = if opts.resume { Some(read_resumed(&opts.out)?) } else { None };
+    train_from(b, opts, resumed)
+}
+
+/// [`train`] with the run's last checkpoint already read ([`read_resumed`]; `Some` exactly when
+/// `opts.resume`), for a caller that needed its settings first: a checkpoint is read once.
+pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded>) -> Result<TrainReport, String> {
     let begun = Instant::now();
     let out = &opts.out;
     let last_path = out.join("last.safetensors");
-    let resumed = if opts.resume {
-        if !last_path.exists() {
-            return Err(format!("--resume: {} does not exist (nothing to resume in {})", last_path.display(), out.display()));
-        }
-        Some(load_checkpoint(&last_path)?)
-    } else {
-        if last_path.exists() {
-            return Err(format!(
-                "{} already holds a run (last.safetensors); continue it with --resume, or choose another --out",
-                out.display()
-            ));
-        }
-        None
-    };
+    if opts.resume != resumed.is_some() {
+        return Err("train_from: a resumed run needs its checkpoint, and only a resumed run".into());
+    }
+    if resumed.is_none() && last_path.exists() {
+        return Err(format!(
+            "{} already holds a run (last.safetensors); continue it with --resume, or choose another --out",
+            out.display()
+        ));
+    }
     // A resumed run keeps its own data, model and optimizer settings.
     let (spec, mut optim) = match &resumed {
         Some(l) => (l.meta.data.clone(), l.meta.optim.clone()),
@@ -535,8 +138,12 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let fp = Footprint::of(&model_cfg, optim.batch, window, opts.sample_length > 0);
     let culprit = size_culprit(&model_cfg, opts, &optim, window);
     check_footprint(&fp, available_memory(), b.max_buffer_bytes().map(u128::from), &culprit)?;
-    let mut model = match &resumed {
-        Some(l) => l.model(b, optim.batch, window, &last_path)?,
+    let (mut model, mut stepper) = match &resumed {
+        Some(l) => {
+            let model = l.model(b, optim.batch, window, &last_path)?;
+            let stepper = Stepper::new(b, &model, optim.batch);
+            (model, stepper)
+        }
         None => live_init(b, &model_cfg, optim.batch, window, optim.seed, &prepared.train)?,
     };
     let hp = AdamParams {
@@ -550,15 +157,15 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     let mut adam = Adam::new(b, model.params(), hp, optim.clip);
     adam.decoupled_decay = optim.adamw_decay;
     let mut progress = Progress::default();
+    let mut last_meta = resumed.as_ref().map(|l| l.checkpoint.meta.clone());
     if let Some(l) = &resumed {
         restore_adam(b, &model, &mut adam, &l.checkpoint, &last_path)?;
         progress = l.meta.progress.clone();
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    trim_csv(&out.join("metrics.csv"), progress.epoch)?;
+    crate::metrics::trim(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
-    let mut stepper = Stepper::new(b, &model, optim.batch);
     let valid_set = crate::heldout::validation_set(&prepared)?;
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
@@ -703,8 +310,9 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
         // After the checkpoint: a crash in between leaves a row missing, never one too many.
-        append_csv(&out.join("metrics.csv"), &row)?;
-        draw_curve(out)?;
+        crate::metrics::append(&out.join("metrics.csv"), &row)?;
+        draw_curve(out, &ck.meta)?;
+        last_meta = Some(ck.meta);
         metrics.push(row);
         if stopped(&progress) {
             reporter.line(&format!(
@@ -724,11 +332,20 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
         valid_windows: prepared.valid.len(),
         skipped,
         stopped_early: stopped(&progress),
+        last_meta,
+        epochs_done: progress.epoch,
         short_pieces: prepared.short_piece_report(),
     })
 }
 
-/// A fresh model whose output depends on its input. The simple WaveNet funnels everything through
+/// End of an epoch: `loss.png` (with the n-gram baseline when the run has one) and `report.html`
+/// (its settings from `meta`, those of the checkpoint just written).
+fn draw_curve(out: &Path, meta: &serde_json::Value) -> Result<(), String> {
+    crate::plot::run_loss_curve(out)?;
+    crate::report::write_report_with(out, Some(meta)).map(|_| ())
+}
+
+/// A fresh model whose output depends on its input, and the [`Stepper`] that will train it. The simple WaveNet funnels everything through
 /// one ReLU channel (`out_conv`, C -> 1); for many seeds that channel starts negative everywhere, so
 /// no gradient ever reaches the convolutions and the model only learns the token frequencies (the
 /// PyTorch fixture generator skips such seeds for the same reason). Such a draw is detected on a
@@ -740,30 +357,30 @@ fn live_init<B: Backend>(
     window: usize,
     seed: u64,
     train: &Dataset,
-) -> Result<AnyModel<B>, String> {
+) -> Result<(AnyModel<B>, Stepper<B>), String> {
     const TRIES: usize = 20;
     let mut rng = Rng::new(seed);
     let probe: Vec<usize> = (0..train.len().min(8).min(max_batch)).map(|i| i * train.len() / 8).collect();
-    let mut ids = b.alloc_ids(max_batch * window);
+    let mut stepper: Option<Stepper<B>> = None;
     for attempt in 1..=TRIES {
         let mut model = AnyModel::new(b, cfg, max_batch, window, &mut rng)?;
+        // Every draw has the same shapes: one stepper serves them all, then the training.
+        let mut s = stepper.take().unwrap_or_else(|| Stepper::new(b, &model, max_batch));
         if probe.len() < 2 {
-            return Ok(model);
+            return Ok((model, s));
         }
         let batch = train.batch_of(&probe, model.targets());
-        b.write_ids(&mut ids, &batch.x);
-        model.forward(b, &ids, probe.len());
-        let rows = model.target_rows(probe.len());
+        let logits = s.logits(b, &mut model, &batch.x);
         let v = model.vocab();
-        let logits = b.read(&model.logits().buf, rows * v);
         let first = &logits[..v];
         let alive = logits.chunks_exact(v).any(|row| row.iter().zip(first).any(|(a, b)| (a - b).abs() > 1e-6));
         if alive || attempt == TRIES {
             if attempt > 1 {
                 eprintln!("note: initialisation redrawn {} time(s): the model's output did not depend on its input", attempt - 1);
             }
-            return Ok(model);
+            return Ok((model, s));
         }
+        stepper = Some(s);
     }
     unreachable!("the last attempt returns")
 }
@@ -843,40 +460,10 @@ fn diverged(out: &Path, epoch: usize, what: &str) -> String {
     format!("training stopped in epoch {epoch}: {what} (non-finite); {kept}; try a lower --lr or a --clip")
 }
 
-/// Names of the pieces of `valid` that a checkpoint lists, as indices into `pieces`.
-pub fn valid_indices(pieces: &[LoadedPiece], valid: &[String]) -> Vec<usize> {
-    pieces.iter().enumerate().filter(|(_, p)| valid.contains(&p.name)).map(|(i, _)| i).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuBackend;
-
-    #[test]
-    fn an_infinite_best_loss_round_trips_through_json() {
-        // JSON has no infinity: serde_json writes null, which older etude could not read back.
-        let p = Progress { epoch: 2, step: 4, best_val_loss: f64::INFINITY, ..Progress::default() };
-        let json = serde_json::to_value(&p).unwrap();
-        assert!(json["best_val_loss"].is_null());
-        assert_eq!(serde_json::from_value::<Progress>(json).unwrap(), p);
-        let finite = Progress { best_val_loss: 1.25, ..p };
-        assert_eq!(serde_json::from_value::<Progress>(serde_json::to_value(&finite).unwrap()).unwrap(), finite);
-        // A run's settings are optional: older checkpoints have none.
-        assert_eq!(serde_json::from_str::<RunSettings>("{}").unwrap(), RunSettings::default());
-    }
-
-    #[test]
-    fn trim_csv_keeps_the_header_and_the_rows_a_checkpoint_has() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.csv");
-        std::fs::write(&path, format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n3,9,3.0\n")).unwrap();
-        trim_csv(&path, 2).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n1,3,5.0\n2,6,4.0\n"));
-        trim_csv(&path, 0).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{CSV_HEADER}\n"));
-        trim_csv(&dir.path().join("absent.csv"), 0).unwrap();
-    }
 
     #[test]
     fn live_init_gives_a_simple_wavenet_that_reads_its_input() {
@@ -899,7 +486,7 @@ mod tests {
             if l.chunks_exact(v).all(|r| r == &l[..v]) {
                 dead_draws += 1;
             }
-            let mut m = live_init(&b, &cfg, 8, t, seed, &data).unwrap();
+            let (mut m, _) = live_init(&b, &cfg, 8, t, seed, &data).unwrap();
             m.forward(&b, &ids, 8);
             let l = b.read(&m.logits().buf, 8 * v);
             assert!(l.chunks_exact(v).any(|r| r != &l[..v]), "seed {seed}: output ignores the input");

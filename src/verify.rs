@@ -14,7 +14,7 @@
 use crate::checkpoint::{Checkpoint, EXP_AVG, EXP_AVG_SQ};
 use crate::model::any::ModelConfig;
 use crate::tokens::{Tokenizer, UNK};
-use crate::train::{Meta, OptimConfig};
+use crate::run::{Meta, OptimConfig};
 use std::collections::HashMap;
 
 /// The largest `--step` / `note_length` of the notechord tokenizer, in quarter notes.

@@ -15,7 +15,7 @@ use etude::midi::{read_midi, ReadOptions};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
 use etude::rng::Rng;
-use etude::train::{load_checkpoint, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
+use etude::run::{load_checkpoint, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
 use etude::tokens::{TokenizerOptions, Vocab};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;

@@ -23,7 +23,7 @@ use etude::model::{Model, Targets};
 use etude::rng::Rng;
 use etude::sample::{argmax, SampleOptions};
 use etude::tokens::{TokenizerOptions, Vocab};
-use etude::train::{DataSpec, Loaded, Meta, OptimConfig, Progress};
+use etude::run::{DataSpec, Loaded, Meta, OptimConfig, Progress};
 use std::path::Path;
 
 const V_TOKENS: usize = 15;

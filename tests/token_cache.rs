@@ -9,7 +9,8 @@ use etude::midi::ReadOptions;
 use etude::model::any::Sizes;
 use etude::token_cache::{load, load_or_build, tokenize_files, CacheKey, Miss, Outcome, TokenSet};
 use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
-use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
+use etude::run::{load_checkpoint, DataSpec, OptimConfig};
+use etude::train::{train, TrainOptions};
 use std::path::{Path, PathBuf};
 
 /// The built-in pieces as files in `dir` (two in a subfolder) plus one file that is not MIDI.

@@ -31,54 +31,51 @@ pub enum Engine {
 }
 
 impl BackendArgs {
-    /// Open the engine at `precision`. f16 is the GPU backend's alone: it fails with one line on
-    /// the CPU backend, when `auto` would pick the CPU, or on an adapter without SHADER_F16.
+    /// Open the engine at `precision` ([`open_engine`]).
     pub fn open_with_precision(&self, precision: Precision) -> Result<Engine, String> {
-        if precision == Precision::F32 {
-            return self.open();
-        }
-        if self.backend == BackendChoice::Cpu && self.device.is_some() {
-            return self.open();
-        }
-        let gpu_only = "--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32";
-        match self.backend {
-            BackendChoice::Cpu => Err(gpu_only.into()),
-            BackendChoice::Gpu | BackendChoice::Auto => {
-                let g = GpuBackend::with_precision(self.device.as_deref(), precision)
-                    .map_err(|e| if self.backend == BackendChoice::Auto { format!("{gpu_only}: {e}") } else { e })?;
-                if self.backend == BackendChoice::Auto {
-                    eprintln!("backend: gpu ({}, --precision f16)", g.adapter_info().name);
-                }
-                Ok(Engine::Gpu(Box::new(g)))
-            }
-        }
+        open_engine(self.backend, self.device.as_deref(), precision)
     }
 
-    /// Open the engine, saying on stderr which one and why when the choice was automatic.
+    /// Open the engine at f32 ([`open_engine`]).
     pub fn open(&self) -> Result<Engine, String> {
-        if self.backend == BackendChoice::Cpu && self.device.is_some() {
-            return Err("--device chooses a GPU adapter: it does not apply to --backend cpu".into());
+        open_engine(self.backend, self.device.as_deref(), Precision::F32)
+    }
+}
+
+/// The one place a command opens its engine: `choice` on adapter `device` (an index or part of a
+/// name; GPU only) storing floats at `precision`. `auto` says on stderr which engine it took and
+/// why. f16 is the GPU backend's alone: it fails with one line on the CPU backend, when `auto`
+/// would pick the CPU, or on an adapter without SHADER_F16.
+pub fn open_engine(choice: BackendChoice, device: Option<&str>, precision: Precision) -> Result<Engine, String> {
+    if choice == BackendChoice::Cpu && device.is_some() {
+        return Err("--device chooses a GPU adapter: it does not apply to --backend cpu".into());
+    }
+    let gpu_only = "--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32";
+    match choice {
+        BackendChoice::Cpu if precision != Precision::F32 => Err(gpu_only.into()),
+        BackendChoice::Cpu => Ok(Engine::Cpu(CpuBackend::new())),
+        BackendChoice::Gpu => Ok(Engine::Gpu(Box::new(GpuBackend::with_precision(device, precision)?))),
+        BackendChoice::Auto if precision != Precision::F32 => {
+            let g = GpuBackend::with_precision(device, precision).map_err(|e| format!("{gpu_only}: {e}"))?;
+            eprintln!("backend: gpu ({}, --precision f16)", g.adapter_info().name);
+            Ok(Engine::Gpu(Box::new(g)))
         }
-        match self.backend {
-            BackendChoice::Cpu => Ok(Engine::Cpu(CpuBackend::new())),
-            BackendChoice::Gpu => Ok(Engine::Gpu(Box::new(GpuBackend::new(self.device.as_deref())?))),
-            BackendChoice::Auto => match GpuBackend::new(self.device.as_deref()) {
-                Ok(g) if !g.is_software() || self.device.is_some() => {
-                    eprintln!("backend: gpu ({})", g.adapter_info().name);
-                    Ok(Engine::Gpu(Box::new(g)))
-                }
-                Ok(g) => {
-                    eprintln!(
-                        "backend: cpu (the only GPU adapter, {}, is a software renderer: the CPU backend is faster; --backend gpu forces it)",
-                        g.adapter_info().name
-                    );
-                    Ok(Engine::Cpu(CpuBackend::new()))
-                }
-                Err(e) => {
-                    eprintln!("backend: cpu ({e})");
-                    Ok(Engine::Cpu(CpuBackend::new()))
-                }
-            },
-        }
+        BackendChoice::Auto => match GpuBackend::new(device) {
+            Ok(g) if !g.is_software() || device.is_some() => {
+                eprintln!("backend: gpu ({})", g.adapter_info().name);
+                Ok(Engine::Gpu(Box::new(g)))
+            }
+            Ok(g) => {
+                eprintln!(
+                    "backend: cpu (the only GPU adapter, {}, is a software renderer: the CPU backend is faster; --backend gpu forces it)",
+                    g.adapter_info().name
+                );
+                Ok(Engine::Cpu(CpuBackend::new()))
+            }
+            Err(e) => {
+                eprintln!("backend: cpu ({e})");
+                Ok(Engine::Cpu(CpuBackend::new()))
+            }
+        },
     }
 }

@@ -1,10 +1,10 @@
 //! `etude bench`: training throughput, generation latency and per-operation timings
 //! (the suites are in `etude::bench`).
 
+use super::backend::{open_engine, BackendChoice, Engine};
 use clap::{Args, Subcommand, ValueEnum};
 use etude::bench::{self, BenchBackend, GenerateOptions, KernelOptions, TrainOptions};
-use etude::engine::cpu::CpuBackend;
-use etude::engine::gpu::{GpuBackend, Precision};
+use etude::engine::gpu::Precision;
 use etude::model::any::MODEL_NAMES;
 use serde::Serialize;
 
@@ -152,51 +152,70 @@ fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce(&T) -> String) ->
     Ok(())
 }
 
-fn gpu(device: Option<&str>) -> Result<GpuBackend, String> {
-    gpu_at(device, Precision::F32)
-}
-
-fn gpu_at(device: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
-    let g = GpuBackend::with_precision(device, precision)?;
-    if g.is_software() {
-        eprintln!("note: {} is a software renderer; its timings say nothing about a real GPU", g.adapter_info().name);
+/// The engine of a suite, opened by [`open_engine`] like every command's (`--device` applies to
+/// the GPU; the CPU ignores it): a software GPU adapter is named, since its timings say nothing
+/// about a real GPU.
+fn open(which: Which, device: Option<&str>, precision: Precision) -> Result<Engine, String> {
+    let engine = match which {
+        Which::Cpu => open_engine(BackendChoice::Cpu, None, precision)?,
+        Which::Gpu => open_engine(BackendChoice::Gpu, device, precision)?,
+    };
+    if let Engine::Gpu(g) = &engine {
+        if g.is_software() {
+            eprintln!("note: {} is a software renderer; its timings say nothing about a real GPU", g.adapter_info().name);
+        }
     }
-    Ok(g)
+    Ok(engine)
 }
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.suite {
-        Suite::Train(a) => match (a.backend, a.precision.as_str()) {
-            (Which::Cpu, "f32") => train(&CpuBackend::new(), &a).map(drop),
-            (Which::Cpu, _) => {
-                Err("--precision f16 needs the GPU backend (--backend gpu); the CPU backend computes in f32".into())
-            }
-            (Which::Gpu, "both") => {
-                let f32 = train(&gpu_at(a.device.as_deref(), Precision::F32)?, &a)?;
-                let f16 = train(&gpu_at(a.device.as_deref(), Precision::F16)?, &a)?;
-                if !a.json {
-                    println!(
-                        "f16 / f32: step time x{:.3} (median), loss {:.4} vs {:.4} after {} steps",
-                        f16.step_ms_median / f32.step_ms_median,
-                        f16.loss_last,
-                        f32.loss_last,
-                        a.warmup + a.steps
-                    );
+        Suite::Train(a) => {
+            let device = a.device.as_deref();
+            let train_on = |engine: Engine| match engine {
+                Engine::Cpu(b) => train(&b, &a),
+                Engine::Gpu(g) => train(g.as_ref(), &a),
+            };
+            match (a.backend, a.precision.as_str()) {
+                // f16 (and so both) needs the GPU: open_engine says so.
+                (Which::Cpu, p) => {
+                    let precision = if p == "f32" { Precision::F32 } else { Precision::F16 };
+                    train_on(open(Which::Cpu, device, precision)?).map(drop)
                 }
-                Ok(())
+                (Which::Gpu, "both") => {
+                    let f32 = train_on(open(Which::Gpu, device, Precision::F32)?)?;
+                    let f16 = train_on(open(Which::Gpu, device, Precision::F16)?)?;
+                    if !a.json {
+                        println!(
+                            "f16 / f32: step time x{:.3} (median), loss {:.4} vs {:.4} after {} steps",
+                            f16.step_ms_median / f32.step_ms_median,
+                            f16.loss_last,
+                            f32.loss_last,
+                            a.warmup + a.steps
+                        );
+                    }
+                    Ok(())
+                }
+                (Which::Gpu, p) => train_on(open(Which::Gpu, device, p.parse()?)?).map(drop),
             }
-            (Which::Gpu, p) => train(&gpu_at(a.device.as_deref(), p.parse()?)?, &a).map(drop),
-        },
-        Suite::Generate(a) => match a.backend {
-            Which::Cpu => generate(&CpuBackend::new(), &a),
-            Which::Gpu => generate(&gpu(a.device.as_deref())?, &a),
+        }
+        Suite::Generate(a) => match open(a.backend, a.device.as_deref(), Precision::F32)? {
+            Engine::Cpu(b) => generate(&b, &a),
+            Engine::Gpu(g) => generate(g.as_ref(), &a),
         },
         Suite::Kernels(a) => {
+            let mut which = Vec::new();
             if matches!(a.backend, WhichOrBoth::Cpu | WhichOrBoth::Both) {
-                kernels(&CpuBackend::new(), &a)?;
+                which.push(Which::Cpu);
             }
             if matches!(a.backend, WhichOrBoth::Gpu | WhichOrBoth::Both) {
-                kernels(&gpu(a.device.as_deref())?, &a)?;
+                which.push(Which::Gpu);
+            }
+            for w in which {
+                match open(w, a.device.as_deref(), Precision::F32)? {
+                    Engine::Cpu(b) => kernels(&b, &a)?,
+                    Engine::Gpu(g) => kernels(g.as_ref(), &a)?,
+                }
             }
             Ok(())
         }

@@ -4,8 +4,9 @@ use super::backend::{BackendArgs, Engine};
 use super::CacheArgs;
 use clap::Args;
 use etude::engine::Backend;
+use etude::checkpoint::Checkpoint;
 use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
-use etude::train::{load_checkpoint, Loaded};
+use etude::run::Loaded;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -51,13 +52,15 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
-    if let Some(done) = super::roll::eval(&args) {
+    // Read once: a piano-roll or a token model's, and everything below uses this copy.
+    let read = Checkpoint::load(&args.checkpoint);
+    if let Some(done) = super::roll::eval(&args, &read) {
         return done;
     }
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    let loaded = load_checkpoint(&args.checkpoint)?;
+    let loaded = Loaded::from_checkpoint(read?, &args.checkpoint)?;
     match args.backend.open()? {
         Engine::Cpu(b) => go(&b, &loaded, &args),
         Engine::Gpu(g) => go(g.as_ref(), &loaded, &args),

@@ -1,18 +1,12 @@
 //! `etude generate`: compose new pieces from a checkpoint and write them as MIDI.
 
-use super::backend::{BackendArgs, BackendChoice, Engine};
+use super::backend::{BackendArgs, Engine};
+use super::compose::{write_pieces, PieceOptions, SampleSettings};
 use clap::Args;
-use etude::checkpoint::atomic_write;
-use etude::dataset::prepare_tokens;
-use etude::engine::Backend;
-use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
-use etude::midi::read_midi;
-use etude::rng::Rng;
-use etude::sample::SampleOptions;
-use etude::tokens::UNK;
-use etude::train::{load_checkpoint, Loaded};
+use etude::checkpoint::Checkpoint;
+use etude::generate::{Length, Mode};
+use etude::run::Loaded;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Examples:
@@ -95,31 +89,30 @@ pub struct GenArgs {
 }
 
 impl GenArgs {
-    /// The sample `etude train` writes at the end of a run.
-    pub fn for_sample(length: usize, seed: u64, out: PathBuf) -> GenArgs {
-        GenArgs {
-            checkpoint: PathBuf::new(),
-            length,
-            seconds: None,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 0.95,
-            greedy: false,
-            prime: None,
-            seed,
-            tempo: 120.0,
-            out,
-            count: 1,
-            sliding_window: false,
-            incremental: false,
-            include_prime: false,
-            force: true,
-            max_keys: 0,
-            frame_quarters: None,
-            wav: true,
-            soundfont: None,
-            backend: BackendArgs { backend: BackendChoice::Cpu, device: None },
-            cache: super::CacheArgs { cache: None, no_cache: false },
+    /// What to compose and where, from the options.
+    fn pieces(&self) -> PieceOptions {
+        let mode = if self.sliding_window {
+            Mode::SlidingWindow
+        } else if self.incremental {
+            Mode::Incremental
+        } else {
+            Mode::Auto
+        };
+        PieceOptions {
+            outputs: self.outputs(),
+            length: match self.seconds {
+                Some(s) => Length::Seconds(s),
+                None => Length::Tokens(self.length),
+            },
+            mode,
+            sampling: SampleSettings { greedy: self.greedy, temperature: self.temperature, top_k: self.top_k, top_p: self.top_p },
+            prime: self.prime.clone(),
+            seed: self.seed,
+            tempo: self.tempo,
+            include_prime: self.include_prime,
+            wav: self.wav,
+            soundfont: self.soundfont.clone(),
+            cache: self.cache.dir(),
         }
     }
 
@@ -134,7 +127,9 @@ impl GenArgs {
 }
 
 pub fn run(args: GenArgs) -> Result<(), String> {
-    if let Some(done) = super::roll::generate(&args) {
+    // Read once: a piano-roll or a token model's, and everything below uses this copy.
+    let read = Checkpoint::load(&args.checkpoint);
+    if let Some(done) = super::roll::generate(&args, &read) {
         return done;
     }
     if args.count == 0 {
@@ -176,95 +171,10 @@ pub fn run(args: GenArgs) -> Result<(), String> {
     if let Some(p) = args.outputs().iter().find(|p| same_file(p)) {
         return Err(format!("--out {} is the checkpoint --model reads; choose another --out", p.display()));
     }
-    let loaded = load_checkpoint(&args.checkpoint)?;
+    let loaded = Loaded::from_checkpoint(read?, &args.checkpoint)?;
+    let pieces = args.pieces();
     match args.backend.open()? {
-        Engine::Cpu(b) => write_pieces(&b, &loaded, &args.checkpoint, &args),
-        Engine::Gpu(g) => write_pieces(g.as_ref(), &loaded, &args.checkpoint, &args),
+        Engine::Cpu(b) => write_pieces(&b, &loaded, &args.checkpoint, &pieces),
+        Engine::Gpu(g) => write_pieces(g.as_ref(), &loaded, &args.checkpoint, &pieces),
     }
-}
-
-/// The prime's ids: from `--prime`, or a random training window of the checkpoint's corpus.
-fn prime_ids(loaded: &Loaded, args: &GenArgs, rng: &mut Rng) -> Result<Vec<u32>, String> {
-    let spec = &loaded.meta.data;
-    let tokenizer = spec.tokenizer()?;
-    let window = spec.data.window;
-    match &args.prime {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let piece = read_midi(&bytes, &spec.read).map_err(|e| format!("{}: {e}", path.display()))?;
-            let tokens = tokenizer.encode(&piece.notes);
-            // The model was trained on windows of T tokens: the last T are all the context it uses,
-            // so only they must be in its vocabulary.
-            let tail = &tokens[tokens.len().saturating_sub(window)..];
-            encode_prime(tail, &loaded.meta.vocab, &path.display().to_string())
-        }
-        None => {
-            let tokens = spec.tokens(args.cache.dir().as_deref(), false)?;
-            let prepared = prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
-            let i = rng.below(prepared.train.len());
-            Ok(prepared.train.input(i).to_vec())
-        }
-    }
-}
-
-/// Generate `args.count` pieces with `loaded` on `b` and write them.
-pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, args: &GenArgs) -> Result<(), String> {
-    let mode = if args.sliding_window {
-        Mode::SlidingWindow
-    } else if args.incremental {
-        Mode::Incremental
-    } else {
-        Mode::Auto
-    };
-    let vocab = &loaded.meta.vocab;
-    let tokenizer = loaded.meta.data.tokenizer()?;
-    let unk = vocab.id(UNK).map(|i| i as usize);
-    let opts = SampleOptions {
-        greedy: args.greedy,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        banned: unk.into_iter().collect(),
-    };
-    let length = match args.seconds {
-        Some(s) => Length::Seconds(s),
-        None => Length::Tokens(args.length),
-    };
-    let seconds_per_quarter = 60.0 / args.tempo;
-    let seconds_of = |ids: &[u32]| {
-        let (notes, _) = to_midi(ids, vocab, tokenizer.as_ref(), args.tempo);
-        notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter
-    };
-    let voice = if args.wav {
-        let chosen = etude::render::find_voice(args.soundfont.as_deref())?;
-        eprintln!("voice: {}", chosen.description);
-        Some(chosen.voice)
-    } else {
-        None
-    };
-    let mut rng = Rng::new(args.seed);
-    for out in args.outputs() {
-        let prime = prime_ids(loaded, args, &mut rng)?;
-        let mut gen = Generator::new(b, loaded, mode, origin)?;
-        let started = Instant::now();
-        let ids = generate_ids(&mut gen, &prime, length, &opts, &mut rng, &seconds_of)?;
-        let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / ids.len().max(1) as f64;
-        let all: Vec<u32> = if args.include_prime { prime.iter().chain(&ids).copied().collect() } else { ids.clone() };
-        let (notes, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), args.tempo);
-        atomic_write(&out, &bytes)?;
-        let secs = notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter;
-        eprintln!(
-            "wrote {}: {} tokens, {} notes, {:.1} s ({:?} mode, {:.2} ms per token)",
-            out.display(),
-            ids.len(),
-            notes.len(),
-            secs,
-            gen.mode(),
-            ms_per_token
-        );
-        if let Err(e) = super::render::companions(&out, voice.as_ref()) {
-            eprintln!("no picture or audio for {}: {e}", out.display());
-        }
-    }
-    Ok(())
 }

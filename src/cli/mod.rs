@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod compose;
 pub mod devices;
 pub mod eval;
 pub mod generate;
@@ -10,6 +11,8 @@ pub mod render;
 pub mod report;
 pub mod roll;
 pub mod prepare;
+#[cfg(test)]
+mod read_once;
 pub mod stats;
 pub mod train;
 

@@ -60,7 +60,7 @@ pub fn run(args: PrepareArgs) -> Result<(), String> {
         );
     }
     if set.is_empty() {
-        return Err(etude::train::no_usable_file(
+        return Err(etude::corpus::no_usable_file(
             &key.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
             set.skipped(),
         ));

@@ -15,9 +15,9 @@ use etude::rng::Rng;
 use etude::roll::data::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
 use etude::roll::model::RollConfig;
 use etude::roll::recipe::{default_config, default_model, default_settings, DataKind};
-use etude::roll::train::{evaluate, is_roll_checkpoint, load, model_from, train as train_roll, RollMeta};
+use etude::roll::train::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
 use etude::schedule::{self, LrSchedule};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
 /// `--tokenizer pianoroll`.
@@ -219,17 +219,19 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     }
 }
 
-/// Whether the checkpoint at `path` is a piano-roll one (`None` when it cannot be read: the token
-/// path reports that).
-fn checkpoint_is_roll(path: &Path) -> Option<bool> {
-    Checkpoint::load(path).ok().map(|c| is_roll_checkpoint(&c))
+/// The piano-roll checkpoint among what a command read (`None` for a token checkpoint, or one that
+/// could not be read: the token path reports that).
+fn roll_checkpoint(read: &Result<Checkpoint, String>) -> Option<&Checkpoint> {
+    read.as_ref().ok().filter(|c| is_roll_checkpoint(c))
 }
 
-/// `etude eval` in piano-roll mode: `Some` when the checkpoint or the data is piano-roll.
-pub fn eval(args: &EvalArgs) -> Option<Result<(), String>> {
+/// `etude eval` in piano-roll mode: `Some` when the checkpoint (`read`: `--model` read once by the
+/// caller) or the data is piano-roll.
+pub fn eval(args: &EvalArgs, read: &Result<Checkpoint, String>) -> Option<Result<(), String>> {
     let roll_data = args.data.iter().find(|p| is_roll_path(p));
-    match (checkpoint_is_roll(&args.checkpoint), roll_data) {
-        (Some(true), _) => Some(eval_roll(args)),
+    let is_roll = read.as_ref().ok().map(is_roll_checkpoint);
+    match (is_roll, roll_data) {
+        (Some(true), _) => roll_checkpoint(read).map(|ck| eval_roll(args, ck)),
         (Some(false), Some(d)) => Some(Err(format!(
             "{}: a token model's checkpoint cannot score piano-roll data ({}); train one with --data {0}",
             args.checkpoint.display(),
@@ -270,22 +272,22 @@ fn eval_sequences(args: &EvalArgs, meta: &RollMeta) -> Result<(Vec<Sequence>, St
     Ok((seqs, format!("{} MIDI files at {spq} steps per quarter", corpus.pieces.len())))
 }
 
-fn eval_roll(args: &EvalArgs) -> Result<(), String> {
+fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
     if args.max_windows > 0 || args.dump_windows.is_some() {
         return Err("--max-windows and --dump-windows apply to token checkpoints; a piano-roll eval scores every frame".into());
     }
-    let (meta, ck) = load(&args.checkpoint)?;
+    let meta = meta_of(ck, &args.checkpoint)?;
     let (seqs, what) = eval_sequences(args, &meta)?;
     let longest = seqs.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(1).max(1);
     let cap = (args.batch.max(1) * 160).max(longest);
     let origin = args.checkpoint.display().to_string();
     let report = match args.backend.open()? {
         Engine::Cpu(b) => {
-            let mut m = model_from(&b, &meta, &ck, cap, &origin)?;
+            let mut m = model_from(&b, &meta, ck, cap, &origin)?;
             evaluate(&b, m.as_mut(), &seqs)
         }
         Engine::Gpu(g) => {
-            let mut m = model_from(g.as_ref(), &meta, &ck, cap, &origin)?;
+            let mut m = model_from(g.as_ref(), &meta, ck, cap, &origin)?;
             evaluate(g.as_ref(), m.as_mut(), &seqs)
         }
     };
@@ -304,10 +306,11 @@ fn eval_roll(args: &EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `etude generate` from a piano-roll checkpoint (`None` for a token checkpoint).
-pub fn generate(args: &GenArgs) -> Option<Result<(), String>> {
-    match checkpoint_is_roll(&args.checkpoint) {
-        Some(true) => Some(generate_roll(args)),
+/// `etude generate` from a piano-roll checkpoint (`None` for a token checkpoint); `read`: `--model`
+/// read once by the caller.
+pub fn generate(args: &GenArgs, read: &Result<Checkpoint, String>) -> Option<Result<(), String>> {
+    match roll_checkpoint(read) {
+        Some(ck) => Some(generate_roll(args, ck)),
         _ if args.max_keys > 0 || args.frame_quarters.is_some() => {
             Some(Err("--max-keys and --frame-quarters apply to piano-roll checkpoints".into()))
         }
@@ -357,7 +360,7 @@ pub fn sample_frame(logits: &[f32], temperature: f32, max_keys: usize, rng: &mut
     f
 }
 
-fn generate_roll(args: &GenArgs) -> Result<(), String> {
+fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
     if args.length == 0 {
         return Err("--length must be at least 1 frame".into());
     }
@@ -373,7 +376,7 @@ fn generate_roll(args: &GenArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    let (meta, ck) = load(&args.checkpoint)?;
+    let meta = meta_of(ck, &args.checkpoint)?;
     let fq = args.frame_quarters.unwrap_or(meta.frame_quarters);
     if !(fq > 0.0 && fq.is_finite()) {
         return Err(format!("--frame-quarters must be positive, not {fq}"));
@@ -390,8 +393,8 @@ fn generate_roll(args: &GenArgs) -> Result<(), String> {
     let cap = (prime.len() + args.length).min(context).max(1);
     let origin = args.checkpoint.display().to_string();
     let pieces = match args.backend.open()? {
-        Engine::Cpu(b) => draw_all(&b, &meta, &ck, cap, &origin, &prime, args)?,
-        Engine::Gpu(g) => draw_all(g.as_ref(), &meta, &ck, cap, &origin, &prime, args)?,
+        Engine::Cpu(b) => draw_all(&b, &meta, ck, cap, &origin, &prime, args)?,
+        Engine::Gpu(g) => draw_all(g.as_ref(), &meta, ck, cap, &origin, &prime, args)?,
     };
     for (roll, path) in pieces.iter().zip(&outs) {
         let notes = roll_to_notes(roll, fq, 80);

@@ -4,7 +4,7 @@ use clap::Args;
 use etude::corpus::{load_corpus, Corpus};
 use etude::midi::ReadOptions;
 use etude::stats::{compare, describe};
-use etude::train::no_usable_file;
+use etude::corpus::no_usable_file;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]

@@ -1,7 +1,7 @@
 //! `etude train`: train a model on MIDI files (default: the built-in corpus), then write a sample.
 
 use super::backend::{BackendArgs, Engine};
-use super::generate::{write_pieces, GenArgs};
+use super::compose::{write_pieces, PieceOptions};
 use super::{CacheArgs, DataArgs};
 use clap::Args;
 use etude::dataset::DataConfig;
@@ -11,7 +11,8 @@ use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
 use etude::schedule::{self, LrSchedule};
-use etude::train::{load_checkpoint, train, DataSpec, OptimConfig, TrainOptions};
+use etude::run::{load_checkpoint, DataSpec, Loaded, OptimConfig};
+use etude::train::{read_resumed, train_from, TrainOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -261,24 +262,12 @@ pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Re
 
 /// `runs/<model>-<UTC date and time>`.
 pub(super) fn default_out(model: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from("runs").join(format!(
-        "{model}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    ))
+    run_folder(model, chrono::Utc::now())
+}
+
+/// `runs/<model>-YYYYMMDD-HHMMSS` at `at`.
+fn run_folder(model: &str, at: chrono::DateTime<chrono::Utc>) -> PathBuf {
+    PathBuf::from("runs").join(format!("{model}-{}", at.format("%Y%m%d-%H%M%S")))
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
@@ -299,15 +288,16 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         }
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
-    // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length
-    // (train() reports an unreadable checkpoint).
-    let stored = if args.resume { load_checkpoint(&out.join("last.safetensors")).ok().map(|l| l.meta) } else { None };
-    let precision = match &stored {
+    // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length. The
+    // checkpoint is read once, here; an unreadable one is reported where training starts.
+    let resumed = args.resume.then(|| read_resumed(&out));
+    let stored = resumed.as_ref().and_then(|r| r.as_ref().ok()).map(|l| &l.meta);
+    let precision = match stored {
         Some(m) => m.optim.precision,
         None if args.resume => Precision::default(),
         None => args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default(),
     };
-    let kept = stored.as_ref().map(|m| m.run.clone()).unwrap_or_default();
+    let kept = stored.map(|m| m.run.clone()).unwrap_or_default();
     let checkpoint_every = args.checkpoint_every.or(kept.checkpoint_every).unwrap_or(50);
     let sample_length = args.sample_length.or(kept.sample_length).unwrap_or(600);
     let opts = TrainOptions {
@@ -363,20 +353,21 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     };
     let greedy_sample = args.preset.as_deref() == Some("tutorial");
     match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(&b, &opts, greedy_sample),
-        Engine::Gpu(g) => go(g.as_ref(), &opts, greedy_sample),
+        Engine::Cpu(b) => go(&b, &opts, resumed, greedy_sample),
+        Engine::Gpu(g) => go(g.as_ref(), &opts, resumed, greedy_sample),
     }
 }
 
-/// `greedy_sample`: compose the sample by argmax (the tutorial preset) instead of sampling.
-fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(), String> {
+/// `resumed`: the run's last checkpoint as read for `--resume`. `greedy_sample`: compose the
+/// sample by argmax (the tutorial preset) instead of sampling.
+fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, String>>, greedy_sample: bool) -> Result<(), String> {
     if opts.resume {
         // The model is the checkpoint's, not --model's default.
         eprintln!("resuming the run in {} on {}", opts.out.display(), b.name());
     } else {
         eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
     }
-    let report = train(b, opts)?;
+    let report = train_from(b, opts, resumed.transpose()?)?;
     for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }
@@ -399,40 +390,44 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, greedy_sample: bool) -> Result<(),
             report.out.display()
         );
     } else {
-        let done = load_checkpoint(&report.last_checkpoint)?.meta.progress.epoch;
         eprintln!(
-            "the run in {} has already completed {done} epochs (--epochs {}): nothing to train",
+            "the run in {} has already completed {} epochs (--epochs {}): nothing to train",
             report.out.display(),
+            report.epochs_done,
             opts.epochs
         );
     }
-    if report.valid_windows > 0 {
-        write_baseline(b, &report.out, report.best_scores.clone(), opts.cache.clone())?;
+    // The model with the lowest validation loss is scored and composes the sample: read once.
+    let best = report.out.join("best.safetensors");
+    let source = if best.exists() { best } else { report.last_checkpoint.clone() };
+    let loaded = if report.valid_windows > 0 || opts.sample_length > 0 { Some(load_checkpoint(&source)?) } else { None };
+    if let Some(loaded) = loaded.as_ref().filter(|_| report.valid_windows > 0) {
+        write_baseline(b, &report.out, loaded, &source, report.best_scores.clone(), opts.cache.clone())?;
     }
-    if opts.sample_length > 0 {
-        // The model with the lowest validation loss composes the sample.
-        let best = report.out.join("best.safetensors");
-        let source = if best.exists() { best } else { report.last_checkpoint.clone() };
-        let loaded = load_checkpoint(&source)?;
-        // The run's own seed (a resumed run's comes from its checkpoint, not from --seed).
-        let mut gen = GenArgs::for_sample(opts.sample_length, loaded.meta.optim.seed, report.out.join("sample.mid"));
-        // The tutorial composed with argmax (its decoder puts the events 0.5 quarter apart).
-        gen.greedy = greedy_sample;
-        gen.cache = CacheArgs { no_cache: opts.cache.is_none(), cache: opts.cache.clone() };
+    if let Some(loaded) = loaded.as_ref().filter(|_| opts.sample_length > 0) {
+        // The run's own seed (a resumed run's comes from its checkpoint, not from --seed); the
+        // tutorial composed with argmax (its decoder puts the events 0.5 quarter apart).
+        let sample = PieceOptions::sample(
+            opts.sample_length,
+            loaded.meta.optim.seed,
+            report.out.join("sample.mid"),
+            greedy_sample,
+            opts.cache.clone(),
+        );
         eprintln!("composing sample.mid with {}", source.display());
-        write_pieces(b, &loaded, &source, &gen)?;
-        write_sample_stats(&loaded, &report.out)?;
+        write_pieces(b, loaded, &source, &sample)?;
+        write_sample_stats(loaded, &report.out)?;
     }
     // Again, now with the baseline's line on the loss curves and the sample's piano roll and audio.
     etude::plot::run_loss_curve(&report.out)?;
-    let page = etude::report::write_report(&report.out)?;
+    let page = etude::report::write_report_with(&report.out, report.last_meta.as_ref())?;
     eprintln!("report: {}", page.display());
     Ok(())
 }
 
 /// `stats.json`: the statistics of `sample.mid` against the run's validation pieces (the JSON of
 /// `etude stats sample.mid --against VALIDATION --json`).
-fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> Result<(), String> {
+fn write_sample_stats(loaded: &Loaded, out: &std::path::Path) -> Result<(), String> {
     let sample = out.join("sample.mid");
     let piece = match std::fs::read(&sample).map_err(|e| e.to_string()).and_then(|bytes| {
         etude::midi::read_midi(&bytes, &etude::midi::ReadOptions::default()).map_err(|e| e.to_string())
@@ -452,21 +447,20 @@ fn write_sample_stats(loaded: &etude::train::Loaded, out: &std::path::Path) -> R
     atomic_write(&out.join("stats.json"), json.as_bytes())
 }
 
-/// The held-out metric of the run's best checkpoint on its validation pieces, beside the n-gram
-/// baselines fitted on its training pieces: printed, and written to `baseline.json` in the run
-/// folder (the JSON of `etude eval --json`).
+/// The held-out metric of the run's best checkpoint (`loaded`, read from `source`) on its
+/// validation pieces, beside the n-gram baselines fitted on its training pieces: printed, and
+/// written to `baseline.json` in the run folder (the JSON of `etude eval --json`).
 /// `reuse`: the best checkpoint's validation scores from training, when this run wrote it.
 fn write_baseline<B: Backend>(
     b: &B,
     out: &std::path::Path,
+    loaded: &Loaded,
+    source: &std::path::Path,
     reuse: Option<etude::heldout::Scores>,
     cache: Option<std::path::PathBuf>,
 ) -> Result<(), String> {
-    let best = out.join("best.safetensors");
-    let source = if best.exists() { best } else { out.join("last.safetensors") };
-    let loaded = load_checkpoint(&source)?;
     let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, cache, ..EvalOptions::default() };
-    match evaluate_checkpoint(b, &loaded, &source, &opts) {
+    match evaluate_checkpoint(b, loaded, source, &opts) {
         Ok(r) => {
             println!("{}", describe(&r));
             let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
@@ -475,6 +469,38 @@ fn write_baseline<B: Backend>(
         Err(e) => {
             eprintln!("note: no baseline.json: {e}");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The civil date of the hand arithmetic `default_out` used before chrono (Howard Hinnant's
+    /// algorithm), as the reference the names must keep.
+    fn hand_made(model: &str, secs: u64) -> PathBuf {
+        let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        PathBuf::from("runs").join(format!("{model}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60))
+    }
+
+    #[test]
+    fn run_folders_are_named_by_the_utc_date_and_time_as_before() {
+        let at = |secs: u64| chrono::DateTime::from_timestamp(secs as i64, 0).unwrap();
+        assert_eq!(run_folder("lstm", at(1_709_251_147)), PathBuf::from("runs/lstm-20240229-235907"));
+        assert_eq!(run_folder("wavenet-gated", at(0)), PathBuf::from("runs/wavenet-gated-19700101-000000"));
+        // Every ~3.7 days from 1970 to 2400 (leap days, century years, every time of day).
+        for secs in (0..13_569_465_600u64).step_by(318_917) {
+            assert_eq!(run_folder("roll-lstm", at(secs)), hand_made("roll-lstm", secs), "{secs} s");
         }
     }
 }

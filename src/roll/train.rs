@@ -256,7 +256,14 @@ pub fn is_roll_checkpoint(ck: &Checkpoint) -> bool {
 /// A piano-roll checkpoint, checked: its metadata, and exactly the model's tensors, all finite.
 pub fn load(path: &Path) -> Result<(RollMeta, Checkpoint), String> {
     let ck = Checkpoint::load(path)?;
-    if !is_roll_checkpoint(&ck) {
+    let meta = meta_of(&ck, path)?;
+    Ok((meta, ck))
+}
+
+/// [`load`]'s checks on a checkpoint already read from `path`: its metadata, when it holds a
+/// piano-roll model fit to use.
+pub fn meta_of(ck: &Checkpoint, path: &Path) -> Result<RollMeta, String> {
+    if !is_roll_checkpoint(ck) {
         return Err(format!("{}: a token model's checkpoint, not a piano-roll one (give it MIDI files, not a .pianoroll.json.gz)", path.display()));
     }
     let meta: RollMeta = serde_json::from_value(ck.meta.clone())
@@ -265,7 +272,7 @@ pub fn load(path: &Path) -> Result<(RollMeta, Checkpoint), String> {
     if let Some(t) = ck.tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
         return Err(format!("{}: damaged checkpoint ({} holds non-finite values)", path.display(), t.name));
     }
-    Ok((meta, ck))
+    Ok(meta)
 }
 
 /// A model built from a checkpoint, with an arena of `capacity` frames.
