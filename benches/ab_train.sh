@@ -27,7 +27,7 @@ run() { # side binary backend model
     line=$("$2" bench train --model "$4" --backend "$3" --batch "$BATCH" --window "$WINDOW" \
         --steps "$STEPS" --warmup "$WARMUP" --json)
     echo "{\"side\":\"$1\",\"round\":$round,\"report\":$line}" >>"$OUT"
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{sys.argv[2]:3} {r[\"backend\"]:3} {r[\"model\"]:14} {r[\"step_ms_median\"]:9.1f} ms/step  dispatches/step {r.get(\"dispatches_per_step\")}")' "$line" "$1"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-3s %-3s %-14s %9.1f ms/step  dispatches/step %s" % (sys.argv[2], r["backend"], r["model"], r["step_ms_median"], r.get("dispatches_per_step")))' "$line" "$1"
 }
 
 for round in $(seq 1 "$ROUNDS"); do

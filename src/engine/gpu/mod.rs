@@ -11,7 +11,8 @@
 //! compute pass holding every dispatch** (wgpu inserts the barriers between dispatches that touch
 //! the same buffer), and it is submitted once. A training step is one submission.
 //!
-//! Bind groups are cached, keyed by (pipeline, params slot, buffer ids): a training step records
+//! Bind groups are cached, keyed by (pipeline, params slot, buffer ids and byte ranges: a view of
+//! an arena is bound as its range, see [`GpuBuffer`]): a training step records
 //! the same dispatches in the same order every step, so from the second step on every bind group
 //! is a cache hit. Entries whose buffers were dropped by their owner are swept after a submit.
 //!
