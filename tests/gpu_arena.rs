@@ -136,11 +136,11 @@ fn steps_match(g: &GpuBackend, name: &str, arena: &mut [Param<GpuBackend>]) {
         zero_grads(g, arena);
         zero_grads(g, &mut alone);
         zero_grads(&c, &mut cpu);
-        for i in 0..arena.len() {
-            let grad = rand_vec(&mut rng, arena[i].grad.len(), 2.0);
-            arena[i].grad.set(g, &grad);
-            alone[i].grad.set(g, &grad);
-            cpu[i].grad.set(&c, &grad);
+        for ((pa, pb), pc) in arena.iter_mut().zip(alone.iter_mut()).zip(cpu.iter_mut()) {
+            let grad = rand_vec(&mut rng, pa.grad.len(), 2.0);
+            pa.grad.set(g, &grad);
+            pb.grad.set(g, &grad);
+            pc.grad.set(&c, &grad);
         }
         oa.step(g, arena);
         ob.step(g, &mut alone);
@@ -150,9 +150,9 @@ fn steps_match(g: &GpuBackend, name: &str, arena: &mut [Param<GpuBackend>]) {
         assert_close(&format!("{name} step {step} norm vs per-tensor"), &norms[..1], &norms[1..2], 1e-5, 0.0);
         assert_close(&format!("{name} step {step} norm vs cpu"), &norms[..1], &norms[2..], 1e-5, 0.0);
     }
-    for i in 0..arena.len() {
-        let what = format!("{name} {}", arena[i].name);
-        let got = arena[i].value.to_vec(g);
+    for (i, p) in arena.iter().enumerate() {
+        let what = format!("{name} {}", p.name);
+        let got = p.value.to_vec(g);
         // Same kernels; only the norm's summation order differs (a scale a few ulps apart).
         assert_close(&format!("{what} vs per-tensor"), &got, &alone[i].value.to_vec(g), 1e-5, 1e-6);
         assert_close(&format!("{what} vs cpu"), &got, &cpu[i].value.to_vec(&c), 1e-5, 1e-5);

@@ -1165,7 +1165,7 @@ impl Backend for GpuBackend {
         );
         let bytes = (offset * buf.elem.size()) as u64;
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        assert!(bytes % align == 0, "view: offset {offset} ({bytes} bytes) is not a multiple of {align} bytes");
+        assert!(bytes.is_multiple_of(align), "view: offset {offset} ({bytes} bytes) is not a multiple of {align} bytes");
         Some(GpuBuffer { buffer: buf.buffer.clone(), len, id: buf.id, elem: buf.elem, offset: buf.offset + bytes })
     }
 
