@@ -7,7 +7,16 @@
 //                memory, one invocation adds into acc[0] (deterministic, no atomics).
 //   clip_scale:  scale[0] = min(1, max_norm / (sqrt(acc[0]) + 1e-6)), 1 when max_norm <= 0
 //                (1: acc, 2: scale); one workgroup, one invocation does the work.
-//   adam:        per element, with s = scale[0]:         (1: g, 2: scale, 3: p, 4: m, 5: v)
+//   norm_partials: the first pass of the global norm over one gradient arena (grad_norm_clip):
+//                part[w] = sum_{i = w*256 + l + k*G*256 < n} (x[i] u)^2, G = nwg.x workgroups of
+//                256 (a fixed function of n, at most 256), strided partial sums then a tree
+//                reduction as sum_squares'                                  (1: x, 2: part)
+//   norm_finish: its second pass, one workgroup of 256: acc[0] = sum_{w < n} part[w] (n = G,
+//                overwritten), scale[0] = clip_scale of it, max_norm in the step_size field
+//                                                              (1: part, 2: acc, 3: scale)
+//   adam:        per element, with s = scale[0] and d = decay_factor:
+//                                                            (1: g, 2: scale, 3: p, 4: m, 5: v)
+//                p = elem(p d)  (AdamW's decoupled decay fused in; d = 1 for Adam: p unchanged);
 //                g' = (g u) s + wd p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
 //                p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), step_size = lr / (1 - b1^t),
 //                bc2_sqrt = sqrt(1 - b2^t) computed on the host.
@@ -24,7 +33,8 @@ struct Params {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    grad_unscale: f32, // sum_squares, adam
+    grad_unscale: f32, // sum_squares, norm_partials, adam
+    decay_factor: f32, // adam
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,6 +64,60 @@ fn sum_squares(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
+@group(0) @binding(2) var<storage, read_write> part_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    let stride = nwg.x * 256u;
+    for (var i = wid.x * 256u + lid.x; i < p.n; i += stride) {
+        let v = f32(x[i]) * p.grad_unscale;
+        s = fma(v, v, s);
+    }
+    part[lid.x] = s;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid.x < h) {
+            part[lid.x] += part[lid.x + h];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        part_out[wid.x] = part[0];
+    }
+}
+
+@group(0) @binding(1) var<storage, read> part_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> norm_acc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> norm_scale: array<f32>;
+
+@compute @workgroup_size(256)
+fn norm_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var i = lid.x; i < p.n; i += 256u) {
+        s += part_in[i];
+    }
+    part[lid.x] = s;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid.x < h) {
+            part[lid.x] += part[lid.x + h];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        let total = part[0];
+        norm_acc[0] = total;
+        let max_norm = p.step_size;
+        var sc = 1.0;
+        if (max_norm > 0.0) {
+            sc = min(1.0, max_norm / (sqrt(total) + 1e-6));
+        }
+        norm_scale[0] = sc;
+    }
+}
+
 @group(0) @binding(1) var<storage, read> acc_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> scale_out: array<f32>;
 
@@ -78,7 +142,8 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
     if (i >= p.n) { return; }
-    let pv = f32(param[i]);
+    // Rounded to the storage precision, as the separate `decay` pass stores it.
+    let pv = f32(elem(f32(param[i]) * p.decay_factor));
     let gv = f32(g[i]) * p.grad_unscale * scale[0] + p.weight_decay * pv;
     let m = p.beta1 * m1[i] + (1.0 - p.beta1) * gv;
     let v = p.beta2 * m2[i] + (1.0 - p.beta2) * gv * gv;

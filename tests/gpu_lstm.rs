@@ -193,7 +193,8 @@ fn dispatches_per_training_step_do_not_depend_on_the_window() {
         println!("{name}: {} dispatches per training step", counts[0]);
         assert_eq!(counts[0], counts[1], "{name}: dispatch count depends on the window");
         assert_eq!(counts[0], counts[2], "{name}: dispatch count depends on the window");
-        // 13 parameter tensors: 13 fills (zero_grads) + 13 sum_squares + 13 adam, plus the layers.
-        assert!(counts[0] < 100, "{name}: {} dispatches", counts[0]);
+        // 13 parameter tensors in one arena: 1 fill (zero_grads), 2 for the norm and clip scale
+        // and 1 Adam (41 dispatches when it was one per tensor), plus the layers (55 and 52).
+        assert!(counts[0] < 60, "{name}: {} dispatches", counts[0]);
     }
 }

@@ -114,6 +114,20 @@ pub trait Backend {
     }
     /// A zero-filled buffer of `len` u32.
     fn alloc_ids(&self, len: usize) -> Self::Ids;
+    /// A view of `len` elements of `buf` from element `offset`, sharing `buf`'s storage: every
+    /// operation reads and writes it as if it were a buffer of its own (what the parameter arenas
+    /// of [`optim`] are made of). `offset` must be a multiple of [`Backend::view_align`] and the
+    /// view must lie inside `buf` (panics otherwise). `None` where the backend has no views (the
+    /// CPU backend, whose buffers are `Vec`s): each parameter then keeps a buffer of its own.
+    fn view(&self, buf: &Self::Buf, offset: usize, len: usize) -> Option<Self::Buf> {
+        let _ = (buf, offset, len);
+        None
+    }
+    /// The alignment, in elements, of a view's offset, valid for every storage precision (on the
+    /// GPU: the adapter's `min_storage_buffer_offset_alignment` in f16 elements).
+    fn view_align(&self) -> usize {
+        1
+    }
     /// Copy `src` into the start of `dst`.
     fn write(&self, dst: &mut Self::Buf, src: &[f32]);
     /// Copy `src` into the start of `dst`.
@@ -212,6 +226,29 @@ pub trait Backend {
     /// `p[0..n] *= factor`: AdamW's decoupled weight decay, `factor = 1 - lr * decay`, applied to a
     /// parameter before its [`Backend::adam`] step (PyTorch `torch.optim.AdamW`'s order).
     fn decay(&self, p: &mut Self::Buf, n: usize, factor: f32);
+
+    /// The global gradient norm and the clip scale over one buffer (a gradient arena) in one go:
+    /// `acc[0] = sum(g[0..n]^2)` (overwritten, not accumulated), then `scale[0]` as
+    /// [`Backend::clip_scale`] makes it from `acc`. Two dispatches on the GPU (per-workgroup
+    /// partial sums, then one workgroup that adds them and writes the scale), one pass on the CPU.
+    fn grad_norm_clip(&self, g: &Self::Buf, n: usize, max_norm: f32, acc: &mut Self::Buf, scale: &mut Self::Buf);
+
+    /// [`Backend::decay`] by `factor` then [`Backend::adam`], fused into one pass: `p *= factor`
+    /// (stored at the buffer's precision, as `decay` stores it), then the Adam step from that `p`.
+    /// `factor = 1` is plain Adam, bit for bit. PyTorch `torch.optim.AdamW` when `factor = 1 - lr *
+    /// decay` and `hp.weight_decay = 0`.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        n: usize,
+        hp: AdamParams,
+        factor: f32,
+        scale: &Self::Buf,
+    );
 
     // ---- convolution (see [`Conv1d`]) ---------------------------------------------------------
     /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.

@@ -1,29 +1,170 @@
 //! Parameters with their gradients, and the Adam optimizer over them, written once for every
 //! backend: a step is `zero_grads`, the model's forward and backward, then [`Adam::step`], which
 //! clips by the global gradient norm and updates every parameter without a round trip to the host.
+//!
+//! # One parameter arena per model
+//!
+//! A model hands its freshly made parameters to [`into_arena`]. Where the backend has views
+//! ([`Backend::view`]: the GPU backend), the weights then live in ONE buffer, the gradients in
+//! another, and [`Adam::new`] puts both moments in one f32 buffer each; every tensor is an aligned
+//! view into its arena, at the same element offset in all four (zeros between views, which the
+//! bookkeeping keeps at zero: a zero gradient, moment and weight stay zero through Adam and the
+//! decay, and add nothing to the norm). The bookkeeping of a step is then one operation over the
+//! whole arena each, whatever the model:
+//!
+//! | step        | arena                              | per tensor (no views, or a partial list) |
+//! |-------------|------------------------------------|------------------------------------------|
+//! | zero grads  | `fill` over the gradient arena     | one `fill` per tensor                    |
+//! | norm + clip | `grad_norm_clip` (2 GPU dispatches)| `fill`, one `sum_squares` per tensor, `clip_scale` |
+//! | update      | `adamw` over the four arenas       | one `adamw` per tensor                   |
+//!
+//! so at most 4 dispatches per step on the GPU. Names, shapes and values of every tensor are what
+//! they were (checkpoints read and write each view as before). The CPU backend's buffers are
+//! `Vec`s, which cannot share storage: there every parameter keeps its own buffer and the
+//! bookkeeping is one pass per tensor (the decay fused into the update).
 
 use super::{AdamParams, Backend, Tensor};
+use std::sync::Arc;
 
 /// A trainable tensor under its PyTorch name, with its gradient (same shape).
 pub struct Param<B: Backend> {
     pub name: String,
     pub value: Tensor<B>,
     pub grad: Tensor<B>,
+    /// The arena whose views `value` and `grad` are (see [`into_arena`]), and their offset in it
+    /// (elements); `None` for a parameter with buffers of its own.
+    arena: Option<(Arc<Arena<B>>, usize)>,
 }
 
 impl<B: Backend> Param<B> {
     /// A parameter holding `data`, with a zero gradient.
     pub fn new(b: &B, name: &str, shape: &[usize], data: &[f32]) -> Self {
-        Param { name: name.to_string(), value: Tensor::from_slice(b, shape, data), grad: Tensor::zeros(b, shape) }
+        Param {
+            name: name.to_string(),
+            value: Tensor::from_slice(b, shape, data),
+            grad: Tensor::zeros(b, shape),
+            arena: None,
+        }
+    }
+
+    /// Whether this parameter's value and gradient are views into a model's arena.
+    pub fn in_arena(&self) -> bool {
+        self.arena.is_some()
     }
 }
 
-/// Set every gradient to zero.
+/// The storage of a model's parameters: weights and gradients, each one buffer, and where each
+/// tensor starts in them (the same offsets in both, and in Adam's moments).
+pub struct Arena<B: Backend> {
+    values: B::Buf,
+    grads: B::Buf,
+    /// Elements of each buffer, padding included (views end at or before it).
+    len: usize,
+    /// Number of parameter tensors.
+    tensors: usize,
+}
+
+impl<B: Backend> Arena<B> {
+    /// Elements per arena buffer, padding included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of parameter tensors.
+    pub fn tensors(&self) -> usize {
+        self.tensors
+    }
+
+    /// A handle on the whole gradient buffer (a view of all of it).
+    fn grads(&self, b: &B) -> B::Buf {
+        b.view(&self.grads, 0, self.len).expect("an arena exists only where the backend has views")
+    }
+
+    /// A handle on the whole weight buffer.
+    fn values(&self, b: &B) -> B::Buf {
+        b.view(&self.values, 0, self.len).expect("an arena exists only where the backend has views")
+    }
+}
+
+/// Offsets of tensors of `lens` elements laid out one after another, each a multiple of `align`,
+/// and the total length (the end of the last one).
+fn layout(lens: impl IntoIterator<Item = usize>, align: usize) -> (Vec<usize>, usize) {
+    let mut end = 0usize;
+    let offsets = lens
+        .into_iter()
+        .map(|n| {
+            let at = end.next_multiple_of(align.max(1));
+            end = at + n;
+            at
+        })
+        .collect();
+    (offsets, end)
+}
+
+/// Moves `params` (freshly made: gradients zero) into one arena: their weights into one buffer
+/// and their gradients into another, each tensor a view at an aligned offset, names, shapes and
+/// values unchanged. Returns them unchanged where the backend has no views (the CPU) or where the
+/// arena would exceed the backend's largest buffer.
+pub fn into_arena<B: Backend>(b: &B, params: Vec<Param<B>>) -> Vec<Param<B>> {
+    if params.is_empty() || params.iter().any(|p| p.arena.is_some()) {
+        return params;
+    }
+    let (offsets, len) = layout(params.iter().map(|p| p.value.len()), b.view_align());
+    // f32 bytes (the widest storage): the moments' arenas have the same length.
+    if b.max_buffer_bytes().is_some_and(|max| (len as u64).saturating_mul(4) > max) {
+        return params;
+    }
+    let values = b.alloc(len);
+    let grads = b.alloc(len);
+    // Probe: a backend without views keeps the parameters as they are.
+    if b.view(&values, 0, len).is_none() {
+        return params;
+    }
+    let arena = Arc::new(Arena { values, grads, len, tensors: params.len() });
+    params
+        .into_iter()
+        .zip(offsets)
+        .map(|(p, at)| {
+            let n = p.value.len();
+            let view = |buf: &B::Buf| b.view(buf, at, n).expect("the backend made a view above");
+            let mut value = Tensor { buf: view(&arena.values), shape: p.value.shape.clone() };
+            value.set(b, &p.value.to_vec(b));
+            let grad = Tensor { buf: view(&arena.grads), shape: p.grad.shape.clone() };
+            Param { name: p.name, value, grad, arena: Some((arena.clone(), at)) }
+        })
+        .collect()
+}
+
+/// The arena `params` make up when they are all of it (every tensor of one arena, in any order),
+/// else `None` (parameters with buffers of their own, or a part of a model's list).
+pub fn whole_arena<B: Backend>(params: &[Param<B>]) -> Option<&Arc<Arena<B>>> {
+    let (a, _) = params.first()?.arena.as_ref()?;
+    let all =
+        params.len() == a.tensors && params.iter().all(|p| p.arena.as_ref().is_some_and(|(x, _)| Arc::ptr_eq(x, a)));
+    all.then_some(a)
+}
+
+/// Set every gradient to zero: one pass over the gradient arena when `params` are a whole arena.
 pub fn zero_grads<B: Backend>(b: &B, params: &mut [Param<B>]) {
+    if let Some(a) = whole_arena(params) {
+        b.fill(&mut a.grads(b), a.len, 0.0);
+        return;
+    }
     for p in params {
         let n = p.grad.len();
         b.fill(&mut p.grad.buf, n, 0.0);
     }
+}
+
+/// Adam's two moments as one arena each (the layout of the parameters' arena).
+struct Moments<B: Backend> {
+    params: Arc<Arena<B>>,
+    m: B::Buf,
+    v: B::Buf,
 }
 
 /// Adam with PyTorch semantics, optional global gradient-norm clipping, and its moments kept on
@@ -38,10 +179,13 @@ pub struct Adam<B: Backend> {
     /// `1 - lr * decoupled_decay` (PyTorch `torch.optim.AdamW`); 0 = off (plain Adam, whose L2
     /// decay `hp.weight_decay` is added to the gradient instead).
     pub decoupled_decay: f32,
+    /// First moments, one per parameter (views into one arena when the parameters are one).
     pub m: Vec<Tensor<B>>,
+    /// Second moments, likewise.
     pub v: Vec<Tensor<B>>,
     acc: B::Buf,
     scale: B::Buf,
+    arena: Option<Moments<B>>,
 }
 
 impl<B: Backend> Adam<B> {
@@ -51,22 +195,51 @@ impl<B: Backend> Adam<B> {
         let f32_zeros = |shape: &[usize]| Tensor { buf: b.alloc_f32(shape.iter().product()), shape: shape.to_vec() };
         let mut scale = b.alloc_f32(1);
         b.write(&mut scale, &[1.0]);
-        Adam {
-            hp,
-            clip,
-            step: 0,
-            decoupled_decay: 0.0,
-            m: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
-            v: params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
-            acc: b.alloc_f32(1),
-            scale,
-        }
+        let (m, v, arena) = match whole_arena(params) {
+            Some(a) => {
+                let (mb, vb) = (b.alloc_f32(a.len), b.alloc_f32(a.len));
+                // Per parameter, in the order given, at its offset in the arena.
+                let views = |buf: &B::Buf| -> Vec<Tensor<B>> {
+                    params
+                        .iter()
+                        .map(|p| {
+                            let at = p.arena.as_ref().expect("in the arena").1;
+                            let buf = b.view(buf, at, p.value.len()).expect("the backend has views");
+                            Tensor { buf, shape: p.value.shape.clone() }
+                        })
+                        .collect()
+                };
+                let (m, v) = (views(&mb), views(&vb));
+                (m, v, Some(Moments { params: a.clone(), m: mb, v: vb }))
+            }
+            None => (
+                params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
+                params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
+                None,
+            ),
+        };
+        Adam { hp, clip, step: 0, decoupled_decay: 0.0, m, v, acc: b.alloc_f32(1), scale, arena }
     }
 
     /// One update of every parameter from its gradient. Records work only; reads nothing back.
     pub fn step(&mut self, b: &B, params: &mut [Param<B>]) {
         assert_eq!(params.len(), self.m.len(), "Adam was made for {} parameters", self.m.len());
         self.step += 1;
+        let hp = AdamParams { step: self.step, ..self.hp };
+        let factor = if self.decoupled_decay != 0.0 { 1.0 - hp.lr * self.decoupled_decay } else { 1.0 };
+        let same = |mo: &Moments<B>| whole_arena(params).is_some_and(|a| Arc::ptr_eq(a, &mo.params));
+        if let Some(mo) = self.arena.as_ref().filter(|mo| same(mo)) {
+            // One pass over each arena: the norm and clip scale, then decay and update.
+            let a = &mo.params;
+            let grads = a.grads(b);
+            if self.clip > 0.0 {
+                b.grad_norm_clip(&grads, a.len, self.clip, &mut self.acc, &mut self.scale);
+            }
+            let whole = |buf: &B::Buf| b.view(buf, 0, a.len).expect("an arena exists only where the backend has views");
+            let (mut m, mut v) = (whole(&mo.m), whole(&mo.v));
+            b.adamw(&mut a.values(b), &grads, &mut m, &mut v, a.len, hp, factor, &self.scale);
+            return;
+        }
         if self.clip > 0.0 {
             b.fill(&mut self.acc, 1, 0.0);
             for p in params.iter() {
@@ -74,13 +247,9 @@ impl<B: Backend> Adam<B> {
             }
             b.clip_scale(&self.acc, self.clip, &mut self.scale);
         }
-        let hp = AdamParams { step: self.step, ..self.hp };
         for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
             let n = p.value.len();
-            if self.decoupled_decay != 0.0 {
-                b.decay(&mut p.value.buf, n, 1.0 - hp.lr * self.decoupled_decay);
-            }
-            b.adam(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, n, hp, &self.scale);
+            b.adamw(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, n, hp, factor, &self.scale);
         }
     }
 

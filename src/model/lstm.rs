@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{init, Model, Targets};
 use crate::engine::dropout::{active, drop_site};
+use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Lstm, MatMul, Param, Tensor};
 use crate::rng::Rng;
 
@@ -231,7 +232,7 @@ impl<B: Backend> LstmModel<B> {
         let rows = if seq { n } else { max_batch };
         let layers = (0..nl).map(|_| LayerArena::new(b, n, h)).collect();
         LstmModel {
-            params,
+            params: into_arena(b, params),
             max_batch,
             window,
             emb: b.alloc(n * e),

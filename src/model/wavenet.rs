@@ -19,6 +19,7 @@
 
 use super::{init, Model, Targets};
 use crate::engine::dropout::drop_site;
+use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Conv1d, Dropout, MatMul, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,7 @@ impl<B: Backend> Wavenet<B> {
             dropout: None,
             cfg: cfg.clone(),
             max_batch,
-            params,
+            params: into_arena(b, params),
             emb_out: b.alloc(m * t * e),
             h0: b.alloc(m * e * t),
             pre: b.alloc(m * c * t),

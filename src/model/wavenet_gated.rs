@@ -23,6 +23,7 @@
 
 use super::{init, Model, Targets};
 use crate::engine::dropout::drop_site;
+use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Conv1d, Dropout, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -209,7 +210,7 @@ impl<B: Backend> WavenetGated<B> {
             dropout: None,
             cfg: cfg.clone(),
             max_batch,
-            params,
+            params: into_arena(b, params),
             lay,
             emb_out: b.alloc(m * t * e),
             emb_t: b.alloc(m * e * t),

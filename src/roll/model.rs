@@ -25,6 +25,7 @@
 
 use crate::engine::dropout::{active, drop_site};
 use crate::engine::roll::RollOps;
+use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Conv1d, Dropout, Lstm, MatMul, Param};
 use crate::model::init;
 use crate::model::lstm::{layer_forward, push_lstm_params, LayerArena};
@@ -201,7 +202,7 @@ impl<B: Backend> RollLstm<B> {
             e,
             h,
             nl,
-            params,
+            params: into_arena(b, params),
             cap,
             x: b.alloc(cap * e),
             layers,
@@ -425,7 +426,7 @@ impl<B: Backend> RollConv<B> {
             dh: buf(r),
             dx: buf(r),
             dropout: None,
-            params,
+            params: into_arena(b, params),
             cfg,
         }
     }

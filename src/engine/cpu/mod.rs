@@ -598,6 +598,26 @@ impl Backend for CpuBackend {
         hp: AdamParams,
         scale: &Vec<f32>,
     ) {
+        self.adamw(p, g, m, v, n, hp, 1.0, scale)
+    }
+
+    fn grad_norm_clip(&self, g: &Vec<f32>, n: usize, max_norm: f32, acc: &mut Vec<f32>, scale: &mut Vec<f32>) {
+        acc[0] = 0.0;
+        self.sum_squares(g, n, acc);
+        self.clip_scale(acc, max_norm, scale);
+    }
+
+    fn adamw(
+        &self,
+        p: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        n: usize,
+        hp: AdamParams,
+        factor: f32,
+        scale: &Vec<f32>,
+    ) {
         let s = scale[0];
         let t = hp.step as i32;
         let bc1 = 1.0 - hp.beta1.powi(t);
@@ -605,6 +625,8 @@ impl Backend for CpuBackend {
         let step_size = hp.lr / bc1;
         let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
         let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+            // (`p * 1` is `p`: plain Adam is unchanged bit for bit)
+            *p *= factor;
             let g = g * s + hp.weight_decay * *p;
             *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
             *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;

@@ -11,7 +11,8 @@
 //! compute pass holding every dispatch** (wgpu inserts the barriers between dispatches that touch
 //! the same buffer), and it is submitted once. A training step is one submission.
 //!
-//! Bind groups are cached, keyed by (pipeline, params slot, buffer ids): a training step records
+//! Bind groups are cached, keyed by (pipeline, params slot, buffer ids and byte ranges: a view of
+//! an arena is bound as its range, see [`GpuBuffer`]): a training step records
 //! the same dispatches in the same order every step, so from the second step on every bind group
 //! is a cache hit. Entries whose buffers were dropped by their owner are swept after a submit.
 //!
@@ -117,6 +118,9 @@ fn matmul_splits(tiles: usize, k: usize) -> usize {
 }
 /// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
 const EMBEDDING_SCRATCH: usize = 16 << 20;
+/// Most workgroups of `grad_norm_clip`'s first pass (partial sums); its second pass, one
+/// workgroup of 256, adds this many partials.
+const NORM_GROUPS: usize = 256;
 /// Bound on the bind-group cache (entries of live buffers are kept up to this many).
 const MAX_CACHED_BIND_GROUPS: usize = 1 << 16;
 /// Most workgroups in one dimension of a dispatch (WebGPU's default and lavapipe's limit).
@@ -274,12 +278,20 @@ pub(crate) fn u(x: usize) -> u32 {
 }
 
 /// A GPU buffer of f32, f16 or u32 elements (the backend uses this one type for values and ids; see
-/// [`Elem`]). Dropping it releases the memory once no recorded work uses it.
+/// [`Elem`]). Dropping it releases the memory once no recorded work (and no view) uses it.
+///
+/// It may also be a *view*: `len` elements starting `offset` bytes into another buffer's storage
+/// (see [`Backend::view`]; the parameter arenas of `crate::engine::optim`). A view shares its
+/// parent's id; ops bind it as `BufferBinding { offset, size }`, reads and writes start at its
+/// offset, so every op works on a view exactly as on a buffer of its own.
 pub struct GpuBuffer {
     buffer: Arc<wgpu::Buffer>,
     len: usize,
     id: u64,
     elem: Elem,
+    /// Where the elements start in `buffer`, in bytes (0 but for views; a multiple of the
+    /// adapter's `min_storage_buffer_offset_alignment`).
+    offset: u64,
 }
 
 impl GpuBuffer {
@@ -295,9 +307,18 @@ impl GpuBuffer {
         self.elem
     }
     /// The underlying wgpu buffer (its byte size may exceed `len` elements: whole 4-byte words, at
-    /// least one).
+    /// least one; for a view, the whole arena: the elements start at [`GpuBuffer::offset`]).
     pub fn raw(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+    /// Where the elements start in [`GpuBuffer::raw`], in bytes (0 but for a view).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// The bytes a binding of this buffer covers: its elements rounded up to whole 4-byte words
+    /// (at least one), as allocated.
+    fn binding_bytes(&self) -> u64 {
+        (self.len * self.elem.size()).div_ceil(4).max(1) as u64 * 4
     }
 }
 
@@ -327,7 +348,11 @@ pub(crate) fn check_same_elem(op: &str, bufs: &[(&str, &GpuBuffer)]) {
 
 impl std::fmt::Debug for GpuBuffer {
     fn fmt(&self, fm: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(fm, "GpuBuffer(#{}, {} {:?} elements)", self.id, self.len, self.elem)
+        write!(fm, "GpuBuffer(#{}, {} {:?} elements", self.id, self.len, self.elem)?;
+        if self.offset > 0 {
+            write!(fm, " at byte {}", self.offset)?;
+        }
+        write!(fm, ")")
     }
 }
 
@@ -514,12 +539,20 @@ pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
     format!("{head}{sep}{alias}{tail}")
 }
 
+/// One buffer (or view) a recorded dispatch binds: the buffer's id, its byte range, the buffer.
+struct Bound {
+    id: u64,
+    offset: u64,
+    bytes: u64,
+    buffer: Arc<wgpu::Buffer>,
+}
+
 /// One recorded dispatch.
 struct Recorded {
     pipe: Arc<Pipe>,
     /// (shader, entry point): what a timestamp profile reports it as.
     label: (&'static str, &'static str),
-    buffers: Vec<(u64, Arc<wgpu::Buffer>)>,
+    buffers: Vec<Bound>,
     slot: u32,
     groups: [u32; 3],
 }
@@ -528,7 +561,8 @@ struct Recorded {
 struct BindKey {
     pipe: usize,
     slot: u32,
-    ids: Vec<u64>,
+    /// (id, byte offset, bytes) of each bound buffer: views of one arena share its id.
+    ids: Vec<(u64, u64, u64)>,
 }
 
 struct Recorder {
@@ -745,7 +779,7 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed), elem }
+        GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed), elem, offset: 0 }
     }
 
     /// Record an op's dispatches that pass data through an f32 scratch buffer of at least `len`
@@ -789,7 +823,7 @@ impl GpuBackend {
             map.insert(key, self.alloc_typed(len, elem));
         }
         let b = &map[key];
-        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem }
+        GpuBuffer { buffer: b.buffer.clone(), len: b.len, id: b.id, elem: b.elem, offset: 0 }
     }
 
     /// The pipeline for `entry` of `shader` with `elem` = `precision`, compiled on first use and
@@ -850,7 +884,10 @@ impl GpuBackend {
         rec.pending.push(Recorded {
             pipe,
             label: (shader.name, entry),
-            buffers: buffers.iter().map(|b| (b.id, b.buffer.clone())).collect(),
+            buffers: buffers
+                .iter()
+                .map(|b| Bound { id: b.id, offset: b.offset, bytes: b.binding_bytes(), buffer: b.buffer.clone() })
+                .collect(),
             slot: slot as u32,
             groups,
         });
@@ -883,7 +920,11 @@ impl GpuBackend {
         let pending = std::mem::take(&mut rec.pending);
         let mut bind_groups = Vec::with_capacity(pending.len());
         for d in &pending {
-            let key = BindKey { pipe: d.pipe.id, slot: d.slot, ids: d.buffers.iter().map(|b| b.0).collect() };
+            let key = BindKey {
+                pipe: d.pipe.id,
+                slot: d.slot,
+                ids: d.buffers.iter().map(|b| (b.id, b.offset, b.bytes)).collect(),
+            };
             let bg = match rec.binds.get(&key) {
                 Some((bg, _)) => bg.clone(),
                 None => {
@@ -896,15 +937,20 @@ impl GpuBackend {
                             size: NonZeroU64::new(PARAM_SLOT as u64),
                         }),
                     });
-                    for (i, (_, b)) in d.buffers.iter().enumerate() {
-                        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                    for (i, b) in d.buffers.iter().enumerate() {
+                        let resource = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &b.buffer,
+                            offset: b.offset,
+                            size: NonZeroU64::new(b.bytes),
+                        });
+                        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                     }
                     let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &d.pipe.layout,
                         entries: &entries,
                     });
-                    rec.binds.insert(key, (bg.clone(), d.buffers.iter().map(|b| b.1.clone()).collect()));
+                    rec.binds.insert(key, (bg.clone(), d.buffers.iter().map(|b| b.buffer.clone()).collect()));
                     bg
                 }
             };
@@ -970,7 +1016,7 @@ impl GpuBackend {
         }
         let mut rec = self.recorder();
         self.submit(&mut rec); // recorded work must see the old contents
-        self.queue.write_buffer(&dst.buffer, 0, bytes);
+        self.queue.write_buffer(&dst.buffer, dst.offset, bytes);
     }
 
     /// The first `len` 32-bit words of `src`, after all recorded work.
@@ -1009,7 +1055,7 @@ impl GpuBackend {
         }
         let staging = rec.staging.clone().expect("staging buffer exists");
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        encoder.copy_buffer_to_buffer(&src.buffer, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
         self.submissions.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1033,6 +1079,46 @@ impl GpuBackend {
 
     fn elementwise(&self, entry: &'static str, bufs: &[&GpuBuffer], params: &[u32], n: usize) {
         self.dispatch(&ELEMENTWISE, entry, bufs, params, grid_1d(n, 256));
+    }
+
+    /// [`Backend::adamw`] (`adam` is the same with `factor = 1`): checks, then one dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_op(
+        &self,
+        op: &str,
+        p: &GpuBuffer,
+        g: &GpuBuffer,
+        m: &GpuBuffer,
+        v: &GpuBuffer,
+        n: usize,
+        hp: AdamParams,
+        factor: f32,
+        scale: &GpuBuffer,
+    ) {
+        for (what, b) in [("p", p), ("g", g), ("m", m), ("v", v)] {
+            check_len(op, what, b, n);
+        }
+        check_len(op, "scale", scale, 1);
+        check_same_elem(op, &[("p", p), ("g", g)]);
+        for (what, b) in [("m", m), ("v", v), ("scale", scale)] {
+            check_f32(op, what, b);
+        }
+        // Bias corrections computed on the host exactly as the CPU backend does.
+        let t = hp.step as i32;
+        let step_size = hp.lr / (1.0 - hp.beta1.powi(t));
+        let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
+        let params = [
+            u(n),
+            f(step_size),
+            f(bc2_sqrt),
+            f(hp.beta1),
+            f(hp.beta2),
+            f(hp.eps),
+            f(hp.weight_decay),
+            f(1.0 / self.loss_scale()),
+            f(factor),
+        ];
+        self.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
     }
 }
 
@@ -1068,6 +1154,24 @@ impl Backend for GpuBackend {
 
     fn alloc_ids(&self, len: usize) -> GpuBuffer {
         self.alloc_typed(len, Elem::U32)
+    }
+
+    fn view(&self, buf: &GpuBuffer, offset: usize, len: usize) -> Option<GpuBuffer> {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= buf.len),
+            "view: elements {offset}..{} of a buffer of {}",
+            offset + len,
+            buf.len
+        );
+        let bytes = (offset * buf.elem.size()) as u64;
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        assert!(bytes.is_multiple_of(align), "view: offset {offset} ({bytes} bytes) is not a multiple of {align} bytes");
+        Some(GpuBuffer { buffer: buf.buffer.clone(), len, id: buf.id, elem: buf.elem, offset: buf.offset + bytes })
+    }
+
+    fn view_align(&self) -> usize {
+        // In f16 elements (2 bytes), so that an offset is aligned at f32 (4 bytes) too.
+        (self.limits.min_storage_buffer_offset_alignment as usize).div_ceil(2).max(2)
     }
 
     fn write(&self, dst: &mut GpuBuffer, src: &[f32]) {
@@ -1332,29 +1436,39 @@ impl Backend for GpuBackend {
         hp: AdamParams,
         scale: &GpuBuffer,
     ) {
-        for (what, b) in [("p", &*p), ("g", g), ("m", &*m), ("v", &*v)] {
-            check_len("adam", what, b, n);
-        }
-        check_len("adam", "scale", scale, 1);
-        check_same_elem("adam", &[("p", p), ("g", g)]);
-        for (what, b) in [("m", &*m), ("v", &*v), ("scale", scale)] {
-            check_f32("adam", what, b);
-        }
-        // Bias corrections computed on the host exactly as the CPU backend does.
-        let t = hp.step as i32;
-        let step_size = hp.lr / (1.0 - hp.beta1.powi(t));
-        let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-        let params = [
-            u(n),
-            f(step_size),
-            f(bc2_sqrt),
-            f(hp.beta1),
-            f(hp.beta2),
-            f(hp.eps),
-            f(hp.weight_decay),
-            f(1.0 / self.loss_scale()),
-        ];
-        self.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
+        self.adam_op("adam", p, g, m, v, n, hp, 1.0, scale)
+    }
+
+    fn grad_norm_clip(&self, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
+        const OP: &str = "grad_norm_clip";
+        check_len(OP, "g", g, n);
+        check_len(OP, "acc", acc, 1);
+        check_len(OP, "scale", scale, 1);
+        check_f32(OP, "acc", acc);
+        check_f32(OP, "scale", scale);
+        // Partial sums of 256-wide workgroups striding over g (at most NORM_GROUPS of them, a
+        // fixed function of n: the sum's order, hence its bits, do not depend on timing), then one
+        // workgroup adds them and writes the norm and the scale.
+        let groups = n.div_ceil(256).clamp(1, NORM_GROUPS);
+        self.with_scratch("grad_norm_clip", groups, |part| {
+            let unscale = f(1.0 / self.loss_scale());
+            self.dispatch(&OPTIM, "norm_partials", &[g, part], &[u(n), 0, 0, 0, 0, 0, 0, unscale], [u(groups), 1, 1]);
+            self.dispatch(&OPTIM, "norm_finish", &[part, acc, scale], &[u(groups), f(max_norm)], [1, 1, 1]);
+        });
+    }
+
+    fn adamw(
+        &self,
+        p: &mut GpuBuffer,
+        g: &GpuBuffer,
+        m: &mut GpuBuffer,
+        v: &mut GpuBuffer,
+        n: usize,
+        hp: AdamParams,
+        factor: f32,
+        scale: &GpuBuffer,
+    ) {
+        self.adam_op("adamw", p, g, m, v, n, hp, factor, scale)
     }
 
     fn conv1d_fwd(&self, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
