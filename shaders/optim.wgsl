@@ -44,6 +44,19 @@ struct Params {
 
 var<workgroup> part: array<f32, 256>;
 
+// Sum of the 256 threads' `s` in `part[0]` (a tree in workgroup memory; every thread of the
+// workgroup must call it, in uniform control flow).
+fn workgroup_sum(lid: u32, s: f32) {
+    part[lid] = s;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid < h) {
+            part[lid] += part[lid + h];
+        }
+        workgroupBarrier();
+    }
+}
+
 @compute @workgroup_size(256)
 fn sum_squares(@builtin(local_invocation_id) lid: vec3<u32>) {
     var s = 0.0;
@@ -51,14 +64,7 @@ fn sum_squares(@builtin(local_invocation_id) lid: vec3<u32>) {
         let v = f32(x[i]) * p.grad_unscale;
         s = fma(v, v, s);
     }
-    part[lid.x] = s;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
-        if (lid.x < stride) {
-            part[lid.x] += part[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    workgroup_sum(lid.x, s);
     if (lid.x == 0u) {
         acc[0] = acc[0] + part[0];
     }
@@ -75,14 +81,7 @@ fn norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         let v = f32(x[i]) * p.grad_unscale;
         s = fma(v, v, s);
     }
-    part[lid.x] = s;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (lid.x < h) {
-            part[lid.x] += part[lid.x + h];
-        }
-        workgroupBarrier();
-    }
+    workgroup_sum(lid.x, s);
     if (lid.x == 0u) {
         part_out[wid.x] = part[0];
     }
@@ -98,14 +97,7 @@ fn norm_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var i = lid.x; i < p.n; i += 256u) {
         s += part_in[i];
     }
-    part[lid.x] = s;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (lid.x < h) {
-            part[lid.x] += part[lid.x + h];
-        }
-        workgroupBarrier();
-    }
+    workgroup_sum(lid.x, s);
     if (lid.x == 0u) {
         let total = part[0];
         norm_acc[0] = total;
