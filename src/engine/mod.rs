@@ -211,6 +211,7 @@ pub trait Backend {
     /// One Adam step on `p[0..n]` with gradient `g * scale[0]` (see [`AdamParams`]):
     /// `g' = g*s + wd*p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
     /// `p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+    /// [`Backend::adamw`] with no decoupled decay (`factor = 1`).
     #[allow(clippy::too_many_arguments)]
     fn adam(
         &self,
@@ -221,7 +222,9 @@ pub trait Backend {
         n: usize,
         hp: AdamParams,
         scale: &Self::Buf,
-    );
+    ) {
+        self.adamw(p, g, m, v, n, hp, 1.0, scale)
+    }
 
     /// `p[0..n] *= factor`: AdamW's decoupled weight decay, `factor = 1 - lr * decay`, applied to a
     /// parameter before its [`Backend::adam`] step (PyTorch `torch.optim.AdamW`'s order).

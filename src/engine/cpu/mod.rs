@@ -588,19 +588,6 @@ impl Backend for CpuBackend {
         scale[0] = if max_norm > 0.0 { (max_norm / (acc[0].sqrt() + 1e-6)).min(1.0) } else { 1.0 };
     }
 
-    fn adam(
-        &self,
-        p: &mut Vec<f32>,
-        g: &Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
-        n: usize,
-        hp: AdamParams,
-        scale: &Vec<f32>,
-    ) {
-        self.adamw(p, g, m, v, n, hp, 1.0, scale)
-    }
-
     fn grad_norm_clip(&self, g: &Vec<f32>, n: usize, max_norm: f32, acc: &mut Vec<f32>, scale: &mut Vec<f32>) {
         acc[0] = 0.0;
         self.sum_squares(g, n, acc);

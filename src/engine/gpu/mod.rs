@@ -1426,19 +1426,6 @@ impl Backend for GpuBackend {
         self.dispatch(&OPTIM, "decay", &[p], &[u(n), f(factor)], grid_1d(n, 256));
     }
 
-    fn adam(
-        &self,
-        p: &mut GpuBuffer,
-        g: &GpuBuffer,
-        m: &mut GpuBuffer,
-        v: &mut GpuBuffer,
-        n: usize,
-        hp: AdamParams,
-        scale: &GpuBuffer,
-    ) {
-        self.adam_op("adam", p, g, m, v, n, hp, 1.0, scale)
-    }
-
     fn grad_norm_clip(&self, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
         const OP: &str = "grad_norm_clip";
         check_len(OP, "g", g, n);
