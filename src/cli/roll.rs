@@ -124,48 +124,17 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     }
     cfg.validate()?;
     let mut s = default_settings(run.kind, model);
-    let given = |id: &str| explicit(id);
-    if given("epochs") {
-        s.epochs = args.epochs;
+    // The options given on the command line replace the recipe's values (same names in both).
+    macro_rules! given {
+        ($($field:ident),*) => {
+            $(if explicit(stringify!($field)) {
+                s.$field = args.$field;
+            })*
+        };
     }
-    if given("batch") {
-        s.batch = args.batch;
-    }
-    if given("window") {
-        s.window = args.window;
-    }
-    if given("lr") {
-        s.lr = args.lr;
-    }
-    if given("min_lr") {
-        s.min_lr = args.min_lr;
-    }
-    if given("lr_schedule") {
+    given!(epochs, batch, window, lr, min_lr, warmup_steps, clip, dropout, weight_decay, adamw_decay, patience, seed, transpose);
+    if explicit("lr_schedule") {
         s.lr_schedule = args.lr_schedule.parse::<LrSchedule>()?;
-    }
-    if given("warmup_steps") {
-        s.warmup_steps = args.warmup_steps;
-    }
-    if given("clip") {
-        s.clip = args.clip;
-    }
-    if given("dropout") {
-        s.dropout = args.dropout;
-    }
-    if given("weight_decay") {
-        s.weight_decay = args.weight_decay;
-    }
-    if given("adamw_decay") {
-        s.adamw_decay = args.adamw_decay;
-    }
-    if given("patience") {
-        s.patience = args.patience;
-    }
-    if given("seed") {
-        s.seed = args.seed;
-    }
-    if given("transpose") {
-        s.transpose = args.transpose;
     }
     if s.epochs == 0 || s.batch == 0 || s.window == 0 {
         return Err("--epochs, --batch and --window must be at least 1".into());

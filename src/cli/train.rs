@@ -200,63 +200,38 @@ pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Re
     if name != "tutorial" {
         return Err(format!("unknown --preset '{name}' (expected one of: {})", PRESETS.join(", ")));
     }
-    let set = |id: &str| !explicit(id);
-    if set("model") {
-        args.model = "lstm".into();
+    // `preset!(field = value)`: the field takes the preset's value unless its option was given.
+    macro_rules! preset {
+        ($field:ident = $value:expr) => {
+            if !explicit(stringify!($field)) {
+                args.$field = $value;
+            }
+        };
     }
-    if set("tokenizer") {
+    preset!(model = "lstm".into());
+    if !explicit("tokenizer") {
         args.data.tokenizer = "notechord".into();
     }
     // The LSTM's sizes (another --model given beside the preset keeps its own).
     if args.model.starts_with("lstm") {
-        if set("embed") {
-            args.embed = Some(100);
-        }
-        if set("hidden") {
-            args.hidden = Some(128);
-        }
-        if set("layers") {
-            args.layers = Some(2);
-        }
-        if set("dense") {
-            args.dense = Some(256);
-        }
+        preset!(embed = Some(100));
+        preset!(hidden = Some(128));
+        preset!(layers = Some(2));
+        preset!(dense = Some(256));
     }
-    if set("batch") {
-        args.batch = 128;
-    }
-    if set("window") {
-        args.window = 128;
-    }
-    if set("stride") {
-        args.stride = 1;
-    }
-    if set("transpose") {
-        args.transpose = 0;
-    }
-    if set("checkpoint_every") {
-        args.checkpoint_every = Some(50);
-    }
+    preset!(batch = 128);
+    preset!(window = 128);
+    preset!(stride = 1);
+    preset!(transpose = 0);
+    preset!(checkpoint_every = Some(50));
     // The tutorial's training: every window once per epoch, a constant learning rate, no
     // regularisation, the 6 epochs of etude's first default.
-    if set("epochs") {
-        args.epochs = 6;
-    }
-    if set("steps_per_epoch") {
-        args.steps_per_epoch = 0;
-    }
-    if set("dropout") {
-        args.dropout = 0.0;
-    }
-    if set("lr_schedule") {
-        args.lr_schedule = "constant".into();
-    }
-    if set("warmup_steps") {
-        args.warmup_steps = 0;
-    }
-    if set("sample_length") {
-        args.sample_length = Some(50);
-    }
+    preset!(epochs = 6);
+    preset!(steps_per_epoch = 0);
+    preset!(dropout = 0.0);
+    preset!(lr_schedule = "constant".into());
+    preset!(warmup_steps = 0);
+    preset!(sample_length = Some(50));
     Ok(())
 }
 
