@@ -239,8 +239,13 @@ pub struct BaselineReport {
 /// Score `targets` = (sequence, position) pairs of `sequences` with every model fitted in `counts`:
 /// the summed NLL per model, `[unigram, KN 1, .., KN max]`.
 pub fn score(counts: &Ngrams, sequences: &[Vec<u32>], targets: &[(usize, usize)]) -> Vec<f64> {
-    let mut sums = vec![0.0f64; counts.max_order + 1];
-    for row in per_target(counts, sequences, targets) {
+    column_sums(&per_target(counts, sequences, targets), counts.max_order + 1)
+}
+
+/// The sum of each of the `width` columns of `rows`, rows added in order.
+fn column_sums(rows: &[Vec<f64>], width: usize) -> Vec<f64> {
+    let mut sums = vec![0.0f64; width];
+    for row in rows {
         for (sum, l) in sums.iter_mut().zip(row) {
             *sum += l;
         }
@@ -264,12 +269,7 @@ pub fn per_target(counts: &Ngrams, sequences: &[Vec<u32>], targets: &[(usize, us
 pub fn baselines(train: &[Vec<u32>], vocab: usize, eval: &[Vec<u32>], targets: &[(usize, usize)]) -> Result<BaselineReport, String> {
     let counts = Ngrams::fit(train, vocab, MAX_ORDER)?;
     let rows = per_target(&counts, eval, targets);
-    let mut sums = vec![0.0f64; counts.max_order + 1];
-    for row in &rows {
-        for (sum, l) in sums.iter_mut().zip(row) {
-            *sum += l;
-        }
-    }
+    let sums = column_sums(&rows, counts.max_order + 1);
     let n = targets.len().max(1) as f64;
     let kneser_ney: Vec<(usize, f64)> = (2..=counts.max_order).map(|k| (k, sums[k] / n)).collect();
     let (best_order, best) = kneser_ney
