@@ -434,11 +434,8 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         None
     };
     let ngram_best = baseline.as_ref().map(|r| r.best);
-    let target_ids = set.target_ids();
-    let target_ids: Vec<u32> = match picks.as_deref() {
-        Some(p) => p.iter().map(|&i| target_ids[i]).collect(),
-        None => target_ids,
-    };
+    let target_ids: Vec<u32> =
+        picks_or_all(picks.as_deref(), set.len()).iter().map(|&i| set.windows().target_last(i)).collect();
     let kinds = by_kind(&loaded.meta.vocab, &target_ids, &nll, &hits, baseline.as_ref().map(|r| &r.best_per_target[..]));
     let seqs = set.sequences();
     Ok(EvalReport {
