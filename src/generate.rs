@@ -9,6 +9,7 @@
 //!
 //! Sampling is [`crate::sample`]: greedy (the tutorial's argmax) or temperature / top-k / top-p.
 
+use crate::copy::CopyMix;
 use crate::engine::Backend;
 use crate::midi::{write_midi, Note, WriteOptions};
 use crate::model::any::{AnyModel, ModelConfig};
@@ -88,6 +89,8 @@ pub struct Generator<'a, B: Backend> {
     gated: Option<GatedStepper>,
     /// Logits of the next token once primed (incremental mode).
     pending: Option<Vec<f32>>,
+    /// The copy mixture mixed into every next-token distribution ([`crate::copy`]).
+    copy: Option<CopyMix>,
 }
 
 impl<'a, B: Backend> Generator<'a, B> {
@@ -96,7 +99,30 @@ impl<'a, B: Backend> Generator<'a, B> {
     pub fn new(b: &'a B, loaded: &Loaded, mode: Mode, origin: &Path) -> Result<Self, String> {
         let window = loaded.meta.data.data.window;
         let model = loaded.model(b, 1, window, origin)?;
-        Self::from_model(b, model, &loaded.meta.model, mode, window)
+        let mut gen = Self::from_model(b, model, &loaded.meta.model, mode, window)?;
+        gen.copy = loaded.meta.copy.clone();
+        Ok(gen)
+    }
+
+    /// Use `copy` (`None`: the model alone) instead of the checkpoint's copy mixture.
+    pub fn set_copy(&mut self, copy: Option<CopyMix>) {
+        self.copy = copy;
+    }
+
+    /// The copy mixture in use.
+    pub fn copy(&self) -> Option<&CopyMix> {
+        self.copy.as_ref()
+    }
+
+    /// What the next token is drawn from: the log-probabilities of the model's distribution after
+    /// `history` mixed with the copy distribution of its last window, or the model's logits
+    /// without a copy mixture.
+    pub fn next_scores(&mut self, history: &[u32]) -> Vec<f32> {
+        let logits = self.next_logits(history);
+        match &self.copy {
+            Some(mix) => mix.mix_logits(&history[history.len().saturating_sub(self.window)..], &logits),
+            None => logits,
+        }
     }
 
     /// A generator over an already built `model` (made from `cfg` with an arena for at least one
@@ -112,7 +138,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                 .map_err(|e| format!("{e}; --sliding-window needs no queues"))?;
         }
         let vocab_len = model.vocab();
-        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None })
+        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None, copy: None })
     }
 
     pub fn mode(&self) -> Mode {
@@ -246,8 +272,8 @@ pub fn generate_ids<B: Backend>(
             }
             break;
         }
-        let logits = gen.next_logits(&history);
-        let id = sample(&logits, opts, rng) as u32;
+        let scores = gen.next_scores(&history);
+        let id = sample(&scores, opts, rng) as u32;
         history.push(id);
         out.push(id);
         gen.push(id)?;

@@ -20,6 +20,7 @@
 //! run's transposition) and scores the same pairs; [`evaluate_checkpoint`] does it all for
 //! `etude eval` and for the end of `etude train`.
 
+use crate::copy::{CopyMix, CopyTarget};
 use crate::corpus::LoadedPiece;
 use crate::dataset::Dataset;
 use crate::engine::Backend;
@@ -286,6 +287,9 @@ pub struct EvalReport {
     /// The same figures per kind of target token (time shift, pitch, duration, ...): where the
     /// loss goes, and where the model gains on counting.
     pub by_kind: Vec<KindReport>,
+    /// The model mixed with the copy distribution (None: `--no-copy`, or a checkpoint without a
+    /// fitted mixture and no `--fit-copy`).
+    pub copy: Option<CopyReport>,
 }
 
 /// The model's and the best n-gram's figures on the targets of one kind of token.
@@ -369,6 +373,48 @@ pub struct EvalOptions {
     pub reuse: Option<Scores>,
     /// Token cache folder of the pieces and of the run's corpus (`None`: read the MIDI files).
     pub cache: Option<PathBuf>,
+    /// Which copy mixture to score beside the model alone.
+    pub copy: CopyChoice,
+}
+
+/// Which copy mixture ([`crate::copy`]) `etude eval` scores beside the model alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CopyChoice {
+    /// The checkpoint's own (none when it has none).
+    #[default]
+    Stored,
+    /// Fitted now on the checkpoint's validation pieces (`--fit-copy`, and the end of training).
+    Fit,
+    /// None (`--no-copy`).
+    Off,
+}
+
+/// The model mixed with the copy distribution, on the same targets.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CopyReport {
+    /// The weights used, and what they were fitted on.
+    pub mix: CopyMix,
+    /// Share of the targets whose context holds a match (the others score as the model alone).
+    pub matched_share: f64,
+    /// The held-out figures of the mixture (no accuracy: only the targets' probabilities are mixed).
+    pub heldout: HeldoutReport,
+    /// The mixture's NLL divided by the best n-gram's.
+    pub ratio: Option<f64>,
+    /// The mixture's mean NLL per kind of target, in the order of the model's `by_kind`.
+    pub by_kind: Vec<KindLoss>,
+}
+
+/// A mean NLL over the targets of one kind of token.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindLoss {
+    pub kind: String,
+    pub loss: f64,
+}
+
+/// The copy targets of the windows `picks` of `set` (all when `None`), whose model NLLs are `nll`.
+pub fn copy_targets(set: &TargetSet, picks: Option<&[usize]>, nll: &[f64]) -> Vec<CopyTarget> {
+    let picks = picks_or_all(picks, set.len());
+    picks.iter().zip(nll).map(|(&i, &l)| CopyTarget::new(set.windows().input(i), set.windows().target_last(i), l)).collect()
 }
 
 /// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
@@ -437,6 +483,42 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
     let target_ids: Vec<u32> =
         picks_or_all(picks.as_deref(), set.len()).iter().map(|&i| set.windows().target_last(i)).collect();
     let kinds = by_kind(&loaded.meta.vocab, &target_ids, &nll, &hits, baseline.as_ref().map(|r| &r.best_per_target[..]));
+    let copy = match opts.copy {
+        CopyChoice::Off => None,
+        CopyChoice::Stored => loaded.meta.copy.clone().map(|m| (m, copy_targets(&set, picks.as_deref(), &nll))),
+        CopyChoice::Fit => {
+            let targets = copy_targets(&set, picks.as_deref(), &nll);
+            let mix = if opts.data.is_empty() {
+                CopyMix::fit(&targets, "the checkpoint's validation pieces")
+            } else {
+                // Fitted on the validation pieces, never on the pieces evaluated.
+                let on_valid = EvalOptions {
+                    data: Vec::new(),
+                    max_targets: 0,
+                    baselines: false,
+                    dump_windows: None,
+                    reuse: None,
+                    copy: CopyChoice::Fit,
+                    ..opts.clone()
+                };
+                let r = evaluate_checkpoint(b, loaded, origin, &on_valid)?;
+                r.copy.expect("fitted").mix
+            };
+            Some((mix, targets))
+        }
+    };
+    let copy = copy.map(|(mix, targets)| {
+        let mixed: Vec<f64> = targets.iter().map(|t| mix.nll(t)).collect();
+        let heldout = set.summarise(&mixed, None, picks.as_deref());
+        let kinds = by_kind(&loaded.meta.vocab, &target_ids, &mixed, &hits, None);
+        CopyReport {
+            matched_share: targets.iter().filter(|t| t.bucket.is_some()).count() as f64 / targets.len().max(1) as f64,
+            ratio: ngram_best.map(|best| heldout.loss / best),
+            heldout,
+            by_kind: kinds.into_iter().map(|k| KindLoss { kind: k.kind, loss: k.loss }).collect(),
+            mix,
+        }
+    });
     let seqs = set.sequences();
     Ok(EvalReport {
         checkpoint: origin.display().to_string(),
@@ -451,6 +533,7 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         baseline,
         ngram_best,
         by_kind: kinds,
+        copy,
     })
 }
 
@@ -520,6 +603,19 @@ pub fn describe(r: &EvalReport) -> String {
             })
             .collect();
         s.push_str(&format!("\nby target kind (share: model NLL): {}", parts.join("; ")));
+    }
+    if let Some(c) = &r.copy {
+        let kinds: Vec<String> = c.by_kind.iter().map(|k| format!("{} {:.3}", k.kind, k.loss)).collect();
+        let ratio = c.ratio.map(|x| format!("; with copy / best n-gram = {x:.3}")).unwrap_or_default();
+        s.push_str(&format!(
+            "\nwith the copy mixture (weights fitted on {}; {:.1}% of the targets have a match): NLL {:.4}, perplexity {:.2}, {:.3} nats/note{ratio}; by kind {}",
+            c.mix.fitted_on,
+            100.0 * c.matched_share,
+            c.heldout.loss,
+            c.heldout.perplexity,
+            c.heldout.nats_per_note,
+            kinds.join(", ")
+        ));
     }
     s
 }

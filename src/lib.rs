@@ -11,6 +11,7 @@
 pub mod bench;
 mod builtin_corpus;
 pub mod checkpoint;
+pub mod copy;
 pub mod corpus;
 pub mod dataset;
 pub mod eval_data;

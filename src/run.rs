@@ -163,6 +163,10 @@ pub struct Meta {
     /// The run's own options that `--resume` keeps unless given again (absent in older runs).
     #[serde(default)]
     pub run: RunSettings,
+    /// The copy mixture's weights, fitted on the validation pieces at the end of training (absent
+    /// before that, and in older runs): [`crate::copy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<crate::copy::CopyMix>,
 }
 
 /// Options of a run that are not the model's, data's or optimizer's but that `--resume` keeps.

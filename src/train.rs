@@ -297,6 +297,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
             valid_pieces: valid_pieces.clone(),
             rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
             run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
+            copy: None,
         };
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,

@@ -180,6 +180,9 @@ pub fn check_optim(o: &OptimConfig) -> Result<(), String> {
 /// counter, and a vocabulary of tokens its tokenizer produces. The error names the setting.
 pub fn check_meta(meta: &Meta, tokenizer: &dyn Tokenizer) -> Result<(), String> {
     check_optim(&meta.optim)?;
+    if let Some(copy) = &meta.copy {
+        copy.validate()?;
+    }
     let d = &meta.data.data;
     if d.window == 0 || d.stride == 0 {
         return Err("data.window and data.stride must be at least 1".into());

@@ -159,6 +159,7 @@ fn tiny_checkpoint() -> Checkpoint {
         valid_pieces: vec!["a.mid".into()],
         rng: Rng::new(7),
         run: RunSettings::default(),
+        copy: None,
     };
     let mut ck = Loaded::from_model(&b, &model, meta).unwrap().checkpoint;
     let moments: Vec<_> = ["optimizer.exp_avg.", "optimizer.exp_avg_sq."]

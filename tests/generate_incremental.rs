@@ -67,6 +67,7 @@ fn loaded(b: &CpuBackend, name: &str, sizes: Sizes, seed: u64) -> Loaded {
         valid_pieces: Vec::new(),
         rng: Rng::new(0),
         run: Default::default(),
+        copy: None,
     };
     Loaded::from_model(b, &model, meta).unwrap()
 }

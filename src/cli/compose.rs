@@ -36,6 +36,8 @@ pub struct PieceOptions {
     pub soundfont: Option<PathBuf>,
     /// The token cache the prime's corpus is read through (`None`: read in memory).
     pub cache: Option<PathBuf>,
+    /// Mix the checkpoint's copy mixture (when it has one) into every draw.
+    pub copy: bool,
 }
 
 /// The sampling options (the `<unk>` ban is added from the checkpoint's vocabulary).
@@ -63,6 +65,7 @@ impl PieceOptions {
             wav: true,
             soundfont: None,
             cache,
+            copy: true,
         }
     }
 }
@@ -120,6 +123,9 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
     for out in &opts.outputs {
         let prime = prime_ids(loaded, opts, &mut rng)?;
         let mut gen = Generator::new(b, loaded, opts.mode, origin)?;
+        if !opts.copy {
+            gen.set_copy(None);
+        }
         let started = Instant::now();
         let ids = generate_ids(&mut gen, &prime, opts.length, &sampling, &mut rng, &seconds_of)?;
         let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / ids.len().max(1) as f64;

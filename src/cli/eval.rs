@@ -5,7 +5,7 @@ use super::CacheArgs;
 use clap::Args;
 use etude::engine::Backend;
 use etude::checkpoint::Checkpoint;
-use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
+use etude::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
 use etude::run::Loaded;
 use std::path::PathBuf;
 
@@ -18,6 +18,8 @@ Every token at position >= T of each piece (T = the checkpoint's window) is a ta
 from the T tokens before it; many-to-many models are read at their last position, so all four
 models are scored on the same pairs. The n-gram baselines are fitted on the run's training pieces.
 Unknown tokens count as <unk> (the model was never asked to predict them, so they weigh on the loss).
+A checkpoint whose run fitted the copy mixture (the end of etude train) is also scored mixed with
+what followed earlier matches of its window's end (see the README).
 The pieces (and the run's corpus, for the baselines) come from the token cache, as in train.")]
 pub struct EvalArgs {
     /// Checkpoint to evaluate.
@@ -45,6 +47,13 @@ pub struct EvalArgs {
     /// loss with another framework: see scripts/torch_roundtrip.py).
     #[arg(long, value_name = "FILE.json")]
     pub dump_windows: Option<PathBuf>,
+    /// Fit the copy mixture's weights on the checkpoint's validation pieces now (never on --data)
+    /// and score it, whether or not the checkpoint holds fitted weights.
+    #[arg(long, conflicts_with = "no_copy")]
+    pub fit_copy: bool,
+    /// Score the model alone, without the checkpoint's copy mixture.
+    #[arg(long)]
+    pub no_copy: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -76,6 +85,13 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         dump_windows: args.dump_windows.clone(),
         reuse: None,
         cache: args.cache.dir(),
+        copy: if args.no_copy {
+            CopyChoice::Off
+        } else if args.fit_copy {
+            CopyChoice::Fit
+        } else {
+            CopyChoice::Stored
+        },
     };
     let report = evaluate_checkpoint(b, loaded, &args.checkpoint, &opts)?;
     if args.json {

@@ -40,6 +40,10 @@ pub struct GenArgs {
     /// Always take the most likely token (the tutorial's argmax; repeats itself).
     #[arg(long)]
     pub greedy: bool,
+    /// Draw from the model alone, without the checkpoint's copy mixture (what followed earlier
+    /// matches of the window's end; see the README).
+    #[arg(long)]
+    pub no_copy: bool,
     /// A MIDI file whose tokens start the piece (default: a random window of the training corpus).
     #[arg(long, value_name = "FILE.mid")]
     pub prime: Option<PathBuf>,
@@ -113,6 +117,7 @@ impl GenArgs {
             wav: self.wav,
             soundfont: self.soundfont.clone(),
             cache: self.cache.dir(),
+            copy: !self.no_copy,
         }
     }
 

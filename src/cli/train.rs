@@ -7,7 +7,7 @@ use clap::Args;
 use etude::dataset::DataConfig;
 use etude::checkpoint::atomic_write;
 use etude::engine::Backend;
-use etude::heldout::{describe, evaluate_checkpoint, EvalOptions};
+use etude::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
 use etude::schedule::{self, LrSchedule};
@@ -375,9 +375,14 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
     // The model with the lowest validation loss is scored and composes the sample: read once.
     let best = report.out.join("best.safetensors");
     let source = if best.exists() { best } else { report.last_checkpoint.clone() };
-    let loaded = if report.valid_windows > 0 || opts.sample_length > 0 { Some(load_checkpoint(&source)?) } else { None };
-    if let Some(loaded) = loaded.as_ref().filter(|_| report.valid_windows > 0) {
-        write_baseline(b, &report.out, loaded, &source, report.best_scores.clone(), opts.cache.clone())?;
+    let mut loaded = if report.valid_windows > 0 || opts.sample_length > 0 { Some(load_checkpoint(&source)?) } else { None };
+    if let Some(loaded) = loaded.as_mut().filter(|_| report.valid_windows > 0) {
+        if let Some(mix) = write_baseline(b, &report.out, loaded, &source, report.best_scores.clone(), opts.cache.clone())? {
+            // The copy mixture's weights, fitted on the validation pieces, travel with the model.
+            loaded.meta.copy = Some(mix);
+            loaded.checkpoint.meta = serde_json::to_value(&loaded.meta).map_err(|e| e.to_string())?;
+            loaded.checkpoint.save(&source)?;
+        }
     }
     if let Some(loaded) = loaded.as_ref().filter(|_| opts.sample_length > 0) {
         // The run's own seed (a resumed run's comes from its checkpoint, not from --seed); the
@@ -423,8 +428,9 @@ fn write_sample_stats(loaded: &Loaded, out: &std::path::Path) -> Result<(), Stri
 }
 
 /// The held-out metric of the run's best checkpoint (`loaded`, read from `source`) on its
-/// validation pieces, beside the n-gram baselines fitted on its training pieces: printed, and
-/// written to `baseline.json` in the run folder (the JSON of `etude eval --json`).
+/// validation pieces, beside the n-gram baselines fitted on its training pieces and with the copy
+/// mixture fitted on the same pieces: printed, and written to `baseline.json` in the run folder
+/// (the JSON of `etude eval --fit-copy --json`). Returns the fitted copy mixture.
 /// `reuse`: the best checkpoint's validation scores from training, when this run wrote it.
 fn write_baseline<B: Backend>(
     b: &B,
@@ -433,17 +439,18 @@ fn write_baseline<B: Backend>(
     source: &std::path::Path,
     reuse: Option<etude::heldout::Scores>,
     cache: Option<std::path::PathBuf>,
-) -> Result<(), String> {
-    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, cache, ..EvalOptions::default() };
+) -> Result<Option<etude::copy::CopyMix>, String> {
+    let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, cache, copy: CopyChoice::Fit, ..EvalOptions::default() };
     match evaluate_checkpoint(b, loaded, source, &opts) {
         Ok(r) => {
             println!("{}", describe(&r));
             let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
-            atomic_write(&out.join("baseline.json"), json.as_bytes())
+            atomic_write(&out.join("baseline.json"), json.as_bytes())?;
+            Ok(r.copy.map(|c| c.mix))
         }
         Err(e) => {
             eprintln!("note: no baseline.json: {e}");
-            Ok(())
+            Ok(None)
         }
     }
 }
