@@ -50,6 +50,8 @@ fn train_fits_the_copy_mixture_on_validation_and_eval_and_generate_use_it() {
     assert!(mixed < alone, "mixture {mixed}, model {alone}");
     assert_eq!(c["heldout"]["targets"].as_u64(), Some(targets));
     assert!((f(&c["ratio"]) - mixed / f(&b["ngram_best"])).abs() < 1e-12);
+    // The n-gram with the copy mixture, fitted on these targets: never worse than the n-gram alone.
+    assert!(f(&c["ngram_with_copy"]) <= f(&b["ngram_best"]) + 1e-12, "{b}");
     // Per kind: the weighted kind losses give back the mixture's loss.
     let kinds = c["by_kind"].as_array().unwrap();
     let shares: Vec<f64> = b["by_kind"].as_array().unwrap().iter().map(|k| f(&k["share"])).collect();
