@@ -8,7 +8,7 @@ mod common;
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::optim::zero_grads;
-use etude::engine::{Backend, Dropout};
+use etude::engine::{Adam, AdamParams, Backend, Dropout};
 use etude::midi::ReadOptions;
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
@@ -237,4 +237,61 @@ fn attention_options_are_checked() {
     assert_eq!(ok(Sizes { attention: Some(4), ..Default::default() }), (4, 32));
     assert_eq!(ok(Sizes { attention: Some(0), ..Default::default() }), (0, 0));
     assert_eq!(ok(Sizes::default()), (0, 0));
+}
+
+/// Windows of 16 tokens that repeat a random block of 8 tokens (vocabulary 12): from position 8
+/// on, the next token is the one that followed the current token 8 steps before. A gated WaveNet
+/// whose convs see 2 tokens cannot know it (its loss there stays at the uniform ln 12 = 2.485);
+/// one attention layer with shift 1 can copy it. Same data and initialisation, 1000 Adam steps at
+/// 3e-3 each; the attention model's loss on positions 8..16 (mean of the last 100 steps) must end
+/// below 0.75 times the other's. Deterministic (CPU, fixed seeds). Copying is learnt after a
+/// plateau whose length depends on the initialisation: measured 1.31 (this seed), 0.99 and 2.13
+/// (two others) at step 1000, against 2.485 for the convs alone.
+#[test]
+fn attention_learns_to_copy_what_the_convs_cannot() {
+    let b = CpuBackend::new();
+    const W: usize = 16;
+    const VOCAB: usize = 12;
+    const B: usize = 16;
+    const STEPS: usize = 1000;
+    let run = |heads: usize| -> f32 {
+        let s = Sizes {
+            embed: Some(16),
+            residual: Some(16),
+            skip: Some(32),
+            layers: Some(1),
+            attention: Some(heads),
+            attention_dim: (heads > 0).then_some(16),
+            ..Default::default()
+        };
+        let cfg = ModelConfig::from_name("wavenet-gated", VOCAB, W, &s).unwrap();
+        let mut m = AnyModel::new(&b, &cfg, B, W, &mut Rng::new(1)).unwrap();
+        let mut adam = Adam::new(&b, m.params(), AdamParams { lr: 3e-3, ..AdamParams::default() }, 0.0);
+        let mut rng = Rng::new(2);
+        let (mut dlogits, mut stats) = (vec![0.0; B * W * VOCAB], vec![0.0; 2 * B * W]);
+        let mut tail = 0.0f64;
+        for step in 0..STEPS {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for _ in 0..B {
+                let block: Vec<u32> = (0..8).map(|_| (rng.next_u64() % VOCAB as u64) as u32).collect();
+                let seq: Vec<u32> = (0..W + 1).map(|i| block[i % 8]).collect();
+                x.extend_from_slice(&seq[..W]);
+                y.extend_from_slice(&seq[1..]);
+            }
+            m.forward(&b, &x, B);
+            b.softmax_xent(&m.logits().buf, &y, &mut dlogits, &mut stats, B * W, VOCAB, 1.0 / (B * W) as f32);
+            zero_grads(&b, m.params_mut());
+            m.backward(&b, &x, &dlogits, B);
+            adam.step(&b, m.params_mut());
+            if step >= STEPS - 100 {
+                let second: f64 = (0..B).flat_map(|r| (8..W).map(move |t| r * W + t)).map(|i| stats[2 * i] as f64).sum();
+                tail += second / (B * 8) as f64;
+            }
+        }
+        (tail / 100.0) as f32
+    };
+    let (convs, attention) = (run(0), run(2));
+    eprintln!("copy task, loss on positions 8..16 over the last 100 steps: convs only {convs:.3}, with attention {attention:.3}");
+    assert!(convs > 2.4, "the convs alone cannot copy: {convs}");
+    assert!(attention < 0.75 * convs, "attention {attention} vs convs {convs}");
 }
