@@ -2,7 +2,7 @@
 //! against finite differences (with and without dropout), the parameter names, order and shapes
 //! (and the checkpoint checks' closed forms of them), causality and the reach past the convs'
 //! receptive field, a checkpoint written before the option (no attention fields) loading
-//! unchanged, the options' errors.
+//! unchanged, the options' errors, and a copy task that attention learns and the convs cannot.
 mod common;
 
 use etude::checkpoint::Checkpoint;
