@@ -176,7 +176,8 @@ fn attention_is_causal_and_reaches_past_the_receptive_field() {
 }
 
 /// A checkpoint written before the option existed (its model config has no `attention` or
-/// `attention_dim`) loads as a model without heads and gives the same logits.
+/// `attention_dim`: what a model without heads still writes) loads as a model without heads and
+/// gives the same logits; a model with heads writes and reads both fields.
 #[test]
 fn a_checkpoint_without_attention_fields_loads_unchanged() {
     let b = CpuBackend::new();
@@ -202,11 +203,11 @@ fn a_checkpoint_without_attention_fields_loads_unchanged() {
         rng: Rng::new(0),
         run: Default::default(),
     };
-    let mut ck = Loaded::from_model(&b, &model, meta).unwrap().checkpoint;
-    let m = ck.meta["model"].as_object_mut().expect("model config");
-    assert_eq!(m.remove("attention"), Some(serde_json::json!(0)));
-    assert_eq!(m.remove("attention_dim"), Some(serde_json::json!(0)));
-    let bytes = Checkpoint { meta: ck.meta.clone(), tensors: ck.tensors.clone() }.to_bytes().unwrap();
+    let ck = Loaded::from_model(&b, &model, meta).unwrap().checkpoint;
+    // A model without heads writes the config an older etude wrote: no attention fields.
+    let written: Vec<&String> = ck.meta["model"].as_object().expect("model config").keys().collect();
+    assert_eq!(written, ["embed", "kernel", "kind", "layers", "residual", "skip", "stacks", "vocab", "window"]);
+    let bytes = ck.to_bytes().unwrap();
     let read = Checkpoint::from_bytes(&bytes, "old.safetensors").unwrap();
     assert!(read.meta["model"].get("attention").is_none(), "written without the fields");
     let loaded = Loaded::from_checkpoint(read, Path::new("old.safetensors")).unwrap();
@@ -216,6 +217,11 @@ fn a_checkpoint_without_attention_fields_loads_unchanged() {
     model.forward(&b, &x, 1);
     again.forward(&b, &x, 1);
     assert_eq!(model.logits().to_vec(&b), again.logits().to_vec(&b));
+    // With heads, both fields are written and read back.
+    let heads = ModelConfig::from_name("wavenet-gated", V, T, &sizes(2, 2)).unwrap();
+    let json = serde_json::to_value(&heads).unwrap();
+    assert_eq!((json["attention"].as_u64(), json["attention_dim"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(serde_json::from_value::<ModelConfig>(json).unwrap(), heads);
 }
 
 #[test]

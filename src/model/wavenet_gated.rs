@@ -68,13 +68,18 @@ pub struct GatedConfig {
     /// Number of stacks: the dilations repeat, block i has dilation 2^(i mod L).
     pub stacks: usize,
     /// Heads H of the causal attention layer after the skip sum (issue 13); 0 = none, which is
-    /// also what a checkpoint written before the option reads as.
-    #[serde(default)]
+    /// also what a checkpoint written before the option reads as. Not written when 0, so a model
+    /// without heads stores the config it always did.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attention: usize,
     /// Width D of each attention head ([`DEFAULT_ATTENTION_DIM`] when heads are asked for
     /// without it; 0 without heads).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attention_dim: usize,
+}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
 }
 
 /// The width of an attention head when `--attention-dim` is not given.
