@@ -40,17 +40,24 @@ impl Mode {
     /// incremental mode: in training, the taps of its widest dilations only ever read the zeros
     /// before the window, so one step per token (which keeps the whole receptive field of real
     /// tokens) would feed them context they never learned from. It generates with the sliding
-    /// window, which reads the last position exactly as training did.
+    /// window, which reads the last position exactly as training did. So does a gated WaveNet with
+    /// attention heads: its one-step form is not written (the attention over the window would need
+    /// the keys and values of every past position).
     pub fn resolve(self, cfg: &ModelConfig) -> Result<Mode, String> {
         let has_incremental = match cfg {
             ModelConfig::Lstm(_) => true,
-            ModelConfig::WavenetGated(c) => c.receptive_field() <= c.window,
+            ModelConfig::WavenetGated(c) => c.receptive_field() <= c.window && c.attention == 0,
             ModelConfig::Wavenet(_) => false,
         };
         match self {
             Mode::Auto if has_incremental => Ok(Mode::Incremental),
             Mode::Auto => Ok(Mode::SlidingWindow),
             Mode::Incremental if !has_incremental => Err(match cfg {
+                ModelConfig::WavenetGated(c) if c.attention > 0 => format!(
+                    "--incremental: the wavenet-gated model with attention ({} heads) has no incremental generation; \
+                     use --sliding-window",
+                    c.attention
+                ),
                 ModelConfig::WavenetGated(c) => format!(
                     "--incremental: the wavenet-gated model's receptive field ({} tokens) is longer than its training \
                      window ({} tokens), so one step per token would feed its widest dilations context they never \

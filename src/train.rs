@@ -422,6 +422,8 @@ fn size_culprit(cfg: &ModelConfig, opts: &TrainOptions, optim: &OptimConfig, win
             ("residual", opts.sizes.residual),
             ("skip", opts.sizes.skip),
             ("stacks", opts.sizes.stacks),
+            ("attention", opts.sizes.attention),
+            ("attention-dim", opts.sizes.attention_dim),
         ];
         for (flag, value) in given {
             let Some(v) = value else { continue };
@@ -434,6 +436,8 @@ fn size_culprit(cfg: &ModelConfig, opts: &TrainOptions, optim: &OptimConfig, win
                 "channels" => sizes.channels = None,
                 "residual" => sizes.residual = None,
                 "skip" => sizes.skip = None,
+                "attention" => (sizes.attention, sizes.attention_dim) = (None, None),
+                "attention-dim" => sizes.attention_dim = None,
                 _ => sizes.stacks = None,
             }
             if let Ok(c) = ModelConfig::from_name(cfg.name(), cfg.vocab(), window, &sizes) {

@@ -13,6 +13,7 @@
 
 use crate::checkpoint::{Checkpoint, EXP_AVG, EXP_AVG_SQ};
 use crate::model::any::ModelConfig;
+use crate::model::wavenet_gated::GatedConfig;
 use crate::tokens::{Tokenizer, UNK};
 use crate::run::{Meta, OptimConfig};
 use std::collections::HashMap;
@@ -66,6 +67,13 @@ pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
                 }
                 linear(&mut out, &format!("blocks.{i}.skip"), vec![s, r, 1]);
             }
+            let hd = c.attention_channels();
+            if hd > 0 {
+                for name in ["attn.q", "attn.k", "attn.v"] {
+                    linear(&mut out, name, vec![hd, s, 1]);
+                }
+                linear(&mut out, "attn.o", vec![s, hd, 1]);
+            }
             linear(&mut out, "post1", vec![s, s, 1]);
             linear(&mut out, "post2", vec![v, s, 1]);
         }
@@ -78,7 +86,19 @@ pub fn param_tensors(cfg: &ModelConfig) -> f64 {
     match cfg {
         ModelConfig::Lstm(c) => 5.0 + 4.0 * c.layers as f64,
         ModelConfig::Wavenet(c) => 7.0 + 2.0 * c.layers as f64,
-        ModelConfig::WavenetGated(c) => 5.0 + 6.0 * c.layers as f64 * c.stacks as f64,
+        ModelConfig::WavenetGated(c) => {
+            5.0 + 6.0 * c.layers as f64 * c.stacks as f64 + if c.attention_channels() > 0 { 8.0 } else { 0.0 }
+        }
+    }
+}
+
+/// Trainable values of the gated WaveNet's attention layer: q, k, v (S -> H*D) and o (H*D -> S).
+fn attention_params(c: &GatedConfig) -> f64 {
+    let (a, s) = (c.attention as f64 * c.attention_dim as f64, c.skip as f64);
+    if c.attention == 0 {
+        0.0
+    } else {
+        3.0 * (a * s + a) + (s * a + s)
     }
 }
 
@@ -107,6 +127,7 @@ pub fn param_count(cfg: &ModelConfig) -> f64 {
                 + blocks * (s * r + s)
                 + (s * s + s)
                 + (v * s + v)
+                + attention_params(c)
         }
     }
 }
@@ -254,10 +275,15 @@ impl Footprint {
                 let (v, e, r, s) = (u(c.vocab), u(c.embed), u(c.residual), u(c.skip));
                 let blocks = u(c.layers) * u(c.stacks);
                 let a = 4.0 * n * e + blocks * n * 4.0 * r + 9.0 * n * s + 3.0 * n * r + 4.0 * n * v;
+                // Attention: q, k, v, out and their gradients (8 x H*D channels), skip2, relu(skip2),
+                // du and dskip_u (4 x S), and p [B, H, T, T].
+                let (hd, heads) = (u(c.attention) * u(c.attention_dim), u(c.attention));
+                let a = if c.attention > 0 { a + 8.0 * n * hd + 4.0 * n * s + n * heads * t } else { a };
                 // One queue per block of (K-1) x dilation past inputs of R channels (batch 1):
                 // per stack (K-1) x (2^L - 1) x R.
                 let q = if queues { u(c.stacks) * (u(c.kernel) - 1.0) * (2f64.powi(c.layers.min(1000) as i32) - 1.0) * r } else { 0.0 };
-                (a, (n * 2.0 * r).max(n * v).max(n * s), q)
+                let attn_largest = if c.attention > 0 { (n * heads * t).max(n * hd) } else { 0.0 };
+                (a, (n * 2.0 * r).max(n * v).max(n * s).max(attn_largest), q)
             }
         };
         Footprint { params: bytes(8.0 * p), activations: bytes(acts), queues: bytes(q), largest_buffer: bytes(largest) }

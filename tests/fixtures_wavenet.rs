@@ -57,7 +57,18 @@ fn initialisation_is_seeded_and_bounded() {
             assert!(pa.value.to_vec(&cpu).iter().all(|v| v.abs() <= bound), "{} outside ±{bound}", pa.name);
         }
     }
-    let g = GatedConfig { vocab: 11, window: 8, embed: 6, residual: 4, skip: 5, kernel: 2, layers: 3, stacks: 2 };
+    let g = GatedConfig {
+        vocab: 11,
+        window: 8,
+        embed: 6,
+        residual: 4,
+        skip: 5,
+        kernel: 2,
+        layers: 3,
+        stacks: 2,
+        attention: 0,
+        attention_dim: 0,
+    };
     let m = WavenetGated::new(&cpu, &g, 2, &mut Rng::new(5));
     let names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
     // 6 blocks; the last has no res: emb + inp(2) + 5*(dil, res, skip)(6 each) + (dil, skip)(4) + post(4).
@@ -75,8 +86,18 @@ fn initialisation_is_seeded_and_bounded() {
 fn gated_stepper_matches_the_full_forward() {
     let cpu = CpuBackend::new();
     let f = common::Fixture::load("wavenet_gated_L10");
-    let fixture_cfg =
-        GatedConfig { vocab: 20, window: 16, embed: 6, residual: 4, skip: 6, kernel: 2, layers: 10, stacks: 1 };
+    let fixture_cfg = GatedConfig {
+        vocab: 20,
+        window: 16,
+        embed: 6,
+        residual: 4,
+        skip: 6,
+        kernel: 2,
+        layers: 10,
+        stacks: 1,
+        attention: 0,
+        attention_dim: 0,
+    };
     let mut from_fixture = WavenetGated::new(&cpu, &fixture_cfg, 4, &mut Rng::new(1));
     for (name, _) in f.params() {
         from_fixture.set_param(&cpu, &name, &f.get(&format!("param.{name}")).f32()).unwrap();

@@ -205,6 +205,29 @@ fn a_gated_wavenet_reaching_past_its_window_generates_with_the_sliding_window() 
 }
 
 #[test]
+fn a_gated_wavenet_with_attention_generates_with_the_sliding_window() {
+    let b = CpuBackend::new();
+    // A receptive field of 8 = the window (incremental without heads), plus 2 attention heads.
+    let sizes = Sizes {
+        embed: Some(5),
+        residual: Some(6),
+        skip: Some(7),
+        layers: Some(3),
+        attention: Some(2),
+        attention_dim: Some(3),
+        ..Default::default()
+    };
+    let l = loaded(&b, "wavenet-gated", sizes, 16);
+    assert_eq!(Mode::Auto.resolve(&l.meta.model), Ok(Mode::SlidingWindow));
+    let err = Mode::Incremental.resolve(&l.meta.model).unwrap_err();
+    assert!(err.contains("attention") && err.contains("--sliding-window") && !err.contains('\n'), "{err}");
+    let err = Generator::new(&b, &l, Mode::Incremental, Path::new("memory")).err().expect("refused");
+    assert!(err.contains("--sliding-window"), "{err}");
+    let prime: Vec<u32> = (0..WINDOW as u32 + 3).map(|i| 1 + (i * 7) % V_TOKENS as u32).collect();
+    check_against_full_passes("wavenet-gated attention", &l, &b, &prime, Mode::SlidingWindow, &|_| WINDOW);
+}
+
+#[test]
 fn sliding_window_wavenet_equals_forward_on_the_last_window() {
     let b = CpuBackend::new();
     let sizes = Sizes { embed: Some(5), channels: Some(6), layers: Some(3), dense: Some(7), ..Default::default() };

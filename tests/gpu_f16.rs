@@ -397,6 +397,39 @@ fn conv1d_matches_the_cpu() {
     assert_within("conv1d_bwd_weight db", &g.read(&gdb, cv.cout), &cdb, &sum_bound(&cdb, &abs_db, k_w, 0.0));
 }
 
+/// The attention op (issue 13) with f16 storage. Inputs are f16 numbers on both sides. The
+/// forward's `out` sums the GPU's own f16-rounded `p`, so it may differ by 2^-11 * sum_j p|v| <=
+/// 2^-11 max|v| on top of its own rounding; the backward reads the same (f16) `p` on both sides,
+/// so its outputs differ by their f16 rounding and f32 summation order only.
+#[test]
+fn attention_matches_the_cpu() {
+    let (g, c) = (gpu(), CpuBackend::new());
+    let mut rng = Rng::new(11);
+    let a = etude::engine::Attention { batch: 2, heads: 3, dim: 5, time: 37, shift: 1 };
+    let (n, np) = (a.qkv_len(), a.p_len());
+    let (q, k, v) = (rand16(&mut rng, n, 2.0), rand16(&mut rng, n, 2.0), rand16(&mut rng, n, 1.0));
+    let (mut gout, mut gp) = (g.alloc(n), g.alloc(np));
+    g.attention_fwd(&up(&q), &up(&k), &up(&v), &mut gout, &mut gp, a);
+    let (mut cout, mut cp) = (c.alloc(n), c.alloc(np));
+    c.attention_fwd(&q, &k, &v, &mut cout, &mut cp, a);
+    let sum_rel = 1e-5 * (a.time as f32).sqrt();
+    assert_close("attention p", &g.read(&gp, np), &cp, HALF_ULP + sum_rel, ABS);
+    let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert_close("attention out", &g.read(&gout, n), &cout, HALF_ULP + sum_rel, HALF_ULP * vmax + sum_rel + ABS);
+
+    let p16: Vec<f32> = cp.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let dout = rand16(&mut rng, n, 1.0);
+    let (mut gdq, mut gdk, mut gdv) = (g.alloc(n), g.alloc(n), g.alloc(n));
+    g.attention_bwd(&up(&q), &up(&k), &up(&v), &up(&p16), &up(&dout), &mut gdq, &mut gdk, &mut gdv, a);
+    let (mut cdq, mut cdk, mut cdv) = (c.alloc(n), c.alloc(n), c.alloc(n));
+    c.attention_bwd(&q, &k, &v, &p16, &dout, &mut cdq, &mut cdk, &mut cdv, a);
+    for (what, got, want) in [("dq", &gdq, &cdq), ("dk", &gdk, &cdk), ("dv", &gdv, &cdv)] {
+        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let terms = 1e-5 * ((a.time * a.dim) as f32).sqrt();
+        assert_close(&format!("attention {what}"), &g.read(got, n), want, HALF_ULP + terms, terms * scale + ABS);
+    }
+}
+
 #[test]
 fn lstm_recurrence_matches_the_cpu() {
     let (g, c) = (gpu(), CpuBackend::new());
@@ -564,6 +597,20 @@ fn lstm_trains_at_f16_like_at_f32() {
 fn wavenet_trains_at_f16_like_at_f32() {
     let sizes = Sizes { embed: Some(8), channels: Some(16), layers: Some(4), dense: Some(32), ..Sizes::default() };
     check_training("wavenet", sizes, 13);
+}
+
+#[test]
+fn wavenet_gated_with_attention_trains_at_f16_like_at_f32() {
+    let sizes = Sizes {
+        embed: Some(8),
+        residual: Some(8),
+        skip: Some(16),
+        layers: Some(3),
+        attention: Some(2),
+        attention_dim: Some(8),
+        ..Sizes::default()
+    };
+    check_training("wavenet-gated", sizes, 13);
 }
 
 // ---- the command line ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ pub fn wants_roll(args: &TrainArgs) -> bool {
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 10] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 12] = [
     ("checkpoint_every", "--checkpoint-every"),
     ("sample_length", "--sample-length"),
     ("resume", "--resume"),
@@ -37,6 +37,8 @@ const NOT_IN_ROLL_MODE: [(&str, &str); 10] = [
     ("steps_per_epoch", "--steps-per-epoch"),
     ("dense", "--dense"),
     ("channels", "--channels"),
+    ("attention", "--attention"),
+    ("attention_dim", "--attention-dim"),
 ];
 
 /// The data of a piano-roll run: train and valid sequences, the grid, a description.

@@ -60,6 +60,13 @@ pub struct TrainArgs {
     /// wavenet-gated: stacks of dilations 1..2^(layers-1) (default 1).
     #[arg(long)]
     pub stacks: Option<usize>,
+    /// wavenet-gated: heads of a causal attention layer after the skip sum, which lets the model
+    /// copy what followed an earlier context like the current one (default 0 = none).
+    #[arg(long, value_name = "HEADS")]
+    pub attention: Option<usize>,
+    /// wavenet-gated with --attention: width of each attention head (default 32).
+    #[arg(long, value_name = "D")]
+    pub attention_dim: Option<usize>,
     /// wavenet-gated in piano-roll mode: kernel size of the dilated convs (default 2).
     #[arg(long)]
     pub kernel: Option<usize>,
@@ -151,7 +158,7 @@ pub struct TrainArgs {
 
 /// The options a resumed run takes from its checkpoint: giving one with `--resume` is an error
 /// rather than silently ignored.
-const RUN_SETTINGS: [&str; 33] = [
+const RUN_SETTINGS: [&str; 35] = [
     "data_paths",
     "tokenizer",
     "all_parts",
@@ -167,6 +174,8 @@ const RUN_SETTINGS: [&str; 33] = [
     "residual",
     "skip",
     "stacks",
+    "attention",
+    "attention_dim",
     "window",
     "stride",
     "batch",
@@ -301,6 +310,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             residual: args.residual,
             skip: args.skip,
             stacks: args.stacks,
+            attention: args.attention,
+            attention_dim: args.attention_dim,
         },
         optim: OptimConfig {
             batch: args.batch,

@@ -59,6 +59,45 @@ pub struct Conv1d {
     pub dilation: usize,
 }
 
+/// Causal multi-head scaled dot-product attention over conv-layout activations (issue 13).
+/// `q, k, v, out` are `[batch, heads*dim, time]` (channel `h*dim + d`, time `t`); `p` is
+/// `[batch, heads, time, time]`. With `scale = 1/sqrt(dim)`:
+///
+/// ```text
+/// s[b,h,t,j]     = scale * sum_d q[b,h*dim+d,t] * k[b,h*dim+d,j-shift]   for shift <= j <= t
+/// p[b,h,t,:]     = softmax_j s[b,h,t,:]                                   (0 outside shift..=t)
+/// out[b,h*dim+d,t] = sum_j p[b,h,t,j] * v[b,h*dim+d,j]
+/// ```
+///
+/// A row with no allowed `j` (`t < shift`) gives `p = 0` and `out = 0`. With `shift = 1` the key
+/// at `j` is the state *before* token `j` while the value at `j` carries token `j` itself, so a
+/// query that matches a key copies "what came next last time" (an induction head in one layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attention {
+    pub batch: usize,
+    pub heads: usize,
+    pub dim: usize,
+    pub time: usize,
+    pub shift: usize,
+}
+
+impl Attention {
+    /// Elements of one of `q, k, v, out`: `batch * heads * dim * time`.
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.heads * self.dim * self.time
+    }
+
+    /// Elements of the saved probabilities `p`: `batch * heads * time * time`.
+    pub fn p_len(&self) -> usize {
+        self.batch * self.heads * self.time * self.time
+    }
+
+    /// The score scale `1 / sqrt(dim)` (as f32, the same on every backend).
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.dim.max(1) as f32).sqrt()
+    }
+}
+
 /// One LSTM layer over a whole sequence, PyTorch semantics (gates i, f, g, o).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lstm {
@@ -260,6 +299,42 @@ pub trait Backend {
     fn conv1d_bwd_input(&self, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf, c: Conv1d, accumulate: bool);
     /// `dw [cout, cin, k] += d/dw`, `dbias [cout] += d/dbias`; both accumulate.
     fn conv1d_bwd_weight(&self, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, dbias: &mut Self::Buf, c: Conv1d);
+
+    // ---- attention (see [`Attention`]) -------------------------------------------------------
+    /// Writes `out [batch, heads*dim, time]` and the probabilities `p [batch, heads, time, time]`
+    /// (zeros where masked; what the backward needs) from `q, k, v [batch, heads*dim, time]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &mut Self::Buf,
+        p: &mut Self::Buf,
+        a: Attention,
+    );
+    /// Backward of [`Backend::attention_fwd`] from `dout` and the saved `p`: writes (overwrites,
+    /// never accumulates) `dq, dk, dv [batch, heads*dim, time]`:
+    ///
+    /// ```text
+    /// dv[j]    = sum_t p[t,j] dout[t]
+    /// dP[t,j]  = dout[t] . v[j];   dS[t,j] = p[t,j] * (dP[t,j] - sum_j' p[t,j'] dP[t,j'])
+    /// dq[t]    = scale * sum_j dS[t,j] k[j-shift]
+    /// dk[i]    = scale * sum_t dS[t,i+shift] q[t]          (0 for i >= time - shift)
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        p: &Self::Buf,
+        dout: &Self::Buf,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        a: Attention,
+    );
 
     // ---- LSTM recurrence (see [`Lstm`]) -------------------------------------------------------
     /// The recurrence of one layer, after the input projection has been done as one matrix product:

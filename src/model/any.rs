@@ -4,7 +4,7 @@
 
 use super::lstm::{LstmConfig, LstmModel};
 use super::wavenet::{Wavenet, WavenetConfig};
-use super::wavenet_gated::{GatedConfig, WavenetGated};
+use super::wavenet_gated::{GatedConfig, WavenetGated, DEFAULT_ATTENTION_DIM};
 use super::{Model, Targets};
 use crate::engine::{Backend, Dropout, Param, Tensor};
 use crate::rng::Rng;
@@ -36,6 +36,9 @@ pub struct Sizes {
     pub residual: Option<usize>,
     pub skip: Option<usize>,
     pub stacks: Option<usize>,
+    /// wavenet-gated: attention heads (0 = none) and the width of each.
+    pub attention: Option<usize>,
+    pub attention_dim: Option<usize>,
 }
 
 impl ModelConfig {
@@ -51,6 +54,7 @@ impl ModelConfig {
         let cfg = match name {
             "lstm" | "lstm-seq" => {
                 unused(&[("channels", sizes.channels), ("residual", sizes.residual), ("skip", sizes.skip), ("stacks", sizes.stacks)])?;
+                unused(&[("attention", sizes.attention), ("attention-dim", sizes.attention_dim)])?;
                 let mut c = LstmConfig::new(vocab, name == "lstm-seq");
                 c.embed = sizes.embed.unwrap_or(c.embed);
                 c.hidden = sizes.hidden.unwrap_or(c.hidden);
@@ -61,6 +65,7 @@ impl ModelConfig {
             }
             "wavenet" => {
                 unused(&[("hidden", sizes.hidden), ("residual", sizes.residual), ("skip", sizes.skip), ("stacks", sizes.stacks)])?;
+                unused(&[("attention", sizes.attention), ("attention-dim", sizes.attention_dim)])?;
                 let mut c = WavenetConfig::new(vocab, window);
                 c.embed = sizes.embed.unwrap_or(c.embed);
                 c.channels = sizes.channels.unwrap_or(c.channels);
@@ -77,6 +82,13 @@ impl ModelConfig {
                 c.skip = sizes.skip.unwrap_or(c.skip);
                 c.layers = sizes.layers.unwrap_or(c.layers);
                 c.stacks = sizes.stacks.unwrap_or(c.stacks);
+                c.attention = sizes.attention.unwrap_or(0);
+                c.attention_dim = match (c.attention, sizes.attention_dim) {
+                    (_, Some(0)) => return Err("--attention-dim must be at least 1".into()),
+                    (0, Some(_)) => return Err("--attention-dim needs --attention HEADS (at least 1)".into()),
+                    (0, None) => 0,
+                    (_, d) => d.unwrap_or(DEFAULT_ATTENTION_DIM),
+                };
                 c.validate()?;
                 ModelConfig::WavenetGated(c)
             }
@@ -130,7 +142,12 @@ impl ModelConfig {
             ModelConfig::WavenetGated(c) => {
                 let (v, e, r, s, k) = (c.vocab as u64, c.embed as u64, c.residual as u64, c.skip as u64, c.kernel as u64);
                 let blocks = c.blocks() as u64;
+                // Attention: q, k, v and o (4 products S x H*D per token), then the scores and the
+                // weighted sum over the causal half of the T x T grid (T^2 H*D in all).
+                let hd = c.attention_channels() as u64;
+                let attention = 4 * t * s * hd + t * t * hd;
                 t * e * r + blocks * t * k * r * 2 * r + (blocks - 1) * t * r * r + blocks * t * r * s + t * s * s + t * s * v
+                    + attention
             }
         }
     }

@@ -11,20 +11,39 @@
 //! logits = y transposed                            [B, T, V]: row b*T+t predicts x[b, t+1]
 //! ```
 //!
+//! With `attention = H > 0` heads of width `D = attention_dim` (issue 13), one causal attention
+//! layer ([`crate::engine::Attention`], shift 1) sits between the skip sum and the head:
+//!
+//! ```text
+//! u = relu(skip)                                                            [B, S, T]
+//! q, k, v = attn.q(u), attn.k(u), attn.v(u)        1x1 S->H*D each          [B, H*D, T]
+//! a = attention(q, k, v, shift 1)                  query t, keys j-1 and values j for 1 <= j <= t
+//! skip2 = skip + attn.o(a)                         1x1 H*D->S               [B, S, T]
+//! y = post2(relu(post1(relu(skip2))))
+//! ```
+//!
+//! The key at `j` describes the context *before* token `j` and the value carries token `j`, so a
+//! query that matches it copies "what came next the last time the context looked like this"
+//! (motifs, sequences, repeated sections), which no conv or n-gram can. Without heads the model is
+//! exactly the one above (every checkpoint written before the option loads and runs unchanged).
+//!
 //! Dropout (issue 13, [`Model::set_dropout`], training steps only) acts inside every block on the
 //! gated output `z_i` (site `i`), in place, before the residual and skip convs read it.
 //!
 //! Parameters are named and ordered as PyTorch's `named_parameters()` of `WaveNetGated`
 //! (`emb.weight`, `inp.*`, `blocks.{i}.dil.*`, `blocks.{i}.res.*`, `blocks.{i}.skip.*`,
-//! `post1.*`, `post2.*`).
+//! then with attention `attn.q.*`, `attn.k.*`, `attn.v.*`, `attn.o.*` (a module `attn` holding
+//! four Conv1d registered in that order, itself registered after the blocks and before the
+//! head), then `post1.*`, `post2.*`).
 //!
 //! [`GatedStepper`] runs the same network one token at a time on the host (fast WaveNet): each block keeps a
-//! queue of its past inputs, so a step costs O(blocks), not O(window).
+//! queue of its past inputs, so a step costs O(blocks), not O(window). It has no attention: a model
+//! with heads generates with the sliding window (see `crate::generate::Mode::resolve`).
 
 use super::{init, Model, Targets};
 use crate::engine::dropout::drop_site;
 use crate::engine::optim::into_arena;
-use crate::engine::{Act, Backend, Conv1d, Dropout, Param, Tensor};
+use crate::engine::{Act, Attention, Backend, Conv1d, Dropout, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -48,12 +67,39 @@ pub struct GatedConfig {
     pub layers: usize,
     /// Number of stacks: the dilations repeat, block i has dilation 2^(i mod L).
     pub stacks: usize,
+    /// Heads H of the causal attention layer after the skip sum (issue 13); 0 = none, which is
+    /// also what a checkpoint written before the option reads as. Not written when 0, so a model
+    /// without heads stores the config it always did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attention: usize,
+    /// Width D of each attention head ([`DEFAULT_ATTENTION_DIM`] when heads are asked for
+    /// without it; 0 without heads).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attention_dim: usize,
 }
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+/// The width of an attention head when `--attention-dim` is not given.
+pub const DEFAULT_ATTENTION_DIM: usize = 32;
 
 impl GatedConfig {
     /// Default sizes (E=100, R=64, S=128, K=2, L=10, one stack) for a vocabulary and window.
     pub fn new(vocab: usize, window: usize) -> Self {
-        GatedConfig { vocab, window, embed: 100, residual: 64, skip: 128, kernel: 2, layers: 10, stacks: 1 }
+        GatedConfig {
+            vocab,
+            window,
+            embed: 100,
+            residual: 64,
+            skip: 128,
+            kernel: 2,
+            layers: 10,
+            stacks: 1,
+            attention: 0,
+            attention_dim: 0,
+        }
     }
 
     /// Total number of blocks.
@@ -91,7 +137,31 @@ impl GatedConfig {
         if self.layers > 40 {
             return Err("wavenet-gated: at most 40 layers per stack (dilation 2^i must fit)".into());
         }
+        if self.attention > 0 && self.attention_dim == 0 {
+            return Err("wavenet-gated: attention-dim must be at least 1 when there are attention heads".into());
+        }
         Ok(())
+    }
+
+    /// The attention layer's sizes over `batch` windows (shift 1: keys describe the context
+    /// before each token); `None` without heads.
+    pub fn attention_op(&self, batch: usize) -> Option<Attention> {
+        (self.attention > 0).then_some(Attention {
+            batch,
+            heads: self.attention,
+            dim: self.attention_dim,
+            time: self.window,
+            shift: 1,
+        })
+    }
+
+    /// Channels of the attention's queries, keys and values, `H * D` (0 without heads).
+    pub fn attention_channels(&self) -> usize {
+        if self.attention == 0 {
+            0
+        } else {
+            self.attention.saturating_mul(self.attention_dim)
+        }
     }
 }
 
@@ -104,11 +174,21 @@ struct BlockIdx {
     skip: usize,
 }
 
+/// Indices of the attention layer's parameters in `params`.
+#[derive(Clone, Copy, Debug)]
+struct AttnIdx {
+    q: usize,
+    k: usize,
+    v: usize,
+    o: usize,
+}
+
 /// Where each parameter lives (weight at the index, bias right after it).
 #[derive(Clone, Debug)]
 struct Layout {
     inp: usize,
     blocks: Vec<BlockIdx>,
+    attn: Option<AttnIdx>,
     post1: usize,
     post2: usize,
 }
@@ -138,9 +218,16 @@ fn make_params<B: Backend>(b: &B, cfg: &GatedConfig, rng: &mut Rng) -> (Vec<Para
             skip: conv(format!("blocks.{i}.skip"), s, r, 1, &mut params),
         })
         .collect();
+    let hd = cfg.attention_channels();
+    let attn = (hd > 0).then(|| AttnIdx {
+        q: conv("attn.q".into(), hd, s, 1, &mut params),
+        k: conv("attn.k".into(), hd, s, 1, &mut params),
+        v: conv("attn.v".into(), hd, s, 1, &mut params),
+        o: conv("attn.o".into(), s, hd, 1, &mut params),
+    });
     let post1 = conv("post1".into(), s, s, 1, &mut params);
     let post2 = conv("post2".into(), v, s, 1, &mut params);
-    (params, Layout { inp, blocks, post1, post2 })
+    (params, Layout { inp, blocks, attn, post1, post2 })
 }
 
 /// A 1x1 conv `cin -> cout` over `batch` windows.
@@ -193,6 +280,52 @@ pub struct WavenetGated<B: Backend> {
     demb: B::Buf,
     /// Dropout of the current training step (None: identity).
     dropout: Option<Dropout>,
+    /// The attention layer's activations and gradients (`None` without heads).
+    attn: Option<AttnBufs<B>>,
+}
+
+/// The attention layer's arena: forward activations, then backward scratch.
+struct AttnBufs<B: Backend> {
+    /// Queries, keys, values and the attention output `[B, H*D, T]`.
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    out: B::Buf,
+    /// The probabilities `[B, H, T, T]` (what the backward needs).
+    p: B::Buf,
+    /// `skip2 = skip + attn.o(out)` and `relu(skip2)` (what the head reads) `[B, S, T]`.
+    skip2: B::Buf,
+    s2: B::Buf,
+    /// Gradients of `out`, `q`, `k`, `v` `[B, H*D, T]`, of `u = relu(skip)` and of `skip`
+    /// through `u` `[B, S, T]`.
+    dout: B::Buf,
+    dq: B::Buf,
+    dk: B::Buf,
+    dv: B::Buf,
+    du: B::Buf,
+    dskip_u: B::Buf,
+}
+
+impl<B: Backend> AttnBufs<B> {
+    fn new(b: &B, cfg: &GatedConfig, max_batch: usize) -> Option<Self> {
+        let a = cfg.attention_op(max_batch)?;
+        let (n, ns) = (a.qkv_len(), max_batch * cfg.skip * cfg.window);
+        Some(AttnBufs {
+            q: b.alloc(n),
+            k: b.alloc(n),
+            v: b.alloc(n),
+            out: b.alloc(n),
+            p: b.alloc(a.p_len()),
+            skip2: b.alloc(ns),
+            s2: b.alloc(ns),
+            dout: b.alloc(n),
+            dq: b.alloc(n),
+            dk: b.alloc(n),
+            dv: b.alloc(n),
+            du: b.alloc(ns),
+            dskip_u: b.alloc(ns),
+        })
+    }
 }
 
 impl<B: Backend> WavenetGated<B> {
@@ -208,6 +341,7 @@ impl<B: Backend> WavenetGated<B> {
         let (m, n) = (max_batch, cfg.blocks());
         WavenetGated {
             dropout: None,
+            attn: AttnBufs::new(b, cfg, max_batch),
             cfg: cfg.clone(),
             max_batch,
             params: into_arena(b, params),
@@ -311,7 +445,24 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
             }
         }
         b.act_fwd(Act::Relu, &self.skip_sum, &mut self.s1, batch * s * t);
-        b.conv1d_fwd(&self.s1, w(lay.post1), bias(lay.post1), &mut self.p1_pre, c1);
+        // The head reads relu(skip), or relu(skip + attn.o(attention(q, k, v))) with heads.
+        let head_in = match (lay.attn, self.attn.as_mut()) {
+            (Some(ai), Some(ab)) => {
+                let att = self.cfg.attention_op(batch).expect("heads");
+                let hd = self.cfg.attention_channels();
+                let (cqkv, co) = (pointwise(&self.cfg, batch, s, hd), pointwise(&self.cfg, batch, hd, s));
+                b.conv1d_fwd(&self.s1, w(ai.q), bias(ai.q), &mut ab.q, cqkv);
+                b.conv1d_fwd(&self.s1, w(ai.k), bias(ai.k), &mut ab.k, cqkv);
+                b.conv1d_fwd(&self.s1, w(ai.v), bias(ai.v), &mut ab.v, cqkv);
+                b.attention_fwd(&ab.q, &ab.k, &ab.v, &mut ab.out, &mut ab.p, att);
+                b.conv1d_fwd(&ab.out, w(ai.o), bias(ai.o), &mut ab.skip2, co);
+                b.add(&self.skip_sum, &mut ab.skip2, batch * s * t);
+                b.act_fwd(Act::Relu, &ab.skip2, &mut ab.s2, batch * s * t);
+                &ab.s2
+            }
+            _ => &self.s1,
+        };
+        b.conv1d_fwd(head_in, w(lay.post1), bias(lay.post1), &mut self.p1_pre, c1);
         b.act_fwd(Act::Relu, &self.p1_pre, &mut self.p1, batch * s * t);
         b.conv1d_fwd(&self.p1, w(lay.post2), bias(lay.post2), &mut self.out_vt, c2);
         b.transpose(&self.out_vt, &mut self.logits.buf, batch, v, t);
@@ -338,10 +489,30 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
         b.conv1d_bwd_input(&self.dout_vt, &self.params[post2].value.buf, &mut self.dp1, c2, false);
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, ss);
         let c1 = pointwise(&self.cfg, batch, s, s);
-        conv_grads(b, &mut self.params, post1, &self.s1, &self.dp1_pre, c1);
+        let head_in = self.attn.as_ref().map_or(&self.s1, |ab| &ab.s2);
+        conv_grads(b, &mut self.params, post1, head_in, &self.dp1_pre, c1);
         b.conv1d_bwd_input(&self.dp1_pre, &self.params[post1].value.buf, &mut self.ds1, c1, false);
-        // Every block's skip output receives the same gradient.
-        b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, ss);
+        match (self.lay.attn, self.attn.as_mut()) {
+            (Some(ai), Some(ab)) => {
+                // dskip2 = relu'(skip2) ds1 reaches skip directly (the identity path) and attn.o.
+                b.act_bwd(Act::Relu, &ab.s2, &self.ds1, &mut self.dskip, ss);
+                let att = self.cfg.attention_op(batch).expect("heads");
+                let hd = self.cfg.attention_channels();
+                let (cqkv, co) = (pointwise(&self.cfg, batch, s, hd), pointwise(&self.cfg, batch, hd, s));
+                conv_grads(b, &mut self.params, ai.o, &ab.out, &self.dskip, co);
+                b.conv1d_bwd_input(&self.dskip, &self.params[ai.o].value.buf, &mut ab.dout, co, false);
+                b.attention_bwd(&ab.q, &ab.k, &ab.v, &ab.p, &ab.dout, &mut ab.dq, &mut ab.dk, &mut ab.dv, att);
+                // du = q^T dq + k^T dk + v^T dv, then skip += relu'(skip) du.
+                for (i, (idx, d)) in [(ai.q, &ab.dq), (ai.k, &ab.dk), (ai.v, &ab.dv)].into_iter().enumerate() {
+                    conv_grads(b, &mut self.params, idx, &self.s1, d, cqkv);
+                    b.conv1d_bwd_input(d, &self.params[idx].value.buf, &mut ab.du, cqkv, i > 0);
+                }
+                b.act_bwd(Act::Relu, &self.s1, &ab.du, &mut ab.dskip_u, ss);
+                b.add(&ab.dskip_u, &mut self.dskip, ss);
+            }
+            // Every block's skip output receives the same gradient.
+            _ => b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, ss),
+        }
 
         // Blocks, last to first. On entry to block i (i < last), self.dh = dL/dh_{i+1}.
         let (cs, cr) = (pointwise(&self.cfg, batch, r, s), pointwise(&self.cfg, batch, r, r));
@@ -412,7 +583,10 @@ pub struct GatedStepper {
 
 impl GatedStepper {
     /// Copies the model's current weights to the host (reads them from any backend).
+    /// Panics for a model with attention heads, which this stepper does not run (the generator
+    /// uses the sliding window for those: `crate::generate::Mode::resolve`).
     pub fn new<B: Backend>(b: &B, model: &WavenetGated<B>) -> Self {
+        assert_eq!(model.cfg.attention, 0, "GatedStepper: a wavenet-gated model with attention has no incremental step");
         let p = &model.params;
         let pair = |i: usize| (p[i].value.to_vec(b), p[i + 1].value.to_vec(b));
         let cfg = model.cfg.clone();

@@ -103,6 +103,8 @@ fn gated_config(f: &Fixture) -> GatedConfig {
         kernel: hyper(f, "K"),
         layers: hyper(f, "L"),
         stacks: 1,
+        attention: 0,
+        attention_dim: 0,
     }
 }
 
@@ -165,7 +167,7 @@ pub fn small_simple() -> WavenetConfig {
 
 /// Small gated-WaveNet sizes for training tests.
 pub fn small_gated() -> GatedConfig {
-    GatedConfig { vocab: 12, window: 16, embed: 8, residual: 8, skip: 16, kernel: 2, layers: 4, stacks: 1 }
+    GatedConfig { vocab: 12, window: 16, embed: 8, residual: 8, skip: 16, kernel: 2, layers: 4, stacks: 1, attention: 0, attention_dim: 0 }
 }
 
 /// Whether the model's logits for 8 different windows of the periodic stream differ between

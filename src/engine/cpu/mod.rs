@@ -43,12 +43,13 @@ macro_rules! multiversion {
     };
 }
 
+mod attention;
 mod conv;
 pub mod fastmath;
 mod lstm;
 mod roll;
 
-use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
+use super::{Act, AdamParams, Attention, Backend, Conv1d, DropMask, Lstm, MatMul};
 use rayon::prelude::*;
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
@@ -647,6 +648,33 @@ impl Backend for CpuBackend {
 
     fn conv1d_bwd_weight(&self, x: &Vec<f32>, dy: &Vec<f32>, dw: &mut Vec<f32>, dbias: &mut Vec<f32>, c: Conv1d) {
         conv::backward_weight(x, dy, dw, dbias, c)
+    }
+
+    fn attention_fwd(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        out: &mut Vec<f32>,
+        p: &mut Vec<f32>,
+        a: Attention,
+    ) {
+        attention::forward(q, k, v, out, p, a)
+    }
+
+    fn attention_bwd(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        p: &Vec<f32>,
+        dout: &Vec<f32>,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        a: Attention,
+    ) {
+        attention::backward(q, k, v, p, dout, dq, dk, dv, a)
     }
 
     fn lstm_fwd(

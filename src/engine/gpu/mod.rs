@@ -79,6 +79,7 @@
 //! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
 //! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
 
+mod attention;
 mod conv;
 mod lstm;
 mod roll;
@@ -86,7 +87,7 @@ mod profile;
 
 pub use profile::{by_kernel, DispatchTime, Timestamps};
 
-use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
+use super::{Act, AdamParams, Attention, Backend, Conv1d, DropMask, Lstm, MatMul};
 use parking_lot::ReentrantMutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -1468,6 +1469,33 @@ impl Backend for GpuBackend {
 
     fn conv1d_bwd_weight(&self, x: &GpuBuffer, dy: &GpuBuffer, dw: &mut GpuBuffer, dbias: &mut GpuBuffer, c: Conv1d) {
         conv::backward_weight(self, x, dy, dw, dbias, c)
+    }
+
+    fn attention_fwd(
+        &self,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        out: &mut GpuBuffer,
+        p: &mut GpuBuffer,
+        a: Attention,
+    ) {
+        attention::forward(self, q, k, v, out, p, a)
+    }
+
+    fn attention_bwd(
+        &self,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        p: &GpuBuffer,
+        dout: &GpuBuffer,
+        dq: &mut GpuBuffer,
+        dk: &mut GpuBuffer,
+        dv: &mut GpuBuffer,
+        a: Attention,
+    ) {
+        attention::backward(self, q, k, v, p, dout, dq, dk, dv, a)
     }
 
     fn lstm_fwd(
