@@ -281,7 +281,8 @@ impl Footprint {
                 let a = if c.attention > 0 { a + 8.0 * n * hd + 4.0 * n * s + n * heads * t } else { a };
                 // One queue per block of (K-1) x dilation past inputs of R channels (batch 1):
                 // per stack (K-1) x (2^L - 1) x R.
-                let q = if queues { u(c.stacks) * (u(c.kernel) - 1.0) * (2f64.powi(c.layers.min(1000) as i32) - 1.0) * r } else { 0.0 };
+                // (None with attention heads: those generate with the sliding window.)
+                let q = if queues && c.attention == 0 { u(c.stacks) * (u(c.kernel) - 1.0) * (2f64.powi(c.layers.min(1000) as i32) - 1.0) * r } else { 0.0 };
                 let attn_largest = if c.attention > 0 { (n * heads * t).max(n * hd) } else { 0.0 };
                 (a, (n * 2.0 * r).max(n * v).max(n * s).max(attn_largest), q)
             }
@@ -404,5 +405,13 @@ mod tests {
         assert_eq!(Footprint::of(&cfg, 1, 128, true).queues, 0);
         let (q20, q21) = (Footprint::of(&g(20), 1, 128, true).queues, Footprint::of(&g(21), 1, 128, true).queues);
         assert_eq!(q21 - q20, 4 << 20 << 6, "block 21 adds 2^20 x 64 floats");
+        // Attention heads: no queues (sliding-window generation), and p [B, H, T, T] among the
+        // activations: 4 heads at batch 64, window 128 keep 16 MB of probabilities.
+        let heads = Sizes { layers: Some(20), attention: Some(4), ..Default::default() };
+        let a = ModelConfig::from_name("wavenet-gated", 300, 128, &heads).unwrap();
+        assert_eq!(Footprint::of(&a, 1, 128, true).queues, 0);
+        let (with, without) = (Footprint::of(&a, 64, 128, false), Footprint::of(&g(20), 64, 128, false));
+        assert!(with.activations >= without.activations + 4 * 64 * 4 * 128 * 128, "{with:?} vs {without:?}");
+        assert!(with.params > without.params);
     }
 }

@@ -188,8 +188,11 @@ fn contradictory_options_change_nothing() {
     );
     assert!(!dir.join("elsewhere").exists());
     // Sizes the model does not have, impossible fractions, and zero sizes.
-    let bad: [(&str, &[&str], &[&str]); 5] = [
+    let bad: [(&str, &[&str], &[&str]); 8] = [
         ("wavenet", &["--hidden", "8"], &["--hidden does not apply to the wavenet model"]),
+        ("lstm", &["--attention", "2"], &["--attention does not apply to the lstm model"]),
+        ("wavenet-gated", &["--attention", "2", "--attention-dim", "0"], &["--attention-dim must be at least 1"]),
+        ("wavenet-gated", &["--attention-dim", "8"], &["--attention-dim needs --attention"]),
         ("lstm", &["--channels", "8"], &["--channels does not apply to the lstm model"]),
         ("lstm", &["--val-fraction", "1.5"], &["--val-fraction", "1.5"]),
         ("lstm", &["--batch", "0"], &["--batch"]),
@@ -217,4 +220,22 @@ fn contradictory_options_change_nothing() {
     }
     assert!(!dir.join("generated.mid").exists());
     assert!(before == snapshot(), "a refused command changed the existing run");
+}
+
+/// A gated WaveNet with attention heads has no one-step generation: `--incremental` is a one-line
+/// error naming the cause and the way out, writing nothing; the default mode composes.
+#[test]
+fn an_attention_model_refuses_incremental_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let heads = ["--attention", "2", "--attention-dim", "4", "--sample-length", "0"];
+    etude_ok(&tiny_train("wavenet-gated", "cpu", "att", "1", &heads), dir);
+    let model = "att/last.safetensors";
+    let base = ["generate", "--model", model, "--backend", "cpu", "--length", "5", "--out", "g.mid"];
+    let err = etude_fails(&[&base[..], &["--incremental"]].concat(), dir, &["attention", "--sliding-window"]);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_default();
+    assert!(line.contains("attention") && line.contains("--sliding-window"), "the cause on one line: {err}");
+    assert!(!dir.join("g.mid").exists());
+    etude_ok(&base, dir);
+    assert!(dir.join("g.mid").exists());
 }

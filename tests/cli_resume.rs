@@ -79,6 +79,13 @@ fn resume_equals_uninterrupted_wavenet_gated_multithreaded() {
     resume_equals_uninterrupted("wavenet-gated", &["--batch", "16", "--window", "32", "--residual", "16"]);
 }
 
+/// With attention heads (issue 13): the heads travel in the checkpoint's config and the resumed
+/// run rebuilds them (its options come from the checkpoint).
+#[test]
+fn resume_equals_uninterrupted_wavenet_gated_with_attention() {
+    resume_equals_uninterrupted("wavenet-gated", &["--attention", "2", "--attention-dim", "4"]);
+}
+
 /// Set a run's learning rate absurdly high and clipping off, in its checkpoint (what a resumed
 /// run reads its optimizer settings from).
 fn make_explosive(ck: &Path) {
