@@ -3,7 +3,8 @@
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
 use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
-use crate::engine::{Backend, Conv1d};
+use super::bias::record_bias_grad;
+use crate::engine::Conv1d;
 
 const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
 
@@ -38,7 +39,7 @@ fn params(c: &Conv1d, accumulate: bool, slice_len: usize, slices: usize) -> [u32
 }
 
 /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
-pub(crate) fn forward(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
+pub(crate) fn record_fwd(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
     check_len("conv1d_fwd", "x", x, c.batch * c.cin * c.time);
     check_len("conv1d_fwd", "w", w, c.cout * c.cin * c.k);
     check_len("conv1d_fwd", "bias", bias, c.cout);
@@ -52,7 +53,7 @@ pub(crate) fn forward(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &Gpu
 }
 
 /// `dx [batch, cin, time] (+)= d/dx` from `dy [batch, cout, time]`.
-pub(crate) fn backward_input(
+pub(crate) fn record_bwd_input(
     gpu: &GpuBackend,
     dy: &GpuBuffer,
     w: &GpuBuffer,
@@ -82,10 +83,10 @@ fn slicing(columns: usize, k: usize) -> (usize, usize) {
 
 /// `dw [cout, cin, k] += d/dw`, `dbias [cout] += d/dbias`.
 ///
-/// Two dispatches and the backend's `bias_grad`: per (64x64 tile of (o, c), tap, slice of the
+/// Two dispatches and `bias_grad` (`bias.rs`): per (64x64 tile of (o, c), tap, slice of the
 /// flat `b*T + t` columns) a partial sum into a scratch buffer, then `dw += sum over slices` in
 /// slice order — deterministic, and enough workgroups even when `Cout x Cin` is one tile.
-pub(crate) fn backward_weight(
+pub(crate) fn record_bwd_weight(
     gpu: &GpuBackend,
     x: &GpuBuffer,
     dy: &GpuBuffer,
@@ -103,7 +104,7 @@ pub(crate) fn backward_weight(
     if columns == 0 || c.cout == 0 {
         return;
     }
-    gpu.bias_grad(dy, dbias, c.batch, c.cout, c.time);
+    record_bias_grad(gpu, dy, dbias, c.batch, c.cout, c.time);
     if wn == 0 {
         return;
     }

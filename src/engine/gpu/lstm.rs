@@ -2,14 +2,15 @@
 //! [`crate::engine::Backend::lstm_bwd`] for the math and layout, and `shaders/lstm.wgsl` for the
 //! kernels. The forward is one dispatch per layer (a workgroup per batch row loops over time); the
 //! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
-//! over all steps (Hprev gathered, then the backend's matrix product, which splits the long sum over
+//! over all steps (Hprev gathered, then the matrix product (`matmul.rs`), which splits the long sum over
 //! the B*T rows into ranges whose partials are added in order: no atomics; on software renderers it
 //! is the register-blocked product). On software renderers (see `use_rows_kernels`) the recurrence
 //! runs 8 batch rows per workgroup from a packed copy of W_hh; on other adapters the forward reads
 //! a packed W_hh^T so that neighbouring invocations read neighbouring words.
 
+use super::matmul::record_matmul;
 use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBackend, GpuBuffer, Shader};
-use crate::engine::{Backend, Lstm, MatMul};
+use crate::engine::{Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -48,7 +49,7 @@ fn word(op: &str, x: usize) -> u32 {
 
 /// Forward recurrence of one layer: writes `hs`, `cs [batch, time, H]` and `gates [batch, time, 4H]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
+pub(crate) fn record_fwd(
     gpu: &GpuBackend,
     xw: &GpuBuffer,
     w_hh: &GpuBuffer,
@@ -93,7 +94,7 @@ pub(crate) fn forward(
 
 /// Backpropagation through time: writes `dxw [batch, time, 4H]`, accumulates `dw_hh [4H, H]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
+pub(crate) fn record_bwd(
     gpu: &GpuBackend,
     w_hh: &GpuBuffer,
     h0: &GpuBuffer,
@@ -138,13 +139,13 @@ pub(crate) fn backward(
     }
 
     // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H]: Hprev (row (b, t) = hs[b, t-1], or h0[b]
-    // at t = 0) gathered once, then the backend's matrix product, which splits the long sum over
+    // at t = 0) gathered once, then the matrix product (`matmul.rs`), which splits the long sum over
     // the B*T rows on GPUs (few output tiles) and uses register blocks on software renderers.
     let rows = batch * time;
     let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
     gpu.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |hprev| {
         gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
-        gpu.matmul(dxw, hprev, dw_hh, mm);
+        record_matmul(gpu, dxw, hprev, dw_hh, mm);
     });
 }
 
