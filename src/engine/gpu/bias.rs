@@ -1,33 +1,33 @@
 //! Bias addition and its gradient on the GPU (`shaders/bias.wgsl`), with vec4 kernels on software
 //! renderers.
 
-use super::{check_len, check_same_elem, grid_1d, grid_groups, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, grid_1d, grid_groups, u, GpuBuffer, Recording, Shader};
 
 const BIAS: Shader = Shader { name: "bias", source: include_str!("../../../shaders/bias.wgsl") };
 
-pub(crate) fn record_bias_add(gpu: &GpuBackend, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
+pub(crate) fn record_bias_add(rec: &mut Recording<'_>, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
     let n = outer * channels * inner;
     check_len("bias_add", "y", y, n);
     check_len("bias_add", "bias", bias, channels);
     check_same_elem("bias_add", &[("y", y), ("bias", bias)]);
-    if gpu.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+    if rec.ctx.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
         let p = [u(n), u(channels), 1];
-        gpu.dispatch(&BIAS, "bias_add_vec4", &[bias, y], &p, grid_1d(n / 4, 256));
+        rec.dispatch(&BIAS, "bias_add_vec4", &[bias, y], &p, grid_1d(n / 4, 256));
         return;
     }
-    gpu.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
+    rec.dispatch(&BIAS, "bias_add", &[bias, y], &[u(n), u(channels), u(inner)], grid_1d(n, 256));
 }
 
-pub(crate) fn record_bias_grad(gpu: &GpuBackend, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
+pub(crate) fn record_bias_grad(rec: &mut Recording<'_>, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
     check_len("bias_grad", "dy", dy, outer * channels * inner);
     check_len("bias_grad", "dbias", dbias, channels);
     check_same_elem("bias_grad", &[("dy", dy), ("dbias", dbias)]);
-    if gpu.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
+    if rec.ctx.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
         let p = [u(outer), u(channels), 1];
-        gpu.dispatch(&BIAS, "bias_grad_vec4", &[dy, dbias], &p, grid_1d(channels / 4, 64));
+        rec.dispatch(&BIAS, "bias_grad_vec4", &[dy, dbias], &p, grid_1d(channels / 4, 64));
         return;
     }
-    gpu.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
+    rec.dispatch(&BIAS, "bias_grad", &[dy, dbias], &[u(outer), u(channels), u(inner)], grid_groups(channels));
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! The context a backend records against: opening the device on the chosen adapter, what it
-//! offers (limits, timestamps, software or not), the kernel variants, and the pipeline cache (one
-//! compute pipeline per shader, entry point and precision, compiled on first use).
+//! The context a backend records against ([`Context`]): the device opened on the chosen adapter,
+//! what it offers (limits, timestamps, software or not), the precision, the kernel variants, and
+//! the pipeline cache (one compute pipeline per shader, entry point and precision, compiled on
+//! first use). Everything here is shared read-only by the ops while they record, but for the
+//! pipeline cache, whose lock is taken only inside [`Context::pipeline`].
 
 use super::adapter::{self, is_software_info, pick_adapter_index, precision_features, Precision, F16_LOSS_SCALE};
 use super::recorder::Recorder;
 use super::{GpuBackend, Timestamps};
-use parking_lot::ReentrantMutex;
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Which kernels the backend records where it has a variant for software renderers (the LSTM
@@ -24,7 +24,45 @@ pub enum KernelVariant {
     Software,
 }
 
-impl GpuBackend {
+impl KernelVariant {
+    const ALL: [KernelVariant; 3] = [KernelVariant::Auto, KernelVariant::Portable, KernelVariant::Software];
+}
+
+/// The device and what the ops read while recording (see the module documentation).
+pub(crate) struct Context {
+    pub(super) precision: Precision,
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    pub(super) info: wgpu::AdapterInfo,
+    pub(super) limits: wgpu::Limits,
+    /// Which timestamp queries the device was opened with.
+    pub(super) timestamps: Timestamps,
+    pipelines: Mutex<Pipelines>,
+    /// Kernel choice where software-renderer variants exist (`Auto` unless a test forces one), as
+    /// its index in `KernelVariant::ALL`.
+    kernel_variant: AtomicU8,
+    /// The id the next allocation gets (see `GpuBuffer::id`).
+    pub(super) next_id: AtomicU64,
+}
+
+impl Context {
+    /// The factor gradient buffers carry (see [`GpuBackend::loss_scale`]).
+    pub(crate) fn loss_scale(&self) -> f32 {
+        match self.precision {
+            Precision::F32 => 1.0,
+            Precision::F16 => F16_LOSS_SCALE,
+        }
+    }
+
+    /// True on a software implementation (see [`GpuBackend::is_software`]).
+    pub(crate) fn is_software(&self) -> bool {
+        is_software_info(self.info.device_type, &self.info.name)
+    }
+
+    pub(crate) fn kernel_variant(&self) -> KernelVariant {
+        KernelVariant::ALL[self.kernel_variant.load(Ordering::Relaxed) as usize]
+    }
+
     /// Whether the software-renderer variants are in use (see [`KernelVariant`]).
     pub(crate) fn software_kernels(&self) -> bool {
         match self.kernel_variant() {
@@ -108,76 +146,68 @@ impl GpuBackend {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| format!("cannot open GPU device on {}: {e}", adapter.get_info().name))?;
-        Ok(GpuBackend {
+        let ctx = Context {
             precision,
             device,
             queue,
             info: adapter.get_info(),
             limits,
-            pipelines: Mutex::new(Pipelines::default()),
-            scratch: Mutex::new(HashMap::new()),
-            scratch_users: ReentrantMutex::new(RefCell::new(Vec::new())),
-            rec: Mutex::new(Recorder::new()),
-            next_id: AtomicU64::new(1),
-            dispatches: AtomicU64::new(0),
-            submissions: AtomicU64::new(0),
             timestamps,
-            kernel_variant: Mutex::new(KernelVariant::Auto),
-        })
+            pipelines: Mutex::new(Pipelines::default()),
+            kernel_variant: AtomicU8::new(0),
+            next_id: AtomicU64::new(1),
+        };
+        Ok(GpuBackend { ctx, rec: Mutex::new(Recorder::new()) })
     }
 
-    /// The precision of [`Backend::alloc`] buffers.
+    /// The precision of [`crate::engine::Backend::alloc`] buffers.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.ctx.precision
     }
 
     /// The factor gradient buffers carry (see the module documentation): [`F16_LOSS_SCALE`] at
     /// f16, 1 at f32.
     pub fn loss_scale(&self) -> f32 {
-        match self.precision {
-            Precision::F32 => 1.0,
-            Precision::F16 => F16_LOSS_SCALE,
-        }
+        self.ctx.loss_scale()
     }
 
     /// The chosen adapter.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.info
+        &self.ctx.info
     }
 
     /// The limits the device was opened with.
     pub fn limits(&self) -> &wgpu::Limits {
-        &self.limits
+        &self.ctx.limits
     }
 
     /// True on a software implementation (lavapipe/llvmpipe, SwiftShader, WARP, any CPU device).
     pub fn is_software(&self) -> bool {
-        is_software_info(self.info.device_type, &self.info.name)
+        self.ctx.is_software()
     }
 
     pub fn device(&self) -> &wgpu::Device {
-        &self.device
+        &self.ctx.device
     }
 
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
+        &self.ctx.queue
     }
 
     /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
     /// both variants on one adapter.
     pub fn set_kernel_variant(&self, v: KernelVariant) {
-        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    }
-
-    pub(crate) fn kernel_variant(&self) -> KernelVariant {
-        *self.kernel_variant.lock().unwrap_or_else(|e| e.into_inner())
+        let i = KernelVariant::ALL.iter().position(|&k| k == v).expect("every variant is listed");
+        self.ctx.kernel_variant.store(i as u8, Ordering::Relaxed);
     }
 
     /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
     pub fn timestamps(&self) -> Timestamps {
-        self.timestamps
+        self.ctx.timestamps
     }
+}
 
+impl Context {
     /// The pipeline for `entry` of `shader` with `elem` = `precision`, compiled on first use and
     /// cached.
     pub(crate) fn pipeline(&self, shader: &Shader, entry: &'static str, precision: Precision) -> Arc<Pipe> {

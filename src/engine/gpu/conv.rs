@@ -2,7 +2,7 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
 use super::bias::record_bias_grad;
 use crate::engine::Conv1d;
 
@@ -39,7 +39,7 @@ fn params(c: &Conv1d, accumulate: bool, slice_len: usize, slices: usize) -> [u32
 }
 
 /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
-pub(crate) fn record_fwd(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
+pub(crate) fn record_fwd(rec: &mut Recording<'_>, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
     check_len("conv1d_fwd", "x", x, c.batch * c.cin * c.time);
     check_len("conv1d_fwd", "w", w, c.cout * c.cin * c.k);
     check_len("conv1d_fwd", "bias", bias, c.cout);
@@ -49,12 +49,12 @@ pub(crate) fn record_fwd(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &
         return;
     }
     let groups = grid_2d(c.batch * c.time, c.cout, TILE as u32, TILE as u32);
-    gpu.dispatch(&CONV1D, "conv_fwd", &[x, w, bias, y], &params(&c, false, 0, 0), groups);
+    rec.dispatch(&CONV1D, "conv_fwd", &[x, w, bias, y], &params(&c, false, 0, 0), groups);
 }
 
 /// `dx [batch, cin, time] (+)= d/dx` from `dy [batch, cout, time]`.
 pub(crate) fn record_bwd_input(
-    gpu: &GpuBackend,
+    rec: &mut Recording<'_>,
     dy: &GpuBuffer,
     w: &GpuBuffer,
     dx: &mut GpuBuffer,
@@ -69,7 +69,7 @@ pub(crate) fn record_bwd_input(
         return;
     }
     let groups = grid_2d(c.batch * c.time, c.cin, TILE as u32, TILE as u32);
-    gpu.dispatch(&CONV1D, "conv_bwd_input", &[dy, w, dx], &params(&c, accumulate, 0, 0), groups);
+    rec.dispatch(&CONV1D, "conv_bwd_input", &[dy, w, dx], &params(&c, accumulate, 0, 0), groups);
 }
 
 /// How the `B*T` flat columns are cut into split-K slices: `(slice_len, slices)`, `slice_len` a
@@ -87,7 +87,7 @@ fn slicing(columns: usize, k: usize) -> (usize, usize) {
 /// flat `b*T + t` columns) a partial sum into a scratch buffer, then `dw += sum over slices` in
 /// slice order — deterministic, and enough workgroups even when `Cout x Cin` is one tile.
 pub(crate) fn record_bwd_weight(
-    gpu: &GpuBackend,
+    rec: &mut Recording<'_>,
     x: &GpuBuffer,
     dy: &GpuBuffer,
     dw: &mut GpuBuffer,
@@ -104,16 +104,16 @@ pub(crate) fn record_bwd_weight(
     if columns == 0 || c.cout == 0 {
         return;
     }
-    record_bias_grad(gpu, dy, dbias, c.batch, c.cout, c.time);
+    record_bias_grad(rec, dy, dbias, c.batch, c.cout, c.time);
     if wn == 0 {
         return;
     }
     let (slice_len, slices) = slicing(columns, c.k);
     let p = params(&c, false, slice_len, slices);
     let [gx, gy, _] = grid_2d(c.cin, c.cout, TILE as u32, TILE as u32);
-    gpu.with_scratch("conv1d_bwd_weight", slices * wn, |part| {
-        gpu.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, part], &p, [gx, gy, u(slices * c.k)]);
-        gpu.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[part, dw], &p, grid_1d(wn, 256));
+    rec.with_scratch("conv1d_bwd_weight", slices * wn, |rec, part| {
+        rec.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, part], &p, [gx, gy, u(slices * c.k)]);
+        rec.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[part, dw], &p, grid_1d(wn, 256));
     });
 }
 

@@ -2,11 +2,12 @@
 //! work is submitted so that it sees the old contents) and read-backs (through a staging buffer,
 //! converting f16 with the `half` crate).
 
+use super::context::Context;
 use super::{check_len, Elem, GpuBackend, GpuBuffer, Precision};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-impl GpuBackend {
+impl Context {
     /// The element type of [`crate::engine::Backend::alloc`] buffers.
     pub(super) fn float_elem(&self) -> Elem {
         match self.precision {
@@ -32,6 +33,18 @@ impl GpuBackend {
         });
         GpuBuffer { buffer: Arc::new(buffer), len, id: self.next_id.fetch_add(1, Ordering::Relaxed), elem, offset: 0 }
     }
+}
+
+impl GpuBackend {
+    /// A zero-filled buffer of `len` elements of type `elem` (see [`Context::alloc_typed`]).
+    pub(super) fn alloc_typed(&self, len: usize, elem: Elem) -> GpuBuffer {
+        self.ctx.alloc_typed(len, elem)
+    }
+
+    /// The element type of [`crate::engine::Backend::alloc`] buffers.
+    pub(super) fn float_elem(&self) -> Elem {
+        self.ctx.float_elem()
+    }
 
     /// [`crate::engine::Backend::view`]: `len` elements of `buf` from element `offset` (aligned, checked).
     pub(super) fn view_of(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuBuffer {
@@ -42,7 +55,7 @@ impl GpuBackend {
             buf.len
         );
         let bytes = (offset * buf.elem.size()) as u64;
-        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment as u64;
         assert!(bytes.is_multiple_of(align), "view: offset {offset} ({bytes} bytes) is not a multiple of {align} bytes");
         GpuBuffer { buffer: buf.buffer.clone(), len, id: buf.id, elem: buf.elem, offset: buf.offset + bytes }
     }
@@ -50,7 +63,7 @@ impl GpuBackend {
     /// [`crate::engine::Backend::view_align`], in f16 elements (2 bytes), so that an offset is aligned at f32 (4
     /// bytes) too.
     pub(super) fn view_align_elems(&self) -> usize {
-        (self.limits.min_storage_buffer_offset_alignment as usize).div_ceil(2).max(2)
+        (self.ctx.limits.min_storage_buffer_offset_alignment as usize).div_ceil(2).max(2)
     }
 
     /// [`crate::engine::Backend::write`]: floats into a buffer of f32 or f16.
@@ -98,9 +111,9 @@ impl GpuBackend {
         if bytes.is_empty() {
             return;
         }
-        let mut rec = self.recorder();
-        self.submit(&mut rec); // recorded work must see the old contents
-        self.queue.write_buffer(&dst.buffer, dst.offset, bytes);
+        let mut r = self.recording();
+        r.submit(); // recorded work must see the old contents
+        r.ctx.queue.write_buffer(&dst.buffer, dst.offset, bytes);
     }
 
     /// The first `len` 32-bit words of `src`, after all recorded work.
@@ -124,12 +137,13 @@ impl GpuBackend {
         if want == 0 {
             return Vec::new();
         }
-        let mut rec = self.recorder();
-        self.submit(&mut rec);
+        let mut r = self.recording();
+        r.submit();
+        let (ctx, rec) = (r.ctx, &mut *r.rec);
         let bytes = want.next_multiple_of(4) as u64;
         if rec.staging_cap < bytes || rec.staging.is_none() {
             let cap = bytes.next_power_of_two().max(4096);
-            rec.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+            rec.staging = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
                 size: cap,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -138,15 +152,15 @@ impl GpuBackend {
             rec.staging_cap = cap;
         }
         let staging = rec.staging.clone().expect("staging buffer exists");
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         encoder.copy_buffer_to_buffer(&src.buffer, src.offset, &staging, 0, bytes);
-        self.queue.submit([encoder.finish()]);
-        self.submissions.fetch_add(1, Ordering::Relaxed);
+        ctx.queue.submit([encoder.finish()]);
+        rec.count_submission();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).expect("GPU device lost while waiting");
+        ctx.device.poll(wgpu::PollType::wait_indefinitely()).expect("GPU device lost while waiting");
         rx.recv().expect("map callback ran").expect("mapping the staging buffer failed");
         let out = {
             let view = staging.get_mapped_range(0..bytes).expect("staging buffer is mapped");

@@ -2,7 +2,7 @@
 //! split-K partial sums reduced in order where the output has few tiles and k is long, and 8x8
 //! register blocks on software renderers.
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
 use crate::engine::MatMul;
 
 const MATMUL: Shader = Shader { name: "matmul", source: include_str!("../../../shaders/matmul.wgsl") };
@@ -25,7 +25,7 @@ fn matmul_splits(tiles: usize, k: usize) -> usize {
     SMALL_MATMUL_BELOW.div_ceil(tiles.max(1)).min(k / SPLIT_MIN_K).clamp(1, SPLIT_MAX)
 }
 
-pub(crate) fn record_matmul(gpu: &GpuBackend, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer, mm: MatMul) {
+pub(crate) fn record_matmul(rec: &mut Recording<'_>, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer, mm: MatMul) {
     let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
     check_len("matmul", "a", a, m * k);
     check_len("matmul", "b", b, k * n);
@@ -35,10 +35,10 @@ pub(crate) fn record_matmul(gpu: &GpuBackend, a: &GpuBuffer, b: &GpuBuffer, c: &
         return;
     }
     let p = [u(m), u(k), u(n), trans_a as u32, trans_b as u32, accumulate as u32];
-    if gpu.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
+    if rec.ctx.software_kernels() && m % 4 == 0 && k % 4 == 0 && n % 4 == 0 && k > 0 {
         // Software renderer: 8x8 register blocks, no workgroup memory (see matmul.wgsl).
         let blocks = m.div_ceil(8) * n.div_ceil(8);
-        gpu.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
+        rec.dispatch(&MATMUL, "matmul_regs", &[a, b, c], &p, grid_1d(blocks, 64));
         return;
     }
     // 64x64 tiles; split along k when they are few and k is long (weight gradients summed over
@@ -50,14 +50,14 @@ pub(crate) fn record_matmul(gpu: &GpuBackend, a: &GpuBuffer, b: &GpuBuffer, c: &
         let splits = k.div_ceil(kchunk);
         let ps = [p[0], p[1], p[2], p[3], p[4], p[5], u(splits), u(kchunk)];
         let [gx, gy, _] = grid_2d(n, m, 64, 64);
-        gpu.with_scratch("matmul_split", splits * m * n, |part| {
-            gpu.dispatch(&MATMUL, "matmul_split", &[a, b, part], &ps, [gx, gy, splits as u32]);
-            gpu.dispatch(&MATMUL, "matmul_reduce", &[part, c], &ps, grid_1d(m * n, 256));
+        rec.with_scratch("matmul_split", splits * m * n, |rec, part| {
+            rec.dispatch(&MATMUL, "matmul_split", &[a, b, part], &ps, [gx, gy, splits as u32]);
+            rec.dispatch(&MATMUL, "matmul_reduce", &[part, c], &ps, grid_1d(m * n, 256));
         });
     } else if big_tiles >= SMALL_MATMUL_BELOW {
-        gpu.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
+        rec.dispatch(&MATMUL, "matmul", &[a, b, c], &p, grid_2d(n, m, 64, 64));
     } else {
-        gpu.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
+        rec.dispatch(&MATMUL, "matmul_small", &[a, b, c], &p, grid_2d(n, m, 32, 32));
     }
 }
 

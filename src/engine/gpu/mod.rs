@@ -30,16 +30,22 @@
 //!    point uses, and have it read `p`. Float tensors are `array<elem>` (read `f32(x[i])`, write
 //!    `elem(v)`; see "Precision" below); arrays that stay f32 at any precision say `f32`, and the
 //!    Rust side checks element types with `check_same_elem` / `check_f32`.
-//! 2. Declare it once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
-//! 3. Record: `gpu.dispatch(&MY, "entry", &[&x, &w, &y], &[n as u32, f(scale)], grid_1d(n, 256))`,
-//!    after checking lengths with `check_len`. `f` turns an `f32` into the word the shader reads
-//!    as `f32`; `grid_1d` / `grid_groups` / `grid_2d` give workgroup counts within the
-//!    65535-per-dimension limit (see `grid_1d`'s doc for the flat index the shader rebuilds). The
-//!    words fill the `Params` struct's fields in order; unused trailing fields read 0.
-//! 4. Temporary storage an op needs between its own dispatches: `GpuBackend::with_scratch` with a key
-//!    of your own (kept and reused between calls).
-//! 5. Put the op family's `record_*` functions in a file of its own beside the others (see "Where
-//!    things are"), and have `impl Backend` below call them in one line each.
+//! 2. Give the op family a file of its own beside the others (see "Where things are"), declaring
+//!    the shader once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
+//! 3. Write its `record_*` functions: `pub(crate) fn record_my(rec: &mut Recording<'_>, x: &GpuBuffer, ...)`
+//!    checks lengths with `check_len`, then records with
+//!    `rec.dispatch(&MY, "entry", &[&x, &w, &y], &[u(n), f(scale)], grid_1d(n, 256))`. `u` and `f`
+//!    turn a size and an `f32` into the words the shader reads; `grid_1d` / `grid_groups` /
+//!    `grid_2d` give workgroup counts within the 65535-per-dimension limit (see `grid_1d`'s doc for
+//!    the flat index the shader rebuilds). The words fill the `Params` struct's fields in order;
+//!    unused trailing fields read 0. What the op reads of the device (precision, loss scale, kernel
+//!    variant) is in `rec.ctx`. An op that needs another family's op calls that family's
+//!    `record_*` with the same `rec` (never the public [`Backend`] methods: the recorder is held).
+//! 4. Temporary storage the op passes between its own dispatches:
+//!    `rec.with_scratch("my_key", len, |rec, buf| { ... })`, a buffer that is the op's own until
+//!    the closure returns, kept under the key between calls (see `scratch.rs`).
+//! 5. In `impl Backend` below, one line: `my::record_my(&mut self.recording(), x, ...)`, which takes
+//!    the recorder's lock once for the whole op.
 //!
 //! # Precision (issue 7)
 //!
@@ -78,20 +84,21 @@
 //! time each dispatch (see `profile.rs`) and [`GpuBackend::take_profile`] returns the times; off by
 //! default, and then nothing is written or read.
 //!
-//! `GpuBackend::pipeline` exposes the pipeline cache itself (created on first use, one pipeline per
-//! (shader, entry point)) for code that wants to inspect it; `dispatch` is all a new op needs.
+//! The pipeline cache (`Context::pipeline`) compiles one pipeline per (shader, entry point,
+//! precision) on first use; `rec.dispatch` is all a new op needs.
 //!
 //! # Where things are
 //!
 //! ```text
 //! mod.rs           GpuBackend, `impl Backend` (one line per op), these docs, shared test helpers
 //! adapter.rs       listing and picking adapters (AdapterReport), Precision and its device features
-//! context.rs       opening the device; limits, kernel variants, the pipeline cache (Shader, Pipe)
-//! recorder.rs      recording dispatches, the params arena, bind-group cache, submit, profiling hooks;
-//!                  parameter words (f, u) and workgroup grids (grid_1d, grid_groups, grid_2d)
+//! context.rs       Context: the device, limits, precision, kernel variants, pipeline cache (Shader)
+//! recorder.rs      Recording (the one lock, taken once per op), dispatches, the params arena,
+//!                  bind-group cache, submit, counts, profiling hooks; parameter words (f, u) and
+//!                  workgroup grids (grid_1d, grid_groups, grid_2d)
 //! buffer.rs        GpuBuffer (and views), Elem, the argument checks (check_len, check_f32, ...)
 //! io.rs            allocation, views, uploads and read-backs
-//! scratch.rs       scratch buffers an op passes data through between its own dispatches
+//! scratch.rs       scratch buffers, each the op's own while it records (with_scratch)
 //! profile.rs       per-dispatch timestamps
 //! elementwise.rs   fill, add, copy_strided, activations, the WaveNet gate, transpose  (elementwise.wgsl)
 //! matmul.rs        the matrix product                                   (matmul.wgsl)
@@ -131,38 +138,20 @@ pub use profile::{by_kernel, DispatchTime, Timestamps};
 pub(crate) use buffer::{check_f32, check_len, check_same_elem};
 pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
-use recorder::{Recorded, Recorder};
+use recorder::{Recorded, Recorder, Recording};
 
 use super::{Act, AdamParams, Backend, Conv1d, DropMask, Lstm, MatMul};
-use context::Pipelines;
-use parking_lot::ReentrantMutex;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use context::Context;
 use std::sync::Mutex;
 
 /// The wgpu backend. All methods take `&self` (the recorder sits behind a mutex), so one backend
-/// may be shared between threads; work is still recorded and submitted in call order.
+/// may be shared between threads; work is still recorded and submitted in call order, and each
+/// operation's dispatches are recorded together (see `recorder.rs`).
 pub struct GpuBackend {
-    precision: Precision,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
-    pipelines: Mutex<Pipelines>,
+    /// The device and what ops read while recording (limits, precision, pipeline cache, ...).
+    ctx: Context,
+    /// Recorded work, the params arena, bind groups, scratch, counters: the one lock an op takes.
     rec: Mutex<Recorder>,
-    scratch: Mutex<HashMap<&'static str, GpuBuffer>>,
-    /// Held while an op records the dispatches that share a scratch buffer (see `with_scratch`),
-    /// with the keys in use: reentrant, since an op may call another scratch-using op inside (the
-    /// LSTM's dW_hh product runs a split matmul on its gathered operand), never for the same key.
-    scratch_users: ReentrantMutex<RefCell<Vec<&'static str>>>,
-    next_id: AtomicU64,
-    dispatches: AtomicU64,
-    submissions: AtomicU64,
-    /// Which timestamp queries the device was opened with.
-    timestamps: Timestamps,
-    /// Kernel choice for the LSTM recurrence (`Auto` unless a test forces one).
-    kernel_variant: Mutex<KernelVariant>,
 }
 
 impl Backend for GpuBackend {
@@ -170,13 +159,14 @@ impl Backend for GpuBackend {
     type Ids = GpuBuffer;
 
     fn max_buffer_bytes(&self) -> Option<u64> {
-        Some(self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size))
+        let limits = &self.ctx.limits;
+        Some(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
     }
 
     /// The adapter's name and API, with `, f16` at that precision.
     fn name(&self) -> String {
-        let precision = if self.precision == Precision::F16 { ", f16" } else { "" };
-        format!("{} ({:?}{precision})", self.info.name, self.info.backend)
+        let (info, precision) = (&self.ctx.info, if self.ctx.precision == Precision::F16 { ", f16" } else { "" });
+        format!("{} ({:?}{precision})", info.name, info.backend)
     }
 
     fn alloc(&self, len: usize) -> GpuBuffer {
@@ -212,16 +202,15 @@ impl Backend for GpuBackend {
     }
 
     fn flush(&self) {
-        let mut rec = self.recorder();
-        self.submit(&mut rec);
+        self.recording().submit()
     }
 
     fn fill(&self, x: &mut GpuBuffer, n: usize, value: f32) {
-        elementwise::record_fill(self, x, n, value)
+        elementwise::record_fill(&mut self.recording(), x, n, value)
     }
 
     fn add(&self, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
-        elementwise::record_add(self, x, y, n)
+        elementwise::record_add(&mut self.recording(), x, y, n)
     }
 
     fn copy_strided(
@@ -236,51 +225,51 @@ impl Backend for GpuBackend {
         cols: usize,
         accumulate: bool,
     ) {
-        elementwise::record_copy_strided(self, src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols, accumulate)
+        elementwise::record_copy_strided(&mut self.recording(), src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols, accumulate)
     }
 
     fn act_fwd(&self, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
-        elementwise::record_act_fwd(self, act, x, y, n)
+        elementwise::record_act_fwd(&mut self.recording(), act, x, y, n)
     }
 
     fn act_bwd(&self, act: Act, y: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer, n: usize) {
-        elementwise::record_act_bwd(self, act, y, dy, dx, n)
+        elementwise::record_act_bwd(&mut self.recording(), act, y, dy, dx, n)
     }
 
     fn gated_fwd(&self, a: &GpuBuffer, z: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
-        elementwise::record_gated_fwd(self, a, z, batch, r, t)
+        elementwise::record_gated_fwd(&mut self.recording(), a, z, batch, r, t)
     }
 
     fn gated_bwd(&self, a: &GpuBuffer, dz: &GpuBuffer, da: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
-        elementwise::record_gated_bwd(self, a, dz, da, batch, r, t)
+        elementwise::record_gated_bwd(&mut self.recording(), a, dz, da, batch, r, t)
     }
 
     fn dropout(&self, x: &mut GpuBuffer, n: usize, mask: DropMask) {
-        dropout::record_dropout(self, x, n, mask)
+        dropout::record_dropout(&mut self.recording(), x, n, mask)
     }
 
     fn transpose(&self, x: &GpuBuffer, y: &mut GpuBuffer, batch: usize, rows: usize, cols: usize) {
-        elementwise::record_transpose(self, x, y, batch, rows, cols)
+        elementwise::record_transpose(&mut self.recording(), x, y, batch, rows, cols)
     }
 
     fn matmul(&self, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer, mm: MatMul) {
-        matmul::record_matmul(self, a, b, c, mm)
+        matmul::record_matmul(&mut self.recording(), a, b, c, mm)
     }
 
     fn bias_add(&self, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
-        bias::record_bias_add(self, y, bias, outer, channels, inner)
+        bias::record_bias_add(&mut self.recording(), y, bias, outer, channels, inner)
     }
 
     fn bias_grad(&self, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
-        bias::record_bias_grad(self, dy, dbias, outer, channels, inner)
+        bias::record_bias_grad(&mut self.recording(), dy, dbias, outer, channels, inner)
     }
 
     fn embedding_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, e: usize) {
-        embedding::record_embedding_fwd(self, ids, table, out, n, e)
+        embedding::record_embedding_fwd(&mut self.recording(), ids, table, out, n, e)
     }
 
     fn embedding_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, e: usize) {
-        embedding::record_embedding_bwd(self, ids, dout, dtable, n, e)
+        embedding::record_embedding_bwd(&mut self.recording(), ids, dout, dtable, n, e)
     }
 
     fn softmax_xent(
@@ -293,23 +282,23 @@ impl Backend for GpuBackend {
         v: usize,
         grad_scale: f32,
     ) {
-        softmax_xent::record_softmax_xent(self, logits, targets, dlogits, stats, n, v, grad_scale)
+        softmax_xent::record_softmax_xent(&mut self.recording(), logits, targets, dlogits, stats, n, v, grad_scale)
     }
 
     fn sum_squares(&self, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
-        optim::record_sum_squares(self, x, n, acc)
+        optim::record_sum_squares(&mut self.recording(), x, n, acc)
     }
 
     fn clip_scale(&self, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
-        optim::record_clip_scale(self, acc, max_norm, scale)
+        optim::record_clip_scale(&mut self.recording(), acc, max_norm, scale)
     }
 
     fn decay(&self, p: &mut GpuBuffer, n: usize, factor: f32) {
-        optim::record_decay(self, p, n, factor)
+        optim::record_decay(&mut self.recording(), p, n, factor)
     }
 
     fn grad_norm_clip(&self, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
-        optim::record_grad_norm_clip(self, g, n, max_norm, acc, scale)
+        optim::record_grad_norm_clip(&mut self.recording(), g, n, max_norm, acc, scale)
     }
 
     fn adamw(
@@ -323,19 +312,19 @@ impl Backend for GpuBackend {
         factor: f32,
         scale: &GpuBuffer,
     ) {
-        optim::record_adamw(self, "adamw", p, g, m, v, n, hp, factor, scale)
+        optim::record_adamw(&mut self.recording(), "adamw", p, g, m, v, n, hp, factor, scale)
     }
 
     fn conv1d_fwd(&self, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
-        conv::record_fwd(self, x, w, bias, y, c)
+        conv::record_fwd(&mut self.recording(), x, w, bias, y, c)
     }
 
     fn conv1d_bwd_input(&self, dy: &GpuBuffer, w: &GpuBuffer, dx: &mut GpuBuffer, c: Conv1d, accumulate: bool) {
-        conv::record_bwd_input(self, dy, w, dx, c, accumulate)
+        conv::record_bwd_input(&mut self.recording(), dy, w, dx, c, accumulate)
     }
 
     fn conv1d_bwd_weight(&self, x: &GpuBuffer, dy: &GpuBuffer, dw: &mut GpuBuffer, dbias: &mut GpuBuffer, c: Conv1d) {
-        conv::record_bwd_weight(self, x, dy, dw, dbias, c)
+        conv::record_bwd_weight(&mut self.recording(), x, dy, dw, dbias, c)
     }
 
     fn lstm_fwd(
@@ -349,7 +338,7 @@ impl Backend for GpuBackend {
         gates: &mut GpuBuffer,
         l: Lstm,
     ) {
-        lstm::record_fwd(self, xw, w_hh, h0, c0, hs, cs, gates, l)
+        lstm::record_fwd(&mut self.recording(), xw, w_hh, h0, c0, hs, cs, gates, l)
     }
 
     fn lstm_bwd(
@@ -365,7 +354,7 @@ impl Backend for GpuBackend {
         dw_hh: &mut GpuBuffer,
         l: Lstm,
     ) {
-        lstm::record_bwd(self, w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+        lstm::record_bwd(&mut self.recording(), w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
     }
 }
 

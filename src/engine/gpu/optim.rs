@@ -1,7 +1,7 @@
 //! The optimizer's ops on the GPU (`shaders/optim.wgsl`): sums of squares, the global norm and
 //! clipping scale, weight decay and the Adam(W) update.
 
-use super::{check_f32, check_len, check_same_elem, f, grid_1d, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_f32, check_len, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
 use crate::engine::AdamParams;
 
 const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../shaders/optim.wgsl") };
@@ -10,29 +10,29 @@ const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../sha
 /// workgroup of 256, adds this many partials.
 const NORM_GROUPS: usize = 256;
 
-pub(crate) fn record_sum_squares(gpu: &GpuBackend, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
+pub(crate) fn record_sum_squares(rec: &mut Recording<'_>, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
     check_len("sum_squares", "x", x, n);
     check_len("sum_squares", "acc", acc, 1);
     check_f32("sum_squares", "acc", acc);
     // The gradient is unscaled before it is squared (a multiplication by 1 at f32).
-    let p = [u(n), 0, 0, 0, 0, 0, 0, f(1.0 / gpu.loss_scale())];
-    gpu.dispatch(&OPTIM, "sum_squares", &[x, acc], &p, [1, 1, 1]);
+    let p = [u(n), 0, 0, 0, 0, 0, 0, f(1.0 / rec.ctx.loss_scale())];
+    rec.dispatch(&OPTIM, "sum_squares", &[x, acc], &p, [1, 1, 1]);
 }
 
-pub(crate) fn record_clip_scale(gpu: &GpuBackend, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
+pub(crate) fn record_clip_scale(rec: &mut Recording<'_>, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
     check_len("clip_scale", "acc", acc, 1);
     check_len("clip_scale", "scale", scale, 1);
     check_f32("clip_scale", "acc", acc);
     check_f32("clip_scale", "scale", scale);
-    gpu.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
+    rec.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
 }
 
-pub(crate) fn record_decay(gpu: &GpuBackend, p: &mut GpuBuffer, n: usize, factor: f32) {
+pub(crate) fn record_decay(rec: &mut Recording<'_>, p: &mut GpuBuffer, n: usize, factor: f32) {
     check_len("decay", "p", p, n);
-    gpu.dispatch(&OPTIM, "decay", &[p], &[u(n), f(factor)], grid_1d(n, 256));
+    rec.dispatch(&OPTIM, "decay", &[p], &[u(n), f(factor)], grid_1d(n, 256));
 }
 
-pub(crate) fn record_grad_norm_clip(gpu: &GpuBackend, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
+pub(crate) fn record_grad_norm_clip(rec: &mut Recording<'_>, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
     const OP: &str = "grad_norm_clip";
     check_len(OP, "g", g, n);
     check_len(OP, "acc", acc, 1);
@@ -43,10 +43,10 @@ pub(crate) fn record_grad_norm_clip(gpu: &GpuBackend, g: &GpuBuffer, n: usize, m
     // fixed function of n: the sum's order, hence its bits, do not depend on timing), then one
     // workgroup adds them and writes the norm and the scale.
     let groups = n.div_ceil(256).clamp(1, NORM_GROUPS);
-    gpu.with_scratch("grad_norm_clip", groups, |part| {
-        let unscale = f(1.0 / gpu.loss_scale());
-        gpu.dispatch(&OPTIM, "norm_partials", &[g, part], &[u(n), 0, 0, 0, 0, 0, 0, unscale], [u(groups), 1, 1]);
-        gpu.dispatch(&OPTIM, "norm_finish", &[part, acc, scale], &[u(groups), f(max_norm)], [1, 1, 1]);
+    rec.with_scratch("grad_norm_clip", groups, |rec, part| {
+        let unscale = f(1.0 / rec.ctx.loss_scale());
+        rec.dispatch(&OPTIM, "norm_partials", &[g, part], &[u(n), 0, 0, 0, 0, 0, 0, unscale], [u(groups), 1, 1]);
+        rec.dispatch(&OPTIM, "norm_finish", &[part, acc, scale], &[u(groups), f(max_norm)], [1, 1, 1]);
     });
 }
 
@@ -54,7 +54,7 @@ pub(crate) fn record_grad_norm_clip(gpu: &GpuBackend, g: &GpuBuffer, n: usize, m
 /// dispatch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_adamw(
-    gpu: &GpuBackend,
+    rec: &mut Recording<'_>,
     op: &str,
     p: &GpuBuffer,
     g: &GpuBuffer,
@@ -85,8 +85,8 @@ pub(crate) fn record_adamw(
         f(hp.beta2),
         f(hp.eps),
         f(hp.weight_decay),
-        f(1.0 / gpu.loss_scale()),
+        f(1.0 / rec.ctx.loss_scale()),
         f(factor),
     ];
-    gpu.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
+    rec.dispatch(&OPTIM, "adam", &[g, scale, p, m, v], &params, grid_1d(n, 256));
 }

@@ -1,13 +1,27 @@
 //! The recorder: every op's dispatches are recorded (pipeline, bound buffers, parameter words in
 //! the params arena) and submitted together, one command buffer with one compute pass, by
-//! [`GpuBackend::submit`]; bind groups are cached between steps; profiling hooks in here (see
-//! `profile.rs`). Also the helpers that shape a dispatch: parameter words and workgroup grids.
+//! [`Recording::submit`]; bind groups are cached between steps; the scratch store, the dispatch
+//! and submission counts and the profiling hooks live here too (see `profile.rs`, `scratch.rs`).
+//! Also the helpers that shape a dispatch: parameter words and workgroup grids.
+//!
+//! # One lock, taken once per op
+//!
+//! The [`Recorder`] sits behind the backend's one `Mutex`. A public operation takes it once
+//! ([`GpuBackend::recording`]) and hands the [`Recording`] (the guard and the read-only
+//! [`Context`]) to its op family's `record_*` function, which records every dispatch of the op
+//! through it and may pass it on to another family's `record_*` (the LSTM backward to
+//! `record_matmul`). A `record_*` function never sees the `GpuBackend`, so it cannot call the
+//! public API and take the lock again; and since the op holds the recorder from its first dispatch
+//! to its last, two threads sharing a backend cannot interleave inside one op (its scratch buffers
+//! stay its own). Should the lock still be taken twice by one thread, [`GpuBackend::recording`]
+//! panics naming the cause instead of deadlocking.
 
-use super::context::Shader;
+use super::context::{Context, Shader};
+use super::scratch::Scratch;
 use super::{profile, DispatchTime, Elem, GpuBackend, GpuBuffer, Pipe, Precision, Timestamps};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 /// Bytes reserved per dispatch in the params arena (the largest uniform offset alignment any
@@ -98,6 +112,11 @@ pub(super) struct Recorder {
     pub(super) staging_cap: u64,
     /// Timestamp profiling state (see [`GpuBackend::set_profiling`]): `None` when off.
     pub(super) profiler: Option<profile::Profiler>,
+    /// The scratch buffers not in use (see `scratch.rs`).
+    pub(super) scratch: Scratch,
+    /// Dispatches recorded and submissions made since creation or the last `reset_stats`.
+    dispatches: u64,
+    submissions: u64,
 }
 
 impl Recorder {
@@ -112,19 +131,79 @@ impl Recorder {
             staging: None,
             staging_cap: 0,
             profiler: None,
+            scratch: Scratch::default(),
+            dispatches: 0,
+            submissions: 0,
         }
+    }
+
+    /// Counts a submission made outside [`Recording::submit`] (a read-back's copy).
+    pub(super) fn count_submission(&mut self) {
+        self.submissions += 1;
+    }
+}
+
+/// The recorder, held by one public operation for as long as it records (see the module
+/// documentation), with the context its ops read.
+pub(crate) struct Recording<'a> {
+    pub(crate) ctx: &'a Context,
+    pub(super) rec: MutexGuard<'a, Recorder>,
+    _held: Held,
+}
+
+thread_local! {
+    /// The recorders (by their backend's address) this thread holds.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's mark on a recorder it holds, removed when the recording ends (or unwinds).
+struct Held(usize);
+
+impl Held {
+    fn mark(key: usize) -> Held {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            assert!(
+                !h.contains(&key),
+                "GPU backend: the recorder was taken again by the thread that holds it (an op re-entered \
+                 the backend's public API while recording; call the op family's record_* function instead)"
+            );
+            h.push(key);
+        });
+        Held(key)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&k| k == self.0) {
+                h.swap_remove(i);
+            }
+        });
     }
 }
 
 impl GpuBackend {
+    /// The recorder, held until the recording is dropped: what every public operation takes once
+    /// and hands to its `record_*` function. Panics if this thread holds it already.
+    pub(crate) fn recording(&self) -> Recording<'_> {
+        let held = Held::mark(&self.ctx as *const Context as usize);
+        let rec = self.rec.lock().unwrap_or_else(|e| e.into_inner());
+        Recording { ctx: &self.ctx, rec, _held: held }
+    }
+
     /// (dispatches recorded, submissions made) since creation or the last [`GpuBackend::reset_stats`].
     pub fn stats(&self) -> (u64, u64) {
-        (self.dispatches.load(Ordering::Relaxed), self.submissions.load(Ordering::Relaxed))
+        let r = self.recording();
+        (r.rec.dispatches, r.rec.submissions)
     }
 
     pub fn reset_stats(&self) {
-        self.dispatches.store(0, Ordering::Relaxed);
-        self.submissions.store(0, Ordering::Relaxed);
+        let mut r = self.recording();
+        r.rec.dispatches = 0;
+        r.rec.submissions = 0;
     }
 
     /// Switches per-dispatch GPU timing on or off (off by default; off costs nothing). While on,
@@ -134,17 +213,18 @@ impl GpuBackend {
     /// before the switch is submitted first, under the old setting. Fails, leaving profiling off,
     /// where the adapter lacks `TIMESTAMP_QUERY`.
     pub fn set_profiling(&self, on: bool) -> Result<(), String> {
-        let mut rec = self.recorder();
-        self.submit(&mut rec);
+        let mut r = self.recording();
+        r.submit();
         if !on {
-            rec.profiler = None;
+            r.rec.profiler = None;
             return Ok(());
         }
-        if self.timestamps == Timestamps::None {
-            return Err(format!("{} does not offer timestamp queries (TIMESTAMP_QUERY)", self.info.name));
+        let ctx = r.ctx;
+        if ctx.timestamps == Timestamps::None {
+            return Err(format!("{} does not offer timestamp queries (TIMESTAMP_QUERY)", ctx.info.name));
         }
-        if rec.profiler.is_none() {
-            rec.profiler = Some(profile::Profiler::new(&self.device, self.queue.get_timestamp_period()));
+        if r.rec.profiler.is_none() {
+            r.rec.profiler = Some(profile::Profiler::new(&ctx.device, ctx.queue.get_timestamp_period()));
         }
         Ok(())
     }
@@ -152,17 +232,19 @@ impl GpuBackend {
     /// The GPU times of the dispatches submitted since profiling was switched on or since the last
     /// call, in submission order (recorded work is submitted first). Empty when profiling is off.
     pub fn take_profile(&self) -> Vec<DispatchTime> {
-        let mut rec = self.recorder();
-        self.submit(&mut rec);
-        rec.profiler.as_mut().map(|p| std::mem::take(&mut p.times)).unwrap_or_default()
+        let mut r = self.recording();
+        r.submit();
+        r.rec.profiler.as_mut().map(|p| std::mem::take(&mut p.times)).unwrap_or_default()
     }
+}
 
+impl Recording<'_> {
     /// Records one dispatch of `entry` in `shader`: `params` (at most 64 words) at binding 0,
     /// `buffers` at bindings 1, 2, ... in order, `groups` workgroups, in the shader's f16 variant
     /// when any of the buffers holds f16 (else f32). A dispatch with no workgroups is skipped. See
     /// the module documentation for the conventions.
     pub(crate) fn dispatch(
-        &self,
+        &mut self,
         shader: &Shader,
         entry: &'static str,
         buffers: &[&GpuBuffer],
@@ -179,8 +261,8 @@ impl GpuBackend {
         );
         let precision =
             if buffers.iter().any(|b| b.elem == Elem::F16) { Precision::F16 } else { Precision::F32 };
-        let pipe = self.pipeline(shader, entry, precision);
-        let mut rec = self.recorder();
+        let pipe = self.ctx.pipeline(shader, entry, precision);
+        let rec = &mut *self.rec;
         let slot = rec.params.len();
         rec.params.extend_from_slice(bytemuck::cast_slice(params));
         rec.params.resize(slot + PARAM_SLOT, 0);
@@ -194,21 +276,19 @@ impl GpuBackend {
             slot: slot as u32,
             groups,
         });
-        self.dispatches.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn recorder(&self) -> MutexGuard<'_, Recorder> {
-        self.rec.lock().unwrap_or_else(|e| e.into_inner())
+        rec.dispatches += 1;
     }
 
     /// Submits everything recorded in one command buffer with one compute pass.
-    pub(super) fn submit(&self, rec: &mut Recorder) {
+    pub(crate) fn submit(&mut self) {
+        let ctx = self.ctx;
+        let rec = &mut *self.rec;
         if rec.pending.is_empty() {
             return;
         }
         if rec.params.len() > rec.arena_cap || rec.arena.is_none() {
             let cap = rec.params.len().next_power_of_two().max(64 * 1024);
-            rec.arena = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+            rec.arena = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params arena"),
                 size: cap as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
@@ -218,7 +298,7 @@ impl GpuBackend {
             rec.binds.clear(); // they point into the old arena
         }
         let arena = rec.arena.clone().expect("params arena exists");
-        self.queue.write_buffer(&arena, 0, &rec.params);
+        ctx.queue.write_buffer(&arena, 0, &rec.params);
 
         let pending = std::mem::take(&mut rec.pending);
         let mut bind_groups = Vec::with_capacity(pending.len());
@@ -248,7 +328,7 @@ impl GpuBackend {
                         });
                         entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                     }
-                    let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &d.pipe.layout,
                         entries: &entries,
@@ -260,10 +340,10 @@ impl GpuBackend {
             bind_groups.push(bg);
         }
         if let Some(profiler) = rec.profiler.as_mut() {
-            profiler.submit_timed(&self.device, &self.queue, self.timestamps, &pending, &bind_groups);
-            self.submissions.fetch_add(1, Ordering::Relaxed);
+            profiler.submit_timed(&ctx.device, &ctx.queue, ctx.timestamps, &pending, &bind_groups);
+            rec.submissions += 1;
         } else {
-            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
                 let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: None };
                 let mut pass = encoder.begin_compute_pass(&desc);
@@ -273,8 +353,8 @@ impl GpuBackend {
                     pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
                 }
             }
-            self.queue.submit([encoder.finish()]);
-            self.submissions.fetch_add(1, Ordering::Relaxed);
+            ctx.queue.submit([encoder.finish()]);
+            rec.submissions += 1;
         }
         rec.params.clear();
         drop(pending);
@@ -323,6 +403,26 @@ mod tests {
         let totals = by_kernel(&got);
         assert_eq!(totals.len(), 3);
         assert!(totals.windows(2).all(|w| w[0].3 >= w[1].3), "largest first");
+    }
+
+    /// Taking the recorder twice on one thread (an op calling the public API while it records)
+    /// is a panic naming the cause, not a deadlock.
+    #[test]
+    #[should_panic(expected = "taken again by the thread that holds it")]
+    fn taking_the_recorder_twice_panics() {
+        let g = own_gpu();
+        let _outer = g.recording();
+        let _inner = g.recording();
+    }
+
+    /// Two backends, or one after its recording ended, are no re-entry.
+    #[test]
+    fn recorders_of_two_backends_or_in_turn_are_fine() {
+        let (a, b) = (own_gpu(), own_gpu());
+        let _ra = a.recording();
+        let _rb = b.recording();
+        drop(_ra);
+        let _again = a.recording();
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Softmax cross-entropy on the GPU (`shaders/softmax_xent.wgsl`): per row the loss statistics and
 //! the gradient of the logits, loss-scaled at f16.
 
-use super::{check_f32, check_len, check_same_elem, f, grid_groups, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_f32, check_len, check_same_elem, f, grid_groups, u, GpuBuffer, Recording, Shader};
 
 const SOFTMAX_XENT: Shader =
     Shader { name: "softmax_xent", source: include_str!("../../../shaders/softmax_xent.wgsl") };
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_softmax_xent(
-    gpu: &GpuBackend,
+    rec: &mut Recording<'_>,
     logits: &GpuBuffer,
     targets: &GpuBuffer,
     dlogits: &mut GpuBuffer,
@@ -27,11 +27,11 @@ pub(crate) fn record_softmax_xent(
         return;
     }
     // The gradient leaves loss-scaled (times 1 at f32: unchanged).
-    gpu.dispatch(
+    rec.dispatch(
         &SOFTMAX_XENT,
         "softmax_xent",
         &[logits, targets, dlogits, stats],
-        &[u(n), u(v), f(grad_scale * gpu.loss_scale())],
+        &[u(n), u(v), f(grad_scale * rec.ctx.loss_scale())],
         grid_groups(n),
     );
 }
