@@ -202,6 +202,7 @@ fn a_checkpoint_without_attention_fields_loads_unchanged() {
         valid_pieces: Vec::new(),
         rng: Rng::new(0),
         run: Default::default(),
+        copy: None,
     };
     let ck = Loaded::from_model(&b, &model, meta).unwrap().checkpoint;
     // A model without heads writes the config an older etude wrote: no attention fields.

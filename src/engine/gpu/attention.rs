@@ -3,7 +3,7 @@
 //! the forward and dq, one per key column for dk and dv; the backward's dS goes through a scratch
 //! buffer between the two).
 
-use super::{check_len, check_same_elem, f, grid_1d, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_len, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
 use crate::engine::Attention;
 
 const ATTENTION: Shader = Shader { name: "attention", source: include_str!("../../../shaders/attention.wgsl") };
@@ -25,8 +25,8 @@ fn params(a: &Attention) -> [u32; 6] {
 }
 
 /// `out [B, H*D, T]` and `p [B, H, T, T]` from `q, k, v`.
-pub(crate) fn forward(
-    gpu: &GpuBackend,
+pub(crate) fn record_fwd(
+    rec: &mut Recording<'_>,
     q: &GpuBuffer,
     k: &GpuBuffer,
     v: &GpuBuffer,
@@ -45,13 +45,13 @@ pub(crate) fn forward(
     if rows == 0 {
         return;
     }
-    gpu.dispatch(&ATTENTION, "attn_fwd", &[q, k, v, out, p], &params(&a), grid_1d(rows, WG));
+    rec.dispatch(&ATTENTION, "attn_fwd", &[q, k, v, out, p], &params(&a), grid_1d(rows, WG));
 }
 
 /// `dq, dk, dv [B, H*D, T]` (written) from `dout` and the saved `p`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
-    gpu: &GpuBackend,
+pub(crate) fn record_bwd(
+    rec: &mut Recording<'_>,
     q: &GpuBuffer,
     k: &GpuBuffer,
     v: &GpuBuffer,
@@ -80,8 +80,8 @@ pub(crate) fn backward(
     }
     let words = params(&a);
     let groups = grid_1d(rows, WG);
-    gpu.with_scratch("attention_ds", a.p_len(), |ds| {
-        gpu.dispatch(&ATTENTION, "attn_bwd_q", &[k, v, p, dout, ds, dq], &words, groups);
-        gpu.dispatch(&ATTENTION, "attn_bwd_kv", &[q, p, dout, ds, dk, dv], &words, groups);
+    rec.with_scratch("attention_ds", a.p_len(), |rec, ds| {
+        rec.dispatch(&ATTENTION, "attn_bwd_q", &[k, v, p, dout, ds, dq], &words, groups);
+        rec.dispatch(&ATTENTION, "attn_bwd_kv", &[q, p, dout, ds, dk, dv], &words, groups);
     });
 }

@@ -2,8 +2,9 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader, MAX_GROUPS_PER_DIM};
-use crate::engine::{Backend, Conv1d};
+use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
+use super::bias::record_bias_grad;
+use crate::engine::Conv1d;
 
 const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
 
@@ -38,7 +39,7 @@ fn params(c: &Conv1d, accumulate: bool, slice_len: usize, slices: usize) -> [u32
 }
 
 /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
-pub(crate) fn forward(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
+pub(crate) fn record_fwd(rec: &mut Recording<'_>, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
     check_len("conv1d_fwd", "x", x, c.batch * c.cin * c.time);
     check_len("conv1d_fwd", "w", w, c.cout * c.cin * c.k);
     check_len("conv1d_fwd", "bias", bias, c.cout);
@@ -48,12 +49,12 @@ pub(crate) fn forward(gpu: &GpuBackend, x: &GpuBuffer, w: &GpuBuffer, bias: &Gpu
         return;
     }
     let groups = grid_2d(c.batch * c.time, c.cout, TILE as u32, TILE as u32);
-    gpu.dispatch(&CONV1D, "conv_fwd", &[x, w, bias, y], &params(&c, false, 0, 0), groups);
+    rec.dispatch(&CONV1D, "conv_fwd", &[x, w, bias, y], &params(&c, false, 0, 0), groups);
 }
 
 /// `dx [batch, cin, time] (+)= d/dx` from `dy [batch, cout, time]`.
-pub(crate) fn backward_input(
-    gpu: &GpuBackend,
+pub(crate) fn record_bwd_input(
+    rec: &mut Recording<'_>,
     dy: &GpuBuffer,
     w: &GpuBuffer,
     dx: &mut GpuBuffer,
@@ -68,7 +69,7 @@ pub(crate) fn backward_input(
         return;
     }
     let groups = grid_2d(c.batch * c.time, c.cin, TILE as u32, TILE as u32);
-    gpu.dispatch(&CONV1D, "conv_bwd_input", &[dy, w, dx], &params(&c, accumulate, 0, 0), groups);
+    rec.dispatch(&CONV1D, "conv_bwd_input", &[dy, w, dx], &params(&c, accumulate, 0, 0), groups);
 }
 
 /// How the `B*T` flat columns are cut into split-K slices: `(slice_len, slices)`, `slice_len` a
@@ -82,11 +83,11 @@ fn slicing(columns: usize, k: usize) -> (usize, usize) {
 
 /// `dw [cout, cin, k] += d/dw`, `dbias [cout] += d/dbias`.
 ///
-/// Two dispatches and the backend's `bias_grad`: per (64x64 tile of (o, c), tap, slice of the
+/// Two dispatches and `bias_grad` (`bias.rs`): per (64x64 tile of (o, c), tap, slice of the
 /// flat `b*T + t` columns) a partial sum into a scratch buffer, then `dw += sum over slices` in
 /// slice order — deterministic, and enough workgroups even when `Cout x Cin` is one tile.
-pub(crate) fn backward_weight(
-    gpu: &GpuBackend,
+pub(crate) fn record_bwd_weight(
+    rec: &mut Recording<'_>,
     x: &GpuBuffer,
     dy: &GpuBuffer,
     dw: &mut GpuBuffer,
@@ -103,16 +104,16 @@ pub(crate) fn backward_weight(
     if columns == 0 || c.cout == 0 {
         return;
     }
-    gpu.bias_grad(dy, dbias, c.batch, c.cout, c.time);
+    record_bias_grad(rec, dy, dbias, c.batch, c.cout, c.time);
     if wn == 0 {
         return;
     }
     let (slice_len, slices) = slicing(columns, c.k);
     let p = params(&c, false, slice_len, slices);
     let [gx, gy, _] = grid_2d(c.cin, c.cout, TILE as u32, TILE as u32);
-    gpu.with_scratch("conv1d_bwd_weight", slices * wn, |part| {
-        gpu.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, part], &p, [gx, gy, u(slices * c.k)]);
-        gpu.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[part, dw], &p, grid_1d(wn, 256));
+    rec.with_scratch("conv1d_bwd_weight", slices * wn, |rec, part| {
+        rec.dispatch(&CONV1D, "conv_bwd_weight", &[x, dy, part], &p, [gx, gy, u(slices * c.k)]);
+        rec.dispatch(&CONV1D, "conv_bwd_weight_reduce", &[part, dw], &p, grid_1d(wn, 256));
     });
 }
 

@@ -2,14 +2,16 @@
 //! [`crate::engine::Backend::lstm_bwd`] for the math and layout, and `shaders/lstm.wgsl` for the
 //! kernels. The forward is one dispatch per layer (a workgroup per batch row loops over time); the
 //! backward is the recurrence (one dispatch looping backward over time) and the `dW_hh` product
-//! over all steps (Hprev gathered, then the backend's matrix product, which splits the long sum over
+//! over all steps (Hprev gathered, then the matrix product (`matmul.rs`), which splits the long sum over
 //! the B*T rows into ranges whose partials are added in order: no atomics; on software renderers it
 //! is the register-blocked product). On software renderers (see `use_rows_kernels`) the recurrence
 //! runs 8 batch rows per workgroup from a packed copy of W_hh; on other adapters the forward reads
 //! a packed W_hh^T so that neighbouring invocations read neighbouring words.
 
-use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBackend, GpuBuffer, Shader};
-use crate::engine::{Backend, Lstm, MatMul};
+use super::matmul::record_matmul;
+use super::context::Context;
+use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
+use crate::engine::{Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -24,16 +26,16 @@ const ROWS_PER_GROUP: usize = 8;
 /// Whether the recurrence uses the `*_rows` kernels: on software adapters (lavapipe), where a
 /// workgroup is one CPU thread and loads, not workgroups, are scarce (see `lstm.wgsl`), for
 /// `H <= 128`. Real GPUs keep one workgroup per batch row.
-fn use_rows_kernels(gpu: &GpuBackend, h: usize) -> bool {
-    h <= ROWS_MAX_HIDDEN && gpu.software_kernels()
+fn use_rows_kernels(ctx: &Context, h: usize) -> bool {
+    h <= ROWS_MAX_HIDDEN && ctx.software_kernels()
 }
 
 /// Records `lstm_pack` of `w_hh` into `out` (at least `4 * H4 * H4` floats): `transposed` gives
 /// `[H4, 4 H4]` (W_hh^T by gate blocks), otherwise `[4H, H4]`; rows padded to `H4 = ceil(H/4)*4`.
-fn pack(gpu: &GpuBackend, w_hh: &GpuBuffer, out: &GpuBuffer, p: [u32; 3], transposed: bool) {
+fn pack(rec: &mut Recording<'_>, w_hh: &GpuBuffer, out: &GpuBuffer, p: [u32; 3], transposed: bool) {
     let h4 = (p[2] as usize).div_ceil(4) * 4;
     let p = [p[0], p[1], p[2], transposed as u32];
-    gpu.dispatch(&LSTM, "lstm_pack", &[w_hh, out], &p, grid_1d(4 * h4 * h4, 256));
+    rec.dispatch(&LSTM, "lstm_pack", &[w_hh, out], &p, grid_1d(4 * h4 * h4, 256));
 }
 
 fn params(op: &str, l: Lstm) -> [u32; 3] {
@@ -48,8 +50,8 @@ fn word(op: &str, x: usize) -> u32 {
 
 /// Forward recurrence of one layer: writes `hs`, `cs [batch, time, H]` and `gates [batch, time, 4H]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    gpu: &GpuBackend,
+pub(crate) fn record_fwd(
+    rec: &mut Recording<'_>,
     xw: &GpuBuffer,
     w_hh: &GpuBuffer,
     h0: &GpuBuffer,
@@ -78,23 +80,23 @@ pub(crate) fn forward(
     }
     // Both kernels read W_hh packed: as it is, rows padded for vec4 loads (software renderers), or
     // transposed, so that the gate rows' dot products read neighbouring words (the portable one).
-    let rows = use_rows_kernels(gpu, h);
+    let rows = use_rows_kernels(rec.ctx, h);
     let h4 = h.div_ceil(4) * 4;
-    gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wp| {
-        pack(gpu, w_hh, wp, p, !rows);
+    rec.with_scratch("lstm_pack", 4 * h4 * h4, |rec, wp| {
+        pack(rec, w_hh, wp, p, !rows);
         if rows {
             let groups = grid_groups(batch.div_ceil(ROWS_PER_GROUP));
-            gpu.dispatch(&LSTM, "lstm_fwd_rows", &[xw, wp, h0, c0, hs, cs, gates], &p, groups);
+            rec.dispatch(&LSTM, "lstm_fwd_rows", &[xw, wp, h0, c0, hs, cs, gates], &p, groups);
         } else {
-            gpu.dispatch(&LSTM, "lstm_fwd", &[xw, wp, h0, c0, hs, cs, gates], &p, grid_groups(batch));
+            rec.dispatch(&LSTM, "lstm_fwd", &[xw, wp, h0, c0, hs, cs, gates], &p, grid_groups(batch));
         }
     });
 }
 
 /// Backpropagation through time: writes `dxw [batch, time, 4H]`, accumulates `dw_hh [4H, H]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
-    gpu: &GpuBackend,
+pub(crate) fn record_bwd(
+    rec: &mut Recording<'_>,
     w_hh: &GpuBuffer,
     h0: &GpuBuffer,
     c0: &GpuBuffer,
@@ -126,25 +128,25 @@ pub(crate) fn backward(
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
-    if use_rows_kernels(gpu, h) {
+    if use_rows_kernels(rec.ctx, h) {
         let h4 = h.div_ceil(4) * 4;
-        gpu.with_scratch("lstm_pack", 4 * h4 * h4, |wt| {
-            pack(gpu, w_hh, wt, p, true);
+        rec.with_scratch("lstm_pack", 4 * h4 * h4, |rec, wt| {
+            pack(rec, w_hh, wt, p, true);
             let groups = grid_groups(batch.div_ceil(ROWS_PER_GROUP));
-            gpu.dispatch(&LSTM, "lstm_bwd_rows", &[wt, c0, cs, gates, dhs, dxw], &p, groups);
+            rec.dispatch(&LSTM, "lstm_bwd_rows", &[wt, c0, cs, gates, dhs, dxw], &p, groups);
         });
     } else {
-        gpu.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
+        rec.dispatch(&LSTM, "lstm_bwd", &[w_hh, c0, cs, gates, dhs, dxw], &p, grid_groups(batch));
     }
 
     // dW_hh [4H, H] += dxw^T [4H, B*T] Hprev [B*T, H]: Hprev (row (b, t) = hs[b, t-1], or h0[b]
-    // at t = 0) gathered once, then the backend's matrix product, which splits the long sum over
+    // at t = 0) gathered once, then the matrix product (`matmul.rs`), which splits the long sum over
     // the B*T rows on GPUs (few output tiles) and uses register blocks on software renderers.
     let rows = batch * time;
     let mm = MatMul { m: 4 * h, k: rows, n: h, trans_a: true, trans_b: false, accumulate: true };
-    gpu.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |hprev| {
-        gpu.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
-        gpu.matmul(dxw, hprev, dw_hh, mm);
+    rec.with_scratch_of("lstm_hprev", rows * h, dw_hh.elem(), |rec, hprev| {
+        rec.dispatch(&LSTM, "lstm_hprev", &[hs, h0, hprev], &p, grid_1d(rows * h, 256));
+        record_matmul(rec, dxw, hprev, dw_hh, mm);
     });
 }
 

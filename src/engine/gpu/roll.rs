@@ -1,7 +1,7 @@
 //! The piano-roll ops on the GPU (see [`crate::engine::roll::RollOps`] for the math and layout,
 //! `shaders/bce.wgsl` and `shaders/bag.wgsl` for the kernels).
 
-use super::{check_f32, check_len, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Shader};
+use super::{check_f32, check_len, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
 use crate::engine::roll::RollOps;
 
 const BCE: Shader = Shader { name: "bce", source: include_str!("../../../shaders/bce.wgsl") };
@@ -22,48 +22,89 @@ impl RollOps for GpuBackend {
         k: usize,
         grad_scale: f32,
     ) {
-        check_len("bce_logits", "logits", logits, n * k);
-        check_len("bce_logits", "y", y, n * k);
-        check_len("bce_logits", "w", w, n);
-        check_len("bce_logits", "dlogits", dlogits, n * k);
-        check_len("bce_logits", "stats", stats, n);
-        check_same_elem("bce_logits", &[("logits", logits), ("y", y), ("w", w), ("dlogits", dlogits)]);
-        check_f32("bce_logits", "stats", stats);
-        if n == 0 {
-            return;
-        }
-        // The gradient leaves loss-scaled (times 1 at f32), as softmax_xent's does.
-        let p = [u(n), u(k), f(grad_scale * self.loss_scale())];
-        self.dispatch(&BCE, "bce_logits", &[logits, y, w, dlogits, stats], &p, grid_1d(n, 64));
+        record_bce_logits(&mut self.recording(), logits, y, w, dlogits, stats, n, k, grad_scale)
     }
 
     fn bag_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, slots: usize, e: usize) {
-        check_len("bag_fwd", "ids", ids, n * slots);
-        check_len("bag_fwd", "out", out, n * e);
-        check_same_elem("bag_fwd", &[("table", table), ("out", out)]);
-        if n * e == 0 {
-            return;
-        }
-        let rows = table.len() / e;
-        let p = [u(n), u(slots), u(e), u(rows)];
-        self.dispatch(&BAG, "bag_fwd", &[ids, table, out], &p, grid_1d(n * e, 256));
+        record_bag_fwd(&mut self.recording(), ids, table, out, n, slots, e)
     }
 
     fn bag_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, slots: usize, e: usize, rows: usize) {
-        check_len("bag_bwd", "ids", ids, n * slots);
-        check_len("bag_bwd", "dout", dout, n * e);
-        check_len("bag_bwd", "dtable", dtable, rows * e);
-        check_same_elem("bag_bwd", &[("dout", dout), ("dtable", dtable)]);
-        if n * e * rows == 0 || slots == 0 {
-            return;
-        }
-        let segments = (BAG_SCRATCH / (rows * e)).min(64).min(n.div_ceil(32)).max(1);
-        let seg_len = n.div_ceil(segments);
-        let p = [u(n), u(slots), u(e), u(rows), u(segments), u(seg_len)];
-        let [gx, _, _] = grid_2d(e, 1, 64, 1);
-        self.with_scratch("bag_bwd", segments * rows * e, |partial| {
-            self.dispatch(&BAG, "bag_bwd_partial", &[ids, dout, partial], &p, [gx, segments as u32, 1]);
-            self.dispatch(&BAG, "bag_bwd_reduce", &[partial, dtable], &p, grid_1d(rows * e, 256));
-        });
+        record_bag_bwd(&mut self.recording(), ids, dout, dtable, n, slots, e, rows)
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_bce_logits(
+    rec: &mut Recording<'_>,
+    logits: &GpuBuffer,
+    y: &GpuBuffer,
+    w: &GpuBuffer,
+    dlogits: &mut GpuBuffer,
+    stats: &mut GpuBuffer,
+    n: usize,
+    k: usize,
+    grad_scale: f32,
+) {
+    check_len("bce_logits", "logits", logits, n * k);
+    check_len("bce_logits", "y", y, n * k);
+    check_len("bce_logits", "w", w, n);
+    check_len("bce_logits", "dlogits", dlogits, n * k);
+    check_len("bce_logits", "stats", stats, n);
+    check_same_elem("bce_logits", &[("logits", logits), ("y", y), ("w", w), ("dlogits", dlogits)]);
+    check_f32("bce_logits", "stats", stats);
+    if n == 0 {
+        return;
+    }
+    // The gradient leaves loss-scaled (times 1 at f32), as softmax_xent's does.
+    let p = [u(n), u(k), f(grad_scale * rec.ctx.loss_scale())];
+    rec.dispatch(&BCE, "bce_logits", &[logits, y, w, dlogits, stats], &p, grid_1d(n, 64));
+}
+
+pub(crate) fn record_bag_fwd(
+    rec: &mut Recording<'_>,
+    ids: &GpuBuffer,
+    table: &GpuBuffer,
+    out: &mut GpuBuffer,
+    n: usize,
+    slots: usize,
+    e: usize,
+) {
+    check_len("bag_fwd", "ids", ids, n * slots);
+    check_len("bag_fwd", "out", out, n * e);
+    check_same_elem("bag_fwd", &[("table", table), ("out", out)]);
+    if n * e == 0 {
+        return;
+    }
+    let rows = table.len() / e;
+    let p = [u(n), u(slots), u(e), u(rows)];
+    rec.dispatch(&BAG, "bag_fwd", &[ids, table, out], &p, grid_1d(n * e, 256));
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_bag_bwd(
+    rec: &mut Recording<'_>,
+    ids: &GpuBuffer,
+    dout: &GpuBuffer,
+    dtable: &mut GpuBuffer,
+    n: usize,
+    slots: usize,
+    e: usize,
+    rows: usize,
+) {
+    check_len("bag_bwd", "ids", ids, n * slots);
+    check_len("bag_bwd", "dout", dout, n * e);
+    check_len("bag_bwd", "dtable", dtable, rows * e);
+    check_same_elem("bag_bwd", &[("dout", dout), ("dtable", dtable)]);
+    if n * e * rows == 0 || slots == 0 {
+        return;
+    }
+    let segments = (BAG_SCRATCH / (rows * e)).min(64).min(n.div_ceil(32)).max(1);
+    let seg_len = n.div_ceil(segments);
+    let p = [u(n), u(slots), u(e), u(rows), u(segments), u(seg_len)];
+    let [gx, _, _] = grid_2d(e, 1, 64, 1);
+    rec.with_scratch("bag_bwd", segments * rows * e, |rec, partial| {
+        rec.dispatch(&BAG, "bag_bwd_partial", &[ids, dout, partial], &p, [gx, segments as u32, 1]);
+        rec.dispatch(&BAG, "bag_bwd_reduce", &[partial, dtable], &p, grid_1d(rows * e, 256));
+    });
 }
