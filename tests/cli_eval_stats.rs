@@ -11,11 +11,7 @@ fn the_tutorial_preset_and_its_overrides() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Three pieces (one for validation), to keep the full-sized model quick.
-    std::fs::create_dir(dir.join("three")).unwrap();
-    for name in ["bethena.mid", "maple-leaf-rag.mid", "solace.mid"] {
-        let bytes = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap().1;
-        std::fs::write(dir.join("three").join(name), bytes).unwrap();
-    }
+    builtin_pieces(dir, "three", &["bethena.mid", "maple-leaf-rag.mid", "solace.mid"]);
     // --batch given beside the preset overrides it; the rest is the tutorial's.
     let (out, err) = etude_ok(
         &["train", "--preset", "tutorial", "--batch", "8", "--epochs", "1", "--steps-per-epoch", "1"]

@@ -18,14 +18,8 @@ fn f(v: &serde_json::Value) -> f64 {
 fn train_fits_the_copy_mixture_on_validation_and_eval_and_generate_use_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::create_dir(dir.join("three")).unwrap();
-    for name in ["bethena.mid", "maple-leaf-rag.mid", "solace.mid"] {
-        let bytes = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap().1;
-        std::fs::write(dir.join("three").join(name), bytes).unwrap();
-    }
-    std::fs::create_dir(dir.join("other")).unwrap();
-    let bytes = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with("peacherine-rag.mid")).unwrap().1;
-    std::fs::write(dir.join("other/peacherine-rag.mid"), bytes).unwrap();
+    builtin_pieces(dir, "three", &["bethena.mid", "maple-leaf-rag.mid", "solace.mid"]);
+    builtin_pieces(dir, "other", &["peacherine-rag.mid"]);
     let small = ["--embed", "8", "--residual", "8", "--skip", "8", "--layers", "4", "--window", "32", "--batch", "4"];
     let run = ["train", "--epochs", "1", "--steps-per-epoch", "3", "--sample-length", "40", "--backend", "cpu", "--out", "r", "--data", "three"];
     let (out, _) = etude_ok(&run.iter().chain(&small).collect::<Vec<_>>(), dir);

@@ -19,6 +19,15 @@ pub fn etude<S: AsRef<str>>(args: &[S], dir: &Path) -> Output {
         .expect("run etude")
 }
 
+/// Write the built-in corpus's pieces whose names end with `names` into `dir/folder`.
+pub fn builtin_pieces(dir: &Path, folder: &str, names: &[&str]) {
+    std::fs::create_dir_all(dir.join(folder)).unwrap();
+    for name in names {
+        let (_, bytes) = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap_or_else(|| panic!("{name}"));
+        std::fs::write(dir.join(folder).join(name), bytes).unwrap();
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
