@@ -116,11 +116,6 @@ impl<'a, B: Backend> Generator<'a, B> {
         self.copy = copy;
     }
 
-    /// The copy mixture in use.
-    pub fn copy(&self) -> Option<&CopyMix> {
-        self.copy.as_ref()
-    }
-
     /// What the next token is drawn from: the log-probabilities of the model's distribution after
     /// `history` mixed with the copy distribution of its last window, or the model's logits
     /// without a copy mixture.
