@@ -3,13 +3,11 @@
 //! identity outside training; and AdamW's decoupled decay against a hand computation.
 mod common;
 
-use common::{numeric_grad, random_vec};
+use common::{numeric_grad, random_vec, ModelCase};
 use etude::engine::cpu::CpuBackend;
 use etude::engine::dropout::{drop_site, mask_hash, DropMask, Dropout};
-use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Param};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
-use etude::model::Model;
 use etude::rng::Rng;
 
 fn dot(r: &[f32], y: &[f32]) -> f64 {
@@ -107,88 +105,22 @@ fn tiny(name: &str) -> ModelConfig {
     ModelConfig::from_name(name, V, T, &sizes).unwrap()
 }
 
-struct Case {
-    b: CpuBackend,
-    model: AnyModel<CpuBackend>,
-    x: Vec<u32>,
-    y: Vec<u32>,
-}
-
-impl Case {
-    fn new(name: &str, seed: u64) -> Case {
-        let b = CpuBackend::new();
-        let model = AnyModel::new(&b, &tiny(name), BATCH, T, &mut Rng::new(seed)).unwrap();
-        let mut rng = Rng::new(seed + 100);
-        let x = (0..BATCH * T).map(|_| (rng.next_u64() % V as u64) as u32).collect();
-        let rows = model.target_rows(BATCH);
-        let y = (0..rows).map(|_| (rng.next_u64() % V as u64) as u32).collect();
-        Case { b, model, x, y }
-    }
-
-    /// Mean cross-entropy of the current weights; with `backward`, also the gradients.
-    fn loss(&mut self, d: Option<Dropout>, backward: bool) -> f64 {
-        let b = &self.b;
-        let rows = self.model.target_rows(BATCH);
-        self.model.set_dropout(d);
-        self.model.forward(b, &self.x, BATCH);
-        let mut dlogits = vec![0.0; rows * V];
-        let mut stats = vec![0.0; 2 * rows];
-        b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, rows, V, 1.0 / rows as f32);
-        if backward {
-            zero_grads(b, self.model.params_mut());
-            self.model.backward(b, &self.x, &dlogits, BATCH);
-        }
-        stats.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / rows as f64
-    }
-
-    fn grads(&self) -> Vec<Vec<f32>> {
-        self.model.params().iter().map(|p| p.grad.to_vec(&self.b)).collect()
-    }
-
-    fn logits(&self) -> Vec<f32> {
-        self.model.logits().to_vec(&self.b)[..self.model.target_rows(BATCH) * V].to_vec()
-    }
+fn case(name: &str, seed: u64) -> ModelCase {
+    let b = CpuBackend::new();
+    let model = AnyModel::new(&b, &tiny(name), BATCH, T, &mut Rng::new(seed)).unwrap();
+    ModelCase::new(b, model, BATCH, seed)
 }
 
 const MODELS: [&str; 4] = ["lstm", "lstm-seq", "wavenet", "wavenet-gated"];
 
 /// Every parameter's gradient with dropout on (p = 0.5, so a forgotten scale doubles or halves
-/// a gradient), against central differences of the loss with the same mask (the same step).
-/// h = 1e-3 on an f32 forward (small, so that few ReLU kinks fall inside a step), loss in f64:
-/// tolerance 3e-4 + 3e-2 relative (f32 rounding of the loss over 2h, ReLUs and the LSTM's
-/// fast tanh make it coarser than the single ops' check); a missing mask or scale is off by O(|g|).
+/// a gradient), against central differences of the loss with the same mask (the same step):
+/// [`ModelCase::check_gradients`].
 #[test]
 fn model_gradients_with_the_mask_fixed_match_finite_differences() {
     for name in MODELS {
-        let mut c = Case::new(name, 5);
-        let d = Some(Dropout { p: 0.5, seed: 11, step: 2 });
-        c.loss(d, true);
-        let analytic = c.grads();
-        let mut checked = 0;
-        for (pi, g) in analytic.iter().enumerate() {
-            let pname = c.model.params()[pi].name.clone();
-            let mut values = c.model.params()[pi].value.to_vec(&c.b);
-            // Up to 12 evenly spaced entries of each tensor.
-            let picks: Vec<usize> = (0..12.min(values.len())).map(|k| k * values.len() / 12.min(values.len())).collect();
-            for &i in &picks {
-                let orig = values[i];
-                let mut at = |v: f32, c: &mut Case| {
-                    values[i] = v;
-                    c.model.params_mut()[pi].value.set(&c.b, &values);
-                    c.loss(d, false)
-                };
-                let h = 1e-3;
-                let numeric = (at(orig + h, &mut c) - at(orig - h, &mut c)) / (2.0 * h as f64);
-                at(orig, &mut c);
-                let tol = 3e-4 + 3e-2 * numeric.abs();
-                assert!(
-                    (g[i] as f64 - numeric).abs() <= tol,
-                    "{name} {pname}[{i}]: analytic {} numeric {numeric} (tolerance {tol:e})",
-                    g[i]
-                );
-                checked += 1;
-            }
-        }
+        let mut c = case(name, 5);
+        let (_, checked) = c.check_gradients(Some(Dropout { p: 0.5, seed: 11, step: 2 }), name);
         assert!(checked > 50, "{name}: only {checked} entries checked");
     }
 }
@@ -196,7 +128,7 @@ fn model_gradients_with_the_mask_fixed_match_finite_differences() {
 #[test]
 fn masks_are_a_function_of_seed_and_step_and_dropout_is_identity_outside_training() {
     for name in MODELS {
-        let mut c = Case::new(name, 8);
+        let mut c = case(name, 8);
         c.loss(None, true);
         let (plain_logits, plain_grads) = (c.logits(), c.grads());
         let d = Dropout { p: 0.3, seed: 4, step: 10 };

@@ -5,6 +5,8 @@
 //! unchanged, the options' errors, and a copy task that attention learns and the convs cannot.
 mod common;
 
+use common::ModelCase;
+
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::optim::zero_grads;
@@ -33,83 +35,31 @@ fn sizes(heads: usize, layers: usize) -> Sizes {
     }
 }
 
-struct Case {
-    b: CpuBackend,
-    model: AnyModel<CpuBackend>,
-    x: Vec<u32>,
-    y: Vec<u32>,
-}
-
-impl Case {
-    fn new(heads: usize, seed: u64) -> Case {
-        let b = CpuBackend::new();
-        let cfg = ModelConfig::from_name("wavenet-gated", V, T, &sizes(heads, 2)).unwrap();
-        let mut model = AnyModel::new(&b, &cfg, BATCH, T, &mut Rng::new(seed)).unwrap();
-        // Larger weights than PyTorch's init, so that the attention is far from uniform and the
-        // ReLUs are not all on one side.
-        for p in model.params_mut() {
-            let v: Vec<f32> = p.value.to_vec(&b).iter().map(|x| 2.0 * x).collect();
-            p.value.set(&b, &v);
-        }
-        let mut rng = Rng::new(seed + 100);
-        let x = (0..BATCH * T).map(|_| (rng.next_u64() % V as u64) as u32).collect();
-        let y = (0..BATCH * T).map(|_| (rng.next_u64() % V as u64) as u32).collect();
-        Case { b, model, x, y }
+fn case(heads: usize, seed: u64) -> ModelCase {
+    let b = CpuBackend::new();
+    let cfg = ModelConfig::from_name("wavenet-gated", V, T, &sizes(heads, 2)).unwrap();
+    let mut model = AnyModel::new(&b, &cfg, BATCH, T, &mut Rng::new(seed)).unwrap();
+    // Larger weights than PyTorch's init, so that the attention is far from uniform and the
+    // ReLUs are not all on one side.
+    for p in model.params_mut() {
+        let v: Vec<f32> = p.value.to_vec(&b).iter().map(|x| 2.0 * x).collect();
+        p.value.set(&b, &v);
     }
-
-    /// Mean cross-entropy of the current weights; with `backward`, also the gradients.
-    fn loss(&mut self, d: Option<Dropout>, backward: bool) -> f64 {
-        let b = &self.b;
-        let rows = self.model.target_rows(BATCH);
-        self.model.set_dropout(d);
-        self.model.forward(b, &self.x, BATCH);
-        let mut dlogits = vec![0.0; rows * V];
-        let mut stats = vec![0.0; 2 * rows];
-        b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, rows, V, 1.0 / rows as f32);
-        if backward {
-            zero_grads(b, self.model.params_mut());
-            self.model.backward(b, &self.x, &dlogits, BATCH);
-        }
-        stats.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / rows as f64
-    }
+    ModelCase::new(b, model, BATCH, seed)
 }
 
 /// Every parameter's gradient (up to 12 entries of each tensor) against central differences of
-/// the loss, h = 1e-3 on the f32 forward, loss in f64: tolerance 3e-4 + 3e-2 relative (the
-/// bound of the models' dropout check in tests/dropout.rs: f32 rounding of the loss over 2h and
-/// ReLU kinks). A wrong path (a missing identity term, q and k swapped, the shift ignored) is off
+/// the loss, with the bound of the models' dropout check ([`ModelCase::check_gradients`]: h =
+/// 1e-3, tolerance 3e-4 + 3e-2 relative). A wrong path (a missing identity term, q and k swapped, the shift ignored) is off
 /// by O(|g|). With dropout on (p = 0.3) in the blocks, the same mask on every evaluation.
 #[test]
 fn model_gradients_with_attention_match_finite_differences() {
     for d in [None, Some(Dropout { p: 0.3, seed: 3, step: 5 })] {
-        let mut c = Case::new(2, 7);
-        c.loss(d, true);
-        let analytic: Vec<Vec<f32>> = c.model.params().iter().map(|p| p.grad.to_vec(&c.b)).collect();
-        let mut checked = 0;
-        for (pi, g) in analytic.iter().enumerate() {
-            let pname = c.model.params()[pi].name.clone();
-            let mut values = c.model.params()[pi].value.to_vec(&c.b);
-            let (n, k) = (values.len(), 12.min(values.len()));
-            for i in (0..k).map(|j| j * n / k) {
-                let orig = values[i];
-                let mut at = |v: f32, c: &mut Case| {
-                    values[i] = v;
-                    c.model.params_mut()[pi].value.set(&c.b, &values);
-                    c.loss(d, false)
-                };
-                let h = 1e-3;
-                let numeric = (at(orig + h, &mut c) - at(orig - h, &mut c)) / (2.0 * h as f64);
-                at(orig, &mut c);
-                let tol = 3e-4 + 3e-2 * numeric.abs();
-                assert!(
-                    (g[i] as f64 - numeric).abs() <= tol,
-                    "dropout {d:?}: {pname}[{i}]: analytic {} numeric {numeric} (tolerance {tol:e})",
-                    g[i]
-                );
-                checked += 1;
-            }
-            if pname.starts_with("attn.") && pname.ends_with("weight") {
-                assert!(g.iter().any(|&x| x.abs() > 1e-4), "{pname}: no gradient reached it");
+        let mut c = case(2, 7);
+        let (analytic, checked) = c.check_gradients(d, &format!("dropout {d:?}"));
+        for (p, g) in c.model.params().iter().zip(&analytic) {
+            if p.name.starts_with("attn.") && p.name.ends_with("weight") {
+                assert!(g.iter().any(|&x| x.abs() > 1e-4), "{}: no gradient reached it", p.name);
             }
         }
         assert!(checked > 100, "only {checked} entries checked");

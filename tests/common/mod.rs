@@ -2,8 +2,12 @@
 //! tolerances used to compare against them (one place, each with its reason).
 #![allow(dead_code)]
 
-use etude::engine::{Adam, AdamParams, Backend};
+use etude::engine::cpu::CpuBackend;
+use etude::engine::optim::zero_grads;
+use etude::engine::{Adam, AdamParams, Backend, Dropout};
+use etude::model::any::AnyModel;
 use etude::model::Model;
+use etude::rng::Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -215,4 +219,86 @@ pub fn numeric_grad(x: &mut [f32], h: f32, mut f: impl FnMut(&[f32]) -> f64) -> 
 pub fn random_vec(seed: u64, n: usize) -> Vec<f32> {
     let mut r = etude::rng::Rng::new(seed);
     (0..n).map(|_| r.uniform_range(-1.0, 1.0)).collect()
+}
+
+/// A model on the CPU with one random batch (inputs, then one target per target row, drawn from
+/// `seed + 100`), for the whole-model gradient checks.
+pub struct ModelCase {
+    pub b: CpuBackend,
+    pub model: AnyModel<CpuBackend>,
+    pub x: Vec<u32>,
+    pub y: Vec<u32>,
+    pub batch: usize,
+}
+
+impl ModelCase {
+    pub fn new(b: CpuBackend, model: AnyModel<CpuBackend>, batch: usize, seed: u64) -> ModelCase {
+        let (v, t) = (model.vocab() as u64, model.window());
+        let mut rng = Rng::new(seed + 100);
+        let x = (0..batch * t).map(|_| (rng.next_u64() % v) as u32).collect();
+        let y = (0..model.target_rows(batch)).map(|_| (rng.next_u64() % v) as u32).collect();
+        ModelCase { b, model, x, y, batch }
+    }
+
+    /// Mean cross-entropy of the current weights with dropout `d`; with `backward`, also the
+    /// gradients.
+    pub fn loss(&mut self, d: Option<Dropout>, backward: bool) -> f64 {
+        let (b, v) = (&self.b, self.model.vocab());
+        let rows = self.model.target_rows(self.batch);
+        self.model.set_dropout(d);
+        self.model.forward(b, &self.x, self.batch);
+        let mut dlogits = vec![0.0; rows * v];
+        let mut stats = vec![0.0; 2 * rows];
+        b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+        if backward {
+            zero_grads(b, self.model.params_mut());
+            self.model.backward(b, &self.x, &dlogits, self.batch);
+        }
+        stats.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / rows as f64
+    }
+
+    pub fn grads(&self) -> Vec<Vec<f32>> {
+        self.model.params().iter().map(|p| p.grad.to_vec(&self.b)).collect()
+    }
+
+    /// The logits of the last forward (its target rows only).
+    pub fn logits(&self) -> Vec<f32> {
+        self.model.logits().to_vec(&self.b)[..self.model.target_rows(self.batch) * self.model.vocab()].to_vec()
+    }
+
+    /// Every parameter's gradient with dropout `d` (up to 12 evenly spaced entries of each tensor)
+    /// against central differences of the loss with the same mask: h = 1e-3 on the f32 forward
+    /// (small, so that few ReLU kinks fall inside a step), loss in f64, tolerance 3e-4 + 3e-2
+    /// relative (f32 rounding of the loss over 2h, ReLUs and the LSTM's fast tanh make it coarser
+    /// than the single ops' check); a missing path, mask or scale is off by O(|g|). Panics naming
+    /// `label`, the parameter and the entry; returns the analytic gradients and the entries checked.
+    pub fn check_gradients(&mut self, d: Option<Dropout>, label: &str) -> (Vec<Vec<f32>>, usize) {
+        self.loss(d, true);
+        let analytic = self.grads();
+        let mut checked = 0;
+        for (pi, g) in analytic.iter().enumerate() {
+            let pname = self.model.params()[pi].name.clone();
+            let mut values = self.model.params()[pi].value.to_vec(&self.b);
+            let (n, k) = (values.len(), 12.min(values.len()));
+            for i in (0..k).map(|j| j * n / k) {
+                let orig = values[i];
+                let mut at = |v: f32, c: &mut ModelCase| {
+                    values[i] = v;
+                    c.model.params_mut()[pi].value.set(&c.b, &values);
+                    c.loss(d, false)
+                };
+                let h = 1e-3;
+                let numeric = (at(orig + h, self) - at(orig - h, self)) / (2.0 * h as f64);
+                at(orig, self);
+                let tol = 3e-4 + 3e-2 * numeric.abs();
+                assert!(
+                    (g[i] as f64 - numeric).abs() <= tol,
+                    "{label}: {pname}[{i}]: analytic {} numeric {numeric} (tolerance {tol:e})",
+                    g[i]
+                );
+                checked += 1;
+            }
+        }
+        (analytic, checked)
+    }
 }
