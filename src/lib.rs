@@ -1,7 +1,7 @@
 //! etude: learns to compose piano music from MIDI files, on a hand-written engine.
 //!
 //! Data flows one way: `midi` (SMF bytes <-> notes) -> `tokens` (notes <-> tokens, vocabulary)
-//! -> `dataset` (windows, split, batches) -> `model` (written once against `engine::Backend`)
+//! -> `dataset` (windows, split, batches) -> `model` (structs of `layers`, written once against `engine::Backend`)
 //! -> training and generation. The `engine` knows nothing of music.
 //!
 //! A run: `run` is what a checkpoint holds and how one is read; `train` is the loop, writing
@@ -18,6 +18,7 @@ pub mod eval_data;
 pub mod engine;
 pub mod generate;
 pub mod heldout;
+pub mod layers;
 pub mod metrics;
 pub mod midi;
 pub mod model;

@@ -62,13 +62,13 @@ fn roll_configs() -> Vec<RollConfig> {
 
 /// Dispatches of one step's bookkeeping (zero_grads, then Adam with clipping and AdamW decay),
 /// with the parameters as given.
-fn bookkeeping_dispatches(g: &GpuBackend, params: &mut [Param<GpuBackend>]) -> u64 {
-    let mut adam = Adam::new(g, params, AdamParams::default(), 1.0);
+fn bookkeeping_dispatches(g: &GpuBackend, params: &mut [&mut Param<GpuBackend>]) -> u64 {
+    let mut adam = Adam::new(g, &*params, AdamParams::default(), 1.0);
     adam.decoupled_decay = 0.01;
     g.flush();
     g.reset_stats();
-    zero_grads(g, params);
-    adam.step(g, params);
+    zero_grads(g, &mut *params);
+    adam.step(g, &mut *params);
     g.flush();
     let (dispatches, submissions) = g.stats();
     assert_eq!(submissions, 1, "the bookkeeping is recorded into one submission");
@@ -76,7 +76,7 @@ fn bookkeeping_dispatches(g: &GpuBackend, params: &mut [Param<GpuBackend>]) -> u
 }
 
 /// The same parameters with buffers of their own (what every model had before the arena).
-fn standalone<B: Backend>(b: &B, params: &[Param<B>]) -> Vec<Param<B>> {
+fn standalone<B: Backend>(b: &B, params: &[&mut Param<B>]) -> Vec<Param<B>> {
     params.iter().map(|p| Param::new(b, &p.name, &p.value.shape, &p.value.to_vec(b))).collect()
 }
 
@@ -84,11 +84,11 @@ fn standalone<B: Backend>(b: &B, params: &[Param<B>]) -> Vec<Param<B>> {
 fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
     let g = gpu();
     let mut report = Vec::new();
-    let mut check = |name: &str, params: &mut [Param<GpuBackend>]| {
+    let mut check = |name: &str, params: &mut [&mut Param<GpuBackend>]| {
         assert!(params.iter().all(|p| p.in_arena()), "{name}: every parameter lives in the model's arena");
         assert!(whole_arena(params).is_some(), "{name}: the model's list is its whole arena");
         let arena = bookkeeping_dispatches(&g, params);
-        let before = bookkeeping_dispatches(&g, &mut standalone(&*g, params));
+        let before = bookkeeping_dispatches(&g, &mut standalone(&*g, params).iter_mut().collect::<Vec<_>>());
         // zero_grads: one fill per tensor; clipping: a fill, one sum_squares per tensor and
         // clip_scale; then one fused decay+Adam per tensor.
         assert_eq!(before as usize, 3 * params.len() + 2, "{name}: the per-tensor path's count");
@@ -96,11 +96,11 @@ fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
         report.push(format!("{name}: {} tensors, bookkeeping {before} -> {arena} dispatches", params.len()));
     };
     for (name, mut m) in token_models(&*g) {
-        check(&name, m.params_mut());
+        check(&name, &mut m.params_mut());
     }
     for cfg in roll_configs() {
         let mut m = build(&*g, &cfg, 64, &mut Rng::new(2));
-        check(&format!("roll {}", cfg.name()), m.params_mut());
+        check(&format!("roll {}", cfg.name()), &mut m.params_mut());
     }
     println!("{}", report.join("\n"));
 }
@@ -112,28 +112,28 @@ fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
 fn arena_steps_match_per_tensor_steps_for_every_model() {
     let g = gpu();
     for (name, mut m) in token_models(&*g) {
-        steps_match(&g, &name, m.params_mut());
+        steps_match(&g, &name, &mut m.params_mut());
     }
     for cfg in roll_configs() {
         let mut m = build(&*g, &cfg, 64, &mut Rng::new(2));
-        steps_match(&g, &format!("roll {}", cfg.name()), m.params_mut());
+        steps_match(&g, &format!("roll {}", cfg.name()), &mut m.params_mut());
     }
 }
 
-fn steps_match(g: &GpuBackend, name: &str, arena: &mut [Param<GpuBackend>]) {
+fn steps_match(g: &GpuBackend, name: &str, arena: &mut [&mut Param<GpuBackend>]) {
     let c = CpuBackend::new();
     let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, ..AdamParams::default() };
     assert!(whole_arena(arena).is_some(), "{name}: an arena");
     let mut alone = standalone(g, arena);
     let mut cpu: Vec<Param<CpuBackend>> =
         arena.iter().map(|p| Param::new(&c, &p.name, &p.value.shape, &p.value.to_vec(g))).collect();
-    let (mut oa, mut ob, mut oc) = (Adam::new(g, arena, hp, 0.5), Adam::new(g, &alone, hp, 0.5), Adam::new(&c, &cpu, hp, 0.5));
+    let (mut oa, mut ob, mut oc) = (Adam::new(g, &*arena, hp, 0.5), Adam::new(g, &alone, hp, 0.5), Adam::new(&c, &cpu, hp, 0.5));
     oa.decoupled_decay = 0.1;
     ob.decoupled_decay = 0.1;
     oc.decoupled_decay = 0.1;
     let mut rng = Rng::new(9);
     for step in 0..3 {
-        zero_grads(g, arena);
+        zero_grads(g, &mut *arena);
         zero_grads(g, &mut alone);
         zero_grads(&c, &mut cpu);
         for ((pa, pb), pc) in arena.iter_mut().zip(alone.iter_mut()).zip(cpu.iter_mut()) {
@@ -142,7 +142,7 @@ fn steps_match(g: &GpuBackend, name: &str, arena: &mut [Param<GpuBackend>]) {
             pb.grad.set(g, &grad);
             pc.grad.set(&c, &grad);
         }
-        oa.step(g, arena);
+        oa.step(g, &mut *arena);
         ob.step(g, &mut alone);
         oc.step(&c, &mut cpu);
         let norms = [oa.last_grad_norm(g), ob.last_grad_norm(g), oc.last_grad_norm(&c)];

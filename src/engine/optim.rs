@@ -24,6 +24,7 @@
 //! bookkeeping is one pass per tensor (the decay fused into the update).
 
 use super::{AdamParams, Backend, Tensor};
+use std::borrow::{Borrow, BorrowMut};
 use std::sync::Arc;
 
 /// A trainable tensor under its PyTorch name, with its gradient (same shape).
@@ -51,6 +52,79 @@ impl<B: Backend> Param<B> {
     pub fn in_arena(&self) -> bool {
         self.arena.is_some()
     }
+}
+
+/// An ordered list of parameters, read-only: a model's [`crate::model::Model::params`]
+/// (`Vec<&Param>`, each one owned by a layer), or a slice or `Vec` of parameters of their own.
+/// What the optimizer and the arena functions take, in PyTorch's `named_parameters()` order.
+pub trait ParamList<B: Backend> {
+    fn count(&self) -> usize;
+    fn at(&self, i: usize) -> &Param<B>;
+}
+
+/// An ordered list of parameters that can be written: a model's
+/// [`crate::model::Model::params_mut`] (`Vec<&mut Param>`), or `&mut` a slice or `Vec`.
+pub trait ParamsMut<B: Backend>: ParamList<B> {
+    fn at_mut(&mut self, i: usize) -> &mut Param<B>;
+}
+
+impl<B: Backend, P: Borrow<Param<B>>> ParamList<B> for [P] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> &Param<B> {
+        self[i].borrow()
+    }
+}
+
+impl<B: Backend, P: BorrowMut<Param<B>>> ParamsMut<B> for [P] {
+    fn at_mut(&mut self, i: usize) -> &mut Param<B> {
+        self[i].borrow_mut()
+    }
+}
+
+impl<B: Backend, P: Borrow<Param<B>>> ParamList<B> for Vec<P> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn at(&self, i: usize) -> &Param<B> {
+        self[i].borrow()
+    }
+}
+
+impl<B: Backend, P: BorrowMut<Param<B>>> ParamsMut<B> for Vec<P> {
+    fn at_mut(&mut self, i: usize) -> &mut Param<B> {
+        self[i].borrow_mut()
+    }
+}
+
+impl<B: Backend, L: ParamList<B> + ?Sized> ParamList<B> for &L {
+    fn count(&self) -> usize {
+        (**self).count()
+    }
+    fn at(&self, i: usize) -> &Param<B> {
+        (**self).at(i)
+    }
+}
+
+impl<B: Backend, L: ParamList<B> + ?Sized> ParamList<B> for &mut L {
+    fn count(&self) -> usize {
+        (**self).count()
+    }
+    fn at(&self, i: usize) -> &Param<B> {
+        (**self).at(i)
+    }
+}
+
+impl<B: Backend, L: ParamsMut<B> + ?Sized> ParamsMut<B> for &mut L {
+    fn at_mut(&mut self, i: usize) -> &mut Param<B> {
+        (**self).at_mut(i)
+    }
+}
+
+/// The parameters of `list`, in order.
+fn iter<'a, B: Backend + 'a, L: ParamList<B> + ?Sized>(list: &'a L) -> impl Iterator<Item = &'a Param<B>> + 'a {
+    (0..list.count()).map(move |i| list.at(i))
 }
 
 /// The storage of a model's parameters: weights and gradients, each one buffer, and where each
@@ -105,56 +179,59 @@ fn layout(lens: impl IntoIterator<Item = usize>, align: usize) -> (Vec<usize>, u
     (offsets, end)
 }
 
-/// Moves `params` (freshly made: gradients zero) into one arena: their weights into one buffer
-/// and their gradients into another, each tensor a view at an aligned offset, names, shapes and
-/// values unchanged. Returns them unchanged where the backend has no views (the CPU) or where the
-/// arena would exceed the backend's largest buffer.
-pub fn into_arena<B: Backend>(b: &B, params: Vec<Param<B>>) -> Vec<Param<B>> {
-    if params.is_empty() || params.iter().any(|p| p.arena.is_some()) {
-        return params;
+/// Moves `params` (freshly made: gradients zero) into one arena, in place: their weights into one
+/// buffer and their gradients into another, each tensor a view at an aligned offset, names,
+/// shapes and values unchanged (each layer keeps its parameters, now views). Leaves them as they
+/// are where the backend has no views (the CPU) or where the arena would exceed the backend's
+/// largest buffer.
+pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
+    if params.count() == 0 || iter(&params).any(|p| p.arena.is_some()) {
+        return;
     }
-    let (offsets, len) = layout(params.iter().map(|p| p.value.len()), b.view_align());
+    let (offsets, len) = layout(iter(&params).map(|p| p.value.len()), b.view_align());
     // f32 bytes (the widest storage): the moments' arenas have the same length.
     if b.max_buffer_bytes().is_some_and(|max| (len as u64).saturating_mul(4) > max) {
-        return params;
+        return;
     }
     let values = b.alloc(len);
     let grads = b.alloc(len);
     // Probe: a backend without views keeps the parameters as they are.
     if b.view(&values, 0, len).is_none() {
-        return params;
+        return;
     }
-    let arena = Arc::new(Arena { values, grads, len, tensors: params.len() });
-    params
-        .into_iter()
-        .zip(offsets)
-        .map(|(p, at)| {
-            let n = p.value.len();
-            let view = |buf: &B::Buf| b.view(buf, at, n).expect("the backend made a view above");
-            let mut value = Tensor { buf: view(&arena.values), shape: p.value.shape.clone() };
-            value.set(b, &p.value.to_vec(b));
-            let grad = Tensor { buf: view(&arena.grads), shape: p.grad.shape.clone() };
-            Param { name: p.name, value, grad, arena: Some((arena.clone(), at)) }
-        })
-        .collect()
+    let arena = Arc::new(Arena { values, grads, len, tensors: params.count() });
+    for (i, at) in offsets.into_iter().enumerate() {
+        let p = params.at_mut(i);
+        let n = p.value.len();
+        let view = |buf: &B::Buf| b.view(buf, at, n).expect("the backend made a view above");
+        let mut value = Tensor { buf: view(&arena.values), shape: p.value.shape.clone() };
+        value.set(b, &p.value.to_vec(b));
+        let grad = Tensor { buf: view(&arena.grads), shape: p.grad.shape.clone() };
+        p.value = value;
+        p.grad = grad;
+        p.arena = Some((arena.clone(), at));
+    }
 }
 
 /// The arena `params` make up when they are all of it (every tensor of one arena, in any order),
 /// else `None` (parameters with buffers of their own, or a part of a model's list).
-pub fn whole_arena<B: Backend>(params: &[Param<B>]) -> Option<&Arc<Arena<B>>> {
-    let (a, _) = params.first()?.arena.as_ref()?;
-    let all =
-        params.len() == a.tensors && params.iter().all(|p| p.arena.as_ref().is_some_and(|(x, _)| Arc::ptr_eq(x, a)));
+pub fn whole_arena<B: Backend, L: ParamList<B> + ?Sized>(params: &L) -> Option<&Arc<Arena<B>>> {
+    if params.count() == 0 {
+        return None;
+    }
+    let (a, _) = params.at(0).arena.as_ref()?;
+    let all = params.count() == a.tensors && iter(params).all(|p| p.arena.as_ref().is_some_and(|(x, _)| Arc::ptr_eq(x, a)));
     all.then_some(a)
 }
 
 /// Set every gradient to zero: one pass over the gradient arena when `params` are a whole arena.
-pub fn zero_grads<B: Backend>(b: &B, params: &mut [Param<B>]) {
-    if let Some(a) = whole_arena(params) {
+pub fn zero_grads<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
+    if let Some(a) = whole_arena(&params) {
         b.fill(&mut a.grads(b), a.len, 0.0);
         return;
     }
-    for p in params {
+    for i in 0..params.count() {
+        let p = params.at_mut(i);
         let n = p.grad.len();
         b.fill(&mut p.grad.buf, n, 0.0);
     }
@@ -189,19 +266,18 @@ pub struct Adam<B: Backend> {
 }
 
 impl<B: Backend> Adam<B> {
-    pub fn new(b: &B, params: &[Param<B>], hp: AdamParams, clip: f32) -> Self {
+    pub fn new(b: &B, params: impl ParamList<B>, hp: AdamParams, clip: f32) -> Self {
         // The moments and the norm stay f32 at any precision (`alloc_f32`): v holds squared
         // gradients, far below f16's smallest normal number.
         let f32_zeros = |shape: &[usize]| Tensor { buf: b.alloc_f32(shape.iter().product()), shape: shape.to_vec() };
         let mut scale = b.alloc_f32(1);
         b.write(&mut scale, &[1.0]);
-        let (m, v, arena) = match whole_arena(params) {
+        let (m, v, arena) = match whole_arena(&params) {
             Some(a) => {
                 let (mb, vb) = (b.alloc_f32(a.len), b.alloc_f32(a.len));
                 // Per parameter, in the order given, at its offset in the arena.
                 let views = |buf: &B::Buf| -> Vec<Tensor<B>> {
-                    params
-                        .iter()
+                    iter(&params)
                         .map(|p| {
                             let at = p.arena.as_ref().expect("in the arena").1;
                             let buf = b.view(buf, at, p.value.len()).expect("the backend has views");
@@ -213,8 +289,8 @@ impl<B: Backend> Adam<B> {
                 (m, v, Some(Moments { params: a.clone(), m: mb, v: vb }))
             }
             None => (
-                params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
-                params.iter().map(|p| f32_zeros(&p.value.shape)).collect(),
+                iter(&params).map(|p| f32_zeros(&p.value.shape)).collect(),
+                iter(&params).map(|p| f32_zeros(&p.value.shape)).collect(),
                 None,
             ),
         };
@@ -222,12 +298,12 @@ impl<B: Backend> Adam<B> {
     }
 
     /// One update of every parameter from its gradient. Records work only; reads nothing back.
-    pub fn step(&mut self, b: &B, params: &mut [Param<B>]) {
-        assert_eq!(params.len(), self.m.len(), "Adam was made for {} parameters", self.m.len());
+    pub fn step(&mut self, b: &B, mut params: impl ParamsMut<B>) {
+        assert_eq!(params.count(), self.m.len(), "Adam was made for {} parameters", self.m.len());
         self.step += 1;
         let hp = AdamParams { step: self.step, ..self.hp };
         let factor = if self.decoupled_decay != 0.0 { 1.0 - hp.lr * self.decoupled_decay } else { 1.0 };
-        let same = |mo: &Moments<B>| whole_arena(params).is_some_and(|a| Arc::ptr_eq(a, &mo.params));
+        let same = |mo: &Moments<B>| whole_arena(&params).is_some_and(|a| Arc::ptr_eq(a, &mo.params));
         if let Some(mo) = self.arena.as_ref().filter(|mo| same(mo)) {
             // One pass over each arena: the norm and clip scale, then decay and update.
             let a = &mo.params;
@@ -242,12 +318,13 @@ impl<B: Backend> Adam<B> {
         }
         if self.clip > 0.0 {
             b.fill(&mut self.acc, 1, 0.0);
-            for p in params.iter() {
+            for p in iter(&params) {
                 b.sum_squares(&p.grad.buf, p.grad.len(), &mut self.acc);
             }
             b.clip_scale(&self.acc, self.clip, &mut self.scale);
         }
-        for ((p, m), v) in params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+        for (i, (m, v)) in self.m.iter_mut().zip(&mut self.v).enumerate() {
+            let p = params.at_mut(i);
             let n = p.value.len();
             b.adamw(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, n, hp, factor, &self.scale);
         }

@@ -202,10 +202,10 @@ impl<B: Backend> AnyModel<B> {
 }
 
 impl<B: Backend> Model<B> for AnyModel<B> {
-    fn params(&self) -> &[Param<B>] {
+    fn params(&self) -> Vec<&Param<B>> {
         self.inner().params()
     }
-    fn params_mut(&mut self) -> &mut [Param<B>] {
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         self.inner_mut().params_mut()
     }
     fn vocab(&self) -> usize {

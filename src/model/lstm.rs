@@ -232,7 +232,7 @@ impl<B: Backend> LstmModel<B> {
         let rows = if seq { n } else { max_batch };
         let layers = (0..nl).map(|_| LayerArena::new(b, n, h)).collect();
         LstmModel {
-            params: into_arena(b, params),
+            params: { let mut params = params; into_arena(b, &mut params); params },
             max_batch,
             window,
             emb: b.alloc(n * e),
@@ -357,12 +357,12 @@ fn head_forward<B: Backend>(
 }
 
 impl<B: Backend> Model<B> for LstmModel<B> {
-    fn params(&self) -> &[Param<B>] {
-        &self.params
+    fn params(&self) -> Vec<&Param<B>> {
+        self.params.iter().collect()
     }
 
-    fn params_mut(&mut self) -> &mut [Param<B>] {
-        &mut self.params
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        self.params.iter_mut().collect()
     }
 
     fn vocab(&self) -> usize {

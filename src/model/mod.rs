@@ -1,9 +1,9 @@
 //! The models, each written once against [`Backend`]: `lstm` (lstm and lstm-seq), `wavenet`
 //! (the tutorial's simple WaveNet) and `wavenet_gated`.
 //!
-//! A model owns its parameters (under their PyTorch `named_parameters()` names, in PyTorch's
-//! order) and an activation arena sized for `max_batch` windows of its window length, allocated
-//! once. `forward` leaves the logits in the arena and keeps what `backward` needs; `backward`
+//! A model is a struct of named layers ([`crate::layers`]), each owning its parameters (under
+//! their PyTorch `named_parameters()` names; the model lists them in PyTorch's order) and its
+//! activations, sized for `max_batch` windows of the model's window length, allocated once. `forward` leaves the logits in the arena and keeps what `backward` needs; `backward`
 //! accumulates into every parameter's gradient.
 
 pub mod any;
@@ -12,7 +12,6 @@ pub mod wavenet;
 pub mod wavenet_gated;
 
 use crate::engine::{Backend, Dropout, Param, Tensor};
-use crate::rng::Rng;
 
 /// Where a model puts its targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +23,10 @@ pub enum Targets {
 }
 
 pub trait Model<B: Backend> {
-    /// Parameters in PyTorch's `named_parameters()` order.
-    fn params(&self) -> &[Param<B>];
-    fn params_mut(&mut self) -> &mut [Param<B>];
+    /// Parameters in PyTorch's `named_parameters()` order, each owned by one of the model's
+    /// layers (on the GPU, views into the model's one arena: [`crate::engine::optim`]).
+    fn params(&self) -> Vec<&Param<B>>;
+    fn params_mut(&mut self) -> Vec<&mut Param<B>>;
     /// Vocabulary size V: the width of every logits row.
     fn vocab(&self) -> usize;
     /// Window length T the arena was sized for (the simple WaveNet needs exactly T).
@@ -59,7 +59,7 @@ pub trait Model<B: Backend> {
     fn set_param(&mut self, b: &B, name: &str, data: &[f32]) -> Result<(), String> {
         let p = self
             .params_mut()
-            .iter_mut()
+            .into_iter()
             .find(|p| p.name == name)
             .ok_or_else(|| format!("the model has no parameter named {name}"))?;
         if p.value.len() != data.len() {
@@ -70,19 +70,5 @@ pub trait Model<B: Backend> {
     }
 }
 
-/// PyTorch's default initialisations, drawn from our seeded [`Rng`].
-pub mod init {
-    use super::Rng;
-
-    /// `U(-bound, bound)`: `nn.Linear` / `nn.Conv1d` (kaiming-uniform with a = sqrt(5) gives
-    /// `bound = 1/sqrt(fan_in)` for the weight, and the bias uses the same bound) and `nn.LSTM`
-    /// (`bound = 1/sqrt(H)`).
-    pub fn uniform(rng: &mut Rng, n: usize, bound: f32) -> Vec<f32> {
-        (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
-    }
-
-    /// `N(0, 1)`: `nn.Embedding`.
-    pub fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
-        (0..n).map(|_| rng.normal()).collect()
-    }
-}
+/// PyTorch's default initialisations (they live with the layers).
+pub use crate::layers::init;

@@ -171,7 +171,7 @@ impl<B: Backend> Wavenet<B> {
             dropout: None,
             cfg: cfg.clone(),
             max_batch,
-            params: into_arena(b, params),
+            params: { let mut params = params; into_arena(b, &mut params); params },
             emb_out: b.alloc(m * t * e),
             h0: b.alloc(m * e * t),
             pre: b.alloc(m * c * t),
@@ -210,12 +210,12 @@ impl<B: Backend> Wavenet<B> {
 }
 
 impl<B: Backend> Model<B> for Wavenet<B> {
-    fn params(&self) -> &[Param<B>] {
-        &self.params
+    fn params(&self) -> Vec<&Param<B>> {
+        self.params.iter().collect()
     }
 
-    fn params_mut(&mut self) -> &mut [Param<B>] {
-        &mut self.params
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        self.params.iter_mut().collect()
     }
 
     fn vocab(&self) -> usize {

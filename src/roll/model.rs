@@ -109,8 +109,8 @@ impl RollConfig {
 pub trait RollModel<B: RollOps> {
     fn config(&self) -> &RollConfig;
     /// Parameters in a fixed order (their names are the checkpoint's tensor names).
-    fn params(&self) -> &[Param<B>];
-    fn params_mut(&mut self) -> &mut [Param<B>];
+    fn params(&self) -> Vec<&Param<B>>;
+    fn params_mut(&mut self) -> Vec<&mut Param<B>>;
     /// The arena's size in frames: `batch * time` of a forward must not exceed it.
     fn capacity(&self) -> usize;
     /// Forward over `ids [batch*time, slots]` (each frame's keys, empty slots `u32::MAX`), frames
@@ -202,7 +202,7 @@ impl<B: Backend> RollLstm<B> {
             e,
             h,
             nl,
-            params: into_arena(b, params),
+            params: { let mut params = params; into_arena(b, &mut params); params },
             cap,
             x: b.alloc(cap * e),
             layers,
@@ -231,11 +231,11 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
     fn config(&self) -> &RollConfig {
         &self.cfg
     }
-    fn params(&self) -> &[Param<B>] {
-        &self.params
+    fn params(&self) -> Vec<&Param<B>> {
+        self.params.iter().collect()
     }
-    fn params_mut(&mut self) -> &mut [Param<B>] {
-        &mut self.params
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        self.params.iter_mut().collect()
     }
     fn capacity(&self) -> usize {
         self.cap
@@ -426,7 +426,7 @@ impl<B: Backend> RollConv<B> {
             dh: buf(r),
             dx: buf(r),
             dropout: None,
-            params: into_arena(b, params),
+            params: { let mut params = params; into_arena(b, &mut params); params },
             cfg,
         }
     }
@@ -449,11 +449,11 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
     fn config(&self) -> &RollConfig {
         &self.cfg
     }
-    fn params(&self) -> &[Param<B>] {
-        &self.params
+    fn params(&self) -> Vec<&Param<B>> {
+        self.params.iter().collect()
     }
-    fn params_mut(&mut self) -> &mut [Param<B>] {
-        &mut self.params
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        self.params.iter_mut().collect()
     }
     fn capacity(&self) -> usize {
         self.cap

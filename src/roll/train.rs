@@ -316,7 +316,7 @@ pub fn init_output_bias<B: RollOps>(b: &B, model: &mut dyn RollModel<B>, train: 
             (p / (1.0 - p)).ln() as f32
         })
         .collect();
-    let last = model.params_mut().last_mut().expect("a model has parameters");
+    let last = model.params_mut().pop().expect("a model has parameters");
     assert_eq!(last.value.len(), KEYS, "the last parameter is the output bias");
     last.value.set(b, &bias);
 }

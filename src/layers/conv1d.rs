@@ -1,0 +1,132 @@
+//! `nn.Conv1d` over `[batch, channels, time]`, causal (left zero padding of `(k-1) * dilation`),
+//! with a one-column step mode for incremental generation.
+
+use super::{init, Layer};
+use crate::engine::{self, Backend, MatMul, Param};
+use crate::rng::Rng;
+
+/// A causal dilated convolution; owns `weight [cout, cin, k]`, `bias [cout]` and (when made
+/// [`Conv1d::with_output`]) its output `y [max_batch, cout, window]`.
+pub struct Conv1d<B: Backend> {
+    pub weight: Param<B>,
+    pub bias: Param<B>,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub dilation: usize,
+    /// The output (empty where the model gives the output buffer: [`Conv1d::forward_into`]).
+    pub y: B::Buf,
+    /// The past inputs of step mode ([`Conv1d::start_steps`]); `None` for whole windows.
+    past: Option<Past<B>>,
+}
+
+/// Step mode's memory: the last `(k-1) * dilation` input columns in a ring (zeros before the
+/// first step: the causal padding), and the `k` taps of the current step gathered as `[cin, k]`.
+struct Past<B: Backend> {
+    ring: B::Buf,
+    slots: usize,
+    /// The slot of the oldest column (where the next input goes).
+    head: usize,
+    taps: B::Buf,
+}
+
+impl<B: Backend> Conv1d<B> {
+    /// PyTorch's initialisation: `U(+-1/sqrt(cin * k))` for weight and bias. No output buffer.
+    pub fn new(b: &B, name: &str, cin: usize, cout: usize, k: usize, dilation: usize, rng: &mut Rng) -> Self {
+        let bound = 1.0 / ((cin * k) as f32).sqrt();
+        let w = init::uniform(rng, cout * cin * k, bound);
+        let weight = Param::new(b, &format!("{name}.weight"), &[cout, cin, k], &w);
+        let bias = Param::new(b, &format!("{name}.bias"), &[cout], &init::uniform(rng, cout, bound));
+        Conv1d { weight, bias, cin, cout, k, dilation, y: b.alloc(0), past: None }
+    }
+
+    /// The same, with its own output for `max_batch` windows of `window` steps.
+    pub fn with_output(mut self, b: &B, max_batch: usize, window: usize) -> Self {
+        self.y = b.alloc(max_batch * self.cout * window);
+        self
+    }
+
+    /// The op's sizes over `batch` windows of `time` steps.
+    pub fn shape(&self, batch: usize, time: usize) -> engine::Conv1d {
+        engine::Conv1d { batch, cin: self.cin, cout: self.cout, time, k: self.k, dilation: self.dilation }
+    }
+
+    /// `y = conv(x)` into the layer's own output.
+    pub fn forward(&mut self, b: &B, x: &B::Buf, batch: usize, time: usize) {
+        let c = self.shape(batch, time);
+        run(b, &self.weight, &self.bias, self.past.as_mut(), c, x, &mut self.y);
+    }
+
+    /// `y [batch, cout, time] = conv(x [batch, cin, time])` into `y`.
+    pub fn forward_into(&mut self, b: &B, x: &B::Buf, y: &mut B::Buf, batch: usize, time: usize) {
+        let c = self.shape(batch, time);
+        run(b, &self.weight, &self.bias, self.past.as_mut(), c, x, y);
+    }
+
+    /// From `dy` and the forward's input `x`: accumulates the weight and bias gradients, then
+    /// writes `dx` (adds into it with `accumulate`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(&mut self, b: &B, x: &B::Buf, dy: &B::Buf, dx: &mut B::Buf, accumulate: bool, batch: usize, time: usize) {
+        let c = self.shape(batch, time);
+        b.conv1d_bwd_weight(x, dy, &mut self.weight.grad.buf, &mut self.bias.grad.buf, c);
+        b.conv1d_bwd_input(dy, &self.weight.value.buf, dx, c, accumulate);
+    }
+
+    /// Step mode from here on: every forward is one step of one stream, starting from the
+    /// causal padding. A conv with one tap needs no past and stays as it is.
+    pub fn start_steps(&mut self, b: &B) {
+        let slots = (self.k - 1) * self.dilation;
+        self.past = (slots > 0).then(|| Past { ring: b.alloc(slots * self.cin), slots, head: 0, taps: b.alloc(self.cin * self.k) });
+    }
+
+    /// Forget the past inputs of step mode (back to the causal padding).
+    pub fn reset_steps(&mut self, b: &B) {
+        if let Some(p) = self.past.as_mut() {
+            b.fill(&mut p.ring, p.slots * self.cin, 0.0);
+            p.head = 0;
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Conv1d<B> {
+    fn params(&self) -> Vec<&Param<B>> {
+        vec![&self.weight, &self.bias]
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B>> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+}
+
+/// The conv over whole windows, or in step mode (one window of one step) the output column from
+/// the current input and the layer's past inputs, after which the input joins the past.
+fn run<B: Backend>(
+    b: &B,
+    weight: &Param<B>,
+    bias: &Param<B>,
+    past: Option<&mut Past<B>>,
+    c: engine::Conv1d,
+    x: &B::Buf,
+    y: &mut B::Buf,
+) {
+    let Some(past) = past else {
+        return b.conv1d_fwd(x, &weight.value.buf, &bias.value.buf, y, c);
+    };
+    assert!(c.batch == 1 && c.time == 1, "conv1d step mode: one window of one step");
+    let (cin, k, d) = (c.cin, c.k, c.dilation);
+    // taps[i, j] = input channel i, (k-1-j) * d steps back: the weight's rows [cin * k] times
+    // this column are the conv's output column.
+    for j in 0..k {
+        let back = (k - 1 - j) * d;
+        if back == 0 {
+            b.copy_strided(x, 0, 1, &mut past.taps, j, k, cin, 1, false);
+        } else {
+            let slot = (past.head + past.slots - back) % past.slots;
+            b.copy_strided(&past.ring, slot * cin, 1, &mut past.taps, j, k, cin, 1, false);
+        }
+    }
+    let mm = MatMul { m: 1, k: cin * k, n: c.cout, trans_a: false, trans_b: true, accumulate: false };
+    b.matmul(&past.taps, &weight.value.buf, y, mm);
+    b.bias_add(y, &bias.value.buf, 1, c.cout, 1);
+    b.copy_strided(x, 0, cin, &mut past.ring, past.head * cin, cin, 1, cin, false);
+    past.head = (past.head + 1) % past.slots;
+}
