@@ -10,6 +10,7 @@
 //!   lstm.rs         Lstm: one layer (input projection + recurrence); a stack is a Vec of them
 //!   attention.rs    CausalAttention: q, k, v, o 1x1 convs around the attention op
 //!   dropout.rs      DropSite: a dropout site (tensor id), the identity when dropout is off
+//!   bag.rs          BagInput: the piano-roll input projection (sum of the active keys' rows + bias)
 //! ```
 //!
 //! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
@@ -18,6 +19,7 @@
 //! forward.
 
 pub mod attention;
+pub mod bag;
 pub mod conv1d;
 pub mod dropout;
 pub mod embedding;
@@ -25,6 +27,7 @@ pub mod linear;
 pub mod lstm;
 
 pub use attention::CausalAttention;
+pub use bag::BagInput;
 pub use conv1d::Conv1d;
 pub use dropout::DropSite;
 pub use embedding::Embedding;

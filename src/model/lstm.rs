@@ -20,15 +20,18 @@
 //! input of layer `l`, a copy of `h_l` so that layer `l - 1`'s backward keeps its own outputs), and
 //! the input `z` of the head (site `layers`).
 //!
-//! [`LstmModel::step`] runs one time step with a carried [`LstmState`] for generation: a new token
+//! The model is a struct of named layers ([`crate::layers`]: an [`Embedding`], a `Vec` of
+//! [`Lstm`] layers, two [`Linear`]) whose wiring is written once: [`LstmModel::step`] runs the
+//! same forward over one time step from a carried [`LstmState`] for generation, so a new token
 //! costs one step of every layer, not a rerun of the window.
 
 use serde::{Deserialize, Serialize};
 
-use super::{init, Model, Targets};
-use crate::engine::dropout::{active, drop_site};
+use super::{Model, Targets};
+use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
-use crate::engine::{Act, Backend, Dropout, Lstm, MatMul, Param, Tensor};
+use crate::engine::{Act, Backend, Dropout, Param, Tensor};
+use crate::layers::{DropSite, Embedding, Layer, Linear, Lstm, LstmScratch};
 use crate::rng::Rng;
 
 /// Hyper-parameters of the LSTM models.
@@ -104,82 +107,31 @@ impl<B: Backend> LstmState<B> {
     }
 }
 
-/// One layer's slice of the activation arena, sized for `max_batch` windows of `T` steps (also
-/// the piano-roll LSTM's, `crate::roll::model`).
-pub(crate) struct LayerArena<B: Backend> {
-    /// Input projection `x W_ih^T + b_ih + b_hh` [B, T, 4H].
-    pub(crate) xw: B::Buf,
-    /// Activated gates i, f, g, o [B, T, 4H] (kept for the backward).
-    pub(crate) gates: B::Buf,
-    /// Hidden and cell states h_t, c_t [B, T, H].
-    pub(crate) hs: B::Buf,
-    pub(crate) cs: B::Buf,
-    /// Gradient reaching `hs` from above [B, T, H].
-    pub(crate) dhs: B::Buf,
-    /// `b_ih + b_hh` [4H], added to the input projection in one pass.
-    pub(crate) bias: B::Buf,
-}
-
-impl<B: Backend> LayerArena<B> {
-    /// The buffers of one layer of `h` units for `rows` = batch x time positions.
-    pub(crate) fn new(b: &B, rows: usize, h: usize) -> Self {
-        LayerArena {
-            xw: b.alloc(rows * 4 * h),
-            gates: b.alloc(rows * 4 * h),
-            hs: b.alloc(rows * h),
-            cs: b.alloc(rows * h),
-            dhs: b.alloc(rows * h),
-            bias: b.alloc(4 * h),
-        }
-    }
-}
-
-/// Append the parameters of an `nl`-layer LSTM stack (input width `e`, `h` units) under PyTorch's
-/// names (`lstm.weight_ih_l{l}`, `weight_hh`, `bias_ih`, `bias_hh` per layer), initialised as
-/// PyTorch does: uniform in +-1/sqrt(h), in that order.
-pub(crate) fn push_lstm_params<B: Backend>(b: &B, rng: &mut Rng, params: &mut Vec<Param<B>>, e: usize, h: usize, nl: usize) {
-    let bound = 1.0 / (h as f32).sqrt();
-    for l in 0..nl {
-        let inp = if l == 0 { e } else { h };
-        let shapes: [(&str, Vec<usize>); 4] = [
-            ("weight_ih", vec![4 * h, inp]),
-            ("weight_hh", vec![4 * h, h]),
-            ("bias_ih", vec![4 * h]),
-            ("bias_hh", vec![4 * h]),
-        ];
-        for (name, shape) in shapes {
-            let n = shape.iter().product();
-            params.push(Param::new(b, &format!("lstm.{name}_l{l}"), &shape, &init::uniform(rng, n, bound)));
-        }
-    }
-}
-
 /// `lstm` / `lstm-seq`; see the module documentation.
 pub struct LstmModel<B: Backend> {
     cfg: LstmConfig,
-    params: Vec<Param<B>>,
     max_batch: usize,
     window: usize,
-    /// Embedded tokens [B*T, E].
-    emb: B::Buf,
-    layers: Vec<LayerArena<B>>,
+    /// `emb`: embedded tokens [B*T, E].
+    emb: Embedding<B>,
+    /// `lstm.*_l{l}`, layer l reading layer l-1's `hs`.
+    lstm: Vec<Lstm<B>>,
+    /// `fc1` (its output before the ReLU [rows, D]) and `fc2` (its output: the logits [rows, V],
+    /// rows = B (`lstm`) or B*T (`lstm-seq`)).
+    fc1: Linear<B>,
+    fc2: Linear<B>,
     /// Zero initial state h0 = c0 [B, H] (never written).
     zeros: B::Buf,
     /// Last-step hidden state [B, H] (`lstm` only).
     z: B::Buf,
-    /// fc1 output before and after the ReLU [rows, D].
-    fc1: B::Buf,
+    /// relu(fc1) [rows, D].
     a1: B::Buf,
-    /// [rows, V], rows = B (`lstm`) or B*T (`lstm-seq`).
-    logits: Tensor<B>,
-    /// Gradient scratch: d relu(fc1) and d fc1 [rows, D], d z [B, H] (`lstm`), the gates' gradient
-    /// [B, T, 4H] (shared by the layers, which are done one after the other), its sum over rows
-    /// (the gradient of either bias) [4H], d emb [B*T, E].
+    /// Gradient scratch: d relu(fc1) and d fc1 [rows, D], d z [B, H] (`lstm`), the layers' shared
+    /// BPTT scratch, d emb [B*T, E].
     da1: B::Buf,
     dfc1: B::Buf,
     dz: B::Buf,
-    dxw: B::Buf,
-    dbias: B::Buf,
+    scratch: LstmScratch<B>,
     demb: B::Buf,
     /// Dropout of the current training step (None: identity).
     dropout: Option<Dropout>,
@@ -188,25 +140,6 @@ pub struct LstmModel<B: Backend> {
     drop_hs: Vec<B::Buf>,
     drop_head: B::Buf,
     drop_ready: bool,
-}
-
-// Parameter indices, in PyTorch's `named_parameters()` order.
-const EMB: usize = 0;
-fn w_ih(l: usize) -> usize {
-    1 + 4 * l
-}
-fn w_hh(l: usize) -> usize {
-    2 + 4 * l
-}
-fn b_ih(l: usize) -> usize {
-    3 + 4 * l
-}
-fn b_hh(l: usize) -> usize {
-    4 + 4 * l
-}
-
-fn mm(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, accumulate: bool) -> MatMul {
-    MatMul { m, k, n, trans_a, trans_b, accumulate }
 }
 
 impl<B: Backend> LstmModel<B> {
@@ -219,41 +152,36 @@ impl<B: Backend> LstmModel<B> {
         }
         assert!(max_batch > 0 && window > 0, "lstm model: max_batch and window must be positive");
         let LstmConfig { vocab: v, embed: e, hidden: h, layers: nl, dense: d, seq } = cfg;
-        let mut params = vec![Param::new(b, "emb.weight", &[v, e], &init::normal(rng, v * e))];
-        push_lstm_params(b, rng, &mut params, e, h, nl);
-        for (name, fan_in, fan_out) in [("fc1", h, d), ("fc2", d, v)] {
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let w = init::uniform(rng, fan_out * fan_in, bound);
-            params.push(Param::new(b, &format!("{name}.weight"), &[fan_out, fan_in], &w));
-            params.push(Param::new(b, &format!("{name}.bias"), &[fan_out], &init::uniform(rng, fan_out, bound)));
-        }
-
         let n = max_batch * window;
         let rows = if seq { n } else { max_batch };
-        let layers = (0..nl).map(|_| LayerArena::new(b, n, h)).collect();
-        LstmModel {
-            params: { let mut params = params; into_arena(b, &mut params); params },
+        // Made in PyTorch's registration order: the draws from `rng` are its initialisation's.
+        let emb = Embedding::new(b, "emb", v, e, n, rng);
+        let lstm = (0..nl).map(|l| Lstm::new(b, "lstm", l, if l == 0 { e } else { h }, h, n, rng)).collect();
+        let fc1 = Linear::new(b, "fc1", h, d, rows, rng);
+        let fc2 = Linear::new(b, "fc2", d, v, rows, rng);
+        let mut model = LstmModel {
             max_batch,
             window,
-            emb: b.alloc(n * e),
-            layers,
+            emb,
+            lstm,
+            fc1,
+            fc2,
             zeros: b.alloc(max_batch * h),
             z: b.alloc(if seq { 0 } else { max_batch * h }),
-            fc1: b.alloc(rows * d),
             a1: b.alloc(rows * d),
-            logits: Tensor::zeros(b, &[rows, v]),
             da1: b.alloc(rows * d),
             dfc1: b.alloc(rows * d),
             dz: b.alloc(if seq { 0 } else { max_batch * h }),
-            dxw: b.alloc(n * 4 * h),
-            dbias: b.alloc(4 * h),
+            scratch: LstmScratch::new(b, n, h),
             demb: b.alloc(n * e),
             dropout: None,
             drop_hs: Vec::new(),
             drop_head: b.alloc(0),
             drop_ready: false,
             cfg,
-        }
+        };
+        into_arena(b, model.params_mut());
+        model
     }
 
     /// The dropout buffers, on the first step that needs them.
@@ -282,87 +210,87 @@ impl<B: Backend> LstmModel<B> {
 
     /// One time step for generation: feeds `ids [batch]` (one token per stream) through every
     /// layer starting from `state` (which is advanced), and returns the logits `[batch, V]` of the
-    /// next token (the first `batch` rows of the returned tensor). Uses the training arena as
-    /// scratch, so it overwrites what the last [`Model::forward`] left there.
+    /// next token (the first `batch` rows of the returned tensor). The forward's own wiring over
+    /// one step; it uses the training arena, so it overwrites what the last [`Model::forward`]
+    /// left there.
     pub fn step<'a>(&'a mut self, b: &B, ids: &B::Ids, state: &mut LstmState<B>) -> &'a Tensor<B> {
         let batch = state.batch;
         assert!(batch <= self.max_batch, "lstm step: batch {batch} > max_batch {}", self.max_batch);
         assert_eq!(state.h.len(), self.cfg.layers, "lstm step: state has the wrong number of layers");
-        let (e, h) = (self.cfg.embed, self.cfg.hidden);
-        b.embedding_fwd(ids, &self.params[EMB].value.buf, &mut self.emb, batch, e);
-        for l in 0..self.cfg.layers {
-            let (below, rest) = self.layers.split_at_mut(l);
-            let (input, in_dim) = match below.last() {
-                Some(prev) => (&prev.hs, h),
-                None => (&self.emb, e),
-            };
-            let layer = &mut rest[0];
-            layer_forward(b, &self.params[w_ih(l)..w_ih(l) + 4], input, in_dim, &state.h[l], &state.c[l], layer, batch, 1, h);
-            // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
+        self.run(b, ids, batch, 1, Some(state), None);
+        // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
+        let h = self.cfg.hidden;
+        for (l, layer) in self.lstm.iter().enumerate() {
             b.copy_strided(&layer.hs, 0, h, &mut state.h[l], 0, h, batch, h, false);
             b.copy_strided(&layer.cs, 0, h, &mut state.c[l], 0, h, batch, h, false);
         }
-        let top = &self.layers[self.cfg.layers - 1].hs;
-        head_forward(b, &self.params, &self.cfg, top, batch, &mut self.fc1, &mut self.a1, &mut self.logits.buf);
-        &self.logits
+        &self.fc2.y
     }
-}
 
-/// Forward of one LSTM layer, `p` its four parameters (`weight_ih`, `weight_hh`, `bias_ih`,
-/// `bias_hh`), over `x [batch, time, in_dim]` from the state `h0, c0 [batch, H]`:
-/// `xw = x W_ih^T + (b_ih + b_hh)` (one product for every step), then the recurrence.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn layer_forward<B: Backend>(
-    b: &B,
-    p: &[Param<B>],
-    x: &B::Buf,
-    in_dim: usize,
-    h0: &B::Buf,
-    c0: &B::Buf,
-    layer: &mut LayerArena<B>,
-    batch: usize,
-    time: usize,
-    h: usize,
-) {
-    let n = batch * time;
-    let [w_ih, w_hh, b_ih, b_hh] = [0, 1, 2, 3].map(|i| &p[i].value.buf);
-    b.matmul(x, w_ih, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
-    // The two biases summed first (4H values), so that the [n, 4H] projection is passed over once.
-    b.copy_strided(b_ih, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
-    b.add(b_hh, &mut layer.bias, 4 * h);
-    b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
-    let dims = Lstm { batch, time, hidden: h };
-    b.lstm_fwd(&layer.xw, w_hh, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
-}
-
-/// `logits [rows, V] = fc2(relu(fc1(z [rows, H])))`, keeping fc1's output and its ReLU.
-#[allow(clippy::too_many_arguments)]
-fn head_forward<B: Backend>(
-    b: &B,
-    params: &[Param<B>],
-    cfg: &LstmConfig,
-    z: &B::Buf,
-    rows: usize,
-    fc1: &mut B::Buf,
-    a1: &mut B::Buf,
-    logits: &mut B::Buf,
-) {
-    let (h, d, v) = (cfg.hidden, cfg.dense, cfg.vocab);
-    let fc = 1 + 4 * cfg.layers;
-    b.matmul(z, &params[fc].value.buf, fc1, mm(rows, h, d, false, true, false));
-    b.bias_add(fc1, &params[fc + 1].value.buf, rows, d, 1);
-    b.act_fwd(Act::Relu, fc1, a1, rows * d);
-    b.matmul(a1, &params[fc + 2].value.buf, logits, mm(rows, d, v, false, true, false));
-    b.bias_add(logits, &params[fc + 3].value.buf, rows, v, 1);
+    /// The wiring, written once: embeddings (dropout site 0), the stack (site `l` on the input
+    /// of layer `l >= 1`) from `state` or the zero state, the head (site `layers` on its input)
+    /// over `time` steps of `batch` windows.
+    fn run(&mut self, b: &B, x: &B::Ids, batch: usize, time: usize, state: Option<&LstmState<B>>, d: Option<Dropout>) {
+        let (e, h, nl) = (self.cfg.embed, self.cfg.hidden, self.cfg.layers);
+        let d = d.as_ref();
+        let on = active(d);
+        if on {
+            self.ensure_drop_buffers(b);
+        }
+        let n = batch * time;
+        self.emb.forward(b, x, n);
+        DropSite(0).apply(b, d, &mut self.emb.out, n * e);
+        for l in 0..nl {
+            let (below, rest) = self.lstm.split_at_mut(l);
+            let input = match below.last() {
+                Some(prev) if on => {
+                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
+                    &self.drop_hs[l - 1]
+                }
+                Some(prev) => &prev.hs,
+                None => &self.emb.out,
+            };
+            let (h0, c0) = state.map_or((&self.zeros, &self.zeros), |s| (&s.h[l], &s.c[l]));
+            rest[0].forward(b, input, h0, c0, batch, time);
+        }
+        let top = &self.lstm[nl - 1].hs;
+        let (z, rows) = if self.cfg.seq {
+            if on {
+                b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+                DropSite(nl as u32).apply(b, d, &mut self.drop_head, n * h);
+                (&self.drop_head, n)
+            } else {
+                (top, n)
+            }
+        } else {
+            // z = h[:, T-1]: row b sits at b*T*H + (T-1)*H.
+            b.copy_strided(top, (time - 1) * h, time * h, &mut self.z, 0, h, batch, h, false);
+            DropSite(nl as u32).apply(b, d, &mut self.z, batch * h);
+            (&self.z, batch)
+        };
+        // logits = fc2(relu(fc1(z)))
+        self.fc1.forward(b, z, rows);
+        b.act_fwd(Act::Relu, &self.fc1.y.buf, &mut self.a1, rows * self.cfg.dense);
+        self.fc2.forward(b, &self.a1, rows);
+    }
 }
 
 impl<B: Backend> Model<B> for LstmModel<B> {
     fn params(&self) -> Vec<&Param<B>> {
-        self.params.iter().collect()
+        let mut p = self.emb.params();
+        p.extend(self.lstm.iter().flat_map(|l| l.params()));
+        p.extend(self.fc1.params());
+        p.extend(self.fc2.params());
+        p
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        self.params.iter_mut().collect()
+        let mut p = self.emb.params_mut();
+        p.extend(self.lstm.iter_mut().flat_map(|l| l.params_mut()));
+        p.extend(self.fc1.params_mut());
+        p.extend(self.fc2.params_mut());
+        p
     }
 
     fn vocab(&self) -> usize {
@@ -383,50 +311,11 @@ impl<B: Backend> Model<B> for LstmModel<B> {
 
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         assert!(batch <= self.max_batch, "lstm forward: batch {batch} > max_batch {}", self.max_batch);
-        let (t, e, h) = (self.window, self.cfg.embed, self.cfg.hidden);
-        let d = self.dropout;
-        let on = active(d.as_ref());
-        if on {
-            self.ensure_drop_buffers(b);
-        }
-        let n = batch * t;
-        b.embedding_fwd(x, &self.params[EMB].value.buf, &mut self.emb, n, e);
-        drop_site(b, d.as_ref(), 0, &mut self.emb, n * e);
-        for l in 0..self.cfg.layers {
-            let (below, rest) = self.layers.split_at_mut(l);
-            let (input, in_dim) = match below.last() {
-                Some(prev) if on => {
-                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
-                    drop_site(b, d.as_ref(), l as u32, &mut self.drop_hs[l - 1], n * h);
-                    (&self.drop_hs[l - 1], h)
-                }
-                Some(prev) => (&prev.hs, h),
-                None => (&self.emb, e),
-            };
-            layer_forward(b, &self.params[w_ih(l)..w_ih(l) + 4], input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, t, h);
-        }
-        let nl = self.cfg.layers;
-        let top = &self.layers[nl - 1].hs;
-        let rows = self.target_rows(batch);
-        let z = if self.cfg.seq {
-            if on {
-                b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
-                drop_site(b, d.as_ref(), nl as u32, &mut self.drop_head, n * h);
-                &self.drop_head
-            } else {
-                top
-            }
-        } else {
-            // z = h[:, T-1]: row b sits at b*T*H + (T-1)*H.
-            b.copy_strided(top, (t - 1) * h, t * h, &mut self.z, 0, h, batch, h, false);
-            drop_site(b, d.as_ref(), nl as u32, &mut self.z, batch * h);
-            &self.z
-        };
-        head_forward(b, &self.params, &self.cfg, z, rows, &mut self.fc1, &mut self.a1, &mut self.logits.buf);
+        self.run(b, x, batch, self.window, None, self.dropout);
     }
 
     fn logits(&self) -> &Tensor<B> {
-        &self.logits
+        &self.fc2.y
     }
 
     fn set_dropout(&mut self, d: Option<Dropout>) {
@@ -435,70 +324,42 @@ impl<B: Backend> Model<B> for LstmModel<B> {
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         assert!(batch <= self.max_batch, "lstm backward: batch {batch} > max_batch {}", self.max_batch);
-        let (t, e, h, d, v) = (self.window, self.cfg.embed, self.cfg.hidden, self.cfg.dense, self.cfg.vocab);
+        let (t, e, h, d) = (self.window, self.cfg.embed, self.cfg.hidden, self.cfg.dense);
         let nl = self.cfg.layers;
         let n = batch * t;
         let rows = self.target_rows(batch);
-        let fc = 1 + 4 * nl;
-        let p = &mut self.params;
         let dr = self.dropout;
-        let on = active(dr.as_ref());
+        let dr = dr.as_ref();
+        let on = active(dr);
 
         // Head: logits = a1 W2^T + b2, a1 = relu(fc1), fc1 = z W1^T + b1.
-        b.matmul(dlogits, &self.a1, &mut p[fc + 2].grad.buf, mm(v, rows, d, true, false, true));
-        b.bias_grad(dlogits, &mut p[fc + 3].grad.buf, rows, v, 1);
-        b.matmul(dlogits, &p[fc + 2].value.buf, &mut self.da1, mm(rows, v, d, false, false, false));
+        self.fc2.backward(b, &self.a1, dlogits, Some(&mut self.da1), rows);
         b.act_bwd(Act::Relu, &self.a1, &self.da1, &mut self.dfc1, rows * d);
-        b.bias_grad(&self.dfc1, &mut p[fc + 1].grad.buf, rows, d, 1);
-        let top = &mut self.layers[nl - 1];
+        let top = &mut self.lstm[nl - 1];
         if self.cfg.seq {
             let z = if on { &self.drop_head } else { &top.hs };
-            b.matmul(&self.dfc1, z, &mut p[fc].grad.buf, mm(d, rows, h, true, false, true));
-            b.matmul(&self.dfc1, &p[fc].value.buf, &mut top.dhs, mm(rows, d, h, false, false, false));
-            drop_site(b, dr.as_ref(), nl as u32, &mut top.dhs, n * h);
+            self.fc1.backward(b, z, &self.dfc1, Some(&mut top.dhs), rows);
+            DropSite(nl as u32).apply(b, dr, &mut top.dhs, n * h);
         } else {
-            b.matmul(&self.dfc1, &self.z, &mut p[fc].grad.buf, mm(d, rows, h, true, false, true));
-            b.matmul(&self.dfc1, &p[fc].value.buf, &mut self.dz, mm(rows, d, h, false, false, false));
-            drop_site(b, dr.as_ref(), nl as u32, &mut self.dz, batch * h);
+            self.fc1.backward(b, &self.z, &self.dfc1, Some(&mut self.dz), rows);
+            DropSite(nl as u32).apply(b, dr, &mut self.dz, batch * h);
             // Only the last step of each window receives a gradient from the head.
             b.fill(&mut top.dhs, n * h, 0.0);
             b.copy_strided(&self.dz, 0, h, &mut top.dhs, (t - 1) * h, t * h, batch, h, true);
         }
 
-        // LSTM layers, top down: BPTT gives the gates' gradient dxw, which is that of the input
-        // projection xw = x W_ih^T + b_ih + b_hh.
-        let dims = Lstm { batch, time: t, hidden: h };
+        // LSTM layers, top down, each from the gradient reaching its outputs to its input's.
         for l in (0..nl).rev() {
-            let (below, rest) = self.layers.split_at_mut(l);
-            let layer = &rest[0];
-            let pw = &mut p[w_hh(l)];
-            b.lstm_bwd(
-                &pw.value.buf,
-                &self.zeros,
-                &self.zeros,
-                &layer.hs,
-                &layer.cs,
-                &layer.gates,
-                &layer.dhs,
-                &mut self.dxw,
-                &mut pw.grad.buf,
-                dims,
-            );
-            // Both biases get the same gradient: reduce once, add twice.
-            b.fill(&mut self.dbias, 4 * h, 0.0);
-            b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);
-            b.add(&self.dbias, &mut p[b_ih(l)].grad.buf, 4 * h);
-            b.add(&self.dbias, &mut p[b_hh(l)].grad.buf, 4 * h);
+            let (below, rest) = self.lstm.split_at_mut(l);
             let (input, dinput, in_dim) = match below.last_mut() {
                 Some(prev) if on => (&self.drop_hs[l - 1], &mut prev.dhs, h),
                 Some(prev) => (&prev.hs, &mut prev.dhs, h),
-                None => (&self.emb, &mut self.demb, e),
+                None => (&self.emb.out, &mut self.demb, e),
             };
-            b.matmul(&self.dxw, input, &mut p[w_ih(l)].grad.buf, mm(4 * h, n, in_dim, true, false, true));
-            b.matmul(&self.dxw, &p[w_ih(l)].value.buf, dinput, mm(n, 4 * h, in_dim, false, false, false));
+            rest[0].backward(b, input, dinput, &self.zeros, &self.zeros, &mut self.scratch, batch, t);
             // The input of layer l was dropped at site l (0: the embeddings).
-            drop_site(b, dr.as_ref(), l as u32, dinput, n * in_dim);
+            DropSite(l as u32).apply(b, dr, dinput, n * in_dim);
         }
-        b.embedding_bwd(x, &self.demb, &mut p[EMB].grad.buf, n, e);
+        self.emb.backward(b, x, &self.demb, n);
     }
 }

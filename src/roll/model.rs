@@ -17,18 +17,18 @@
 //! the product of the multi-hot frame with a dense `[88, E]` matrix without touching the zeros.
 //! The LSTM layers are the backend's [`Backend::lstm_fwd`] / [`Backend::lstm_bwd`] recurrence of
 //! `lstm-seq`, the conv blocks the gated WaveNet's ops ([`Backend::conv1d_fwd`],
-//! [`Backend::gated_fwd`]); dropout is the engine's ([`drop_site`], sites numbered below).
+//! [`Backend::gated_fwd`]); dropout is the engine's ([`DropSite`], sites numbered below). Each model is a struct of named
+//! layers ([`crate::layers`]).
 //!
 //! A batch holds `batch` items of `time` frames (`batch * time <= capacity`, the arena's size in
 //! frames, allocated once); shorter items are padded at the end, which a causal model never sees
 //! from earlier frames, and the loss masks the padded rows.
 
-use crate::engine::dropout::{active, drop_site};
-use crate::engine::roll::RollOps;
+use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
-use crate::engine::{Act, Backend, Conv1d, Dropout, Lstm, MatMul, Param};
-use crate::model::init;
-use crate::model::lstm::{layer_forward, push_lstm_params, LayerArena};
+use crate::engine::roll::RollOps;
+use crate::engine::{Act, Backend, Dropout, Param};
+use crate::layers::{BagInput, Conv1d, DropSite, Layer, Linear, Lstm, LstmScratch};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -135,49 +135,26 @@ pub fn build<B: RollOps + 'static>(b: &B, cfg: &RollConfig, capacity: usize, rng
     }
 }
 
-fn mm(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, accumulate: bool) -> MatMul {
-    MatMul { m, k, n, trans_a, trans_b, accumulate }
-}
-
-fn linear<B: Backend>(b: &B, rng: &mut Rng, params: &mut Vec<Param<B>>, name: &str, fan_out: usize, fan_in: usize, shape: &[usize]) {
-    let bound = 1.0 / (fan_in as f32).sqrt();
-    let n = shape.iter().product();
-    params.push(Param::new(b, &format!("{name}.weight"), shape, &init::uniform(rng, n, bound)));
-    params.push(Param::new(b, &format!("{name}.bias"), &[fan_out], &init::uniform(rng, fan_out, bound)));
-}
-
-/// The input projection: `x [n, E] = bag(ids, inp.weight) + inp.bias` (params 0 and 1).
-fn input_forward<B: RollOps>(b: &B, params: &[Param<B>], ids: &B::Ids, slots: usize, n: usize, e: usize, x: &mut B::Buf) {
-    b.bag_fwd(ids, &params[0].value.buf, x, n, slots, e);
-    b.bias_add(x, &params[1].value.buf, n, e, 1);
-}
-
-/// Its backward from `dx [n, E]`.
-fn input_backward<B: RollOps>(b: &B, params: &mut [Param<B>], ids: &B::Ids, slots: usize, n: usize, e: usize, dx: &B::Buf) {
-    b.bias_grad(dx, &mut params[1].grad.buf, n, e, 1);
-    b.bag_bwd(ids, dx, &mut params[0].grad.buf, n, slots, e, KEYS);
-}
-
 // ---- LSTM ---------------------------------------------------------------------------------------
 
-/// Bag -> LSTM stack -> Linear. Parameters: `inp.weight [88, E]`, `inp.bias`, then per layer
-/// `lstm.weight_ih_l{l}`, `lstm.weight_hh_l{l}`, `lstm.bias_ih_l{l}`, `lstm.bias_hh_l{l}` (PyTorch's
-/// names and shapes), then `out.weight [88, H]`, `out.bias`. Dropout sites: 0 the projected input,
-/// `l` the input of layer `l >= 1`, `layers` the head's input.
+/// Bag -> LSTM stack -> Linear, a struct of named layers ([`crate::layers`]). Parameters:
+/// `inp.weight [88, E]`, `inp.bias`, then per layer `lstm.weight_ih_l{l}`, `lstm.weight_hh_l{l}`,
+/// `lstm.bias_ih_l{l}`, `lstm.bias_hh_l{l}` (PyTorch's names and shapes), then `out.weight [88, H]`,
+/// `out.bias`. Dropout sites: 0 the projected input, `l` the input of layer `l >= 1`, `layers` the
+/// head's input.
 pub struct RollLstm<B: Backend> {
     cfg: RollConfig,
     e: usize,
     h: usize,
     nl: usize,
-    params: Vec<Param<B>>,
     cap: usize,
-    x: B::Buf,
-    layers: Vec<LayerArena<B>>,
+    inp: BagInput<B>,
+    lstm: Vec<Lstm<B>>,
+    /// `out`; its output is the logits `[cap, 88]`.
+    out: Linear<B>,
     zeros: B::Buf,
     zeros_len: usize,
-    logits: B::Buf,
-    dxw: B::Buf,
-    dbias: B::Buf,
+    scratch: LstmScratch<B>,
     dx: B::Buf,
     dropout: Option<Dropout>,
     drop_hs: Vec<B::Buf>,
@@ -185,38 +162,33 @@ pub struct RollLstm<B: Backend> {
     drop_ready: bool,
 }
 
-fn w_ih(l: usize) -> usize {
-    2 + 4 * l
-}
-
-impl<B: Backend> RollLstm<B> {
+impl<B: RollOps> RollLstm<B> {
     fn new(b: &B, cfg: RollConfig, cap: usize, rng: &mut Rng) -> Self {
         let RollConfig::Lstm { embed: e, hidden: h, layers: nl } = cfg else { unreachable!() };
-        let mut params = Vec::new();
-        linear(b, rng, &mut params, "inp", e, KEYS, &[KEYS, e]);
-        push_lstm_params(b, rng, &mut params, e, h, nl);
-        linear(b, rng, &mut params, "out", KEYS, h, &[KEYS, h]);
-        let layers = (0..nl).map(|_| LayerArena::new(b, cap, h)).collect();
-        RollLstm {
+        // Made in registration order: the draws from `rng` are the initialisation's.
+        let inp = BagInput::new(b, "inp", KEYS, e, cap, rng);
+        let lstm = (0..nl).map(|l| Lstm::new(b, "lstm", l, if l == 0 { e } else { h }, h, cap, rng)).collect();
+        let out = Linear::new(b, "out", h, KEYS, cap, rng);
+        let mut model = RollLstm {
             cfg,
             e,
             h,
             nl,
-            params: { let mut params = params; into_arena(b, &mut params); params },
             cap,
-            x: b.alloc(cap * e),
-            layers,
+            inp,
+            lstm,
+            out,
             zeros: b.alloc(h),
             zeros_len: h,
-            logits: b.alloc(cap * KEYS),
-            dxw: b.alloc(cap * 4 * h),
-            dbias: b.alloc(4 * h),
+            scratch: LstmScratch::new(b, cap, h),
             dx: b.alloc(cap * e),
             dropout: None,
             drop_hs: Vec::new(),
             drop_head: b.alloc(0),
             drop_ready: false,
-        }
+        };
+        into_arena(b, model.params_mut());
+        model
     }
 
     fn ensure_zeros(&mut self, b: &B, batch: usize) {
@@ -232,16 +204,22 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         &self.cfg
     }
     fn params(&self) -> Vec<&Param<B>> {
-        self.params.iter().collect()
+        let mut p = self.inp.params();
+        p.extend(self.lstm.iter().flat_map(|l| l.params()));
+        p.extend(self.out.params());
+        p
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        self.params.iter_mut().collect()
+        let mut p = self.inp.params_mut();
+        p.extend(self.lstm.iter_mut().flat_map(|l| l.params_mut()));
+        p.extend(self.out.params_mut());
+        p
     }
     fn capacity(&self) -> usize {
         self.cap
     }
     fn logits(&self) -> &B::Buf {
-        &self.logits
+        &self.out.y.buf
     }
     fn set_dropout(&mut self, d: Option<Dropout>) {
         self.dropout = d;
@@ -253,39 +231,37 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         let (e, h, nl) = (self.e, self.h, self.nl);
         self.ensure_zeros(b, batch);
         let d = self.dropout;
-        let on = active(d.as_ref());
+        let d = d.as_ref();
+        let on = active(d);
         if on && !self.drop_ready {
             self.drop_hs = (1..nl).map(|_| b.alloc(self.cap * h)).collect();
             self.drop_head = b.alloc(self.cap * h);
             self.drop_ready = true;
         }
-        input_forward(b, &self.params, ids, slots, n, e, &mut self.x);
-        drop_site(b, d.as_ref(), 0, &mut self.x, n * e);
+        self.inp.forward(b, ids, slots, n);
+        DropSite(0).apply(b, d, &mut self.inp.x, n * e);
         for l in 0..nl {
-            let (below, rest) = self.layers.split_at_mut(l);
-            let (input, in_dim) = match below.last() {
+            let (below, rest) = self.lstm.split_at_mut(l);
+            let input = match below.last() {
                 Some(prev) if on => {
                     b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
-                    drop_site(b, d.as_ref(), l as u32, &mut self.drop_hs[l - 1], n * h);
-                    (&self.drop_hs[l - 1], h)
+                    DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
+                    &self.drop_hs[l - 1]
                 }
-                Some(prev) => (&prev.hs, h),
-                None => (&self.x, e),
+                Some(prev) => &prev.hs,
+                None => &self.inp.x,
             };
-            let p = &self.params[w_ih(l)..w_ih(l) + 4];
-            layer_forward(b, p, input, in_dim, &self.zeros, &self.zeros, &mut rest[0], batch, time, h);
+            rest[0].forward(b, input, &self.zeros, &self.zeros, batch, time);
         }
-        let top = &self.layers[nl - 1].hs;
+        let top = &self.lstm[nl - 1].hs;
         let z = if on {
             b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
-            drop_site(b, d.as_ref(), nl as u32, &mut self.drop_head, n * h);
+            DropSite(nl as u32).apply(b, d, &mut self.drop_head, n * h);
             &self.drop_head
         } else {
             top
         };
-        let out = w_ih(nl);
-        b.matmul(z, &self.params[out].value.buf, &mut self.logits, mm(n, h, KEYS, false, true, false));
-        b.bias_add(&mut self.logits, &self.params[out + 1].value.buf, n, KEYS, 1);
+        self.out.forward(b, z, n);
     }
 
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize) {
@@ -293,72 +269,58 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         assert!(n <= self.cap, "piano-roll lstm: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (e, h, nl) = (self.e, self.h, self.nl);
         let dr = self.dropout;
-        let on = active(dr.as_ref());
-        let out = w_ih(nl);
-        let p = &mut self.params;
-        let top = &mut self.layers[nl - 1];
+        let dr = dr.as_ref();
+        let on = active(dr);
+        let top = &mut self.lstm[nl - 1];
         let z = if on { &self.drop_head } else { &top.hs };
-        b.matmul(dlogits, z, &mut p[out].grad.buf, mm(KEYS, n, h, true, false, true));
-        b.bias_grad(dlogits, &mut p[out + 1].grad.buf, n, KEYS, 1);
-        b.matmul(dlogits, &p[out].value.buf, &mut top.dhs, mm(n, KEYS, h, false, false, false));
-        drop_site(b, dr.as_ref(), nl as u32, &mut top.dhs, n * h);
-        let dims = Lstm { batch, time, hidden: h };
+        self.out.backward(b, z, dlogits, Some(&mut top.dhs), n);
+        DropSite(nl as u32).apply(b, dr, &mut top.dhs, n * h);
         for l in (0..nl).rev() {
-            let (below, rest) = self.layers.split_at_mut(l);
-            let layer = &rest[0];
-            let pw = &mut p[w_ih(l) + 1];
-            b.lstm_bwd(&pw.value.buf, &self.zeros, &self.zeros, &layer.hs, &layer.cs, &layer.gates, &layer.dhs, &mut self.dxw, &mut pw.grad.buf, dims);
-            b.fill(&mut self.dbias, 4 * h, 0.0);
-            b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);
-            b.add(&self.dbias, &mut p[w_ih(l) + 2].grad.buf, 4 * h);
-            b.add(&self.dbias, &mut p[w_ih(l) + 3].grad.buf, 4 * h);
+            let (below, rest) = self.lstm.split_at_mut(l);
             let (input, dinput, in_dim) = match below.last_mut() {
                 Some(prev) if on => (&self.drop_hs[l - 1], &mut prev.dhs, h),
                 Some(prev) => (&prev.hs, &mut prev.dhs, h),
-                None => (&self.x, &mut self.dx, e),
+                None => (&self.inp.x, &mut self.dx, e),
             };
-            b.matmul(&self.dxw, input, &mut p[w_ih(l)].grad.buf, mm(4 * h, n, in_dim, true, false, true));
-            b.matmul(&self.dxw, &p[w_ih(l)].value.buf, dinput, mm(n, 4 * h, in_dim, false, false, false));
-            drop_site(b, dr.as_ref(), l as u32, dinput, n * in_dim);
+            rest[0].backward(b, input, dinput, &self.zeros, &self.zeros, &mut self.scratch, batch, time);
+            DropSite(l as u32).apply(b, dr, dinput, n * in_dim);
         }
-        input_backward(b, p, ids, slots, n, e, &self.dx);
+        self.inp.backward(b, ids, slots, &self.dx, n);
     }
 }
 
 // ---- gated dilated causal conv ------------------------------------------------------------------
 
-#[derive(Clone, Copy)]
-struct Block {
-    dil: usize,
-    skip: usize,
-    res: Option<usize>,
+/// One residual block: `z = gate(dil(h))` (dropout site `i`), `skip(z)` into the skip sum,
+/// `h + res(z)` to the next block.
+struct Block<B: Backend> {
+    dil: Conv1d<B>,
+    res: Option<Conv1d<B>>,
+    skip: Conv1d<B>,
+    z: B::Buf,
+    drop: DropSite,
 }
 
-/// Bag -> gated WaveNet blocks -> 1x1 head. Parameters: `inp.weight [88, R]`, `inp.bias`, then per
-/// block `blocks.{i}.dil` (`[2R, R, K]`), `blocks.{i}.res` (`[R, R, 1]`, not on the last block),
-/// `blocks.{i}.skip` (`[S, R, 1]`), then `post1 [S, S, 1]`, `post2 [88, S, 1]` (weight and bias
-/// each, PyTorch Conv1d shapes). Dropout: site `i` on block `i`'s gated output.
+/// Bag -> gated WaveNet blocks -> 1x1 head, a struct of named layers. Parameters: `inp.weight
+/// [88, R]`, `inp.bias`, then per block `blocks.{i}.dil` (`[2R, R, K]`), `blocks.{i}.res`
+/// (`[R, R, 1]`, not on the last block), `blocks.{i}.skip` (`[S, R, 1]`), then `post1 [S, S, 1]`,
+/// `post2 [88, S, 1]` (weight and bias each, PyTorch Conv1d shapes). Dropout: site `i` on block
+/// `i`'s gated output.
 pub struct RollConv<B: Backend> {
     cfg: RollConfig,
     r: usize,
     s: usize,
-    k: usize,
-    layers: usize,
-    params: Vec<Param<B>>,
-    blocks: Vec<Block>,
-    post1: usize,
-    post2: usize,
     cap: usize,
-    x: B::Buf,
-    hs: Vec<B::Buf>,
-    as_: Vec<B::Buf>,
-    zs: Vec<B::Buf>,
+    inp: BagInput<B>,
+    blocks: Vec<Block<B>>,
+    post1: Conv1d<B>,
+    post2: Conv1d<B>,
+    /// `h_0`: the projected frames transposed `[B, R, T]`.
+    h0: B::Buf,
     skip_sum: B::Buf,
     skip_tmp: B::Buf,
     s1: B::Buf,
-    p1_pre: B::Buf,
     p1: B::Buf,
-    out_t: B::Buf,
     logits: B::Buf,
     dout_t: B::Buf,
     dp1: B::Buf,
@@ -372,49 +334,38 @@ pub struct RollConv<B: Backend> {
     dropout: Option<Dropout>,
 }
 
-impl<B: Backend> RollConv<B> {
+impl<B: RollOps> RollConv<B> {
     fn new(b: &B, cfg: RollConfig, cap: usize, rng: &mut Rng) -> Self {
         let RollConfig::WavenetGated { residual: r, skip: s, kernel: k, layers, stacks } = cfg else { unreachable!() };
         let nb = layers * stacks;
-        let mut params = Vec::new();
-        linear(b, rng, &mut params, "inp", r, KEYS, &[KEYS, r]);
-        let mut blocks = Vec::new();
-        for i in 0..nb {
-            let dil = params.len();
-            linear(b, rng, &mut params, &format!("blocks.{i}.dil"), 2 * r, r * k, &[2 * r, r, k]);
-            let res = (i + 1 < nb).then(|| {
-                let at = params.len();
-                linear(b, rng, &mut params, &format!("blocks.{i}.res"), r, r, &[r, r, 1]);
-                at
-            });
-            let skip = params.len();
-            linear(b, rng, &mut params, &format!("blocks.{i}.skip"), s, r, &[s, r, 1]);
-            blocks.push(Block { dil, skip, res });
-        }
-        let post1 = params.len();
-        linear(b, rng, &mut params, "post1", s, s, &[s, s, 1]);
-        let post2 = params.len();
-        linear(b, rng, &mut params, "post2", KEYS, s, &[KEYS, s, 1]);
+        // Made in registration order: the draws from `rng` are the initialisation's. Every
+        // output is sized for `cap` frames (batch x time).
+        let inp = BagInput::new(b, "inp", KEYS, r, cap, rng);
+        let blocks = (0..nb)
+            .map(|i| Block {
+                dil: Conv1d::new(b, &format!("blocks.{i}.dil"), r, 2 * r, k, 1 << (i % layers), rng).with_output(b, cap, 1),
+                res: (i + 1 < nb).then(|| Conv1d::new(b, &format!("blocks.{i}.res"), r, r, 1, 1, rng).with_output(b, cap, 1)),
+                skip: Conv1d::new(b, &format!("blocks.{i}.skip"), r, s, 1, 1, rng),
+                z: b.alloc(cap * r),
+                drop: DropSite(i as u32),
+            })
+            .collect();
+        let post1 = Conv1d::new(b, "post1", s, s, 1, 1, rng).with_output(b, cap, 1);
+        let post2 = Conv1d::new(b, "post2", s, KEYS, 1, 1, rng).with_output(b, cap, 1);
         let buf = |w: usize| b.alloc(cap * w);
-        RollConv {
+        let mut model = RollConv {
             r,
             s,
-            k,
-            layers,
+            cap,
+            inp,
             blocks,
             post1,
             post2,
-            cap,
-            x: buf(r),
-            hs: (0..nb).map(|_| buf(r)).collect(),
-            as_: (0..nb).map(|_| buf(2 * r)).collect(),
-            zs: (0..nb).map(|_| buf(r)).collect(),
+            h0: buf(r),
             skip_sum: buf(s),
             skip_tmp: buf(s),
             s1: buf(s),
-            p1_pre: buf(s),
             p1: buf(s),
-            out_t: buf(KEYS),
             logits: buf(KEYS),
             dout_t: buf(KEYS),
             dp1: buf(s),
@@ -426,23 +377,11 @@ impl<B: Backend> RollConv<B> {
             dh: buf(r),
             dx: buf(r),
             dropout: None,
-            params: { let mut params = params; into_arena(b, &mut params); params },
             cfg,
-        }
+        };
+        into_arena(b, model.params_mut());
+        model
     }
-
-    fn pw(&self, batch: usize, time: usize, cin: usize, cout: usize) -> Conv1d {
-        Conv1d { batch, cin, cout, time, k: 1, dilation: 1 }
-    }
-
-    fn dilated(&self, i: usize, batch: usize, time: usize) -> Conv1d {
-        Conv1d { batch, cin: self.r, cout: 2 * self.r, time, k: self.k, dilation: 1 << (i % self.layers) }
-    }
-}
-
-fn conv_grads<B: Backend>(b: &B, params: &mut [Param<B>], idx: usize, x: &B::Buf, dy: &B::Buf, c: Conv1d) {
-    let (lo, hi) = params.split_at_mut(idx + 1);
-    b.conv1d_bwd_weight(x, dy, &mut lo[idx].grad.buf, &mut hi[0].grad.buf, c);
 }
 
 impl<B: RollOps> RollModel<B> for RollConv<B> {
@@ -450,10 +389,26 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
         &self.cfg
     }
     fn params(&self) -> Vec<&Param<B>> {
-        self.params.iter().collect()
+        let mut p = self.inp.params();
+        for blk in &self.blocks {
+            p.extend(blk.dil.params());
+            p.extend(blk.res.iter().flat_map(|c| c.params()));
+            p.extend(blk.skip.params());
+        }
+        p.extend(self.post1.params());
+        p.extend(self.post2.params());
+        p
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        self.params.iter_mut().collect()
+        let mut p = self.inp.params_mut();
+        for blk in &mut self.blocks {
+            p.extend(blk.dil.params_mut());
+            p.extend(blk.res.iter_mut().flat_map(|c| c.params_mut()));
+            p.extend(blk.skip.params_mut());
+        }
+        p.extend(self.post1.params_mut());
+        p.extend(self.post2.params_mut());
+        p
     }
     fn capacity(&self) -> usize {
         self.cap
@@ -469,68 +424,59 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
         let n = batch * time;
         assert!(n <= self.cap, "piano-roll conv: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (r, s) = (self.r, self.s);
-        let (cr, cs) = (self.pw(batch, time, r, r), self.pw(batch, time, r, s));
-        let (c1, c2) = (self.pw(batch, time, s, s), self.pw(batch, time, s, KEYS));
-        input_forward(b, &self.params, ids, slots, n, r, &mut self.x);
-        b.transpose(&self.x, &mut self.hs[0], batch, time, r);
-        let p = &self.params;
-        let (w, bias) = (|i: usize| &p[i].value.buf, |i: usize| &p[i + 1].value.buf);
+        let d = self.dropout.as_ref();
+        self.inp.forward(b, ids, slots, n);
+        b.transpose(&self.inp.x, &mut self.h0, batch, time, r);
         for i in 0..self.blocks.len() {
-            let blk = self.blocks[i];
-            let cd = self.dilated(i, batch, time);
-            b.conv1d_fwd(&self.hs[i], w(blk.dil), bias(blk.dil), &mut self.as_[i], cd);
-            b.gated_fwd(&self.as_[i], &mut self.zs[i], batch, r, time);
-            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.zs[i], n * r);
+            let (done, rest) = self.blocks.split_at_mut(i);
+            let h = done.last().map_or(&self.h0, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
+            let blk = &mut rest[0];
+            blk.dil.forward(b, h, batch, time);
+            b.gated_fwd(&blk.dil.y, &mut blk.z, batch, r, time);
+            blk.drop.apply(b, d, &mut blk.z, n * r);
             if i == 0 {
-                b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_sum, cs);
+                blk.skip.forward_into(b, &blk.z, &mut self.skip_sum, batch, time);
             } else {
-                b.conv1d_fwd(&self.zs[i], w(blk.skip), bias(blk.skip), &mut self.skip_tmp, cs);
+                blk.skip.forward_into(b, &blk.z, &mut self.skip_tmp, batch, time);
                 b.add(&self.skip_tmp, &mut self.skip_sum, n * s);
             }
-            if let Some(res) = blk.res {
-                let (lo, hi) = self.hs.split_at_mut(i + 1);
-                b.conv1d_fwd(&self.zs[i], w(res), bias(res), &mut hi[0], cr);
-                b.add(&lo[i], &mut hi[0], n * r);
+            if let Some(res) = blk.res.as_mut() {
+                res.forward(b, &blk.z, batch, time);
+                b.add(h, &mut res.y, n * r);
             }
         }
         b.act_fwd(Act::Relu, &self.skip_sum, &mut self.s1, n * s);
-        b.conv1d_fwd(&self.s1, w(self.post1), bias(self.post1), &mut self.p1_pre, c1);
-        b.act_fwd(Act::Relu, &self.p1_pre, &mut self.p1, n * s);
-        b.conv1d_fwd(&self.p1, w(self.post2), bias(self.post2), &mut self.out_t, c2);
-        b.transpose(&self.out_t, &mut self.logits, batch, KEYS, time);
+        self.post1.forward(b, &self.s1, batch, time);
+        b.act_fwd(Act::Relu, &self.post1.y, &mut self.p1, n * s);
+        self.post2.forward(b, &self.p1, batch, time);
+        b.transpose(&self.post2.y, &mut self.logits, batch, KEYS, time);
     }
 
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize) {
         let n = batch * time;
         assert!(n <= self.cap, "piano-roll conv: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (r, s) = (self.r, self.s);
-        let (post1, post2) = (self.post1, self.post2);
+        let d = self.dropout.as_ref();
         b.transpose(dlogits, &mut self.dout_t, batch, time, KEYS);
-        let c2 = self.pw(batch, time, s, KEYS);
-        conv_grads(b, &mut self.params, post2, &self.p1, &self.dout_t, c2);
-        b.conv1d_bwd_input(&self.dout_t, &self.params[post2].value.buf, &mut self.dp1, c2, false);
+        self.post2.backward(b, &self.p1, &self.dout_t, &mut self.dp1, false, batch, time);
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, n * s);
-        let c1 = self.pw(batch, time, s, s);
-        conv_grads(b, &mut self.params, post1, &self.s1, &self.dp1_pre, c1);
-        b.conv1d_bwd_input(&self.dp1_pre, &self.params[post1].value.buf, &mut self.ds1, c1, false);
+        self.post1.backward(b, &self.s1, &self.dp1_pre, &mut self.ds1, false, batch, time);
         b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, n * s);
-        let (cs, cr) = (self.pw(batch, time, r, s), self.pw(batch, time, r, r));
         for i in (0..self.blocks.len()).rev() {
-            let blk = self.blocks[i];
-            if let Some(res) = blk.res {
-                conv_grads(b, &mut self.params, res, &self.zs[i], &self.dh, cr);
-                b.conv1d_bwd_input(&self.dh, &self.params[res].value.buf, &mut self.dz, cr, false);
+            let (done, rest) = self.blocks.split_at_mut(i);
+            let h = done.last().map_or(&self.h0, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
+            let blk = &mut rest[0];
+            let has_res = blk.res.is_some();
+            if let Some(res) = blk.res.as_mut() {
+                res.backward(b, &blk.z, &self.dh, &mut self.dz, false, batch, time);
             }
-            conv_grads(b, &mut self.params, blk.skip, &self.zs[i], &self.dskip, cs);
-            b.conv1d_bwd_input(&self.dskip, &self.params[blk.skip].value.buf, &mut self.dz, cs, blk.res.is_some());
-            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.dz, n * r);
-            b.gated_bwd(&self.as_[i], &self.dz, &mut self.da, batch, r, time);
-            let cd = self.dilated(i, batch, time);
-            conv_grads(b, &mut self.params, blk.dil, &self.hs[i], &self.da, cd);
-            b.conv1d_bwd_input(&self.da, &self.params[blk.dil].value.buf, &mut self.dh, cd, blk.res.is_some());
+            blk.skip.backward(b, &blk.z, &self.dskip, &mut self.dz, has_res, batch, time);
+            blk.drop.apply(b, d, &mut self.dz, n * r);
+            b.gated_bwd(&blk.dil.y, &self.dz, &mut self.da, batch, r, time);
+            blk.dil.backward(b, h, &self.da, &mut self.dh, has_res, batch, time);
         }
         // dh = dL/dh_0 [B, R, T] -> [B, T, R], the input projection's gradient.
         b.transpose(&self.dh, &mut self.dx, batch, r, time);
-        input_backward(b, &mut self.params, ids, slots, n, r, &self.dx);
+        self.inp.backward(b, ids, slots, &self.dx, n);
     }
 }
