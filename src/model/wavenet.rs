@@ -15,12 +15,13 @@
 //! is zero wherever the mask is.
 //!
 //! Parameters are named and ordered as PyTorch's `named_parameters()` of `WaveNetSimple`
-//! (`emb.weight`, `convs.{i}.weight`, `convs.{i}.bias`, `out_conv.*`, `fc1.*`, `fc2.*`).
+//! (`emb.weight`, `convs.{i}.weight`, `convs.{i}.bias`, `out_conv.*`, `fc1.*`, `fc2.*`), each
+//! owned by a layer of that name ([`crate::layers`]).
 
-use super::{init, Model, Targets};
-use crate::engine::dropout::drop_site;
+use super::{Model, Targets};
 use crate::engine::optim::into_arena;
-use crate::engine::{Act, Backend, Conv1d, Dropout, MatMul, Param, Tensor};
+use crate::engine::{Act, Backend, Dropout, Param, Tensor};
+use crate::layers::{Conv1d, DropSite, Embedding, Layer, Linear};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -72,53 +73,29 @@ impl WavenetConfig {
     }
 }
 
-// Indices into `params`.
-const EMB: usize = 0;
-fn conv_w(i: usize) -> usize {
-    1 + 2 * i
-}
-fn conv_b(i: usize) -> usize {
-    2 + 2 * i
-}
-
-/// Shape of dilated conv `i` for `batch` windows.
-fn conv(cfg: &WavenetConfig, i: usize, batch: usize) -> Conv1d {
-    Conv1d {
-        batch,
-        cin: if i == 0 { cfg.embed } else { cfg.channels },
-        cout: cfg.channels,
-        time: cfg.window,
-        k: cfg.kernel,
-        dilation: 1 << i,
-    }
-}
-
-/// Shape of `out_conv` (kernel 1, C -> 1) for `batch` windows.
-fn out_conv(cfg: &WavenetConfig, batch: usize) -> Conv1d {
-    Conv1d { batch, cin: cfg.channels, cout: 1, time: cfg.window, k: 1, dilation: 1 }
-}
-
-/// The simple WaveNet with its activation arena (sized for `max_batch` windows).
+/// The simple WaveNet: its layers, and the activations of its wiring (sized for `max_batch`
+/// windows).
 pub struct Wavenet<B: Backend> {
     cfg: WavenetConfig,
     max_batch: usize,
-    params: Vec<Param<B>>,
-    // ---- forward arena ----
-    /// Embeddings `[B, T, E]`.
-    emb_out: B::Buf,
-    /// Conv input of layer 0: `[B, E, T]`.
+    emb: Embedding<B>,
+    /// `convs.{i}`, writing into the shared pre-activation scratch `pre`.
+    convs: Vec<Conv1d<B>>,
+    /// `out_conv` (its output `[B, 1, T]` before the ReLU), `fc1` (`[B, D]` before the ReLU),
+    /// `fc2` (its output: the logits `[B, V]`).
+    out_conv: Conv1d<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    // ---- the wiring's activations ----
+    /// Conv input of layer 0: the embeddings transposed `[B, E, T]`.
     h0: B::Buf,
     /// Pre-activation scratch `[B, C, T]` (shared by every conv layer).
     pre: B::Buf,
     /// Post-ReLU output of every conv layer `[B, C, T]`.
     hs: Vec<B::Buf>,
-    /// `out_conv` before and after ReLU, `[B, T]`.
-    u_pre: B::Buf,
+    /// relu(out_conv) `[B, T]` and relu(fc1) `[B, D]`.
     u: B::Buf,
-    /// `fc1` before and after ReLU, `[B, D]`.
-    f_pre: B::Buf,
     f: B::Buf,
-    logits: Tensor<B>,
     // ---- backward scratch ----
     df: B::Buf,
     df_pre: B::Buf,
@@ -143,44 +120,28 @@ impl<B: Backend> Wavenet<B> {
             panic!("{e}");
         }
         let WavenetConfig { vocab: v, window: t, embed: e, channels: c, kernel: k, layers, dense: d } = *cfg;
-        let mut params = Vec::new();
-        params.push(Param::new(b, "emb.weight", &[v, e], &init::normal(rng, v * e)));
-        for i in 0..layers {
-            let cin = if i == 0 { e } else { c };
-            let bound = 1.0 / ((cin * k) as f32).sqrt();
-            params.push(Param::new(
-                b,
-                &format!("convs.{i}.weight"),
-                &[c, cin, k],
-                &init::uniform(rng, c * cin * k, bound),
-            ));
-            params.push(Param::new(b, &format!("convs.{i}.bias"), &[c], &init::uniform(rng, c, bound)));
-        }
-        let mut linear = |name: &str, shape: &[usize], fan_in: usize, params: &mut Vec<Param<B>>| {
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let n: usize = shape.iter().product();
-            params.push(Param::new(b, &format!("{name}.weight"), shape, &init::uniform(rng, n, bound)));
-            params.push(Param::new(b, &format!("{name}.bias"), &shape[..1], &init::uniform(rng, shape[0], bound)));
-        };
-        linear("out_conv", &[1, c, 1], c, &mut params);
-        linear("fc1", &[d, t], t, &mut params);
-        linear("fc2", &[v, d], d, &mut params);
-
         let m = max_batch;
-        Wavenet {
+        // Made in PyTorch's registration order: the draws from `rng` are its initialisation's.
+        let emb = Embedding::new(b, "emb", v, e, m * t, rng);
+        let convs =
+            (0..layers).map(|i| Conv1d::new(b, &format!("convs.{i}"), if i == 0 { e } else { c }, c, k, 1 << i, rng)).collect();
+        let out_conv = Conv1d::new(b, "out_conv", c, 1, 1, 1, rng).with_output(b, m, t);
+        let fc1 = Linear::new(b, "fc1", t, d, m, rng);
+        let fc2 = Linear::new(b, "fc2", d, v, m, rng);
+        let mut model = Wavenet {
             dropout: None,
             cfg: cfg.clone(),
             max_batch,
-            params: { let mut params = params; into_arena(b, &mut params); params },
-            emb_out: b.alloc(m * t * e),
+            emb,
+            convs,
+            out_conv,
+            fc1,
+            fc2,
             h0: b.alloc(m * e * t),
             pre: b.alloc(m * c * t),
             hs: (0..layers).map(|_| b.alloc(m * c * t)).collect(),
-            u_pre: b.alloc(m * t),
             u: b.alloc(m * t),
-            f_pre: b.alloc(m * d),
             f: b.alloc(m * d),
-            logits: Tensor::zeros(b, &[m, v]),
             df: b.alloc(m * d),
             df_pre: b.alloc(m * d),
             du: b.alloc(m * t),
@@ -189,7 +150,9 @@ impl<B: Backend> Wavenet<B> {
             dpre: b.alloc(m * c * t),
             dh0: b.alloc(m * e * t),
             demb: b.alloc(m * t * e),
-        }
+        };
+        into_arena(b, model.params_mut());
+        model
     }
 
     pub fn config(&self) -> &WavenetConfig {
@@ -211,11 +174,21 @@ impl<B: Backend> Wavenet<B> {
 
 impl<B: Backend> Model<B> for Wavenet<B> {
     fn params(&self) -> Vec<&Param<B>> {
-        self.params.iter().collect()
+        let mut p = self.emb.params();
+        p.extend(self.convs.iter().flat_map(|c| c.params()));
+        p.extend(self.out_conv.params());
+        p.extend(self.fc1.params());
+        p.extend(self.fc2.params());
+        p
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
-        self.params.iter_mut().collect()
+        let mut p = self.emb.params_mut();
+        p.extend(self.convs.iter_mut().flat_map(|c| c.params_mut()));
+        p.extend(self.out_conv.params_mut());
+        p.extend(self.fc1.params_mut());
+        p.extend(self.fc2.params_mut());
+        p
     }
 
     fn vocab(&self) -> usize {
@@ -232,37 +205,26 @@ impl<B: Backend> Model<B> for Wavenet<B> {
 
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
-        let WavenetConfig { vocab: v, window: t, embed: e, channels: c, layers, dense: d, .. } = self.cfg;
-        let oc = out_conv(&self.cfg, batch);
-        let p = &self.params;
-        b.embedding_fwd(x, &p[EMB].value.buf, &mut self.emb_out, batch * t, e);
-        b.transpose(&self.emb_out, &mut self.h0, batch, t, e);
-        for i in 0..layers {
+        let WavenetConfig { window: t, embed: e, channels: c, .. } = self.cfg;
+        let d = self.dropout.as_ref();
+        self.emb.forward(b, x, batch * t);
+        b.transpose(&self.emb.out, &mut self.h0, batch, t, e);
+        for (i, conv) in self.convs.iter_mut().enumerate() {
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
-            b.conv1d_fwd(
-                input,
-                &p[conv_w(i)].value.buf,
-                &p[conv_b(i)].value.buf,
-                &mut self.pre,
-                conv(&self.cfg, i, batch),
-            );
+            conv.forward_into(b, input, &mut self.pre, batch, t);
             b.act_fwd(Act::Relu, &self.pre, &mut self.hs[i], batch * c * t);
-            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.hs[i], batch * c * t);
+            DropSite(i as u32).apply(b, d, &mut self.hs[i], batch * c * t);
         }
-        let o = conv_w(layers);
-        b.conv1d_fwd(&self.hs[layers - 1], &p[o].value.buf, &p[o + 1].value.buf, &mut self.u_pre, oc);
-        b.act_fwd(Act::Relu, &self.u_pre, &mut self.u, batch * t);
-        let (fc1, fc2) = (o + 2, o + 4);
-        let mm = |m, k, n| MatMul { m, k, n, trans_a: false, trans_b: true, accumulate: false };
-        b.matmul(&self.u, &p[fc1].value.buf, &mut self.f_pre, mm(batch, t, d));
-        b.bias_add(&mut self.f_pre, &p[fc1 + 1].value.buf, batch, d, 1);
-        b.act_fwd(Act::Relu, &self.f_pre, &mut self.f, batch * d);
-        b.matmul(&self.f, &p[fc2].value.buf, &mut self.logits.buf, mm(batch, d, v));
-        b.bias_add(&mut self.logits.buf, &p[fc2 + 1].value.buf, batch, v, 1);
+        let top = self.hs.last().expect("at least one layer");
+        self.out_conv.forward(b, top, batch, t);
+        b.act_fwd(Act::Relu, &self.out_conv.y, &mut self.u, batch * t);
+        self.fc1.forward(b, &self.u, batch);
+        b.act_fwd(Act::Relu, &self.fc1.y.buf, &mut self.f, batch * self.cfg.dense);
+        self.fc2.forward(b, &self.f, batch);
     }
 
     fn logits(&self) -> &Tensor<B> {
-        &self.logits
+        &self.fc2.y
     }
 
     fn set_dropout(&mut self, d: Option<Dropout>) {
@@ -271,49 +233,24 @@ impl<B: Backend> Model<B> for Wavenet<B> {
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         self.check_batch(batch);
-        let WavenetConfig { vocab: v, window: t, embed: e, channels: c, layers, dense: d, .. } = self.cfg;
-        let o = conv_w(layers);
-        let (fc1, fc2) = (o + 2, o + 4);
-        // dW += dY^T X (dY [batch, out], X [batch, in]); dX = dY W.
-        let grad_w = |m, k, n| MatMul { m, k, n, trans_a: true, trans_b: false, accumulate: true };
-        let grad_x = |m, k, n| MatMul { m, k, n, trans_a: false, trans_b: false, accumulate: false };
-
-        // fc2
-        {
-            let (lo, hi) = self.params.split_at_mut(fc2 + 1);
-            b.matmul(dlogits, &self.f, &mut lo[fc2].grad.buf, grad_w(v, batch, d));
-            b.bias_grad(dlogits, &mut hi[0].grad.buf, batch, v, 1);
-            b.matmul(dlogits, &lo[fc2].value.buf, &mut self.df, grad_x(batch, v, d));
-        }
+        let WavenetConfig { window: t, embed: e, channels: c, dense: d, .. } = self.cfg;
+        let dr = self.dropout.as_ref();
+        self.fc2.backward(b, &self.f, dlogits, Some(&mut self.df), batch);
         b.act_bwd(Act::Relu, &self.f, &self.df, &mut self.df_pre, batch * d);
-        // fc1
-        {
-            let (lo, hi) = self.params.split_at_mut(fc1 + 1);
-            b.matmul(&self.df_pre, &self.u, &mut lo[fc1].grad.buf, grad_w(d, batch, t));
-            b.bias_grad(&self.df_pre, &mut hi[0].grad.buf, batch, d, 1);
-            b.matmul(&self.df_pre, &lo[fc1].value.buf, &mut self.du, grad_x(batch, d, t));
-        }
+        self.fc1.backward(b, &self.u, &self.df_pre, Some(&mut self.du), batch);
         b.act_bwd(Act::Relu, &self.u, &self.du, &mut self.du_pre, batch * t);
-        // out_conv
-        {
-            let oc = out_conv(&self.cfg, batch);
-            let (lo, hi) = self.params.split_at_mut(o + 1);
-            b.conv1d_bwd_weight(&self.hs[layers - 1], &self.du_pre, &mut lo[o].grad.buf, &mut hi[0].grad.buf, oc);
-            b.conv1d_bwd_input(&self.du_pre, &lo[o].value.buf, &mut self.dh, oc, false);
-        }
+        let top = self.hs.last().expect("at least one layer");
+        self.out_conv.backward(b, top, &self.du_pre, &mut self.dh, false, batch, t);
         // dilated convs, last to first; self.dh holds the gradient of layer i's ReLU output.
-        for i in (0..layers).rev() {
-            let cv = conv(&self.cfg, i, batch);
-            drop_site(b, self.dropout.as_ref(), i as u32, &mut self.dh, batch * c * t);
+        for (i, conv) in self.convs.iter_mut().enumerate().rev() {
+            DropSite(i as u32).apply(b, dr, &mut self.dh, batch * c * t);
             b.act_bwd(Act::Relu, &self.hs[i], &self.dh, &mut self.dpre, batch * c * t);
             let input = if i == 0 { &self.h0 } else { &self.hs[i - 1] };
-            let (lo, hi) = self.params.split_at_mut(conv_b(i));
-            b.conv1d_bwd_weight(input, &self.dpre, &mut lo[conv_w(i)].grad.buf, &mut hi[0].grad.buf, cv);
             let dinput = if i == 0 { &mut self.dh0 } else { &mut self.dh };
-            b.conv1d_bwd_input(&self.dpre, &lo[conv_w(i)].value.buf, dinput, cv, false);
+            conv.backward(b, input, &self.dpre, dinput, false, batch, t);
         }
         // [B, E, T] -> [B, T, E], then into the embedding rows.
         b.transpose(&self.dh0, &mut self.demb, batch, e, t);
-        b.embedding_bwd(x, &self.demb, &mut self.params[EMB].grad.buf, batch * t, e);
+        self.emb.backward(b, x, &self.demb, batch * t);
     }
 }
