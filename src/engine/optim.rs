@@ -4,7 +4,8 @@
 //!
 //! # One parameter arena per model
 //!
-//! A model hands its freshly made parameters to [`into_arena`]. Where the backend has views
+//! A model hands its layers' freshly made parameters (its `params_mut()`, in PyTorch's order) to
+//! [`into_arena`], which turns each into views in place. Where the backend has views
 //! ([`Backend::view`]: the GPU backend), the weights then live in ONE buffer, the gradients in
 //! another, and [`Adam::new`] puts both moments in one f32 buffer each; every tensor is an aligned
 //! view into its arena, at the same element offset in all four (zeros between views, which the
