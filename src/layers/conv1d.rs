@@ -73,10 +73,14 @@ impl<B: Backend> Conv1d<B> {
     }
 
     /// Step mode from here on: every forward is one step of one stream, starting from the
-    /// causal padding. A conv with one tap needs no past and stays as it is.
+    /// causal padding, computed as one row times the weight (a conv of one column would be a
+    /// `[cout, cin]` by `[cin, 1]` product, which the CPU backend packs for sgemm). A conv with
+    /// one tap keeps no past.
     pub fn start_steps(&mut self, b: &B) {
+        assert!(self.dilation >= 1, "conv1d step mode: dilation 0");
         let slots = (self.k - 1) * self.dilation;
-        self.past = (slots > 0).then(|| Past { ring: b.alloc(slots * self.cin), slots, head: 0, taps: b.alloc(self.cin * self.k) });
+        let taps = if slots > 0 { self.cin * self.k } else { 0 };
+        self.past = Some(Past { ring: b.alloc(slots * self.cin), slots, head: 0, taps: b.alloc(taps) });
     }
 
     /// Forget the past inputs of step mode (back to the causal padding).
@@ -113,6 +117,13 @@ fn run<B: Backend>(
     };
     assert!(c.batch == 1 && c.time == 1, "conv1d step mode: one window of one step");
     let (cin, k, d) = (c.cin, c.k, c.dilation);
+    let mm = MatMul { m: 1, k: cin * k, n: c.cout, trans_a: false, trans_b: true, accumulate: false };
+    if past.slots == 0 {
+        // One tap (k = 1): y = W x + bias.
+        b.matmul(x, &weight.value.buf, y, mm);
+        b.bias_add(y, &bias.value.buf, 1, c.cout, 1);
+        return;
+    }
     // taps[i, j] = input channel i, (k-1-j) * d steps back: the weight's rows [cin * k] times
     // this column are the conv's output column.
     for j in 0..k {
@@ -124,7 +135,6 @@ fn run<B: Backend>(
             b.copy_strided(&past.ring, slot * cin, 1, &mut past.taps, j, k, cin, 1, false);
         }
     }
-    let mm = MatMul { m: 1, k: cin * k, n: c.cout, trans_a: false, trans_b: true, accumulate: false };
     b.matmul(&past.taps, &weight.value.buf, y, mm);
     b.bias_add(y, &bias.value.buf, 1, c.cout, 1);
     b.copy_strided(x, 0, cin, &mut past.ring, past.head * cin, cin, 1, cin, false);

@@ -301,16 +301,24 @@ impl<B: Backend> WavenetGated<B> {
     }
 
     /// Step mode from here on, for a model made for one window of one step without heads: every
-    /// [`Model::forward`] feeds one token and gives the logits of the next, each dilated conv
-    /// reading its own past inputs (zeros before the first token: the causal padding).
+    /// [`Model::forward`] feeds one token and gives the logits of the next, each conv in its step
+    /// mode ([`Conv1d::start_steps`]: the dilated ones read their own past inputs, zeros before
+    /// the first token: the causal padding).
     pub fn start_steps(&mut self, b: &B) {
         assert!(
             self.cfg.window == 1 && self.max_batch == 1 && self.attn.is_none(),
             "wavenet-gated step mode: a model for one window of one step, without attention"
         );
+        self.inp.start_steps(b);
         for blk in &mut self.blocks {
             blk.dil.start_steps(b);
+            if let Some(res) = blk.res.as_mut() {
+                res.start_steps(b);
+            }
+            blk.skip.start_steps(b);
         }
+        self.post1.start_steps(b);
+        self.post2.start_steps(b);
     }
 
     /// Forget every past token of step mode.
