@@ -170,3 +170,33 @@ fn wavenet_gpu() {
 fn wavenet_gated_gpu() {
     full_cycle("wavenet-gated", "gpu");
 }
+
+/// The default model is the default recipe's: a gated WaveNet with 4 attention heads of width 32
+/// (issue 13), which composes with the sliding window; `--attention 0` is the plain gated WaveNet,
+/// and the other models get no heads.
+#[test]
+fn wavenet_gated_has_the_default_recipes_attention_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let heads = |run: &str| match etude::run::load_checkpoint(&dir.join(run).join("last.safetensors")).unwrap().meta.model {
+        etude::model::any::ModelConfig::WavenetGated(c) => (c.attention, c.attention_dim),
+        other => panic!("{run}: not a gated WaveNet: {other:?}"),
+    };
+    // tiny_train's sizes without its `--attention 0`.
+    let mut args = tiny_train("wavenet-gated", "cpu", "default", "1", &["--sample-length", "0"]);
+    let at = args.iter().position(|a| a == "--attention").unwrap();
+    args.drain(at..at + 2);
+    etude_ok(&args, dir);
+    assert_eq!(heads("default"), (4, 32));
+    let gen = ["generate", "--model", "default/last.safetensors", "--backend", "cpu", "--length", "5", "--out", "g.mid"];
+    let (_, err) = etude_ok(&gen, dir);
+    assert!(err.contains("SlidingWindow mode"), "{err}");
+    // --attention-dim alone widens the default heads.
+    let out = args.iter().position(|a| a == "--out").unwrap();
+    args[out + 1] = "wide".into();
+    args.extend(["--attention-dim".into(), "8".into()]);
+    etude_ok(&args, dir);
+    assert_eq!(heads("wide"), (4, 8));
+    etude_ok(&tiny_train("wavenet-gated", "cpu", "plain", "1", &["--sample-length", "0"]), dir);
+    assert_eq!(heads("plain"), (0, 0));
+}

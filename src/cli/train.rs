@@ -61,7 +61,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub stacks: Option<usize>,
     /// wavenet-gated: heads of a causal attention layer after the skip sum, which lets the model
-    /// copy what followed an earlier context like the current one (default 0 = none).
+    /// copy what followed an earlier context like the current one (default 4, the default
+    /// recipe's; 0 = none, the plain gated WaveNet, which generates incrementally).
     #[arg(long, value_name = "HEADS")]
     pub attention: Option<usize>,
     /// wavenet-gated with --attention: width of each attention head (default 32).
@@ -199,6 +200,16 @@ const RUN_SETTINGS: [&str; 35] = [
 /// `--dropout` of the default recipe (chosen on the validation split; README, "The default recipe").
 pub const DEFAULT_DROPOUT: f32 = 0.3;
 
+/// `--attention` of the default recipe for wavenet-gated, the default model (chosen on the
+/// validation split; README, "The default recipe"). Other models have no attention layer.
+pub const DEFAULT_ATTENTION_HEADS: usize = 4;
+
+/// The attention heads a new run of `model` gets: `--attention` where given, else the default
+/// recipe's for wavenet-gated and none (`None`: the model's own default) for the others.
+fn attention_heads(model: &str, given: Option<usize>) -> Option<usize> {
+    given.or((model == "wavenet-gated").then_some(DEFAULT_ATTENTION_HEADS))
+}
+
 /// The names `--preset` accepts.
 pub const PRESETS: [&str; 1] = ["tutorial"];
 
@@ -310,7 +321,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             residual: args.residual,
             skip: args.skip,
             stacks: args.stacks,
-            attention: args.attention,
+            attention: attention_heads(&args.model, args.attention),
             attention_dim: args.attention_dim,
         },
         optim: OptimConfig {
