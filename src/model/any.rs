@@ -153,7 +153,10 @@ impl ModelConfig {
     }
 }
 
-/// One of the models, built from a [`ModelConfig`].
+/// One of the models, built from a [`ModelConfig`]. (Each is a struct of layers, a few hundred
+/// bytes whose size differs by model; one is built per command and never moved in a loop, so
+/// the variants stay unboxed.)
+#[allow(clippy::large_enum_variant)]
 pub enum AnyModel<B: Backend> {
     Lstm(LstmModel<B>),
     Wavenet(Wavenet<B>),
