@@ -154,6 +154,49 @@ const T16: usize = 16;
 /// time by value: the form LLVM turns into vector FMAs.
 #[inline(always)]
 fn tile_product<const MR: usize, const NR: usize>(block: &[f32], panel: &[f32]) -> [[f32; NR]; MR] {
+    #[cfg(target_arch = "x86_64")]
+    if MR == WIDE_MR && NR == 32 {
+        // SAFETY: the WIDE_MR x 32 tile runs only on the AVX-512 paths (`Tile::Wide`, picked when
+        // the CPU has AVX-512F and FMA); the transmute is the identity (MR = WIDE_MR, NR = 32).
+        return unsafe { std::mem::transmute_copy(&tile_product_wide(block, panel)) };
+    }
+    tile_product_portable::<MR, NR>(block, panel)
+}
+
+/// The AVX-512 tile in `std::arch` intrinsics: 16 zmm accumulators (two per row), each lane one
+/// FMA chain in ascending k from 0, exactly [`tile_product_portable`]'s sums. Written out because
+/// the portable form's codegen is at the mercy of the rest of the crate: after unrelated code
+/// changed, LLVM once vectorised it across the rows instead of the columns, keeping the
+/// accumulators in memory behind gathers and scatters (6x slower LSTM training).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline(never)]
+unsafe fn tile_product_wide(block: &[f32], panel: &[f32]) -> [[f32; 32]; WIDE_MR] {
+    use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    let k = (block.len() / WIDE_MR).min(panel.len() / 32);
+    let mut acc: [[__m512; 2]; WIDE_MR] = [[_mm512_setzero_ps(); 2]; WIDE_MR];
+    for (xs, b) in block.chunks_exact(WIDE_MR).zip(panel.chunks_exact(32)).take(k) {
+        // SAFETY: `b` holds 32 values: two unaligned loads of 16.
+        let (b0, b1) = unsafe { (_mm512_loadu_ps(b.as_ptr()), _mm512_loadu_ps(b.as_ptr().add(16))) };
+        for (acc_i, &x) in acc.iter_mut().zip(xs) {
+            let x = _mm512_set1_ps(x);
+            acc_i[0] = _mm512_fmadd_ps(x, b0, acc_i[0]);
+            acc_i[1] = _mm512_fmadd_ps(x, b1, acc_i[1]);
+        }
+    }
+    let mut out = [[0.0f32; 32]; WIDE_MR];
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: each row of `out` holds 32 values: two unaligned stores of 16.
+        unsafe {
+            _mm512_storeu_ps(o.as_mut_ptr(), a[0]);
+            _mm512_storeu_ps(o.as_mut_ptr().add(16), a[1]);
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn tile_product_portable<const MR: usize, const NR: usize>(block: &[f32], panel: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
     for (xs, b) in block.chunks_exact(MR).zip(panel.chunks_exact(NR)) {
         let xs: [f32; MR] = xs.try_into().expect("A blocks hold MR values per k");
