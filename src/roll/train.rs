@@ -217,6 +217,30 @@ pub struct RollTrainSettings {
     pub transpose: u32,
 }
 
+impl RollTrainSettings {
+    /// The small run the tests build checkpoints with: one epoch of batches of 4 windows of 32
+    /// frames at a constant learning rate of 1e-3, clipping at 1, no dropout, decay, early stop
+    /// or transposition, seed 0.
+    pub fn for_test() -> Self {
+        RollTrainSettings {
+            epochs: 1,
+            batch: 4,
+            window: 32,
+            lr: 1e-3,
+            min_lr: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            clip: 1.0,
+            dropout: 0.0,
+            weight_decay: 0.0,
+            adamw_decay: 0.0,
+            patience: 0,
+            seed: 0,
+            transpose: 0,
+        }
+    }
+}
+
 /// What a piano-roll checkpoint's `etude` metadata holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RollMeta {
