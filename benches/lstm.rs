@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
@@ -105,7 +106,7 @@ fn bench_step<B: Backend>(b: &B, seq: bool) -> f64 {
     median_ms(REPS, || {
         zero_grads(b, model.params_mut());
         model.forward(b, &x, BATCH);
-        b.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+        b.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         model.backward(b, &x, &dlogits, BATCH);
         adam.step(b, model.params_mut());
         b.read(&stats, 2);

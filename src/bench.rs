@@ -24,6 +24,7 @@
 use crate::engine::cpu::CpuBackend;
 use crate::engine::gpu::{by_kernel, DispatchTime, GpuBackend};
 use crate::engine::{Adam, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use crate::engine::{AdamStep, Xent};
 use crate::generate::{Generator, Mode};
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::{Model, Targets};
@@ -646,7 +647,7 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         b.write_ids(&mut targets, &ids);
         let (mut dlogits, mut stats) = (b.alloc(n * v), b.alloc(2 * n));
         kt.op(format!("softmax_xent [{n}, {v}]"), None, Some(8.0 * (n * v) as f64), || {
-                b.softmax_xent(&logits, &targets, &mut dlogits, &mut stats, n, v, 1.0 / n as f32)
+                b.softmax_xent(&logits, &targets, &mut dlogits, &mut stats, Xent { n, v, grad_scale: 1.0 / n as f32 })
             });
     }
 
@@ -671,7 +672,7 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut p, mut m, mut v) = (filled(b, n, &mut rng), b.alloc(n), b.alloc(n));
         let mut scale = b.alloc(1);
         b.write(&mut scale, &[1.0]);
-        kt.op(format!("adam n={n}"), None, Some(28.0 * n as f64), || b.adam(&mut p, &g, &mut m, &mut v, n, AdamParams::default(), &scale));
+        kt.op(format!("adam n={n}"), None, Some(28.0 * n as f64), || b.adamw(&mut p, &g, &mut m, &mut v, &scale, AdamStep::adam(n, AdamParams::default())));
     }
     kt.out
 }

@@ -5,6 +5,7 @@ mod common;
 mod lstm_common;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::gpu::{GpuBackend, KernelVariant};
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
@@ -180,7 +181,7 @@ fn dispatches_per_training_step_do_not_depend_on_the_window() {
                 g.reset_stats();
                 zero_grads(&*g, model.params_mut());
                 model.forward(&*g, &x, batch);
-                g.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, rows, 7, 1.0 / rows as f32);
+                g.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, Xent { n: rows, v: 7, grad_scale: 1.0 / rows as f32 });
                 model.backward(&*g, &x, &dlogits, batch);
                 adam.step(&*g, model.params_mut());
                 g.flush();

@@ -33,11 +33,6 @@ fn tanh(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
-/// Panics with the operation's name when a buffer is shorter than the sizes need.
-fn need(op: &str, what: &str, buf: &[f32], len: usize) {
-    assert!(buf.len() >= len, "{op}: {what} holds {} values, needs {len}", buf.len());
-}
-
 /// Asks the cache for the lines of `s` (one prefetch per 64-byte line); no-op off x86-64.
 ///
 /// The recurrence visits its rows `time*4H` (or `time*H`) values apart, one step at a time: each
@@ -515,6 +510,7 @@ fn has_avx2_fma() -> bool {
 /// Forward recurrence, see [`crate::engine::Backend::lstm_fwd`]. For each step t:
 /// `a = xw[:, t] + h_{t-1} W_hh^T`; `i, f, o = sigmoid(a_i, a_f, a_o)`, `g = tanh(a_g)`;
 /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`. Stores the activated gates for the backward.
+/// (Lengths checked by `contract::lstm_fwd`, as the backward's by `contract::lstm_bwd`.)
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     xw: &[f32],
@@ -528,14 +524,6 @@ pub fn forward(
 ) {
     let Lstm { batch, time, hidden: h } = l;
     let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
-    let op = "lstm_fwd";
-    need(op, "xw", xw, batch * seq_g);
-    need(op, "w_hh", w_hh, g4 * h);
-    need(op, "h0", h0, batch * h);
-    need(op, "c0", c0, batch * h);
-    need(op, "hs", hs, batch * seq_h);
-    need(op, "cs", cs, batch * seq_h);
-    need(op, "gates", gates, batch * seq_g);
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
@@ -595,16 +583,6 @@ pub fn backward(
 ) {
     let Lstm { batch, time, hidden: h } = l;
     let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
-    let op = "lstm_bwd";
-    need(op, "w_hh", w_hh, g4 * h);
-    need(op, "h0", h0, batch * h);
-    need(op, "c0", c0, batch * h);
-    need(op, "hs", hs, batch * seq_h);
-    need(op, "cs", cs, batch * seq_h);
-    need(op, "gates", gates, batch * seq_g);
-    need(op, "dhs", dhs, batch * seq_h);
-    need(op, "dxw", dxw, batch * seq_g);
-    need(op, "dw_hh", dw_hh, g4 * h);
     if batch == 0 || time == 0 || h == 0 {
         return;
     }

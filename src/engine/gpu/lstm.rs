@@ -10,8 +10,8 @@
 
 use super::matmul::record_matmul;
 use super::context::Context;
-use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
-use crate::engine::{Lstm, MatMul};
+use super::{check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, Lstm, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -63,13 +63,7 @@ pub(crate) fn record_fwd(
 ) {
     let Lstm { batch, time, hidden: h } = l;
     let op = "lstm_fwd";
-    check_len(op, "xw", xw, batch * time * 4 * h);
-    check_len(op, "w_hh", w_hh, 4 * h * h);
-    check_len(op, "h0", h0, batch * h);
-    check_len(op, "c0", c0, batch * h);
-    check_len(op, "hs", hs, batch * time * h);
-    check_len(op, "cs", cs, batch * time * h);
-    check_len(op, "gates", gates, batch * time * 4 * h);
+    contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
     check_same_elem(
         op,
         &[("xw", xw), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates)],
@@ -110,15 +104,7 @@ pub(crate) fn record_bwd(
 ) {
     let Lstm { batch, time, hidden: h } = l;
     let op = "lstm_bwd";
-    check_len(op, "w_hh", w_hh, 4 * h * h);
-    check_len(op, "h0", h0, batch * h);
-    check_len(op, "c0", c0, batch * h);
-    check_len(op, "hs", hs, batch * time * h);
-    check_len(op, "cs", cs, batch * time * h);
-    check_len(op, "gates", gates, batch * time * 4 * h);
-    check_len(op, "dhs", dhs, batch * time * h);
-    check_len(op, "dxw", dxw, batch * time * 4 * h);
-    check_len(op, "dw_hh", dw_hh, 4 * h * h);
+    contract::lstm_bwd(&l, [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()]);
     check_same_elem(
         op,
         &[("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates), ("dhs", dhs), ("dxw", dxw)],
