@@ -24,7 +24,7 @@
 use crate::engine::cpu::CpuBackend;
 use crate::engine::gpu::{by_kernel, DispatchTime, GpuBackend};
 use crate::engine::{Adam, AdamParams, Backend, Conv1d, Lstm, MatMul};
-use crate::engine::{AdamStep, Xent};
+use crate::engine::{AdamStep, LstmSaved, LstmSeqs, Xent};
 use crate::generate::{Generator, Mode};
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::{Model, Targets};
@@ -596,9 +596,9 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut dxw, mut dw_hh) = (b.alloc(bt * 4 * h), b.alloc(4 * h * h));
         // Recurrent product only: 4H x H multiply-adds per row and step; backward twice that.
         let flop = 2.0 * (bt * 4 * h * h) as f64;
-        kt.op("lstm_fwd B=128 T=128 H=128".into(), Some(flop), None, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l));
+        kt.op("lstm_fwd B=128 T=128 H=128".into(), Some(flop), None, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l));
         kt.op("lstm_bwd B=128 T=128 H=128".into(), Some(2.0 * flop), None, || {
-                b.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l)
+                b.lstm_bwd(&w_hh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, l)
             });
     }
 

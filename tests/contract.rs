@@ -8,7 +8,7 @@ mod common;
 
 use etude::engine::cpu::CpuBackend;
 use etude::engine::roll::RollOps;
-use etude::engine::{AdamParams, AdamStep, Attention, Backend, Bag, Bce, Conv1d, Lstm, MatMul, Strided, Xent};
+use etude::engine::{AdamParams, AdamStep, Attention, Backend, Bag, Bce, Conv1d, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The panic message of `call` (which must panic).
@@ -91,17 +91,17 @@ fn short_calls<B: RollOps>(b: &B) -> Vec<(String, &'static str)> {
         b.attention_fwd(&f(nq), &f(nq), &f(nq), &mut f(nq), &mut f(np - 1), a)
     });
     case("attention_bwd: buffer `dk` holds 59 elements, expected batch 2 x heads 2 x dim 3 x time 5 = 60", &|| {
-        b.attention_bwd(&f(nq), &f(nq), &f(nq), &f(np), &f(nq), &mut f(nq), &mut f(nq - 1), &mut f(nq), a)
+        b.attention_bwd(Qkv { q: &f(nq), k: &f(nq), v: &f(nq) }, &f(np), &f(nq), Qkv { q: &mut f(nq), k: &mut f(nq - 1), v: &mut f(nq) }, a)
     });
     // LSTM
     let l = Lstm { batch: 4, time: 3, hidden: 32 };
     let (seq, gates, state, w) = (4 * 3 * 32, 4 * 3 * 128, 4 * 32, 128 * 32);
     case("lstm_fwd: buffer `h0` holds 100 elements, expected batch 4 x hidden 32 = 128", &|| {
-        b.lstm_fwd(&f(gates), &f(w), &f(100), &f(state), &mut f(seq), &mut f(seq), &mut f(gates), l)
+        b.lstm_fwd(&f(gates), &f(w), &f(100), &f(state), LstmSeqs { hs: &mut f(seq), cs: &mut f(seq), gates: &mut f(gates) }, l)
     });
     case("lstm_bwd: buffer `dxw` holds 1535 elements, expected batch 4 x time 3 x 4 hidden 128 = 1536", &|| {
         let (hs, cs, g, dhs) = (f(seq), f(seq), f(gates), f(seq));
-        b.lstm_bwd(&f(w), &f(state), &f(state), &hs, &cs, &g, &dhs, &mut f(gates - 1), &mut f(w), l)
+        b.lstm_bwd(&f(w), LstmSaved { h0: &f(state), c0: &f(state), seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &g } }, &dhs, &mut f(gates - 1), &mut f(w), l)
     });
     // piano roll
     case("bce_logits: buffer `w` holds 5 elements, expected n 6 = 6", &|| {

@@ -21,7 +21,7 @@ mod cli_common;
 use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
-use etude::engine::{AdamStep, Strided, Xent};
+use etude::engine::{AdamStep, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, KernelVariant, Precision, F16_LOSS_SCALE};
 use etude::engine::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use etude::engine::Adam;
@@ -421,9 +421,9 @@ fn attention_matches_the_cpu() {
     let p16: Vec<f32> = cp.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     let dout = rand16(&mut rng, n, 1.0);
     let (mut gdq, mut gdk, mut gdv) = (g.alloc(n), g.alloc(n), g.alloc(n));
-    g.attention_bwd(&up(&q), &up(&k), &up(&v), &up(&p16), &up(&dout), &mut gdq, &mut gdk, &mut gdv, a);
+    g.attention_bwd(Qkv { q: &up(&q), k: &up(&k), v: &up(&v) }, &up(&p16), &up(&dout), Qkv { q: &mut gdq, k: &mut gdk, v: &mut gdv }, a);
     let (mut cdq, mut cdk, mut cdv) = (c.alloc(n), c.alloc(n), c.alloc(n));
-    c.attention_bwd(&q, &k, &v, &p16, &dout, &mut cdq, &mut cdk, &mut cdv, a);
+    c.attention_bwd(Qkv { q: &q, k: &k, v: &v }, &p16, &dout, Qkv { q: &mut cdq, k: &mut cdk, v: &mut cdv }, a);
     for (what, got, want) in [("dq", &gdq, &cdq), ("dk", &gdk, &cdk), ("dv", &gdv, &cdv)] {
         let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let terms = 1e-5 * ((a.time * a.dim) as f32).sqrt();
@@ -453,9 +453,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let c0 = rand16(&mut rng, batch * h, 1.0);
         let (mut ghs, mut gcs, mut gg) = (g.alloc(ns), g.alloc(ns), g.alloc(nx));
         let (gwhh, gh0, gc0) = (up(&whh), up(&h0), up(&c0));
-        g.lstm_fwd(&up(&xw), &gwhh, &gh0, &gc0, &mut ghs, &mut gcs, &mut gg, l);
+        g.lstm_fwd(&up(&xw), &gwhh, &gh0, &gc0, LstmSeqs { hs: &mut ghs, cs: &mut gcs, gates: &mut gg }, l);
         let (mut chs, mut ccs, mut cg) = (c.alloc(ns), c.alloc(ns), c.alloc(nx));
-        c.lstm_fwd(&xw, &whh, &h0, &c0, &mut chs, &mut ccs, &mut cg, l);
+        c.lstm_fwd(&xw, &whh, &h0, &c0, LstmSeqs { hs: &mut chs, cs: &mut ccs, gates: &mut cg }, l);
         // The recurrence runs in f32 on the GPU (state in workgroup memory): only the stored
         // outputs are rounded. A step's dot product has H terms bounded by sum |w| |h| <= H * 0.3;
         // tanh/sigmoid are 1-Lipschitz, and errors carried through c are damped by f < 1.
@@ -471,9 +471,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let dhs = rand16(&mut rng, ns, 1.0);
         let dw0 = rand16(&mut rng, 4 * h * h, 1.0);
         let (mut gdxw, mut gdw) = (g.alloc(nx), up(&dw0));
-        g.lstm_bwd(&gwhh, &gh0, &gc0, &ghs, &gcs, &gg, &up(&dhs), &mut gdxw, &mut gdw, l);
+        g.lstm_bwd(&gwhh, LstmSaved { h0: &gh0, c0: &gc0, seqs: LstmSeqs { hs: &ghs, cs: &gcs, gates: &gg } }, &up(&dhs), &mut gdxw, &mut gdw, l);
         let (mut cdxw, mut cdw) = (c.alloc(nx), cpu_buf(&c, &dw0));
-        c.lstm_bwd(&whh, &h0, &c0, &ghv, &gcv, &ggv, &dhs, &mut cdxw, &mut cdw, l);
+        c.lstm_bwd(&whh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &ghv, cs: &gcv, gates: &ggv } }, &dhs, &mut cdxw, &mut cdw, l);
         // dxw: f32 recurrence backward in time, rounded at the store; its dh sums 4H terms per step.
         let gdxv = g.read(&gdxw, nx);
         let scale = cdxw.iter().fold(0f32, |m, v| m.max(v.abs()));

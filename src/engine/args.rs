@@ -115,3 +115,28 @@ pub struct Bag {
     pub slots: usize,
     pub e: usize,
 }
+
+/// What one LSTM layer's forward writes (as `&mut`) for its backward to read (as `&`):
+/// `hs, cs [batch, time, H]` and the activated gates `[batch, time, 4H]` (see
+/// [`Backend::lstm_fwd`](super::Backend::lstm_fwd)).
+pub struct LstmSeqs<T> {
+    pub hs: T,
+    pub cs: T,
+    pub gates: T,
+}
+
+/// What the LSTM backward reads of its forward ([`Backend::lstm_bwd`](super::Backend::lstm_bwd)):
+/// the initial state `h0, c0 [batch, H]` and the sequences the forward wrote.
+pub struct LstmSaved<'a, T: ?Sized> {
+    pub h0: &'a T,
+    pub c0: &'a T,
+    pub seqs: LstmSeqs<&'a T>,
+}
+
+/// Query, key and value (or their gradients) of causal attention, each `[batch, heads*dim, time]`
+/// (see [`Backend::attention_bwd`](super::Backend::attention_bwd)).
+pub struct Qkv<T> {
+    pub q: T,
+    pub k: T,
+    pub v: T,
+}

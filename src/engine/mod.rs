@@ -25,7 +25,7 @@ pub mod gpu;
 pub mod optim;
 pub mod roll;
 
-pub use args::{AdamStep, Bag, Bce, Strided, Xent};
+pub use args::{AdamStep, Bag, Bce, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 pub use dropout::{DropMask, Dropout};
 pub use optim::{Adam, Param};
 
@@ -270,7 +270,7 @@ pub trait Backend {
         a: Attention,
     );
     /// Backward of [`Backend::attention_fwd`] from `dout` and the saved `p`: writes (overwrites,
-    /// never accumulates) `dq, dk, dv [batch, heads*dim, time]`:
+    /// never accumulates) `grads` = `dq, dk, dv [batch, heads*dim, time]`:
     ///
     /// ```text
     /// dv[j]    = sum_t p[t,j] dout[t]
@@ -278,53 +278,26 @@ pub trait Backend {
     /// dq[t]    = scale * sum_j dS[t,j] k[j-shift]
     /// dk[i]    = scale * sum_t dS[t,i+shift] q[t]          (0 for i >= time - shift)
     /// ```
-    #[allow(clippy::too_many_arguments)]
-    fn attention_bwd(
-        &self,
-        q: &Self::Buf,
-        k: &Self::Buf,
-        v: &Self::Buf,
-        p: &Self::Buf,
-        dout: &Self::Buf,
-        dq: &mut Self::Buf,
-        dk: &mut Self::Buf,
-        dv: &mut Self::Buf,
-        a: Attention,
-    );
+    fn attention_bwd(&self, qkv: Qkv<&Self::Buf>, p: &Self::Buf, dout: &Self::Buf, grads: Qkv<&mut Self::Buf>, a: Attention);
 
     // ---- LSTM recurrence (see [`Lstm`]) -------------------------------------------------------
     /// The recurrence of one layer, after the input projection has been done as one matrix product:
     /// `xw [batch, time, 4H] = x W_ih^T + b_ih + b_hh`. For each step t:
     /// `gates = xw[:, t] + h_{t-1} W_hh^T`; `i,f,o = sigmoid`, `g = tanh`;
     /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`, starting from `h0, c0 [batch, H]`.
-    /// Writes `hs, cs [batch, time, H]` and the activated gates `gates [batch, time, 4H]`
-    /// (what the backward needs).
-    #[allow(clippy::too_many_arguments)]
-    fn lstm_fwd(
-        &self,
-        xw: &Self::Buf,
-        w_hh: &Self::Buf,
-        h0: &Self::Buf,
-        c0: &Self::Buf,
-        hs: &mut Self::Buf,
-        cs: &mut Self::Buf,
-        gates: &mut Self::Buf,
-        l: Lstm,
-    );
-    /// Backpropagation through time of [`Backend::lstm_fwd`]: from `dhs [batch, time, H]` (the
+    /// Writes `out` = `hs, cs [batch, time, H]` and the activated gates `gates [batch, time, 4H]`
+    /// (what the backward needs, as [`LstmSaved`]).
+    fn lstm_fwd(&self, xw: &Self::Buf, w_hh: &Self::Buf, h0: &Self::Buf, c0: &Self::Buf, out: LstmSeqs<&mut Self::Buf>, l: Lstm);
+    /// Backpropagation through time of [`Backend::lstm_fwd`] (`saved`: its `h0, c0` and what it
+    /// wrote): from `dhs [batch, time, H]` (the
     /// gradient reaching every output h_t from above) writes `dxw [batch, time, 4H]` (the gradient of
     /// the pre-activation gates, which is also that of `xw`, `b_ih` and `b_hh`) and accumulates
     /// `dw_hh [4H, H] += sum_t dgates_t^T h_{t-1}`. The gradients of the initial state are not needed
     /// (training starts every window from zero state).
-    #[allow(clippy::too_many_arguments)]
     fn lstm_bwd(
         &self,
         w_hh: &Self::Buf,
-        h0: &Self::Buf,
-        c0: &Self::Buf,
-        hs: &Self::Buf,
-        cs: &Self::Buf,
-        gates: &Self::Buf,
+        saved: LstmSaved<'_, Self::Buf>,
         dhs: &Self::Buf,
         dxw: &mut Self::Buf,
         dw_hh: &mut Self::Buf,

@@ -29,7 +29,7 @@ use super::{init, Model, Targets};
 use crate::engine::dropout::{active, drop_site};
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Lstm, MatMul, Param, Tensor};
-use crate::engine::Strided;
+use crate::engine::{LstmSaved, LstmSeqs, Strided};
 use crate::rng::Rng;
 
 /// Hyper-parameters of the LSTM models.
@@ -333,7 +333,7 @@ pub(crate) fn layer_forward<B: Backend>(
     b.add(b_hh, &mut layer.bias, 4 * h);
     b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
     let dims = Lstm { batch, time, hidden: h };
-    b.lstm_fwd(&layer.xw, w_hh, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
+    b.lstm_fwd(&layer.xw, w_hh, h0, c0, LstmSeqs { hs: &mut layer.hs, cs: &mut layer.cs, gates: &mut layer.gates }, dims);
 }
 
 /// `logits [rows, V] = fc2(relu(fc1(z [rows, H])))`, keeping fc1's output and its ReLU.
@@ -473,18 +473,9 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             let (below, rest) = self.layers.split_at_mut(l);
             let layer = &rest[0];
             let pw = &mut p[w_hh(l)];
-            b.lstm_bwd(
-                &pw.value.buf,
-                &self.zeros,
-                &self.zeros,
-                &layer.hs,
-                &layer.cs,
-                &layer.gates,
-                &layer.dhs,
-                &mut self.dxw,
-                &mut pw.grad.buf,
-                dims,
-            );
+            let seqs = LstmSeqs { hs: &layer.hs, cs: &layer.cs, gates: &layer.gates };
+            let saved = LstmSaved { h0: &self.zeros, c0: &self.zeros, seqs };
+            b.lstm_bwd(&pw.value.buf, saved, &layer.dhs, &mut self.dxw, &mut pw.grad.buf, dims);
             // Both biases get the same gradient: reduce once, add twice.
             b.fill(&mut self.dbias, 4 * h, 0.0);
             b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);

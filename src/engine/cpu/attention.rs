@@ -20,7 +20,7 @@
 //! enough, each block summed the same way whatever the thread count.
 
 use super::sgemm;
-use crate::engine::Attention;
+use crate::engine::{Attention, Qkv};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the blocks run on one thread.
@@ -95,18 +95,8 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], p: &mut [f32], 
 
 /// Writes `dq, dk, dv [B, H*D, T]` from `dout` and the saved `p` (lengths checked by
 /// `contract::attention_bwd`).
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    p: &[f32],
-    dout: &[f32],
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    a: Attention,
-) {
+pub fn backward(qkv: Qkv<&[f32]>, p: &[f32], dout: &[f32], grads: Qkv<&mut [f32]>, a: Attention) {
+    let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
     let nq = a.qkv_len();
     let (d, t, shift, scale) = (a.dim, a.time, a.shift, a.scale());
     if nq == 0 {

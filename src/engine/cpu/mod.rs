@@ -49,7 +49,7 @@ pub mod fastmath;
 mod lstm;
 mod roll;
 
-use super::{contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, MatMul, Strided, Xent};
+use super::{contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use rayon::prelude::*;
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
@@ -659,52 +659,25 @@ impl Backend for CpuBackend {
         attention::forward(q, k, v, out, p, a)
     }
 
-    fn attention_bwd(
-        &self,
-        q: &Vec<f32>,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
-        p: &Vec<f32>,
-        dout: &Vec<f32>,
-        dq: &mut Vec<f32>,
-        dk: &mut Vec<f32>,
-        dv: &mut Vec<f32>,
-        a: Attention,
-    ) {
+    fn attention_bwd(&self, qkv: Qkv<&Vec<f32>>, p: &Vec<f32>, dout: &Vec<f32>, grads: Qkv<&mut Vec<f32>>, a: Attention) {
+        let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
         contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
-        attention::backward(q, k, v, p, dout, dq, dk, dv, a)
+        let grads = Qkv { q: &mut dq[..], k: &mut dk[..], v: &mut dv[..] };
+        attention::backward(Qkv { q: &q[..], k: &k[..], v: &v[..] }, p, dout, grads, a)
     }
 
-    fn lstm_fwd(
-        &self,
-        xw: &Vec<f32>,
-        w_hh: &Vec<f32>,
-        h0: &Vec<f32>,
-        c0: &Vec<f32>,
-        hs: &mut Vec<f32>,
-        cs: &mut Vec<f32>,
-        gates: &mut Vec<f32>,
-        l: Lstm,
-    ) {
+    fn lstm_fwd(&self, xw: &Vec<f32>, w_hh: &Vec<f32>, h0: &Vec<f32>, c0: &Vec<f32>, out: LstmSeqs<&mut Vec<f32>>, l: Lstm) {
+        let LstmSeqs { hs, cs, gates } = out;
         contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
-        lstm::forward(xw, w_hh, h0, c0, hs, cs, gates, l)
+        lstm::forward(xw, w_hh, h0, c0, LstmSeqs { hs: &mut hs[..], cs: &mut cs[..], gates: &mut gates[..] }, l)
     }
 
-    fn lstm_bwd(
-        &self,
-        w_hh: &Vec<f32>,
-        h0: &Vec<f32>,
-        c0: &Vec<f32>,
-        hs: &Vec<f32>,
-        cs: &Vec<f32>,
-        gates: &Vec<f32>,
-        dhs: &Vec<f32>,
-        dxw: &mut Vec<f32>,
-        dw_hh: &mut Vec<f32>,
-        l: Lstm,
-    ) {
-        contract::lstm_bwd(&l, [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()]);
-        lstm::backward(w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    fn lstm_bwd(&self, w_hh: &Vec<f32>, saved: LstmSaved<'_, Vec<f32>>, dhs: &Vec<f32>, dxw: &mut Vec<f32>, dw_hh: &mut Vec<f32>, l: Lstm) {
+        let LstmSaved { h0, c0, seqs: LstmSeqs { hs, cs, gates } } = saved;
+        let lens = [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()];
+        contract::lstm_bwd(&l, lens);
+        let saved = LstmSaved { h0: &h0[..], c0: &c0[..], seqs: LstmSeqs { hs: &hs[..], cs: &cs[..], gates: &gates[..] } };
+        lstm::backward(w_hh, saved, dhs, dxw, dw_hh, l)
     }
 }
 

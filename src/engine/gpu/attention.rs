@@ -4,7 +4,7 @@
 //! buffer between the two).
 
 use super::{check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
-use crate::engine::{contract, Attention};
+use crate::engine::{contract, Attention, Qkv};
 
 const ATTENTION: Shader = Shader { name: "attention", source: include_str!("../../../shaders/attention.wgsl") };
 
@@ -44,19 +44,15 @@ pub(crate) fn record_fwd(
 }
 
 /// `dq, dk, dv [B, H*D, T]` (written) from `dout` and the saved `p`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_bwd(
     rec: &mut Recording<'_>,
-    q: &GpuBuffer,
-    k: &GpuBuffer,
-    v: &GpuBuffer,
+    qkv: Qkv<&GpuBuffer>,
     p: &GpuBuffer,
     dout: &GpuBuffer,
-    dq: &mut GpuBuffer,
-    dk: &mut GpuBuffer,
-    dv: &mut GpuBuffer,
+    grads: Qkv<&mut GpuBuffer>,
     a: Attention,
 ) {
+    let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
     contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
     check_same_elem(
         "attention_bwd",

@@ -146,7 +146,7 @@ pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
 use recorder::{Recorded, Recorder, Recording};
 
-use super::{Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, MatMul, Strided, Xent};
+use super::{Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use context::Context;
 use std::sync::Mutex;
 
@@ -315,49 +315,16 @@ impl Backend for GpuBackend {
         attention::record_fwd(&mut self.recording(), q, k, v, out, p, a)
     }
 
-    fn attention_bwd(
-        &self,
-        q: &GpuBuffer,
-        k: &GpuBuffer,
-        v: &GpuBuffer,
-        p: &GpuBuffer,
-        dout: &GpuBuffer,
-        dq: &mut GpuBuffer,
-        dk: &mut GpuBuffer,
-        dv: &mut GpuBuffer,
-        a: Attention,
-    ) {
-        attention::record_bwd(&mut self.recording(), q, k, v, p, dout, dq, dk, dv, a)
+    fn attention_bwd(&self, qkv: Qkv<&GpuBuffer>, p: &GpuBuffer, dout: &GpuBuffer, grads: Qkv<&mut GpuBuffer>, a: Attention) {
+        attention::record_bwd(&mut self.recording(), qkv, p, dout, grads, a)
     }
 
-    fn lstm_fwd(
-        &self,
-        xw: &GpuBuffer,
-        w_hh: &GpuBuffer,
-        h0: &GpuBuffer,
-        c0: &GpuBuffer,
-        hs: &mut GpuBuffer,
-        cs: &mut GpuBuffer,
-        gates: &mut GpuBuffer,
-        l: Lstm,
-    ) {
-        lstm::record_fwd(&mut self.recording(), xw, w_hh, h0, c0, hs, cs, gates, l)
+    fn lstm_fwd(&self, xw: &GpuBuffer, w_hh: &GpuBuffer, h0: &GpuBuffer, c0: &GpuBuffer, out: LstmSeqs<&mut GpuBuffer>, l: Lstm) {
+        lstm::record_fwd(&mut self.recording(), xw, w_hh, h0, c0, out, l)
     }
 
-    fn lstm_bwd(
-        &self,
-        w_hh: &GpuBuffer,
-        h0: &GpuBuffer,
-        c0: &GpuBuffer,
-        hs: &GpuBuffer,
-        cs: &GpuBuffer,
-        gates: &GpuBuffer,
-        dhs: &GpuBuffer,
-        dxw: &mut GpuBuffer,
-        dw_hh: &mut GpuBuffer,
-        l: Lstm,
-    ) {
-        lstm::record_bwd(&mut self.recording(), w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    fn lstm_bwd(&self, w_hh: &GpuBuffer, saved: LstmSaved<'_, GpuBuffer>, dhs: &GpuBuffer, dxw: &mut GpuBuffer, dw_hh: &mut GpuBuffer, l: Lstm) {
+        lstm::record_bwd(&mut self.recording(), w_hh, saved, dhs, dxw, dw_hh, l)
     }
 }
 
