@@ -232,7 +232,7 @@ pub trait Backend {
     /// `scale[0] = min(1, max_norm / (sqrt(acc[0]) + 1e-6))`; `max_norm <= 0` means no clipping (scale 1).
     fn clip_scale(&self, acc: &Self::Buf, max_norm: f32, scale: &mut Self::Buf);
     /// `p[0..n] *= factor`: AdamW's decoupled weight decay, `factor = 1 - lr * decay`, applied to a
-    /// parameter before its [`Backend::adam`] step (PyTorch `torch.optim.AdamW`'s order).
+    /// parameter before its Adam step ([`Backend::adamw`] fuses both) (PyTorch `torch.optim.AdamW`'s order).
     fn decay(&self, p: &mut Self::Buf, n: usize, factor: f32);
 
     /// The global gradient norm and the clip scale over one buffer (a gradient arena) in one go:
