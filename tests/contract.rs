@@ -26,6 +26,10 @@ fn short_calls<B: RollOps>(b: &B) -> Vec<(String, &'static str)> {
     let mut got = Vec::new();
     let mut case = |want: &'static str, call: &dyn Fn()| got.push((message(call), want));
 
+    // host I/O
+    case("write: buffer `dst` holds 4 elements, expected values written 5 = 5", &|| b.write(&mut f(4), &[1.0; 5]));
+    case("write_ids: buffer `dst` holds 4 elements, expected values written 5 = 5", &|| b.write_ids(&mut ids(4), &[1; 5]));
+    case("read: buffer `src` holds 4 elements, expected values read 5 = 5", &|| drop(b.read(&f(4), 5)));
     // elementwise
     case("add: buffer `x` holds 3 elements, expected n 10 = 10", &|| b.add(&f(3), &mut f(10), 10));
     case(

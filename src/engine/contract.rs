@@ -46,6 +46,16 @@ fn dims(op: &str, what: &str, len: usize, dims: &[(&str, usize)]) {
     });
 }
 
+/// `write(dst, src)` and `write_ids(dst, src)` (`op` says which): `dst` holds the `n` values of `src`.
+pub fn write(op: &'static str, n: usize, [dst]: [usize; 1]) {
+    dims(op, "dst", dst, &[("values written", n)]);
+}
+
+/// `read(src, len)`: `src` holds the `len` values read.
+pub fn read(len: usize, [src]: [usize; 1]) {
+    dims("read", "src", src, &[("values read", len)]);
+}
+
 /// `fill(x, n)`: `x` holds `n`.
 pub fn fill(n: usize, [x]: [usize; 1]) {
     dims("fill", "x", x, &[("n", n)]);

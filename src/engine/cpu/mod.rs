@@ -335,14 +335,17 @@ impl Backend for CpuBackend {
     }
 
     fn write(&self, dst: &mut Vec<f32>, src: &[f32]) {
+        contract::write("write", src.len(), [dst.len()]);
         dst[..src.len()].copy_from_slice(src);
     }
 
     fn write_ids(&self, dst: &mut Vec<u32>, src: &[u32]) {
+        contract::write("write_ids", src.len(), [dst.len()]);
         dst[..src.len()].copy_from_slice(src);
     }
 
     fn read(&self, src: &Vec<f32>, len: usize) -> Vec<f32> {
+        contract::read(len, [src.len()]);
         src[..len].to_vec()
     }
 

@@ -99,8 +99,8 @@
 //! recorder.rs      Recording (the one lock, taken once per op), dispatches, the params arena,
 //!                  bind-group cache, submit, counts, profiling hooks; parameter words (f, u) and
 //!                  workgroup grids (grid_1d, grid_groups, grid_2d)
-//! buffer.rs        GpuBuffer (and views), Elem, the element-type checks (check_f32, ...) and
-//!                  host I/O's length check (the ops' lengths: `crate::engine::contract`)
+//! buffer.rs        GpuBuffer (and views), Elem, the element-type checks (check_f32, ...; every
+//!                  op's and host I/O's lengths: `crate::engine::contract`)
 //! io.rs            allocation, views, uploads and read-backs
 //! scratch.rs       scratch buffers, each the op's own while it records (with_scratch)
 //! profile.rs       per-dispatch timestamps
@@ -141,7 +141,7 @@ pub use buffer::{Elem, GpuBuffer};
 pub use context::KernelVariant;
 pub use profile::{by_kernel, DispatchTime, Timestamps};
 
-pub(crate) use buffer::{check_f32, check_len, check_same_elem};
+pub(crate) use buffer::{check_f32, check_same_elem};
 pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
 use recorder::{Recorded, Recorder, Recording};
