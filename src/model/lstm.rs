@@ -29,6 +29,7 @@ use super::{init, Model, Targets};
 use crate::engine::dropout::{active, drop_site};
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Lstm, MatMul, Param, Tensor};
+use crate::engine::{LstmSaved, LstmSeqs, Strided};
 use crate::rng::Rng;
 
 /// Hyper-parameters of the LSTM models.
@@ -299,8 +300,8 @@ impl<B: Backend> LstmModel<B> {
             let layer = &mut rest[0];
             layer_forward(b, &self.params[w_ih(l)..w_ih(l) + 4], input, in_dim, &state.h[l], &state.c[l], layer, batch, 1, h);
             // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
-            b.copy_strided(&layer.hs, 0, h, &mut state.h[l], 0, h, batch, h, false);
-            b.copy_strided(&layer.cs, 0, h, &mut state.c[l], 0, h, batch, h, false);
+            b.copy_strided(&layer.hs, &mut state.h[l], Strided::block(batch, h));
+            b.copy_strided(&layer.cs, &mut state.c[l], Strided::block(batch, h));
         }
         let top = &self.layers[self.cfg.layers - 1].hs;
         head_forward(b, &self.params, &self.cfg, top, batch, &mut self.fc1, &mut self.a1, &mut self.logits.buf);
@@ -328,11 +329,11 @@ pub(crate) fn layer_forward<B: Backend>(
     let [w_ih, w_hh, b_ih, b_hh] = [0, 1, 2, 3].map(|i| &p[i].value.buf);
     b.matmul(x, w_ih, &mut layer.xw, mm(n, in_dim, 4 * h, false, true, false));
     // The two biases summed first (4H values), so that the [n, 4H] projection is passed over once.
-    b.copy_strided(b_ih, 0, 0, &mut layer.bias, 0, 0, 1, 4 * h, false);
+    b.copy_strided(b_ih, &mut layer.bias, Strided::contiguous(4 * h));
     b.add(b_hh, &mut layer.bias, 4 * h);
     b.bias_add(&mut layer.xw, &layer.bias, n, 4 * h, 1);
     let dims = Lstm { batch, time, hidden: h };
-    b.lstm_fwd(&layer.xw, w_hh, h0, c0, &mut layer.hs, &mut layer.cs, &mut layer.gates, dims);
+    b.lstm_fwd(&layer.xw, w_hh, h0, c0, LstmSeqs { hs: &mut layer.hs, cs: &mut layer.cs, gates: &mut layer.gates }, dims);
 }
 
 /// `logits [rows, V] = fc2(relu(fc1(z [rows, H])))`, keeping fc1's output and its ReLU.
@@ -396,7 +397,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             let (below, rest) = self.layers.split_at_mut(l);
             let (input, in_dim) = match below.last() {
                 Some(prev) if on => {
-                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
                     drop_site(b, d.as_ref(), l as u32, &mut self.drop_hs[l - 1], n * h);
                     (&self.drop_hs[l - 1], h)
                 }
@@ -410,7 +411,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
         let rows = self.target_rows(batch);
         let z = if self.cfg.seq {
             if on {
-                b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+                b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
                 drop_site(b, d.as_ref(), nl as u32, &mut self.drop_head, n * h);
                 &self.drop_head
             } else {
@@ -418,7 +419,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             }
         } else {
             // z = h[:, T-1]: row b sits at b*T*H + (T-1)*H.
-            b.copy_strided(top, (t - 1) * h, t * h, &mut self.z, 0, h, batch, h, false);
+            b.copy_strided(top, &mut self.z, Strided::block(batch, h).from((t - 1) * h, t * h));
             drop_site(b, d.as_ref(), nl as u32, &mut self.z, batch * h);
             &self.z
         };
@@ -462,7 +463,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             drop_site(b, dr.as_ref(), nl as u32, &mut self.dz, batch * h);
             // Only the last step of each window receives a gradient from the head.
             b.fill(&mut top.dhs, n * h, 0.0);
-            b.copy_strided(&self.dz, 0, h, &mut top.dhs, (t - 1) * h, t * h, batch, h, true);
+            b.copy_strided(&self.dz, &mut top.dhs, Strided::block(batch, h).to((t - 1) * h, t * h).adding());
         }
 
         // LSTM layers, top down: BPTT gives the gates' gradient dxw, which is that of the input
@@ -472,18 +473,9 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             let (below, rest) = self.layers.split_at_mut(l);
             let layer = &rest[0];
             let pw = &mut p[w_hh(l)];
-            b.lstm_bwd(
-                &pw.value.buf,
-                &self.zeros,
-                &self.zeros,
-                &layer.hs,
-                &layer.cs,
-                &layer.gates,
-                &layer.dhs,
-                &mut self.dxw,
-                &mut pw.grad.buf,
-                dims,
-            );
+            let seqs = LstmSeqs { hs: &layer.hs, cs: &layer.cs, gates: &layer.gates };
+            let saved = LstmSaved { h0: &self.zeros, c0: &self.zeros, seqs };
+            b.lstm_bwd(&pw.value.buf, saved, &layer.dhs, &mut self.dxw, &mut pw.grad.buf, dims);
             // Both biases get the same gradient: reduce once, add twice.
             b.fill(&mut self.dbias, 4 * h, 0.0);
             b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);

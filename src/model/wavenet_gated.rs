@@ -44,6 +44,7 @@ use super::{init, Model, Targets};
 use crate::engine::dropout::drop_site;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Attention, Backend, Conv1d, Dropout, Param, Tensor};
+use crate::engine::Qkv;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -501,7 +502,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
                 let (cqkv, co) = (pointwise(&self.cfg, batch, s, hd), pointwise(&self.cfg, batch, hd, s));
                 conv_grads(b, &mut self.params, ai.o, &ab.out, &self.dskip, co);
                 b.conv1d_bwd_input(&self.dskip, &self.params[ai.o].value.buf, &mut ab.dout, co, false);
-                b.attention_bwd(&ab.q, &ab.k, &ab.v, &ab.p, &ab.dout, &mut ab.dq, &mut ab.dk, &mut ab.dv, att);
+                b.attention_bwd(Qkv { q: &ab.q, k: &ab.k, v: &ab.v }, &ab.p, &ab.dout, Qkv { q: &mut ab.dq, k: &mut ab.dk, v: &mut ab.dv }, att);
                 // du = q^T dq + k^T dk + v^T dv, then skip += relu'(skip) du.
                 for (i, (idx, d)) in [(ai.q, &ab.dq), (ai.k, &ab.dk), (ai.v, &ab.dv)].into_iter().enumerate() {
                     conv_grads(b, &mut self.params, idx, &self.s1, d, cqkv);

@@ -27,6 +27,7 @@ use crate::engine::dropout::{active, drop_site};
 use crate::engine::roll::RollOps;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Conv1d, Dropout, Lstm, MatMul, Param};
+use crate::engine::{Bag, LstmSaved, LstmSeqs, Strided};
 use crate::model::init;
 use crate::model::lstm::{layer_forward, push_lstm_params, LayerArena};
 use crate::rng::Rng;
@@ -148,14 +149,14 @@ fn linear<B: Backend>(b: &B, rng: &mut Rng, params: &mut Vec<Param<B>>, name: &s
 
 /// The input projection: `x [n, E] = bag(ids, inp.weight) + inp.bias` (params 0 and 1).
 fn input_forward<B: RollOps>(b: &B, params: &[Param<B>], ids: &B::Ids, slots: usize, n: usize, e: usize, x: &mut B::Buf) {
-    b.bag_fwd(ids, &params[0].value.buf, x, n, slots, e);
+    b.bag_fwd(ids, &params[0].value.buf, x, Bag { n, slots, e });
     b.bias_add(x, &params[1].value.buf, n, e, 1);
 }
 
 /// Its backward from `dx [n, E]`.
 fn input_backward<B: RollOps>(b: &B, params: &mut [Param<B>], ids: &B::Ids, slots: usize, n: usize, e: usize, dx: &B::Buf) {
     b.bias_grad(dx, &mut params[1].grad.buf, n, e, 1);
-    b.bag_bwd(ids, dx, &mut params[0].grad.buf, n, slots, e, KEYS);
+    b.bag_bwd(ids, dx, &mut params[0].grad.buf, Bag { n, slots, e }, KEYS);
 }
 
 // ---- LSTM ---------------------------------------------------------------------------------------
@@ -265,7 +266,7 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
             let (below, rest) = self.layers.split_at_mut(l);
             let (input, in_dim) = match below.last() {
                 Some(prev) if on => {
-                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
                     drop_site(b, d.as_ref(), l as u32, &mut self.drop_hs[l - 1], n * h);
                     (&self.drop_hs[l - 1], h)
                 }
@@ -277,7 +278,7 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         }
         let top = &self.layers[nl - 1].hs;
         let z = if on {
-            b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+            b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
             drop_site(b, d.as_ref(), nl as u32, &mut self.drop_head, n * h);
             &self.drop_head
         } else {
@@ -307,7 +308,9 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
             let (below, rest) = self.layers.split_at_mut(l);
             let layer = &rest[0];
             let pw = &mut p[w_ih(l) + 1];
-            b.lstm_bwd(&pw.value.buf, &self.zeros, &self.zeros, &layer.hs, &layer.cs, &layer.gates, &layer.dhs, &mut self.dxw, &mut pw.grad.buf, dims);
+            let seqs = LstmSeqs { hs: &layer.hs, cs: &layer.cs, gates: &layer.gates };
+            let saved = LstmSaved { h0: &self.zeros, c0: &self.zeros, seqs };
+            b.lstm_bwd(&pw.value.buf, saved, &layer.dhs, &mut self.dxw, &mut pw.grad.buf, dims);
             b.fill(&mut self.dbias, 4 * h, 0.0);
             b.bias_grad(&self.dxw, &mut self.dbias, n, 4 * h, 1);
             b.add(&self.dbias, &mut p[w_ih(l) + 2].grad.buf, 4 * h);
