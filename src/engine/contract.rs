@@ -263,27 +263,26 @@ fn lstm_w(l: &Lstm) -> [(&'static str, usize); 2] {
     [("4 hidden", 4 * l.hidden), ("hidden", l.hidden)]
 }
 
+/// The buffers both LSTM passes read: `w_hh`, the initial state and what the forward writes.
+fn lstm_weights_and_state(op: &str, l: &Lstm, [w_hh, h0, c0, hs, cs, gates]: [usize; 6]) {
+    dims(op, "w_hh", w_hh, &lstm_w(l));
+    dims(op, "h0", h0, &lstm_state(l));
+    dims(op, "c0", c0, &lstm_state(l));
+    dims(op, "hs", hs, &lstm_seq(l));
+    dims(op, "cs", cs, &lstm_seq(l));
+    dims(op, "gates", gates, &lstm_gates(l));
+}
+
 /// `lstm_fwd(xw, w_hh, h0, c0, hs, cs, gates, l)`.
 pub fn lstm_fwd(l: &Lstm, [xw, w_hh, h0, c0, hs, cs, gates]: [usize; 7]) {
-    const OP: &str = "lstm_fwd";
-    dims(OP, "xw", xw, &lstm_gates(l));
-    dims(OP, "w_hh", w_hh, &lstm_w(l));
-    dims(OP, "h0", h0, &lstm_state(l));
-    dims(OP, "c0", c0, &lstm_state(l));
-    dims(OP, "hs", hs, &lstm_seq(l));
-    dims(OP, "cs", cs, &lstm_seq(l));
-    dims(OP, "gates", gates, &lstm_gates(l));
+    dims("lstm_fwd", "xw", xw, &lstm_gates(l));
+    lstm_weights_and_state("lstm_fwd", l, [w_hh, h0, c0, hs, cs, gates]);
 }
 
 /// `lstm_bwd(w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)`.
 pub fn lstm_bwd(l: &Lstm, [w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh]: [usize; 9]) {
     const OP: &str = "lstm_bwd";
-    dims(OP, "w_hh", w_hh, &lstm_w(l));
-    dims(OP, "h0", h0, &lstm_state(l));
-    dims(OP, "c0", c0, &lstm_state(l));
-    dims(OP, "hs", hs, &lstm_seq(l));
-    dims(OP, "cs", cs, &lstm_seq(l));
-    dims(OP, "gates", gates, &lstm_gates(l));
+    lstm_weights_and_state(OP, l, [w_hh, h0, c0, hs, cs, gates]);
     dims(OP, "dhs", dhs, &lstm_seq(l));
     dims(OP, "dxw", dxw, &lstm_gates(l));
     dims(OP, "dw_hh", dw_hh, &lstm_w(l));
