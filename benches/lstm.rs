@@ -7,8 +7,9 @@
 use std::time::Instant;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::gpu::GpuBackend;
-use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
+use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, optim::zero_grads};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;
@@ -64,7 +65,7 @@ fn bench_layer<B: Backend>(b: &B) -> (f64, f64, f64, f64) {
         b.matmul(&x, &w_ih, xw, mm(n, IN, 4 * H, false, true, false));
         b.bias_add(xw, &bias, n, 4 * H, 1);
         b.bias_add(xw, &bias, n, 4 * H, 1);
-        b.lstm_fwd(xw, &w_hh, &zeros, &zeros, hs, cs, gates, dims);
+        b.lstm_fwd(xw, &w_hh, &zeros, &zeros, LstmSeqs { hs, cs, gates }, dims);
     };
     let f = median_ms(REPS, || {
         fwd(b, &mut xw, &mut hs, &mut cs, &mut gates);
@@ -72,18 +73,18 @@ fn bench_layer<B: Backend>(b: &B) -> (f64, f64, f64, f64) {
     });
     let fb = median_ms(REPS, || {
         fwd(b, &mut xw, &mut hs, &mut cs, &mut gates);
-        b.lstm_bwd(&w_hh, &zeros, &zeros, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, dims);
+        b.lstm_bwd(&w_hh, LstmSaved { h0: &zeros, c0: &zeros, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, dims);
         b.bias_grad(&dxw, &mut db, n, 4 * H, 1);
         b.matmul(&dxw, &x, &mut dw_ih, mm(4 * H, n, IN, true, false, true));
         b.matmul(&dxw, &w_ih, &mut dx, mm(n, 4 * H, IN, false, false, false));
         b.read(&dx, 1);
     });
     let rf = median_ms(REPS, || {
-        b.lstm_fwd(&xw, &w_hh, &zeros, &zeros, &mut hs, &mut cs, &mut gates, dims);
+        b.lstm_fwd(&xw, &w_hh, &zeros, &zeros, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, dims);
         b.read(&hs, 1);
     });
     let rb = median_ms(REPS, || {
-        b.lstm_bwd(&w_hh, &zeros, &zeros, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, dims);
+        b.lstm_bwd(&w_hh, LstmSaved { h0: &zeros, c0: &zeros, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, dims);
         b.read(&dxw, 1);
     });
     (f, fb, rf, rb)
@@ -105,7 +106,7 @@ fn bench_step<B: Backend>(b: &B, seq: bool) -> f64 {
     median_ms(REPS, || {
         zero_grads(b, model.params_mut());
         model.forward(b, &x, BATCH);
-        b.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+        b.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         model.backward(b, &x, &dlogits, BATCH);
         adam.step(b, model.params_mut());
         b.read(&stats, 2);

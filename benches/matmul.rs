@@ -9,6 +9,7 @@ mod common;
 
 use common::{filled, time_per_rep};
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::{Backend, MatMul};
 use std::hint::black_box;
@@ -67,7 +68,7 @@ fn other_ops<B: Backend>(b: &B, target: Duration) -> Vec<(&'static str, f64)> {
         out.push((label, secs * 1e3));
     };
     time("embedding_bwd (n=16384, rows=300, e=100)", &mut || b.embedding_bwd(&ids, &dout, &mut dtable, bt, e));
-    time("softmax_xent (n=16384, v=300)", &mut || b.softmax_xent(&logits, &ids, &mut dl, &mut stats, bt, v, 1.0));
+    time("softmax_xent (n=16384, v=300)", &mut || b.softmax_xent(&logits, &ids, &mut dl, &mut stats, Xent { n: bt, v, grad_scale: 1.0 }));
     time("bias_grad (outer=16384, channels=300)", &mut || b.bias_grad(&logits, &mut dbias, bt, v, 1));
     out
 }

@@ -24,6 +24,7 @@
 use crate::engine::cpu::CpuBackend;
 use crate::engine::gpu::{by_kernel, DispatchTime, GpuBackend};
 use crate::engine::{Adam, AdamParams, Backend, Conv1d, Lstm, MatMul};
+use crate::engine::{AdamStep, LstmSaved, LstmSeqs, Xent};
 use crate::generate::{Generator, Mode};
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::{Model, Targets};
@@ -595,9 +596,9 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut dxw, mut dw_hh) = (b.alloc(bt * 4 * h), b.alloc(4 * h * h));
         // Recurrent product only: 4H x H multiply-adds per row and step; backward twice that.
         let flop = 2.0 * (bt * 4 * h * h) as f64;
-        kt.op("lstm_fwd B=128 T=128 H=128".into(), Some(flop), None, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l));
+        kt.op("lstm_fwd B=128 T=128 H=128".into(), Some(flop), None, || b.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l));
         kt.op("lstm_bwd B=128 T=128 H=128".into(), Some(2.0 * flop), None, || {
-                b.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l)
+                b.lstm_bwd(&w_hh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, l)
             });
     }
 
@@ -646,7 +647,7 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         b.write_ids(&mut targets, &ids);
         let (mut dlogits, mut stats) = (b.alloc(n * v), b.alloc(2 * n));
         kt.op(format!("softmax_xent [{n}, {v}]"), None, Some(8.0 * (n * v) as f64), || {
-                b.softmax_xent(&logits, &targets, &mut dlogits, &mut stats, n, v, 1.0 / n as f32)
+                b.softmax_xent(&logits, &targets, &mut dlogits, &mut stats, Xent { n, v, grad_scale: 1.0 / n as f32 })
             });
     }
 
@@ -671,7 +672,7 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
         let (mut p, mut m, mut v) = (filled(b, n, &mut rng), b.alloc(n), b.alloc(n));
         let mut scale = b.alloc(1);
         b.write(&mut scale, &[1.0]);
-        kt.op(format!("adam n={n}"), None, Some(28.0 * n as f64), || b.adam(&mut p, &g, &mut m, &mut v, n, AdamParams::default(), &scale));
+        kt.op(format!("adam n={n}"), None, Some(28.0 * n as f64), || b.adamw(&mut p, &g, &mut m, &mut v, &scale, AdamStep::adam(n, AdamParams::default())));
     }
     kt.out
 }

@@ -6,7 +6,7 @@
 //! sum on the backend, which the host reads once when it wants the numbers (end of an epoch, or a
 //! progress refresh).
 
-use crate::engine::{optim, Adam, Backend};
+use crate::engine::{optim, Adam, Backend, Xent};
 use crate::model::Model;
 
 /// Loss and accuracy summed over target rows.
@@ -89,7 +89,7 @@ impl<B: Backend> Stepper<B> {
         }
         model.forward(b, &self.x, batch);
         let v = model.vocab();
-        b.softmax_xent(&model.logits().buf, &self.y, &mut self.dlogits, &mut self.stats, rows, v, 1.0 / rows as f32);
+        b.softmax_xent(&model.logits().buf, &self.y, &mut self.dlogits, &mut self.stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         b.add(&self.stats, &mut self.stats_sum, 2 * rows);
         self.rows_since_read += rows;
         self.last_rows = rows;

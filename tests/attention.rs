@@ -5,7 +5,7 @@ mod common;
 
 use common::{numeric_grad, random_vec};
 use etude::engine::cpu::CpuBackend;
-use etude::engine::{Attention, Backend};
+use etude::engine::{Attention, Backend, Qkv};
 
 fn att(batch: usize, heads: usize, dim: usize, time: usize, shift: usize) -> Attention {
     Attention { batch, heads, dim, time, shift }
@@ -29,7 +29,7 @@ fn fwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], a: Attention) -> (Vec<f
 fn bwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], p: &[f32], dout: &[f32], a: Attention) -> [Vec<f32>; 3] {
     let n = a.qkv_len();
     let (mut dq, mut dk, mut dv) = (vec![5.0; n], vec![-5.0; n], vec![9.0; n]);
-    be.attention_bwd(&q.to_vec(), &k.to_vec(), &v.to_vec(), &p.to_vec(), &dout.to_vec(), &mut dq, &mut dk, &mut dv, a);
+    be.attention_bwd(Qkv { q: &q.to_vec(), k: &k.to_vec(), v: &v.to_vec() }, &p.to_vec(), &dout.to_vec(), Qkv { q: &mut dq, k: &mut dk, v: &mut dv }, a);
     [dq, dk, dv]
 }
 

@@ -13,7 +13,6 @@ use etude::rng::Rng;
 use etude::roll::data::{to_json_gz, Frame, Sequence, KEYS};
 use etude::roll::model::{build, RollConfig};
 use etude::roll::train::{save, RollMeta, RollTrainSettings, MODE};
-use etude::schedule::LrSchedule;
 use std::path::Path;
 
 /// Random polyphonic sequences: a few keys of a middle register, held for a few frames.
@@ -34,25 +33,6 @@ fn random_split(rng: &mut Rng, n: usize) -> Vec<Sequence> {
                 .collect()
         })
         .collect()
-}
-
-fn settings() -> RollTrainSettings {
-    RollTrainSettings {
-        epochs: 1,
-        batch: 4,
-        window: 32,
-        lr: 1e-3,
-        min_lr: 0.0,
-        lr_schedule: LrSchedule::Constant,
-        warmup_steps: 0,
-        clip: 1.0,
-        dropout: 0.0,
-        weight_decay: 0.0,
-        adamw_decay: 0.0,
-        patience: 0,
-        seed: 0,
-        transpose: 0,
-    }
 }
 
 fn write_data(dir: &Path, name: &str, splits: &[(&str, &[Sequence])]) -> String {
@@ -126,7 +106,7 @@ fn a_bias_only_model_gives_the_independent_bernoulli_baseline_through_eval() {
     let meta = RollMeta {
         mode: MODE.into(),
         config: cfg.clone(),
-        settings: settings(),
+        settings: RollTrainSettings::for_test(),
         frame_quarters: 0.5,
         data: data.clone(),
         epoch: 0,

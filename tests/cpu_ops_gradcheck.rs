@@ -6,6 +6,7 @@ mod common;
 
 use common::{check_abs, check_grad, numeric_grad, random_vec, Fixture};
 use etude::engine::cpu::CpuBackend;
+use etude::engine::{Strided, Xent};
 use etude::engine::{Act, Adam, AdamParams, Backend, MatMul, Param};
 
 /// Central differences with h = 1e-2 on an f32 forward, loss summed in f64. Linear ops: only f32
@@ -218,7 +219,7 @@ fn copy_strided_and_its_gradient() {
     let r = random_vec(12, 10);
     for accumulate in [false, true] {
         let mut dst = dst0.clone();
-        be.copy_strided(&src, 1, 4, &mut dst, 2, 3, rows, cols, accumulate);
+        be.copy_strided(&src, &mut dst, Strided { rows, cols, src_off: 1, src_stride: 4, dst_off: 2, dst_stride: 3, accumulate });
         for (i, &d) in dst.iter().enumerate() {
             let inside = i >= 2 && (i - 2) % 3 < cols && (i - 2) / 3 < rows;
             let want = if inside {
@@ -235,10 +236,10 @@ fn copy_strided_and_its_gradient() {
         }
         // The gradient w.r.t. src gathers r back from the block (accumulating into zeros).
         let mut dsrc = vec![0.0; src.len()];
-        be.copy_strided(&r, 2, 3, &mut dsrc, 1, 4, rows, cols, true);
+        be.copy_strided(&r, &mut dsrc, Strided::block(rows, cols).from(2, 3).to(1, 4).adding());
         let num = numeric_grad(&mut src.clone(), FD_H, |s| {
             let mut dst = dst0.clone();
-            be.copy_strided(&s.to_vec(), 1, 4, &mut dst, 2, 3, rows, cols, accumulate);
+            be.copy_strided(&s.to_vec(), &mut dst, Strided { rows, cols, src_off: 1, src_stride: 4, dst_off: 2, dst_stride: 3, accumulate });
             dot(&r, &dst)
         });
         fd_check(&format!("copy_strided accumulate={accumulate}"), &dsrc, &num);
@@ -301,11 +302,11 @@ fn softmax_xent_gradient_matches_finite_differences_of_the_summed_loss() {
     let scale = 1.0 / n as f32;
     let loss = |l: &[f32]| -> f64 {
         let (mut d, mut st) = (vec![0.0; n * v], vec![0.0; 2 * n]);
-        be.softmax_xent(&l.to_vec(), &targets, &mut d, &mut st, n, v, scale);
+        be.softmax_xent(&l.to_vec(), &targets, &mut d, &mut st, Xent { n, v, grad_scale: scale });
         st.iter().step_by(2).map(|&s| s as f64).sum::<f64>() * scale as f64
     };
     let (mut d, mut st) = (vec![0.0; n * v], vec![0.0; 2 * n]);
-    be.softmax_xent(&logits, &targets, &mut d, &mut st, n, v, scale);
+    be.softmax_xent(&logits, &targets, &mut d, &mut st, Xent { n, v, grad_scale: scale });
     // Per row: the loss in f64, and the accuracy flag.
     for i in 0..n {
         let row: Vec<f64> = logits[i * v..][..v].iter().map(|&x| x as f64).collect();
@@ -321,7 +322,7 @@ fn softmax_xent_gradient_matches_finite_differences_of_the_summed_loss() {
     // Ties go to the first maximum; a row far from 0 stays finite (stable log-sum-exp).
     let tie = vec![1000.0, 1000.0, -5.0];
     let (mut d, mut st) = (vec![0.0; 3], vec![0.0; 2]);
-    be.softmax_xent(&tie, &vec![1], &mut d, &mut st, 1, 3, 1.0);
+    be.softmax_xent(&tie, &vec![1], &mut d, &mut st, Xent { n: 1, v: 3, grad_scale: 1.0 });
     assert_eq!(st[1], 0.0, "argmax is the first maximum, not the target");
     assert!((st[0] as f64 - 2f64.ln()).abs() < 1e-6 && d.iter().all(|x| x.is_finite()));
 }
@@ -416,7 +417,7 @@ fn dense_embedding_loss_and_adam_parts_of_the_lstm_fixtures() {
         if seq {
             z.copy_from_slice(&hs);
         } else {
-            be.copy_strided(&hs, (t - 1) * h, t * h, &mut z, 0, h, batch, h, false);
+            be.copy_strided(&hs, &mut z, Strided::block(batch, h).from((t - 1) * h, t * h));
         }
         let (w1, b1, w2, b2) =
             (f.get("param.fc1.weight").f32(), f.get("param.fc1.bias").f32(), f.get("param.fc2.weight").f32(), f.get("param.fc2.bias").f32());
@@ -436,7 +437,7 @@ fn dense_embedding_loss_and_adam_parts_of_the_lstm_fixtures() {
         // The loss from the reference logits.
         let y = f.get("y").u32();
         let (mut dlogits, mut stats) = (vec![0.0; rows * v], vec![0.0; 2 * rows]);
-        be.softmax_xent(&f.get("logits").f32(), &y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+        be.softmax_xent(&f.get("logits").f32(), &y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         let loss = stats.iter().step_by(2).map(|&s| s as f64).sum::<f64>() / rows as f64;
         assert!((loss - f.get("loss").data[0]).abs() < common::LOSS_TOL, "{name} loss {loss}");
 

@@ -8,6 +8,7 @@
 mod common;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::{AdamStep, Strided};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::optim::{whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams, Backend, MatMul};
@@ -213,8 +214,8 @@ fn arena_ops_match_the_cpu_and_leave_the_padding_at_zero() {
         let (mut cp, mut cm, mut cv) = (host[0].clone(), vec![0f32; total], vec![0f32; total]);
         for step in 1..=2 {
             let hp = AdamParams { lr: 1e-2, weight_decay: 0.02, step, ..AdamParams::default() };
-            g.adamw(&mut p, &gr, &mut m, &mut v, total, hp, 0.999, &scale);
-            c.adamw(&mut cp, &host[1], &mut cm, &mut cv, total, hp, 0.999, &sc);
+            g.adamw(&mut p, &gr, &mut m, &mut v, &scale, AdamStep::adamw(total, hp, 0.999));
+            c.adamw(&mut cp, &host[1], &mut cm, &mut cv, &sc, AdamStep::adamw(total, hp, 0.999));
         }
         let (gp, gm, gv) = (g.read(&p, total), g.read(&m, total), g.read(&v, total));
         assert_close(&format!("{what} adamw p"), &gp, &cp, 1e-5, 1e-6);
@@ -249,12 +250,12 @@ fn cpu_fused_bookkeeping_equals_the_separate_passes_bit_for_bit() {
         for factor in [1.0f32, 0.99] {
             let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, step: 3, ..AdamParams::default() };
             let (mut p, mut m, mut v) = (p0.clone(), vec![0.1f32; n], vec![0.2f32; n]);
-            c.adamw(&mut p, &grad, &mut m, &mut v, n, hp, factor, &scale);
+            c.adamw(&mut p, &grad, &mut m, &mut v, &scale, AdamStep::adamw(n, hp, factor));
             let (mut p2, mut m2, mut v2) = (p0.clone(), vec![0.1f32; n], vec![0.2f32; n]);
             if factor != 1.0 {
                 c.decay(&mut p2, n, factor);
             }
-            c.adam(&mut p2, &grad, &mut m2, &mut v2, n, hp, &scale);
+            c.adamw(&mut p2, &grad, &mut m2, &mut v2, &scale, AdamStep::adam(n, hp));
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&p), bits(&p2), "adamw p n={n} factor={factor}");
             assert_eq!(bits(&m), bits(&m2), "adamw m n={n} factor={factor}");
@@ -323,8 +324,8 @@ fn ops_on_views_equal_ops_on_buffers() {
     let (mut cp, mut cp2) = (view(&outs2, 2, 2 * n), g.alloc(2 * n));
     g.fill(&mut cp, 2 * n, -1.0); // (the copy leaves a column of each)
     g.fill(&mut cp2, 2 * n, -1.0);
-    g.copy_strided(&y, 1, n, &mut cp, 0, n, 2, n - 1, false);
-    g.copy_strided(&y2, 1, n, &mut cp2, 0, n, 2, n - 1, false);
+    g.copy_strided(&y, &mut cp, Strided::block(2, n - 1).from(1, n).to(0, n));
+    g.copy_strided(&y2, &mut cp2, Strided::block(2, n - 1).from(1, n).to(0, n));
     let bits = |x: Vec<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(g.read(&y, m * n)), bits(g.read(&y2, m * n)), "matmul, bias_add, add on views");
     assert_eq!(bits(g.read(&db, n)), bits(g.read(&db2, n)), "bias_grad into a view");

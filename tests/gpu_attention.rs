@@ -9,7 +9,7 @@ mod wavenet_util;
 use common::random_vec;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
-use etude::engine::{Attention, Backend};
+use etude::engine::{Attention, Backend, Qkv};
 use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
 use etude::rng::Rng;
 use std::sync::OnceLock;
@@ -80,10 +80,10 @@ fn attention_matches_cpu() {
 
         // The backward from the CPU's p on both sides (the forward is checked above).
         let (mut dq_c, mut dk_c, mut dv_c) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        cpu.attention_bwd(&q, &k, &v, &p_c, &dout, &mut dq_c, &mut dk_c, &mut dv_c, a);
+        cpu.attention_bwd(Qkv { q: &q, k: &k, v: &v }, &p_c, &dout, Qkv { q: &mut dq_c, k: &mut dk_c, v: &mut dv_c }, a);
         let garbage = |i: u64| upload(&random_vec(seed + 10 + i, n));
         let (mut dq_g, mut dk_g, mut dv_g) = (garbage(0), garbage(1), garbage(2));
-        g.attention_bwd(&qg, &kg, &vg, &upload(&p_c), &upload(&dout), &mut dq_g, &mut dk_g, &mut dv_g, a);
+        g.attention_bwd(Qkv { q: &qg, k: &kg, v: &vg }, &upload(&p_c), &upload(&dout), Qkv { q: &mut dq_g, k: &mut dk_g, v: &mut dv_g }, a);
         let terms = a.time * a.dim.max(1);
         worst = worst.max(assert_close("dq", a, &g.read(&dq_g, n), &dq_c, terms));
         worst = worst.max(assert_close("dk", a, &g.read(&dk_g, n), &dk_c, terms));

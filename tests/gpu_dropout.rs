@@ -6,6 +6,7 @@ mod common;
 
 use common::random_vec;
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::dropout::{DropMask, Dropout};
 use etude::engine::gpu::GpuBackend;
 use etude::engine::optim::zero_grads;
@@ -121,7 +122,7 @@ fn forward_backward<B: Backend>(b: &B, name: &str) -> (Vec<f32>, Vec<Vec<f32>>) 
     zero_grads(b, m.params_mut());
     m.forward(b, &x, batch);
     let (mut dl, mut stats) = (b.alloc(rows * v), b.alloc_f32(2 * rows));
-    b.softmax_xent(&m.logits().buf, &y, &mut dl, &mut stats, rows, v, 1.0 / rows as f32);
+    b.softmax_xent(&m.logits().buf, &y, &mut dl, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
     m.backward(b, &x, &dl, batch);
     let logits = b.read(&m.logits().buf, rows * v);
     (logits, m.params().iter().map(|p| p.grad.to_vec(b)).collect())

@@ -21,6 +21,7 @@ mod cli_common;
 use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
+use etude::engine::{AdamStep, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, KernelVariant, Precision, F16_LOSS_SCALE};
 use etude::engine::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
 use etude::engine::Adam;
@@ -153,9 +154,9 @@ fn elementwise_ops_match_the_cpu() {
     for acc in [false, true] {
         let (rows, cols) = (7, 13);
         let mut gd = up(&y0);
-        g.copy_strided(&up(&x), 5, 20, &mut gd, 3, 17, rows, cols, acc);
+        g.copy_strided(&up(&x), &mut gd, Strided { rows, cols, src_off: 5, src_stride: 20, dst_off: 3, dst_stride: 17, accumulate: acc });
         let mut cd = cpu_buf(&c, &y0);
-        c.copy_strided(&x, 5, 20, &mut cd, 3, 17, rows, cols, acc);
+        c.copy_strided(&x, &mut cd, Strided { rows, cols, src_off: 5, src_stride: 20, dst_off: 3, dst_stride: 17, accumulate: acc });
         assert_close(&format!("copy_strided acc={acc}"), &g.read(&gd, n), &cd, EW_REL, ABS);
     }
 
@@ -302,10 +303,10 @@ fn softmax_xent_matches_the_cpu_with_a_loss_scaled_gradient() {
     let grad_scale = 1.0 / n as f32;
     let mut gd = g.alloc(n * v);
     let mut gs = g.alloc_f32(2 * n);
-    g.softmax_xent(&up(&logits), &up_ids(&targets), &mut gd, &mut gs, n, v, grad_scale);
+    g.softmax_xent(&up(&logits), &up_ids(&targets), &mut gd, &mut gs, Xent { n, v, grad_scale });
     let mut cd = c.alloc(n * v);
     let mut cs = c.alloc(2 * n);
-    c.softmax_xent(&logits, &targets, &mut cd, &mut cs, n, v, grad_scale);
+    c.softmax_xent(&logits, &targets, &mut cd, &mut cs, Xent { n, v, grad_scale });
     // The gradient leaves multiplied by the loss scale (a power of two: dividing is exact).
     let gdv: Vec<f32> = g.read(&gd, n * v).iter().map(|d| d / F16_LOSS_SCALE).collect();
     // softmax sums v exps: 1e-5 sqrt(v) relative on top of the f16 rounding
@@ -339,8 +340,8 @@ fn optimizer_unscales_the_gradient_and_keeps_f32_moments() {
     assert_close("clip_scale", &g.read(&gscale, 1), &cscale, 1e-5 * (n as f32).sqrt(), 0.0);
     for step in 1..=3 {
         let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, step, ..AdamParams::default() };
-        g.adam(&mut gp, &gg, &mut gm, &mut gv, n, hp, &gscale);
-        c.adam(&mut cp, &grad, &mut cm, &mut cv, n, hp, &cscale);
+        g.adamw(&mut gp, &gg, &mut gm, &mut gv, &gscale, AdamStep::adam(n, hp));
+        c.adamw(&mut cp, &grad, &mut cm, &mut cv, &cscale, AdamStep::adam(n, hp));
         // compare from the same (f16) parameters each step
         let gpv = g.read(&gp, n);
         // the update (<= lr) is computed in f32 and the parameter rounded: half an ulp of |p|
@@ -420,9 +421,9 @@ fn attention_matches_the_cpu() {
     let p16: Vec<f32> = cp.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     let dout = rand16(&mut rng, n, 1.0);
     let (mut gdq, mut gdk, mut gdv) = (g.alloc(n), g.alloc(n), g.alloc(n));
-    g.attention_bwd(&up(&q), &up(&k), &up(&v), &up(&p16), &up(&dout), &mut gdq, &mut gdk, &mut gdv, a);
+    g.attention_bwd(Qkv { q: &up(&q), k: &up(&k), v: &up(&v) }, &up(&p16), &up(&dout), Qkv { q: &mut gdq, k: &mut gdk, v: &mut gdv }, a);
     let (mut cdq, mut cdk, mut cdv) = (c.alloc(n), c.alloc(n), c.alloc(n));
-    c.attention_bwd(&q, &k, &v, &p16, &dout, &mut cdq, &mut cdk, &mut cdv, a);
+    c.attention_bwd(Qkv { q: &q, k: &k, v: &v }, &p16, &dout, Qkv { q: &mut cdq, k: &mut cdk, v: &mut cdv }, a);
     for (what, got, want) in [("dq", &gdq, &cdq), ("dk", &gdk, &cdk), ("dv", &gdv, &cdv)] {
         let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let terms = 1e-5 * ((a.time * a.dim) as f32).sqrt();
@@ -452,9 +453,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let c0 = rand16(&mut rng, batch * h, 1.0);
         let (mut ghs, mut gcs, mut gg) = (g.alloc(ns), g.alloc(ns), g.alloc(nx));
         let (gwhh, gh0, gc0) = (up(&whh), up(&h0), up(&c0));
-        g.lstm_fwd(&up(&xw), &gwhh, &gh0, &gc0, &mut ghs, &mut gcs, &mut gg, l);
+        g.lstm_fwd(&up(&xw), &gwhh, &gh0, &gc0, LstmSeqs { hs: &mut ghs, cs: &mut gcs, gates: &mut gg }, l);
         let (mut chs, mut ccs, mut cg) = (c.alloc(ns), c.alloc(ns), c.alloc(nx));
-        c.lstm_fwd(&xw, &whh, &h0, &c0, &mut chs, &mut ccs, &mut cg, l);
+        c.lstm_fwd(&xw, &whh, &h0, &c0, LstmSeqs { hs: &mut chs, cs: &mut ccs, gates: &mut cg }, l);
         // The recurrence runs in f32 on the GPU (state in workgroup memory): only the stored
         // outputs are rounded. A step's dot product has H terms bounded by sum |w| |h| <= H * 0.3;
         // tanh/sigmoid are 1-Lipschitz, and errors carried through c are damped by f < 1.
@@ -470,9 +471,9 @@ fn lstm_recurrence_matches_the_cpu() {
         let dhs = rand16(&mut rng, ns, 1.0);
         let dw0 = rand16(&mut rng, 4 * h * h, 1.0);
         let (mut gdxw, mut gdw) = (g.alloc(nx), up(&dw0));
-        g.lstm_bwd(&gwhh, &gh0, &gc0, &ghs, &gcs, &gg, &up(&dhs), &mut gdxw, &mut gdw, l);
+        g.lstm_bwd(&gwhh, LstmSaved { h0: &gh0, c0: &gc0, seqs: LstmSeqs { hs: &ghs, cs: &gcs, gates: &gg } }, &up(&dhs), &mut gdxw, &mut gdw, l);
         let (mut cdxw, mut cdw) = (c.alloc(nx), cpu_buf(&c, &dw0));
-        c.lstm_bwd(&whh, &h0, &c0, &ghv, &gcv, &ggv, &dhs, &mut cdxw, &mut cdw, l);
+        c.lstm_bwd(&whh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &ghv, cs: &gcv, gates: &ggv } }, &dhs, &mut cdxw, &mut cdw, l);
         // dxw: f32 recurrence backward in time, rounded at the store; its dh sums 4H terms per step.
         let gdxv = g.read(&gdxw, nx);
         let scale = cdxw.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -512,7 +513,7 @@ fn mixing_f16_and_f32_buffers_in_an_op_is_refused() {
 fn loss_statistics_must_be_f32() {
     let g = gpu();
     let (logits, mut d, mut stats) = (g.alloc(6), g.alloc(6), g.alloc(4));
-    g.softmax_xent(&logits, &up_ids(&[0, 1]), &mut d, &mut stats, 2, 3, 0.5);
+    g.softmax_xent(&logits, &up_ids(&[0, 1]), &mut d, &mut stats, Xent { n: 2, v: 3, grad_scale: 0.5 });
 }
 
 #[test]

@@ -5,8 +5,9 @@ mod common;
 mod lstm_common;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::gpu::{GpuBackend, KernelVariant};
-use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend, Lstm, MatMul};
+use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, optim::zero_grads};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;
@@ -40,11 +41,11 @@ fn run_layer<B: Backend>(b: &B, inputs: &[Vec<f32>; 8], inp: usize, l: Lstm) -> 
     b.matmul(&x, &w_ih, &mut xw, mm(n, inp, 4 * h, false, true, false));
     b.bias_add(&mut xw, &b_ih, n, 4 * h, 1);
     b.bias_add(&mut xw, &b_hh, n, 4 * h, 1);
-    b.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
+    b.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l);
     // dW_hh starts non-zero: lstm_bwd accumulates.
     let mut dw_hh = upload(b, &vec![0.25; 4 * h * h]);
     let (mut dxw, mut dw_ih, mut db, mut dx) = (b.alloc(n * 4 * h), b.alloc(4 * h * inp), b.alloc(4 * h), b.alloc(n * inp));
-    b.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+    b.lstm_bwd(&w_hh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, l);
     b.matmul(&dxw, &x, &mut dw_ih, mm(4 * h, n, inp, true, false, true));
     b.bias_grad(&dxw, &mut db, n, 4 * h, 1);
     b.matmul(&dxw, &w_ih, &mut dx, mm(n, 4 * h, inp, false, false, false));
@@ -180,7 +181,7 @@ fn dispatches_per_training_step_do_not_depend_on_the_window() {
                 g.reset_stats();
                 zero_grads(&*g, model.params_mut());
                 model.forward(&*g, &x, batch);
-                g.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, rows, 7, 1.0 / rows as f32);
+                g.softmax_xent(&model.logits().buf, &y, &mut dlogits, &mut stats, Xent { n: rows, v: 7, grad_scale: 1.0 / rows as f32 });
                 model.backward(&*g, &x, &dlogits, batch);
                 adam.step(&*g, model.params_mut());
                 g.flush();

@@ -15,6 +15,7 @@
 mod common;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::{AdamStep, Strided, Xent};
 use etude::engine::gpu::{list_adapters, pick_adapter_index, GpuBackend, GpuBuffer};
 use etude::engine::{Act, AdamParams, Backend, MatMul};
 use etude::rng::Rng;
@@ -137,10 +138,10 @@ fn copy_strided_plain_and_accumulating() {
             let src = rand_vec(&mut rng, so + (rows - 1) * ss + cols + 2, 1.0);
             let dst0 = rand_vec(&mut rng, d_o + (rows - 1) * ds + cols + 2, 1.0);
             let mut want = dst0.clone();
-            c.copy_strided(&src, so, ss, &mut want, d_o, ds, rows, cols, acc);
+            c.copy_strided(&src, &mut want, Strided { rows, cols, src_off: so, src_stride: ss, dst_off: d_o, dst_stride: ds, accumulate: acc });
             let sb = upload(&src);
             let mut db = upload(&dst0);
-            g.copy_strided(&sb, so, ss, &mut db, d_o, ds, rows, cols, acc);
+            g.copy_strided(&sb, &mut db, Strided { rows, cols, src_off: so, src_stride: ss, dst_off: d_o, dst_stride: ds, accumulate: acc });
             // a copy is exact; one addition is exact-rounded on both sides
             assert_eq!(g.read(&db, dst0.len()), want, "copy_strided {rows}x{cols} acc={acc}");
         }
@@ -370,10 +371,10 @@ fn softmax_xent_matches_and_is_stable() {
         let grad_scale = 1.0 / n as f32;
         let mut dl = vec![0.0; n * v];
         let mut st = vec![0.0; 2 * n];
-        c.softmax_xent(&logits, &targets, &mut dl, &mut st, n, v, grad_scale);
+        c.softmax_xent(&logits, &targets, &mut dl, &mut st, Xent { n, v, grad_scale });
         let mut dlb = g.alloc(n * v);
         let mut stb = g.alloc(2 * n);
-        g.softmax_xent(&upload(&logits), &upload_ids(&targets), &mut dlb, &mut stb, n, v, grad_scale);
+        g.softmax_xent(&upload(&logits), &upload_ids(&targets), &mut dlb, &mut stb, Xent { n, v, grad_scale });
         let dg = g.read(&dlb, n * v);
         let sg = g.read(&stb, 2 * n);
         assert!(dg.iter().chain(&sg).all(|x| x.is_finite()), "softmax_xent {n}x{v} scale {scale}: finite");
@@ -401,7 +402,7 @@ fn softmax_argmax_prefers_the_first_maximum() {
     }
     let mut dl = g.alloc(2 * v);
     let mut st = g.alloc(4);
-    g.softmax_xent(&upload(&logits), &upload_ids(&[1, 300]), &mut dl, &mut st, 2, v, 1.0);
+    g.softmax_xent(&upload(&logits), &upload_ids(&[1, 300]), &mut dl, &mut st, Xent { n: 2, v, grad_scale: 1.0 });
     let s = g.read(&st, 4);
     assert_eq!((s[1], s[3]), (1.0, 0.0), "first maximum wins ties");
 }
@@ -455,7 +456,7 @@ fn adam_with_weight_decay_and_clipping_over_steps() {
             if n > 1 {
                 assert!(sc[0] < 1.0, "the test must exercise clipping");
             }
-            c.adam(&mut p, &grad, &mut m, &mut v, n, hp, &sc);
+            c.adamw(&mut p, &grad, &mut m, &mut v, &sc, AdamStep::adam(n, hp));
             g.write(&mut gb, &grad);
             g.fill(&mut accb, 1, 0.0);
             g.sum_squares(&gb, n, &mut accb);
@@ -464,7 +465,7 @@ fn adam_with_weight_decay_and_clipping_over_steps() {
             let scg = g.read(&scb, 1);
             assert_close("clip scale", &scg, &sc, 1e-5 * ((n + 1) as f32).sqrt(), 0.0);
             g.write(&mut scb, &sc);
-            g.adam(&mut pb, &gb, &mut mb, &mut vb, n, hp, &scb);
+            g.adamw(&mut pb, &gb, &mut mb, &mut vb, &scb, AdamStep::adam(n, hp));
         }
         // five steps of element-wise f32 formulas with a division by sqrt(v): relative 1e-4 on
         // the moments, and the parameters move by at most 5 * lr from values of order 1

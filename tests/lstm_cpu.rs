@@ -5,7 +5,7 @@ mod common;
 
 use common::{numeric_grad, random_vec};
 use etude::engine::cpu::CpuBackend;
-use etude::engine::{Backend, Lstm, MatMul};
+use etude::engine::{Backend, Lstm, LstmSaved, LstmSeqs, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;
@@ -62,7 +62,7 @@ fn forward_matches_a_plain_per_step_lstm() {
         let n = batch * time * h;
         // Buffers longer than needed, as an arena would pass them.
         let (mut hs, mut cs, mut gates) = (vec![9.0; n + 3], vec![9.0; n + 3], vec![9.0; 4 * n + 3]);
-        be.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, Lstm { batch, time, hidden: h });
+        be.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, Lstm { batch, time, hidden: h });
         let (want_h, want_c) = naive_lstm(&xw, &w_hh, &h0, &c0, batch, time, h);
         // f32 evaluation of O(1) values through at most 6 steps: rounding stays below 1e-6;
         // 1e-5 is a wide margin that still catches any wrong index or gate.
@@ -122,7 +122,7 @@ impl Layer {
         be.bias_add(&mut xw, &self.b_ih, n, 4 * h, 1);
         be.bias_add(&mut xw, &self.b_hh, n, 4 * h, 1);
         let mut s = Saved { hs: vec![0.0; n * h], cs: vec![0.0; n * h], gates: vec![0.0; n * 4 * h] };
-        be.lstm_fwd(&xw, &self.w_hh, &self.h0, &self.c0, &mut s.hs, &mut s.cs, &mut s.gates, self.dims());
+        be.lstm_fwd(&xw, &self.w_hh, &self.h0, &self.c0, LstmSeqs { hs: &mut s.hs, cs: &mut s.cs, gates: &mut s.gates }, self.dims());
         s
     }
 
@@ -160,7 +160,7 @@ fn layer_gradients_match_finite_differences() {
         let mut dxw = vec![0.0; n * 4 * h];
         // dW_hh starts at 1 to check that lstm_bwd accumulates into it.
         let mut dw_hh = vec![1.0; 4 * h * h];
-        be.lstm_bwd(&layer.w_hh, &layer.h0, &layer.c0, &saved.hs, &saved.cs, &saved.gates, &r, &mut dxw, &mut dw_hh, layer.dims());
+        be.lstm_bwd(&layer.w_hh, LstmSaved { h0: &layer.h0, c0: &layer.c0, seqs: LstmSeqs { hs: &saved.hs, cs: &saved.cs, gates: &saved.gates } }, &r, &mut dxw, &mut dw_hh, layer.dims());
         dw_hh.iter_mut().for_each(|v| *v -= 1.0);
         let mut dw_ih = vec![0.0; 4 * h * inp];
         be.matmul(&dxw, &layer.x, &mut dw_ih, MatMul { m: 4 * h, k: n, n: inp, trans_a: true, trans_b: false, accumulate: true });
@@ -223,11 +223,11 @@ fn clone_layer(l: &Layer) -> Layer {
 fn empty_sizes_are_a_no_op_and_short_buffers_panic_with_the_op_name() {
     let be = CpuBackend::new();
     let (mut hs, mut cs, mut g) = (vec![], vec![], vec![]);
-    be.lstm_fwd(&vec![], &vec![0.0; 16], &vec![], &vec![], &mut hs, &mut cs, &mut g, Lstm { batch: 0, time: 3, hidden: 2 });
+    be.lstm_fwd(&vec![], &vec![0.0; 16], &vec![], &vec![], LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 0, time: 3, hidden: 2 });
     let short = std::panic::catch_unwind(|| {
         let be = CpuBackend::new();
         let (mut hs, mut cs, mut g) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 16]);
-        be.lstm_fwd(&vec![0.0; 15], &vec![0.0; 16], &vec![0.0; 2], &vec![0.0; 2], &mut hs, &mut cs, &mut g, Lstm { batch: 1, time: 2, hidden: 2 });
+        be.lstm_fwd(&vec![0.0; 15], &vec![0.0; 16], &vec![0.0; 2], &vec![0.0; 2], LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 1, time: 2, hidden: 2 });
     });
     let msg = short.expect_err("a short xw must panic");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -6,6 +6,7 @@
 mod common;
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Bce;
 use etude::engine::gpu::GpuBackend;
 use etude::engine::roll::RollOps;
 use etude::engine::{Backend, Dropout};
@@ -52,7 +53,7 @@ fn loss<B: RollOps>(b: &B, m: &mut dyn RollModel<B>, batch: &Batch, backward: bo
     b.write(&mut w, &batch.w);
     let (mut d, mut st) = (b.alloc(n * KEYS), b.alloc_f32(n));
     m.forward(b, &ids, batch.slots, batch.batch, batch.time);
-    b.bce_logits(m.logits(), &y, &w, &mut d, &mut st, n, KEYS, 1.0);
+    b.bce_logits(m.logits(), &y, &w, &mut d, &mut st, Bce { n, k: KEYS, grad_scale: 1.0 });
     if backward {
         m.backward(b, &ids, batch.slots, &d, batch.batch, batch.time);
         return b.read(&st, n).iter().map(|&v| v as f64).sum();

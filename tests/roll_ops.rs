@@ -7,6 +7,7 @@ mod common;
 
 use common::{numeric_grad, random_vec};
 use etude::engine::cpu::CpuBackend;
+use etude::engine::{Bag, Bce};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::roll::RollOps;
 use etude::engine::Backend;
@@ -40,7 +41,7 @@ fn targets(rng: &mut Rng, n: usize, p: f64) -> Vec<f32> {
 fn bce_cpu(logits: &[f32], y: &[f32], w: &[f32], n: usize, k: usize, scale: f32) -> (Vec<f32>, Vec<f32>) {
     let mut d = vec![0.0; n * k];
     let mut st = vec![0.0; n];
-    CpuBackend::new().bce_logits(&logits.to_vec(), &y.to_vec(), &w.to_vec(), &mut d, &mut st, n, k, scale);
+    CpuBackend::new().bce_logits(&logits.to_vec(), &y.to_vec(), &w.to_vec(), &mut d, &mut st, Bce { n, k, grad_scale: scale });
     (d, st)
 }
 
@@ -109,7 +110,7 @@ fn bce_is_finite_at_logits_of_80() {
     assert!(d.iter().zip(&want_d).all(|(a, b)| (a - b).abs() < 1e-6), "{d:?}");
     let g = gpu();
     let (mut dg, mut sg) = (g.alloc(6), g.alloc_f32(1));
-    g.bce_logits(&upload(&logits), &upload(&y), &upload(&[1.0]), &mut dg, &mut sg, 1, 6, 1.0);
+    g.bce_logits(&upload(&logits), &upload(&y), &upload(&[1.0]), &mut dg, &mut sg, Bce { n: 1, k: 6, grad_scale: 1.0 });
     let (dg, sg) = (g.read(&dg, 6), g.read(&sg, 1));
     assert!(dg.iter().chain(&sg).all(|v| v.is_finite()));
     assert!((sg[0] - want).abs() < 1e-2, "gpu {}", sg[0]);
@@ -128,7 +129,7 @@ fn bce_gpu_matches_cpu_on_random_inputs() {
         let gs = 1.0 / n as f32;
         let (d, st) = bce_cpu(&logits, &y, &w, n, k, gs);
         let (mut db, mut sb) = (g.alloc(n * k), g.alloc_f32(n));
-        g.bce_logits(&upload(&logits), &upload(&y), &upload(&w), &mut db, &mut sb, n, k, gs);
+        g.bce_logits(&upload(&logits), &upload(&y), &upload(&w), &mut db, &mut sb, Bce { n, k, grad_scale: gs });
         let (dg, sg) = (g.read(&db, n * k), g.read(&sb, n));
         for i in 0..n * k {
             assert!((dg[i] - d[i]).abs() <= 1e-6 + 1e-5 * d[i].abs(), "{n}x{k} dlogits[{i}]: gpu {} cpu {}", dg[i], d[i]);
@@ -156,7 +157,7 @@ fn bag_forward_is_the_sum_of_the_rows_and_its_backward_matches_finite_difference
     ids[4..8].copy_from_slice(&[2, 2, u32::MAX, 8]); // a repeated key
     let mut table = random_vec(6, rows * e);
     let mut out = vec![7.0; n * e];
-    c.bag_fwd(&ids, &table, &mut out, n, slots, e);
+    c.bag_fwd(&ids, &table, &mut out, Bag { n, slots, e });
     assert!(out[..e].iter().all(|&v| v == 0.0), "an empty frame gives zeros");
     for col in 0..e {
         let want = 2.0 * table[2 * e + col] + table[8 * e + col];
@@ -164,17 +165,17 @@ fn bag_forward_is_the_sum_of_the_rows_and_its_backward_matches_finite_difference
     }
     let r = random_vec(7, n * e);
     let mut dtable = vec![0.0; rows * e];
-    c.bag_bwd(&ids, &r, &mut dtable, n, slots, e, rows);
+    c.bag_bwd(&ids, &r, &mut dtable, Bag { n, slots, e }, rows);
     let num = numeric_grad(&mut table, 1e-2, |t| {
         let mut o = vec![0.0; n * e];
-        c.bag_fwd(&ids, &t.to_vec(), &mut o, n, slots, e);
+        c.bag_fwd(&ids, &t.to_vec(), &mut o, Bag { n, slots, e });
         o.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
     });
     for (i, (&a, &g)) in dtable.iter().zip(&num).enumerate() {
         assert!((a as f64 - g).abs() <= 1e-4 + 2e-3 * g.abs(), "dtable[{i}]: analytic {a} numeric {g}");
     }
     // the backward accumulates
-    c.bag_bwd(&ids, &r, &mut dtable, n, slots, e, rows);
+    c.bag_bwd(&ids, &r, &mut dtable, Bag { n, slots, e }, rows);
     for (i, &g) in num.iter().enumerate() {
         assert!((dtable[i] as f64 - 2.0 * g).abs() <= 2e-4 + 4e-3 * g.abs(), "accumulated dtable[{i}]");
     }
@@ -189,10 +190,10 @@ fn bag_gpu_matches_cpu_on_random_inputs() {
         let ids = bags(&mut rng, n, slots, rows);
         let table = random_vec(rng.next_u64(), rows * e);
         let mut out = vec![0.0; n * e];
-        c.bag_fwd(&ids, &table, &mut out, n, slots, e);
+        c.bag_fwd(&ids, &table, &mut out, Bag { n, slots, e });
         let mut ob = g.alloc(n * e);
         let idb = upload_ids(&ids);
-        g.bag_fwd(&idb, &upload(&table), &mut ob, n, slots, e);
+        g.bag_fwd(&idb, &upload(&table), &mut ob, Bag { n, slots, e });
         let og = g.read(&ob, n * e);
         for i in 0..n * e {
             assert!((og[i] - out[i]).abs() <= 1e-5 * (slots as f32), "fwd {n}x{slots}x{e}[{i}]: gpu {} cpu {}", og[i], out[i]);
@@ -200,9 +201,9 @@ fn bag_gpu_matches_cpu_on_random_inputs() {
         let dout = random_vec(rng.next_u64(), n * e);
         let start = random_vec(rng.next_u64(), rows * e);
         let mut dt = start.clone();
-        c.bag_bwd(&ids, &dout, &mut dt, n, slots, e, rows);
+        c.bag_bwd(&ids, &dout, &mut dt, Bag { n, slots, e }, rows);
         let mut dtb = upload(&start);
-        g.bag_bwd(&idb, &upload(&dout), &mut dtb, n, slots, e, rows);
+        g.bag_bwd(&idb, &upload(&dout), &mut dtb, Bag { n, slots, e }, rows);
         let dg = g.read(&dtb, rows * e);
         // sums of up to n*slots terms of at most 1, in another order
         let tol = 1e-5 * ((n * slots) as f32).sqrt() * 4.0 + 1e-5;

@@ -9,6 +9,7 @@ use common::ModelCase;
 
 use etude::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
 use etude::midi::ReadOptions;
@@ -236,7 +237,7 @@ fn attention_learns_to_copy_what_the_convs_cannot() {
                 y.extend_from_slice(&seq[1..]);
             }
             m.forward(&b, &x, B);
-            b.softmax_xent(&m.logits().buf, &y, &mut dlogits, &mut stats, B * W, VOCAB, 1.0 / (B * W) as f32);
+            b.softmax_xent(&m.logits().buf, &y, &mut dlogits, &mut stats, Xent { n: B * W, v: VOCAB, grad_scale: 1.0 / (B * W) as f32 });
             zero_grads(&b, m.params_mut());
             m.backward(&b, &x, &dlogits, B);
             adam.step(&b, m.params_mut());

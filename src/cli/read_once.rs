@@ -10,7 +10,6 @@ use etude::rng::Rng;
 use etude::roll::data::to_json_gz;
 use etude::roll::model::{build, RollConfig};
 use etude::roll::train::{save, RollMeta, RollTrainSettings, MODE};
-use etude::schedule::LrSchedule;
 use std::path::{Path, PathBuf};
 
 /// Run `etude ARGS` in this thread, returning its error, and the checkpoint files it read.
@@ -82,26 +81,10 @@ fn piano_roll_generate_and_eval_read_the_checkpoint_once() {
     let b = CpuBackend::new();
     let cfg = RollConfig::Lstm { embed: 4, hidden: 3, layers: 1 };
     let m = build(&b, &cfg, 64, &mut Rng::new(0));
-    let settings = RollTrainSettings {
-        epochs: 1,
-        batch: 4,
-        window: 32,
-        lr: 1e-3,
-        min_lr: 0.0,
-        lr_schedule: LrSchedule::Constant,
-        warmup_steps: 0,
-        clip: 1.0,
-        dropout: 0.0,
-        weight_decay: 0.0,
-        adamw_decay: 0.0,
-        patience: 0,
-        seed: 0,
-        transpose: 0,
-    };
     let meta = RollMeta {
         mode: MODE.into(),
         config: cfg.clone(),
-        settings,
+        settings: RollTrainSettings::for_test(),
         frame_quarters: 0.5,
         data: data.display().to_string(),
         epoch: 0,

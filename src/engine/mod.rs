@@ -8,19 +8,24 @@
 //!
 //! Models are written once against this trait (see `crate::model`). Buffers are allocated once
 //! (parameters, gradients, optimizer moments, and an activation arena sized by batch and window)
-//! and reused every step. Every operation takes its sizes explicitly; a buffer may be longer than
-//! the sizes need (an arena sized for batch 128 serves batch 1), never shorter — each backend checks
-//! that and panics with the operation's name, so a kernel can trust its inputs.
+//! and reused every step. Every operation takes its sizes explicitly (the ops with many sizes as
+//! one struct of [`args`]); a buffer may be longer than the sizes need (an arena sized for batch
+//! 128 serves batch 1), never shorter — each op has one contract in [`contract`], which both
+//! backends call before they run and whose panic names the op, the buffer and the sizes, so a
+//! kernel can trust its inputs.
 //!
 //! Layouts are PyTorch's, row-major: Linear weight `[out, in]`, Conv1d weight `[out, in, K]`,
 //! conv activations `[batch, channels, time]`, LSTM weights `[4H, in]` with gate blocks i, f, g, o.
 
+pub mod args;
+pub mod contract;
 pub mod cpu;
 pub mod dropout;
 pub mod gpu;
 pub mod optim;
 pub mod roll;
 
+pub use args::{AdamStep, Bag, Bce, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 pub use dropout::{DropMask, Dropout};
 pub use optim::{Adam, Param};
 
@@ -181,21 +186,9 @@ pub trait Backend {
     fn fill(&self, x: &mut Self::Buf, n: usize, value: f32);
     /// `y[0..n] += x[0..n]`.
     fn add(&self, x: &Self::Buf, y: &mut Self::Buf, n: usize);
-    /// Strided copy of a `rows x cols` block:
+    /// Strided copy of a `rows x cols` block (see [`Strided`]):
     /// `dst[dst_off + r*dst_stride + c] (+)= src[src_off + r*src_stride + c]` (`+=` when `accumulate`).
-    #[allow(clippy::too_many_arguments)]
-    fn copy_strided(
-        &self,
-        src: &Self::Buf,
-        src_off: usize,
-        src_stride: usize,
-        dst: &mut Self::Buf,
-        dst_off: usize,
-        dst_stride: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    );
+    fn copy_strided(&self, src: &Self::Buf, dst: &mut Self::Buf, s: Strided);
     /// `y[0..n] = act(x[0..n])`.
     fn act_fwd(&self, act: Act, x: &Self::Buf, y: &mut Self::Buf, n: usize);
     /// `dx[0..n] = dy * act'(x)`, written from the forward output `y`.
@@ -226,47 +219,20 @@ pub trait Backend {
     fn embedding_bwd(&self, ids: &Self::Ids, dout: &Self::Buf, dtable: &mut Self::Buf, n: usize, e: usize);
 
     // ---- loss ---------------------------------------------------------------------------------
-    /// Fused, numerically stable softmax cross-entropy over `logits [n, v]` with `targets [n]`:
-    /// `dlogits = (softmax(logits) - onehot(target)) * grad_scale` (`grad_scale = 1/n_total` gives the
-    /// mean), and per row `stats[2i] = -log softmax[target]`, `stats[2i+1] = 1` when the argmax
-    /// (first maximum) is the target, else 0. The host sums `stats` when it wants the loss.
-    #[allow(clippy::too_many_arguments)]
-    fn softmax_xent(
-        &self,
-        logits: &Self::Buf,
-        targets: &Self::Ids,
-        dlogits: &mut Self::Buf,
-        stats: &mut Self::Buf,
-        n: usize,
-        v: usize,
-        grad_scale: f32,
-    );
+    /// Fused, numerically stable softmax cross-entropy over `logits [n, v]` with `targets [n]`
+    /// (sizes in [`Xent`]): `dlogits = (softmax(logits) - onehot(target)) * grad_scale`
+    /// (`grad_scale = 1/n_total` gives the mean), and per row `stats[2i] = -log softmax[target]`,
+    /// `stats[2i+1] = 1` when the argmax (first maximum) is the target, else 0. The host sums
+    /// `stats` when it wants the loss.
+    fn softmax_xent(&self, logits: &Self::Buf, targets: &Self::Ids, dlogits: &mut Self::Buf, stats: &mut Self::Buf, x: Xent);
 
     // ---- optimizer ----------------------------------------------------------------------------
     /// `acc[0] += sum(x[0..n]^2)` (global gradient norm, one tensor at a time).
     fn sum_squares(&self, x: &Self::Buf, n: usize, acc: &mut Self::Buf);
     /// `scale[0] = min(1, max_norm / (sqrt(acc[0]) + 1e-6))`; `max_norm <= 0` means no clipping (scale 1).
     fn clip_scale(&self, acc: &Self::Buf, max_norm: f32, scale: &mut Self::Buf);
-    /// One Adam step on `p[0..n]` with gradient `g * scale[0]` (see [`AdamParams`]):
-    /// `g' = g*s + wd*p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
-    /// `p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
-    /// [`Backend::adamw`] with no decoupled decay (`factor = 1`).
-    #[allow(clippy::too_many_arguments)]
-    fn adam(
-        &self,
-        p: &mut Self::Buf,
-        g: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-        n: usize,
-        hp: AdamParams,
-        scale: &Self::Buf,
-    ) {
-        self.adamw(p, g, m, v, n, hp, 1.0, scale)
-    }
-
     /// `p[0..n] *= factor`: AdamW's decoupled weight decay, `factor = 1 - lr * decay`, applied to a
-    /// parameter before its [`Backend::adam`] step (PyTorch `torch.optim.AdamW`'s order).
+    /// parameter before its Adam step ([`Backend::adamw`] fuses both) (PyTorch `torch.optim.AdamW`'s order).
     fn decay(&self, p: &mut Self::Buf, n: usize, factor: f32);
 
     /// The global gradient norm and the clip scale over one buffer (a gradient arena) in one go:
@@ -275,22 +241,13 @@ pub trait Backend {
     /// partial sums, then one workgroup that adds them and writes the scale), one pass on the CPU.
     fn grad_norm_clip(&self, g: &Self::Buf, n: usize, max_norm: f32, acc: &mut Self::Buf, scale: &mut Self::Buf);
 
-    /// [`Backend::decay`] by `factor` then [`Backend::adam`], fused into one pass: `p *= factor`
-    /// (stored at the buffer's precision, as `decay` stores it), then the Adam step from that `p`.
-    /// `factor = 1` is plain Adam, bit for bit. PyTorch `torch.optim.AdamW` when `factor = 1 - lr *
-    /// decay` and `hp.weight_decay = 0`.
-    #[allow(clippy::too_many_arguments)]
-    fn adamw(
-        &self,
-        p: &mut Self::Buf,
-        g: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-        n: usize,
-        hp: AdamParams,
-        factor: f32,
-        scale: &Self::Buf,
-    );
+    /// One Adam(W) step on `p[0..n]` with gradient `g * scale[0]` (see [`AdamStep`], [`AdamParams`]):
+    /// `p *= factor` (stored at the buffer's precision, as [`Backend::decay`] stores it), then
+    /// `g' = g*s + wd*p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
+    /// `p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+    /// `factor = 1` ([`AdamStep::adam`]) is plain Adam, bit for bit; PyTorch `torch.optim.AdamW`
+    /// when `factor = 1 - lr * decay` and `hp.weight_decay = 0`.
+    fn adamw(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, scale: &Self::Buf, step: AdamStep);
 
     // ---- convolution (see [`Conv1d`]) ---------------------------------------------------------
     /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
@@ -303,7 +260,6 @@ pub trait Backend {
     // ---- attention (see [`Attention`]) -------------------------------------------------------
     /// Writes `out [batch, heads*dim, time]` and the probabilities `p [batch, heads, time, time]`
     /// (zeros where masked; what the backward needs) from `q, k, v [batch, heads*dim, time]`.
-    #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
         &self,
         q: &Self::Buf,
@@ -314,7 +270,7 @@ pub trait Backend {
         a: Attention,
     );
     /// Backward of [`Backend::attention_fwd`] from `dout` and the saved `p`: writes (overwrites,
-    /// never accumulates) `dq, dk, dv [batch, heads*dim, time]`:
+    /// never accumulates) `grads` = `dq, dk, dv [batch, heads*dim, time]`:
     ///
     /// ```text
     /// dv[j]    = sum_t p[t,j] dout[t]
@@ -322,53 +278,26 @@ pub trait Backend {
     /// dq[t]    = scale * sum_j dS[t,j] k[j-shift]
     /// dk[i]    = scale * sum_t dS[t,i+shift] q[t]          (0 for i >= time - shift)
     /// ```
-    #[allow(clippy::too_many_arguments)]
-    fn attention_bwd(
-        &self,
-        q: &Self::Buf,
-        k: &Self::Buf,
-        v: &Self::Buf,
-        p: &Self::Buf,
-        dout: &Self::Buf,
-        dq: &mut Self::Buf,
-        dk: &mut Self::Buf,
-        dv: &mut Self::Buf,
-        a: Attention,
-    );
+    fn attention_bwd(&self, qkv: Qkv<&Self::Buf>, p: &Self::Buf, dout: &Self::Buf, grads: Qkv<&mut Self::Buf>, a: Attention);
 
     // ---- LSTM recurrence (see [`Lstm`]) -------------------------------------------------------
     /// The recurrence of one layer, after the input projection has been done as one matrix product:
     /// `xw [batch, time, 4H] = x W_ih^T + b_ih + b_hh`. For each step t:
     /// `gates = xw[:, t] + h_{t-1} W_hh^T`; `i,f,o = sigmoid`, `g = tanh`;
     /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`, starting from `h0, c0 [batch, H]`.
-    /// Writes `hs, cs [batch, time, H]` and the activated gates `gates [batch, time, 4H]`
-    /// (what the backward needs).
-    #[allow(clippy::too_many_arguments)]
-    fn lstm_fwd(
-        &self,
-        xw: &Self::Buf,
-        w_hh: &Self::Buf,
-        h0: &Self::Buf,
-        c0: &Self::Buf,
-        hs: &mut Self::Buf,
-        cs: &mut Self::Buf,
-        gates: &mut Self::Buf,
-        l: Lstm,
-    );
-    /// Backpropagation through time of [`Backend::lstm_fwd`]: from `dhs [batch, time, H]` (the
+    /// Writes `out` = `hs, cs [batch, time, H]` and the activated gates `gates [batch, time, 4H]`
+    /// (what the backward needs, as [`LstmSaved`]).
+    fn lstm_fwd(&self, xw: &Self::Buf, w_hh: &Self::Buf, h0: &Self::Buf, c0: &Self::Buf, out: LstmSeqs<&mut Self::Buf>, l: Lstm);
+    /// Backpropagation through time of [`Backend::lstm_fwd`] (`saved`: its `h0, c0` and what it
+    /// wrote): from `dhs [batch, time, H]` (the
     /// gradient reaching every output h_t from above) writes `dxw [batch, time, 4H]` (the gradient of
     /// the pre-activation gates, which is also that of `xw`, `b_ih` and `b_hh`) and accumulates
     /// `dw_hh [4H, H] += sum_t dgates_t^T h_{t-1}`. The gradients of the initial state are not needed
     /// (training starts every window from zero state).
-    #[allow(clippy::too_many_arguments)]
     fn lstm_bwd(
         &self,
         w_hh: &Self::Buf,
-        h0: &Self::Buf,
-        c0: &Self::Buf,
-        hs: &Self::Buf,
-        cs: &Self::Buf,
-        gates: &Self::Buf,
+        saved: LstmSaved<'_, Self::Buf>,
         dhs: &Self::Buf,
         dxw: &mut Self::Buf,
         dw_hh: &mut Self::Buf,

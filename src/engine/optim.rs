@@ -24,7 +24,7 @@
 //! `Vec`s, which cannot share storage: there every parameter keeps its own buffer and the
 //! bookkeeping is one pass per tensor (the decay fused into the update).
 
-use super::{AdamParams, Backend, Tensor};
+use super::{AdamParams, AdamStep, Backend, Tensor};
 use std::borrow::{Borrow, BorrowMut};
 use std::sync::Arc;
 
@@ -314,7 +314,7 @@ impl<B: Backend> Adam<B> {
             }
             let whole = |buf: &B::Buf| b.view(buf, 0, a.len).expect("an arena exists only where the backend has views");
             let (mut m, mut v) = (whole(&mo.m), whole(&mo.v));
-            b.adamw(&mut a.values(b), &grads, &mut m, &mut v, a.len, hp, factor, &self.scale);
+            b.adamw(&mut a.values(b), &grads, &mut m, &mut v, &self.scale, AdamStep::adamw(a.len, hp, factor));
             return;
         }
         if self.clip > 0.0 {
@@ -327,7 +327,7 @@ impl<B: Backend> Adam<B> {
         for (i, (m, v)) in self.m.iter_mut().zip(&mut self.v).enumerate() {
             let p = params.at_mut(i);
             let n = p.value.len();
-            b.adamw(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, n, hp, factor, &self.scale);
+            b.adamw(&mut p.value.buf, &p.grad.buf, &mut m.buf, &mut v.buf, &self.scale, AdamStep::adamw(n, hp, factor));
         }
     }
 

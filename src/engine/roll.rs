@@ -4,45 +4,25 @@
 //! is the dense input projection of a multi-hot frame). Both backends implement it
 //! (`cpu/roll.rs`, `gpu/roll.rs` with `shaders/bce.wgsl` and `shaders/bag.wgsl`).
 
-use super::Backend;
+use super::{Backend, Bag, Bce};
 
 /// The piano-roll ops; see the module documentation.
 pub trait RollOps: Backend {
     /// Fused, stable binary cross-entropy with logits over `logits [n, k]`, targets `y [n, k]`
-    /// (0 or 1) and a weight per row `w [n]` (1 for a predicted frame, 0 for padding):
-    /// `loss(x, y) = max(x, 0) - x*y + log(1 + exp(-|x|))` (natural log);
+    /// (0 or 1) and a weight per row `w [n]` (1 for a predicted frame, 0 for padding), sizes in
+    /// [`Bce`]: `loss(x, y) = max(x, 0) - x*y + log(1 + exp(-|x|))` (natural log);
     /// `stats[i] = w[i] * sum_j loss(logits[i, j], y[i, j])` (f32 storage, `alloc_f32`) and
     /// `dlogits[i, j] = (sigmoid(x) - y) * w[i] * grad_scale`.
-    #[allow(clippy::too_many_arguments)]
-    fn bce_logits(
-        &self,
-        logits: &Self::Buf,
-        y: &Self::Buf,
-        w: &Self::Buf,
-        dlogits: &mut Self::Buf,
-        stats: &mut Self::Buf,
-        n: usize,
-        k: usize,
-        grad_scale: f32,
-    );
+    fn bce_logits(&self, logits: &Self::Buf, y: &Self::Buf, w: &Self::Buf, dlogits: &mut Self::Buf, stats: &mut Self::Buf, bce: Bce);
 
-    /// Embedding bag: `out[i, :] = sum_{j < slots} table[ids[i*slots + j], :]` for `i < n`, rows of
-    /// width `e`; an id at or past the table's rows (`u32::MAX` by convention) is an empty slot.
-    fn bag_fwd(&self, ids: &Self::Ids, table: &Self::Buf, out: &mut Self::Buf, n: usize, slots: usize, e: usize);
+    /// Embedding bag (sizes in [`Bag`]): `out[i, :] = sum_{j < slots} table[ids[i*slots + j], :]`
+    /// for `i < n`, rows of width `e`; an id at or past the table's rows (`u32::MAX` by
+    /// convention) is an empty slot.
+    fn bag_fwd(&self, ids: &Self::Ids, table: &Self::Buf, out: &mut Self::Buf, bag: Bag);
 
     /// Backward of [`RollOps::bag_fwd`]: `dtable[ids[i*slots + j], :] += dout[i, :]` for every
     /// non-empty slot; accumulates. `rows` is the table's row count.
-    #[allow(clippy::too_many_arguments)]
-    fn bag_bwd(
-        &self,
-        ids: &Self::Ids,
-        dout: &Self::Buf,
-        dtable: &mut Self::Buf,
-        n: usize,
-        slots: usize,
-        e: usize,
-        rows: usize,
-    );
+    fn bag_bwd(&self, ids: &Self::Ids, dout: &Self::Buf, dtable: &mut Self::Buf, bag: Bag, rows: usize);
 }
 
 /// `max(x, 0) - x*y + ln(1 + exp(-|x|))`, the loss of one key (f32, as both backends compute it).

@@ -3,7 +3,7 @@
 //! and a 1x1 conv maps the heads back to the input's channels.
 
 use super::{Conv1d, Layer};
-use crate::engine::{self, Backend, Param};
+use crate::engine::{self, Backend, Param, Qkv};
 use crate::rng::Rng;
 
 /// `y = o(attention(q(u), k(u), v(u)))`; owns `{name}.q`, `.k`, `.v` (`C -> H*D`) and `.o`
@@ -79,7 +79,8 @@ impl<B: Backend> CausalAttention<B> {
     pub fn backward(&mut self, b: &B, u: &B::Buf, dy: &B::Buf, batch: usize, time: usize) {
         self.o.backward(b, &self.out, dy, &mut self.dout, false, batch, time);
         let a = self.shape(batch, time);
-        b.attention_bwd(&self.q.y, &self.k.y, &self.v.y, &self.p, &self.dout, &mut self.dq, &mut self.dk, &mut self.dv, a);
+        let qkv = Qkv { q: &self.q.y, k: &self.k.y, v: &self.v.y };
+        b.attention_bwd(qkv, &self.p, &self.dout, Qkv { q: &mut self.dq, k: &mut self.dk, v: &mut self.dv }, a);
         self.q.backward(b, u, &self.dq, &mut self.du, false, batch, time);
         self.k.backward(b, u, &self.dk, &mut self.du, true, batch, time);
         self.v.backward(b, u, &self.dv, &mut self.du, true, batch, time);

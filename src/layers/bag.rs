@@ -3,7 +3,7 @@
 
 use super::{init, Layer};
 use crate::engine::roll::RollOps;
-use crate::engine::{Backend, Param};
+use crate::engine::{Backend, Bag, Param};
 use crate::rng::Rng;
 
 /// `x [n, e] = bag(ids, weight) + bias`; owns `{name}.weight [keys, e]`, `{name}.bias [e]`
@@ -31,7 +31,7 @@ impl<B: Backend> BagInput<B> {
     where
         B: RollOps,
     {
-        b.bag_fwd(ids, &self.weight.value.buf, &mut self.x, n, slots, self.e);
+        b.bag_fwd(ids, &self.weight.value.buf, &mut self.x, Bag { n, slots, e: self.e });
         b.bias_add(&mut self.x, &self.bias.value.buf, n, self.e, 1);
     }
 
@@ -41,7 +41,7 @@ impl<B: Backend> BagInput<B> {
         B: RollOps,
     {
         b.bias_grad(dx, &mut self.bias.grad.buf, n, self.e, 1);
-        b.bag_bwd(ids, dx, &mut self.weight.grad.buf, n, slots, self.e, self.keys);
+        b.bag_bwd(ids, dx, &mut self.weight.grad.buf, Bag { n, slots, e: self.e }, self.keys);
     }
 }
 

@@ -2,7 +2,7 @@
 //! with a one-column step mode for incremental generation.
 
 use super::{init, Layer};
-use crate::engine::{self, Backend, MatMul, Param};
+use crate::engine::{self, Backend, MatMul, Param, Strided};
 use crate::rng::Rng;
 
 /// A causal dilated convolution; owns `weight [cout, cin, k]`, `bias [cout]` and (when made
@@ -129,15 +129,15 @@ fn run<B: Backend>(
     for j in 0..k {
         let back = (k - 1 - j) * d;
         if back == 0 {
-            b.copy_strided(x, 0, 1, &mut past.taps, j, k, cin, 1, false);
+            b.copy_strided(x, &mut past.taps, Strided::block(cin, 1).from(0, 1).to(j, k));
         } else {
             let slot = (past.head + past.slots - back) % past.slots;
-            b.copy_strided(&past.ring, slot * cin, 1, &mut past.taps, j, k, cin, 1, false);
+            b.copy_strided(&past.ring, &mut past.taps, Strided::block(cin, 1).from(slot * cin, 1).to(j, k));
         }
     }
     b.matmul(&past.taps, &weight.value.buf, y, mm);
     b.bias_add(y, &bias.value.buf, 1, c.cout, 1);
-    b.copy_strided(x, 0, cin, &mut past.ring, past.head * cin, cin, 1, cin, false);
+    b.copy_strided(x, &mut past.ring, Strided::contiguous(cin).to(past.head * cin, cin));
     past.head = (past.head + 1) % past.slots;
 }
 

@@ -3,7 +3,7 @@
 //! ([`Backend::lstm_fwd`]). A stack is a `Vec` of these, layer `l` reading layer `l - 1`'s `hs`.
 
 use super::{init, Layer};
-use crate::engine::{self, Backend, MatMul, Param};
+use crate::engine::{self, Backend, LstmSaved, LstmSeqs, MatMul, Param, Strided};
 use crate::rng::Rng;
 
 /// Layer `l` of an LSTM stack; owns `{prefix}.weight_ih_l{l} [4H, in]`, `weight_hh_l{l} [4H, H]`,
@@ -84,11 +84,12 @@ impl<B: Backend> Lstm<B> {
     pub fn forward(&mut self, b: &B, x: &B::Buf, h0: &B::Buf, c0: &B::Buf, batch: usize, time: usize) {
         let (n, h) = (batch * time, self.hidden);
         b.matmul(x, &self.weight_ih.value.buf, &mut self.xw, mm(n, self.input, 4 * h, false, true, false));
-        b.copy_strided(&self.bias_ih.value.buf, 0, 0, &mut self.bias, 0, 0, 1, 4 * h, false);
+        b.copy_strided(&self.bias_ih.value.buf, &mut self.bias, Strided::contiguous(4 * h));
         b.add(&self.bias_hh.value.buf, &mut self.bias, 4 * h);
         b.bias_add(&mut self.xw, &self.bias, n, 4 * h, 1);
         let dims = engine::Lstm { batch, time, hidden: h };
-        b.lstm_fwd(&self.xw, &self.weight_hh.value.buf, h0, c0, &mut self.hs, &mut self.cs, &mut self.gates, dims);
+        let seqs = LstmSeqs { hs: &mut self.hs, cs: &mut self.cs, gates: &mut self.gates };
+        b.lstm_fwd(&self.xw, &self.weight_hh.value.buf, h0, c0, seqs, dims);
     }
 
     /// Backpropagation through time from `dhs`: accumulates every parameter's gradient and
@@ -108,7 +109,8 @@ impl<B: Backend> Lstm<B> {
         let (n, h) = (batch * time, self.hidden);
         let dims = engine::Lstm { batch, time, hidden: h };
         let w = &mut self.weight_hh;
-        b.lstm_bwd(&w.value.buf, h0, c0, &self.hs, &self.cs, &self.gates, &self.dhs, &mut s.dxw, &mut w.grad.buf, dims);
+        let saved = LstmSaved { h0, c0, seqs: LstmSeqs { hs: &self.hs, cs: &self.cs, gates: &self.gates } };
+        b.lstm_bwd(&w.value.buf, saved, &self.dhs, &mut s.dxw, &mut w.grad.buf, dims);
         // dxw is the gradient of the projection xw = x W_ih^T + b_ih + b_hh: both biases get the
         // same gradient (reduce once, add twice).
         b.fill(&mut s.dbias, 4 * h, 0.0);

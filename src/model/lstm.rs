@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::{Model, Targets};
 use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
-use crate::engine::{Act, Backend, Dropout, Param, Tensor};
+use crate::engine::{Act, Backend, Dropout, Param, Strided, Tensor};
 use crate::layers::{DropSite, Embedding, Layer, Linear, Lstm, LstmScratch};
 use crate::rng::Rng;
 
@@ -221,8 +221,8 @@ impl<B: Backend> LstmModel<B> {
         // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
         let h = self.cfg.hidden;
         for (l, layer) in self.lstm.iter().enumerate() {
-            b.copy_strided(&layer.hs, 0, h, &mut state.h[l], 0, h, batch, h, false);
-            b.copy_strided(&layer.cs, 0, h, &mut state.c[l], 0, h, batch, h, false);
+            b.copy_strided(&layer.hs, &mut state.h[l], Strided::block(batch, h));
+            b.copy_strided(&layer.cs, &mut state.c[l], Strided::block(batch, h));
         }
         &self.fc2.y
     }
@@ -244,7 +244,7 @@ impl<B: Backend> LstmModel<B> {
             let (below, rest) = self.lstm.split_at_mut(l);
             let input = match below.last() {
                 Some(prev) if on => {
-                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
                     DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
                     &self.drop_hs[l - 1]
                 }
@@ -257,7 +257,7 @@ impl<B: Backend> LstmModel<B> {
         let top = &self.lstm[nl - 1].hs;
         let (z, rows) = if self.cfg.seq {
             if on {
-                b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+                b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
                 DropSite(nl as u32).apply(b, d, &mut self.drop_head, n * h);
                 (&self.drop_head, n)
             } else {
@@ -265,7 +265,7 @@ impl<B: Backend> LstmModel<B> {
             }
         } else {
             // z = h[:, T-1]: row b sits at b*T*H + (T-1)*H.
-            b.copy_strided(top, (time - 1) * h, time * h, &mut self.z, 0, h, batch, h, false);
+            b.copy_strided(top, &mut self.z, Strided::block(batch, h).from((time - 1) * h, time * h).to(0, h));
             DropSite(nl as u32).apply(b, d, &mut self.z, batch * h);
             (&self.z, batch)
         };
@@ -345,7 +345,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             DropSite(nl as u32).apply(b, dr, &mut self.dz, batch * h);
             // Only the last step of each window receives a gradient from the head.
             b.fill(&mut top.dhs, n * h, 0.0);
-            b.copy_strided(&self.dz, 0, h, &mut top.dhs, (t - 1) * h, t * h, batch, h, true);
+            b.copy_strided(&self.dz, &mut top.dhs, Strided::block(batch, h).to((t - 1) * h, t * h).adding());
         }
 
         // LSTM layers, top down, each from the gradient reaching its outputs to its input's.

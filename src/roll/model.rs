@@ -27,7 +27,7 @@
 use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
 use crate::engine::roll::RollOps;
-use crate::engine::{Act, Backend, Dropout, Param};
+use crate::engine::{Act, Backend, Dropout, Param, Strided};
 use crate::layers::{BagInput, Conv1d, DropSite, Layer, Linear, Lstm, LstmScratch};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -244,7 +244,7 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
             let (below, rest) = self.lstm.split_at_mut(l);
             let input = match below.last() {
                 Some(prev) if on => {
-                    b.copy_strided(&prev.hs, 0, 0, &mut self.drop_hs[l - 1], 0, 0, 1, n * h, false);
+                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
                     DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
                     &self.drop_hs[l - 1]
                 }
@@ -255,7 +255,7 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         }
         let top = &self.lstm[nl - 1].hs;
         let z = if on {
-            b.copy_strided(top, 0, 0, &mut self.drop_head, 0, 0, 1, n * h, false);
+            b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
             DropSite(nl as u32).apply(b, d, &mut self.drop_head, n * h);
             &self.drop_head
         } else {

@@ -19,7 +19,7 @@ use super::model::{build, RollConfig, RollModel};
 use crate::checkpoint::{atomic_write, Checkpoint, HostTensor};
 use crate::engine::optim::zero_grads;
 use crate::engine::roll::RollOps;
-use crate::engine::{Adam, AdamParams, Dropout};
+use crate::engine::{Adam, AdamParams, Bce, Dropout};
 use crate::rng::Rng;
 use crate::schedule::{lr_at, LrSchedule};
 use serde::{Deserialize, Serialize};
@@ -164,7 +164,7 @@ pub fn evaluate<B: RollOps>(b: &B, model: &mut dyn RollModel<B>, seqs: &[Sequenc
         dev.upload(b, &batch);
         let n = batch.batch * batch.time;
         model.forward(b, &dev.ids, batch.slots, batch.batch, batch.time);
-        b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, n, KEYS, 0.0);
+        b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 0.0 });
         let stats = b.read(&dev.stats, n);
         loss += stats.iter().map(|&v| v as f64).sum::<f64>();
         frames += batch.rows;
@@ -215,6 +215,30 @@ pub struct RollTrainSettings {
     /// Move every training chunk by a shift in -N..=N semitones, drawn per (seed, epoch, chunk).
     #[serde(default)]
     pub transpose: u32,
+}
+
+impl RollTrainSettings {
+    /// The small run the tests build checkpoints with: one epoch of batches of 4 windows of 32
+    /// frames at a constant learning rate of 1e-3, clipping at 1, no dropout, decay, early stop
+    /// or transposition, seed 0.
+    pub fn for_test() -> Self {
+        RollTrainSettings {
+            epochs: 1,
+            batch: 4,
+            window: 32,
+            lr: 1e-3,
+            min_lr: 0.0,
+            lr_schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            clip: 1.0,
+            dropout: 0.0,
+            weight_decay: 0.0,
+            adamw_decay: 0.0,
+            patience: 0,
+            seed: 0,
+            transpose: 0,
+        }
+    }
 }
 
 /// What a piano-roll checkpoint's `etude` metadata holds.
@@ -396,7 +420,7 @@ pub fn train<B: RollOps + 'static>(
             zero_grads(b, model.params_mut());
             model.set_dropout((s.dropout > 0.0).then_some(Dropout { p: s.dropout, seed: s.seed, step }));
             model.forward(b, &dev.ids, batch.slots, batch.batch, batch.time);
-            b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, n, KEYS, 1.0 / batch.rows as f32);
+            b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 1.0 / batch.rows as f32 });
             model.backward(b, &dev.ids, batch.slots, &dev.dlogits, batch.batch, batch.time);
             adam.step(b, model.params_mut());
             let st = b.read(&dev.stats, n);

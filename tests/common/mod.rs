@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use etude::engine::cpu::CpuBackend;
+use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
 use etude::model::any::AnyModel;
@@ -249,7 +250,7 @@ impl ModelCase {
         self.model.forward(b, &self.x, self.batch);
         let mut dlogits = vec![0.0; rows * v];
         let mut stats = vec![0.0; 2 * rows];
-        b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+        b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         if backward {
             zero_grads(b, self.model.params_mut());
             self.model.backward(b, &self.x, &dlogits, self.batch);

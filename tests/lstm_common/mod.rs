@@ -4,6 +4,7 @@
 
 use crate::common::{adam1_failures, check_abs, check_grad, Fixture};
 use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend};
+use etude::engine::Xent;
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;
@@ -50,7 +51,7 @@ pub fn loss_and_grads<B: Backend>(be: &B, model: &mut LstmModel<B>, x: &B::Ids, 
     let mut dlogits = be.alloc(rows * v);
     let mut stats = be.alloc(2 * rows);
     model.forward(be, x, batch);
-    be.softmax_xent(&model.logits().buf, y, &mut dlogits, &mut stats, rows, v, 1.0 / rows as f32);
+    be.softmax_xent(&model.logits().buf, y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
     if backward {
         zero_grads(be, model.params_mut());
         model.backward(be, x, &dlogits, batch);

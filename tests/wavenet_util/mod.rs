@@ -3,6 +3,7 @@
 
 use crate::common::{adam1_failures, check_abs, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
 use etude::engine::optim::zero_grads;
+use etude::engine::Xent;
 use etude::engine::{Adam, AdamParams, Backend};
 use etude::model::wavenet::{Wavenet, WavenetConfig};
 use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
@@ -33,7 +34,7 @@ fn loss_of<B: Backend, M: Model<B>>(
     m.forward(b, x, batch);
     let rows = m.target_rows(batch);
     let mut stats = b.alloc(2 * rows);
-    b.softmax_xent(&m.logits().buf, y, dlogits, &mut stats, rows, m.vocab(), 1.0 / rows as f32);
+    b.softmax_xent(&m.logits().buf, y, dlogits, &mut stats, Xent { n: rows, v: m.vocab(), grad_scale: 1.0 / rows as f32 });
     let s = b.read(&stats, 2 * rows);
     s.iter().step_by(2).map(|&v| v as f64).sum::<f64>() / rows as f64
 }

@@ -20,15 +20,11 @@
 //! enough, each block summed the same way whatever the thread count.
 
 use super::sgemm;
-use crate::engine::Attention;
+use crate::engine::{Attention, Qkv};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the blocks run on one thread.
 const PAR_MIN_MACS: usize = 1 << 18;
-
-fn check(op: &str, what: &str, len: usize, need: usize) {
-    assert!(len >= need, "{op}: {what} holds {len} values, the sizes need {need}");
-}
 
 /// Multiply-adds of one pass (one of the products above, over every block).
 fn macs(a: &Attention) -> usize {
@@ -55,14 +51,9 @@ where
     }
 }
 
-/// Writes `out [B, H*D, T]` and `p [B, H, T, T]`.
+/// Writes `out [B, H*D, T]` and `p [B, H, T, T]` (lengths checked by `contract::attention_fwd`).
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], p: &mut [f32], a: Attention) {
     let (nq, np) = (a.qkv_len(), a.p_len());
-    for (what, len) in [("q", q.len()), ("k", k.len()), ("v", v.len())] {
-        check("attention_fwd", what, len, nq);
-    }
-    check("attention_fwd", "out", out.len(), nq);
-    check("attention_fwd", "p", p.len(), np);
     let (d, t, shift, scale) = (a.dim, a.time, a.shift, a.scale());
     if nq == 0 && np == 0 {
         return;
@@ -102,27 +93,11 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], p: &mut [f32], 
     });
 }
 
-/// Writes `dq, dk, dv [B, H*D, T]` from `dout` and the saved `p`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    p: &[f32],
-    dout: &[f32],
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    a: Attention,
-) {
-    let (nq, np) = (a.qkv_len(), a.p_len());
-    for (what, len) in [("q", q.len()), ("k", k.len()), ("v", v.len()), ("dout", dout.len())] {
-        check("attention_bwd", what, len, nq);
-    }
-    check("attention_bwd", "p", p.len(), np);
-    for (what, len) in [("dq", dq.len()), ("dk", dk.len()), ("dv", dv.len())] {
-        check("attention_bwd", what, len, nq);
-    }
+/// Writes `dq, dk, dv [B, H*D, T]` from `dout` and the saved `p` (lengths checked by
+/// `contract::attention_bwd`).
+pub fn backward(qkv: Qkv<&[f32]>, p: &[f32], dout: &[f32], grads: Qkv<&mut [f32]>, a: Attention) {
+    let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
+    let nq = a.qkv_len();
     let (d, t, shift, scale) = (a.dim, a.time, a.shift, a.scale());
     if nq == 0 {
         return;

@@ -37,23 +37,15 @@ fn macs(c: &Conv1d) -> usize {
     c.batch * c.cout * c.cin * c.k * c.time
 }
 
-/// Panics with the operation's name when a buffer is shorter than the sizes need.
-fn check(op: &str, what: &str, len: usize, need: usize) {
-    assert!(len >= need, "{op}: {what} holds {len} values, the sizes need {need}");
-}
-
 /// Look-back of tap `j` in time steps (saturating: a huge dilation only means "all padding").
 fn shift(c: &Conv1d, j: usize) -> usize {
     (c.k - 1 - j).saturating_mul(c.dilation)
 }
 
-/// `y [B, Cout, T] = conv(x) + bias`; overwrites `y`.
+/// `y [B, Cout, T] = conv(x) + bias`; overwrites `y`. (Lengths checked by `contract::conv1d_fwd`, as
+/// for the two backward passes.)
 pub fn forward(x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], c: Conv1d) {
     let (xs, ys) = (c.cin * c.time, c.cout * c.time);
-    check("conv1d_fwd", "x", x.len(), c.batch * xs);
-    check("conv1d_fwd", "w", w.len(), c.cout * c.cin * c.k);
-    check("conv1d_fwd", "bias", bias.len(), c.cout);
-    check("conv1d_fwd", "y", y.len(), c.batch * ys);
     if ys == 0 {
         return;
     }
@@ -82,9 +74,6 @@ pub fn forward(x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], c: Conv1d) {
 /// `dx [B, Cin, T] (+)= d/dx` from `dy [B, Cout, T]`; `+=` when `accumulate`, else overwrites.
 pub fn backward_input(dy: &[f32], w: &[f32], dx: &mut [f32], c: Conv1d, accumulate: bool) {
     let (xs, ys) = (c.cin * c.time, c.cout * c.time);
-    check("conv1d_bwd_input", "dy", dy.len(), c.batch * ys);
-    check("conv1d_bwd_input", "w", w.len(), c.cout * c.cin * c.k);
-    check("conv1d_bwd_input", "dx", dx.len(), c.batch * xs);
     if xs == 0 {
         return;
     }
@@ -157,12 +146,8 @@ const WGRAD_CHUNKS: usize = 8;
 
 /// `dw [Cout, Cin, K] += d/dw`, `dbias [Cout] += d/dbias` (both accumulate).
 pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], dbias: &mut [f32], c: Conv1d) {
-    let (xs, ys) = (c.cin * c.time, c.cout * c.time);
+    let ys = c.cout * c.time;
     let wn = c.cout * c.cin * c.k;
-    check("conv1d_bwd_weight", "x", x.len(), c.batch * xs);
-    check("conv1d_bwd_weight", "dy", dy.len(), c.batch * ys);
-    check("conv1d_bwd_weight", "dw", dw.len(), wn);
-    check("conv1d_bwd_weight", "dbias", dbias.len(), c.cout);
     if c.batch == 0 || c.time == 0 {
         return;
     }

@@ -22,7 +22,7 @@
 
 use super::fastmath::{exp, sigmoid};
 use super::sgemm;
-use crate::engine::Lstm;
+use crate::engine::{Lstm, LstmSaved, LstmSeqs};
 use rayon::prelude::*;
 
 /// `tanh(x) = sign(x) (1 - e^{-2|x|}) / (1 + e^{-2|x|})`: never overflows, and is the formula the
@@ -31,11 +31,6 @@ use rayon::prelude::*;
 fn tanh(x: f32) -> f32 {
     let e = exp(-2.0 * x.abs());
     ((1.0 - e) / (1.0 + e)).copysign(x)
-}
-
-/// Panics with the operation's name when a buffer is shorter than the sizes need.
-fn need(op: &str, what: &str, buf: &[f32], len: usize) {
-    assert!(buf.len() >= len, "{op}: {what} holds {} values, needs {len}", buf.len());
 }
 
 /// Asks the cache for the lines of `s` (one prefetch per 64-byte line); no-op off x86-64.
@@ -558,27 +553,11 @@ fn has_avx2_fma() -> bool {
 /// Forward recurrence, see [`crate::engine::Backend::lstm_fwd`]. For each step t:
 /// `a = xw[:, t] + h_{t-1} W_hh^T`; `i, f, o = sigmoid(a_i, a_f, a_o)`, `g = tanh(a_g)`;
 /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`. Stores the activated gates for the backward.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    xw: &[f32],
-    w_hh: &[f32],
-    h0: &[f32],
-    c0: &[f32],
-    hs: &mut [f32],
-    cs: &mut [f32],
-    gates: &mut [f32],
-    l: Lstm,
-) {
+/// (Lengths checked by `contract::lstm_fwd`, as the backward's by `contract::lstm_bwd`.)
+pub fn forward(xw: &[f32], w_hh: &[f32], h0: &[f32], c0: &[f32], out: LstmSeqs<&mut [f32]>, l: Lstm) {
+    let LstmSeqs { hs, cs, gates } = out;
     let Lstm { batch, time, hidden: h } = l;
     let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
-    let op = "lstm_fwd";
-    need(op, "xw", xw, batch * seq_g);
-    need(op, "w_hh", w_hh, g4 * h);
-    need(op, "h0", h0, batch * h);
-    need(op, "c0", c0, batch * h);
-    need(op, "hs", hs, batch * seq_h);
-    need(op, "cs", cs, batch * seq_h);
-    need(op, "gates", gates, batch * seq_g);
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
@@ -623,31 +602,10 @@ pub fn forward(
 /// `dc += dh o (1 - tanh^2 c_t)`; `da_i = dc g i(1-i)`, `da_f = dc c_{t-1} f(1-f)`,
 /// `da_g = dc i (1-g^2)`, `da_o = dh tanh(c_t) o(1-o)`. Then, after the loop, in two sgemms:
 /// `dw_hh += sum_{b,t} da[b,t]^T h_{t-1}[b]` with `h_{-1} = h0`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    w_hh: &[f32],
-    h0: &[f32],
-    c0: &[f32],
-    hs: &[f32],
-    cs: &[f32],
-    gates: &[f32],
-    dhs: &[f32],
-    dxw: &mut [f32],
-    dw_hh: &mut [f32],
-    l: Lstm,
-) {
+pub fn backward(w_hh: &[f32], saved: LstmSaved<'_, [f32]>, dhs: &[f32], dxw: &mut [f32], dw_hh: &mut [f32], l: Lstm) {
+    let LstmSaved { h0, c0, seqs: LstmSeqs { hs, cs, gates } } = saved;
     let Lstm { batch, time, hidden: h } = l;
     let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
-    let op = "lstm_bwd";
-    need(op, "w_hh", w_hh, g4 * h);
-    need(op, "h0", h0, batch * h);
-    need(op, "c0", c0, batch * h);
-    need(op, "hs", hs, batch * seq_h);
-    need(op, "cs", cs, batch * seq_h);
-    need(op, "gates", gates, batch * seq_g);
-    need(op, "dhs", dhs, batch * seq_h);
-    need(op, "dxw", dxw, batch * seq_g);
-    need(op, "dw_hh", dw_hh, g4 * h);
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
@@ -753,9 +711,10 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
             pool.install(|| {
                 let (mut hs, mut cs, mut gates) = (vec![0.0; n * h], vec![0.0; n * h], vec![0.0; n * 4 * h]);
-                forward(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
+                forward(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l);
                 let (mut dxw, mut dw_hh) = (vec![0.0; n * 4 * h], vec![0.0; 4 * h * h]);
-                backward(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+                let saved = LstmSaved { h0: &h0[..], c0: &c0[..], seqs: LstmSeqs { hs: &hs[..], cs: &cs[..], gates: &gates[..] } };
+                backward(&w_hh, saved, &dhs, &mut dxw, &mut dw_hh, l);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 [bits(&hs), bits(&cs), bits(&gates), bits(&dxw), bits(&dw_hh)]
             })

@@ -49,7 +49,7 @@ pub mod fastmath;
 mod lstm;
 mod roll;
 
-use super::{Act, AdamParams, Attention, Backend, Conv1d, DropMask, Lstm, MatMul};
+use super::{contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use rayon::prelude::*;
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
@@ -335,24 +335,29 @@ impl Backend for CpuBackend {
     }
 
     fn write(&self, dst: &mut Vec<f32>, src: &[f32]) {
+        contract::write("write", src.len(), [dst.len()]);
         dst[..src.len()].copy_from_slice(src);
     }
 
     fn write_ids(&self, dst: &mut Vec<u32>, src: &[u32]) {
+        contract::write("write_ids", src.len(), [dst.len()]);
         dst[..src.len()].copy_from_slice(src);
     }
 
     fn read(&self, src: &Vec<f32>, len: usize) -> Vec<f32> {
+        contract::read(len, [src.len()]);
         src[..len].to_vec()
     }
 
     fn flush(&self) {}
 
     fn fill(&self, x: &mut Vec<f32>, n: usize, value: f32) {
+        contract::fill(n, [x.len()]);
         x[..n].fill(value);
     }
 
     fn add(&self, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+        contract::add(n, [x.len(), y.len()]);
         zip_chunks(&x[..n], &mut y[..n], |x, y| {
             for (y, x) in y.iter_mut().zip(x) {
                 *y += x;
@@ -360,18 +365,9 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn copy_strided(
-        &self,
-        src: &Vec<f32>,
-        src_off: usize,
-        src_stride: usize,
-        dst: &mut Vec<f32>,
-        dst_off: usize,
-        dst_stride: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
+    fn copy_strided(&self, src: &Vec<f32>, dst: &mut Vec<f32>, st: Strided) {
+        contract::copy_strided(&st, [src.len(), dst.len()]);
+        let Strided { rows, cols, src_off, src_stride, dst_off, dst_stride, accumulate } = st;
         for r in 0..rows {
             let s = &src[src_off + r * src_stride..][..cols];
             let d = &mut dst[dst_off + r * dst_stride..][..cols];
@@ -384,6 +380,7 @@ impl Backend for CpuBackend {
     }
 
     fn act_fwd(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+        contract::act_fwd(n, [x.len(), y.len()]);
         zip_chunks(&x[..n], &mut y[..n], |x, y| {
             // One loop per activation, so that each vectorises.
             let pairs = y.iter_mut().zip(x);
@@ -396,6 +393,7 @@ impl Backend for CpuBackend {
     }
 
     fn act_bwd(&self, act: Act, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>, n: usize) {
+        contract::act_bwd(n, [y.len(), dy.len(), dx.len()]);
         let (y, dy) = (&y[..n], &dy[..n]);
         let dx = &mut dx[..n];
         let f = |y: f32, dy: f32| match act {
@@ -422,6 +420,7 @@ impl Backend for CpuBackend {
     }
 
     fn gated_fwd(&self, a: &Vec<f32>, z: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+        contract::gated_fwd(batch, r, t, [a.len(), z.len()]);
         let plane = r * t;
         z[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, z)| {
             let filt = &a[b * 2 * plane..][..plane];
@@ -433,6 +432,7 @@ impl Backend for CpuBackend {
     }
 
     fn gated_bwd(&self, a: &Vec<f32>, dz: &Vec<f32>, da: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+        contract::gated_bwd(batch, r, t, [a.len(), dz.len(), da.len()]);
         let plane = r * t;
         da[..batch * 2 * plane].par_chunks_mut((2 * plane).max(1)).enumerate().for_each(|(b, da)| {
             let filt = &a[b * 2 * plane..][..plane];
@@ -450,6 +450,7 @@ impl Backend for CpuBackend {
     }
 
     fn dropout(&self, x: &mut Vec<f32>, n: usize, mask: DropMask) {
+        contract::dropout(n, [x.len()]);
         let scale = mask.scale();
         let body = |start: usize, xs: &mut [f32]| {
             for (j, v) in xs.iter_mut().enumerate() {
@@ -465,6 +466,7 @@ impl Backend for CpuBackend {
     }
 
     fn transpose(&self, x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
+        contract::transpose(batch, rows, cols, [x.len(), y.len()]);
         let plane = rows * cols;
         y[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, y)| {
             let x = &x[b * plane..][..plane];
@@ -477,6 +479,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>, mm: MatMul) {
+        contract::matmul(&mm, [a.len(), b.len(), c.len()]);
         let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
         let sa = if trans_a { (1, m) } else { (k, 1) };
         let sb = if trans_b { (1, k) } else { (n, 1) };
@@ -491,6 +494,7 @@ impl Backend for CpuBackend {
     }
 
     fn bias_add(&self, y: &mut Vec<f32>, bias: &Vec<f32>, outer: usize, channels: usize, inner: usize) {
+        contract::bias_add(outer, channels, inner, [y.len(), bias.len()]);
         let row = channels * inner;
         let bias = &bias[..channels];
         if row == 0 {
@@ -518,6 +522,7 @@ impl Backend for CpuBackend {
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, dbias: &mut Vec<f32>, outer: usize, channels: usize, inner: usize) {
+        contract::bias_grad(outer, channels, inner, [dy.len(), dbias.len()]);
         // Summed in f64 per channel, over o in order (so the result does not depend on how the
         // work is split), reading dy row by row: a block of channels per task, each task walking
         // every outer row and adding that row's contiguous run of its channels into its sums.
@@ -534,6 +539,7 @@ impl Backend for CpuBackend {
     }
 
     fn embedding_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, n: usize, e: usize) {
+        contract::embedding_fwd(n, e, [ids.len(), table.len(), out.len()]);
         let rows = table.len() / e.max(1);
         for i in 0..n {
             let id = ids[i] as usize;
@@ -543,6 +549,7 @@ impl Backend for CpuBackend {
     }
 
     fn embedding_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, n: usize, e: usize) {
+        contract::embedding_bwd(n, e, [ids.len(), dout.len(), dtable.len()]);
         for i in 0..n {
             let id = ids[i] as usize;
             let d = &mut dtable[id * e..][..e];
@@ -550,16 +557,9 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn softmax_xent(
-        &self,
-        logits: &Vec<f32>,
-        targets: &Vec<u32>,
-        dlogits: &mut Vec<f32>,
-        stats: &mut Vec<f32>,
-        n: usize,
-        v: usize,
-        grad_scale: f32,
-    ) {
+    fn softmax_xent(&self, logits: &Vec<f32>, targets: &Vec<u32>, dlogits: &mut Vec<f32>, stats: &mut Vec<f32>, x: Xent) {
+        contract::softmax_xent(&x, [logits.len(), targets.len(), dlogits.len(), stats.len()]);
+        let Xent { n, v, grad_scale } = x;
         let (logits, targets) = (&logits[..n * v], &targets[..n]);
         if v == 0 {
             return;
@@ -581,31 +581,26 @@ impl Backend for CpuBackend {
     }
 
     fn sum_squares(&self, x: &Vec<f32>, n: usize, acc: &mut Vec<f32>) {
+        contract::sum_squares(n, [x.len(), acc.len()]);
         let s: f64 = x[..n].iter().map(|&v| (v as f64) * (v as f64)).sum();
         acc[0] += s as f32;
     }
 
     fn clip_scale(&self, acc: &Vec<f32>, max_norm: f32, scale: &mut Vec<f32>) {
+        contract::clip_scale([acc.len(), scale.len()]);
         scale[0] = if max_norm > 0.0 { (max_norm / (acc[0].sqrt() + 1e-6)).min(1.0) } else { 1.0 };
     }
 
     fn grad_norm_clip(&self, g: &Vec<f32>, n: usize, max_norm: f32, acc: &mut Vec<f32>, scale: &mut Vec<f32>) {
+        contract::grad_norm_clip(n, [g.len(), acc.len(), scale.len()]);
         acc[0] = 0.0;
         self.sum_squares(g, n, acc);
         self.clip_scale(acc, max_norm, scale);
     }
 
-    fn adamw(
-        &self,
-        p: &mut Vec<f32>,
-        g: &Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
-        n: usize,
-        hp: AdamParams,
-        factor: f32,
-        scale: &Vec<f32>,
-    ) {
+    fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, scale: &Vec<f32>, step: AdamStep) {
+        contract::adamw(&step, [p.len(), g.len(), m.len(), v.len(), scale.len()]);
+        let AdamStep { n, hp, factor } = step;
         let s = scale[0];
         let t = hp.step as i32;
         let bc1 = 1.0 - hp.beta1.powi(t);
@@ -633,20 +628,24 @@ impl Backend for CpuBackend {
     }
 
     fn decay(&self, p: &mut Vec<f32>, n: usize, factor: f32) {
+        contract::decay(n, [p.len()]);
         for v in &mut p[..n] {
             *v *= factor;
         }
     }
 
     fn conv1d_fwd(&self, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, y: &mut Vec<f32>, c: Conv1d) {
+        contract::conv1d_fwd(&c, [x.len(), w.len(), bias.len(), y.len()]);
         conv::forward(x, w, bias, y, c)
     }
 
     fn conv1d_bwd_input(&self, dy: &Vec<f32>, w: &Vec<f32>, dx: &mut Vec<f32>, c: Conv1d, accumulate: bool) {
+        contract::conv1d_bwd_input(&c, [dy.len(), w.len(), dx.len()]);
         conv::backward_input(dy, w, dx, c, accumulate)
     }
 
     fn conv1d_bwd_weight(&self, x: &Vec<f32>, dy: &Vec<f32>, dw: &mut Vec<f32>, dbias: &mut Vec<f32>, c: Conv1d) {
+        contract::conv1d_bwd_weight(&c, [x.len(), dy.len(), dw.len(), dbias.len()]);
         conv::backward_weight(x, dy, dw, dbias, c)
     }
 
@@ -659,52 +658,29 @@ impl Backend for CpuBackend {
         p: &mut Vec<f32>,
         a: Attention,
     ) {
+        contract::attention_fwd(&a, [q.len(), k.len(), v.len(), out.len(), p.len()]);
         attention::forward(q, k, v, out, p, a)
     }
 
-    fn attention_bwd(
-        &self,
-        q: &Vec<f32>,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
-        p: &Vec<f32>,
-        dout: &Vec<f32>,
-        dq: &mut Vec<f32>,
-        dk: &mut Vec<f32>,
-        dv: &mut Vec<f32>,
-        a: Attention,
-    ) {
-        attention::backward(q, k, v, p, dout, dq, dk, dv, a)
+    fn attention_bwd(&self, qkv: Qkv<&Vec<f32>>, p: &Vec<f32>, dout: &Vec<f32>, grads: Qkv<&mut Vec<f32>>, a: Attention) {
+        let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
+        contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
+        let grads = Qkv { q: &mut dq[..], k: &mut dk[..], v: &mut dv[..] };
+        attention::backward(Qkv { q: &q[..], k: &k[..], v: &v[..] }, p, dout, grads, a)
     }
 
-    fn lstm_fwd(
-        &self,
-        xw: &Vec<f32>,
-        w_hh: &Vec<f32>,
-        h0: &Vec<f32>,
-        c0: &Vec<f32>,
-        hs: &mut Vec<f32>,
-        cs: &mut Vec<f32>,
-        gates: &mut Vec<f32>,
-        l: Lstm,
-    ) {
-        lstm::forward(xw, w_hh, h0, c0, hs, cs, gates, l)
+    fn lstm_fwd(&self, xw: &Vec<f32>, w_hh: &Vec<f32>, h0: &Vec<f32>, c0: &Vec<f32>, out: LstmSeqs<&mut Vec<f32>>, l: Lstm) {
+        let LstmSeqs { hs, cs, gates } = out;
+        contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
+        lstm::forward(xw, w_hh, h0, c0, LstmSeqs { hs: &mut hs[..], cs: &mut cs[..], gates: &mut gates[..] }, l)
     }
 
-    fn lstm_bwd(
-        &self,
-        w_hh: &Vec<f32>,
-        h0: &Vec<f32>,
-        c0: &Vec<f32>,
-        hs: &Vec<f32>,
-        cs: &Vec<f32>,
-        gates: &Vec<f32>,
-        dhs: &Vec<f32>,
-        dxw: &mut Vec<f32>,
-        dw_hh: &mut Vec<f32>,
-        l: Lstm,
-    ) {
-        lstm::backward(w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    fn lstm_bwd(&self, w_hh: &Vec<f32>, saved: LstmSaved<'_, Vec<f32>>, dhs: &Vec<f32>, dxw: &mut Vec<f32>, dw_hh: &mut Vec<f32>, l: Lstm) {
+        let LstmSaved { h0, c0, seqs: LstmSeqs { hs, cs, gates } } = saved;
+        let lens = [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()];
+        contract::lstm_bwd(&l, lens);
+        let saved = LstmSaved { h0: &h0[..], c0: &c0[..], seqs: LstmSeqs { hs: &hs[..], cs: &cs[..], gates: &gates[..] } };
+        lstm::backward(w_hh, saved, dhs, dxw, dw_hh, l)
     }
 }
 

@@ -3,19 +3,12 @@
 
 use super::CpuBackend;
 use crate::engine::roll::{bce_one, sigmoid, RollOps};
+use crate::engine::{contract, Bag, Bce};
 
 impl RollOps for CpuBackend {
-    fn bce_logits(
-        &self,
-        logits: &Vec<f32>,
-        y: &Vec<f32>,
-        w: &Vec<f32>,
-        dlogits: &mut Vec<f32>,
-        stats: &mut Vec<f32>,
-        n: usize,
-        k: usize,
-        grad_scale: f32,
-    ) {
+    fn bce_logits(&self, logits: &Vec<f32>, y: &Vec<f32>, w: &Vec<f32>, dlogits: &mut Vec<f32>, stats: &mut Vec<f32>, bce: Bce) {
+        contract::bce_logits(&bce, [logits.len(), y.len(), w.len(), dlogits.len(), stats.len()]);
+        let Bce { n, k, grad_scale } = bce;
         let (logits, y, w) = (&logits[..n * k], &y[..n * k], &w[..n]);
         let (dlogits, stats) = (&mut dlogits[..n * k], &mut stats[..n]);
         for i in 0..n {
@@ -30,7 +23,9 @@ impl RollOps for CpuBackend {
         }
     }
 
-    fn bag_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, n: usize, slots: usize, e: usize) {
+    fn bag_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, bag: Bag) {
+        contract::bag_fwd(&bag, [ids.len(), table.len(), out.len()]);
+        let Bag { n, slots, e } = bag;
         let rows = table.len() / e.max(1);
         let out = &mut out[..n * e];
         out.fill(0.0);
@@ -45,8 +40,9 @@ impl RollOps for CpuBackend {
         }
     }
 
-    fn bag_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, n: usize, slots: usize, e: usize, rows: usize) {
-        assert!(dtable.len() >= rows * e, "bag_bwd: dtable holds {} values, needs {}", dtable.len(), rows * e);
+    fn bag_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, bag: Bag, rows: usize) {
+        contract::bag_bwd(&bag, rows, [ids.len(), dout.len(), dtable.len()]);
+        let Bag { n, slots, e } = bag;
         for i in 0..n {
             let d = &dout[i * e..][..e];
             for &id in &ids[i * slots..][..slots] {

@@ -3,8 +3,8 @@
 //! the forward and dq, one per key column for dk and dv; the backward's dS goes through a scratch
 //! buffer between the two).
 
-use super::{check_len, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
-use crate::engine::Attention;
+use super::{check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, Attention, Qkv};
 
 const ATTENTION: Shader = Shader { name: "attention", source: include_str!("../../../shaders/attention.wgsl") };
 
@@ -34,12 +34,7 @@ pub(crate) fn record_fwd(
     p: &mut GpuBuffer,
     a: Attention,
 ) {
-    let n = a.qkv_len();
-    for (what, b) in [("q", q), ("k", k), ("v", v)] {
-        check_len("attention_fwd", what, b, n);
-    }
-    check_len("attention_fwd", "out", out, n);
-    check_len("attention_fwd", "p", p, a.p_len());
+    contract::attention_fwd(&a, [q.len(), k.len(), v.len(), out.len(), p.len()]);
     check_same_elem("attention_fwd", &[("q", q), ("k", k), ("v", v), ("out", out), ("p", p)]);
     let rows = a.batch * a.heads * a.time;
     if rows == 0 {
@@ -49,27 +44,16 @@ pub(crate) fn record_fwd(
 }
 
 /// `dq, dk, dv [B, H*D, T]` (written) from `dout` and the saved `p`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_bwd(
     rec: &mut Recording<'_>,
-    q: &GpuBuffer,
-    k: &GpuBuffer,
-    v: &GpuBuffer,
+    qkv: Qkv<&GpuBuffer>,
     p: &GpuBuffer,
     dout: &GpuBuffer,
-    dq: &mut GpuBuffer,
-    dk: &mut GpuBuffer,
-    dv: &mut GpuBuffer,
+    grads: Qkv<&mut GpuBuffer>,
     a: Attention,
 ) {
-    let n = a.qkv_len();
-    for (what, b) in [("q", q), ("k", k), ("v", v), ("dout", dout)] {
-        check_len("attention_bwd", what, b, n);
-    }
-    check_len("attention_bwd", "p", p, a.p_len());
-    check_len("attention_bwd", "dq", dq, n);
-    check_len("attention_bwd", "dk", dk, n);
-    check_len("attention_bwd", "dv", dv, n);
+    let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
+    contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
     check_same_elem(
         "attention_bwd",
         &[("q", q), ("k", k), ("v", v), ("p", p), ("dout", dout), ("dq", dq), ("dk", dk), ("dv", dv)],

@@ -1,14 +1,14 @@
 //! Bias addition and its gradient on the GPU (`shaders/bias.wgsl`), with vec4 kernels on software
 //! renderers.
 
-use super::{check_len, check_same_elem, grid_1d, grid_groups, u, GpuBuffer, Recording, Shader};
+use super::{check_same_elem, grid_1d, grid_groups, u, GpuBuffer, Recording, Shader};
+use crate::engine::contract;
 
 const BIAS: Shader = Shader { name: "bias", source: include_str!("../../../shaders/bias.wgsl") };
 
 pub(crate) fn record_bias_add(rec: &mut Recording<'_>, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
     let n = outer * channels * inner;
-    check_len("bias_add", "y", y, n);
-    check_len("bias_add", "bias", bias, channels);
+    contract::bias_add(outer, channels, inner, [y.len(), bias.len()]);
     check_same_elem("bias_add", &[("y", y), ("bias", bias)]);
     if rec.ctx.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
         let p = [u(n), u(channels), 1];
@@ -19,8 +19,7 @@ pub(crate) fn record_bias_add(rec: &mut Recording<'_>, y: &mut GpuBuffer, bias: 
 }
 
 pub(crate) fn record_bias_grad(rec: &mut Recording<'_>, dy: &GpuBuffer, dbias: &mut GpuBuffer, outer: usize, channels: usize, inner: usize) {
-    check_len("bias_grad", "dy", dy, outer * channels * inner);
-    check_len("bias_grad", "dbias", dbias, channels);
+    contract::bias_grad(outer, channels, inner, [dy.len(), dbias.len()]);
     check_same_elem("bias_grad", &[("dy", dy), ("dbias", dbias)]);
     if rec.ctx.software_kernels() && inner == 1 && channels.is_multiple_of(4) && channels > 0 {
         let p = [u(outer), u(channels), 1];

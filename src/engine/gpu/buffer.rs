@@ -1,5 +1,6 @@
 //! The buffer type ([`GpuBuffer`], possibly a view into another's storage), its element types
-//! ([`Elem`]), and the argument checks every op makes before it records anything.
+//! ([`Elem`]), and the element-type checks an op makes before it records anything (its lengths
+//! are checked by its contract, `crate::engine::contract`).
 
 use std::sync::Arc;
 
@@ -20,12 +21,6 @@ impl Elem {
             Elem::F32 | Elem::U32 => 4,
         }
     }
-}
-
-/// Panics unless `buf` holds at least `needed` elements: the length check every op makes before
-/// recording, so that a shader can trust its indices.
-pub(crate) fn check_len(op: &str, what: &str, buf: &GpuBuffer, needed: usize) {
-    assert!(buf.len >= needed, "{op}: buffer `{what}` holds {} elements, the operation needs {needed}", buf.len);
 }
 
 /// A GPU buffer of f32, f16 or u32 elements (the backend uses this one type for values and ids; see

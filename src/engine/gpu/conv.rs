@@ -2,9 +2,9 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
+use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
 use super::bias::record_bias_grad;
-use crate::engine::Conv1d;
+use crate::engine::{contract, Conv1d};
 
 const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
 
@@ -40,10 +40,7 @@ fn params(c: &Conv1d, accumulate: bool, slice_len: usize, slices: usize) -> [u32
 
 /// `y [batch, cout, time]` from `x [batch, cin, time]`, `w [cout, cin, k]`, `bias [cout]`.
 pub(crate) fn record_fwd(rec: &mut Recording<'_>, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
-    check_len("conv1d_fwd", "x", x, c.batch * c.cin * c.time);
-    check_len("conv1d_fwd", "w", w, c.cout * c.cin * c.k);
-    check_len("conv1d_fwd", "bias", bias, c.cout);
-    check_len("conv1d_fwd", "y", y, c.batch * c.cout * c.time);
+    contract::conv1d_fwd(&c, [x.len(), w.len(), bias.len(), y.len()]);
     check_same_elem("conv1d_fwd", &[("x", x), ("w", w), ("bias", bias), ("y", y)]);
     if c.batch * c.time == 0 || c.cout == 0 {
         return;
@@ -61,9 +58,7 @@ pub(crate) fn record_bwd_input(
     c: Conv1d,
     accumulate: bool,
 ) {
-    check_len("conv1d_bwd_input", "dy", dy, c.batch * c.cout * c.time);
-    check_len("conv1d_bwd_input", "w", w, c.cout * c.cin * c.k);
-    check_len("conv1d_bwd_input", "dx", dx, c.batch * c.cin * c.time);
+    contract::conv1d_bwd_input(&c, [dy.len(), w.len(), dx.len()]);
     check_same_elem("conv1d_bwd_input", &[("dy", dy), ("w", w), ("dx", dx)]);
     if c.batch * c.time == 0 || c.cin == 0 {
         return;
@@ -95,10 +90,7 @@ pub(crate) fn record_bwd_weight(
     c: Conv1d,
 ) {
     let wn = c.cout * c.cin * c.k;
-    check_len("conv1d_bwd_weight", "x", x, c.batch * c.cin * c.time);
-    check_len("conv1d_bwd_weight", "dy", dy, c.batch * c.cout * c.time);
-    check_len("conv1d_bwd_weight", "dw", dw, wn);
-    check_len("conv1d_bwd_weight", "dbias", dbias, c.cout);
+    contract::conv1d_bwd_weight(&c, [x.len(), dy.len(), dw.len(), dbias.len()]);
     check_same_elem("conv1d_bwd_weight", &[("x", x), ("dy", dy), ("dw", dw), ("dbias", dbias)]);
     let columns = c.batch * c.time;
     if columns == 0 || c.cout == 0 {

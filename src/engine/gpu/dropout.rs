@@ -1,13 +1,13 @@
 //! Inverted dropout on the GPU (`shaders/dropout.wgsl`): the mask is a counter-based hash of the
 //! element index, so the CPU draws the same one.
 
-use super::{check_len, grid_1d, u, GpuBuffer, Recording, Shader};
-use crate::engine::DropMask;
+use super::{grid_1d, u, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, DropMask};
 
 const DROPOUT: Shader = Shader { name: "dropout", source: include_str!("../../../shaders/dropout.wgsl") };
 
 pub(crate) fn record_dropout(rec: &mut Recording<'_>, x: &mut GpuBuffer, n: usize, mask: DropMask) {
-    check_len("dropout", "x", x, n);
+    contract::dropout(n, [x.len()]);
     let p = [u(n), mask.key0, mask.key1, mask.threshold, mask.scale_bits];
     rec.dispatch(&DROPOUT, "dropout", &[x], &p, grid_1d(n, 256));
 }

@@ -1,8 +1,8 @@
 //! Elementwise ops on the GPU (`shaders/elementwise.wgsl`): fill, add, strided copies, the
 //! activations and the WaveNet gate, and the batched transpose.
 
-use super::{check_len, check_same_elem, f, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
-use crate::engine::Act;
+use super::{check_same_elem, f, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
+use crate::engine::{contract, Act, Strided};
 
 const ELEMENTWISE: Shader =
     Shader { name: "elementwise", source: include_str!("../../../shaders/elementwise.wgsl") };
@@ -21,76 +21,56 @@ fn elementwise(rec: &mut Recording<'_>, entry: &'static str, bufs: &[&GpuBuffer]
 }
 
 pub(crate) fn record_fill(rec: &mut Recording<'_>, x: &mut GpuBuffer, n: usize, value: f32) {
-    check_len("fill", "x", x, n);
+    contract::fill(n, [x.len()]);
     elementwise(rec, "fill", &[x], &[u(n), f(value)], n);
 }
 
 pub(crate) fn record_add(rec: &mut Recording<'_>, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
-    check_len("add", "x", x, n);
-    check_len("add", "y", y, n);
+    contract::add(n, [x.len(), y.len()]);
     check_same_elem("add", &[("x", x), ("y", y)]);
     elementwise(rec, "add", &[x, y], &[u(n)], n);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_copy_strided(
-    rec: &mut Recording<'_>,
-    src: &GpuBuffer,
-    src_off: usize,
-    src_stride: usize,
-    dst: &mut GpuBuffer,
-    dst_off: usize,
-    dst_stride: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
+pub(crate) fn record_copy_strided(rec: &mut Recording<'_>, src: &GpuBuffer, dst: &mut GpuBuffer, s: Strided) {
+    contract::copy_strided(&s, [src.len(), dst.len()]);
+    let Strided { rows, cols, src_off, src_stride, dst_off, dst_stride, accumulate } = s;
     if rows == 0 || cols == 0 {
         return;
     }
-    check_len("copy_strided", "src", src, src_off + (rows - 1) * src_stride + cols);
-    check_len("copy_strided", "dst", dst, dst_off + (rows - 1) * dst_stride + cols);
     check_same_elem("copy_strided", &[("src", src), ("dst", dst)]);
     let p = [u(rows), u(cols), u(src_off), u(src_stride), u(dst_off), u(dst_stride), accumulate as u32];
     elementwise(rec, "copy_strided", &[src, dst], &p, rows * cols);
 }
 
 pub(crate) fn record_act_fwd(rec: &mut Recording<'_>, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
-    check_len("act_fwd", "x", x, n);
-    check_len("act_fwd", "y", y, n);
+    contract::act_fwd(n, [x.len(), y.len()]);
     check_same_elem("act_fwd", &[("x", x), ("y", y)]);
     elementwise(rec, "act_fwd", &[x, y], &[u(n), act_code(act)], n);
 }
 
 pub(crate) fn record_act_bwd(rec: &mut Recording<'_>, act: Act, y: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer, n: usize) {
-    check_len("act_bwd", "y", y, n);
-    check_len("act_bwd", "dy", dy, n);
-    check_len("act_bwd", "dx", dx, n);
+    contract::act_bwd(n, [y.len(), dy.len(), dx.len()]);
     check_same_elem("act_bwd", &[("y", y), ("dy", dy), ("dx", dx)]);
     elementwise(rec, "act_bwd", &[y, dy, dx], &[u(n), act_code(act)], n);
 }
 
 pub(crate) fn record_gated_fwd(rec: &mut Recording<'_>, a: &GpuBuffer, z: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
     let n = batch * r * t;
-    check_len("gated_fwd", "a", a, 2 * n);
-    check_len("gated_fwd", "z", z, n);
+    contract::gated_fwd(batch, r, t, [a.len(), z.len()]);
     check_same_elem("gated_fwd", &[("a", a), ("z", z)]);
     elementwise(rec, "gated_fwd", &[a, z], &[u(n), u(r * t)], n);
 }
 
 pub(crate) fn record_gated_bwd(rec: &mut Recording<'_>, a: &GpuBuffer, dz: &GpuBuffer, da: &mut GpuBuffer, batch: usize, r: usize, t: usize) {
     let n = batch * r * t;
-    check_len("gated_bwd", "a", a, 2 * n);
-    check_len("gated_bwd", "dz", dz, n);
-    check_len("gated_bwd", "da", da, 2 * n);
+    contract::gated_bwd(batch, r, t, [a.len(), dz.len(), da.len()]);
     check_same_elem("gated_bwd", &[("a", a), ("dz", dz), ("da", da)]);
     elementwise(rec, "gated_bwd", &[a, dz, da], &[u(n), u(r * t)], n);
 }
 
 pub(crate) fn record_transpose(rec: &mut Recording<'_>, x: &GpuBuffer, y: &mut GpuBuffer, batch: usize, rows: usize, cols: usize) {
     let n = batch * rows * cols;
-    check_len("transpose", "x", x, n);
-    check_len("transpose", "y", y, n);
+    contract::transpose(batch, rows, cols, [x.len(), y.len()]);
     check_same_elem("transpose", &[("x", x), ("y", y)]);
     if n == 0 {
         return;

@@ -1,7 +1,8 @@
 //! The embedding lookup and its gradient on the GPU (`shaders/embedding.wgsl`): the backward as
 //! per-run partial tables, then their sum in order (no atomics).
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
+use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
+use crate::engine::contract;
 
 const EMBEDDING: Shader = Shader { name: "embedding", source: include_str!("../../../shaders/embedding.wgsl") };
 
@@ -9,16 +10,14 @@ const EMBEDDING: Shader = Shader { name: "embedding", source: include_str!("../.
 const EMBEDDING_SCRATCH: usize = 16 << 20;
 
 pub(crate) fn record_embedding_fwd(rec: &mut Recording<'_>, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, e: usize) {
-    check_len("embedding_fwd", "ids", ids, n);
-    check_len("embedding_fwd", "out", out, n * e);
+    contract::embedding_fwd(n, e, [ids.len(), table.len(), out.len()]);
     check_same_elem("embedding_fwd", &[("table", table), ("out", out)]);
     let rows = table.len / e.max(1);
     rec.dispatch(&EMBEDDING, "embedding_fwd", &[ids, table, out], &[u(n), u(e), u(rows)], grid_1d(n * e, 256));
 }
 
 pub(crate) fn record_embedding_bwd(rec: &mut Recording<'_>, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, e: usize) {
-    check_len("embedding_bwd", "ids", ids, n);
-    check_len("embedding_bwd", "dout", dout, n * e);
+    contract::embedding_bwd(n, e, [ids.len(), dout.len(), dtable.len()]);
     check_same_elem("embedding_bwd", &[("dout", dout), ("dtable", dtable)]);
     if e == 0 || n == 0 {
         return;

@@ -3,7 +3,8 @@
 //! converting f16 with the `half` crate).
 
 use super::context::Context;
-use super::{check_len, Elem, GpuBackend, GpuBuffer, Precision};
+use super::{Elem, GpuBackend, GpuBuffer, Precision};
+use crate::engine::contract;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -82,9 +83,9 @@ impl GpuBackend {
         }
     }
 
-    pub(super) fn write_words(&self, dst: &GpuBuffer, words: &[u32], op: &str) {
+    pub(super) fn write_words(&self, dst: &GpuBuffer, words: &[u32], op: &'static str) {
         assert!(dst.elem != Elem::F16, "{op}: buffer `dst` holds f16, not 32-bit words");
-        check_len(op, "dst", dst, words.len());
+        contract::write(op, words.len(), [dst.len]);
         self.write_bytes(dst, bytemuck::cast_slice(words));
     }
 
@@ -92,7 +93,7 @@ impl GpuBackend {
     /// its other half is padding when `src` fills the buffer, else the next element, read back
     /// first so that it is kept (a slow path no model takes: they write whole tensors).
     fn write_halves(&self, dst: &GpuBuffer, src: &[f32]) {
-        check_len("write", "dst", dst, src.len());
+        contract::write("write", src.len(), [dst.len]);
         let mut halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
         if halves.len() % 2 == 1 {
             let next = if dst.len > src.len() {
@@ -119,14 +120,14 @@ impl GpuBackend {
     /// The first `len` 32-bit words of `src`, after all recorded work.
     fn read_words(&self, src: &GpuBuffer, len: usize) -> Vec<u32> {
         assert!(src.elem != Elem::F16, "read: buffer holds f16, not 32-bit words");
-        check_len("read", "src", src, len);
+        contract::read(len, [src.len]);
         // (collected, not cast: a Vec<u8> need not be aligned for u32)
         bytemuck::pod_collect_to_vec(&self.read_bytes(src, 4 * len))
     }
 
     /// The first `len` elements of an f16 buffer, widened to f32.
     fn read_halves(&self, src: &GpuBuffer, len: usize) -> Vec<f32> {
-        check_len("read", "src", src, len);
+        contract::read(len, [src.len]);
         let bytes = self.read_bytes(src, 2 * len);
         bytes.chunks_exact(2).take(len).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32()).collect()
     }

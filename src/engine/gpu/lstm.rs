@@ -10,8 +10,8 @@
 
 use super::matmul::record_matmul;
 use super::context::Context;
-use super::{check_len, check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
-use crate::engine::{Lstm, MatMul};
+use super::{check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, Lstm, LstmSaved, LstmSeqs, MatMul};
 
 const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
 
@@ -49,27 +49,19 @@ fn word(op: &str, x: usize) -> u32 {
 }
 
 /// Forward recurrence of one layer: writes `hs`, `cs [batch, time, H]` and `gates [batch, time, 4H]`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_fwd(
     rec: &mut Recording<'_>,
     xw: &GpuBuffer,
     w_hh: &GpuBuffer,
     h0: &GpuBuffer,
     c0: &GpuBuffer,
-    hs: &mut GpuBuffer,
-    cs: &mut GpuBuffer,
-    gates: &mut GpuBuffer,
+    out: LstmSeqs<&mut GpuBuffer>,
     l: Lstm,
 ) {
+    let LstmSeqs { hs, cs, gates } = out;
     let Lstm { batch, time, hidden: h } = l;
     let op = "lstm_fwd";
-    check_len(op, "xw", xw, batch * time * 4 * h);
-    check_len(op, "w_hh", w_hh, 4 * h * h);
-    check_len(op, "h0", h0, batch * h);
-    check_len(op, "c0", c0, batch * h);
-    check_len(op, "hs", hs, batch * time * h);
-    check_len(op, "cs", cs, batch * time * h);
-    check_len(op, "gates", gates, batch * time * 4 * h);
+    contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
     check_same_elem(
         op,
         &[("xw", xw), ("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates)],
@@ -94,31 +86,19 @@ pub(crate) fn record_fwd(
 }
 
 /// Backpropagation through time: writes `dxw [batch, time, 4H]`, accumulates `dw_hh [4H, H]`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_bwd(
     rec: &mut Recording<'_>,
     w_hh: &GpuBuffer,
-    h0: &GpuBuffer,
-    c0: &GpuBuffer,
-    hs: &GpuBuffer,
-    cs: &GpuBuffer,
-    gates: &GpuBuffer,
+    saved: LstmSaved<'_, GpuBuffer>,
     dhs: &GpuBuffer,
     dxw: &mut GpuBuffer,
     dw_hh: &mut GpuBuffer,
     l: Lstm,
 ) {
+    let LstmSaved { h0, c0, seqs: LstmSeqs { hs, cs, gates } } = saved;
     let Lstm { batch, time, hidden: h } = l;
     let op = "lstm_bwd";
-    check_len(op, "w_hh", w_hh, 4 * h * h);
-    check_len(op, "h0", h0, batch * h);
-    check_len(op, "c0", c0, batch * h);
-    check_len(op, "hs", hs, batch * time * h);
-    check_len(op, "cs", cs, batch * time * h);
-    check_len(op, "gates", gates, batch * time * 4 * h);
-    check_len(op, "dhs", dhs, batch * time * h);
-    check_len(op, "dxw", dxw, batch * time * 4 * h);
-    check_len(op, "dw_hh", dw_hh, 4 * h * h);
+    contract::lstm_bwd(&l, [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()]);
     check_same_elem(
         op,
         &[("w_hh", w_hh), ("h0", h0), ("c0", c0), ("hs", hs), ("cs", cs), ("gates", gates), ("dhs", dhs), ("dxw", dxw)],
@@ -154,7 +134,7 @@ pub(crate) fn record_bwd(
 mod tests {
     use crate::engine::gpu::tests::{own_gpu, random, upload};
     use crate::engine::gpu::KernelVariant;
-    use crate::engine::{Backend, Lstm};
+    use crate::engine::{Backend, Lstm, LstmSaved, LstmSeqs};
 
     /// hs, cs, gates, dxw, dW_hh of one layer with the given kernel variant.
     fn run(variant: KernelVariant, l: Lstm, seed: u64) -> Vec<Vec<f32>> {
@@ -168,8 +148,8 @@ mod tests {
         let dhs = upload(&g, &scaled(4, n * h, 1.0));
         let (mut hs, mut cs, mut gates) = (g.alloc(n * h), g.alloc(n * h), g.alloc(n * 4 * h));
         let (mut dxw, mut dw_hh) = (g.alloc(n * 4 * h), upload(&g, &vec![0.25; 4 * h * h]));
-        g.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
-        g.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+        g.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l);
+        g.lstm_bwd(&w_hh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, l);
         vec![g.read(&hs, n * h), g.read(&cs, n * h), g.read(&gates, n * 4 * h), g.read(&dxw, n * 4 * h), g.read(&dw_hh, 4 * h * h)]
     }
 

@@ -2,8 +2,8 @@
 //! split-K partial sums reduced in order where the output has few tiles and k is long, and 8x8
 //! register blocks on software renderers.
 
-use super::{check_len, check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
-use crate::engine::MatMul;
+use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, MatMul};
 
 const MATMUL: Shader = Shader { name: "matmul", source: include_str!("../../../shaders/matmul.wgsl") };
 
@@ -27,9 +27,7 @@ fn matmul_splits(tiles: usize, k: usize) -> usize {
 
 pub(crate) fn record_matmul(rec: &mut Recording<'_>, a: &GpuBuffer, b: &GpuBuffer, c: &mut GpuBuffer, mm: MatMul) {
     let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
-    check_len("matmul", "a", a, m * k);
-    check_len("matmul", "b", b, k * n);
-    check_len("matmul", "c", c, m * n);
+    contract::matmul(&mm, [a.len(), b.len(), c.len()]);
     check_same_elem("matmul", &[("a", a), ("b", b), ("c", c)]);
     if m == 0 || n == 0 {
         return;

@@ -2,8 +2,9 @@
 //!
 //! # How work is recorded
 //!
-//! Every [`Backend`] operation checks its buffer lengths (panicking with the operation's name, as
-//! the CPU backend does), then *records* one or more compute dispatches; nothing runs until
+//! Every [`Backend`] operation checks its buffer lengths with its contract
+//! ([`crate::engine::contract`], the same check the CPU backend makes: the panic names the op, the
+//! buffer and the sizes), then *records* one or more compute dispatches; nothing runs until
 //! [`Backend::flush`] or [`Backend::read`]. A recorded dispatch (kept in a list until the submit,
 //! which encodes them all at once) is a pipeline, the buffers it binds and its parameters (sizes, offsets, flags: at most `MAX_PARAM_WORDS` 32-bit words). The
 //! parameters go into a host-side *params arena*, one 256-byte slot per dispatch; at submit time the
@@ -33,7 +34,9 @@
 //! 2. Give the op family a file of its own beside the others (see "Where things are"), declaring
 //!    the shader once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
 //! 3. Write its `record_*` functions: `pub(crate) fn record_my(rec: &mut Recording<'_>, x: &GpuBuffer, ...)`
-//!    checks lengths with `check_len`, then records with
+//!    checks lengths with the op's contract (`crate::engine::contract::my(sizes, [x.len(), ..])`,
+//!    the function the CPU backend calls too; ops with many sizes take one struct of
+//!    `crate::engine::args`), then records with
 //!    `rec.dispatch(&MY, "entry", &[&x, &w, &y], &[u(n), f(scale)], grid_1d(n, 256))`. `u` and `f`
 //!    turn a size and an `f32` into the words the shader reads; `grid_1d` / `grid_groups` /
 //!    `grid_2d` give workgroup counts within the 65535-per-dimension limit (see `grid_1d`'s doc for
@@ -96,7 +99,8 @@
 //! recorder.rs      Recording (the one lock, taken once per op), dispatches, the params arena,
 //!                  bind-group cache, submit, counts, profiling hooks; parameter words (f, u) and
 //!                  workgroup grids (grid_1d, grid_groups, grid_2d)
-//! buffer.rs        GpuBuffer (and views), Elem, the argument checks (check_len, check_f32, ...)
+//! buffer.rs        GpuBuffer (and views), Elem, the element-type checks (check_f32, ...; every
+//!                  op's and host I/O's lengths: `crate::engine::contract`)
 //! io.rs            allocation, views, uploads and read-backs
 //! scratch.rs       scratch buffers, each the op's own while it records (with_scratch)
 //! profile.rs       per-dispatch timestamps
@@ -137,12 +141,12 @@ pub use buffer::{Elem, GpuBuffer};
 pub use context::KernelVariant;
 pub use profile::{by_kernel, DispatchTime, Timestamps};
 
-pub(crate) use buffer::{check_f32, check_len, check_same_elem};
+pub(crate) use buffer::{check_f32, check_same_elem};
 pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
 use recorder::{Recorded, Recorder, Recording};
 
-use super::{Act, AdamParams, Attention, Backend, Conv1d, DropMask, Lstm, MatMul};
+use super::{Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use context::Context;
 use std::sync::Mutex;
 
@@ -215,19 +219,8 @@ impl Backend for GpuBackend {
         elementwise::record_add(&mut self.recording(), x, y, n)
     }
 
-    fn copy_strided(
-        &self,
-        src: &GpuBuffer,
-        src_off: usize,
-        src_stride: usize,
-        dst: &mut GpuBuffer,
-        dst_off: usize,
-        dst_stride: usize,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
-        elementwise::record_copy_strided(&mut self.recording(), src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols, accumulate)
+    fn copy_strided(&self, src: &GpuBuffer, dst: &mut GpuBuffer, s: Strided) {
+        elementwise::record_copy_strided(&mut self.recording(), src, dst, s)
     }
 
     fn act_fwd(&self, act: Act, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
@@ -274,17 +267,8 @@ impl Backend for GpuBackend {
         embedding::record_embedding_bwd(&mut self.recording(), ids, dout, dtable, n, e)
     }
 
-    fn softmax_xent(
-        &self,
-        logits: &GpuBuffer,
-        targets: &GpuBuffer,
-        dlogits: &mut GpuBuffer,
-        stats: &mut GpuBuffer,
-        n: usize,
-        v: usize,
-        grad_scale: f32,
-    ) {
-        softmax_xent::record_softmax_xent(&mut self.recording(), logits, targets, dlogits, stats, n, v, grad_scale)
+    fn softmax_xent(&self, logits: &GpuBuffer, targets: &GpuBuffer, dlogits: &mut GpuBuffer, stats: &mut GpuBuffer, x: Xent) {
+        softmax_xent::record_softmax_xent(&mut self.recording(), logits, targets, dlogits, stats, x)
     }
 
     fn sum_squares(&self, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
@@ -303,18 +287,8 @@ impl Backend for GpuBackend {
         optim::record_grad_norm_clip(&mut self.recording(), g, n, max_norm, acc, scale)
     }
 
-    fn adamw(
-        &self,
-        p: &mut GpuBuffer,
-        g: &GpuBuffer,
-        m: &mut GpuBuffer,
-        v: &mut GpuBuffer,
-        n: usize,
-        hp: AdamParams,
-        factor: f32,
-        scale: &GpuBuffer,
-    ) {
-        optim::record_adamw(&mut self.recording(), "adamw", p, g, m, v, n, hp, factor, scale)
+    fn adamw(&self, p: &mut GpuBuffer, g: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, scale: &GpuBuffer, step: AdamStep) {
+        optim::record_adamw(&mut self.recording(), p, g, m, v, scale, step)
     }
 
     fn conv1d_fwd(&self, x: &GpuBuffer, w: &GpuBuffer, bias: &GpuBuffer, y: &mut GpuBuffer, c: Conv1d) {
@@ -341,49 +315,16 @@ impl Backend for GpuBackend {
         attention::record_fwd(&mut self.recording(), q, k, v, out, p, a)
     }
 
-    fn attention_bwd(
-        &self,
-        q: &GpuBuffer,
-        k: &GpuBuffer,
-        v: &GpuBuffer,
-        p: &GpuBuffer,
-        dout: &GpuBuffer,
-        dq: &mut GpuBuffer,
-        dk: &mut GpuBuffer,
-        dv: &mut GpuBuffer,
-        a: Attention,
-    ) {
-        attention::record_bwd(&mut self.recording(), q, k, v, p, dout, dq, dk, dv, a)
+    fn attention_bwd(&self, qkv: Qkv<&GpuBuffer>, p: &GpuBuffer, dout: &GpuBuffer, grads: Qkv<&mut GpuBuffer>, a: Attention) {
+        attention::record_bwd(&mut self.recording(), qkv, p, dout, grads, a)
     }
 
-    fn lstm_fwd(
-        &self,
-        xw: &GpuBuffer,
-        w_hh: &GpuBuffer,
-        h0: &GpuBuffer,
-        c0: &GpuBuffer,
-        hs: &mut GpuBuffer,
-        cs: &mut GpuBuffer,
-        gates: &mut GpuBuffer,
-        l: Lstm,
-    ) {
-        lstm::record_fwd(&mut self.recording(), xw, w_hh, h0, c0, hs, cs, gates, l)
+    fn lstm_fwd(&self, xw: &GpuBuffer, w_hh: &GpuBuffer, h0: &GpuBuffer, c0: &GpuBuffer, out: LstmSeqs<&mut GpuBuffer>, l: Lstm) {
+        lstm::record_fwd(&mut self.recording(), xw, w_hh, h0, c0, out, l)
     }
 
-    fn lstm_bwd(
-        &self,
-        w_hh: &GpuBuffer,
-        h0: &GpuBuffer,
-        c0: &GpuBuffer,
-        hs: &GpuBuffer,
-        cs: &GpuBuffer,
-        gates: &GpuBuffer,
-        dhs: &GpuBuffer,
-        dxw: &mut GpuBuffer,
-        dw_hh: &mut GpuBuffer,
-        l: Lstm,
-    ) {
-        lstm::record_bwd(&mut self.recording(), w_hh, h0, c0, hs, cs, gates, dhs, dxw, dw_hh, l)
+    fn lstm_bwd(&self, w_hh: &GpuBuffer, saved: LstmSaved<'_, GpuBuffer>, dhs: &GpuBuffer, dxw: &mut GpuBuffer, dw_hh: &mut GpuBuffer, l: Lstm) {
+        lstm::record_bwd(&mut self.recording(), w_hh, saved, dhs, dxw, dw_hh, l)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The optimizer's ops on the GPU (`shaders/optim.wgsl`): sums of squares, the global norm and
 //! clipping scale, weight decay and the Adam(W) update.
 
-use super::{check_f32, check_len, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
-use crate::engine::AdamParams;
+use super::{check_f32, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, AdamStep};
 
 const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../shaders/optim.wgsl") };
 
@@ -11,8 +11,7 @@ const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../sha
 const NORM_GROUPS: usize = 256;
 
 pub(crate) fn record_sum_squares(rec: &mut Recording<'_>, x: &GpuBuffer, n: usize, acc: &mut GpuBuffer) {
-    check_len("sum_squares", "x", x, n);
-    check_len("sum_squares", "acc", acc, 1);
+    contract::sum_squares(n, [x.len(), acc.len()]);
     check_f32("sum_squares", "acc", acc);
     // The gradient is unscaled before it is squared (a multiplication by 1 at f32).
     let p = [u(n), 0, 0, 0, 0, 0, 0, f(1.0 / rec.ctx.loss_scale())];
@@ -20,23 +19,20 @@ pub(crate) fn record_sum_squares(rec: &mut Recording<'_>, x: &GpuBuffer, n: usiz
 }
 
 pub(crate) fn record_clip_scale(rec: &mut Recording<'_>, acc: &GpuBuffer, max_norm: f32, scale: &mut GpuBuffer) {
-    check_len("clip_scale", "acc", acc, 1);
-    check_len("clip_scale", "scale", scale, 1);
+    contract::clip_scale([acc.len(), scale.len()]);
     check_f32("clip_scale", "acc", acc);
     check_f32("clip_scale", "scale", scale);
     rec.dispatch(&OPTIM, "clip_scale", &[acc, scale], &[f(max_norm)], [1, 1, 1]);
 }
 
 pub(crate) fn record_decay(rec: &mut Recording<'_>, p: &mut GpuBuffer, n: usize, factor: f32) {
-    check_len("decay", "p", p, n);
+    contract::decay(n, [p.len()]);
     rec.dispatch(&OPTIM, "decay", &[p], &[u(n), f(factor)], grid_1d(n, 256));
 }
 
 pub(crate) fn record_grad_norm_clip(rec: &mut Recording<'_>, g: &GpuBuffer, n: usize, max_norm: f32, acc: &mut GpuBuffer, scale: &mut GpuBuffer) {
     const OP: &str = "grad_norm_clip";
-    check_len(OP, "g", g, n);
-    check_len(OP, "acc", acc, 1);
-    check_len(OP, "scale", scale, 1);
+    contract::grad_norm_clip(n, [g.len(), acc.len(), scale.len()]);
     check_f32(OP, "acc", acc);
     check_f32(OP, "scale", scale);
     // Partial sums of 256-wide workgroups striding over g (at most NORM_GROUPS of them, a
@@ -50,28 +46,14 @@ pub(crate) fn record_grad_norm_clip(rec: &mut Recording<'_>, g: &GpuBuffer, n: u
     });
 }
 
-/// [`crate::engine::Backend::adamw`] (`adam` is the same with `factor = 1`): checks, then one
-/// dispatch.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_adamw(
-    rec: &mut Recording<'_>,
-    op: &str,
-    p: &GpuBuffer,
-    g: &GpuBuffer,
-    m: &GpuBuffer,
-    v: &GpuBuffer,
-    n: usize,
-    hp: AdamParams,
-    factor: f32,
-    scale: &GpuBuffer,
-) {
-    for (what, b) in [("p", p), ("g", g), ("m", m), ("v", v)] {
-        check_len(op, what, b, n);
-    }
-    check_len(op, "scale", scale, 1);
-    check_same_elem(op, &[("p", p), ("g", g)]);
+/// [`crate::engine::Backend::adamw`] (plain Adam is `factor = 1`): checks, then one dispatch.
+pub(crate) fn record_adamw(rec: &mut Recording<'_>, p: &GpuBuffer, g: &GpuBuffer, m: &GpuBuffer, v: &GpuBuffer, scale: &GpuBuffer, step: AdamStep) {
+    const OP: &str = "adamw";
+    contract::adamw(&step, [p.len(), g.len(), m.len(), v.len(), scale.len()]);
+    let AdamStep { n, hp, factor } = step;
+    check_same_elem(OP, &[("p", p), ("g", g)]);
     for (what, b) in [("m", m), ("v", v), ("scale", scale)] {
-        check_f32(op, what, b);
+        check_f32(OP, what, b);
     }
     // Bias corrections computed on the host exactly as the CPU backend does.
     let t = hp.step as i32;

@@ -1,8 +1,9 @@
 //! The piano-roll ops on the GPU (see [`crate::engine::roll::RollOps`] for the math and layout,
 //! `shaders/bce.wgsl` and `shaders/bag.wgsl` for the kernels).
 
-use super::{check_f32, check_len, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
+use super::{check_f32, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
 use crate::engine::roll::RollOps;
+use crate::engine::{contract, Bag, Bce};
 
 const BCE: Shader = Shader { name: "bce", source: include_str!("../../../shaders/bce.wgsl") };
 const BAG: Shader = Shader { name: "bag", source: include_str!("../../../shaders/bag.wgsl") };
@@ -11,30 +12,19 @@ const BAG: Shader = Shader { name: "bag", source: include_str!("../../../shaders
 const BAG_SCRATCH: usize = 4 << 20;
 
 impl RollOps for GpuBackend {
-    fn bce_logits(
-        &self,
-        logits: &GpuBuffer,
-        y: &GpuBuffer,
-        w: &GpuBuffer,
-        dlogits: &mut GpuBuffer,
-        stats: &mut GpuBuffer,
-        n: usize,
-        k: usize,
-        grad_scale: f32,
-    ) {
-        record_bce_logits(&mut self.recording(), logits, y, w, dlogits, stats, n, k, grad_scale)
+    fn bce_logits(&self, logits: &GpuBuffer, y: &GpuBuffer, w: &GpuBuffer, dlogits: &mut GpuBuffer, stats: &mut GpuBuffer, bce: Bce) {
+        record_bce_logits(&mut self.recording(), logits, y, w, dlogits, stats, bce)
     }
 
-    fn bag_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, n: usize, slots: usize, e: usize) {
-        record_bag_fwd(&mut self.recording(), ids, table, out, n, slots, e)
+    fn bag_fwd(&self, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, bag: Bag) {
+        record_bag_fwd(&mut self.recording(), ids, table, out, bag)
     }
 
-    fn bag_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, n: usize, slots: usize, e: usize, rows: usize) {
-        record_bag_bwd(&mut self.recording(), ids, dout, dtable, n, slots, e, rows)
+    fn bag_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, bag: Bag, rows: usize) {
+        record_bag_bwd(&mut self.recording(), ids, dout, dtable, bag, rows)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_bce_logits(
     rec: &mut Recording<'_>,
     logits: &GpuBuffer,
@@ -42,15 +32,10 @@ pub(crate) fn record_bce_logits(
     w: &GpuBuffer,
     dlogits: &mut GpuBuffer,
     stats: &mut GpuBuffer,
-    n: usize,
-    k: usize,
-    grad_scale: f32,
+    bce: Bce,
 ) {
-    check_len("bce_logits", "logits", logits, n * k);
-    check_len("bce_logits", "y", y, n * k);
-    check_len("bce_logits", "w", w, n);
-    check_len("bce_logits", "dlogits", dlogits, n * k);
-    check_len("bce_logits", "stats", stats, n);
+    contract::bce_logits(&bce, [logits.len(), y.len(), w.len(), dlogits.len(), stats.len()]);
+    let Bce { n, k, grad_scale } = bce;
     check_same_elem("bce_logits", &[("logits", logits), ("y", y), ("w", w), ("dlogits", dlogits)]);
     check_f32("bce_logits", "stats", stats);
     if n == 0 {
@@ -61,17 +46,9 @@ pub(crate) fn record_bce_logits(
     rec.dispatch(&BCE, "bce_logits", &[logits, y, w, dlogits, stats], &p, grid_1d(n, 64));
 }
 
-pub(crate) fn record_bag_fwd(
-    rec: &mut Recording<'_>,
-    ids: &GpuBuffer,
-    table: &GpuBuffer,
-    out: &mut GpuBuffer,
-    n: usize,
-    slots: usize,
-    e: usize,
-) {
-    check_len("bag_fwd", "ids", ids, n * slots);
-    check_len("bag_fwd", "out", out, n * e);
+pub(crate) fn record_bag_fwd(rec: &mut Recording<'_>, ids: &GpuBuffer, table: &GpuBuffer, out: &mut GpuBuffer, bag: Bag) {
+    contract::bag_fwd(&bag, [ids.len(), table.len(), out.len()]);
+    let Bag { n, slots, e } = bag;
     check_same_elem("bag_fwd", &[("table", table), ("out", out)]);
     if n * e == 0 {
         return;
@@ -81,20 +58,9 @@ pub(crate) fn record_bag_fwd(
     rec.dispatch(&BAG, "bag_fwd", &[ids, table, out], &p, grid_1d(n * e, 256));
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_bag_bwd(
-    rec: &mut Recording<'_>,
-    ids: &GpuBuffer,
-    dout: &GpuBuffer,
-    dtable: &mut GpuBuffer,
-    n: usize,
-    slots: usize,
-    e: usize,
-    rows: usize,
-) {
-    check_len("bag_bwd", "ids", ids, n * slots);
-    check_len("bag_bwd", "dout", dout, n * e);
-    check_len("bag_bwd", "dtable", dtable, rows * e);
+pub(crate) fn record_bag_bwd(rec: &mut Recording<'_>, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, bag: Bag, rows: usize) {
+    contract::bag_bwd(&bag, rows, [ids.len(), dout.len(), dtable.len()]);
+    let Bag { n, slots, e } = bag;
     check_same_elem("bag_bwd", &[("dout", dout), ("dtable", dtable)]);
     if n * e * rows == 0 || slots == 0 {
         return;

@@ -68,7 +68,7 @@ impl<'a> Recording<'a> {
 mod tests {
     use crate::engine::gpu::tests::{own_gpu, random, upload};
     use crate::engine::gpu::KernelVariant;
-    use crate::engine::{Backend, Lstm};
+    use crate::engine::{Backend, Lstm, LstmSaved, LstmSeqs};
 
     /// A buffer is kept between uses of its key and grown on demand; while an op holds it, a
     /// nested use of the same key gets a buffer of its own; afterwards it is back in the store.
@@ -101,8 +101,8 @@ mod tests {
         let (h0, c0, dhs) = (upload(&g, &random(3, l.batch * h)), upload(&g, &random(4, l.batch * h)), upload(&g, &random(5, n * h)));
         let (mut hs, mut cs, mut gates) = (g.alloc(n * h), g.alloc(n * h), g.alloc(n * 4 * h));
         let (mut dxw, mut dw_hh) = (g.alloc(n * 4 * h), g.alloc(4 * h * h));
-        g.lstm_fwd(&xw, &w_hh, &h0, &c0, &mut hs, &mut cs, &mut gates, l);
-        g.lstm_bwd(&w_hh, &h0, &c0, &hs, &cs, &gates, &dhs, &mut dxw, &mut dw_hh, l);
+        g.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l);
+        g.lstm_bwd(&w_hh, LstmSaved { h0: &h0, c0: &c0, seqs: LstmSeqs { hs: &hs, cs: &cs, gates: &gates } }, &dhs, &mut dxw, &mut dw_hh, l);
         assert!(g.read(&dw_hh, 4 * h * h).iter().all(|x| x.is_finite()));
         assert_eq!(g.recording().rec.scratch.free_keys(), ["lstm_hprev", "lstm_pack", "matmul_split"]);
     }

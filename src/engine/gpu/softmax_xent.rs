@@ -1,26 +1,22 @@
 //! Softmax cross-entropy on the GPU (`shaders/softmax_xent.wgsl`): per row the loss statistics and
 //! the gradient of the logits, loss-scaled at f16.
 
-use super::{check_f32, check_len, check_same_elem, f, grid_groups, u, GpuBuffer, Recording, Shader};
+use super::{check_f32, check_same_elem, f, grid_groups, u, GpuBuffer, Recording, Shader};
+use crate::engine::{contract, Xent};
 
 const SOFTMAX_XENT: Shader =
     Shader { name: "softmax_xent", source: include_str!("../../../shaders/softmax_xent.wgsl") };
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_softmax_xent(
     rec: &mut Recording<'_>,
     logits: &GpuBuffer,
     targets: &GpuBuffer,
     dlogits: &mut GpuBuffer,
     stats: &mut GpuBuffer,
-    n: usize,
-    v: usize,
-    grad_scale: f32,
+    x: Xent,
 ) {
-    check_len("softmax_xent", "logits", logits, n * v);
-    check_len("softmax_xent", "targets", targets, n);
-    check_len("softmax_xent", "dlogits", dlogits, n * v);
-    check_len("softmax_xent", "stats", stats, 2 * n);
+    contract::softmax_xent(&x, [logits.len(), targets.len(), dlogits.len(), stats.len()]);
+    let Xent { n, v, grad_scale } = x;
     check_same_elem("softmax_xent", &[("logits", logits), ("dlogits", dlogits)]);
     check_f32("softmax_xent", "stats", stats);
     if v == 0 {
