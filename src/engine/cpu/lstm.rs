@@ -16,7 +16,9 @@
 //! once per call into column panels ([`pack_panels`]) and each step runs a register-tiled kernel
 //! over them ([`packed_gemm`]), written in portable Rust on fixed-size arrays and compiled, besides
 //! the plain build, for AVX2+FMA and AVX-512 chosen at run time (`is_x86_feature_detected!`; no
-//! intrinsics, no RUSTFLAGS). Each element of a product is one FMA chain in ascending k (as on the
+//! RUSTFLAGS). The AVX-512 tile alone is written in `std::arch` intrinsics ([`tile_product_wide`]),
+//! because LLVM's vectorisation of its portable form changed with unrelated code elsewhere in the
+//! crate. Each element of a product is one FMA chain in ascending k (as on the
 //! GPU), so results are the same on every path, tile and thread count. (On an x86 CPU without FMA
 //! the plain build's `mul_add` is a library call: correct, but slow.)
 
