@@ -62,7 +62,7 @@ pub struct TrainArgs {
     pub stacks: Option<usize>,
     /// wavenet-gated: heads of a causal attention layer after the skip sum, which lets the model
     /// copy what followed an earlier context like the current one (default 4, the default
-    /// recipe's; 0 = none, the plain gated WaveNet, which generates incrementally).
+    /// recipe's; 0 = none, the plain gated WaveNet).
     #[arg(long, value_name = "HEADS")]
     pub attention: Option<usize>,
     /// wavenet-gated with --attention: width of each attention head (default 32).
