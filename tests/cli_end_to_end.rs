@@ -191,7 +191,7 @@ fn wavenet_gated_has_the_default_recipes_attention_heads() {
     let gen = ["generate", "--model", "default/last.safetensors", "--backend", "cpu", "--length", "5", "--out", "g.mid"];
     let (_, err) = etude_ok(&gen, dir);
     assert!(err.contains("SlidingWindow mode"), "{err}");
-    // --attention-dim alone widens the default heads.
+    // --attention-dim alone sets the width of the default heads.
     let out = args.iter().position(|a| a == "--out").unwrap();
     args[out + 1] = "wide".into();
     args.extend(["--attention-dim".into(), "8".into()]);
