@@ -11,6 +11,7 @@
 //!   attention.rs    CausalAttention: q, k, v, o 1x1 convs around the attention op
 //!   dropout.rs      DropSite: a dropout site (tensor id), the identity when dropout is off
 //!   bag.rs          BagInput: the piano-roll input projection (sum of the active keys' rows + bias)
+//!   gated.rs        GatedStack: the gated WaveNet's residual blocks and skip sum (token and roll models)
 //! ```
 //!
 //! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
@@ -23,6 +24,7 @@ pub mod bag;
 pub mod conv1d;
 pub mod dropout;
 pub mod embedding;
+pub mod gated;
 pub mod linear;
 pub mod lstm;
 
@@ -31,6 +33,7 @@ pub use bag::BagInput;
 pub use conv1d::Conv1d;
 pub use dropout::DropSite;
 pub use embedding::Embedding;
+pub use gated::{GatedBlock, GatedStack};
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmScratch};
 

@@ -47,7 +47,7 @@ use super::{Model, Targets};
 use crate::engine::cpu::CpuBackend;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Attention, Backend, Dropout, Param, Tensor};
-use crate::layers::{CausalAttention, Conv1d, DropSite, Embedding, Layer};
+use crate::layers::{CausalAttention, Conv1d, Embedding, GatedStack, Layer};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -168,20 +168,6 @@ impl GatedConfig {
     }
 }
 
-/// One residual block: `z = gate(dil(h))` (dropout site `i` on `z`), `skip(z)` into the skip
-/// sum, `h + res(z)` to the next block.
-struct Block<B: Backend> {
-    /// `blocks.{i}.dil`, causal, kernel K, R -> 2R; its output `a_i [B, 2R, T]`.
-    dil: Conv1d<B>,
-    /// `blocks.{i}.res`, 1x1 R -> R, absent on the last block; its output becomes `h_{i+1}`.
-    res: Option<Conv1d<B>>,
-    /// `blocks.{i}.skip`, 1x1 R -> S, writing into the model's skip sum.
-    skip: Conv1d<B>,
-    /// The gated output `z_i [B, R, T]`.
-    z: B::Buf,
-    drop: DropSite,
-}
-
 /// The gated WaveNet: its layers, and the activations of its wiring (sized for `max_batch`
 /// windows of `window` steps).
 pub struct WavenetGated<B: Backend> {
@@ -190,7 +176,8 @@ pub struct WavenetGated<B: Backend> {
     emb: Embedding<B>,
     /// `inp`, 1x1 E -> R; its output is `h_0`.
     inp: Conv1d<B>,
-    blocks: Vec<Block<B>>,
+    /// The residual blocks `blocks.{i}` and their skip sum.
+    stack: GatedStack<B>,
     attn: Option<CausalAttention<B>>,
     /// `post1` (its output: before the ReLU) and `post2` (its output `[B, V, T]`).
     post1: Conv1d<B>,
@@ -198,9 +185,7 @@ pub struct WavenetGated<B: Backend> {
     // ---- the wiring's activations ----
     /// Embeddings transposed `[B, E, T]`.
     emb_t: B::Buf,
-    /// Sum of skips `[B, S, T]`, one block's skip, relu(skip), relu(post1).
-    skip_sum: B::Buf,
-    skip_tmp: B::Buf,
+    /// relu(skip sum), relu(post1).
     s1: B::Buf,
     p1: B::Buf,
     /// With heads: `relu(skip + attn(relu(skip)))` `[B, S, T]` (empty without).
@@ -214,10 +199,6 @@ pub struct WavenetGated<B: Backend> {
     dskip: B::Buf,
     /// With heads: the skip sum's gradient through the attention's input (empty without).
     dskip_u: B::Buf,
-    /// Gradient of the residual stream `[B, R, T]` (accumulates across blocks).
-    dh: B::Buf,
-    dz: B::Buf,
-    da: B::Buf,
     demb_t: B::Buf,
     demb: B::Buf,
     /// Dropout of the current training step (None: identity).
@@ -237,15 +218,7 @@ impl<B: Backend> WavenetGated<B> {
         // Made in PyTorch's registration order: the draws from `rng` are its initialisation's.
         let emb = Embedding::new(b, "emb", v, e, m * t, rng);
         let inp = Conv1d::new(b, "inp", e, r, 1, 1, rng).with_output(b, m, t);
-        let blocks = (0..n)
-            .map(|i| Block {
-                dil: Conv1d::new(b, &format!("blocks.{i}.dil"), r, 2 * r, k, cfg.dilation(i), rng).with_output(b, m, t),
-                res: (i + 1 < n).then(|| Conv1d::new(b, &format!("blocks.{i}.res"), r, r, 1, 1, rng).with_output(b, m, t)),
-                skip: Conv1d::new(b, &format!("blocks.{i}.skip"), r, s, 1, 1, rng),
-                z: b.alloc(m * r * t),
-                drop: DropSite(i as u32),
-            })
-            .collect();
+        let stack = GatedStack::new(b, (r, s, k), n, |i| cfg.dilation(i), m, t, rng);
         let attn = (cfg.attention > 0)
             .then(|| CausalAttention::new(b, "attn", s, cfg.attention, cfg.attention_dim, 1, m, t, rng));
         let post1 = Conv1d::new(b, "post1", s, s, 1, 1, rng).with_output(b, m, t);
@@ -256,13 +229,11 @@ impl<B: Backend> WavenetGated<B> {
             max_batch,
             emb,
             inp,
-            blocks,
+            stack,
             attn,
             post1,
             post2,
             emb_t: b.alloc(m * e * t),
-            skip_sum: b.alloc(m * s * t),
-            skip_tmp: b.alloc(m * s * t),
             s1: b.alloc(m * s * t),
             p1: b.alloc(m * s * t),
             s2: b.alloc(with_heads),
@@ -273,9 +244,6 @@ impl<B: Backend> WavenetGated<B> {
             ds1: b.alloc(m * s * t),
             dskip: b.alloc(m * s * t),
             dskip_u: b.alloc(with_heads),
-            dh: b.alloc(m * r * t),
-            dz: b.alloc(m * r * t),
-            da: b.alloc(m * 2 * r * t),
             demb_t: b.alloc(m * e * t),
             demb: b.alloc(m * t * e),
             dropout: None,
@@ -310,22 +278,14 @@ impl<B: Backend> WavenetGated<B> {
             "wavenet-gated step mode: a model for one window of one step, without attention"
         );
         self.inp.start_steps(b);
-        for blk in &mut self.blocks {
-            blk.dil.start_steps(b);
-            if let Some(res) = blk.res.as_mut() {
-                res.start_steps(b);
-            }
-            blk.skip.start_steps(b);
-        }
+        self.stack.start_steps(b);
         self.post1.start_steps(b);
         self.post2.start_steps(b);
     }
 
     /// Forget every past token of step mode.
     pub fn reset_steps(&mut self, b: &B) {
-        for blk in &mut self.blocks {
-            blk.dil.reset_steps(b);
-        }
+        self.stack.reset_steps(b);
     }
 }
 
@@ -333,11 +293,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn params(&self) -> Vec<&Param<B>> {
         let mut p = self.emb.params();
         p.extend(self.inp.params());
-        for blk in &self.blocks {
-            p.extend(blk.dil.params());
-            p.extend(blk.res.iter().flat_map(|c| c.params()));
-            p.extend(blk.skip.params());
-        }
+        p.extend(self.stack.params());
         p.extend(self.attn.iter().flat_map(|a| a.params()));
         p.extend(self.post1.params());
         p.extend(self.post2.params());
@@ -347,11 +303,7 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         let mut p = self.emb.params_mut();
         p.extend(self.inp.params_mut());
-        for blk in &mut self.blocks {
-            p.extend(blk.dil.params_mut());
-            p.extend(blk.res.iter_mut().flat_map(|c| c.params_mut()));
-            p.extend(blk.skip.params_mut());
-        }
+        p.extend(self.stack.params_mut());
         p.extend(self.attn.iter_mut().flat_map(|a| a.params_mut()));
         p.extend(self.post1.params_mut());
         p.extend(self.post2.params_mut());
@@ -372,38 +324,20 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
 
     fn forward(&mut self, b: &B, x: &B::Ids, batch: usize) {
         self.check_batch(batch);
-        let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let (rt, st) = (batch * r * t, batch * s * t);
+        let GatedConfig { vocab: v, window: t, embed: e, skip: s, .. } = self.cfg;
+        let st = batch * s * t;
         let d = self.dropout.as_ref();
 
         self.emb.forward(b, x, batch * t);
         b.transpose(&self.emb.out, &mut self.emb_t, batch, t, e);
         self.inp.forward(b, &self.emb_t, batch, t);
-        for i in 0..self.blocks.len() {
-            let (done, rest) = self.blocks.split_at_mut(i);
-            let h = done.last().map_or(&self.inp.y, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
-            let blk = &mut rest[0];
-            blk.dil.forward(b, h, batch, t);
-            b.gated_fwd(&blk.dil.y, &mut blk.z, batch, r, t);
-            blk.drop.apply(b, d, &mut blk.z, rt);
-            if i == 0 {
-                blk.skip.forward_into(b, &blk.z, &mut self.skip_sum, batch, t);
-            } else {
-                blk.skip.forward_into(b, &blk.z, &mut self.skip_tmp, batch, t);
-                b.add(&self.skip_tmp, &mut self.skip_sum, st);
-            }
-            if let Some(res) = blk.res.as_mut() {
-                // h_{i+1} = res(z_i) + h_i
-                res.forward(b, &blk.z, batch, t);
-                b.add(h, &mut res.y, rt);
-            }
-        }
-        b.act_fwd(Act::Relu, &self.skip_sum, &mut self.s1, st);
+        self.stack.forward(b, &self.inp.y, batch, t, d);
+        b.act_fwd(Act::Relu, &self.stack.skip_sum, &mut self.s1, st);
         // The head reads relu(skip), or relu(skip + attn(relu(skip))) with heads.
         let head_in = match self.attn.as_mut() {
             Some(at) => {
                 at.forward(b, &self.s1, batch, t);
-                b.add(&self.skip_sum, &mut at.o.y, st);
+                b.add(&self.stack.skip_sum, &mut at.o.y, st);
                 b.act_fwd(Act::Relu, &at.o.y, &mut self.s2, st);
                 &self.s2
             }
@@ -425,8 +359,8 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
 
     fn backward(&mut self, b: &B, x: &B::Ids, dlogits: &B::Buf, batch: usize) {
         self.check_batch(batch);
-        let GatedConfig { vocab: v, window: t, embed: e, residual: r, skip: s, .. } = self.cfg;
-        let (rt, st) = (batch * r * t, batch * s * t);
+        let GatedConfig { vocab: v, window: t, embed: e, skip: s, .. } = self.cfg;
+        let st = batch * s * t;
         let d = self.dropout.as_ref();
 
         // Head: logits [B, T, V] -> [B, V, T], post2, ReLU, post1, ReLU.
@@ -448,25 +382,11 @@ impl<B: Backend> Model<B> for WavenetGated<B> {
             None => b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, st),
         }
 
-        // Blocks, last to first. On entry to block i (i < last), self.dh = dL/dh_{i+1}.
-        for i in (0..self.blocks.len()).rev() {
-            let (done, rest) = self.blocks.split_at_mut(i);
-            let h = done.last().map_or(&self.inp.y, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
-            let blk = &mut rest[0];
-            let has_res = blk.res.is_some();
-            // dz = res^T dh_{i+1} + skip^T dskip
-            if let Some(res) = blk.res.as_mut() {
-                res.backward(b, &blk.z, &self.dh, &mut self.dz, false, batch, t);
-            }
-            blk.skip.backward(b, &blk.z, &self.dskip, &mut self.dz, has_res, batch, t);
-            blk.drop.apply(b, d, &mut self.dz, rt);
-            b.gated_bwd(&blk.dil.y, &self.dz, &mut self.da, batch, r, t);
-            // dh_i = dh_{i+1} (identity path) + dil^T da; the last block has no identity path.
-            blk.dil.backward(b, h, &self.da, &mut self.dh, has_res, batch, t);
-        }
+        // Blocks, last to first: dL/dh_0 into the stack's dh.
+        self.stack.backward(b, &self.inp.y, &self.dskip, batch, t, d);
 
         // inp, then the embeddings.
-        self.inp.backward(b, &self.emb_t, &self.dh, &mut self.demb_t, false, batch, t);
+        self.inp.backward(b, &self.emb_t, &self.stack.dh, &mut self.demb_t, false, batch, t);
         b.transpose(&self.demb_t, &mut self.demb, batch, e, t);
         self.emb.backward(b, x, &self.demb, batch * t);
     }

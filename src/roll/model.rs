@@ -28,7 +28,7 @@ use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
 use crate::engine::roll::RollOps;
 use crate::engine::{Act, Backend, Dropout, Param, Strided};
-use crate::layers::{BagInput, Conv1d, DropSite, Layer, Linear, Lstm, LstmScratch};
+use crate::layers::{BagInput, Conv1d, DropSite, GatedStack, Layer, Linear, Lstm, LstmScratch};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -291,16 +291,6 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
 
 // ---- gated dilated causal conv ------------------------------------------------------------------
 
-/// One residual block: `z = gate(dil(h))` (dropout site `i`), `skip(z)` into the skip sum,
-/// `h + res(z)` to the next block.
-struct Block<B: Backend> {
-    dil: Conv1d<B>,
-    res: Option<Conv1d<B>>,
-    skip: Conv1d<B>,
-    z: B::Buf,
-    drop: DropSite,
-}
-
 /// Bag -> gated WaveNet blocks -> 1x1 head, a struct of named layers. Parameters: `inp.weight
 /// [88, R]`, `inp.bias`, then per block `blocks.{i}.dil` (`[2R, R, K]`), `blocks.{i}.res`
 /// (`[R, R, 1]`, not on the last block), `blocks.{i}.skip` (`[S, R, 1]`), then `post1 [S, S, 1]`,
@@ -312,13 +302,12 @@ pub struct RollConv<B: Backend> {
     s: usize,
     cap: usize,
     inp: BagInput<B>,
-    blocks: Vec<Block<B>>,
+    /// The residual blocks `blocks.{i}` and their skip sum (the gated WaveNet's).
+    stack: GatedStack<B>,
     post1: Conv1d<B>,
     post2: Conv1d<B>,
     /// `h_0`: the projected frames transposed `[B, R, T]`.
     h0: B::Buf,
-    skip_sum: B::Buf,
-    skip_tmp: B::Buf,
     s1: B::Buf,
     p1: B::Buf,
     logits: B::Buf,
@@ -327,9 +316,6 @@ pub struct RollConv<B: Backend> {
     dp1_pre: B::Buf,
     ds1: B::Buf,
     dskip: B::Buf,
-    dz: B::Buf,
-    da: B::Buf,
-    dh: B::Buf,
     dx: B::Buf,
     dropout: Option<Dropout>,
 }
@@ -341,15 +327,7 @@ impl<B: RollOps> RollConv<B> {
         // Made in registration order: the draws from `rng` are the initialisation's. Every
         // output is sized for `cap` frames (batch x time).
         let inp = BagInput::new(b, "inp", KEYS, r, cap, rng);
-        let blocks = (0..nb)
-            .map(|i| Block {
-                dil: Conv1d::new(b, &format!("blocks.{i}.dil"), r, 2 * r, k, 1 << (i % layers), rng).with_output(b, cap, 1),
-                res: (i + 1 < nb).then(|| Conv1d::new(b, &format!("blocks.{i}.res"), r, r, 1, 1, rng).with_output(b, cap, 1)),
-                skip: Conv1d::new(b, &format!("blocks.{i}.skip"), r, s, 1, 1, rng),
-                z: b.alloc(cap * r),
-                drop: DropSite(i as u32),
-            })
-            .collect();
+        let stack = GatedStack::new(b, (r, s, k), nb, |i| 1 << (i % layers), cap, 1, rng);
         let post1 = Conv1d::new(b, "post1", s, s, 1, 1, rng).with_output(b, cap, 1);
         let post2 = Conv1d::new(b, "post2", s, KEYS, 1, 1, rng).with_output(b, cap, 1);
         let buf = |w: usize| b.alloc(cap * w);
@@ -358,12 +336,10 @@ impl<B: RollOps> RollConv<B> {
             s,
             cap,
             inp,
-            blocks,
+            stack,
             post1,
             post2,
             h0: buf(r),
-            skip_sum: buf(s),
-            skip_tmp: buf(s),
             s1: buf(s),
             p1: buf(s),
             logits: buf(KEYS),
@@ -372,9 +348,6 @@ impl<B: RollOps> RollConv<B> {
             dp1_pre: buf(s),
             ds1: buf(s),
             dskip: buf(s),
-            dz: buf(r),
-            da: buf(2 * r),
-            dh: buf(r),
             dx: buf(r),
             dropout: None,
             cfg,
@@ -390,22 +363,14 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
     }
     fn params(&self) -> Vec<&Param<B>> {
         let mut p = self.inp.params();
-        for blk in &self.blocks {
-            p.extend(blk.dil.params());
-            p.extend(blk.res.iter().flat_map(|c| c.params()));
-            p.extend(blk.skip.params());
-        }
+        p.extend(self.stack.params());
         p.extend(self.post1.params());
         p.extend(self.post2.params());
         p
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         let mut p = self.inp.params_mut();
-        for blk in &mut self.blocks {
-            p.extend(blk.dil.params_mut());
-            p.extend(blk.res.iter_mut().flat_map(|c| c.params_mut()));
-            p.extend(blk.skip.params_mut());
-        }
+        p.extend(self.stack.params_mut());
         p.extend(self.post1.params_mut());
         p.extend(self.post2.params_mut());
         p
@@ -427,25 +392,8 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
         let d = self.dropout.as_ref();
         self.inp.forward(b, ids, slots, n);
         b.transpose(&self.inp.x, &mut self.h0, batch, time, r);
-        for i in 0..self.blocks.len() {
-            let (done, rest) = self.blocks.split_at_mut(i);
-            let h = done.last().map_or(&self.h0, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
-            let blk = &mut rest[0];
-            blk.dil.forward(b, h, batch, time);
-            b.gated_fwd(&blk.dil.y, &mut blk.z, batch, r, time);
-            blk.drop.apply(b, d, &mut blk.z, n * r);
-            if i == 0 {
-                blk.skip.forward_into(b, &blk.z, &mut self.skip_sum, batch, time);
-            } else {
-                blk.skip.forward_into(b, &blk.z, &mut self.skip_tmp, batch, time);
-                b.add(&self.skip_tmp, &mut self.skip_sum, n * s);
-            }
-            if let Some(res) = blk.res.as_mut() {
-                res.forward(b, &blk.z, batch, time);
-                b.add(h, &mut res.y, n * r);
-            }
-        }
-        b.act_fwd(Act::Relu, &self.skip_sum, &mut self.s1, n * s);
+        self.stack.forward(b, &self.h0, batch, time, d);
+        b.act_fwd(Act::Relu, &self.stack.skip_sum, &mut self.s1, n * s);
         self.post1.forward(b, &self.s1, batch, time);
         b.act_fwd(Act::Relu, &self.post1.y, &mut self.p1, n * s);
         self.post2.forward(b, &self.p1, batch, time);
@@ -462,21 +410,9 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, n * s);
         self.post1.backward(b, &self.s1, &self.dp1_pre, &mut self.ds1, false, batch, time);
         b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, n * s);
-        for i in (0..self.blocks.len()).rev() {
-            let (done, rest) = self.blocks.split_at_mut(i);
-            let h = done.last().map_or(&self.h0, |prev| &prev.res.as_ref().expect("a block below the last has res").y);
-            let blk = &mut rest[0];
-            let has_res = blk.res.is_some();
-            if let Some(res) = blk.res.as_mut() {
-                res.backward(b, &blk.z, &self.dh, &mut self.dz, false, batch, time);
-            }
-            blk.skip.backward(b, &blk.z, &self.dskip, &mut self.dz, has_res, batch, time);
-            blk.drop.apply(b, d, &mut self.dz, n * r);
-            b.gated_bwd(&blk.dil.y, &self.dz, &mut self.da, batch, r, time);
-            blk.dil.backward(b, h, &self.da, &mut self.dh, has_res, batch, time);
-        }
+        self.stack.backward(b, &self.h0, &self.dskip, batch, time, d);
         // dh = dL/dh_0 [B, R, T] -> [B, T, R], the input projection's gradient.
-        b.transpose(&self.dh, &mut self.dx, batch, r, time);
+        b.transpose(&self.stack.dh, &mut self.dx, batch, r, time);
         self.inp.backward(b, ids, slots, &self.dx, n);
     }
 }
