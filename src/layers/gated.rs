@@ -43,7 +43,6 @@ impl<B: Backend> GatedStack<B> {
     /// `n` blocks of `r` residual and `s` skip channels, kernel `k`, block `i` dilated by
     /// `dilation(i)`, with PyTorch's initialisation drawn from `rng` in registration order
     /// (`blocks.{i}.dil`, `.res`, `.skip`), activations for `max_batch` windows of `time`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         b: &B,
         (r, s, k): (usize, usize, usize),
