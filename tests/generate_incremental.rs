@@ -14,16 +14,17 @@
 //! makes. When the top two full-pass logits are closer than that tolerance the argmax could
 //! legitimately flip; the test asserts such near-ties do not occur, so it never passes vacuously.
 
+mod common;
+
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Backend;
 use etude::generate::{generate_ids, Generator, Length, Mode};
-use etude::midi::ReadOptions;
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::{Model, Targets};
 use etude::rng::Rng;
 use etude::sample::{argmax, SampleOptions};
-use etude::tokens::{TokenizerOptions, Vocab};
-use etude::run::{DataSpec, Loaded, Meta, OptimConfig, Progress};
+use etude::tokens::Vocab;
+use etude::run::Loaded;
 use std::path::Path;
 
 const V_TOKENS: usize = 15;
@@ -51,24 +52,7 @@ fn loaded(b: &CpuBackend, name: &str, sizes: Sizes, seed: u64) -> Loaded {
         let v: Vec<f32> = p.value.to_vec(b).iter().map(|x| x * SCALE).collect();
         p.value.set(b, &v);
     }
-    let meta = Meta {
-        etude_version: "test".into(),
-        model: cfg,
-        data: DataSpec {
-            paths: Vec::new(),
-            read: ReadOptions::default(),
-            tokenizer: "notechord".into(),
-            tokenizer_options: TokenizerOptions::default(),
-            data: etude::dataset::DataConfig { window: WINDOW, ..Default::default() },
-        },
-        vocab,
-        optim: OptimConfig::default(),
-        progress: Progress::default(),
-        valid_pieces: Vec::new(),
-        rng: Rng::new(0),
-        run: Default::default(),
-        copy: None,
-    };
+    let meta = common::test_meta("test", cfg, vocab, WINDOW);
     Loaded::from_model(b, &model, meta).unwrap()
 }
 

@@ -12,12 +12,11 @@ use etude::engine::cpu::CpuBackend;
 use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
-use etude::midi::ReadOptions;
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
 use etude::rng::Rng;
-use etude::run::{DataSpec, Loaded, Meta, OptimConfig, Progress};
-use etude::tokens::{TokenizerOptions, Vocab};
+use etude::run::Loaded;
+use etude::tokens::Vocab;
 use std::path::Path;
 
 const V: usize = 7;
@@ -137,24 +136,7 @@ fn a_checkpoint_without_attention_fields_loads_unchanged() {
     assert_eq!(vocab.len(), V);
     let cfg = ModelConfig::from_name("wavenet-gated", V, T, &sizes(0, 2)).unwrap();
     let mut model = AnyModel::new(&b, &cfg, 1, T, &mut Rng::new(4)).unwrap();
-    let meta = Meta {
-        etude_version: "0.1 (before attention)".into(),
-        model: cfg.clone(),
-        data: DataSpec {
-            paths: Vec::new(),
-            read: ReadOptions::default(),
-            tokenizer: "notechord".into(),
-            tokenizer_options: TokenizerOptions::default(),
-            data: etude::dataset::DataConfig { window: T, ..Default::default() },
-        },
-        vocab,
-        optim: OptimConfig::default(),
-        progress: Progress::default(),
-        valid_pieces: Vec::new(),
-        rng: Rng::new(0),
-        run: Default::default(),
-        copy: None,
-    };
+    let meta = common::test_meta("0.1 (before attention)", cfg.clone(), vocab, T);
     let ck = Loaded::from_model(&b, &model, meta).unwrap().checkpoint;
     // A model without heads writes the config an older etude wrote: no attention fields.
     let written: Vec<&String> = ck.meta["model"].as_object().expect("model config").keys().collect();

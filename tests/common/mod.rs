@@ -303,3 +303,26 @@ impl ModelCase {
         (analytic, checked)
     }
 }
+
+/// The metadata of a checkpoint for a model made in a test (not trained on any corpus):
+/// `notechord` tokens over `vocab`, windows of `window`, default settings otherwise.
+pub fn test_meta(version: &str, model: etude::model::any::ModelConfig, vocab: etude::tokens::Vocab, window: usize) -> etude::run::Meta {
+    etude::run::Meta {
+        etude_version: version.into(),
+        model,
+        data: etude::run::DataSpec {
+            paths: Vec::new(),
+            read: etude::midi::ReadOptions::default(),
+            tokenizer: "notechord".into(),
+            tokenizer_options: etude::tokens::TokenizerOptions::default(),
+            data: etude::dataset::DataConfig { window, ..Default::default() },
+        },
+        vocab,
+        optim: etude::run::OptimConfig::default(),
+        progress: etude::run::Progress::default(),
+        valid_pieces: Vec::new(),
+        rng: Rng::new(0),
+        run: Default::default(),
+        copy: None,
+    }
+}
