@@ -4,7 +4,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Attention, Backend, Qkv};
 
 fn att(batch: usize, heads: usize, dim: usize, time: usize, shift: usize) -> Attention {
@@ -19,17 +19,17 @@ fn close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 }
 
 /// Forward: `(out, p)`, both buffers pre-filled with garbage (they must be overwritten).
-fn fwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], a: Attention) -> (Vec<f32>, Vec<f32>) {
-    let (mut out, mut p) = (vec![7.0; a.qkv_len()], vec![-3.0; a.p_len()]);
-    be.attention_fwd(&q.to_vec(), &k.to_vec(), &v.to_vec(), &mut out, &mut p, a);
+fn fwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], a: Attention) -> (CpuBuf, CpuBuf) {
+    let (mut out, mut p) = (CpuBuf::filled(a.qkv_len(), 7.0), CpuBuf::filled(a.p_len(), -3.0));
+    be.attention_fwd(&CpuBuf::from(q), &CpuBuf::from(k), &CpuBuf::from(v), &mut out, &mut p, a);
     (out, p)
 }
 
 /// Backward: `(dq, dk, dv)`, pre-filled with garbage.
-fn bwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], p: &[f32], dout: &[f32], a: Attention) -> [Vec<f32>; 3] {
+fn bwd(be: &CpuBackend, q: &[f32], k: &[f32], v: &[f32], p: &[f32], dout: &[f32], a: Attention) -> [CpuBuf; 3] {
     let n = a.qkv_len();
-    let (mut dq, mut dk, mut dv) = (vec![5.0; n], vec![-5.0; n], vec![9.0; n]);
-    be.attention_bwd(Qkv { q: &q.to_vec(), k: &k.to_vec(), v: &v.to_vec() }, &p.to_vec(), &dout.to_vec(), Qkv { q: &mut dq, k: &mut dk, v: &mut dv }, a);
+    let (mut dq, mut dk, mut dv) = (CpuBuf::filled(n, 5.0), CpuBuf::filled(n, -5.0), CpuBuf::filled(n, 9.0));
+    be.attention_bwd(Qkv { q: &CpuBuf::from(q), k: &CpuBuf::from(k), v: &CpuBuf::from(v) }, &CpuBuf::from(p), &CpuBuf::from(dout), Qkv { q: &mut dq, k: &mut dk, v: &mut dv }, a);
     [dq, dk, dv]
 }
 
@@ -120,7 +120,7 @@ fn backward_matches_finite_differences() {
         let n = a.qkv_len();
         let seed = 10 * s as u64;
         // Inputs in [-2, 2) so that the softmax is far from uniform.
-        let big = |v: Vec<f32>| v.into_iter().map(|x| 2.0 * x).collect::<Vec<f32>>();
+        let big = |v: CpuBuf| v.iter().map(|x| 2.0 * x).collect::<CpuBuf>();
         let (q, k, v, r) = (big(random_vec(seed, n)), big(random_vec(seed + 1, n)), random_vec(seed + 2, n), random_vec(seed + 3, n));
         let (_, p) = fwd(&be, &q, &k, &v, a);
         let [dq, dk, dv] = bwd(&be, &q, &k, &v, &p, &r, a);

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Backend, Conv1d};
 
 /// The definition, summed in f64:
@@ -61,11 +61,11 @@ fn big_shapes() -> [Conv1d; 3] {
 }
 
 struct Data {
-    x: Vec<f32>,
-    w: Vec<f32>,
-    bias: Vec<f32>,
+    x: CpuBuf,
+    w: CpuBuf,
+    bias: CpuBuf,
     /// Weights of the scalar test loss `L = sum(y * r)`, i.e. dL/dy.
-    r: Vec<f32>,
+    r: CpuBuf,
 }
 
 fn data(c: Conv1d, seed: u64) -> Data {
@@ -77,9 +77,9 @@ fn data(c: Conv1d, seed: u64) -> Data {
     }
 }
 
-fn forward(cpu: &CpuBackend, x: &[f32], w: &[f32], bias: &[f32], c: Conv1d) -> Vec<f32> {
-    let mut y = vec![f32::NAN; c.batch * c.cout * c.time];
-    cpu.conv1d_fwd(&x.to_vec(), &w.to_vec(), &bias.to_vec(), &mut y, c);
+fn forward(cpu: &CpuBackend, x: &[f32], w: &[f32], bias: &[f32], c: Conv1d) -> CpuBuf {
+    let mut y = CpuBuf::filled(c.batch * c.cout * c.time, f32::NAN);
+    cpu.conv1d_fwd(&CpuBuf::from(x), &CpuBuf::from(w), &CpuBuf::from(bias), &mut y, c);
     y
 }
 
@@ -141,14 +141,14 @@ fn backward_input_matches_finite_differences() {
     let cpu = CpuBackend::new();
     for (n, c) in shapes().into_iter().enumerate() {
         let mut d = data(c, 100 + 10 * n as u64);
-        let mut dx = vec![f32::NAN; d.x.len()];
+        let mut dx = CpuBuf::filled(d.x.len(), f32::NAN);
         cpu.conv1d_bwd_input(&d.r, &d.w, &mut dx, c, false);
         let (w, bias, r) = (d.w.clone(), d.bias.clone(), d.r.clone());
         let num = numeric_grad(&mut d.x, FD_H, |x| loss(&cpu, x, &w, &bias, &r, c));
         assert_close("dx", c, &dx, &num);
 
         // accumulate = true adds to what is there; false overwrote the NaNs above.
-        let mut acc = vec![1.0f32; d.x.len()];
+        let mut acc = CpuBuf::filled(d.x.len(), 1.0f32);
         cpu.conv1d_bwd_input(&d.r, &d.w, &mut acc, c, true);
         for (a, g) in acc.iter().zip(&dx) {
             assert!((a - (g + 1.0)).abs() <= 1e-5 * (1.0 + g.abs()), "{c:?}: accumulate");
@@ -162,11 +162,11 @@ fn backward_weight_and_bias_match_finite_differences() {
     for (n, c) in shapes().into_iter().enumerate() {
         let mut d = data(c, 200 + 10 * n as u64);
         // Both accumulate: start from 0.5 and subtract it afterwards.
-        let mut dw = vec![0.5f32; d.w.len()];
-        let mut db = vec![0.5f32; d.bias.len()];
+        let mut dw = CpuBuf::filled(d.w.len(), 0.5f32);
+        let mut db = CpuBuf::filled(d.bias.len(), 0.5f32);
         cpu.conv1d_bwd_weight(&d.x, &d.r, &mut dw, &mut db, c);
-        let dw: Vec<f32> = dw.iter().map(|v| v - 0.5).collect();
-        let db: Vec<f32> = db.iter().map(|v| v - 0.5).collect();
+        let dw: CpuBuf = dw.iter().map(|v| v - 0.5).collect();
+        let db: CpuBuf = db.iter().map(|v| v - 0.5).collect();
 
         let (x, bias, r) = (d.x.clone(), d.bias.clone(), d.r.clone());
         let num_w = numeric_grad(&mut d.w, FD_H, |w| loss(&cpu, &x, w, &bias, &r, c));
@@ -197,10 +197,10 @@ fn threaded_backward_matches_direct_sums() {
 #[allow(clippy::needless_range_loop)] // the direct sums read clearest with indices
 fn threaded_case(cpu: &CpuBackend, c: Conv1d) {
     let d = data(c, 7);
-    let mut dx = vec![0.0f32; d.x.len()];
+    let mut dx = CpuBuf::zeros(d.x.len());
     cpu.conv1d_bwd_input(&d.r, &d.w, &mut dx, c, false);
-    let mut dw = vec![0.0f32; d.w.len()];
-    let mut db = vec![0.0f32; c.cout];
+    let mut dw = CpuBuf::zeros(d.w.len());
+    let mut db = CpuBuf::zeros(c.cout);
     cpu.conv1d_bwd_weight(&d.x, &d.r, &mut dw, &mut db, c);
 
     let mut want_dx = vec![0.0f64; dx.len()];
@@ -242,6 +242,6 @@ fn threaded_case(cpu: &CpuBackend, c: Conv1d) {
 fn short_buffer_panics_with_the_operation_name() {
     let cpu = CpuBackend::new();
     let c = conv(2, 3, 4, 8, 3, 1);
-    let mut y = vec![0.0; 2 * 4 * 8 - 1];
-    cpu.conv1d_fwd(&vec![0.0; 2 * 3 * 8], &vec![0.0; 4 * 3 * 3], &vec![0.0; 4], &mut y, c);
+    let mut y = CpuBuf::zeros(2 * 4 * 8 - 1);
+    cpu.conv1d_fwd(&CpuBuf::zeros(2 * 3 * 8), &CpuBuf::zeros(4 * 3 * 3), &CpuBuf::zeros(4), &mut y, c);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{check_abs, check_grad, numeric_grad, random_vec, Fixture};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Strided, Xent};
 use etude::engine::{Act, Adam, AdamParams, Backend, MatMul, Param};
 
@@ -69,18 +69,18 @@ fn matmul_forward_and_its_gradients_for_every_transpose_flag() {
         }
         let loss = |a: &[f32], b: &[f32]| {
             let mut c = c0.clone();
-            be.matmul(&a.to_vec(), &b.to_vec(), &mut c, mm(m, k, n, ta, tb, true));
+            be.matmul(&CpuBuf::from(a), &CpuBuf::from(b), &mut c, mm(m, k, n, ta, tb, true));
             dot(&r, &c)
         };
         // dA = R op(B)^T, stored like A: for a transposed A, (R op(B)^T)^T = op(B) R^T.
-        let mut da = vec![0.0; m * k];
+        let mut da = CpuBuf::zeros(m * k);
         if ta {
             be.matmul(&b, &r, &mut da, mm(k, n, m, tb, true, false));
         } else {
             be.matmul(&r, &b, &mut da, mm(m, n, k, false, !tb, false));
         }
         // dB = op(A)^T R, stored like B: for a transposed B, R^T op(A).
-        let mut db = vec![0.0; k * n];
+        let mut db = CpuBuf::zeros(k * n);
         if tb {
             be.matmul(&r, &a, &mut db, mm(n, m, k, true, ta, false));
         } else {
@@ -92,10 +92,10 @@ fn matmul_forward_and_its_gradients_for_every_transpose_flag() {
         fd_check(&format!("matmul ta={ta} tb={tb} dB"), &db, &num_b);
     }
     // k = 0: an empty sum, zero unless accumulating.
-    let mut c = vec![3.0; 4];
-    be.matmul(&vec![], &vec![], &mut c, mm(2, 0, 2, false, false, true));
+    let mut c = CpuBuf::filled(4, 3.0);
+    be.matmul(&CpuBuf::zeros(0), &CpuBuf::zeros(0), &mut c, mm(2, 0, 2, false, false, true));
     assert_eq!(c, vec![3.0; 4]);
-    be.matmul(&vec![], &vec![], &mut c, mm(2, 0, 2, false, false, false));
+    be.matmul(&CpuBuf::zeros(0), &CpuBuf::zeros(0), &mut c, mm(2, 0, 2, false, false, false));
     assert_eq!(c, vec![0.0; 4]);
 }
 
@@ -121,12 +121,12 @@ fn bias_grad_is_the_gradient_of_bias_add_and_accumulates() {
         }
         let num = numeric_grad(&mut bias.clone(), FD_H, |bias| {
             let mut y = y0.clone();
-            be.bias_add(&mut y, &bias.to_vec(), outer, channels, inner);
+            be.bias_add(&mut y, &CpuBuf::from(bias), outer, channels, inner);
             dot(&r, &y)
         });
-        let mut db = vec![0.5; channels];
+        let mut db = CpuBuf::filled(channels, 0.5);
         be.bias_grad(&r, &mut db, outer, channels, inner);
-        let db: Vec<f32> = db.iter().map(|v| v - 0.5).collect();
+        let db: CpuBuf = db.iter().map(|v| v - 0.5).collect();
         fd_check(&format!("bias_grad {outer}x{channels}x{inner}"), &db, &num);
     }
 }
@@ -138,10 +138,10 @@ fn act_bwd_is_the_gradient_of_act_fwd() {
     let be = CpuBackend::new();
     let n = 50;
     // ReLU's kink at 0 is kept more than h away from every sample.
-    let x: Vec<f32> = random_vec(4, n).iter().map(|&v| 3.0 * v).map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
+    let x: CpuBuf = random_vec(4, n).iter().map(|&v| 3.0 * v).map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
     let r = random_vec(5, n);
     for act in [Act::Relu, Act::Tanh, Act::Sigmoid] {
-        let mut y = vec![0.0; n];
+        let mut y = CpuBuf::zeros(n);
         be.act_fwd(act, &x, &mut y, n);
         for (&x, &y) in x.iter().zip(&y) {
             let want = match act {
@@ -151,11 +151,11 @@ fn act_bwd_is_the_gradient_of_act_fwd() {
             };
             assert!((y as f64 - want).abs() < 1e-6, "{act:?}({x}) = {y}, want {want}");
         }
-        let mut dx = vec![0.0; n];
+        let mut dx = CpuBuf::zeros(n);
         be.act_bwd(act, &y, &r, &mut dx, n);
         let num = numeric_grad(&mut x.clone(), FD_H, |x| {
-            let mut y = vec![0.0; n];
-            be.act_fwd(act, &x.to_vec(), &mut y, n);
+            let mut y = CpuBuf::zeros(n);
+            be.act_fwd(act, &CpuBuf::from(x), &mut y, n);
             dot(&r, &y)
         });
         fd_check(&format!("act_bwd {act:?}"), &dx, &num);
@@ -166,9 +166,9 @@ fn act_bwd_is_the_gradient_of_act_fwd() {
 fn gated_bwd_is_the_gradient_of_gated_fwd() {
     let be = CpuBackend::new();
     let (batch, rch, t) = (2, 3, 4);
-    let a: Vec<f32> = random_vec(6, batch * 2 * rch * t).iter().map(|v| 2.0 * v).collect();
+    let a: CpuBuf = random_vec(6, batch * 2 * rch * t).iter().map(|v| 2.0 * v).collect();
     let r = random_vec(7, batch * rch * t);
-    let mut z = vec![0.0; batch * rch * t];
+    let mut z = CpuBuf::zeros(batch * rch * t);
     be.gated_fwd(&a, &mut z, batch, rch, t);
     for b in 0..batch {
         for i in 0..rch * t {
@@ -177,11 +177,11 @@ fn gated_bwd_is_the_gradient_of_gated_fwd() {
             assert!((z[b * rch * t + i] as f64 - want).abs() < 1e-6);
         }
     }
-    let mut da = vec![0.0; a.len()];
+    let mut da = CpuBuf::zeros(a.len());
     be.gated_bwd(&a, &r, &mut da, batch, rch, t);
     let num = numeric_grad(&mut a.clone(), FD_H, |a| {
-        let mut z = vec![0.0; batch * rch * t];
-        be.gated_fwd(&a.to_vec(), &mut z, batch, rch, t);
+        let mut z = CpuBuf::zeros(batch * rch * t);
+        be.gated_fwd(&CpuBuf::from(a), &mut z, batch, rch, t);
         dot(&r, &z)
     });
     fd_check("gated_bwd", &da, &num);
@@ -195,15 +195,15 @@ fn transpose_and_its_gradient() {
     let (batch, rows, cols) = (2, 3, 5);
     let x = random_vec(8, batch * rows * cols);
     let r = random_vec(9, batch * rows * cols);
-    let mut y = vec![0.0; x.len()];
+    let mut y = CpuBuf::zeros(x.len());
     be.transpose(&x, &mut y, batch, rows, cols);
     assert_eq!(y[rows * cols + 4 * rows + 2], x[rows * cols + 2 * cols + 4]);
     // The gradient of a transpose is the transpose back.
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = CpuBuf::zeros(x.len());
     be.transpose(&r, &mut dx, batch, cols, rows);
     let num = numeric_grad(&mut x.clone(), FD_H, |x| {
-        let mut y = vec![0.0; x.len()];
-        be.transpose(&x.to_vec(), &mut y, batch, rows, cols);
+        let mut y = CpuBuf::zeros(x.len());
+        be.transpose(&CpuBuf::from(x), &mut y, batch, rows, cols);
         dot(&r, &y)
     });
     fd_check("transpose", &dx, &num);
@@ -235,11 +235,11 @@ fn copy_strided_and_its_gradient() {
             assert_eq!(d, want, "accumulate={accumulate} dst[{i}]");
         }
         // The gradient w.r.t. src gathers r back from the block (accumulating into zeros).
-        let mut dsrc = vec![0.0; src.len()];
+        let mut dsrc = CpuBuf::zeros(src.len());
         be.copy_strided(&r, &mut dsrc, Strided::block(rows, cols).from(2, 3).to(1, 4).adding());
         let num = numeric_grad(&mut src.clone(), FD_H, |s| {
             let mut dst = dst0.clone();
-            be.copy_strided(&s.to_vec(), &mut dst, Strided { rows, cols, src_off: 1, src_stride: 4, dst_off: 2, dst_stride: 3, accumulate });
+            be.copy_strided(&CpuBuf::from(s), &mut dst, Strided { rows, cols, src_off: 1, src_stride: 4, dst_off: 2, dst_stride: 3, accumulate });
             dot(&r, &dst)
         });
         fd_check(&format!("copy_strided accumulate={accumulate}"), &dsrc, &num);
@@ -249,10 +249,10 @@ fn copy_strided_and_its_gradient() {
 #[test]
 fn fill_and_add() {
     let be = CpuBackend::new();
-    let mut x = vec![1.0; 5];
+    let mut x = CpuBuf::filled(5, 1.0);
     be.fill(&mut x, 3, 2.5);
     assert_eq!(x, vec![2.5, 2.5, 2.5, 1.0, 1.0]);
-    let mut y = vec![1.0; 5];
+    let mut y = CpuBuf::filled(5, 1.0);
     be.add(&x, &mut y, 4);
     assert_eq!(y, vec![3.5, 3.5, 3.5, 2.0, 1.0]);
     // Large enough for the parallel path.
@@ -274,16 +274,16 @@ fn embedding_bwd_is_the_gradient_of_embedding_fwd_with_repeated_ids() {
     let n = ids.len();
     let table = random_vec(15, v * e);
     let r = random_vec(16, n * e);
-    let mut out = vec![0.0; n * e];
+    let mut out = CpuBuf::zeros(n * e);
     be.embedding_fwd(&ids, &table, &mut out, n, e);
     for (i, &id) in ids.iter().enumerate() {
         assert_eq!(out[i * e..][..e], table[id as usize * e..][..e]);
     }
-    let mut dtable = vec![0.0; v * e];
+    let mut dtable = CpuBuf::zeros(v * e);
     be.embedding_bwd(&ids, &r, &mut dtable, n, e);
     let num = numeric_grad(&mut table.clone(), FD_H, |t| {
-        let mut out = vec![0.0; n * e];
-        be.embedding_fwd(&ids, &t.to_vec(), &mut out, n, e);
+        let mut out = CpuBuf::zeros(n * e);
+        be.embedding_fwd(&ids, &CpuBuf::from(t), &mut out, n, e);
         dot(&r, &out)
     });
     fd_check("embedding_bwd", &dtable, &num);
@@ -297,15 +297,15 @@ fn embedding_bwd_is_the_gradient_of_embedding_fwd_with_repeated_ids() {
 fn softmax_xent_gradient_matches_finite_differences_of_the_summed_loss() {
     let be = CpuBackend::new();
     let (n, v) = (40, 7);
-    let logits: Vec<f32> = random_vec(17, n * v).iter().map(|x| 3.0 * x).collect();
+    let logits: CpuBuf = random_vec(17, n * v).iter().map(|x| 3.0 * x).collect();
     let targets: Vec<u32> = (0..n).map(|i| ((i * 5 + 3) % v) as u32).collect();
     let scale = 1.0 / n as f32;
     let loss = |l: &[f32]| -> f64 {
-        let (mut d, mut st) = (vec![0.0; n * v], vec![0.0; 2 * n]);
-        be.softmax_xent(&l.to_vec(), &targets, &mut d, &mut st, Xent { n, v, grad_scale: scale });
+        let (mut d, mut st) = (CpuBuf::zeros(n * v), CpuBuf::zeros(2 * n));
+        be.softmax_xent(&CpuBuf::from(l), &targets, &mut d, &mut st, Xent { n, v, grad_scale: scale });
         st.iter().step_by(2).map(|&s| s as f64).sum::<f64>() * scale as f64
     };
-    let (mut d, mut st) = (vec![0.0; n * v], vec![0.0; 2 * n]);
+    let (mut d, mut st) = (CpuBuf::zeros(n * v), CpuBuf::zeros(2 * n));
     be.softmax_xent(&logits, &targets, &mut d, &mut st, Xent { n, v, grad_scale: scale });
     // Per row: the loss in f64, and the accuracy flag.
     for i in 0..n {
@@ -321,8 +321,8 @@ fn softmax_xent_gradient_matches_finite_differences_of_the_summed_loss() {
     fd_check("softmax_xent dlogits", &d, &num);
     // Ties go to the first maximum; a row far from 0 stays finite (stable log-sum-exp).
     let tie = vec![1000.0, 1000.0, -5.0];
-    let (mut d, mut st) = (vec![0.0; 3], vec![0.0; 2]);
-    be.softmax_xent(&tie, &vec![1], &mut d, &mut st, Xent { n: 1, v: 3, grad_scale: 1.0 });
+    let (mut d, mut st) = (CpuBuf::zeros(3), CpuBuf::zeros(2));
+    be.softmax_xent(&CpuBuf::from(tie), &vec![1], &mut d, &mut st, Xent { n: 1, v: 3, grad_scale: 1.0 });
     assert_eq!(st[1], 0.0, "argmax is the first maximum, not the target");
     assert!((st[0] as f64 - 2f64.ln()).abs() < 1e-6 && d.iter().all(|x| x.is_finite()));
 }
@@ -377,15 +377,15 @@ fn adam_two_steps_with_weight_decay_and_clipping_match_a_hand_computation() {
 #[test]
 fn sum_squares_and_clip_scale() {
     let be = CpuBackend::new();
-    let mut acc = vec![1.0];
-    be.sum_squares(&vec![3.0, 4.0, 100.0], 2, &mut acc);
+    let mut acc = CpuBuf::from([1.0]);
+    be.sum_squares(&CpuBuf::from([3.0, 4.0, 100.0]), 2, &mut acc);
     assert_eq!(acc[0], 26.0, "accumulates and reads only n values");
-    let mut scale = vec![0.0];
-    be.clip_scale(&vec![25.0], 2.0, &mut scale);
+    let mut scale = CpuBuf::zeros(1);
+    be.clip_scale(&CpuBuf::from([25.0]), 2.0, &mut scale);
     assert!((scale[0] - 2.0 / (5.0 + 1e-6)).abs() < 1e-7);
-    be.clip_scale(&vec![25.0], 10.0, &mut scale);
+    be.clip_scale(&CpuBuf::from([25.0]), 10.0, &mut scale);
     assert_eq!(scale[0], 1.0, "never scales up");
-    be.clip_scale(&vec![25.0], 0.0, &mut scale);
+    be.clip_scale(&CpuBuf::from([25.0]), 0.0, &mut scale);
     assert_eq!(scale[0], 1.0, "max_norm <= 0 turns clipping off");
 }
 
@@ -407,13 +407,13 @@ fn dense_embedding_loss_and_adam_parts_of_the_lstm_fixtures() {
 
         // Embedding: act.emb = emb.weight[x], exactly (f32 weights widened to f64).
         let x = f.get("x").u32();
-        let mut emb = vec![0.0; batch * t * e];
+        let mut emb = CpuBuf::zeros(batch * t * e);
         be.embedding_fwd(&x, &f.get("param.emb.weight").f32(), &mut emb, batch * t, e);
         check_abs(&format!("{name} act.emb"), &emb, &f.get("act.emb").data, 0.0).unwrap();
 
         // z = the top LSTM layer's output at the last step (lstm) or every step (lstm_seq).
         let hs = f.get("act.lstm").f32();
-        let mut z = vec![0.0; rows * h];
+        let mut z = CpuBuf::zeros(rows * h);
         if seq {
             z.copy_from_slice(&hs);
         } else {
@@ -421,40 +421,40 @@ fn dense_embedding_loss_and_adam_parts_of_the_lstm_fixtures() {
         }
         let (w1, b1, w2, b2) =
             (f.get("param.fc1.weight").f32(), f.get("param.fc1.bias").f32(), f.get("param.fc2.weight").f32(), f.get("param.fc2.bias").f32());
-        let mut fc1 = vec![0.0; rows * d];
+        let mut fc1 = CpuBuf::zeros(rows * d);
         be.matmul(&z, &w1, &mut fc1, mm(rows, h, d, false, true, false));
         be.bias_add(&mut fc1, &b1, rows, d, 1);
         // Inputs rounded to f32 (act.lstm), a sum over H = 8 products: 1e-6.
         check_abs(&format!("{name} act.fc1"), &fc1, &f.get("act.fc1").data, 1e-6).unwrap();
         // fc2 applied to relu(act.fc1) reproduces the logits.
-        let mut a1 = vec![0.0; rows * d];
+        let mut a1 = CpuBuf::zeros(rows * d);
         be.act_fwd(Act::Relu, &f.get("act.fc1").f32(), &mut a1, rows * d);
-        let mut logits = vec![0.0; rows * v];
+        let mut logits = CpuBuf::zeros(rows * v);
         be.matmul(&a1, &w2, &mut logits, mm(rows, d, v, false, true, false));
         be.bias_add(&mut logits, &b2, rows, v, 1);
         check_abs(&format!("{name} logits"), &logits, &f.get("logits").data, 1e-6).unwrap();
 
         // The loss from the reference logits.
         let y = f.get("y").u32();
-        let (mut dlogits, mut stats) = (vec![0.0; rows * v], vec![0.0; 2 * rows]);
+        let (mut dlogits, mut stats) = (CpuBuf::zeros(rows * v), CpuBuf::zeros(2 * rows));
         be.softmax_xent(&f.get("logits").f32(), &y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         let loss = stats.iter().step_by(2).map(|&s| s as f64).sum::<f64>() / rows as f64;
         assert!((loss - f.get("loss").data[0]).abs() < common::LOSS_TOL, "{name} loss {loss}");
 
         // Dense gradients from the softmax gradient and relu(act.fc1).
-        let mut gw2 = vec![0.0; v * d];
+        let mut gw2 = CpuBuf::zeros(v * d);
         be.matmul(&dlogits, &a1, &mut gw2, mm(v, rows, d, true, false, true));
-        let mut gb2 = vec![0.0; v];
+        let mut gb2 = CpuBuf::zeros(v);
         be.bias_grad(&dlogits, &mut gb2, rows, v, 1);
         check_grad(&format!("{name} grad.fc2.weight"), &gw2, &f.get("grad.fc2.weight").data).unwrap();
         check_grad(&format!("{name} grad.fc2.bias"), &gb2, &f.get("grad.fc2.bias").data).unwrap();
-        let mut da1 = vec![0.0; rows * d];
+        let mut da1 = CpuBuf::zeros(rows * d);
         be.matmul(&dlogits, &w2, &mut da1, mm(rows, v, d, false, false, false));
-        let mut dfc1 = vec![0.0; rows * d];
+        let mut dfc1 = CpuBuf::zeros(rows * d);
         be.act_bwd(Act::Relu, &a1, &da1, &mut dfc1, rows * d);
-        let mut gw1 = vec![0.0; d * h];
+        let mut gw1 = CpuBuf::zeros(d * h);
         be.matmul(&dfc1, &z, &mut gw1, mm(d, rows, h, true, false, true));
-        let mut gb1 = vec![0.0; d];
+        let mut gb1 = CpuBuf::zeros(d);
         be.bias_grad(&dfc1, &mut gb1, rows, d, 1);
         check_grad(&format!("{name} grad.fc1.weight"), &gw1, &f.get("grad.fc1.weight").data).unwrap();
         check_grad(&format!("{name} grad.fc1.bias"), &gb1, &f.get("grad.fc1.bias").data).unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec, ModelCase};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::dropout::{drop_site, mask_hash, DropMask, Dropout};
 use etude::engine::{Adam, AdamParams, Backend, Param};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
@@ -50,7 +50,7 @@ fn the_op_keeps_scales_or_zeroes_each_element_by_its_hash() {
         }
     }
     // A buffer longer than n keeps its tail.
-    let mut x = vec![1.0f32; 10];
+    let mut x = CpuBuf::filled(10, 1.0f32);
     b.dropout(&mut x, 6, DropMask::new(&Dropout { p: 0.99, seed: 0, step: 1 }, 0));
     assert_eq!(&x[6..], &[1.0; 4]);
     assert!(x[..6].iter().all(|&v| v == 0.0 || v == 100.0));
@@ -64,7 +64,7 @@ fn the_op_is_its_own_backward_by_finite_differences() {
     let r = random_vec(1, n);
     let mut x = random_vec(2, n);
     let numeric = numeric_grad(&mut x, 1e-2, |x| {
-        let mut y = x.to_vec();
+        let mut y = CpuBuf::from(x);
         b.dropout(&mut y, n, mask);
         dot(&r, &y)
     });
@@ -202,7 +202,7 @@ fn adamw_two_steps_match_a_hand_computation() {
 #[test]
 fn decay_multiplies_in_place_and_leaves_the_tail() {
     let b = CpuBackend::new();
-    let mut x = vec![1.0f32, -2.0, 4.0, 8.0];
+    let mut x = CpuBuf::from([1.0f32, -2.0, 4.0, 8.0]);
     b.decay(&mut x, 3, 0.5);
     assert_eq!(x, [0.5, -1.0, 2.0, 8.0]);
 }

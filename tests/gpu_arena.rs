@@ -7,7 +7,7 @@
 
 mod common;
 
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::optim::{whole_arena, zero_grads, Param};
@@ -25,7 +25,7 @@ fn gpu() -> MutexGuard<'static, GpuBackend> {
     GPU.get_or_init(|| Mutex::new(common::open_gpu())).lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
     (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
 }
 
@@ -185,18 +185,19 @@ fn arena_ops_match_the_cpu_and_leave_the_padding_at_zero() {
         let arena = |g: &GpuBackend, f32_only: bool| if f32_only { g.alloc_f32(total) } else { g.alloc(total) };
         let (mut p, mut gr, mut m, mut v) = (arena(&g, false), arena(&g, false), arena(&g, true), arena(&g, true));
         // Host images: the views' values in place, zeros elsewhere.
-        let mut host = [vec![0f32; total], vec![0f32; total]];
+        let mut host = [CpuBuf::filled(total, 0f32), CpuBuf::filled(total, 0f32)];
         for (&at, &n) in offsets.iter().zip(&lens) {
             for (k, buf) in [&mut p, &mut gr].into_iter().enumerate() {
                 let data = rand_vec(&mut rng, n, if k == 0 { 1.0 } else { 3.0 });
-                let mut view = g.view(buf, at, n).expect("the GPU backend has views");
+                // SAFETY: device memory; each view is written once, alone.
+                let mut view = unsafe { g.view(buf, at, n) }.expect("the GPU backend has views");
                 g.write(&mut view, &data);
                 host[k][at..at + n].copy_from_slice(&data);
             }
         }
         let (mut acc, mut scale) = (g.alloc_f32(1), g.alloc_f32(1));
-        let (mut cacc, mut cscale) = (vec![0f32], vec![0f32]);
-        let all: Vec<f32> = host[1].clone();
+        let (mut cacc, mut cscale) = (CpuBuf::zeros(1), CpuBuf::zeros(1));
+        let all: CpuBuf = host[1].clone();
         c.grad_norm_clip(&all, total, 0.5, &mut cacc, &mut cscale);
         g.grad_norm_clip(&gr, total, 0.5, &mut acc, &mut scale);
         let what = format!("lens {lens:?}");
@@ -204,14 +205,14 @@ fn arena_ops_match_the_cpu_and_leave_the_padding_at_zero() {
         assert_close(&format!("{what} clip scale"), &g.read(&scale, 1), &cscale, 1e-5, 0.0);
         assert!(cscale[0] < 1.0, "{what}: the test must exercise clipping");
         // The CPU twin, its norm over the views only: the padding adds nothing.
-        let mut per_view = vec![0f32];
+        let mut per_view = CpuBuf::zeros(1);
         for (&at, &n) in offsets.iter().zip(&lens) {
-            c.sum_squares(&host[1][at..at + n].to_vec(), n, &mut per_view);
+            c.sum_squares(&CpuBuf::from(&host[1][at..at + n]), n, &mut per_view);
         }
         assert_close(&format!("{what} norm^2 of the views"), &cacc, &per_view, 1e-6, 0.0);
         // Two AdamW steps with L2 decay too, on the GPU's own scale.
-        let sc = g.read(&scale, 1);
-        let (mut cp, mut cm, mut cv) = (host[0].clone(), vec![0f32; total], vec![0f32; total]);
+        let sc = CpuBuf::from(g.read(&scale, 1));
+        let (mut cp, mut cm, mut cv) = (host[0].clone(), CpuBuf::filled(total, 0f32), CpuBuf::filled(total, 0f32));
         for step in 1..=2 {
             let hp = AdamParams { lr: 1e-2, weight_decay: 0.02, step, ..AdamParams::default() };
             g.adamw(&mut p, &gr, &mut m, &mut v, &scale, AdamStep::adamw(total, hp, 0.999));
@@ -241,17 +242,17 @@ fn cpu_fused_bookkeeping_equals_the_separate_passes_bit_for_bit() {
     for n in [1usize, 257, 200_000] {
         let p0 = rand_vec(&mut rng, n, 1.0);
         let grad = rand_vec(&mut rng, n, 2.0);
-        let (mut acc, mut scale) = (vec![7.0f32], vec![0f32]);
+        let (mut acc, mut scale) = (CpuBuf::from([7.0f32]), CpuBuf::zeros(1));
         c.grad_norm_clip(&grad, n, 0.3, &mut acc, &mut scale);
-        let (mut acc2, mut scale2) = (vec![0f32], vec![0f32]);
+        let (mut acc2, mut scale2) = (CpuBuf::zeros(1), CpuBuf::zeros(1));
         c.sum_squares(&grad, n, &mut acc2);
         c.clip_scale(&acc2, 0.3, &mut scale2);
         assert_eq!((acc[0].to_bits(), scale[0].to_bits()), (acc2[0].to_bits(), scale2[0].to_bits()), "norm n={n}");
         for factor in [1.0f32, 0.99] {
             let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, step: 3, ..AdamParams::default() };
-            let (mut p, mut m, mut v) = (p0.clone(), vec![0.1f32; n], vec![0.2f32; n]);
+            let (mut p, mut m, mut v) = (p0.clone(), CpuBuf::filled(n, 0.1f32), CpuBuf::filled(n, 0.2f32));
             c.adamw(&mut p, &grad, &mut m, &mut v, &scale, AdamStep::adamw(n, hp, factor));
-            let (mut p2, mut m2, mut v2) = (p0.clone(), vec![0.1f32; n], vec![0.2f32; n]);
+            let (mut p2, mut m2, mut v2) = (p0.clone(), CpuBuf::filled(n, 0.1f32), CpuBuf::filled(n, 0.2f32));
             if factor != 1.0 {
                 c.decay(&mut p2, n, factor);
             }
@@ -286,7 +287,8 @@ fn ops_on_views_equal_ops_on_buffers() {
     g.write(&mut ins, &guard);
     g.write(&mut outs, &guard);
     g.write(&mut outs2, &guard);
-    let view = |buf: &GpuBuffer, at: usize, len: usize| g.view(buf, at * slot, len).expect("views");
+    // SAFETY: device memory, and the slots are disjoint.
+    let view = |buf: &GpuBuffer, at: usize, len: usize| unsafe { g.view(buf, at * slot, len) }.expect("views");
     let (a_data, w_data) = (rand_vec(&mut rng, m * k, 1.0), rand_vec(&mut rng, n * k, 1.0));
     let (mut a, mut w) = (view(&ins, 1, m * k), view(&ins, 3, n * k));
     g.write(&mut a, &a_data);

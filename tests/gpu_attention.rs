@@ -7,7 +7,7 @@ mod common;
 mod wavenet_util;
 
 use common::random_vec;
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::{Attention, Backend, Qkv};
 use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
@@ -66,11 +66,11 @@ fn attention_matches_cpu() {
     {
         let (n, np) = (a.qkv_len(), a.p_len());
         let seed = 100 * s as u64;
-        let big = |v: Vec<f32>| v.into_iter().map(|x| 2.0 * x).collect::<Vec<f32>>();
+        let big = |v: CpuBuf| v.iter().map(|x| 2.0 * x).collect::<CpuBuf>();
         let (q, k, v, dout) =
             (big(random_vec(seed, n)), big(random_vec(seed + 1, n)), random_vec(seed + 2, n), random_vec(seed + 3, n));
 
-        let (mut out_c, mut p_c) = (vec![0.0; n], vec![0.0; np]);
+        let (mut out_c, mut p_c) = (CpuBuf::zeros(n), CpuBuf::zeros(np));
         cpu.attention_fwd(&q, &k, &v, &mut out_c, &mut p_c, a);
         let (qg, kg, vg) = (upload(&q), upload(&k), upload(&v));
         let (mut out_g, mut p_g) = (upload(&random_vec(seed + 4, n)), upload(&random_vec(seed + 5, np)));
@@ -79,7 +79,7 @@ fn attention_matches_cpu() {
         worst = worst.max(assert_close("out", a, &g.read(&out_g, n), &out_c, a.time));
 
         // The backward from the CPU's p on both sides (the forward is checked above).
-        let (mut dq_c, mut dk_c, mut dv_c) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let (mut dq_c, mut dk_c, mut dv_c) = (CpuBuf::zeros(n), CpuBuf::zeros(n), CpuBuf::zeros(n));
         cpu.attention_bwd(Qkv { q: &q, k: &k, v: &v }, &p_c, &dout, Qkv { q: &mut dq_c, k: &mut dk_c, v: &mut dv_c }, a);
         let garbage = |i: u64| upload(&random_vec(seed + 10 + i, n));
         let (mut dq_g, mut dk_g, mut dv_g) = (garbage(0), garbage(1), garbage(2));

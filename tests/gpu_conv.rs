@@ -6,7 +6,7 @@
 mod common;
 mod wavenet_util;
 
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::{Backend, Conv1d};
 use etude::model::wavenet::Wavenet;
@@ -65,7 +65,7 @@ fn assert_within(what: &str, c: Conv1d, gpu: &[f32], cpu: &[f32], abs_sum: &[f32
     }
 }
 
-fn abs(v: &[f32]) -> Vec<f32> {
+fn abs(v: &[f32]) -> CpuBuf {
     v.iter().map(|x| x.abs()).collect()
 }
 
@@ -73,23 +73,23 @@ fn abs(v: &[f32]) -> Vec<f32> {
 fn conv_matches_cpu() {
     let (g, cpu) = (gpu(), CpuBackend::new());
     let mut rng = Rng::new(42);
-    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
+    let mut rand = |n: usize| -> CpuBuf { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
     for c in shapes() {
         let (xn, yn, wn) = (c.batch * c.cin * c.time, c.batch * c.cout * c.time, c.cout * c.cin * c.k);
         let (x, w, bias, dy) = (rand(xn), rand(wn), rand(c.cout), rand(yn));
         let (dx0, dw0, db0) = (rand(xn), rand(wn), rand(c.cout));
 
         // forward
-        let mut y_cpu = vec![0.0; yn];
+        let mut y_cpu = CpuBuf::zeros(yn);
         cpu.conv1d_fwd(&x, &w, &bias, &mut y_cpu, c);
-        let mut y_abs = vec![0.0; yn];
+        let mut y_abs = CpuBuf::zeros(yn);
         cpu.conv1d_fwd(&abs(&x), &abs(&w), &abs(&bias), &mut y_abs, c);
         let mut yg = g.alloc(yn);
         g.conv1d_fwd(&upload(&x), &upload(&w), &upload(&bias), &mut yg, c);
         assert_within("y", c, &g.read(&yg, yn), &y_cpu, &y_abs, c.cin * c.k + 1);
 
         // backward to the input: overwrite, then accumulate onto dx0
-        let mut dx_abs = vec![0.0; xn];
+        let mut dx_abs = CpuBuf::zeros(xn);
         cpu.conv1d_bwd_input(&abs(&dy), &abs(&w), &mut dx_abs, c, false);
         let (dyg, wg) = (upload(&dy), upload(&w));
         for accumulate in [false, true] {
@@ -97,7 +97,7 @@ fn conv_matches_cpu() {
             cpu.conv1d_bwd_input(&dy, &w, &mut dx_cpu, c, accumulate);
             let mut dxg = upload(&dx0);
             g.conv1d_bwd_input(&dyg, &wg, &mut dxg, c, accumulate);
-            let bound: Vec<f32> = dx_abs.iter().zip(&dx0).map(|(a, d)| a + d.abs()).collect();
+            let bound: CpuBuf = dx_abs.iter().zip(&dx0).map(|(a, d)| a + d.abs()).collect();
             assert_within(
                 if accumulate { "dx (+=)" } else { "dx" },
                 c,

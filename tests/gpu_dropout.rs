@@ -5,7 +5,7 @@
 mod common;
 
 use common::random_vec;
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
 use etude::engine::dropout::{DropMask, Dropout};
 use etude::engine::gpu::GpuBackend;
@@ -34,8 +34,7 @@ fn dropout_op_is_bit_identical_to_the_cpu() {
         let mask = DropMask::new(&d, site);
         let x = random_vec(n as u64 + 1, n);
         // One element longer than n: the tail must stay.
-        let mut host = x.clone();
-        host.push(3.5);
+        let mut host: CpuBuf = x.iter().copied().chain([3.5]).collect();
         let mut buf = g.alloc(n + 1);
         g.write(&mut buf, &host);
         g.dropout(&mut buf, n, mask);
@@ -156,7 +155,7 @@ fn dropout_at_f16_keeps_the_same_mask() {
     let cpu = CpuBackend::new();
     let n = 1031;
     let mask = DropMask::new(&Dropout { p: 0.35, seed: 5, step: 8 }, 2);
-    let x: Vec<f32> = random_vec(7, n).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let x: CpuBuf = random_vec(7, n).iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let mut buf = g.alloc(n);
     g.write(&mut buf, &x);
     g.dropout(&mut buf, n, mask);

@@ -20,7 +20,7 @@ mod cli_common;
 
 use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
 use etude::checkpoint::Checkpoint;
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, KernelVariant, Precision, F16_LOSS_SCALE};
 use etude::engine::{Act, AdamParams, Backend, Conv1d, Lstm, MatMul};
@@ -55,7 +55,7 @@ const EW_REL: f32 = HALF_ULP + 1e-5;
 const ABS: f32 = 1e-7;
 
 /// `n` uniform values in `[-scale, scale)`, already f16 numbers.
-fn rand16(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+fn rand16(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
     (0..n).map(|_| half::f16::from_f32(rng.uniform_range(-scale, scale)).to_f32()).collect()
 }
 
@@ -81,7 +81,7 @@ fn up_ids(data: &[u32]) -> GpuBuffer {
     b
 }
 
-fn cpu_buf(c: &CpuBackend, data: &[f32]) -> Vec<f32> {
+fn cpu_buf(c: &CpuBackend, data: &[f32]) -> CpuBuf {
     let mut b = c.alloc(data.len());
     c.write(&mut b, data);
     b
@@ -119,7 +119,7 @@ fn host_conversion_round_trips_at_odd_lengths() {
         let b = up(&data);
         assert_eq!(g.read(&b, n), data, "f16 values survive the round trip exactly (n = {n})");
         // f32 buffers at f16 precision keep f32 values exactly
-        let exact: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1e-7).collect();
+        let exact: CpuBuf = (0..n).map(|i| 1.0 + i as f32 * 1e-7).collect();
         assert_eq!(g.read(&up32(&exact), n), exact);
     }
     // Values are rounded to nearest on the way in; out of range saturates to infinity.
@@ -165,7 +165,7 @@ fn elementwise_ops_match_the_cpu() {
         g.act_fwd(act, &up(&x), &mut gy, n);
         let mut cy = cpu_buf(&c, &y0);
         c.act_fwd(act, &x, &mut cy, n);
-        let gyv = g.read(&gy, n);
+        let gyv = CpuBuf::from(g.read(&gy, n));
         assert_close(&format!("act_fwd {act:?}"), &gyv, &cy, EW_REL, ABS);
         // backward from the (f16) forward output both sides share
         let dy = rand16(&mut rng, n, 1.0);
@@ -224,9 +224,9 @@ fn matmul_matches_the_cpu_in_every_layout() {
             let mut cc = cpu_buf(&c, &c0);
             c.matmul(&a, &b, &mut cc, mm);
             // sum |terms| from |A| |B| (+ |C| when accumulating)
-            let abs_a: Vec<f32> = a.iter().map(|v| v.abs()).collect();
-            let abs_b: Vec<f32> = b.iter().map(|v| v.abs()).collect();
-            let mut abs_sum = if acc { c0.iter().map(|v| v.abs()).collect() } else { vec![0.0; m * n] };
+            let abs_a: CpuBuf = a.iter().map(|v| v.abs()).collect();
+            let abs_b: CpuBuf = b.iter().map(|v| v.abs()).collect();
+            let mut abs_sum = if acc { c0.iter().map(|v| v.abs()).collect() } else { CpuBuf::zeros(m * n) };
             c.matmul(&abs_a, &abs_b, &mut abs_sum, MatMul { accumulate: true, ..mm });
             let bound = sum_bound(&cc, &abs_sum, k + 1, 0.0);
             let what = format!("matmul {variant:?} {m}x{k}x{n} ta={ta} tb={tb} acc={acc}");
@@ -263,8 +263,8 @@ fn bias_and_embedding_match_the_cpu() {
         g.bias_grad(&up(&y0), &mut gdb, outer, ch, inner);
         let mut cdb = cpu_buf(&c, &db0);
         c.bias_grad(&y0, &mut cdb, outer, ch, inner);
-        let abs_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
-        let mut abs_sum: Vec<f32> = db0.iter().map(|v| v.abs()).collect();
+        let abs_y: CpuBuf = y0.iter().map(|v| v.abs()).collect();
+        let mut abs_sum: CpuBuf = db0.iter().map(|v| v.abs()).collect();
         c.bias_grad(&abs_y, &mut abs_sum, outer, ch, inner);
         let bound = sum_bound(&cdb, &abs_sum, outer * inner + 1, 0.0);
         assert_within(&format!("bias_grad {what}"), &g.read(&gdb, ch), &cdb, &bound);
@@ -286,8 +286,8 @@ fn bias_and_embedding_match_the_cpu() {
     g.embedding_bwd(&up_ids(&ids), &up(&dout), &mut gdt, n, e);
     let mut cdt = cpu_buf(&c, &dt0);
     c.embedding_bwd(&ids, &dout, &mut cdt, n, e);
-    let abs_d: Vec<f32> = dout.iter().map(|v| v.abs()).collect();
-    let mut abs_sum: Vec<f32> = dt0.iter().map(|v| v.abs()).collect();
+    let abs_d: CpuBuf = dout.iter().map(|v| v.abs()).collect();
+    let mut abs_sum: CpuBuf = dt0.iter().map(|v| v.abs()).collect();
     c.embedding_bwd(&ids, &abs_d, &mut abs_sum, n, e);
     assert_within("embedding_bwd", &g.read(&gdt, rows * e), &cdt, &sum_bound(&cdt, &abs_sum, n + 1, 0.0));
 }
@@ -308,7 +308,7 @@ fn softmax_xent_matches_the_cpu_with_a_loss_scaled_gradient() {
     let mut cs = c.alloc(2 * n);
     c.softmax_xent(&logits, &targets, &mut cd, &mut cs, Xent { n, v, grad_scale });
     // The gradient leaves multiplied by the loss scale (a power of two: dividing is exact).
-    let gdv: Vec<f32> = g.read(&gd, n * v).iter().map(|d| d / F16_LOSS_SCALE).collect();
+    let gdv: CpuBuf = g.read(&gd, n * v).iter().map(|d| d / F16_LOSS_SCALE).collect();
     // softmax sums v exps: 1e-5 sqrt(v) relative on top of the f16 rounding
     assert_close("dlogits / loss scale", &gdv, &cd, EW_REL + 1e-5 * (v as f32).sqrt(), ABS);
     // the statistics are f32: the loss only carries the f32 differences (log-sum-exp over v)
@@ -323,14 +323,14 @@ fn optimizer_unscales_the_gradient_and_keeps_f32_moments() {
     let s = F16_LOSS_SCALE;
     let p0 = rand16(&mut rng, n, 1.0);
     // true gradients whose loss-scaled values are f16 numbers
-    let grad: Vec<f32> = rand16(&mut rng, n, 1e-3 * s).iter().map(|x| x / s).collect();
-    let scaled: Vec<f32> = grad.iter().map(|x| x * s).collect();
+    let grad: CpuBuf = rand16(&mut rng, n, 1e-3 * s).iter().map(|x| x / s).collect();
+    let scaled: CpuBuf = grad.iter().map(|x| x * s).collect();
     let (gg, mut gp) = (up(&scaled), up(&p0));
     let (mut gm, mut gv) = (g.alloc_f32(n), g.alloc_f32(n));
     let mut cp = cpu_buf(&c, &p0);
     let (mut cm, mut cv) = (c.alloc(n), c.alloc(n));
     let (mut gacc, mut gscale) = (up32(&[0.0]), up32(&[1.0]));
-    let (mut cacc, mut cscale) = (vec![0.0], vec![1.0]);
+    let (mut cacc, mut cscale) = (CpuBuf::zeros(1), CpuBuf::from([1.0]));
     g.sum_squares(&gg, n, &mut gacc);
     c.sum_squares(&grad, n, &mut cacc);
     // the norm is that of the true gradient, summed in f32
@@ -346,12 +346,12 @@ fn optimizer_unscales_the_gradient_and_keeps_f32_moments() {
         let gpv = g.read(&gp, n);
         // the update (<= lr) is computed in f32 and the parameter rounded: half an ulp of |p|
         assert_close(&format!("adam p, step {step}"), &gpv, &cp, EW_REL, 1e-6);
-        cp = gpv;
+        cp = CpuBuf::from(gpv);
         // moments are f32; they follow the CPU's from the same rounded parameters (weight decay)
         assert_close(&format!("adam m, step {step}"), &g.read(&gm, n), &cm, 1e-4, 1e-9);
         assert_close(&format!("adam v, step {step}"), &g.read(&gv, n), &cv, 1e-4, 1e-12);
-        cm = g.read(&gm, n);
-        cv = g.read(&gv, n);
+        cm = CpuBuf::from(g.read(&gm, n));
+        cv = CpuBuf::from(g.read(&gv, n));
     }
 }
 
@@ -364,7 +364,7 @@ fn conv1d_matches_the_cpu() {
     let x = rand16(&mut rng, nx, 1.0);
     let w = rand16(&mut rng, nw, 1.0);
     let bias = rand16(&mut rng, cv.cout, 1.0);
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<CpuBuf>();
 
     let mut gy = g.alloc(ny);
     g.conv1d_fwd(&up(&x), &up(&w), &up(&bias), &mut gy, cv);
@@ -418,7 +418,7 @@ fn attention_matches_the_cpu() {
     let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     assert_close("attention out", &g.read(&gout, n), &cout, HALF_ULP + sum_rel, HALF_ULP * vmax + sum_rel + ABS);
 
-    let p16: Vec<f32> = cp.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let p16: CpuBuf = cp.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     let dout = rand16(&mut rng, n, 1.0);
     let (mut gdq, mut gdk, mut gdv) = (g.alloc(n), g.alloc(n), g.alloc(n));
     g.attention_bwd(Qkv { q: &up(&q), k: &up(&k), v: &up(&v) }, &up(&p16), &up(&dout), Qkv { q: &mut gdq, k: &mut gdk, v: &mut gdv }, a);
@@ -460,9 +460,9 @@ fn lstm_recurrence_matches_the_cpu() {
         // outputs are rounded. A step's dot product has H terms bounded by sum |w| |h| <= H * 0.3;
         // tanh/sigmoid are 1-Lipschitz, and errors carried through c are damped by f < 1.
         let tol_rel = EW_REL + 1e-5 * (h as f32).sqrt() * 0.3 * h as f32;
-        let ghv = g.read(&ghs, ns);
-        let gcv = g.read(&gcs, ns);
-        let ggv = g.read(&gg, nx);
+        let ghv = CpuBuf::from(g.read(&ghs, ns));
+        let gcv = CpuBuf::from(g.read(&gcs, ns));
+        let ggv = CpuBuf::from(g.read(&gg, nx));
         assert_close(&format!("lstm_fwd hs {l:?} {variant:?}"), &ghv, &chs, tol_rel, 1e-5);
         assert_close(&format!("lstm_fwd cs {l:?} {variant:?}"), &gcv, &ccs, tol_rel, 1e-5);
         assert_close(&format!("lstm_fwd gates {l:?} {variant:?}"), &ggv, &cg, tol_rel, 1e-5);
@@ -479,12 +479,12 @@ fn lstm_recurrence_matches_the_cpu() {
         let scale = cdxw.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert_close(&format!("lstm_bwd dxw {l:?} {variant:?}"), &gdxv, &cdxw, EW_REL, 1e-5 * (4.0 * h as f32).sqrt() * scale + ABS);
         // dW_hh sums B*T products of dxw (rounded to f16 by the GPU first) with h_{t-1}.
-        let abs_dxw: Vec<f32> = cdxw.iter().map(|v| v.abs()).collect();
-        let abs_hs: Vec<f32> = ghv.iter().map(|v| v.abs()).collect();
-        let abs_h0: Vec<f32> = h0.iter().map(|v| v.abs()).collect();
-        let mut abs_dw: Vec<f32> = dw0.iter().map(|v| v.abs()).collect();
+        let abs_dxw: CpuBuf = cdxw.iter().map(|v| v.abs()).collect();
+        let abs_hs: CpuBuf = ghv.iter().map(|v| v.abs()).collect();
+        let abs_h0: CpuBuf = h0.iter().map(|v| v.abs()).collect();
+        let mut abs_dw: CpuBuf = dw0.iter().map(|v| v.abs()).collect();
         // sum_{b,t} |dxw[b,t]|^T |h_{t-1}[b]| as a matrix product over the rows (b, t)
-        let mut hprev = vec![0f32; ns];
+        let mut hprev = CpuBuf::filled(ns, 0f32);
         for b in 0..batch {
             for t in 0..time {
                 for j in 0..h {

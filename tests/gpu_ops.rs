@@ -14,7 +14,7 @@
 
 mod common;
 
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided, Xent};
 use etude::engine::gpu::{list_adapters, pick_adapter_index, GpuBackend, GpuBuffer};
 use etude::engine::{Act, AdamParams, Backend, MatMul};
@@ -26,7 +26,7 @@ fn gpu() -> &'static GpuBackend {
     GPU.get_or_init(common::open_gpu)
 }
 
-fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
     (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
 }
 
@@ -95,7 +95,7 @@ fn fill_add_and_write_read_round_trip() {
         let mut yb = upload(&y0);
         assert_eq!(g.read(&xb, n), x, "round trip n={n}");
         g.add(&xb, &mut yb, n);
-        let want: Vec<f32> = x.iter().zip(&y0).map(|(a, b)| a + b).collect();
+        let want: CpuBuf = x.iter().zip(&y0).map(|(a, b)| a + b).collect();
         assert_eq!(g.read(&yb, n), want, "add n={n}: one f32 addition must match exactly");
         // fill only the first n-1, the last element keeps its value
         g.fill(&mut yb, n - 1, 2.5);
@@ -156,8 +156,8 @@ fn activations_forward_and_backward() {
         for act in [Act::Relu, Act::Tanh, Act::Sigmoid] {
             let x = rand_vec(&mut rng, n, 4.0);
             let dy = rand_vec(&mut rng, n, 1.0);
-            let mut y = vec![0.0; n];
-            let mut dx = vec![0.0; n];
+            let mut y = CpuBuf::zeros(n);
+            let mut dx = CpuBuf::zeros(n);
             c.act_fwd(act, &x, &mut y, n);
             c.act_bwd(act, &y, &dy, &mut dx, n);
             let xb = upload(&x);
@@ -182,8 +182,8 @@ fn gated_unit_forward_and_backward() {
     for &(batch, r, t) in &[(1, 1, 1), (1, 3, 17), (3, 8, 33), (2, 32, 100)] {
         let a = rand_vec(&mut rng, batch * 2 * r * t, 3.0);
         let dz = rand_vec(&mut rng, batch * r * t, 1.0);
-        let mut z = vec![0.0; batch * r * t];
-        let mut da = vec![0.0; batch * 2 * r * t];
+        let mut z = CpuBuf::zeros(batch * r * t);
+        let mut da = CpuBuf::zeros(batch * 2 * r * t);
         c.gated_fwd(&a, &mut z, batch, r, t);
         c.gated_bwd(&a, &dz, &mut da, batch, r, t);
         let ab = upload(&a);
@@ -204,7 +204,7 @@ fn transpose_matches() {
     let mut rng = Rng::new(5);
     for &(batch, rows, cols) in &[(1, 1, 1), (1, 1, 37), (2, 17, 5), (3, 64, 48), (1, 100, 129)] {
         let x = rand_vec(&mut rng, batch * rows * cols, 1.0);
-        let mut y = vec![0.0; x.len()];
+        let mut y = CpuBuf::zeros(x.len());
         c.transpose(&x, &mut y, batch, rows, cols);
         let xb = upload(&x);
         let mut yb = g.alloc(x.len());
@@ -214,11 +214,11 @@ fn transpose_matches() {
 }
 
 /// Bound for a matrix product element: `1e-5 * sqrt(k) * sum_k |a||b| + 1e-6` (+ |c0| for accumulate).
-fn matmul_bound(a: &[f32], b: &[f32], c0: &[f32], mm: MatMul) -> Vec<f32> {
+fn matmul_bound(a: &[f32], b: &[f32], c0: &[f32], mm: MatMul) -> CpuBuf {
     let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
     let at = |i: usize, kk: usize| if trans_a { a[kk * m + i] } else { a[i * k + kk] };
     let bt = |kk: usize, j: usize| if trans_b { b[j * k + kk] } else { b[kk * n + j] };
-    let mut out = vec![0.0; m * n];
+    let mut out = CpuBuf::zeros(m * n);
     for i in 0..m {
         for j in 0..n {
             let mut s: f32 = (0..k).map(|kk| (at(i, kk) * bt(kk, j)).abs()).sum();
@@ -311,7 +311,7 @@ fn bias_add_and_grad() {
         assert_eq!(g.read(&yb, n), y, "bias_add {outer}x{channels}x{inner}: one addition, exact");
         // sum of outer*inner terms (the CPU sums in f64): reduction bound
         let terms = outer * inner;
-        let bound: Vec<f32> = (0..channels)
+        let bound: CpuBuf = (0..channels)
             .map(|ch| {
                 let s: f32 = (0..outer).flat_map(|o| (0..inner).map(move |i| (o, i))).map(|(o, i)| y0[(o * channels + ch) * inner + i].abs()).sum();
                 1e-5 * ((terms + 1) as f32).sqrt() * (s + db0[ch].abs()) + 1e-6
@@ -333,7 +333,7 @@ fn embedding_forward_and_backward_with_repeated_ids() {
         ids[n - 1] = ids[0];
         let dout = rand_vec(&mut rng, n * e, 1.0);
         let dt0 = rand_vec(&mut rng, rows * e, 1.0);
-        let mut out = vec![0.0; n * e];
+        let mut out = CpuBuf::zeros(n * e);
         let mut dt = dt0.clone();
         c.embedding_fwd(&ids, &table, &mut out, n, e);
         c.embedding_bwd(&ids, &dout, &mut dt, n, e);
@@ -345,7 +345,7 @@ fn embedding_forward_and_backward_with_repeated_ids() {
         g.embedding_bwd(&idb, &upload(&dout), &mut dtb, n, e);
         assert_eq!(g.read(&outb, n * e), out, "embedding_fwd {rows}x{n}x{e} copies: exact");
         // each dtable element sums the occurrences of its row, in a different order than the CPU
-        let mut bound = vec![0.0f32; rows * e];
+        let mut bound = CpuBuf::zeros(rows * e);
         for (i, &id) in ids.iter().enumerate() {
             for col in 0..e {
                 bound[id as usize * e + col] += dout[i * e + col].abs();
@@ -369,8 +369,8 @@ fn softmax_xent_matches_and_is_stable() {
         let logits = rand_vec(&mut rng, n * v, scale);
         let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
         let grad_scale = 1.0 / n as f32;
-        let mut dl = vec![0.0; n * v];
-        let mut st = vec![0.0; 2 * n];
+        let mut dl = CpuBuf::zeros(n * v);
+        let mut st = CpuBuf::zeros(2 * n);
         c.softmax_xent(&logits, &targets, &mut dl, &mut st, Xent { n, v, grad_scale });
         let mut dlb = g.alloc(n * v);
         let mut stb = g.alloc(2 * n);
@@ -395,7 +395,7 @@ fn softmax_argmax_prefers_the_first_maximum() {
     let g = gpu();
     // row 0: tie between class 1 and 300, target 1 -> hit; row 1: same tie, target 300 -> miss
     let v = 400;
-    let mut logits = vec![0.0f32; 2 * v];
+    let mut logits = CpuBuf::zeros(2 * v);
     for row in 0..2 {
         logits[row * v + 1] = 5.0;
         logits[row * v + 300] = 5.0;
@@ -413,7 +413,7 @@ fn sum_squares_clip_scale() {
     let mut rng = Rng::new(11);
     for &n in &[1usize, 255, 4097, 100_000] {
         let x = rand_vec(&mut rng, n, 1.0);
-        let mut acc = vec![0.5f32];
+        let mut acc = CpuBuf::from([0.5f32]);
         c.sum_squares(&x, n, &mut acc);
         c.sum_squares(&x, n, &mut acc); // twice: it accumulates
         let mut accb = upload(&[0.5]);
@@ -425,7 +425,7 @@ fn sum_squares_clip_scale() {
         let tol = 1e-5 * ((n + 1) as f32).sqrt() * acc[0];
         assert!((got - acc[0]).abs() <= tol, "sum_squares n={n}: gpu {got} cpu {}", acc[0]);
         for max_norm in [0.0f32, 1.0, 1e6] {
-            let mut sc = vec![0.0f32];
+            let mut sc = CpuBuf::from([0.0f32]);
             c.clip_scale(&acc, max_norm, &mut sc);
             let mut scb = g.alloc(1);
             g.clip_scale(&upload(&acc), max_norm, &mut scb);
@@ -440,7 +440,7 @@ fn adam_with_weight_decay_and_clipping_over_steps() {
     let mut rng = Rng::new(12);
     for &n in &[1usize, 300, 5000] {
         let p0 = rand_vec(&mut rng, n, 1.0);
-        let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+        let (mut p, mut m, mut v) = (p0.clone(), CpuBuf::zeros(n), CpuBuf::zeros(n));
         let (mut pb, mut mb, mut vb) = (upload(&p0), g.alloc(n), g.alloc(n));
         let mut gb = g.alloc(n);
         let mut accb = g.alloc(1);
@@ -449,9 +449,9 @@ fn adam_with_weight_decay_and_clipping_over_steps() {
             let grad = rand_vec(&mut rng, n, 3.0);
             let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, step, ..AdamParams::default() };
             // clipping: the gradient norm is far above 0.5, so the scale is < 1
-            let mut acc = vec![0.0f32];
+            let mut acc = CpuBuf::from([0.0f32]);
             c.sum_squares(&grad, n, &mut acc);
-            let mut sc = vec![0.0f32];
+            let mut sc = CpuBuf::from([0.0f32]);
             c.clip_scale(&acc, 0.5, &mut sc);
             if n > 1 {
                 assert!(sc[0] < 1.0, "the test must exercise clipping");

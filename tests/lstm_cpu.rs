@@ -4,7 +4,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Backend, Lstm, LstmSaved, LstmSeqs, MatMul};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
@@ -55,13 +55,13 @@ fn forward_matches_a_plain_per_step_lstm() {
     for (s, &(batch, time, _, h)) in SHAPES.iter().enumerate() {
         let seed = 100 + s as u64;
         // Pre-activations of size ~2 and weights ~0.5 drive the gates through their whole range.
-        let xw: Vec<f32> = random_vec(seed, batch * time * 4 * h).iter().map(|v| 2.0 * v).collect();
-        let w_hh: Vec<f32> = random_vec(seed + 1, 4 * h * h).iter().map(|v| 0.5 * v).collect();
+        let xw: CpuBuf = random_vec(seed, batch * time * 4 * h).iter().map(|v| 2.0 * v).collect();
+        let w_hh: CpuBuf = random_vec(seed + 1, 4 * h * h).iter().map(|v| 0.5 * v).collect();
         let h0 = random_vec(seed + 2, batch * h);
         let c0 = random_vec(seed + 3, batch * h);
         let n = batch * time * h;
         // Buffers longer than needed, as an arena would pass them.
-        let (mut hs, mut cs, mut gates) = (vec![9.0; n + 3], vec![9.0; n + 3], vec![9.0; 4 * n + 3]);
+        let (mut hs, mut cs, mut gates) = (CpuBuf::filled(n + 3, 9.0), CpuBuf::filled(n + 3, 9.0), CpuBuf::filled(4 * n + 3, 9.0));
         be.lstm_fwd(&xw, &w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, Lstm { batch, time, hidden: h });
         let (want_h, want_c) = naive_lstm(&xw, &w_hh, &h0, &c0, batch, time, h);
         // f32 evaluation of O(1) values through at most 6 steps: rounding stays below 1e-6;
@@ -95,19 +95,19 @@ struct Layer {
     time: usize,
     inp: usize,
     h: usize,
-    x: Vec<f32>,
-    w_ih: Vec<f32>,
-    w_hh: Vec<f32>,
-    b_ih: Vec<f32>,
-    b_hh: Vec<f32>,
-    h0: Vec<f32>,
-    c0: Vec<f32>,
+    x: CpuBuf,
+    w_ih: CpuBuf,
+    w_hh: CpuBuf,
+    b_ih: CpuBuf,
+    b_hh: CpuBuf,
+    h0: CpuBuf,
+    c0: CpuBuf,
 }
 
 struct Saved {
-    hs: Vec<f32>,
-    cs: Vec<f32>,
-    gates: Vec<f32>,
+    hs: CpuBuf,
+    cs: CpuBuf,
+    gates: CpuBuf,
 }
 
 impl Layer {
@@ -117,11 +117,11 @@ impl Layer {
 
     fn forward(&self, be: &CpuBackend) -> Saved {
         let (n, h) = (self.batch * self.time, self.h);
-        let mut xw = vec![0.0; n * 4 * h];
+        let mut xw = CpuBuf::zeros(n * 4 * h);
         be.matmul(&self.x, &self.w_ih, &mut xw, MatMul { m: n, k: self.inp, n: 4 * h, trans_a: false, trans_b: true, accumulate: false });
         be.bias_add(&mut xw, &self.b_ih, n, 4 * h, 1);
         be.bias_add(&mut xw, &self.b_hh, n, 4 * h, 1);
-        let mut s = Saved { hs: vec![0.0; n * h], cs: vec![0.0; n * h], gates: vec![0.0; n * 4 * h] };
+        let mut s = Saved { hs: CpuBuf::zeros(n * h), cs: CpuBuf::zeros(n * h), gates: CpuBuf::zeros(n * 4 * h) };
         be.lstm_fwd(&xw, &self.w_hh, &self.h0, &self.c0, LstmSeqs { hs: &mut s.hs, cs: &mut s.cs, gates: &mut s.gates }, self.dims());
         s
     }
@@ -137,7 +137,7 @@ fn layer_gradients_match_finite_differences() {
     let be = CpuBackend::new();
     for (s, &(batch, time, inp, h)) in SHAPES.iter().enumerate() {
         let seed = 200 + 10 * s as u64;
-        let scaled = |k: u64, n: usize, a: f32| -> Vec<f32> { random_vec(seed + k, n).iter().map(|v| a * v).collect() };
+        let scaled = |k: u64, n: usize, a: f32| -> CpuBuf { random_vec(seed + k, n).iter().map(|v| a * v).collect() };
         let layer = Layer {
             batch,
             time,
@@ -157,25 +157,25 @@ fn layer_gradients_match_finite_differences() {
 
         // Analytic: dhs = r; BPTT gives dxw and dW_hh; the projection's gradients follow.
         let saved = layer.forward(&be);
-        let mut dxw = vec![0.0; n * 4 * h];
+        let mut dxw = CpuBuf::zeros(n * 4 * h);
         // dW_hh starts at 1 to check that lstm_bwd accumulates into it.
-        let mut dw_hh = vec![1.0; 4 * h * h];
+        let mut dw_hh = CpuBuf::filled(4 * h * h, 1.0);
         be.lstm_bwd(&layer.w_hh, LstmSaved { h0: &layer.h0, c0: &layer.c0, seqs: LstmSeqs { hs: &saved.hs, cs: &saved.cs, gates: &saved.gates } }, &r, &mut dxw, &mut dw_hh, layer.dims());
         dw_hh.iter_mut().for_each(|v| *v -= 1.0);
-        let mut dw_ih = vec![0.0; 4 * h * inp];
+        let mut dw_ih = CpuBuf::zeros(4 * h * inp);
         be.matmul(&dxw, &layer.x, &mut dw_ih, MatMul { m: 4 * h, k: n, n: inp, trans_a: true, trans_b: false, accumulate: true });
-        let mut db = vec![0.0; 4 * h];
+        let mut db = CpuBuf::zeros(4 * h);
         be.bias_grad(&dxw, &mut db, n, 4 * h, 1);
-        let mut dx = vec![0.0; n * inp];
+        let mut dx = CpuBuf::zeros(n * inp);
         be.matmul(&dxw, &layer.w_ih, &mut dx, MatMul { m: n, k: 4 * h, n: inp, trans_a: false, trans_b: false, accumulate: false });
 
         // Numeric, with the helper's h = 1e-2 (see common::numeric_grad).
         let step = 1e-2;
-        let probe = |get: fn(&mut Layer) -> &mut Vec<f32>| -> Vec<f64> {
+        let probe = |get: fn(&mut Layer) -> &mut CpuBuf| -> Vec<f64> {
             let mut probe_layer = clone_layer(&layer);
             let mut v = get(&mut probe_layer).clone();
             numeric_grad(&mut v, step, |v| {
-                *get(&mut probe_layer) = v.to_vec();
+                *get(&mut probe_layer) = CpuBuf::from(v);
                 probe_layer.loss(&be, &r)
             })
         };
@@ -222,12 +222,12 @@ fn clone_layer(l: &Layer) -> Layer {
 #[test]
 fn empty_sizes_are_a_no_op_and_short_buffers_panic_with_the_op_name() {
     let be = CpuBackend::new();
-    let (mut hs, mut cs, mut g) = (vec![], vec![], vec![]);
-    be.lstm_fwd(&vec![], &vec![0.0; 16], &vec![], &vec![], LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 0, time: 3, hidden: 2 });
+    let (mut hs, mut cs, mut g) = (CpuBuf::from([]), CpuBuf::from([]), CpuBuf::from([]));
+    be.lstm_fwd(&CpuBuf::zeros(0), &CpuBuf::zeros(16), &CpuBuf::zeros(0), &CpuBuf::zeros(0), LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 0, time: 3, hidden: 2 });
     let short = std::panic::catch_unwind(|| {
         let be = CpuBackend::new();
-        let (mut hs, mut cs, mut g) = (vec![0.0; 4], vec![0.0; 4], vec![0.0; 16]);
-        be.lstm_fwd(&vec![0.0; 15], &vec![0.0; 16], &vec![0.0; 2], &vec![0.0; 2], LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 1, time: 2, hidden: 2 });
+        let (mut hs, mut cs, mut g) = (CpuBuf::zeros(4), CpuBuf::zeros(4), CpuBuf::zeros(16));
+        be.lstm_fwd(&CpuBuf::zeros(15), &CpuBuf::zeros(16), &CpuBuf::zeros(2), &CpuBuf::zeros(2), LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut g }, Lstm { batch: 1, time: 2, hidden: 2 });
     });
     let msg = short.expect_err("a short xw must panic");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();

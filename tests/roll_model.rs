@@ -88,7 +88,7 @@ fn gradients_match_finite_differences() {
                 c.fill(&mut p.grad.buf, n, 0.0);
             }
             loss(&c, m.as_mut(), &batch, true);
-            let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.buf.clone()).collect();
+            let grads: Vec<Vec<f32>> = m.params().iter().map(|p| p.grad.buf.to_vec()).collect();
             assert_eq!(m.params().len(), grads.len());
             for (pi, g) in grads.iter().enumerate() {
                 let name = m.params()[pi].name.clone();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Bag, Bce};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::roll::RollOps;
@@ -38,10 +38,10 @@ fn targets(rng: &mut Rng, n: usize, p: f64) -> Vec<f32> {
     (0..n).map(|_| if rng.uniform() < p { 1.0 } else { 0.0 }).collect()
 }
 
-fn bce_cpu(logits: &[f32], y: &[f32], w: &[f32], n: usize, k: usize, scale: f32) -> (Vec<f32>, Vec<f32>) {
-    let mut d = vec![0.0; n * k];
-    let mut st = vec![0.0; n];
-    CpuBackend::new().bce_logits(&logits.to_vec(), &y.to_vec(), &w.to_vec(), &mut d, &mut st, Bce { n, k, grad_scale: scale });
+fn bce_cpu(logits: &[f32], y: &[f32], w: &[f32], n: usize, k: usize, scale: f32) -> (CpuBuf, CpuBuf) {
+    let mut d = CpuBuf::zeros(n * k);
+    let mut st = CpuBuf::zeros(n);
+    CpuBackend::new().bce_logits(&CpuBuf::from(logits), &CpuBuf::from(y), &CpuBuf::from(w), &mut d, &mut st, Bce { n, k, grad_scale: scale });
     (d, st)
 }
 
@@ -56,9 +56,9 @@ fn bce_f64(x: f32, y: f32) -> f64 {
 fn bce_values_match_a_float64_hand_computation() {
     let mut rng = Rng::new(1);
     let (n, k) = (7, 88);
-    let logits: Vec<f32> = (0..n * k).map(|_| rng.uniform_range(-6.0, 6.0)).collect();
+    let logits: CpuBuf = (0..n * k).map(|_| rng.uniform_range(-6.0, 6.0)).collect();
     let y = targets(&mut rng, n * k, 0.1);
-    let w: Vec<f32> = (0..n).map(|i| if i == 3 { 0.0 } else { 1.0 }).collect();
+    let w: CpuBuf = (0..n).map(|i| if i == 3 { 0.0 } else { 1.0 }).collect();
     let (d, st) = bce_cpu(&logits, &y, &w, n, k, 0.25);
     for i in 0..n {
         let want: f64 = (0..k).map(|j| bce_f64(logits[i * k + j], y[i * k + j])).sum::<f64>() * w[i] as f64;
@@ -82,9 +82,9 @@ fn bce_values_match_a_float64_hand_computation() {
 fn bce_gradient_matches_finite_differences() {
     let (n, k) = (5, 13);
     let mut rng = Rng::new(2);
-    let mut logits: Vec<f32> = random_vec(3, n * k).iter().map(|v| v * 4.0).collect();
+    let mut logits: CpuBuf = random_vec(3, n * k).iter().map(|v| v * 4.0).collect();
     let y = targets(&mut rng, n * k, 0.3);
-    let w: Vec<f32> = (0..n).map(|i| if i == 1 { 0.0 } else { 1.0 }).collect();
+    let w: CpuBuf = (0..n).map(|i| if i == 1 { 0.0 } else { 1.0 }).collect();
     let scale = 1.0 / 4.0;
     let (d, _) = bce_cpu(&logits, &y, &w, n, k, scale);
     // The loss is sum(stats) * scale: its gradient is dlogits.
@@ -123,9 +123,9 @@ fn bce_gpu_matches_cpu_on_random_inputs() {
     let mut rng = Rng::new(4);
     // rows around the workgroup of 64, k = 88 and odd widths
     for &(n, k, scale) in &[(1, 88, 3.0f32), (63, 88, 8.0), (65, 88, 1.0), (130, 7, 20.0), (1000, 88, 5.0), (3, 1, 80.0)] {
-        let logits: Vec<f32> = (0..n * k).map(|_| rng.uniform_range(-scale, scale)).collect();
+        let logits: CpuBuf = (0..n * k).map(|_| rng.uniform_range(-scale, scale)).collect();
         let y = targets(&mut rng, n * k, 0.2);
-        let w: Vec<f32> = (0..n).map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 }).collect();
+        let w: CpuBuf = (0..n).map(|_| if rng.uniform() < 0.8 { 1.0 } else { 0.0 }).collect();
         let gs = 1.0 / n as f32;
         let (d, st) = bce_cpu(&logits, &y, &w, n, k, gs);
         let (mut db, mut sb) = (g.alloc(n * k), g.alloc_f32(n));
@@ -156,7 +156,7 @@ fn bag_forward_is_the_sum_of_the_rows_and_its_backward_matches_finite_difference
     ids[0..4].copy_from_slice(&[u32::MAX; 4]); // an empty frame
     ids[4..8].copy_from_slice(&[2, 2, u32::MAX, 8]); // a repeated key
     let mut table = random_vec(6, rows * e);
-    let mut out = vec![7.0; n * e];
+    let mut out = CpuBuf::filled(n * e, 7.0);
     c.bag_fwd(&ids, &table, &mut out, Bag { n, slots, e });
     assert!(out[..e].iter().all(|&v| v == 0.0), "an empty frame gives zeros");
     for col in 0..e {
@@ -164,11 +164,11 @@ fn bag_forward_is_the_sum_of_the_rows_and_its_backward_matches_finite_difference
         assert!((out[e + col] - want).abs() < 1e-6);
     }
     let r = random_vec(7, n * e);
-    let mut dtable = vec![0.0; rows * e];
+    let mut dtable = CpuBuf::zeros(rows * e);
     c.bag_bwd(&ids, &r, &mut dtable, Bag { n, slots, e }, rows);
     let num = numeric_grad(&mut table, 1e-2, |t| {
-        let mut o = vec![0.0; n * e];
-        c.bag_fwd(&ids, &t.to_vec(), &mut o, Bag { n, slots, e });
+        let mut o = CpuBuf::zeros(n * e);
+        c.bag_fwd(&ids, &CpuBuf::from(t), &mut o, Bag { n, slots, e });
         o.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
     });
     for (i, (&a, &g)) in dtable.iter().zip(&num).enumerate() {
@@ -189,7 +189,7 @@ fn bag_gpu_matches_cpu_on_random_inputs() {
     for &(n, slots, e, rows) in &[(1, 1, 1, 1), (3, 5, 65, 88), (257, 12, 100, 88), (2000, 16, 33, 88), (70, 3, 256, 10)] {
         let ids = bags(&mut rng, n, slots, rows);
         let table = random_vec(rng.next_u64(), rows * e);
-        let mut out = vec![0.0; n * e];
+        let mut out = CpuBuf::zeros(n * e);
         c.bag_fwd(&ids, &table, &mut out, Bag { n, slots, e });
         let mut ob = g.alloc(n * e);
         let idb = upload_ids(&ids);

@@ -8,7 +8,7 @@ mod common;
 use common::ModelCase;
 
 use etude::checkpoint::Checkpoint;
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
@@ -208,7 +208,7 @@ fn attention_learns_to_copy_what_the_convs_cannot() {
         let mut m = AnyModel::new(&b, &cfg, B, W, &mut Rng::new(1)).unwrap();
         let mut adam = Adam::new(&b, m.params(), AdamParams { lr: 3e-3, ..AdamParams::default() }, 0.0);
         let mut rng = Rng::new(2);
-        let (mut dlogits, mut stats) = (vec![0.0; B * W * VOCAB], vec![0.0; 2 * B * W]);
+        let (mut dlogits, mut stats) = (CpuBuf::zeros(B * W * VOCAB), CpuBuf::zeros(2 * B * W));
         let mut tail = 0.0f64;
         for step in 0..STEPS {
             let (mut x, mut y) = (Vec::new(), Vec::new());

@@ -161,9 +161,16 @@ pub trait Backend {
     /// A view of `len` elements of `buf` from element `offset`, sharing `buf`'s storage: every
     /// operation reads and writes it as if it were a buffer of its own (what the parameter arenas
     /// of [`optim`] are made of). `offset` must be a multiple of [`Backend::view_align`] and the
-    /// view must lie inside `buf` (panics otherwise). `None` where the backend has no views (the
-    /// CPU backend, whose buffers are `Vec`s): each parameter then keeps a buffer of its own.
-    fn view(&self, buf: &Self::Buf, offset: usize, len: usize) -> Option<Self::Buf> {
+    /// view must lie inside `buf` (panics otherwise). `None` where a backend has no views (both of
+    /// etude's have them): each parameter then keeps a buffer of its own.
+    ///
+    /// # Safety
+    /// Overlapping views are for use one at a time: while the view lives, it and any buffer or
+    /// view whose elements overlap it must not be passed to one operation together, nor used at
+    /// once from two threads, when either is written. (On the CPU the storage is host memory that
+    /// every operation borrows as a slice, see [`cpu::buf`]; the arenas' tensor views are
+    /// disjoint, and their whole-arena views are used only by the bookkeeping ops.)
+    unsafe fn view(&self, buf: &Self::Buf, offset: usize, len: usize) -> Option<Self::Buf> {
         let _ = (buf, offset, len);
         None
     }

@@ -5,24 +5,28 @@
 //! # One parameter arena per model
 //!
 //! A model hands its layers' freshly made parameters (its `params_mut()`, in PyTorch's order) to
-//! [`into_arena`], which turns each into views in place. Where the backend has views
-//! ([`Backend::view`]: the GPU backend), the weights then live in ONE buffer, the gradients in
-//! another, and [`Adam::new`] puts both moments in one f32 buffer each; every tensor is an aligned
-//! view into its arena, at the same element offset in all four (zeros between views, which the
-//! bookkeeping keeps at zero: a zero gradient, moment and weight stay zero through Adam and the
-//! decay, and add nothing to the norm). The bookkeeping of a step is then one operation over the
-//! whole arena each, whatever the model:
+//! [`into_arena`], which turns each into views in place ([`Backend::view`], on both backends): the
+//! weights then live in ONE buffer, the gradients in another, and [`Adam::new`] puts both moments
+//! in one f32 buffer each; every tensor is an aligned view into its arena, at the same element
+//! offset in all four (zeros between views, which the bookkeeping keeps at zero: a zero gradient,
+//! moment and weight stay zero through Adam and the decay, and add nothing to the norm). The
+//! bookkeeping of a step is then one operation over the whole arena each, whatever the model:
 //!
 //! | step        | arena                              | per tensor (no views, or a partial list) |
 //! |-------------|------------------------------------|------------------------------------------|
 //! | zero grads  | `fill` over the gradient arena     | one `fill` per tensor                    |
-//! | norm + clip | `grad_norm_clip` (2 GPU dispatches)| `fill`, one `sum_squares` per tensor, `clip_scale` |
+//! | norm + clip | `grad_norm_clip` (2 GPU dispatches, one pass on the CPU) | `fill`, one `sum_squares` per tensor, `clip_scale` |
 //! | update      | `adamw` over the four arenas       | one `adamw` per tensor                   |
 //!
-//! so at most 4 dispatches per step on the GPU. Names, shapes and values of every tensor are what
-//! they were (checkpoints read and write each view as before). The CPU backend's buffers are
-//! `Vec`s, which cannot share storage: there every parameter keeps its own buffer and the
-//! bookkeeping is one pass per tensor (the decay fused into the update).
+//! so at most 4 dispatches per step on the GPU, and one pass over each arena on the CPU (where the
+//! arena is host memory aligned to a cache line, each tensor starting on its own line). Names,
+//! shapes and values of every tensor are what they were (checkpoints read and write each view as
+//! before).
+//!
+//! Views of one arena alias its whole-buffer views, so [`Backend::view`] is `unsafe`; this module
+//! keeps its contract: the tensors' views are disjoint (laid out one after another), and the
+//! whole-buffer views live only inside [`zero_grads`] and [`Adam::step`], whose ops take no
+//! tensor's view beside them.
 
 use super::{AdamParams, AdamStep, Backend, Tensor};
 use std::borrow::{Borrow, BorrowMut};
@@ -154,15 +158,24 @@ impl<B: Backend> Arena<B> {
         self.tensors
     }
 
-    /// A handle on the whole gradient buffer (a view of all of it).
+    /// A handle on the whole gradient buffer (a view of all of it), for the bookkeeping ops only.
     fn grads(&self, b: &B) -> B::Buf {
-        b.view(&self.grads, 0, self.len).expect("an arena exists only where the backend has views")
+        whole(b, &self.grads, self.len)
     }
 
-    /// A handle on the whole weight buffer.
+    /// A handle on the whole weight buffer, for the bookkeeping ops only.
     fn values(&self, b: &B) -> B::Buf {
-        b.view(&self.values, 0, self.len).expect("an arena exists only where the backend has views")
+        whole(b, &self.values, self.len)
     }
+}
+
+/// A view of all `len` elements of an arena buffer, for one bookkeeping op (zeroing, the norm,
+/// Adam) at a time.
+fn whole<B: Backend>(b: &B, buf: &B::Buf, len: usize) -> B::Buf {
+    // SAFETY: the callers (`zero_grads`, `Adam::step`) pass it only to ops whose other buffers are
+    // other arenas' whole views or the optimizer's own scalars, never a tensor's view of this one,
+    // and drop it when the op is recorded (see the module documentation).
+    unsafe { b.view(buf, 0, len) }.expect("an arena exists only where the backend has views")
 }
 
 /// Offsets of tensors of `lens` elements laid out one after another, each a multiple of `align`,
@@ -183,8 +196,8 @@ fn layout(lens: impl IntoIterator<Item = usize>, align: usize) -> (Vec<usize>, u
 /// Moves `params` (freshly made: gradients zero) into one arena, in place: their weights into one
 /// buffer and their gradients into another, each tensor a view at an aligned offset, names,
 /// shapes and values unchanged (each layer keeps its parameters, now views). Leaves them as they
-/// are where the backend has no views (the CPU) or where the arena would exceed the backend's
-/// largest buffer.
+/// are where the backend has no views or where the arena would exceed the backend's largest
+/// buffer.
 pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
     if params.count() == 0 || iter(&params).any(|p| p.arena.is_some()) {
         return;
@@ -197,14 +210,16 @@ pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
     let values = b.alloc(len);
     let grads = b.alloc(len);
     // Probe: a backend without views keeps the parameters as they are.
-    if b.view(&values, 0, len).is_none() {
+    // SAFETY: the probe is dropped at once, before anything else touches `values`.
+    if unsafe { b.view(&values, 0, len) }.is_none() {
         return;
     }
     let arena = Arc::new(Arena { values, grads, len, tensors: params.count() });
     for (i, at) in offsets.into_iter().enumerate() {
         let p = params.at_mut(i);
         let n = p.value.len();
-        let view = |buf: &B::Buf| b.view(buf, at, n).expect("the backend made a view above");
+        // SAFETY: the layout puts each tensor after the end of the one before: no two overlap.
+        let view = |buf: &B::Buf| unsafe { b.view(buf, at, n) }.expect("the backend made a view above");
         let mut value = Tensor { buf: view(&arena.values), shape: p.value.shape.clone() };
         value.set(b, &p.value.to_vec(b));
         let grad = Tensor { buf: view(&arena.grads), shape: p.grad.shape.clone() };
@@ -281,7 +296,8 @@ impl<B: Backend> Adam<B> {
                     iter(&params)
                         .map(|p| {
                             let at = p.arena.as_ref().expect("in the arena").1;
-                            let buf = b.view(buf, at, p.value.len()).expect("the backend has views");
+                            // SAFETY: at the parameters' disjoint offsets (see `into_arena`).
+                            let buf = unsafe { b.view(buf, at, p.value.len()) }.expect("the backend has views");
                             Tensor { buf, shape: p.value.shape.clone() }
                         })
                         .collect()
@@ -312,8 +328,7 @@ impl<B: Backend> Adam<B> {
             if self.clip > 0.0 {
                 b.grad_norm_clip(&grads, a.len, self.clip, &mut self.acc, &mut self.scale);
             }
-            let whole = |buf: &B::Buf| b.view(buf, 0, a.len).expect("an arena exists only where the backend has views");
-            let (mut m, mut v) = (whole(&mo.m), whole(&mo.v));
+            let (mut m, mut v) = (whole(b, &mo.m, a.len), whole(b, &mo.v, a.len));
             b.adamw(&mut a.values(b), &grads, &mut m, &mut v, &self.scale, AdamStep::adamw(a.len, hp, factor));
             return;
         }

@@ -144,7 +144,7 @@ fn run<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::cpu::CpuBackend;
+    use crate::engine::cpu::{CpuBackend, CpuBuf};
 
     /// Step mode, fed a window column by column from the causal padding, gives every column of
     /// the whole-window conv (kernels 2 and 3, dilations 1 to 4, channels off any multiple); the
@@ -156,14 +156,14 @@ mod tests {
         let (cin, cout, time) = (3, 5, 13);
         for (k, dilation) in [(2, 1), (3, 2), (2, 4), (1, 1)] {
             let mut conv = Conv1d::new(&b, "c", cin, cout, k, dilation, &mut rng).with_output(&b, 1, time);
-            let x: Vec<f32> = (0..cin * time).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+            let x: CpuBuf = (0..cin * time).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
             conv.forward(&b, &x, 1, time);
             let want = conv.y.clone();
-            conv.y = vec![0.0; cout];
+            conv.y = CpuBuf::zeros(cout);
             conv.start_steps(&b);
             for round in 0..2 {
                 for t in 0..time {
-                    let col: Vec<f32> = (0..cin).map(|i| x[i * time + t]).collect();
+                    let col: CpuBuf = (0..cin).map(|i| x[i * time + t]).collect();
                     conv.forward(&b, &col, 1, 1);
                     for o in 0..cout {
                         let (got, w) = (conv.y[o], want[o * time + t]);

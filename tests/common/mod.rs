@@ -2,7 +2,7 @@
 //! tolerances used to compare against them (one place, each with its reason).
 #![allow(dead_code)]
 
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
@@ -35,7 +35,7 @@ pub struct Array {
 }
 
 impl Array {
-    pub fn f32(&self) -> Vec<f32> {
+    pub fn f32(&self) -> CpuBuf {
         self.data.iter().map(|&v| v as f32).collect()
     }
     pub fn u32(&self) -> Vec<u32> {
@@ -217,7 +217,7 @@ pub fn numeric_grad(x: &mut [f32], h: f32, mut f: impl FnMut(&[f32]) -> f64) -> 
 }
 
 /// Deterministic test data in [-1, 1).
-pub fn random_vec(seed: u64, n: usize) -> Vec<f32> {
+pub fn random_vec(seed: u64, n: usize) -> CpuBuf {
     let mut r = etude::rng::Rng::new(seed);
     (0..n).map(|_| r.uniform_range(-1.0, 1.0)).collect()
 }
@@ -248,8 +248,8 @@ impl ModelCase {
         let rows = self.model.target_rows(self.batch);
         self.model.set_dropout(d);
         self.model.forward(b, &self.x, self.batch);
-        let mut dlogits = vec![0.0; rows * v];
-        let mut stats = vec![0.0; 2 * rows];
+        let mut dlogits = CpuBuf::zeros(rows * v);
+        let mut stats = CpuBuf::zeros(2 * rows);
         b.softmax_xent(&self.model.logits().buf, &self.y, &mut dlogits, &mut stats, Xent { n: rows, v, grad_scale: 1.0 / rows as f32 });
         if backward {
             zero_grads(b, self.model.params_mut());

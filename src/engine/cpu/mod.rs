@@ -44,6 +44,7 @@ macro_rules! multiversion {
 }
 
 mod attention;
+pub mod buf;
 mod conv;
 pub mod fastmath;
 mod lstm;
@@ -51,6 +52,8 @@ mod roll;
 
 use super::{contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
 use rayon::prelude::*;
+
+pub use buf::CpuBuf;
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
 /// thread that has gone to sleep costs tens of microseconds, more than a pass over 128K values
@@ -319,22 +322,33 @@ where
 use fastmath::{sigmoid, tanh};
 
 impl Backend for CpuBackend {
-    type Buf = Vec<f32>;
+    type Buf = CpuBuf;
     type Ids = Vec<u32>;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn alloc(&self, len: usize) -> Vec<f32> {
-        vec![0.0; len]
+    fn alloc(&self, len: usize) -> CpuBuf {
+        CpuBuf::zeros(len)
+    }
+
+    unsafe fn view(&self, buf: &CpuBuf, offset: usize, len: usize) -> Option<CpuBuf> {
+        assert!(offset.is_multiple_of(self.view_align()), "cpu view: offset {offset} is not a multiple of {}", self.view_align());
+        // SAFETY: `Backend::view`'s contract is `CpuBuf::view`'s.
+        Some(unsafe { buf.view(offset, len) })
+    }
+
+    fn view_align(&self) -> usize {
+        // One cache line: every tensor of an arena starts on its own (`buf::ALIGN` bytes).
+        buf::ALIGN / 4
     }
 
     fn alloc_ids(&self, len: usize) -> Vec<u32> {
         vec![0; len]
     }
 
-    fn write(&self, dst: &mut Vec<f32>, src: &[f32]) {
+    fn write(&self, dst: &mut CpuBuf, src: &[f32]) {
         contract::write("write", src.len(), [dst.len()]);
         dst[..src.len()].copy_from_slice(src);
     }
@@ -344,19 +358,19 @@ impl Backend for CpuBackend {
         dst[..src.len()].copy_from_slice(src);
     }
 
-    fn read(&self, src: &Vec<f32>, len: usize) -> Vec<f32> {
+    fn read(&self, src: &CpuBuf, len: usize) -> Vec<f32> {
         contract::read(len, [src.len()]);
         src[..len].to_vec()
     }
 
     fn flush(&self) {}
 
-    fn fill(&self, x: &mut Vec<f32>, n: usize, value: f32) {
+    fn fill(&self, x: &mut CpuBuf, n: usize, value: f32) {
         contract::fill(n, [x.len()]);
         x[..n].fill(value);
     }
 
-    fn add(&self, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+    fn add(&self, x: &CpuBuf, y: &mut CpuBuf, n: usize) {
         contract::add(n, [x.len(), y.len()]);
         zip_chunks(&x[..n], &mut y[..n], |x, y| {
             for (y, x) in y.iter_mut().zip(x) {
@@ -365,7 +379,7 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn copy_strided(&self, src: &Vec<f32>, dst: &mut Vec<f32>, st: Strided) {
+    fn copy_strided(&self, src: &CpuBuf, dst: &mut CpuBuf, st: Strided) {
         contract::copy_strided(&st, [src.len(), dst.len()]);
         let Strided { rows, cols, src_off, src_stride, dst_off, dst_stride, accumulate } = st;
         for r in 0..rows {
@@ -379,7 +393,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn act_fwd(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, n: usize) {
+    fn act_fwd(&self, act: Act, x: &CpuBuf, y: &mut CpuBuf, n: usize) {
         contract::act_fwd(n, [x.len(), y.len()]);
         zip_chunks(&x[..n], &mut y[..n], |x, y| {
             // One loop per activation, so that each vectorises.
@@ -392,7 +406,7 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn act_bwd(&self, act: Act, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>, n: usize) {
+    fn act_bwd(&self, act: Act, y: &CpuBuf, dy: &CpuBuf, dx: &mut CpuBuf, n: usize) {
         contract::act_bwd(n, [y.len(), dy.len(), dx.len()]);
         let (y, dy) = (&y[..n], &dy[..n]);
         let dx = &mut dx[..n];
@@ -419,7 +433,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn gated_fwd(&self, a: &Vec<f32>, z: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+    fn gated_fwd(&self, a: &CpuBuf, z: &mut CpuBuf, batch: usize, r: usize, t: usize) {
         contract::gated_fwd(batch, r, t, [a.len(), z.len()]);
         let plane = r * t;
         z[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, z)| {
@@ -431,7 +445,7 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn gated_bwd(&self, a: &Vec<f32>, dz: &Vec<f32>, da: &mut Vec<f32>, batch: usize, r: usize, t: usize) {
+    fn gated_bwd(&self, a: &CpuBuf, dz: &CpuBuf, da: &mut CpuBuf, batch: usize, r: usize, t: usize) {
         contract::gated_bwd(batch, r, t, [a.len(), dz.len(), da.len()]);
         let plane = r * t;
         da[..batch * 2 * plane].par_chunks_mut((2 * plane).max(1)).enumerate().for_each(|(b, da)| {
@@ -449,7 +463,7 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn dropout(&self, x: &mut Vec<f32>, n: usize, mask: DropMask) {
+    fn dropout(&self, x: &mut CpuBuf, n: usize, mask: DropMask) {
         contract::dropout(n, [x.len()]);
         let scale = mask.scale();
         let body = |start: usize, xs: &mut [f32]| {
@@ -465,7 +479,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn transpose(&self, x: &Vec<f32>, y: &mut Vec<f32>, batch: usize, rows: usize, cols: usize) {
+    fn transpose(&self, x: &CpuBuf, y: &mut CpuBuf, batch: usize, rows: usize, cols: usize) {
         contract::transpose(batch, rows, cols, [x.len(), y.len()]);
         let plane = rows * cols;
         y[..batch * plane].par_chunks_mut(plane.max(1)).enumerate().for_each(|(b, y)| {
@@ -478,7 +492,7 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn matmul(&self, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>, mm: MatMul) {
+    fn matmul(&self, a: &CpuBuf, b: &CpuBuf, c: &mut CpuBuf, mm: MatMul) {
         contract::matmul(&mm, [a.len(), b.len(), c.len()]);
         let MatMul { m, k, n, trans_a, trans_b, accumulate } = mm;
         let sa = if trans_a { (1, m) } else { (k, 1) };
@@ -493,7 +507,7 @@ impl Backend for CpuBackend {
         sgemm(m, k, n, a, sa, b, sb, c, (n, 1), beta);
     }
 
-    fn bias_add(&self, y: &mut Vec<f32>, bias: &Vec<f32>, outer: usize, channels: usize, inner: usize) {
+    fn bias_add(&self, y: &mut CpuBuf, bias: &CpuBuf, outer: usize, channels: usize, inner: usize) {
         contract::bias_add(outer, channels, inner, [y.len(), bias.len()]);
         let row = channels * inner;
         let bias = &bias[..channels];
@@ -521,7 +535,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn bias_grad(&self, dy: &Vec<f32>, dbias: &mut Vec<f32>, outer: usize, channels: usize, inner: usize) {
+    fn bias_grad(&self, dy: &CpuBuf, dbias: &mut CpuBuf, outer: usize, channels: usize, inner: usize) {
         contract::bias_grad(outer, channels, inner, [dy.len(), dbias.len()]);
         // Summed in f64 per channel, over o in order (so the result does not depend on how the
         // work is split), reading dy row by row: a block of channels per task, each task walking
@@ -538,7 +552,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn embedding_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, n: usize, e: usize) {
+    fn embedding_fwd(&self, ids: &Vec<u32>, table: &CpuBuf, out: &mut CpuBuf, n: usize, e: usize) {
         contract::embedding_fwd(n, e, [ids.len(), table.len(), out.len()]);
         let rows = table.len() / e.max(1);
         for i in 0..n {
@@ -548,7 +562,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn embedding_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, n: usize, e: usize) {
+    fn embedding_bwd(&self, ids: &Vec<u32>, dout: &CpuBuf, dtable: &mut CpuBuf, n: usize, e: usize) {
         contract::embedding_bwd(n, e, [ids.len(), dout.len(), dtable.len()]);
         for i in 0..n {
             let id = ids[i] as usize;
@@ -557,7 +571,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn softmax_xent(&self, logits: &Vec<f32>, targets: &Vec<u32>, dlogits: &mut Vec<f32>, stats: &mut Vec<f32>, x: Xent) {
+    fn softmax_xent(&self, logits: &CpuBuf, targets: &Vec<u32>, dlogits: &mut CpuBuf, stats: &mut CpuBuf, x: Xent) {
         contract::softmax_xent(&x, [logits.len(), targets.len(), dlogits.len(), stats.len()]);
         let Xent { n, v, grad_scale } = x;
         let (logits, targets) = (&logits[..n * v], &targets[..n]);
@@ -580,25 +594,25 @@ impl Backend for CpuBackend {
             });
     }
 
-    fn sum_squares(&self, x: &Vec<f32>, n: usize, acc: &mut Vec<f32>) {
+    fn sum_squares(&self, x: &CpuBuf, n: usize, acc: &mut CpuBuf) {
         contract::sum_squares(n, [x.len(), acc.len()]);
         let s: f64 = x[..n].iter().map(|&v| (v as f64) * (v as f64)).sum();
         acc[0] += s as f32;
     }
 
-    fn clip_scale(&self, acc: &Vec<f32>, max_norm: f32, scale: &mut Vec<f32>) {
+    fn clip_scale(&self, acc: &CpuBuf, max_norm: f32, scale: &mut CpuBuf) {
         contract::clip_scale([acc.len(), scale.len()]);
         scale[0] = if max_norm > 0.0 { (max_norm / (acc[0].sqrt() + 1e-6)).min(1.0) } else { 1.0 };
     }
 
-    fn grad_norm_clip(&self, g: &Vec<f32>, n: usize, max_norm: f32, acc: &mut Vec<f32>, scale: &mut Vec<f32>) {
+    fn grad_norm_clip(&self, g: &CpuBuf, n: usize, max_norm: f32, acc: &mut CpuBuf, scale: &mut CpuBuf) {
         contract::grad_norm_clip(n, [g.len(), acc.len(), scale.len()]);
         acc[0] = 0.0;
         self.sum_squares(g, n, acc);
         self.clip_scale(acc, max_norm, scale);
     }
 
-    fn adamw(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, scale: &Vec<f32>, step: AdamStep) {
+    fn adamw(&self, p: &mut CpuBuf, g: &CpuBuf, m: &mut CpuBuf, v: &mut CpuBuf, scale: &CpuBuf, step: AdamStep) {
         contract::adamw(&step, [p.len(), g.len(), m.len(), v.len(), scale.len()]);
         let AdamStep { n, hp, factor } = step;
         let s = scale[0];
@@ -627,55 +641,55 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn decay(&self, p: &mut Vec<f32>, n: usize, factor: f32) {
+    fn decay(&self, p: &mut CpuBuf, n: usize, factor: f32) {
         contract::decay(n, [p.len()]);
         for v in &mut p[..n] {
             *v *= factor;
         }
     }
 
-    fn conv1d_fwd(&self, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, y: &mut Vec<f32>, c: Conv1d) {
+    fn conv1d_fwd(&self, x: &CpuBuf, w: &CpuBuf, bias: &CpuBuf, y: &mut CpuBuf, c: Conv1d) {
         contract::conv1d_fwd(&c, [x.len(), w.len(), bias.len(), y.len()]);
         conv::forward(x, w, bias, y, c)
     }
 
-    fn conv1d_bwd_input(&self, dy: &Vec<f32>, w: &Vec<f32>, dx: &mut Vec<f32>, c: Conv1d, accumulate: bool) {
+    fn conv1d_bwd_input(&self, dy: &CpuBuf, w: &CpuBuf, dx: &mut CpuBuf, c: Conv1d, accumulate: bool) {
         contract::conv1d_bwd_input(&c, [dy.len(), w.len(), dx.len()]);
         conv::backward_input(dy, w, dx, c, accumulate)
     }
 
-    fn conv1d_bwd_weight(&self, x: &Vec<f32>, dy: &Vec<f32>, dw: &mut Vec<f32>, dbias: &mut Vec<f32>, c: Conv1d) {
+    fn conv1d_bwd_weight(&self, x: &CpuBuf, dy: &CpuBuf, dw: &mut CpuBuf, dbias: &mut CpuBuf, c: Conv1d) {
         contract::conv1d_bwd_weight(&c, [x.len(), dy.len(), dw.len(), dbias.len()]);
         conv::backward_weight(x, dy, dw, dbias, c)
     }
 
     fn attention_fwd(
         &self,
-        q: &Vec<f32>,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
-        out: &mut Vec<f32>,
-        p: &mut Vec<f32>,
+        q: &CpuBuf,
+        k: &CpuBuf,
+        v: &CpuBuf,
+        out: &mut CpuBuf,
+        p: &mut CpuBuf,
         a: Attention,
     ) {
         contract::attention_fwd(&a, [q.len(), k.len(), v.len(), out.len(), p.len()]);
         attention::forward(q, k, v, out, p, a)
     }
 
-    fn attention_bwd(&self, qkv: Qkv<&Vec<f32>>, p: &Vec<f32>, dout: &Vec<f32>, grads: Qkv<&mut Vec<f32>>, a: Attention) {
+    fn attention_bwd(&self, qkv: Qkv<&CpuBuf>, p: &CpuBuf, dout: &CpuBuf, grads: Qkv<&mut CpuBuf>, a: Attention) {
         let (Qkv { q, k, v }, Qkv { q: dq, k: dk, v: dv }) = (qkv, grads);
         contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
         let grads = Qkv { q: &mut dq[..], k: &mut dk[..], v: &mut dv[..] };
         attention::backward(Qkv { q: &q[..], k: &k[..], v: &v[..] }, p, dout, grads, a)
     }
 
-    fn lstm_fwd(&self, xw: &Vec<f32>, w_hh: &Vec<f32>, h0: &Vec<f32>, c0: &Vec<f32>, out: LstmSeqs<&mut Vec<f32>>, l: Lstm) {
+    fn lstm_fwd(&self, xw: &CpuBuf, w_hh: &CpuBuf, h0: &CpuBuf, c0: &CpuBuf, out: LstmSeqs<&mut CpuBuf>, l: Lstm) {
         let LstmSeqs { hs, cs, gates } = out;
         contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
         lstm::forward(xw, w_hh, h0, c0, LstmSeqs { hs: &mut hs[..], cs: &mut cs[..], gates: &mut gates[..] }, l)
     }
 
-    fn lstm_bwd(&self, w_hh: &Vec<f32>, saved: LstmSaved<'_, Vec<f32>>, dhs: &Vec<f32>, dxw: &mut Vec<f32>, dw_hh: &mut Vec<f32>, l: Lstm) {
+    fn lstm_bwd(&self, w_hh: &CpuBuf, saved: LstmSaved<'_, CpuBuf>, dhs: &CpuBuf, dxw: &mut CpuBuf, dw_hh: &mut CpuBuf, l: Lstm) {
         let LstmSaved { h0, c0, seqs: LstmSeqs { hs, cs, gates } } = saved;
         let lens = [w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len(), dhs.len(), dxw.len(), dw_hh.len()];
         contract::lstm_bwd(&l, lens);

@@ -1,12 +1,12 @@
 //! The piano-roll ops on the CPU (see [`crate::engine::roll::RollOps`]): the reference for
 //! `shaders/bce.wgsl` and `shaders/bag.wgsl`.
 
-use super::CpuBackend;
+use super::{CpuBackend, CpuBuf};
 use crate::engine::roll::{bce_one, sigmoid, RollOps};
 use crate::engine::{contract, Bag, Bce};
 
 impl RollOps for CpuBackend {
-    fn bce_logits(&self, logits: &Vec<f32>, y: &Vec<f32>, w: &Vec<f32>, dlogits: &mut Vec<f32>, stats: &mut Vec<f32>, bce: Bce) {
+    fn bce_logits(&self, logits: &CpuBuf, y: &CpuBuf, w: &CpuBuf, dlogits: &mut CpuBuf, stats: &mut CpuBuf, bce: Bce) {
         contract::bce_logits(&bce, [logits.len(), y.len(), w.len(), dlogits.len(), stats.len()]);
         let Bce { n, k, grad_scale } = bce;
         let (logits, y, w) = (&logits[..n * k], &y[..n * k], &w[..n]);
@@ -23,7 +23,7 @@ impl RollOps for CpuBackend {
         }
     }
 
-    fn bag_fwd(&self, ids: &Vec<u32>, table: &Vec<f32>, out: &mut Vec<f32>, bag: Bag) {
+    fn bag_fwd(&self, ids: &Vec<u32>, table: &CpuBuf, out: &mut CpuBuf, bag: Bag) {
         contract::bag_fwd(&bag, [ids.len(), table.len(), out.len()]);
         let Bag { n, slots, e } = bag;
         let rows = table.len() / e.max(1);
@@ -40,7 +40,7 @@ impl RollOps for CpuBackend {
         }
     }
 
-    fn bag_bwd(&self, ids: &Vec<u32>, dout: &Vec<f32>, dtable: &mut Vec<f32>, bag: Bag, rows: usize) {
+    fn bag_bwd(&self, ids: &Vec<u32>, dout: &CpuBuf, dtable: &mut CpuBuf, bag: Bag, rows: usize) {
         contract::bag_bwd(&bag, rows, [ids.len(), dout.len(), dtable.len()]);
         let Bag { n, slots, e } = bag;
         for i in 0..n {

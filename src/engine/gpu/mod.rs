@@ -187,7 +187,8 @@ impl Backend for GpuBackend {
         self.alloc_typed(len, Elem::U32)
     }
 
-    fn view(&self, buf: &GpuBuffer, offset: usize, len: usize) -> Option<GpuBuffer> {
+    unsafe fn view(&self, buf: &GpuBuffer, offset: usize, len: usize) -> Option<GpuBuffer> {
+        // Device memory: an overlapping view is a wgpu binding range, never a host borrow.
         Some(self.view_of(buf, offset, len))
     }
 

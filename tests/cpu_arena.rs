@@ -1,0 +1,142 @@
+//! One parameter arena per model on the CPU (issue 11, `src/engine/optim.rs`,
+//! `src/engine/cpu/buf.rs`): every model's weights and gradients are one host buffer each (and
+//! Adam's moments one each), every tensor a view starting on its own cache line, so the
+//! bookkeeping of a step is one pass over each arena; and an arena step equals the per-tensor step
+//! it replaces: bit for bit without clipping (the same kernel on every element), and to the
+//! rounding of the norm's summation order with clipping.
+
+use etude::engine::cpu::buf::ALIGN;
+use etude::engine::cpu::CpuBackend;
+use etude::engine::optim::{whole_arena, zero_grads, Param};
+use etude::engine::{Adam, AdamParams};
+use etude::model::any::{AnyModel, ModelConfig, Sizes};
+use etude::model::Model;
+use etude::rng::Rng;
+use etude::roll::model::{build, RollConfig};
+
+/// Runs `check` on the parameter list of every model etude trains, small, on the CPU: the four
+/// token models (wavenet-gated with attention heads) and both piano-roll models.
+fn for_every_model(c: &CpuBackend, mut check: impl FnMut(&str, &mut [&mut Param<CpuBackend>])) {
+    let sizes = Sizes { embed: Some(6), hidden: Some(12), dense: Some(10), channels: Some(5), ..Sizes::default() };
+    for name in ["lstm", "lstm-seq", "wavenet", "wavenet-gated"] {
+        let sizes = match name {
+            "wavenet-gated" => {
+                Sizes { embed: Some(6), residual: Some(5), skip: Some(7), attention: Some(2), attention_dim: Some(3), ..Sizes::default() }
+            }
+            "wavenet" => Sizes { hidden: None, ..sizes.clone() },
+            _ => Sizes { channels: None, ..sizes.clone() },
+        };
+        let cfg = ModelConfig::from_name(name, 29, 16, &sizes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut m = AnyModel::new(c, &cfg, 3, 16, &mut Rng::new(5)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check(name, &mut m.params_mut());
+    }
+    for cfg in [
+        RollConfig::Lstm { embed: 5, hidden: 7, layers: 2 },
+        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 2 },
+    ] {
+        let mut m = build(c, &cfg, 64, &mut Rng::new(2));
+        check(&format!("roll {}", cfg.name()), &mut m.params_mut());
+    }
+}
+
+/// The same parameters with buffers of their own (what every CPU model had before the arena).
+fn standalone(c: &CpuBackend, params: &[&mut Param<CpuBackend>]) -> Vec<Param<CpuBackend>> {
+    params.iter().map(|p| Param::new(c, &p.name, &p.value.shape, &p.value.to_vec(c))).collect()
+}
+
+fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn every_models_parameters_are_aligned_disjoint_views_of_one_arena() {
+    let c = CpuBackend::new();
+    let mut report = Vec::new();
+    for_every_model(&c, |name, params| {
+        assert!(params.len() > 3, "{name}: a model with several tensors");
+        assert!(params.iter().all(|p| p.in_arena()), "{name}: every parameter lives in the model's arena");
+        assert!(whole_arena(&*params).is_some(), "{name}: the model's list is its whole arena");
+        let first = &params[0];
+        let mut spans = Vec::new();
+        for p in params.iter() {
+            for (what, t) in [("value", &p.value), ("grad", &p.grad)] {
+                let buf = &t.buf;
+                assert_eq!(buf.len(), t.len(), "{name} {} {what}: a view of exactly its tensor", p.name);
+                assert_eq!(buf.as_ptr() as usize % ALIGN, 0, "{name} {} {what}: starts on a cache line", p.name);
+            }
+            assert!(p.value.buf.shares_storage(&first.value.buf), "{name} {}: weights share one buffer", p.name);
+            assert!(p.grad.buf.shares_storage(&first.grad.buf), "{name} {}: gradients share one buffer", p.name);
+            assert!(!p.grad.buf.shares_storage(&p.value.buf), "{name} {}: weights and gradients are two buffers", p.name);
+            let start = p.value.buf.as_ptr() as usize;
+            spans.push((start, start + 4 * p.value.len(), p.name.clone()));
+        }
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{name}: {} and {} overlap", w[0].2, w[1].2);
+        }
+        report.push(format!("{name}: {} tensors in one arena", params.len()));
+    });
+    println!("{}", report.join("\n"));
+}
+
+/// Three Adam steps with the same random gradients, L2 and decoupled decay both on: the arena
+/// (one `fill`, one `grad_norm_clip`, one `adamw` over each arena) against the same tensors with
+/// buffers of their own (one pass per tensor). Without clipping every element goes through the
+/// same arithmetic: equal bit for bit. With clipping (active: the norm is above 0.5) the arena
+/// sums the squares in one f64 pass where the per-tensor path rounds each tensor's sum to f32
+/// first (one rounding of 6e-8 per tensor, 73 for wavenet-gated, on the squared norm), so the
+/// clip scale may differ in its last bits: 4e-6 relative.
+#[test]
+fn arena_steps_equal_per_tensor_steps_for_every_model() {
+    let c = CpuBackend::new();
+    for clip in [0.0f32, 0.5] {
+        for_every_model(&c, |name, arena| {
+            let name = format!("{name} clip {clip}");
+            let mut alone = standalone(&c, arena);
+            assert!(alone.iter().all(|p| !p.in_arena()));
+            let hp = AdamParams { lr: 1e-2, weight_decay: 0.01, ..AdamParams::default() };
+            let (mut oa, mut ob) = (Adam::new(&c, &*arena, hp, clip), Adam::new(&c, &alone, hp, clip));
+            oa.decoupled_decay = 0.1;
+            ob.decoupled_decay = 0.1;
+            let mut rng = Rng::new(9);
+            for step in 0..3 {
+                zero_grads(&c, &mut *arena);
+                zero_grads(&c, &mut alone);
+                for (pa, pb) in arena.iter_mut().zip(alone.iter_mut()) {
+                    assert!(pa.grad.to_vec(&c).iter().all(|&g| g == 0.0), "{name}: zero_grads over the arena");
+                    let grad = rand_vec(&mut rng, pa.grad.len(), 2.0);
+                    pa.grad.set(&c, &grad);
+                    pb.grad.set(&c, &grad);
+                }
+                oa.step(&c, &mut *arena);
+                ob.step(&c, &mut alone);
+                if clip > 0.0 {
+                    let (na, nb) = (oa.last_grad_norm(&c), ob.last_grad_norm(&c));
+                    assert!(nb > clip, "{name}: the test must exercise clipping (norm {nb})");
+                    assert!((na - nb).abs() <= 4e-6 * nb, "{name} step {step}: norm {na} vs per-tensor {nb}");
+                }
+            }
+            for (i, (pa, pb)) in arena.iter().zip(&alone).enumerate() {
+                let what = format!("{name} {}", pa.name);
+                let pairs = [
+                    ("value", pa.value.to_vec(&c), pb.value.to_vec(&c)),
+                    ("m", oa.m[i].to_vec(&c), ob.m[i].to_vec(&c)),
+                    ("v", oa.v[i].to_vec(&c), ob.v[i].to_vec(&c)),
+                ];
+                for (part, got, want) in pairs {
+                    if clip == 0.0 {
+                        assert_eq!(bits(&got), bits(&want), "{what} {part}: arena vs per-tensor");
+                    } else {
+                        for (j, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            assert!((g - w).abs() <= 4e-6 * w.abs() + 1e-9, "{what} {part}[{j}]: arena {g}, per-tensor {w}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
