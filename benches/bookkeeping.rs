@@ -3,7 +3,7 @@
 //! for every model at its default sizes (wavenet-gated with `etude train`'s 4 attention heads),
 //! over the model's parameter arena (one pass over each arena buffer) against the same tensors
 //! with buffers of their own (one pass per tensor, what the CPU did before the arena). The two
-//! alternate, round by round, in one run; the ratio is arena / per-tensor time. Timings are
+//! alternate in one run, each first every other round; the ratio is arena / per-tensor time. Timings are
 //! printed, never asserted.
 
 use std::time::Instant;
@@ -15,7 +15,7 @@ use etude::model::any::{AnyModel, ModelConfig, Sizes, MODEL_NAMES};
 use etude::model::Model;
 use etude::rng::Rng;
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 const STEPS: usize = 20;
 
 /// Milliseconds per step of `STEPS` bookkeeping steps (zero, then Adam with clipping on).
@@ -55,8 +55,14 @@ fn main() {
         adam_alone.decoupled_decay = 0.01;
         let (mut arena, mut per_tensor) = (Vec::new(), Vec::new());
         for round in 0..=ROUNDS {
-            let a = time_steps(&c, &mut adam_arena, model.params_mut());
-            let b = time_steps(&c, &mut adam_alone, &mut alone);
+            // Each side goes first every other round.
+            let (a, b) = if round % 2 == 0 {
+                let a = time_steps(&c, &mut adam_arena, model.params_mut());
+                (a, time_steps(&c, &mut adam_alone, &mut alone))
+            } else {
+                let b = time_steps(&c, &mut adam_alone, &mut alone);
+                (time_steps(&c, &mut adam_arena, model.params_mut()), b)
+            };
             if round > 0 {
                 // round 0 warms both up
                 arena.push(a);
