@@ -1,6 +1,6 @@
 //! One `nn.LSTM` layer (PyTorch semantics, gates i, f, g, o): the input projection of every time
 //! step as one matrix product, `xw [B*T, 4H] = x W_ih^T + b_ih + b_hh`, then the recurrence
-//! ([`Backend::lstm_fwd`]). A stack is a `Vec` of these, layer `l` reading layer `l - 1`'s `hs`.
+//! ([`Backend::lstm_fwd`]). A stack of them is an [`LstmStack`](super::LstmStack).
 
 use super::{init, Layer};
 use crate::engine::{self, Backend, LstmSaved, LstmSeqs, MatMul, Param, Strided};

@@ -7,7 +7,8 @@
 //!   embedding.rs    Embedding: ids -> rows of a table
 //!   linear.rs       Linear: x W^T + b
 //!   conv1d.rs       Conv1d: causal, dilated, over [batch, channels, time]; one-column step mode
-//!   lstm.rs         Lstm: one layer (input projection + recurrence); a stack is a Vec of them
+//!   lstm.rs         Lstm: one layer (input projection + recurrence)
+//!   lstm_stack.rs   LstmStack: Lstm layers with inter-layer dropout; step mode from a carried state
 //!   attention.rs    CausalAttention: q, k, v, o 1x1 convs around the attention op
 //!   dropout.rs      DropSite: a dropout site (tensor id), the identity when dropout is off
 //!   bag.rs          BagInput: the piano-roll input projection (sum of the active keys' rows + bias)
@@ -27,6 +28,7 @@ pub mod embedding;
 pub mod gated;
 pub mod linear;
 pub mod lstm;
+pub mod lstm_stack;
 
 pub use attention::CausalAttention;
 pub use bag::BagInput;
@@ -36,6 +38,7 @@ pub use embedding::Embedding;
 pub use gated::{GatedBlock, GatedStack};
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmScratch};
+pub use lstm_stack::{LstmRun, LstmStack, LstmState};
 
 use crate::engine::{Backend, Param};
 

@@ -20,8 +20,8 @@
 //! input of layer `l`, a copy of `h_l` so that layer `l - 1`'s backward keeps its own outputs), and
 //! the input `z` of the head (site `layers`).
 //!
-//! The model is a struct of named layers ([`crate::layers`]: an [`Embedding`], a `Vec` of
-//! [`Lstm`] layers, two [`Linear`]) whose wiring is written once: [`LstmModel::step`] runs the
+//! The model is a struct of named layers ([`crate::layers`]: an [`Embedding`], an [`LstmStack`],
+//! two [`Linear`]) whose wiring is written once: [`LstmModel::step`] runs the
 //! same forward over one time step from a carried [`LstmState`] for generation, so a new token
 //! costs one step of every layer, not a rerun of the window.
 
@@ -31,7 +31,8 @@ use super::{Model, Targets};
 use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Param, Strided, Tensor};
-use crate::layers::{DropSite, Embedding, Layer, Linear, Lstm, LstmScratch};
+pub use crate::layers::LstmState;
+use crate::layers::{DropSite, Embedding, Layer, Linear, LstmRun, LstmStack};
 use crate::rng::Rng;
 
 /// Hyper-parameters of the LSTM models.
@@ -78,35 +79,6 @@ impl LstmConfig {
     }
 }
 
-/// The carried recurrent state of every layer for [`LstmModel::step`]: `h[l], c[l] [batch, H]`.
-pub struct LstmState<B: Backend> {
-    pub batch: usize,
-    pub hidden: usize,
-    pub h: Vec<B::Buf>,
-    pub c: Vec<B::Buf>,
-}
-
-impl<B: Backend> LstmState<B> {
-    /// The zero state (what the training windows start from).
-    pub fn zeros(b: &B, cfg: &LstmConfig, batch: usize) -> Self {
-        let n = batch * cfg.hidden;
-        LstmState {
-            batch,
-            hidden: cfg.hidden,
-            h: (0..cfg.layers).map(|_| b.alloc(n)).collect(),
-            c: (0..cfg.layers).map(|_| b.alloc(n)).collect(),
-        }
-    }
-
-    /// Back to the zero state.
-    pub fn reset(&mut self, b: &B) {
-        let n = self.batch * self.hidden;
-        for buf in self.h.iter_mut().chain(self.c.iter_mut()) {
-            b.fill(buf, n, 0.0);
-        }
-    }
-}
-
 /// `lstm` / `lstm-seq`; see the module documentation.
 pub struct LstmModel<B: Backend> {
     cfg: LstmConfig,
@@ -114,30 +86,25 @@ pub struct LstmModel<B: Backend> {
     window: usize,
     /// `emb`: embedded tokens [B*T, E].
     emb: Embedding<B>,
-    /// `lstm.*_l{l}`, layer l reading layer l-1's `hs`.
-    lstm: Vec<Lstm<B>>,
+    /// `lstm.*_l{l}`, layer l reading layer l-1's `hs` (dropout site l on its input).
+    lstm: LstmStack<B>,
     /// `fc1` (its output before the ReLU [rows, D]) and `fc2` (its output: the logits [rows, V],
     /// rows = B (`lstm`) or B*T (`lstm-seq`)).
     fc1: Linear<B>,
     fc2: Linear<B>,
-    /// Zero initial state h0 = c0 [B, H] (never written).
-    zeros: B::Buf,
     /// Last-step hidden state [B, H] (`lstm` only).
     z: B::Buf,
     /// relu(fc1) [rows, D].
     a1: B::Buf,
-    /// Gradient scratch: d relu(fc1) and d fc1 [rows, D], d z [B, H] (`lstm`), the layers' shared
-    /// BPTT scratch, d emb [B*T, E].
+    /// Gradient scratch: d relu(fc1) and d fc1 [rows, D], d z [B, H] (`lstm`), d emb [B*T, E].
     da1: B::Buf,
     dfc1: B::Buf,
     dz: B::Buf,
-    scratch: LstmScratch<B>,
     demb: B::Buf,
     /// Dropout of the current training step (None: identity).
     dropout: Option<Dropout>,
-    /// The dropped inputs of layers 1.. [B*T, H] each, and (`lstm-seq`) of the head [B*T, H]:
-    /// allocated on the first step with dropout.
-    drop_hs: Vec<B::Buf>,
+    /// The dropped input of the head [B*T, H] (`lstm-seq`): allocated on the first step with
+    /// dropout.
     drop_head: B::Buf,
     drop_ready: bool,
 }
@@ -156,7 +123,7 @@ impl<B: Backend> LstmModel<B> {
         let rows = if seq { n } else { max_batch };
         // Made in PyTorch's registration order: the draws from `rng` are its initialisation's.
         let emb = Embedding::new(b, "emb", v, e, n, rng);
-        let lstm = (0..nl).map(|l| Lstm::new(b, "lstm", l, if l == 0 { e } else { h }, h, n, rng)).collect();
+        let lstm = LstmStack::new(b, "lstm", (e, h, nl), n, max_batch, rng);
         let fc1 = Linear::new(b, "fc1", h, d, rows, rng);
         let fc2 = Linear::new(b, "fc2", d, v, rows, rng);
         let mut model = LstmModel {
@@ -166,16 +133,13 @@ impl<B: Backend> LstmModel<B> {
             lstm,
             fc1,
             fc2,
-            zeros: b.alloc(max_batch * h),
             z: b.alloc(if seq { 0 } else { max_batch * h }),
             a1: b.alloc(rows * d),
             da1: b.alloc(rows * d),
             dfc1: b.alloc(rows * d),
             dz: b.alloc(if seq { 0 } else { max_batch * h }),
-            scratch: LstmScratch::new(b, n, h),
             demb: b.alloc(n * e),
             dropout: None,
-            drop_hs: Vec::new(),
             drop_head: b.alloc(0),
             drop_ready: false,
             cfg,
@@ -184,11 +148,10 @@ impl<B: Backend> LstmModel<B> {
         model
     }
 
-    /// The dropout buffers, on the first step that needs them.
+    /// The head's dropout buffer, on the first step that needs it (the stack allocates its own).
     fn ensure_drop_buffers(&mut self, b: &B) {
         let n = self.max_batch * self.window * self.cfg.hidden;
         if !self.drop_ready {
-            self.drop_hs = (1..self.cfg.layers).map(|_| b.alloc(n)).collect();
             self.drop_head = b.alloc(if self.cfg.seq { n } else { 0 });
             self.drop_ready = true;
         }
@@ -205,7 +168,7 @@ impl<B: Backend> LstmModel<B> {
 
     /// A zero [`LstmState`] for [`LstmModel::step`] over `batch <= max_batch` streams.
     pub fn zero_state(&self, b: &B, batch: usize) -> LstmState<B> {
-        LstmState::zeros(b, &self.cfg, batch)
+        self.lstm.zero_state(b, batch)
     }
 
     /// One time step for generation: feeds `ids [batch]` (one token per stream) through every
@@ -219,11 +182,7 @@ impl<B: Backend> LstmModel<B> {
         assert_eq!(state.h.len(), self.cfg.layers, "lstm step: state has the wrong number of layers");
         self.run(b, ids, batch, 1, Some(state), None);
         // With one step, hs and cs [batch, 1, H] are the new state [batch, H].
-        let h = self.cfg.hidden;
-        for (l, layer) in self.lstm.iter().enumerate() {
-            b.copy_strided(&layer.hs, &mut state.h[l], Strided::block(batch, h));
-            b.copy_strided(&layer.cs, &mut state.c[l], Strided::block(batch, h));
-        }
+        self.lstm.save_state(b, state, 1);
         &self.fc2.y
     }
 
@@ -240,21 +199,8 @@ impl<B: Backend> LstmModel<B> {
         let n = batch * time;
         self.emb.forward(b, x, n);
         DropSite(0).apply(b, d, &mut self.emb.out, n * e);
-        for l in 0..nl {
-            let (below, rest) = self.lstm.split_at_mut(l);
-            let input = match below.last() {
-                Some(prev) if on => {
-                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
-                    DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
-                    &self.drop_hs[l - 1]
-                }
-                Some(prev) => &prev.hs,
-                None => &self.emb.out,
-            };
-            let (h0, c0) = state.map_or((&self.zeros, &self.zeros), |s| (&s.h[l], &s.c[l]));
-            rest[0].forward(b, input, h0, c0, batch, time);
-        }
-        let top = &self.lstm[nl - 1].hs;
+        self.lstm.forward(b, &self.emb.out, LstmRun { batch, time, state, dropout: d });
+        let top = &self.lstm.top().hs;
         let (z, rows) = if self.cfg.seq {
             if on {
                 b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
@@ -279,7 +225,7 @@ impl<B: Backend> LstmModel<B> {
 impl<B: Backend> Model<B> for LstmModel<B> {
     fn params(&self) -> Vec<&Param<B>> {
         let mut p = self.emb.params();
-        p.extend(self.lstm.iter().flat_map(|l| l.params()));
+        p.extend(self.lstm.params());
         p.extend(self.fc1.params());
         p.extend(self.fc2.params());
         p
@@ -287,7 +233,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
 
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         let mut p = self.emb.params_mut();
-        p.extend(self.lstm.iter_mut().flat_map(|l| l.params_mut()));
+        p.extend(self.lstm.params_mut());
         p.extend(self.fc1.params_mut());
         p.extend(self.fc2.params_mut());
         p
@@ -335,7 +281,7 @@ impl<B: Backend> Model<B> for LstmModel<B> {
         // Head: logits = a1 W2^T + b2, a1 = relu(fc1), fc1 = z W1^T + b1.
         self.fc2.backward(b, &self.a1, dlogits, Some(&mut self.da1), rows);
         b.act_bwd(Act::Relu, &self.a1, &self.da1, &mut self.dfc1, rows * d);
-        let top = &mut self.lstm[nl - 1];
+        let top = self.lstm.top_mut();
         if self.cfg.seq {
             let z = if on { &self.drop_head } else { &top.hs };
             self.fc1.backward(b, z, &self.dfc1, Some(&mut top.dhs), rows);
@@ -348,18 +294,10 @@ impl<B: Backend> Model<B> for LstmModel<B> {
             b.copy_strided(&self.dz, &mut top.dhs, Strided::block(batch, h).to((t - 1) * h, t * h).adding());
         }
 
-        // LSTM layers, top down, each from the gradient reaching its outputs to its input's.
-        for l in (0..nl).rev() {
-            let (below, rest) = self.lstm.split_at_mut(l);
-            let (input, dinput, in_dim) = match below.last_mut() {
-                Some(prev) if on => (&self.drop_hs[l - 1], &mut prev.dhs, h),
-                Some(prev) => (&prev.hs, &mut prev.dhs, h),
-                None => (&self.emb.out, &mut self.demb, e),
-            };
-            rest[0].backward(b, input, dinput, &self.zeros, &self.zeros, &mut self.scratch, batch, t);
-            // The input of layer l was dropped at site l (0: the embeddings).
-            DropSite(l as u32).apply(b, dr, dinput, n * in_dim);
-        }
+        // LSTM layers, top down, each from the gradient reaching its outputs to its input's;
+        // the embeddings were dropped at site 0.
+        self.lstm.backward(b, &self.emb.out, &mut self.demb, LstmRun { batch, time: t, state: None, dropout: dr });
+        DropSite(0).apply(b, dr, &mut self.demb, n * e);
         self.emb.backward(b, x, &self.demb, n);
     }
 }

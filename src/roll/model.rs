@@ -15,8 +15,8 @@
 //!
 //! The input projection is [`RollOps::bag_fwd`]: the gather-sum of the active keys' rows, which is
 //! the product of the multi-hot frame with a dense `[88, E]` matrix without touching the zeros.
-//! The LSTM layers are the backend's [`Backend::lstm_fwd`] / [`Backend::lstm_bwd`] recurrence of
-//! `lstm-seq`, the conv blocks the gated WaveNet's ops ([`Backend::conv1d_fwd`],
+//! The LSTM layers are `lstm-seq`'s [`LstmStack`] (the backend's [`Backend::lstm_fwd`] /
+//! [`Backend::lstm_bwd`] recurrence), the conv blocks the gated WaveNet's ops ([`Backend::conv1d_fwd`],
 //! [`Backend::gated_fwd`]); dropout is the engine's ([`DropSite`], sites numbered below). Each model is a struct of named
 //! layers ([`crate::layers`]).
 //!
@@ -28,7 +28,7 @@ use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
 use crate::engine::roll::RollOps;
 use crate::engine::{Act, Backend, Dropout, Param, Strided};
-use crate::layers::{BagInput, Conv1d, DropSite, GatedStack, Layer, Linear, Lstm, LstmScratch};
+use crate::layers::{BagInput, Conv1d, DropSite, GatedStack, Layer, Linear, LstmRun, LstmStack};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -149,15 +149,11 @@ pub struct RollLstm<B: Backend> {
     nl: usize,
     cap: usize,
     inp: BagInput<B>,
-    lstm: Vec<Lstm<B>>,
+    lstm: LstmStack<B>,
     /// `out`; its output is the logits `[cap, 88]`.
     out: Linear<B>,
-    zeros: B::Buf,
-    zeros_len: usize,
-    scratch: LstmScratch<B>,
     dx: B::Buf,
     dropout: Option<Dropout>,
-    drop_hs: Vec<B::Buf>,
     drop_head: B::Buf,
     drop_ready: bool,
 }
@@ -167,7 +163,7 @@ impl<B: RollOps> RollLstm<B> {
         let RollConfig::Lstm { embed: e, hidden: h, layers: nl } = cfg else { unreachable!() };
         // Made in registration order: the draws from `rng` are the initialisation's.
         let inp = BagInput::new(b, "inp", KEYS, e, cap, rng);
-        let lstm = (0..nl).map(|l| Lstm::new(b, "lstm", l, if l == 0 { e } else { h }, h, cap, rng)).collect();
+        let lstm = LstmStack::new(b, "lstm", (e, h, nl), cap, 1, rng);
         let out = Linear::new(b, "out", h, KEYS, cap, rng);
         let mut model = RollLstm {
             cfg,
@@ -178,24 +174,13 @@ impl<B: RollOps> RollLstm<B> {
             inp,
             lstm,
             out,
-            zeros: b.alloc(h),
-            zeros_len: h,
-            scratch: LstmScratch::new(b, cap, h),
             dx: b.alloc(cap * e),
             dropout: None,
-            drop_hs: Vec::new(),
             drop_head: b.alloc(0),
             drop_ready: false,
         };
         into_arena(b, model.params_mut());
         model
-    }
-
-    fn ensure_zeros(&mut self, b: &B, batch: usize) {
-        if batch * self.h > self.zeros_len {
-            self.zeros_len = batch * self.h;
-            self.zeros = b.alloc(self.zeros_len);
-        }
     }
 }
 
@@ -205,13 +190,13 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
     }
     fn params(&self) -> Vec<&Param<B>> {
         let mut p = self.inp.params();
-        p.extend(self.lstm.iter().flat_map(|l| l.params()));
+        p.extend(self.lstm.params());
         p.extend(self.out.params());
         p
     }
     fn params_mut(&mut self) -> Vec<&mut Param<B>> {
         let mut p = self.inp.params_mut();
-        p.extend(self.lstm.iter_mut().flat_map(|l| l.params_mut()));
+        p.extend(self.lstm.params_mut());
         p.extend(self.out.params_mut());
         p
     }
@@ -229,31 +214,17 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         let n = batch * time;
         assert!(n <= self.cap, "piano-roll lstm: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (e, h, nl) = (self.e, self.h, self.nl);
-        self.ensure_zeros(b, batch);
         let d = self.dropout;
         let d = d.as_ref();
         let on = active(d);
         if on && !self.drop_ready {
-            self.drop_hs = (1..nl).map(|_| b.alloc(self.cap * h)).collect();
             self.drop_head = b.alloc(self.cap * h);
             self.drop_ready = true;
         }
         self.inp.forward(b, ids, slots, n);
         DropSite(0).apply(b, d, &mut self.inp.x, n * e);
-        for l in 0..nl {
-            let (below, rest) = self.lstm.split_at_mut(l);
-            let input = match below.last() {
-                Some(prev) if on => {
-                    b.copy_strided(&prev.hs, &mut self.drop_hs[l - 1], Strided::contiguous(n * h));
-                    DropSite(l as u32).apply(b, d, &mut self.drop_hs[l - 1], n * h);
-                    &self.drop_hs[l - 1]
-                }
-                Some(prev) => &prev.hs,
-                None => &self.inp.x,
-            };
-            rest[0].forward(b, input, &self.zeros, &self.zeros, batch, time);
-        }
-        let top = &self.lstm[nl - 1].hs;
+        self.lstm.forward(b, &self.inp.x, LstmRun { batch, time, state: None, dropout: d });
+        let top = &self.lstm.top().hs;
         let z = if on {
             b.copy_strided(top, &mut self.drop_head, Strided::contiguous(n * h));
             DropSite(nl as u32).apply(b, d, &mut self.drop_head, n * h);
@@ -271,20 +242,12 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         let dr = self.dropout;
         let dr = dr.as_ref();
         let on = active(dr);
-        let top = &mut self.lstm[nl - 1];
+        let top = self.lstm.top_mut();
         let z = if on { &self.drop_head } else { &top.hs };
         self.out.backward(b, z, dlogits, Some(&mut top.dhs), n);
         DropSite(nl as u32).apply(b, dr, &mut top.dhs, n * h);
-        for l in (0..nl).rev() {
-            let (below, rest) = self.lstm.split_at_mut(l);
-            let (input, dinput, in_dim) = match below.last_mut() {
-                Some(prev) if on => (&self.drop_hs[l - 1], &mut prev.dhs, h),
-                Some(prev) => (&prev.hs, &mut prev.dhs, h),
-                None => (&self.inp.x, &mut self.dx, e),
-            };
-            rest[0].backward(b, input, dinput, &self.zeros, &self.zeros, &mut self.scratch, batch, time);
-            DropSite(l as u32).apply(b, dr, dinput, n * in_dim);
-        }
+        self.lstm.backward(b, &self.inp.x, &mut self.dx, LstmRun { batch, time, state: None, dropout: dr });
+        DropSite(0).apply(b, dr, &mut self.dx, n * e);
         self.inp.backward(b, ids, slots, &self.dx, n);
     }
 }
