@@ -5,13 +5,13 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
-use etude::engine::cpu::CpuBackend;
+use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Backend, Dropout};
 use etude::layers::{Layer, LstmRun, LstmStack, LstmState};
 use etude::rng::Rng;
 
 /// Rows `t0..t1` of every sequence of `x [batch, time, w]`, as `[batch, t1 - t0, w]`.
-fn steps(x: &[f32], batch: usize, time: usize, w: usize, t0: usize, t1: usize) -> Vec<f32> {
+fn steps(x: &[f32], batch: usize, time: usize, w: usize, t0: usize, t1: usize) -> CpuBuf {
     (0..batch).flat_map(|b| x[(b * time + t0) * w..(b * time + t1) * w].iter().copied()).collect()
 }
 
@@ -85,16 +85,16 @@ fn the_backward_from_a_carried_state_matches_finite_differences() {
 
     let run = LstmRun { batch, time, state: Some(&state), dropout: d.as_ref() };
     let loss = |stack: &mut LstmStack<CpuBackend>, x: &[f32]| -> f64 {
-        stack.forward(&be, &x.to_vec(), run);
+        stack.forward(&be, &CpuBuf::from(x), run);
         stack.top().hs[..n * h].iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
 
     // Analytic: dhs of the top layer = r.
     loss(&mut stack, &x);
     be.write(&mut stack.top_mut().dhs, &r);
-    let mut dx = vec![0.0; n * inp];
+    let mut dx = CpuBuf::zeros(n * inp);
     stack.backward(&be, &x, &mut dx, run);
-    let grads: Vec<(String, Vec<f32>)> = stack.params().iter().map(|p| (p.name.clone(), p.grad.buf.clone())).collect();
+    let grads: Vec<(String, Vec<f32>)> = stack.params().iter().map(|p| (p.name.clone(), p.grad.buf.to_vec())).collect();
     let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
     let want: Vec<String> =
         (0..nl).flat_map(|l| ["weight_ih", "weight_hh", "bias_ih", "bias_hh"].map(|t| format!("lstm.{t}_l{l}"))).collect();
