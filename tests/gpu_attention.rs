@@ -6,26 +6,12 @@
 mod common;
 mod wavenet_util;
 
-use common::random_vec;
+use common::{gpu, random_vec, upload};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
-use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::{Attention, Backend, Qkv};
 use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
 use etude::rng::Rng;
-use std::sync::OnceLock;
 use wavenet_util::{small_gated, train};
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(common::open_gpu)
-}
-
-fn upload(data: &[f32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc(data.len());
-    g.write(&mut b, data);
-    b
-}
 
 fn att(batch: usize, heads: usize, dim: usize, time: usize, shift: usize) -> Attention {
     Attention { batch, heads, dim, time, shift }

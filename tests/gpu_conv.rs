@@ -6,26 +6,13 @@
 mod common;
 mod wavenet_util;
 
+use common::{gpu, upload};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
-use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::{Backend, Conv1d};
 use etude::model::wavenet::Wavenet;
 use etude::model::wavenet_gated::WavenetGated;
 use etude::rng::Rng;
-use std::sync::OnceLock;
 use wavenet_util::{input_dependent, run_gated, run_simple, small_gated, small_simple, train};
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(common::open_gpu)
-}
-
-fn upload(data: &[f32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc(data.len());
-    g.write(&mut b, data);
-    b
-}
 
 fn conv(batch: usize, cin: usize, cout: usize, time: usize, k: usize, dilation: usize) -> Conv1d {
     Conv1d { batch, cin, cout, time, k, dilation }

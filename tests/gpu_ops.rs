@@ -14,34 +14,15 @@
 
 mod common;
 
+use common::{gpu, upload, upload_ids};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided, Xent};
-use etude::engine::gpu::{list_adapters, pick_adapter_index, GpuBackend, GpuBuffer};
+use etude::engine::gpu::{list_adapters, pick_adapter_index};
 use etude::engine::{Act, AdamParams, Backend, MatMul};
 use etude::rng::Rng;
-use std::sync::OnceLock;
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(common::open_gpu)
-}
 
 fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
     (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
-}
-
-fn upload(data: &[f32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc(data.len());
-    g.write(&mut b, data);
-    b
-}
-
-fn upload_ids(data: &[u32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc_ids(data.len());
-    g.write_ids(&mut b, data);
-    b
 }
 
 /// Element-wise comparison: `|g - c| <= abs + rel * |c|`.

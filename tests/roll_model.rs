@@ -5,21 +5,15 @@
 
 mod common;
 
+use common::gpu;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Bce;
-use etude::engine::gpu::GpuBackend;
 use etude::engine::roll::RollOps;
 use etude::engine::{Backend, Dropout};
 use etude::rng::Rng;
 use etude::roll::data::{Frame, KEYS};
 use etude::roll::model::{build, RollConfig, RollModel};
 use etude::roll::train::{chunks, make_batch, make_batch_shifted, Batch};
-use std::sync::OnceLock;
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(common::open_gpu)
-}
 
 fn configs() -> Vec<RollConfig> {
     vec![

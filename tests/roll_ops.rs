@@ -5,33 +5,12 @@
 
 mod common;
 
-use common::{numeric_grad, random_vec};
+use common::{gpu, numeric_grad, random_vec, upload, upload_ids};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Bag, Bce};
-use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::roll::RollOps;
 use etude::engine::Backend;
 use etude::rng::Rng;
-use std::sync::OnceLock;
-
-fn gpu() -> &'static GpuBackend {
-    static GPU: OnceLock<GpuBackend> = OnceLock::new();
-    GPU.get_or_init(common::open_gpu)
-}
-
-fn upload(data: &[f32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc(data.len());
-    g.write(&mut b, data);
-    b
-}
-
-fn upload_ids(data: &[u32]) -> GpuBuffer {
-    let g = gpu();
-    let mut b = g.alloc_ids(data.len().max(1));
-    g.write_ids(&mut b, data);
-    b
-}
 
 /// Random 0/1 targets with about `p` ones.
 fn targets(rng: &mut Rng, n: usize, p: f64) -> Vec<f32> {

@@ -10,7 +10,9 @@ use etude::model::any::AnyModel;
 use etude::model::Model;
 use etude::rng::Rng;
 use std::collections::HashMap;
+use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// The GPU backend on the preferred adapter; with none, fails the test saying how to get one
 /// (the GPU tests never skip).
@@ -21,6 +23,29 @@ pub fn open_gpu() -> etude::engine::gpu::GpuBackend {
              provides the software one, lavapipe)"
         )
     })
+}
+
+/// One GPU backend for the whole test binary, opened on first use ([`open_gpu`]); for the tests
+/// that do not count dispatches (those hold a backend of their own behind a lock).
+pub fn gpu() -> &'static GpuBackend {
+    static GPU: OnceLock<GpuBackend> = OnceLock::new();
+    GPU.get_or_init(open_gpu)
+}
+
+/// `data` in a new buffer on [`gpu`].
+pub fn upload(data: &[f32]) -> GpuBuffer {
+    let g = gpu();
+    let mut b = g.alloc(data.len());
+    g.write(&mut b, data);
+    b
+}
+
+/// `data` in a new u32 buffer on [`gpu`] (one element at least: a binding is never empty).
+pub fn upload_ids(data: &[u32]) -> GpuBuffer {
+    let g = gpu();
+    let mut b = g.alloc_ids(data.len().max(1));
+    g.write_ids(&mut b, data);
+    b
 }
 
 /// `../shared` as seen from the crate root (CI lays `shared/` beside the clone).
