@@ -60,6 +60,12 @@ fn every_models_parameters_are_aligned_disjoint_views_of_one_arena() {
         assert!(params.len() > 3, "{name}: a model with several tensors");
         assert!(params.iter().all(|p| p.in_arena()), "{name}: every parameter lives in the model's arena");
         assert!(whole_arena(&*params).is_some(), "{name}: the model's list is its whole arena");
+        // A list of the right length naming one tensor twice is not the whole arena (its moments
+        // would be two views of one window): it takes the per-tensor path.
+        let mut twice: Vec<&Param<CpuBackend>> = params.iter().map(|p| &**p).collect();
+        twice[1] = twice[0];
+        assert!(whole_arena(&twice).is_none(), "{name}: a tensor listed twice");
+        assert!(whole_arena(&twice[1..]).is_none(), "{name}: part of the list");
         let first = &params[0];
         let mut spans = Vec::new();
         for p in params.iter() {

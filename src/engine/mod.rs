@@ -166,10 +166,11 @@ pub trait Backend {
     ///
     /// # Safety
     /// Overlapping views are for use one at a time: while the view lives, it and any buffer or
-    /// view whose elements overlap it must not be passed to one operation together, nor used at
-    /// once from two threads, when either is written. (On the CPU the storage is host memory that
-    /// every operation borrows as a slice, see [`cpu::buf`]; the arenas' tensor views are
-    /// disjoint, and their whole-arena views are used only by the bookkeeping ops.)
+    /// view whose elements overlap it must not be accessed at the same time when either access
+    /// writes (passed to one operation together, borrowed as slices at once, or used from two
+    /// threads). On the CPU the storage is host memory that every operation borrows as a slice
+    /// (see [`cpu::buf`]); the arenas' tensor views are disjoint, and their whole-arena views are
+    /// used only by the bookkeeping ops.
     unsafe fn view(&self, buf: &Self::Buf, offset: usize, len: usize) -> Option<Self::Buf> {
         let _ = (buf, offset, len);
         None

@@ -35,7 +35,11 @@ use std::sync::Arc;
 /// A trainable tensor under its PyTorch name, with its gradient (same shape).
 pub struct Param<B: Backend> {
     pub name: String,
+    /// The weights. In an arena, a view of its weight buffer: write through it (ops, `set`),
+    /// never replace or move it out, or the bookkeeping over the whole arena would no longer
+    /// reach it (and on the CPU the moved view could alias the arena's passes).
     pub value: Tensor<B>,
+    /// The gradient; in an arena a view of its gradient buffer, under the same rule.
     pub grad: Tensor<B>,
     /// The arena whose views `value` and `grad` are (see [`into_arena`]), and their offset in it
     /// (elements); `None` for a parameter with buffers of its own.
@@ -169,12 +173,13 @@ impl<B: Backend> Arena<B> {
     }
 }
 
-/// A view of all `len` elements of an arena buffer, for one bookkeeping op (zeroing, the norm,
-/// Adam) at a time.
+/// A view of all `len` elements of an arena buffer, for the bookkeeping ops of one call
+/// (zeroing, the norm, Adam).
 fn whole<B: Backend>(b: &B, buf: &B::Buf, len: usize) -> B::Buf {
-    // SAFETY: the callers (`zero_grads`, `Adam::step`) pass it only to ops whose other buffers are
-    // other arenas' whole views or the optimizer's own scalars, never a tensor's view of this one,
-    // and drop it when the op is recorded (see the module documentation).
+    // SAFETY: the callers (`zero_grads`, `Adam::step`) hold `&mut` on every parameter of the
+    // arena, pass the view only to ops whose other buffers are other arenas' whole views or the
+    // optimizer's own scalars, never a tensor's view of this one, and drop it before they return
+    // (see the module documentation).
     unsafe { b.view(buf, 0, len) }.expect("an arena exists only where the backend has views")
 }
 
@@ -229,15 +234,24 @@ pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
     }
 }
 
-/// The arena `params` make up when they are all of it (every tensor of one arena, in any order),
-/// else `None` (parameters with buffers of their own, or a part of a model's list).
+/// The arena `params` make up when they are all of it (every tensor of one arena, each once, in
+/// any order), else `None` (parameters with buffers of their own, a part of a model's list, or a
+/// list naming a tensor twice, whose moments would be two views of one window).
 pub fn whole_arena<B: Backend, L: ParamList<B> + ?Sized>(params: &L) -> Option<&Arc<Arena<B>>> {
     if params.count() == 0 {
         return None;
     }
     let (a, _) = params.at(0).arena.as_ref()?;
-    let all = params.count() == a.tensors && iter(params).all(|p| p.arena.as_ref().is_some_and(|(x, _)| Arc::ptr_eq(x, a)));
-    all.then_some(a)
+    let mut offsets = Vec::with_capacity(params.count());
+    for p in iter(params) {
+        match &p.arena {
+            Some((x, at)) if Arc::ptr_eq(x, a) => offsets.push(*at),
+            _ => return None,
+        }
+    }
+    offsets.sort_unstable();
+    let distinct = offsets.windows(2).all(|w| w[0] < w[1]);
+    (distinct && offsets.len() == a.tensors).then_some(a)
 }
 
 /// Set every gradient to zero: one pass over the gradient arena when `params` are a whole arena.
@@ -272,7 +286,8 @@ pub struct Adam<B: Backend> {
     /// `1 - lr * decoupled_decay` (PyTorch `torch.optim.AdamW`); 0 = off (plain Adam, whose L2
     /// decay `hp.weight_decay` is added to the gradient instead).
     pub decoupled_decay: f32,
-    /// First moments, one per parameter (views into one arena when the parameters are one).
+    /// First moments, one per parameter (views into one arena when the parameters are one:
+    /// write through them, as `Param::value`, never replace them).
     pub m: Vec<Tensor<B>>,
     /// Second moments, likewise.
     pub v: Vec<Tensor<B>>,

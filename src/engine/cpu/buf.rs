@@ -5,8 +5,9 @@
 //!
 //! # Storage and aliasing
 //!
-//! The storage is one allocation, aligned to a cache line ([`ALIGN`] bytes) and zeroed, shared by
-//! reference count between a buffer and its views and freed with the last of them. A view is a
+//! The storage is one zeroed allocation whose first element sits on a cache line ([`ALIGN`]
+//! bytes), shared by reference count between a buffer and its views and freed with the last of
+//! them. A view is a
 //! window `offset..offset + len` of it. Borrowing a buffer (`&buf[..]`, `&mut buf[..]`) borrows
 //! its window only, so Rust's borrow rules hold as long as windows that are borrowed at the same
 //! time, mutably by one of them, do not overlap. Buffers of their own never overlap; views are made
@@ -24,36 +25,51 @@ use std::sync::Arc;
 /// Alignment of every storage allocation, in bytes: one cache line, one AVX-512 vector.
 pub const ALIGN: usize = 64;
 
-/// One zeroed, [`ALIGN`]-aligned allocation of `len` f32 (a dangling pointer when `len` is 0).
+/// One zeroed allocation holding `len` f32 from an [`ALIGN`]-aligned address. It asks the system
+/// allocator for `len + PAD` f32 at f32's own alignment, which it serves with `calloc` (fresh pages
+/// come zeroed from the kernel and are committed only when touched, as with `vec![0.0; n]`; a
+/// stricter alignment would make it write every page at once), and starts at the first cache-line
+/// boundary inside. A dangling, aligned address when `len` is 0.
 struct Storage {
+    /// What the allocator returned (freed with `layout`).
+    base: NonNull<f32>,
+    /// The first element: `base` rounded up to [`ALIGN`] bytes.
     ptr: NonNull<f32>,
     len: usize,
 }
 
+/// Spare f32 at the start of an allocation, enough to reach an [`ALIGN`] boundary from any
+/// f32-aligned address.
+const PAD: usize = ALIGN / 4 - 1;
+
 impl Storage {
     fn layout(len: usize) -> Layout {
-        Layout::from_size_align(len.checked_mul(4).expect("cpu buffer: size overflows"), ALIGN).expect("cpu buffer: size overflows")
+        len.checked_add(PAD).and_then(|n| Layout::array::<f32>(n).ok()).expect("cpu buffer: size overflows")
     }
 
     fn zeroed(len: usize) -> Self {
         if len == 0 {
             // An aligned, non-null, never-read address (no allocation for an empty buffer).
             let ptr = NonNull::new(ALIGN as *mut f32).expect("non-null");
-            return Storage { ptr, len };
+            return Storage { base: ptr, ptr, len };
         }
         let layout = Self::layout(len);
         // SAFETY: `layout` has a non-zero size (len > 0).
         let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut f32;
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        Storage { ptr, len }
+        let base = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        let skip = (raw as usize).next_multiple_of(ALIGN) - raw as usize;
+        // SAFETY: `raw` is f32-aligned, so `skip` is a whole number of f32 and at most PAD of them:
+        // the window `skip / 4 .. skip / 4 + len` lies inside the allocation.
+        let ptr = unsafe { base.add(skip / 4) };
+        Storage { base, ptr, len }
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
         if self.len > 0 {
-            // SAFETY: allocated in `zeroed` with this same layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.len)) };
+            // SAFETY: allocated in `zeroed` with this same layout, at `base`.
+            unsafe { alloc::dealloc(self.base.as_ptr() as *mut u8, Self::layout(self.len)) };
         }
     }
 }

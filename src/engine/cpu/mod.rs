@@ -663,7 +663,7 @@ impl Backend for CpuBackend {
     fn sum_squares(&self, x: &CpuBuf, n: usize, acc: &mut CpuBuf) {
         contract::sum_squares(n, [x.len(), acc.len()]);
         let x = &x[..n];
-        // Blocks of PAR_MIN (on the pool's threads when there are several), each summed by
+        // Blocks of PAR_MIN_STREAM (on the pool's threads when there are several), each summed by
         // `sum_sq_block`, the blocks' sums added in order: the same bits whatever the threads.
         let s: f64 = if n < PAR_MIN_STREAM {
             x.chunks(PAR_MIN_STREAM).map(sum_sq).sum()
