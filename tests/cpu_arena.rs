@@ -5,48 +5,14 @@
 //! it replaces: bit for bit without clipping (the same kernel on every element), and to the
 //! rounding of the norm's summation order with clipping.
 
+mod common;
+
+use common::{for_every_model, rand_vec, standalone};
 use etude::engine::cpu::buf::ALIGN;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::optim::{whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams};
-use etude::model::any::{AnyModel, ModelConfig, Sizes};
-use etude::model::Model;
 use etude::rng::Rng;
-use etude::roll::model::{build, RollConfig};
-
-/// Runs `check` on the parameter list of every model etude trains, small, on the CPU: the four
-/// token models (wavenet-gated with attention heads) and both piano-roll models.
-fn for_every_model(c: &CpuBackend, mut check: impl FnMut(&str, &mut [&mut Param<CpuBackend>])) {
-    let sizes = Sizes { embed: Some(6), hidden: Some(12), dense: Some(10), channels: Some(5), ..Sizes::default() };
-    for name in ["lstm", "lstm-seq", "wavenet", "wavenet-gated"] {
-        let sizes = match name {
-            "wavenet-gated" => {
-                Sizes { embed: Some(6), residual: Some(5), skip: Some(7), attention: Some(2), attention_dim: Some(3), ..Sizes::default() }
-            }
-            "wavenet" => Sizes { hidden: None, ..sizes.clone() },
-            _ => Sizes { channels: None, ..sizes.clone() },
-        };
-        let cfg = ModelConfig::from_name(name, 29, 16, &sizes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut m = AnyModel::new(c, &cfg, 3, 16, &mut Rng::new(5)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        check(name, &mut m.params_mut());
-    }
-    for cfg in [
-        RollConfig::Lstm { embed: 5, hidden: 7, layers: 2 },
-        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 2 },
-    ] {
-        let mut m = build(c, &cfg, 64, &mut Rng::new(2));
-        check(&format!("roll {}", cfg.name()), &mut m.params_mut());
-    }
-}
-
-/// The same parameters with buffers of their own (what every CPU model had before the arena).
-fn standalone(c: &CpuBackend, params: &[&mut Param<CpuBackend>]) -> Vec<Param<CpuBackend>> {
-    params.iter().map(|p| Param::new(c, &p.name, &p.value.shape, &p.value.to_vec(c))).collect()
-}
-
-fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
-}
 
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
@@ -56,7 +22,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 fn every_models_parameters_are_aligned_disjoint_views_of_one_arena() {
     let c = CpuBackend::new();
     let mut report = Vec::new();
-    for_every_model(&c, |name, params| {
+    for_every_model(&c, 2, |name, params| {
         assert!(params.len() > 3, "{name}: a model with several tensors");
         assert!(params.iter().all(|p| p.in_arena()), "{name}: every parameter lives in the model's arena");
         assert!(whole_arena(&*params).is_some(), "{name}: the model's list is its whole arena");
@@ -100,7 +66,7 @@ fn every_models_parameters_are_aligned_disjoint_views_of_one_arena() {
 fn arena_steps_equal_per_tensor_steps_for_every_model() {
     let c = CpuBackend::new();
     for clip in [0.0f32, 0.5] {
-        for_every_model(&c, |name, arena| {
+        for_every_model(&c, 2, |name, arena| {
             let name = format!("{name} clip {clip}");
             let mut alone = standalone(&c, arena);
             assert!(alone.iter().all(|p| !p.in_arena()));

@@ -7,15 +7,13 @@
 
 mod common;
 
+use common::{for_every_model, rand_vec, standalone};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::optim::{whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams, Backend, MatMul};
-use etude::model::any::{AnyModel, ModelConfig, Sizes};
-use etude::model::Model;
 use etude::rng::Rng;
-use etude::roll::model::{build, RollConfig};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// One backend for the whole file, held by one test at a time: the dispatch counters are the
@@ -25,40 +23,11 @@ fn gpu() -> MutexGuard<'static, GpuBackend> {
     GPU.get_or_init(|| Mutex::new(common::open_gpu())).lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
-    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
-}
-
 fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= abs + rel * w.abs(), "{what}[{i}]: got {g}, want {w}");
     }
-}
-
-/// The parameter lists of every model etude trains, small, on backend `b`.
-fn token_models<B: Backend>(b: &B) -> Vec<(String, AnyModel<B>)> {
-    let sizes = Sizes { embed: Some(6), hidden: Some(12), dense: Some(10), channels: Some(5), ..Sizes::default() };
-    ["lstm", "lstm-seq", "wavenet", "wavenet-gated"]
-        .iter()
-        .map(|&name| {
-            let sizes = match name {
-                "wavenet-gated" => Sizes { embed: Some(6), residual: Some(5), skip: Some(7), ..Sizes::default() },
-                "wavenet" => Sizes { hidden: None, ..sizes.clone() },
-                _ => Sizes { channels: None, ..sizes.clone() },
-            };
-            let cfg = ModelConfig::from_name(name, 29, 16, &sizes).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let m = AnyModel::new(b, &cfg, 3, 16, &mut Rng::new(5)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name.to_string(), m)
-        })
-        .collect()
-}
-
-fn roll_configs() -> Vec<RollConfig> {
-    vec![
-        RollConfig::Lstm { embed: 5, hidden: 7, layers: 2 },
-        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 2 },
-    ]
 }
 
 /// Dispatches of one step's bookkeeping (zero_grads, then Adam with clipping and AdamW decay),
@@ -76,11 +45,6 @@ fn bookkeeping_dispatches(g: &GpuBackend, params: &mut [&mut Param<GpuBackend>])
     dispatches
 }
 
-/// The same parameters with buffers of their own (what every model had before the arena).
-fn standalone<B: Backend>(b: &B, params: &[&mut Param<B>]) -> Vec<Param<B>> {
-    params.iter().map(|p| Param::new(b, &p.name, &p.value.shape, &p.value.to_vec(b))).collect()
-}
-
 #[test]
 fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
     let g = gpu();
@@ -96,13 +60,7 @@ fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
         assert!(arena <= 4, "{name}: bookkeeping takes {arena} dispatches, at most 4 wanted");
         report.push(format!("{name}: {} tensors, bookkeeping {before} -> {arena} dispatches", params.len()));
     };
-    for (name, mut m) in token_models(&*g) {
-        check(&name, &mut m.params_mut());
-    }
-    for cfg in roll_configs() {
-        let mut m = build(&*g, &cfg, 64, &mut Rng::new(2));
-        check(&format!("roll {}", cfg.name()), &mut m.params_mut());
-    }
+    for_every_model(&*g, 0, &mut check);
     println!("{}", report.join("\n"));
 }
 
@@ -112,13 +70,7 @@ fn bookkeeping_is_at_most_four_dispatches_for_every_model() {
 #[test]
 fn arena_steps_match_per_tensor_steps_for_every_model() {
     let g = gpu();
-    for (name, mut m) in token_models(&*g) {
-        steps_match(&g, &name, &mut m.params_mut());
-    }
-    for cfg in roll_configs() {
-        let mut m = build(&*g, &cfg, 64, &mut Rng::new(2));
-        steps_match(&g, &format!("roll {}", cfg.name()), &mut m.params_mut());
-    }
+    for_every_model(&*g, 0, |name, params| steps_match(&g, name, params));
 }
 
 fn steps_match(g: &GpuBackend, name: &str, arena: &mut [&mut Param<GpuBackend>]) {

@@ -14,16 +14,12 @@
 
 mod common;
 
-use common::{gpu, upload, upload_ids};
+use common::{gpu, rand_vec, upload, upload_ids};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided, Xent};
 use etude::engine::gpu::{list_adapters, pick_adapter_index};
 use etude::engine::{Act, AdamParams, Backend, MatMul};
 use etude::rng::Rng;
-
-fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
-    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
-}
 
 /// Element-wise comparison: `|g - c| <= abs + rel * |c|`.
 fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rel: f32, abs: f32) {

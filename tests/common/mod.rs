@@ -11,6 +11,10 @@ use etude::model::Model;
 use etude::rng::Rng;
 use std::collections::HashMap;
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
+use etude::engine::optim::Param;
+use etude::engine::roll::RollOps;
+use etude::model::any::{ModelConfig, Sizes};
+use etude::roll::model::{build, RollConfig};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -46,6 +50,47 @@ pub fn upload_ids(data: &[u32]) -> GpuBuffer {
     let mut b = g.alloc_ids(data.len().max(1));
     g.write_ids(&mut b, data);
     b
+}
+
+/// `n` values drawn uniformly from `[-scale, scale)`.
+pub fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
+    (0..n).map(|_| rng.uniform_range(-scale, scale)).collect()
+}
+
+/// Runs `check` on the parameter list of every model etude trains, small, on backend `b`: the
+/// four token models (wavenet-gated with `heads` attention heads of width 3; 0: none) and both
+/// piano-roll models (named `roll NAME`).
+pub fn for_every_model<B: RollOps + 'static>(b: &B, heads: usize, mut check: impl FnMut(&str, &mut [&mut Param<B>])) {
+    let sizes = Sizes { embed: Some(6), hidden: Some(12), dense: Some(10), channels: Some(5), ..Sizes::default() };
+    for name in ["lstm", "lstm-seq", "wavenet", "wavenet-gated"] {
+        let sizes = match name {
+            "wavenet-gated" => Sizes {
+                embed: Some(6),
+                residual: Some(5),
+                skip: Some(7),
+                attention: (heads > 0).then_some(heads),
+                attention_dim: (heads > 0).then_some(3),
+                ..Sizes::default()
+            },
+            "wavenet" => Sizes { hidden: None, ..sizes.clone() },
+            _ => Sizes { channels: None, ..sizes.clone() },
+        };
+        let cfg = ModelConfig::from_name(name, 29, 16, &sizes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut m = AnyModel::new(b, &cfg, 3, 16, &mut Rng::new(5)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check(name, &mut m.params_mut());
+    }
+    for cfg in [
+        RollConfig::Lstm { embed: 5, hidden: 7, layers: 2 },
+        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 2 },
+    ] {
+        let mut m = build(b, &cfg, 64, &mut Rng::new(2));
+        check(&format!("roll {}", cfg.name()), &mut m.params_mut());
+    }
+}
+
+/// The same parameters with buffers of their own (what every model had before the arena).
+pub fn standalone<B: Backend>(b: &B, params: &[&mut Param<B>]) -> Vec<Param<B>> {
+    params.iter().map(|p| Param::new(b, &p.name, &p.value.shape, &p.value.to_vec(b))).collect()
 }
 
 /// `../shared` as seen from the crate root (CI lays `shared/` beside the clone).

@@ -124,11 +124,6 @@ impl CpuBuf {
     pub fn shares_storage(&self, other: &CpuBuf) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
-
-    /// The values, copied into a `Vec`.
-    pub fn into_vec(self) -> Vec<f32> {
-        self.to_vec()
-    }
 }
 
 impl Deref for CpuBuf {

@@ -666,7 +666,7 @@ impl Backend for CpuBackend {
         // Blocks of PAR_MIN_STREAM (on the pool's threads when there are several), each summed by
         // `sum_sq_block`, the blocks' sums added in order: the same bits whatever the threads.
         let s: f64 = if n < PAR_MIN_STREAM {
-            x.chunks(PAR_MIN_STREAM).map(sum_sq).sum()
+            sum_sq(x)
         } else {
             x.par_chunks(PAR_MIN_STREAM).map(sum_sq).collect::<Vec<f64>>().iter().sum()
         };
