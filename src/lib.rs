@@ -1,41 +1,30 @@
 //! etude: learns to compose piano music from MIDI files, on a hand-written engine.
 //!
-//! Data flows one way: `midi` (SMF bytes <-> notes) -> `tokens` (notes <-> tokens, vocabulary)
-//! -> `dataset` (windows, split, batches) -> `model` (structs of `layers`, written once against `engine::Backend`)
-//! -> training and generation. The `engine` knows nothing of music.
+//! The rooms follow the data, and each imports only the rooms listed before it:
 //!
-//! A run: `run` is what a checkpoint holds and how one is read; `train` is the loop, writing
-//! through `step` (one step), `metrics` (`metrics.csv`) and `progress` (the progress bar);
-//! `generate` and the evaluation (`heldout`, `eval_data`) read checkpoints through `run` alone.
+//! * [`files`]: how every output is written (temporary file, sync, rename).
+//! * [`rng`]: the seeded random streams every draw comes from.
+//! * [`engine`]: the `Backend` trait, its CPU and wgpu/WGSL backends, the parameter arena and the
+//!   optimizer. It knows nothing of music.
+//! * [`layers`]: layers that own their parameters (embedding, linear, conv, LSTM, attention, ...).
+//! * [`model`]: the token and piano-roll models built of layers, one training step, the copy
+//!   mixture.
+//! * [`music`]: MIDI bytes <-> notes, notes <-> tokens, audio, piano-roll pictures, statistics.
+//! * [`data`]: corpora, the token cache, training windows and batches, piano-roll data.
+//! * [`run`]: what a run and its checkpoints hold, checking and loading them, metrics, progress,
+//!   plots and the report.
+//! * [`train`], [`eval`], [`generate`]: training, scoring (held-out metric, n-grams), composing.
+//! * [`bench`]: the benchmarks behind `etude bench`.
 
-pub mod bench;
-mod builtin_corpus;
-pub mod checkpoint;
-pub mod copy;
-pub mod corpus;
-pub mod dataset;
-pub mod eval_data;
-pub mod engine;
-pub mod generate;
-pub mod heldout;
-pub mod layers;
-pub mod metrics;
-pub mod midi;
-pub mod model;
-pub mod pianoroll;
-pub mod ngram;
-pub mod plot;
-pub mod progress;
-pub mod render;
-pub mod report;
+pub mod files;
 pub mod rng;
-pub mod roll;
+pub mod engine;
+pub mod layers;
+pub mod model;
+pub mod music;
+pub mod data;
 pub mod run;
-pub mod sample;
-pub mod schedule;
-pub mod stats;
-pub mod step;
-pub mod token_cache;
-pub mod tokens;
 pub mod train;
-pub mod verify;
+pub mod eval;
+pub mod generate;
+pub mod bench;

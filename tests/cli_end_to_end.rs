@@ -12,8 +12,8 @@ use std::path::Path;
 fn held_out_folder(dir: &Path) -> &'static str {
     let held = dir.join("held");
     std::fs::create_dir_all(&held).unwrap();
-    for (name, bytes) in etude::corpus::builtin().into_iter().take(2) {
-        let file = name.trim_start_matches(etude::corpus::BUILTIN_PREFIX);
+    for (name, bytes) in etude::data::corpus::builtin().into_iter().take(2) {
+        let file = name.trim_start_matches(etude::data::corpus::BUILTIN_PREFIX);
         std::fs::write(held.join(file), bytes).unwrap();
     }
     "held"

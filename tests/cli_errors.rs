@@ -3,7 +3,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::midi::{write_midi, Note, WriteOptions};
+use etude::music::midi::{write_midi, Note, WriteOptions};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 
@@ -81,7 +81,7 @@ fn damaged_and_foreign_checkpoints_are_refused() {
     let tensor = || vec![("w".to_string(), TensorView::new(Dtype::F32, vec![2], &w).unwrap())];
     write("foreign.safetensors", &safetensors::serialize(tensor(), None).unwrap());
     refused(dir, "foreign.safetensors", "not an etude checkpoint");
-    let md = [("format", etude::checkpoint::FORMAT), ("etude", "{\"hello\": 1}")]
+    let md = [("format", etude::run::checkpoint::FORMAT), ("etude", "{\"hello\": 1}")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();

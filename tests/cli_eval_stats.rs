@@ -3,8 +3,8 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
-use etude::midi::{write_midi, Note, WriteOptions};
+use etude::run::checkpoint::Checkpoint;
+use etude::music::midi::{write_midi, Note, WriteOptions};
 
 #[test]
 fn the_tutorial_preset_and_its_overrides() {
@@ -66,7 +66,7 @@ fn the_tutorial_preset_and_its_overrides() {
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("t/stats.json")).unwrap()).unwrap();
     assert_eq!(s["pieces"].as_array().unwrap().len(), 1);
     assert_eq!(s["reference_pieces"].as_u64(), Some(1));
-    assert_eq!(s["against"].as_array().unwrap().len(), etude::stats::FEATURES.len());
+    assert_eq!(s["against"].as_array().unwrap().len(), etude::music::stats::FEATURES.len());
 
     // An unknown preset: one line naming the option and the choices.
     let err = etude_fails(&["train", "--preset", "tutorail", "--out", "u"], dir, &["--preset", "tutorail", "tutorial"]);
@@ -82,7 +82,7 @@ fn stats_from_the_command_line() {
     std::fs::write(dir.join("loop.mid"), write_midi(&loop_notes, &WriteOptions::default())).unwrap();
     std::fs::write(dir.join("empty.mid"), write_midi(&[], &WriteOptions::default())).unwrap();
     std::fs::create_dir(dir.join("real")).unwrap();
-    for (name, bytes) in etude::corpus::builtin().into_iter().take(3) {
+    for (name, bytes) in etude::data::corpus::builtin().into_iter().take(3) {
         std::fs::write(dir.join("real").join(name.trim_start_matches("builtin:")), bytes).unwrap();
     }
     let (out, _) = etude_ok(&["stats", "loop.mid", "--against", "real", "--json"], dir);

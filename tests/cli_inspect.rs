@@ -1,6 +1,6 @@
 //! `etude inspect` driven as a user would.
 
-use etude::midi::{write_midi, Note, WriteOptions};
+use etude::music::midi::{write_midi, Note, WriteOptions};
 use std::process::Command;
 
 fn etude(args: &[&str], dir: &std::path::Path) -> std::process::Output {

@@ -10,7 +10,7 @@ use std::path::Path;
 fn write_corpus(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     // Ten built-in pieces (some live in subfolders of the built-in corpus: flattened here).
-    for (name, bytes) in etude::corpus::builtin().into_iter().take(10) {
+    for (name, bytes) in etude::data::corpus::builtin().into_iter().take(10) {
         std::fs::write(dir.join(name.rsplit(['/', ':']).next().unwrap()), bytes).unwrap();
     }
     std::fs::write(dir.join("broken.mid"), b"not a midi file").unwrap();

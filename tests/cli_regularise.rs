@@ -5,7 +5,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 
 const ALL_ON: [&str; 14] = [
     "--dropout",

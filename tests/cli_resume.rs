@@ -3,7 +3,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use std::path::Path;
 
 /// A run of 4 epochs, and one of 2 epochs then `--resume --epochs 4` in the same folder, end

@@ -8,11 +8,11 @@ mod cli_common;
 
 use cli_common::{etude, etude_fails, etude_ok, stderr};
 use etude::engine::cpu::CpuBackend;
-use etude::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
+use etude::music::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
 use etude::rng::Rng;
-use etude::roll::data::{to_json_gz, Frame, Sequence, KEYS};
-use etude::roll::model::{build, RollConfig};
-use etude::roll::train::{save, RollMeta, RollTrainSettings, MODE};
+use etude::data::roll::{to_json_gz, Frame, Sequence, KEYS};
+use etude::model::roll::{build, RollConfig};
+use etude::train::roll::{save, RollMeta, RollTrainSettings, MODE};
 use std::path::Path;
 
 /// Random polyphonic sequences: a few keys of a middle register, held for a few frames.

@@ -4,7 +4,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}"))
@@ -30,8 +30,8 @@ fn train_fits_the_copy_mixture_on_validation_and_eval_and_generate_use_it() {
     let c = &b["copy"];
     assert_eq!(c["mix"]["fitted_on"], "the checkpoint's validation pieces", "{b}");
     let weights: Vec<f64> = c["mix"]["weights"].as_array().unwrap().iter().map(f).collect();
-    assert_eq!(weights.len(), etude::copy::BUCKETS.len());
-    assert!(weights.iter().all(|w| (0.0..=etude::copy::MAX_WEIGHT).contains(w)), "{weights:?}");
+    assert_eq!(weights.len(), etude::model::copy::BUCKETS.len());
+    assert!(weights.iter().all(|w| (0.0..=etude::model::copy::MAX_WEIGHT).contains(w)), "{weights:?}");
     // A barely trained model gains from copying what came next before.
     assert!(weights.iter().any(|&w| w > 0.0), "{weights:?}");
     let fitted: u64 = c["mix"]["fitted_targets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();

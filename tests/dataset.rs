@@ -1,10 +1,10 @@
 //! Split by piece, windows and targets, transposition on training pieces only, batches.
 
-use etude::corpus::{load_corpus, LoadedPiece};
-use etude::dataset::{prepare, split_by_piece, DataConfig, Dataset, Origin};
-use etude::midi::ReadOptions;
+use etude::data::corpus::{load_corpus, LoadedPiece};
+use etude::data::dataset::{prepare, split_by_piece, DataConfig, Dataset, Origin};
+use etude::music::midi::ReadOptions;
 use etude::model::Targets;
-use etude::tokens::{tokenizer_by_name, transpose, TokenizerOptions};
+use etude::music::tokens::{tokenizer_by_name, transpose, TokenizerOptions};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -103,7 +103,7 @@ fn prepare_transposes_training_windows_at_batch_time_only() {
         .flat_map(|&i| (-2..=2).map(move |s| (i, s)))
         .map(|(i, s)| t.encode(&transpose(&pieces[i].piece.notes, s)))
         .collect();
-    assert_eq!(p.vocab, etude::tokens::Vocab::build(&pre, 1));
+    assert_eq!(p.vocab, etude::music::tokens::Vocab::build(&pre, 1));
     // The epoch's shifts cover -2..=2 and depend on the epoch.
     let shifts: HashSet<i32> = (0..p.train.len()).map(|i| p.train.shift_of(3, 1, i)).collect();
     assert_eq!(shifts, (-2..=2).collect());
@@ -119,7 +119,7 @@ fn prepare_transposes_training_windows_at_batch_time_only() {
     assert_eq!(again.vocab, p.vocab);
     assert_eq!(again.train.sequences(), p.train.sequences());
     assert_eq!(again.train.transposer(), p.train.transposer());
-    let reused = prepare(&pieces, t.as_ref(), &cfg, Some(etude::tokens::Vocab::from_json(&p.vocab.to_json()).unwrap())).unwrap();
+    let reused = prepare(&pieces, t.as_ref(), &cfg, Some(etude::music::tokens::Vocab::from_json(&p.vocab.to_json()).unwrap())).unwrap();
     assert_eq!(reused.valid.sequences(), p.valid.sequences());
 
     // Too long a window for every piece: an error, and short pieces are reported.
@@ -180,11 +180,11 @@ fn transposing_windows_equals_transposing_pieces_first() {
 #[test]
 fn tokens_moved_out_of_range_become_unknown() {
     let t = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
-    let notes: Vec<etude::midi::Note> =
-        (0..40).map(|i| etude::midi::Note::new(if i % 2 == 0 { 127 } else { 60 }, i as f64, i as f64 + 0.5, 80)).collect();
+    let notes: Vec<etude::music::midi::Note> =
+        (0..40).map(|i| etude::music::midi::Note::new(if i % 2 == 0 { 127 } else { 60 }, i as f64, i as f64 + 0.5, 80)).collect();
     let piece = LoadedPiece {
         name: "high.mid".into(),
-        piece: etude::midi::Piece { notes, ..builtin().remove(0).piece },
+        piece: etude::music::midi::Piece { notes, ..builtin().remove(0).piece },
     };
     let cfg = DataConfig { window: 8, stride: 1, valid_fraction: 0.0, seed: 0, transpose: 1, min_count: 1 };
     let p = prepare(&[piece], t.as_ref(), &cfg, None).unwrap();

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Builtin pieces `range` as flat files in `dir`, and one file that is not MIDI.
 fn write_pieces(dir: &Path, range: std::ops::Range<usize>) {
     std::fs::create_dir_all(dir).unwrap();
-    for (name, bytes) in etude::corpus::builtin().into_iter().skip(range.start).take(range.len()) {
+    for (name, bytes) in etude::data::corpus::builtin().into_iter().skip(range.start).take(range.len()) {
         std::fs::write(dir.join(name.rsplit(['/', ':']).next().unwrap()), bytes).unwrap();
     }
     std::fs::write(dir.join("broken.mid"), b"not a midi file").unwrap();

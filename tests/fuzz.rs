@@ -8,15 +8,15 @@
 //! builds its model and runs a forward pass. `ETUDE_FUZZ_CASES` and `ETUDE_FUZZ_SECONDS` raise
 //! the case counts and the time budget for a longer run.
 
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Backend;
-use etude::midi::{read_midi, ReadOptions};
+use etude::music::midi::{read_midi, ReadOptions};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
 use etude::rng::Rng;
 use etude::run::{load_checkpoint, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
-use etude::tokens::{TokenizerOptions, Vocab};
+use etude::music::tokens::{TokenizerOptions, Vocab};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -87,9 +87,9 @@ fn fuzz_midi_reader() {
         .collect();
     seeds.sort();
     // Small files too, where a mutation is more likely to hit the header or an event.
-    let small = etude::midi::write_midi(
-        &[etude::midi::Note::new(60, 0.0, 1.0, 80), etude::midi::Note::new(64, 0.5, 2.0, 90)],
-        &etude::midi::WriteOptions::default(),
+    let small = etude::music::midi::write_midi(
+        &[etude::music::midi::Note::new(60, 0.0, 1.0, 80), etude::music::midi::Note::new(64, 0.5, 2.0, 90)],
+        &etude::music::midi::WriteOptions::default(),
     );
     seeds.push(small);
     let total = cases(3000);
@@ -151,7 +151,7 @@ fn tiny_checkpoint() -> Checkpoint {
             read: ReadOptions::default(),
             tokenizer: "notechord".into(),
             tokenizer_options: TokenizerOptions::default(),
-            data: etude::dataset::DataConfig { window, ..Default::default() },
+            data: etude::data::dataset::DataConfig { window, ..Default::default() },
         },
         vocab,
         optim: OptimConfig::default(),
@@ -165,7 +165,7 @@ fn tiny_checkpoint() -> Checkpoint {
     let moments: Vec<_> = ["optimizer.exp_avg.", "optimizer.exp_avg_sq."]
         .iter()
         .flat_map(|prefix| {
-            ck.tensors.iter().map(move |t| etude::checkpoint::HostTensor {
+            ck.tensors.iter().map(move |t| etude::run::checkpoint::HostTensor {
                 name: format!("{prefix}{}", t.name),
                 shape: t.shape.clone(),
                 data: vec![0.01; t.data.len()],
@@ -263,7 +263,7 @@ fn fuzz_checkpoint_loader() {
 /// as `cargo run` and the tests are).
 #[test]
 fn an_smpte_rate_of_minus_128_is_an_error() {
-    let mut bytes = etude::midi::write_midi(&[etude::midi::Note::new(60, 0.0, 1.0, 80)], &etude::midi::WriteOptions::default());
+    let mut bytes = etude::music::midi::write_midi(&[etude::music::midi::Note::new(60, 0.0, 1.0, 80)], &etude::music::midi::WriteOptions::default());
     assert_eq!(&bytes[..4], b"MThd");
     bytes[12] = 0x80;
     bytes[13] = 4;

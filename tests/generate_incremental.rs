@@ -22,8 +22,8 @@ use etude::generate::{generate_ids, Generator, Length, Mode};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::{Model, Targets};
 use etude::rng::Rng;
-use etude::sample::{argmax, SampleOptions};
-use etude::tokens::Vocab;
+use etude::generate::sample::{argmax, SampleOptions};
+use etude::music::tokens::Vocab;
 use etude::run::Loaded;
 use std::path::Path;
 

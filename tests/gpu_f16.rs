@@ -19,7 +19,7 @@
 mod cli_common;
 
 use cli_common::{etude_fails, etude_ok, metrics_rows, tiny_train};
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, LstmSaved, LstmSeqs, Qkv, Strided, Xent};
 use etude::engine::gpu::{Elem, GpuBackend, GpuBuffer, KernelVariant, Precision, F16_LOSS_SCALE};
@@ -28,7 +28,7 @@ use etude::engine::Adam;
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
 use etude::rng::Rng;
-use etude::step::Stepper;
+use etude::model::step::Stepper;
 use std::sync::OnceLock;
 
 fn open(precision: Precision) -> GpuBackend {

@@ -2,11 +2,11 @@
 
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Backend;
-use etude::heldout::{score_model, TargetSet};
+use etude::eval::heldout::{score_model, TargetSet};
 use etude::model::any::{AnyModel, ModelConfig, Sizes, MODEL_NAMES};
 use etude::model::Model;
 use etude::rng::Rng;
-use etude::step::Stepper;
+use etude::model::step::Stepper;
 
 const V: usize = 11;
 const T: usize = 6;
@@ -94,8 +94,8 @@ fn nats_per_note_and_unknown_share_by_hand() {
 
 #[test]
 fn losses_by_kind_of_target_by_hand() {
-    use etude::heldout::{by_kind, token_kind};
-    use etude::tokens::Vocab;
+    use etude::eval::heldout::{by_kind, token_kind};
+    use etude::music::tokens::Vocab;
     assert_eq!(token_kind("P_60"), "P");
     assert_eq!(token_kind("TS_12"), "TS");
     assert_eq!(token_kind("<unk>"), "<unk>");

@@ -4,9 +4,9 @@
 #[path = "midi_helpers.rs"]
 mod helpers;
 
-use etude::midi::{read_midi, MidiError, ReadOptions};
+use etude::music::midi::{read_midi, MidiError, ReadOptions};
 use etude::rng::Rng;
-use etude::tokens::{tokenizer_by_name, TokenizerOptions};
+use etude::music::tokens::{tokenizer_by_name, TokenizerOptions};
 use helpers::{build, build1, E};
 use midly::num::u15;
 use midly::{Format, Timing};

@@ -3,7 +3,7 @@
 #[path = "midi_helpers.rs"]
 mod helpers;
 
-use etude::midi::{read_midi, write_midi, MidiError, Note, ReadOptions, SmfFormat, WriteOptions};
+use etude::music::midi::{read_midi, write_midi, MidiError, Note, ReadOptions, SmfFormat, WriteOptions};
 use helpers::{build, build1, E};
 use midly::num::u15;
 use midly::{Format, Fps, Timing};

@@ -14,7 +14,7 @@
 //! P3(2 | 0 1) = (1 - 0.5) / 2 + 0.5 * 2/2 * Pc2(2|1), Pc2(2|1) = 0.4 / 2 + 0.6 * 0.25 = 0.35 -> 0.425.
 //! Unigram (add-one): counts 2, 2, 1 of 5 tokens -> (3/8, 3/8, 2/8).
 
-use etude::ngram::{baselines, score, Ngrams};
+use etude::eval::ngram::{baselines, score, Ngrams};
 
 fn close(a: f64, b: f64) {
     assert!((a - b).abs() < 1e-12, "{a} != {b}");

@@ -6,7 +6,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use std::path::Path;
 
 /// Three pieces of the built-in corpus in `dir/d3`.

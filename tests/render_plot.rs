@@ -2,9 +2,9 @@
 //! made here), silence for an empty piece, the SoundFont search order and its errors, the
 //! piano-roll picture (ink exactly where the notes are), and the `render` / `plot` commands.
 
-use etude::midi::{write_midi, Note, WriteOptions};
-use etude::pianoroll::{draw, note_colour, Meter, RollLayout, OCTAVE_LINE, TRACK_COLOURS};
-use etude::render::{find_voice_in, render, render_file, PlayNote, Voice, BUILTIN_RELEASE_SECONDS, MAX_TAIL_SECONDS, PEAK};
+use etude::music::midi::{write_midi, Note, WriteOptions};
+use etude::music::picture::{draw, note_colour, Meter, RollLayout, OCTAVE_LINE, TRACK_COLOURS};
+use etude::music::render::{find_voice_in, render, render_file, PlayNote, Voice, BUILTIN_RELEASE_SECONDS, MAX_TAIL_SECONDS, PEAK};
 use std::path::Path;
 use std::process::Command;
 

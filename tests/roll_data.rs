@@ -4,8 +4,8 @@
 
 mod common;
 
-use etude::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
-use etude::roll::data::{
+use etude::music::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
+use etude::data::roll::{
     count_frames, notes_to_roll, parse_roll_bytes, read_roll_file, roll_to_notes, to_json, to_json_gz, Sequence, KEYS,
 };
 

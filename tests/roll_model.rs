@@ -11,9 +11,9 @@ use etude::engine::Bce;
 use etude::engine::roll::RollOps;
 use etude::engine::{Backend, Dropout};
 use etude::rng::Rng;
-use etude::roll::data::{Frame, KEYS};
-use etude::roll::model::{build, RollConfig, RollModel};
-use etude::roll::train::{chunks, make_batch, make_batch_shifted, Batch};
+use etude::data::roll::{Frame, KEYS};
+use etude::model::roll::{build, RollConfig, RollModel};
+use etude::train::roll::{chunks, make_batch, make_batch_shifted, Batch};
 
 fn configs() -> Vec<RollConfig> {
     vec![

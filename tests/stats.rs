@@ -1,8 +1,8 @@
-//! `etude::stats` on hand-made MIDI files with answers worked out by hand, and the argmax collapse
+//! `etude::music::stats` on hand-made MIDI files with answers worked out by hand, and the argmax collapse
 //! standing out against real music.
 
-use etude::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
-use etude::stats::{compare, features, longest_repeat, repetition, scale_consistency, PieceStats};
+use etude::music::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
+use etude::music::stats::{compare, features, longest_repeat, repetition, scale_consistency, PieceStats};
 
 /// Notes (pitch, start, end) through a MIDI file and back, as a user's file would be read.
 fn via_midi(notes: &[(u8, f64, f64)]) -> Vec<Note> {
@@ -95,7 +95,7 @@ fn the_argmax_collapse_is_flagged_alone() {
 
 #[test]
 fn the_argmax_collapse_stands_out_against_real_music() {
-    let reference: Vec<(String, Vec<Note>)> = etude::corpus::load_corpus::<&str>(&[], &ReadOptions::default())
+    let reference: Vec<(String, Vec<Note>)> = etude::data::corpus::load_corpus::<&str>(&[], &ReadOptions::default())
         .pieces
         .into_iter()
         .map(|p| (p.name, p.piece.notes))

@@ -2,13 +2,13 @@
 //! without it bit for bit (CPU), and it is rebuilt whenever a file changed, was added or removed,
 //! the settings changed, or the cache file is truncated, damaged or foreign.
 
-use etude::corpus::builtin;
-use etude::dataset::DataConfig;
+use etude::data::corpus::builtin;
+use etude::data::dataset::DataConfig;
 use etude::engine::cpu::CpuBackend;
-use etude::midi::ReadOptions;
+use etude::music::midi::ReadOptions;
 use etude::model::any::Sizes;
-use etude::token_cache::{load, load_or_build, tokenize_files, CacheKey, Miss, Outcome, TokenSet};
-use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
+use etude::data::token_cache::{load, load_or_build, tokenize_files, CacheKey, Miss, Outcome, TokenSet};
+use etude::music::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 use etude::run::{load_checkpoint, DataSpec, OptimConfig};
 use etude::train::{train, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ fn the_cache_holds_what_tokenising_in_memory_gives() {
         same_content(&memory, &cold);
         same_content(&memory, &warm);
         // The pieces' tokens are the tokenizer's, in collect order (subfolder first).
-        let pieces = etude::corpus::load_corpus(&k.paths, &k.read).pieces;
+        let pieces = etude::data::corpus::load_corpus(&k.paths, &k.read).pieces;
         for (i, p) in pieces.iter().enumerate() {
             assert_eq!(warm.names()[i], p.name);
             assert_eq!(warm.piece_tokens(i), t.encode(&p.piece.notes));

@@ -3,8 +3,8 @@
 #[path = "midi_helpers.rs"]
 mod helpers;
 
-use etude::midi::{read_midi, ReadOptions};
-use etude::tokens::{tokenizer_by_name, TokenizerOptions};
+use etude::music::midi::{read_midi, ReadOptions};
+use etude::music::tokens::{tokenizer_by_name, TokenizerOptions};
 use helpers::{build1, notes_file, E};
 
 fn tokens(bytes: &[u8]) -> Vec<String> {

@@ -3,13 +3,13 @@
 #[path = "midi_helpers.rs"]
 mod helpers;
 
-use etude::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
-use etude::tokens::timed::Timed;
-use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
+use etude::music::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
+use etude::music::tokens::timed::Timed;
+use etude::music::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 
 fn round_trip(name: &str, opts: &TokenizerOptions) {
     let t = tokenizer_by_name(name, opts).unwrap();
-    let files = etude::corpus::builtin();
+    let files = etude::data::corpus::builtin();
     assert_eq!(files.len(), 102);
     for (file, bytes) in files {
         let piece = read_midi(bytes, &ReadOptions::default()).unwrap();

@@ -6,7 +6,7 @@
 mod cli_common;
 
 use cli_common::*;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use std::path::Path;
 use std::process::Command;
 
@@ -47,7 +47,7 @@ fn pytorch_computes_etudes_loss_from_its_checkpoint() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_roundtrip.py");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (name, bytes) = etude::corpus::builtin().into_iter().next().unwrap();
+    let (name, bytes) = etude::data::corpus::builtin().into_iter().next().unwrap();
     std::fs::write(dir.join("held.mid"), bytes).unwrap();
     // lstm with 3 layers and the gated WaveNet with 2 stacks: the configurations the peers'
     // models do not take directly.

@@ -7,7 +7,7 @@ mod common;
 
 use common::ModelCase;
 
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
 use etude::engine::optim::zero_grads;
@@ -16,7 +16,7 @@ use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;
 use etude::rng::Rng;
 use etude::run::Loaded;
-use etude::tokens::Vocab;
+use etude::music::tokens::Vocab;
 use std::path::Path;
 
 const V: usize = 7;
@@ -75,10 +75,10 @@ fn attention_parameters_are_named_ordered_and_counted() {
         let cfg = ModelConfig::from_name("wavenet-gated", V, T, &sizes(heads, 2)).unwrap();
         let m = AnyModel::new(&b, &cfg, 1, T, &mut Rng::new(1)).unwrap();
         let got: Vec<(String, Vec<usize>)> = m.params().iter().map(|p| (p.name.clone(), p.value.shape.clone())).collect();
-        assert_eq!(got, etude::verify::param_shapes(&cfg), "heads {heads}");
+        assert_eq!(got, etude::run::verify::param_shapes(&cfg), "heads {heads}");
         let values: usize = m.params().iter().map(|p| p.value.len()).sum();
-        assert_eq!(etude::verify::param_count(&cfg), values as f64, "heads {heads}");
-        assert_eq!(etude::verify::param_tensors(&cfg), got.len() as f64, "heads {heads}");
+        assert_eq!(etude::run::verify::param_count(&cfg), values as f64, "heads {heads}");
+        assert_eq!(etude::run::verify::param_tensors(&cfg), got.len() as f64, "heads {heads}");
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         let at = |n: &str| names.iter().position(|x| *x == n);
         if heads == 0 {

@@ -2,15 +2,15 @@
 //! what `etude generate` does, and what the end of `etude train` does for its `sample.mid`.
 
 use super::render::companions;
-use etude::checkpoint::atomic_write;
-use etude::dataset::prepare_tokens;
+use etude::files::atomic_write;
+use etude::data::dataset::prepare_tokens;
 use etude::engine::Backend;
 use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
-use etude::midi::read_midi;
+use etude::music::midi::read_midi;
 use etude::rng::Rng;
 use etude::run::Loaded;
-use etude::sample::SampleOptions;
-use etude::tokens::UNK;
+use etude::generate::sample::SampleOptions;
+use etude::music::tokens::UNK;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -113,7 +113,7 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
         notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter
     };
     let voice = if opts.wav {
-        let chosen = etude::render::find_voice(opts.soundfont.as_deref())?;
+        let chosen = etude::music::render::find_voice(opts.soundfont.as_deref())?;
         eprintln!("voice: {}", chosen.description);
         Some(chosen.voice)
     } else {

@@ -4,8 +4,8 @@ use super::backend::{BackendArgs, Engine};
 use super::CacheArgs;
 use clap::Args;
 use etude::engine::Backend;
-use etude::checkpoint::Checkpoint;
-use etude::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
+use etude::run::checkpoint::Checkpoint;
+use etude::eval::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
 use etude::run::Loaded;
 use std::path::PathBuf;
 

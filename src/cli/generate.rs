@@ -3,7 +3,7 @@
 use super::backend::{BackendArgs, Engine};
 use super::compose::{write_pieces, PieceOptions, SampleSettings};
 use clap::Args;
-use etude::checkpoint::Checkpoint;
+use etude::run::checkpoint::Checkpoint;
 use etude::generate::{Length, Mode};
 use etude::run::Loaded;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 
 use super::{CacheArgs, DataArgs};
 use clap::Args;
-use etude::corpus::{inspect, load_corpus, FileReport, InspectReport};
-use etude::token_cache::{load_or_build, CacheKey};
+use etude::data::corpus::{inspect, load_corpus, FileReport, InspectReport};
+use etude::data::token_cache::{load_or_build, CacheKey};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -37,14 +37,14 @@ pub fn run(args: InspectArgs) -> Result<(), String> {
         // The built-in corpus is never cached.
         Some(dir) if !args.paths.is_empty() => {
             let key = CacheKey {
-                paths: etude::eval_data::absolute(&args.paths),
+                paths: etude::eval::data::absolute(&args.paths),
                 read: args.data.read_options(),
                 tokenizer: args.data.tokenizer.clone(),
                 tokenizer_options: args.data.tokenizer_options(),
             };
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let (set, _) = load_or_build(&dir, &key, tokenizer.as_ref(), false, progress)?;
-            etude::eval_data::inspect_tokens(&set, tokenizer.name(), &args.paths)?
+            etude::eval::data::inspect_tokens(&set, tokenizer.name(), &args.paths)?
         }
         _ => inspect(&load_corpus(&args.paths, &args.data.read_options()), tokenizer.as_ref()),
     };

@@ -18,8 +18,8 @@ pub mod train;
 
 use clap::Args;
 use std::path::PathBuf;
-use etude::midi::ReadOptions;
-use etude::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
+use etude::music::midi::ReadOptions;
+use etude::music::tokens::{tokenizer_by_name, Tokenizer, TokenizerOptions};
 
 /// Where the music comes from and how it is read and tokenised; shared by every command that
 /// reads a corpus.
@@ -75,6 +75,6 @@ pub struct CacheArgs {
 impl CacheArgs {
     /// The cache folder to use, or `None` with `--no-cache`.
     pub fn dir(&self) -> Option<PathBuf> {
-        (!self.no_cache).then(|| self.cache.clone().unwrap_or_else(etude::token_cache::default_dir))
+        (!self.no_cache).then(|| self.cache.clone().unwrap_or_else(etude::data::token_cache::default_dir))
     }
 }

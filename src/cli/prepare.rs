@@ -3,7 +3,7 @@
 
 use super::DataArgs;
 use clap::Args;
-use etude::token_cache::{default_dir, load_or_build, CacheKey, Outcome};
+use etude::data::token_cache::{default_dir, load_or_build, CacheKey, Outcome};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -60,7 +60,7 @@ pub fn run(args: PrepareArgs) -> Result<(), String> {
         );
     }
     if set.is_empty() {
-        return Err(etude::corpus::no_usable_file(
+        return Err(etude::data::corpus::no_usable_file(
             &key.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
             set.skipped(),
         ));

@@ -4,12 +4,12 @@
 
 use crate::{Cli, Command};
 use clap::Parser;
-use etude::checkpoint::reads_on_this_thread;
+use etude::run::checkpoint::reads_on_this_thread;
 use etude::engine::cpu::CpuBackend;
 use etude::rng::Rng;
-use etude::roll::data::to_json_gz;
-use etude::roll::model::{build, RollConfig};
-use etude::roll::train::{save, RollMeta, RollTrainSettings, MODE};
+use etude::data::roll::to_json_gz;
+use etude::model::roll::{build, RollConfig};
+use etude::train::roll::{save, RollMeta, RollTrainSettings, MODE};
 use std::path::{Path, PathBuf};
 
 /// Run `etude ARGS` in this thread, returning its error, and the checkpoint files it read.

@@ -2,8 +2,8 @@
 //! `generate` and `train` write beside every piece they compose.
 
 use clap::Args;
-use etude::pianoroll::plot_file;
-use etude::render::{find_voice, render_file, Voice, DEFAULT_SAMPLE_RATE};
+use etude::music::picture::plot_file;
+use etude::music::render::{find_voice, render_file, Voice, DEFAULT_SAMPLE_RATE};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

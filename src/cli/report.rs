@@ -2,9 +2,9 @@
 //! rolls and rendering the missing WAVs first.
 
 use clap::Args;
-use etude::pianoroll::plot_file;
-use etude::render::{find_voice, render_file, DEFAULT_SAMPLE_RATE};
-use etude::report::{pieces, write_report};
+use etude::music::picture::plot_file;
+use etude::music::render::{find_voice, render_file, DEFAULT_SAMPLE_RATE};
+use etude::run::report::{pieces, write_report};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -37,7 +37,7 @@ pub fn run(args: ReportArgs) -> Result<(), String> {
         return Err(format!("{}: not a run folder (it has no metrics.csv and no last.safetensors)", run.display()));
     }
     if run.join("metrics.csv").exists() {
-        etude::plot::run_loss_curve(run)?;
+        etude::run::plots::run_loss_curve(run)?;
     }
     let ps = pieces(run);
     let need_wav = ps.iter().any(|p| args.force || !p.with_extension("wav").exists());

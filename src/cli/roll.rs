@@ -6,17 +6,18 @@ use super::backend::Engine;
 use super::eval::EvalArgs;
 use super::generate::GenArgs;
 use super::train::TrainArgs;
-use etude::checkpoint::{atomic_write, Checkpoint};
-use etude::corpus::load_corpus;
+use etude::files::atomic_write;
+use etude::run::checkpoint::Checkpoint;
+use etude::data::corpus::load_corpus;
 use etude::engine::roll::{sigmoid, RollOps};
 use etude::engine::gpu::Precision;
-use etude::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
+use etude::music::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
 use etude::rng::Rng;
-use etude::roll::data::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
-use etude::roll::model::RollConfig;
-use etude::roll::recipe::{default_config, default_model, default_settings, DataKind};
-use etude::roll::train::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
-use etude::schedule::{self, LrSchedule};
+use etude::data::roll::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
+use etude::model::roll::RollConfig;
+use etude::train::roll_recipe::{default_config, default_model, default_settings, DataKind};
+use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
+use etude::run::schedule::{self, LrSchedule};
 use std::path::PathBuf;
 
 /// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
@@ -155,7 +156,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         return Err(format!("{} already holds a run; choose another --out", out.display()));
     }
     let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
-    let (frames, _) = etude::roll::data::count_frames(&run.train);
+    let (frames, _) = etude::data::roll::count_frames(&run.train);
     eprintln!(
         "piano-roll {model}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
         cfg.n_params(),
@@ -168,7 +169,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         s.lr_schedule.name(),
         s.dropout
     );
-    let go = |summary: Result<etude::roll::train::TrainSummary, String>| -> Result<(), String> {
+    let go = |summary: Result<etude::train::roll::TrainSummary, String>| -> Result<(), String> {
         let r = summary?;
         eprintln!(
             "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",

@@ -1,10 +1,10 @@
 //! `etude stats`: musical statistics of MIDI files, alone or against a reference set.
 
 use clap::Args;
-use etude::corpus::{load_corpus, Corpus};
-use etude::midi::ReadOptions;
-use etude::stats::{compare, describe};
-use etude::corpus::no_usable_file;
+use etude::data::corpus::{load_corpus, Corpus};
+use etude::music::midi::ReadOptions;
+use etude::music::stats::{compare, describe};
+use etude::data::corpus::no_usable_file;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]

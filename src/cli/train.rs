@@ -4,13 +4,13 @@ use super::backend::{BackendArgs, Engine};
 use super::compose::{write_pieces, PieceOptions};
 use super::{CacheArgs, DataArgs};
 use clap::Args;
-use etude::dataset::DataConfig;
-use etude::checkpoint::atomic_write;
+use etude::data::dataset::DataConfig;
+use etude::files::atomic_write;
 use etude::engine::Backend;
-use etude::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
+use etude::eval::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};
 use etude::engine::gpu::Precision;
 use etude::model::any::{Sizes, MODEL_NAMES};
-use etude::schedule::{self, LrSchedule};
+use etude::run::schedule::{self, LrSchedule};
 use etude::run::{load_checkpoint, DataSpec, Loaded, OptimConfig};
 use etude::train::{read_resumed, train_from, TrainOptions};
 use std::io::IsTerminal;
@@ -421,8 +421,8 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
         write_sample_stats(loaded, &report.out)?;
     }
     // Again, now with the baseline's line on the loss curves and the sample's piano roll and audio.
-    etude::plot::run_loss_curve(&report.out)?;
-    let page = etude::report::write_report_with(&report.out, report.last_meta.as_ref())?;
+    etude::run::plots::run_loss_curve(&report.out)?;
+    let page = etude::run::report::write_report_with(&report.out, report.last_meta.as_ref())?;
     eprintln!("report: {}", page.display());
     Ok(())
 }
@@ -432,7 +432,7 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
 fn write_sample_stats(loaded: &Loaded, out: &std::path::Path) -> Result<(), String> {
     let sample = out.join("sample.mid");
     let piece = match std::fs::read(&sample).map_err(|e| e.to_string()).and_then(|bytes| {
-        etude::midi::read_midi(&bytes, &etude::midi::ReadOptions::default()).map_err(|e| e.to_string())
+        etude::music::midi::read_midi(&bytes, &etude::music::midi::ReadOptions::default()).map_err(|e| e.to_string())
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -440,8 +440,8 @@ fn write_sample_stats(loaded: &Loaded, out: &std::path::Path) -> Result<(), Stri
             return Ok(());
         }
     };
-    let reference = etude::eval_data::validation_notes(loaded)?;
-    let report = etude::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
+    let reference = etude::eval::data::validation_notes(loaded)?;
+    let report = etude::music::stats::compare(&[("sample.mid".to_string(), piece.notes)], &reference);
     if let Some(p) = report.pieces.first().filter(|p| !p.flags.is_empty()) {
         eprintln!("sample.mid: {}", p.flags.join("; "));
     }
@@ -459,9 +459,9 @@ fn write_baseline<B: Backend>(
     out: &std::path::Path,
     loaded: &Loaded,
     source: &std::path::Path,
-    reuse: Option<etude::heldout::Scores>,
+    reuse: Option<etude::eval::heldout::Scores>,
     cache: Option<std::path::PathBuf>,
-) -> Result<Option<etude::copy::CopyMix>, String> {
+) -> Result<Option<etude::model::copy::CopyMix>, String> {
     let opts = EvalOptions { batch: loaded.meta.optim.batch, baselines: true, reuse, cache, copy: CopyChoice::Fit, ..EvalOptions::default() };
     match evaluate_checkpoint(b, loaded, source, &opts) {
         Ok(r) => {

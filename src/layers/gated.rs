@@ -1,5 +1,5 @@
 //! The gated WaveNet's residual stack, written once for the token model
-//! ([`crate::model::wavenet_gated`]) and the piano-roll conv model ([`crate::roll::model`]):
+//! ([`crate::model::wavenet_gated`]) and the piano-roll conv model ([`crate::model::roll`]):
 //!
 //! ```text
 //! for block i:  a_i = blocks.i.dil(h_i)                causal, kernel K, R -> 2R

@@ -1,6 +1,6 @@
 //! A stack of [`Lstm`] layers (`nn.LSTM` with `num_layers` > 1 and inter-layer dropout), written
 //! once for the token models ([`crate::model::lstm`]) and the piano-roll LSTM
-//! ([`crate::roll::model`]):
+//! ([`crate::model::roll`]):
 //!
 //! ```text
 //! h_0 = x                                             [B, T, in]   (the model drops it: site 0)

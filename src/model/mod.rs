@@ -7,7 +7,10 @@
 //! accumulates into every parameter's gradient.
 
 pub mod any;
+pub mod copy;
 pub mod lstm;
+pub mod roll;
+pub mod step;
 pub mod wavenet;
 pub mod wavenet_gated;
 

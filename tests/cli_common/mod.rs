@@ -2,8 +2,8 @@
 //! checks of a run folder and of the MIDI files it writes.
 #![allow(dead_code)]
 
-use etude::checkpoint::Checkpoint;
-use etude::midi::{read_midi, Piece, ReadOptions};
+use etude::run::checkpoint::Checkpoint;
+use etude::music::midi::{read_midi, Piece, ReadOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -23,7 +23,7 @@ pub fn etude<S: AsRef<str>>(args: &[S], dir: &Path) -> Output {
 pub fn builtin_pieces(dir: &Path, folder: &str, names: &[&str]) {
     std::fs::create_dir_all(dir.join(folder)).unwrap();
     for name in names {
-        let (_, bytes) = etude::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap_or_else(|| panic!("{name}"));
+        let (_, bytes) = etude::data::corpus::builtin().into_iter().find(|(n, _)| n.ends_with(name)).unwrap_or_else(|| panic!("{name}"));
         std::fs::write(dir.join(folder).join(name), bytes).unwrap();
     }
 }

@@ -14,7 +14,7 @@ use etude::engine::gpu::{GpuBackend, GpuBuffer};
 use etude::engine::optim::Param;
 use etude::engine::roll::RollOps;
 use etude::model::any::{ModelConfig, Sizes};
-use etude::roll::model::{build, RollConfig};
+use etude::model::roll::{build, RollConfig};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -376,16 +376,16 @@ impl ModelCase {
 
 /// The metadata of a checkpoint for a model made in a test (not trained on any corpus):
 /// `notechord` tokens over `vocab`, windows of `window`, default settings otherwise.
-pub fn test_meta(version: &str, model: etude::model::any::ModelConfig, vocab: etude::tokens::Vocab, window: usize) -> etude::run::Meta {
+pub fn test_meta(version: &str, model: etude::model::any::ModelConfig, vocab: etude::music::tokens::Vocab, window: usize) -> etude::run::Meta {
     etude::run::Meta {
         etude_version: version.into(),
         model,
         data: etude::run::DataSpec {
             paths: Vec::new(),
-            read: etude::midi::ReadOptions::default(),
+            read: etude::music::midi::ReadOptions::default(),
             tokenizer: "notechord".into(),
-            tokenizer_options: etude::tokens::TokenizerOptions::default(),
-            data: etude::dataset::DataConfig { window, ..Default::default() },
+            tokenizer_options: etude::music::tokens::TokenizerOptions::default(),
+            data: etude::data::dataset::DataConfig { window, ..Default::default() },
         },
         vocab,
         optim: etude::run::OptimConfig::default(),

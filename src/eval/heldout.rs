@@ -1,0 +1,738 @@
+//! The held-out metric, one for every model, and the counting baselines on the same targets.
+//!
+//! **Targets.** Every token at position `i >= T` of each piece (T = the checkpoint's window), each
+//! predicted from the `T` tokens `ids[i-T .. i]` before it: the windows of a piece at stride 1.
+//! A many-to-one model (`lstm`, `wavenet`) predicts exactly that; a many-to-many model (`lstm-seq`,
+//! `wavenet-gated`) reads the same window and is scored at its last position only. So the four
+//! models are scored on the same (context, target) pairs, and figures compare across models and
+//! runs of one tokenizer (and window).
+//!
+//! **Figures** ([`HeldoutReport`]): mean NLL per target in nats, perplexity `exp(NLL)`, top-1
+//! accuracy, nats per note, the share of `<unk>` targets, and for many-to-many models the mean
+//! loss over every position of the same windows (labelled `all_positions_loss`: positions early in
+//! a window see less context, so it is higher). **Nats per note** compares across tokenizers: each
+//! piece's summed NLL over its targets, divided by the notes those targets cover, counted as the
+//! piece's notes times the share of its tokens that are targets (`notes x targets / tokens`),
+//! summed over pieces.
+//!
+//! [`TargetSet`] holds the pairs; [`score_model`] runs a model over them in batches on any backend;
+//! [`baseline_for`] fits the n-grams of [`crate::eval::ngram`] on a checkpoint's training pieces (with the
+//! run's transposition) and scores the same pairs; [`evaluate_checkpoint`] does it all for
+//! `etude eval` and for the end of `etude train`.
+
+use crate::model::copy::{CopyMix, CopyTarget};
+use crate::data::corpus::LoadedPiece;
+use crate::data::dataset::Dataset;
+use crate::engine::Backend;
+use crate::model::{Model, Targets};
+use crate::eval::ngram::{baselines, BaselineReport};
+use crate::model::step::Stepper;
+use crate::music::tokens::{Tokenizer, Vocab};
+use crate::run::Loaded;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A piece of a [`TargetSet`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SetPiece {
+    pub name: String,
+    /// Notes of the piece as read from MIDI.
+    pub notes: usize,
+    /// Tokens of the piece.
+    pub tokens: usize,
+    /// Targets it contributes: `tokens - T`, or 0 when it is not longer than the window.
+    pub targets: usize,
+}
+
+/// The (context, target) pairs of the held-out metric over a list of pieces.
+#[derive(Clone, Debug)]
+pub struct TargetSet {
+    data: Dataset,
+    pieces: Vec<SetPiece>,
+    unk: u32,
+}
+
+impl TargetSet {
+    /// The targets of `sequences` (ids; `names` and `notes` per piece) for a window of `window`.
+    /// `unk` is the id counted as unknown (0 in etude's vocabularies).
+    pub fn new(sequences: Vec<Vec<u32>>, names: Vec<String>, notes: Vec<usize>, window: usize, unk: u32) -> Result<Self, String> {
+        if names.len() != sequences.len() || notes.len() != sequences.len() {
+            return Err("TargetSet: one name and one note count per sequence".into());
+        }
+        let pieces = sequences
+            .iter()
+            .zip(names)
+            .zip(notes)
+            .map(|((s, name), notes)| SetPiece { name, notes, tokens: s.len(), targets: s.len().saturating_sub(window) })
+            .collect();
+        let data = Dataset::new(sequences, Vec::new(), window, 1)?;
+        Ok(TargetSet { data, pieces, unk })
+    }
+
+    /// Tokenise `pieces` with `tokenizer`, encode with `vocab` and take their targets.
+    pub fn from_pieces(pieces: &[LoadedPiece], tokenizer: &dyn Tokenizer, vocab: &Vocab, window: usize) -> Result<Self, String> {
+        let seqs = pieces.iter().map(|p| vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
+        let names = pieces.iter().map(|p| p.name.clone()).collect();
+        let notes = pieces.iter().map(|p| p.piece.notes.len()).collect();
+        TargetSet::new(seqs, names, notes, window, 0)
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn window(&self) -> usize {
+        self.data.window()
+    }
+
+    pub fn pieces(&self) -> &[SetPiece] {
+        &self.pieces
+    }
+
+    pub fn sequences(&self) -> Vec<&[u32]> {
+        self.data.sequences()
+    }
+
+    /// The windows at stride 1: window `i`'s input is [`Dataset::input`] and its target
+    /// [`Dataset::target_last`].
+    pub fn windows(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// Every target as (sequence, position in it), in window order.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        let t = self.window();
+        let mut out = Vec::with_capacity(self.len());
+        for (s, seq) in self.sequences().iter().enumerate() {
+            if seq.len() > t {
+                out.extend((t..seq.len()).map(|i| (s, i)));
+            }
+        }
+        out
+    }
+
+    /// The target ids, in window order.
+    pub fn target_ids(&self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.data.target_last(i)).collect()
+    }
+
+    /// The figures of per-target losses `nll` (window order; `correct[i]` = 1 when the argmax was
+    /// right, when known) over this set. `picks` are the targets scored (all when `None`).
+    pub fn summarise(&self, nll: &[f64], correct: Option<&[f32]>, picks: Option<&[usize]>) -> HeldoutReport {
+        let all: Vec<usize>;
+        let picks = match picks {
+            Some(p) => p,
+            None => {
+                all = (0..self.len()).collect();
+                &all
+            }
+        };
+        assert_eq!(nll.len(), picks.len(), "one loss per target scored");
+        // Piece of every window: windows are in piece order.
+        let mut piece_of = Vec::with_capacity(self.len());
+        for (p, piece) in self.pieces.iter().enumerate() {
+            piece_of.extend(std::iter::repeat_n(p, piece.targets));
+        }
+        let mut piece_sum = vec![0.0f64; self.pieces.len()];
+        let mut piece_count = vec![0usize; self.pieces.len()];
+        let mut unk = 0usize;
+        for (&i, &l) in picks.iter().zip(nll) {
+            piece_sum[piece_of[i]] += l;
+            piece_count[piece_of[i]] += 1;
+            unk += usize::from(self.data.target_last(i) == self.unk);
+        }
+        let n = picks.len();
+        let total: f64 = nll.iter().sum();
+        let notes_covered: f64 = self
+            .pieces
+            .iter()
+            .zip(&piece_count)
+            .filter(|(p, _)| p.tokens > 0)
+            .map(|(p, &c)| p.notes as f64 * c as f64 / p.tokens as f64)
+            .sum();
+        let mean = if n == 0 { f64::NAN } else { total / n as f64 };
+        HeldoutReport {
+            targets: n,
+            pieces: self.pieces.iter().filter(|p| p.targets > 0).count(),
+            short_pieces: self.pieces.iter().filter(|p| p.targets == 0).count(),
+            loss: mean,
+            perplexity: mean.exp(),
+            accuracy: correct.map(|c| if n == 0 { f64::NAN } else { c.iter().map(|&x| x as f64).sum::<f64>() / n as f64 }),
+            nats_per_note: if notes_covered > 0.0 { total / notes_covered } else { f64::NAN },
+            unknown_target_share: if n == 0 { f64::NAN } else { unk as f64 / n as f64 },
+            all_positions_loss: None,
+        }
+    }
+}
+
+/// The held-out figures of a model or a baseline over a [`TargetSet`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeldoutReport {
+    /// Targets scored.
+    pub targets: usize,
+    /// Pieces with at least one target, and pieces not longer than the window (no target).
+    pub pieces: usize,
+    pub short_pieces: usize,
+    /// Mean NLL per target, nats.
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Top-1 accuracy (models only).
+    pub accuracy: Option<f64>,
+    pub nats_per_note: f64,
+    /// Share of the targets that are `<unk>`.
+    pub unknown_target_share: f64,
+    /// Many-to-many models: the mean loss over every position of the same windows.
+    pub all_positions_loss: Option<f64>,
+}
+
+/// Per-target losses and hits of `model` on the windows `picks` of `set` (all when `None`), in
+/// batches of at most `batch` windows (the stepper's size), with the all-position mean loss for a
+/// many-to-many model.
+pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+    picks: Option<&[usize]>,
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
+    let picks = picks_or_all(picks, set.len());
+    let picks: &[usize] = &picks;
+    let targets = model.targets();
+    let t = set.window();
+    let mut nll = Vec::with_capacity(picks.len());
+    let mut hits = Vec::with_capacity(picks.len());
+    stepper.take_totals(b);
+    for chunk in picks.chunks(batch.max(1)) {
+        let bt = set.windows().batch_of(chunk, targets);
+        stepper.eval(b, model, &bt.x, &bt.y);
+        let rows = stepper.last_batch_rows(b);
+        for r in 0..chunk.len() {
+            let row = match targets {
+                Targets::Last => r,
+                Targets::Every => r * t + t - 1,
+            };
+            nll.push(rows[2 * row] as f64);
+            hits.push(rows[2 * row + 1]);
+        }
+    }
+    let totals = stepper.take_totals(b);
+    let all_positions = (targets == Targets::Every && totals.rows > 0).then(|| totals.loss());
+    (nll, hits, all_positions)
+}
+
+/// The training sequences of a checkpoint's run: the pieces of its corpus that are not among its
+/// validation pieces, encoded with its vocabulary, each also transposed by every shift of the
+/// run's `--transpose` as training saw them (at batch time, token by token:
+/// [`crate::eval::data::transposed_sequences`]).
+pub fn training_sequences(loaded: &Loaded, all: &[LoadedPiece], tokenizer: &dyn Tokenizer) -> Vec<Vec<u32>> {
+    let vocab = &loaded.meta.vocab;
+    let pieces = all
+        .iter()
+        .filter(|p| !loaded.meta.valid_pieces.contains(&p.name))
+        .map(|p| vocab.encode(&tokenizer.encode(&p.piece.notes)))
+        .collect();
+    crate::eval::data::transposed_sequences(loaded, pieces, tokenizer)
+}
+
+/// The n-gram baselines of a checkpoint on `set` (the targets `picks`, all when `None`), fitted
+/// on its run's training pieces.
+pub fn baseline_for(loaded: &Loaded, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
+    baseline_from(loaded, None, set, picks)
+}
+
+/// [`baseline_for`] with the run's corpus from the token cache in `cache` (read in memory when
+/// `None`).
+pub fn baseline_from(loaded: &Loaded, cache: Option<&Path>, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
+    let tokenizer = loaded.meta.data.tokenizer()?;
+    let valid: std::collections::HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+    let pieces = crate::eval::data::run_pieces(loaded, cache, |name| !valid.contains(name))?;
+    let train = crate::eval::data::transposed_sequences(loaded, pieces.ids, tokenizer.as_ref());
+    if train.is_empty() {
+        return Err("the checkpoint's run has no training piece left in its corpus".into());
+    }
+    let pairs = set.pairs();
+    let pairs: Vec<(usize, usize)> = match picks {
+        Some(p) => p.iter().map(|&i| pairs[i]).collect(),
+        None => pairs,
+    };
+    let eval: Vec<Vec<u32>> = set.sequences().into_iter().map(<[u32]>::to_vec).collect();
+    baselines(&train, loaded.meta.vocab.len(), &eval, &pairs)
+}
+
+/// Everything `etude eval` reports (and `etude train` writes to `baseline.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub checkpoint: String,
+    pub model: String,
+    pub tokenizer: String,
+    pub window: usize,
+    /// What was evaluated ("the checkpoint's validation pieces", or the paths given).
+    pub data: String,
+    /// Tokens of all the pieces evaluated, and how many of them are `<unk>`.
+    pub tokens: usize,
+    pub unknown_tokens: usize,
+    #[serde(flatten)]
+    pub heldout: HeldoutReport,
+    /// The counting baselines on the same targets (None with `--no-baseline`).
+    pub baseline: Option<BaselineReport>,
+    /// The best n-gram's NLL, and the model's NLL divided by it (< 1: the model beat counting).
+    pub ngram_best: Option<f64>,
+    pub ratio: Option<f64>,
+    /// The same figures per kind of target token (time shift, pitch, duration, ...): where the
+    /// loss goes, and where the model gains on counting.
+    pub by_kind: Vec<KindReport>,
+    /// The model mixed with the copy distribution (None: `--no-copy`, or a checkpoint without a
+    /// fitted mixture and no `--fit-copy`).
+    pub copy: Option<CopyReport>,
+}
+
+/// The model's and the best n-gram's figures on the targets of one kind of token.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindReport {
+    /// The token's prefix before `_` (`TS`, `P`, `D`, `V` for `timed`), the token itself for a
+    /// special (`<unk>`), or `other`.
+    pub kind: String,
+    pub targets: usize,
+    /// Share of the targets scored.
+    pub share: f64,
+    /// Mean NLL of the model, its top-1 accuracy, and the best n-gram's mean NLL (same order as
+    /// the whole set's best), on these targets.
+    pub loss: f64,
+    pub accuracy: f64,
+    pub ngram: Option<f64>,
+}
+
+/// The kind of a token for [`KindReport`].
+pub fn token_kind(token: &str) -> &str {
+    match token.split_once('_') {
+        Some((kind, _)) if !kind.is_empty() && !token.starts_with('<') => kind,
+        _ if token.starts_with('<') => token,
+        _ => "other",
+    }
+}
+
+/// Group per-target losses (`nll`, `hits`, and the best n-gram's `ngram` when known) by the kind
+/// of their target token (`targets`: ids of `vocab`), kinds in order of first appearance in the
+/// vocabulary.
+pub fn by_kind(vocab: &crate::music::tokens::Vocab, targets: &[u32], nll: &[f64], hits: &[f32], ngram: Option<&[f64]>) -> Vec<KindReport> {
+    let mut kinds: Vec<&str> = Vec::new();
+    let kind_of: Vec<usize> = (0..vocab.len() as u32)
+        .map(|id| {
+            let k = token_kind(vocab.token(id));
+            kinds.iter().position(|&x| x == k).unwrap_or_else(|| {
+                kinds.push(k);
+                kinds.len() - 1
+            })
+        })
+        .collect();
+    let mut sums = vec![(0usize, 0.0f64, 0.0f64, 0.0f64); kinds.len()];
+    for (i, &t) in targets.iter().enumerate() {
+        let s = &mut sums[kind_of[t as usize]];
+        s.0 += 1;
+        s.1 += nll[i];
+        s.2 += hits[i] as f64;
+        s.3 += ngram.map_or(0.0, |g| g[i]);
+    }
+    let n = targets.len().max(1) as f64;
+    kinds
+        .iter()
+        .zip(&sums)
+        .filter(|(_, s)| s.0 > 0)
+        .map(|(k, &(c, l, h, g))| KindReport {
+            kind: k.to_string(),
+            targets: c,
+            share: c as f64 / n,
+            loss: l / c as f64,
+            accuracy: h / c as f64,
+            ngram: ngram.map(|_| g / c as f64),
+        })
+        .collect()
+}
+
+/// Options of [`evaluate_checkpoint`].
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions {
+    /// MIDI files or folders; empty = the checkpoint's validation pieces.
+    pub data: Vec<PathBuf>,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Score at most this many targets, evenly spaced (0 = all).
+    pub max_targets: usize,
+    /// Fit and score the n-gram baselines.
+    pub baselines: bool,
+    /// Write the scored (context, target) pairs as JSON here.
+    pub dump_windows: Option<PathBuf>,
+    /// Scores of this very checkpoint on (some of) these pieces, reused where they cover the whole
+    /// target set with the same ids (no `max_targets`); otherwise the model is scored.
+    pub reuse: Option<Scores>,
+    /// Token cache folder of the pieces and of the run's corpus (`None`: read the MIDI files).
+    pub cache: Option<PathBuf>,
+    /// Which copy mixture to score beside the model alone.
+    pub copy: CopyChoice,
+}
+
+/// Which copy mixture ([`crate::model::copy`]) `etude eval` scores beside the model alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CopyChoice {
+    /// The checkpoint's own (none when it has none).
+    #[default]
+    Stored,
+    /// Fitted now on the checkpoint's validation pieces (`--fit-copy`, and the end of training).
+    Fit,
+    /// None (`--no-copy`).
+    Off,
+}
+
+/// The model mixed with the copy distribution, on the same targets.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CopyReport {
+    /// The weights used, and what they were fitted on.
+    pub mix: CopyMix,
+    /// Share of the targets whose context holds a match (the others score as the model alone).
+    pub matched_share: f64,
+    /// The held-out figures of the mixture (no accuracy: only the targets' probabilities are mixed).
+    pub heldout: HeldoutReport,
+    /// The mixture's NLL divided by the best n-gram's.
+    pub ratio: Option<f64>,
+    /// The best n-gram mixed with the same copy distribution, its weights fitted on the very
+    /// targets scored (which favours the n-gram): how much the network adds to counting and
+    /// copying together.
+    pub ngram_with_copy: Option<f64>,
+    /// The mixture's mean NLL per kind of target, in the order of the model's `by_kind`.
+    pub by_kind: Vec<KindLoss>,
+}
+
+/// A mean NLL over the targets of one kind of token.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindLoss {
+    pub kind: String,
+    pub loss: f64,
+}
+
+/// The copy targets of the windows `picks` of `set` (all when `None`), whose model NLLs are `nll`.
+pub fn copy_targets(set: &TargetSet, picks: Option<&[usize]>, nll: &[f64]) -> Vec<CopyTarget> {
+    let picks = picks_or_all(picks, set.len());
+    picks.iter().zip(nll).map(|(&i, &l)| CopyTarget::new(set.windows().input(i), set.windows().target_last(i), l)).collect()
+}
+
+/// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
+pub fn eval_picks(n: usize, limit: usize) -> Vec<usize> {
+    if n <= limit {
+        (0..n).collect()
+    } else {
+        (0..limit).map(|i| i * n / limit).collect()
+    }
+}
+
+/// Evaluate the checkpoint `loaded` (read from `origin`) on backend `b`.
+pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &EvalOptions) -> Result<EvalReport, String> {
+    let spec = &loaded.meta.data;
+    let cache = opts.cache.as_deref();
+    let (pieces, what) = if opts.data.is_empty() {
+        let valid: std::collections::HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+        let pieces = crate::eval::data::run_pieces(loaded, cache, |name| valid.contains(name))?;
+        if pieces.ids.is_empty() {
+            return Err("the checkpoint's run had no validation pieces; give --data".into());
+        }
+        (pieces, "the checkpoint's validation pieces".to_string())
+    } else {
+        let paths = opts.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        (crate::eval::data::path_pieces(loaded, &opts.data, cache)?, paths)
+    };
+    let window = spec.data.window;
+    let set = TargetSet::new(pieces.ids, pieces.names, pieces.notes, window, 0)?;
+    if set.is_empty() {
+        return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
+    }
+    let picks = (opts.max_targets > 0 && opts.max_targets < set.len())
+        .then(|| eval_picks(set.len(), opts.max_targets));
+    let batch = opts.batch.max(1);
+    // Before anything is allocated: --batch against memory and the adapter's binding limit.
+    let fp = crate::run::verify::Footprint::of(&loaded.meta.model, batch, window, false);
+    let limit_bytes = b.max_buffer_bytes().map(u128::from);
+    crate::run::verify::check_footprint(&fp, crate::run::verify::available_memory(), limit_bytes, &format!("--batch {batch}"))?;
+    let reused = if picks.is_none() { opts.reuse.as_ref().and_then(|s| s.for_set(&set)) } else { None };
+    let (nll, hits, all_positions) = match reused {
+        Some(scores) => scores,
+        None => {
+            let mut model = loaded.model(b, batch, window, origin)?;
+            let mut stepper = Stepper::new(b, &model, batch);
+            score_model(b, &mut model, &mut stepper, &set, batch, picks.as_deref())
+        }
+    };
+    let mut heldout = set.summarise(&nll, Some(&hits), picks.as_deref());
+    heldout.all_positions_loss = all_positions;
+    if let Some(path) = &opts.dump_windows {
+        dump_windows(path, &set, picks.as_deref(), heldout.loss)?;
+    }
+    // The model's figures stand without the baselines (say, its training corpus has moved).
+    let baseline = if opts.baselines {
+        match baseline_from(loaded, cache, &set, picks.as_deref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("note: no n-gram baseline: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ngram_best = baseline.as_ref().map(|r| r.best);
+    let target_ids: Vec<u32> =
+        picks_or_all(picks.as_deref(), set.len()).iter().map(|&i| set.windows().target_last(i)).collect();
+    let kinds = by_kind(&loaded.meta.vocab, &target_ids, &nll, &hits, baseline.as_ref().map(|r| &r.best_per_target[..]));
+    let copy = match opts.copy {
+        CopyChoice::Off => None,
+        CopyChoice::Stored => loaded.meta.copy.clone().map(|m| (m, copy_targets(&set, picks.as_deref(), &nll))),
+        CopyChoice::Fit => {
+            let targets = copy_targets(&set, picks.as_deref(), &nll);
+            let mix = if opts.data.is_empty() {
+                CopyMix::fit(&targets, "the checkpoint's validation pieces")
+            } else {
+                // Fitted on the validation pieces, never on the pieces evaluated.
+                let on_valid = EvalOptions {
+                    data: Vec::new(),
+                    max_targets: 0,
+                    baselines: false,
+                    dump_windows: None,
+                    reuse: None,
+                    copy: CopyChoice::Fit,
+                    ..opts.clone()
+                };
+                let r = evaluate_checkpoint(b, loaded, origin, &on_valid)?;
+                r.copy.expect("fitted").mix
+            };
+            Some((mix, targets))
+        }
+    };
+    let copy = copy.map(|(mix, targets)| {
+        let mixed: Vec<f64> = targets.iter().map(|t| mix.nll(t)).collect();
+        let heldout = set.summarise(&mixed, None, picks.as_deref());
+        let kinds = by_kind(&loaded.meta.vocab, &target_ids, &mixed, &hits, None);
+        let ngram_with_copy = baseline.as_ref().map(|r| {
+            let counted: Vec<CopyTarget> =
+                targets.iter().zip(&r.best_per_target).map(|(t, &l)| CopyTarget { p: (-l).exp(), ..*t }).collect();
+            let fitted = CopyMix::fit(&counted, "the targets scored");
+            counted.iter().map(|t| fitted.nll(t)).sum::<f64>() / counted.len().max(1) as f64
+        });
+        CopyReport {
+            ngram_with_copy,
+            matched_share: targets.iter().filter(|t| t.bucket.is_some()).count() as f64 / targets.len().max(1) as f64,
+            ratio: ngram_best.map(|best| heldout.loss / best),
+            heldout,
+            by_kind: kinds.into_iter().map(|k| KindLoss { kind: k.kind, loss: k.loss }).collect(),
+            mix,
+        }
+    });
+    let seqs = set.sequences();
+    Ok(EvalReport {
+        checkpoint: origin.display().to_string(),
+        model: loaded.meta.model.name().to_string(),
+        tokenizer: spec.tokenizer.clone(),
+        window,
+        data: what,
+        tokens: seqs.iter().map(|s| s.len()).sum(),
+        unknown_tokens: seqs.iter().flat_map(|s| s.iter()).filter(|&&id| id == 0).count(),
+        ratio: ngram_best.map(|best| heldout.loss / best),
+        heldout,
+        baseline,
+        ngram_best,
+        by_kind: kinds,
+        copy,
+    })
+}
+
+/// The targets `picks`, or all `len` of them.
+fn picks_or_all(picks: Option<&[usize]>, len: usize) -> std::borrow::Cow<'_, [usize]> {
+    match picks {
+        Some(p) => std::borrow::Cow::Borrowed(p),
+        None => std::borrow::Cow::Owned((0..len).collect()),
+    }
+}
+
+/// Write the scored pairs as JSON: `{"window": T, "per_position": false, "inputs": [[ids; T]; N],
+/// "targets": [id; N], "loss": mean}`: each window's T context ids and the id after them (a
+/// many-to-many model is scored at its last position). The ids are the checkpoint vocabulary's.
+fn dump_windows(path: &Path, set: &TargetSet, picks: Option<&[usize]>, loss: f64) -> Result<(), String> {
+    let picks = picks_or_all(picks, set.len());
+    let picks: &[usize] = &picks;
+    let data = set.windows();
+    let inputs: Vec<&[u32]> = picks.iter().map(|&i| data.input(i)).collect();
+    let targets: Vec<u32> = picks.iter().map(|&i| data.target_last(i)).collect();
+    let j = serde_json::json!({
+        "window": data.window(),
+        "per_position": false,
+        "inputs": inputs,
+        "targets": targets,
+        "loss": loss,
+    });
+    crate::files::atomic_write(path, j.to_string().as_bytes())
+}
+
+/// One line for humans: the model's figures, the baselines and the ratio.
+pub fn describe(r: &EvalReport) -> String {
+    let h = &r.heldout;
+    let mut s = format!(
+        "{} on {} ({} pieces, {} targets, {:.1}% <unk>): NLL {:.4} nats/token, perplexity {:.2}, top-1 accuracy {:.3}, {:.3} nats/note",
+        r.model,
+        r.data,
+        h.pieces,
+        h.targets,
+        100.0 * h.unknown_target_share,
+        h.loss,
+        h.perplexity,
+        h.accuracy.unwrap_or(f64::NAN),
+        h.nats_per_note
+    );
+    if let Some(all) = h.all_positions_loss {
+        s.push_str(&format!(" (all positions of the windows: {all:.4})"));
+    }
+    if let Some(b) = &r.baseline {
+        let kn: Vec<String> = b.kneser_ney.iter().map(|(n, l)| format!("{n}-gram {l:.4}")).collect();
+        s.push_str(&format!(
+            "\nbaselines on the same targets: unigram {:.4}, Kneser-Ney {}; best {}-gram {:.4}; model / best n-gram = {:.3}",
+            b.unigram,
+            kn.join(", "),
+            b.best_order,
+            b.best,
+            r.ratio.unwrap_or(f64::NAN)
+        ));
+    }
+    if r.by_kind.len() > 1 {
+        let parts: Vec<String> = r
+            .by_kind
+            .iter()
+            .map(|k| {
+                let g = k.ngram.map(|g| format!(", n-gram {g:.3}")).unwrap_or_default();
+                format!("{} {:.1}%: {:.3}{g}", k.kind, 100.0 * k.share, k.loss)
+            })
+            .collect();
+        s.push_str(&format!("\nby target kind (share: model NLL): {}", parts.join("; ")));
+    }
+    if let Some(c) = &r.copy {
+        let kinds: Vec<String> = c.by_kind.iter().map(|k| format!("{} {:.3}", k.kind, k.loss)).collect();
+        let ratio = c.ratio.map(|x| format!("; with copy / best n-gram = {x:.3}")).unwrap_or_default();
+        let counted = c
+            .ngram_with_copy
+            .map(|x| format!("; the best n-gram with the copy mixture (weights fitted on these targets) {x:.4}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\nwith the copy mixture (weights fitted on {}; {:.1}% of the targets have a match): NLL {:.4}, perplexity {:.2}, {:.3} nats/note{ratio}{counted}; by kind {}",
+            c.mix.fitted_on,
+            100.0 * c.matched_share,
+            c.heldout.loss,
+            c.heldout.perplexity,
+            c.heldout.nats_per_note,
+            kinds.join(", ")
+        ));
+    }
+    s
+}
+
+/// The validation targets of a prepared run (its validation sequences, untransposed): what
+/// training's per-epoch validation scores. The token cache keeps ids, not notes, so the pieces'
+/// note counts are 0 here: per-epoch validation reports loss and accuracy, not nats per note
+/// (`eval` and `baseline.json` read the MIDI and have them).
+pub fn validation_set(prepared: &crate::data::dataset::Prepared) -> Result<TargetSet, String> {
+    let valid = &prepared.valid;
+    let names = valid.origins().iter().map(|o| prepared.names[o.piece].clone()).collect();
+    let seqs: Vec<Vec<u32>> = valid.sequences().into_iter().map(<[u32]>::to_vec).collect();
+    let notes = vec![0; seqs.len()];
+    TargetSet::new(seqs, names, notes, valid.window(), 0)
+}
+
+/// Per-target scores of a [`TargetSet`] (what [`score_model`] returns), kept per piece with the
+/// piece's ids, so that the same model's figures on the same pieces can be reused instead of
+/// scored again: training keeps its best epoch's validation scores, and the end of `etude train`
+/// hands them to [`evaluate_checkpoint`] (the best checkpoint is exactly that model).
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    /// Every piece with targets.
+    pieces: Vec<ScoredPiece>,
+    all_positions: Option<f64>,
+}
+
+/// One piece of [`Scores`]: its name, its ids, and its targets' NLL and hits.
+#[derive(Clone, Debug)]
+struct ScoredPiece {
+    name: String,
+    ids: Vec<u32>,
+    nll: Vec<f64>,
+    hits: Vec<f32>,
+}
+
+impl Scores {
+    /// Split the scores of every target of `set` (window order, no picks) by piece.
+    pub fn new(set: &TargetSet, nll: &[f64], hits: &[f32], all_positions: Option<f64>) -> Scores {
+        assert_eq!(nll.len(), set.len(), "one score per target");
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
+            let n = piece.targets;
+            if n > 0 {
+                pieces.push(ScoredPiece {
+                    name: piece.name.clone(),
+                    ids: seq.to_vec(),
+                    nll: nll[at..at + n].to_vec(),
+                    hits: hits[at..at + n].to_vec(),
+                });
+            }
+            at += n;
+        }
+        Scores { pieces, all_positions }
+    }
+
+    /// The scores of `set`'s targets in its window order, when every piece of it with targets was
+    /// scored here with the same ids (and nothing else was); `None` otherwise.
+    fn for_set(&self, set: &TargetSet) -> Option<(Vec<f64>, Vec<f32>, Option<f64>)> {
+        let (mut nll, mut hits) = (Vec::with_capacity(set.len()), Vec::with_capacity(set.len()));
+        let mut used = 0;
+        for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
+            if piece.targets == 0 {
+                continue;
+            }
+            let p = self.pieces.iter().find(|p| p.name == piece.name && p.ids.as_slice() == seq)?;
+            nll.extend_from_slice(&p.nll);
+            hits.extend_from_slice(&p.hits);
+            used += 1;
+        }
+        (used == self.pieces.len() && nll.len() == set.len()).then_some((nll, hits, self.all_positions))
+    }
+}
+
+/// A validation loss above this many nats per target (a probability of e^-10^6 for the average
+/// target) only comes from weights that have blown up: training's validation reports it as
+/// infinite, which stops the run.
+pub const DIVERGED_NATS: f64 = 1e6;
+
+/// Training's per-epoch validation: the held-out metric on `set` as [`crate::model::step::Totals`], and
+/// the all-position loss of a many-to-many model, and the per-target [`Scores`] (`None` for an
+/// empty set).
+pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+) -> (crate::model::step::Totals, Option<f64>, Option<Scores>) {
+    if set.is_empty() {
+        return (crate::model::step::Totals::default(), None, None);
+    }
+    let (nll, hits, all) = score_model(b, model, stepper, set, batch, None);
+    let scores = Scores::new(set, &nll, &hits, all);
+    // A mean beyond DIVERGED_NATS means the weights have blown up (finite, but useless): it is
+    // reported as infinite so that training stops there rather than saving that model.
+    let sum: f64 = nll.iter().sum();
+    let totals = crate::model::step::Totals {
+        loss_sum: if sum / nll.len().max(1) as f64 > DIVERGED_NATS { f64::INFINITY } else { sum },
+        correct: hits.iter().map(|&h| h as f64).sum(),
+        rows: nll.len(),
+    };
+    (totals, all, Some(scores))
+}

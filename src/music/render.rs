@@ -1,0 +1,425 @@
+//! MIDI -> audio: 16-bit stereo WAV through a SoundFont synthesizer (rustysynth), or through a small
+//! built-in piano voice when no SoundFont is found, so that rendering always works.
+//!
+//! * Notes come from [`crate::music::midi::read_midi`] (every pitched part, the sustain pedal applied), their
+//!   times through the file's tempo map in seconds.
+//! * The release tail is kept: after the last note ends, a SoundFont is rendered until its output
+//!   stays below [`SILENCE`] for 50 ms (at most [`MAX_TAIL_SECONDS`]); the built-in voice fades
+//!   every note out over exactly [`BUILTIN_RELEASE_SECONDS`], so its audio is the piece plus that.
+//! * The mix is peak-normalised to [`PEAK`] (-1 dBFS): never clipped, never quieter than it could
+//!   be. A silent mix stays all zeros.
+//!
+//! SoundFont search order ([`find_voice`]): `--soundfont FILE`, then the `ETUDE_SOUNDFONT`
+//! environment variable, then [`SYSTEM_SOUNDFONTS`] (Debian's `fluid-soundfont-gm` and
+//! `timgm6mb-soundfont` among them), then the built-in voice. A SoundFont named by the option or
+//! the variable must load; a broken system one is passed over with a note. The value `builtin`
+//! chooses the built-in voice.
+
+use crate::music::midi::{read_midi, Piece, ReadOptions};
+use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Default output sample rate.
+pub const DEFAULT_SAMPLE_RATE: u32 = 44_100;
+/// Peak level of the normalised mix (-1 dBFS).
+pub const PEAK: f32 = 0.891;
+/// Output level below which a SoundFont's tail counts as silence.
+pub const SILENCE: f32 = 1e-4;
+/// Longest release tail rendered after the last note (reverb included).
+pub const MAX_TAIL_SECONDS: f64 = 6.0;
+/// The built-in voice's release: every note fades to zero this long after its end.
+pub const BUILTIN_RELEASE_SECONDS: f64 = 0.3;
+
+/// The `--soundfont` / `ETUDE_SOUNDFONT` value that chooses the built-in voice.
+pub const BUILTIN: &str = "builtin";
+
+/// Where a SoundFont is looked for when neither `--soundfont` nor `ETUDE_SOUNDFONT` names one.
+pub const SYSTEM_SOUNDFONTS: &[&str] = &[
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default.sf2",
+    "/usr/local/share/soundfonts/default.sf2",
+    "/opt/homebrew/share/soundfonts/default.sf2",
+];
+
+/// What makes the sound.
+#[derive(Clone)]
+pub enum Voice {
+    SoundFont { path: PathBuf, font: Arc<SoundFont> },
+    BuiltIn,
+}
+
+/// The voice chosen by [`find_voice`] and a line saying which it is and why.
+pub struct Chosen {
+    pub voice: Voice,
+    pub description: String,
+}
+
+impl Voice {
+    /// A short name: the SoundFont's path or "built-in piano voice".
+    pub fn name(&self) -> String {
+        match self {
+            Voice::SoundFont { path, .. } => format!("SoundFont {}", path.display()),
+            Voice::BuiltIn => "built-in piano voice".into(),
+        }
+    }
+}
+
+/// Load a SoundFont file; the error names the file and the cause.
+pub fn load_soundfont(path: &Path) -> Result<Arc<SoundFont>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("SoundFont {}: {e}", path.display()))?;
+    let font = SoundFont::new(&mut bytes.as_slice())
+        .map_err(|e| format!("SoundFont {}: not a usable SoundFont 2 file ({e:?})", path.display()))?;
+    if font.get_presets().is_empty() {
+        return Err(format!("SoundFont {}: it holds no preset", path.display()));
+    }
+    Ok(Arc::new(font))
+}
+
+/// Choose the voice: `option` (--soundfont), then `env` (ETUDE_SOUNDFONT, empty = unset), then the
+/// first of `system` that exists and loads, then the built-in voice.
+pub fn find_voice_in(option: Option<&Path>, env: Option<&str>, system: &[&str]) -> Result<Chosen, String> {
+    // `builtin` names the built-in voice, even where a SoundFont is installed.
+    for (given, from) in [(option.and_then(|p| p.to_str()), "--soundfont"), (env, "ETUDE_SOUNDFONT")] {
+        if given == Some(BUILTIN) {
+            return Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({from} {BUILTIN})") });
+        }
+        if given.is_some_and(|g| !g.is_empty()) {
+            break;
+        }
+    }
+    if let Some(p) = option {
+        let font = load_soundfont(p).map_err(|e| format!("--soundfont: {e}"))?;
+        return Ok(Chosen { voice: Voice::SoundFont { path: p.into(), font }, description: format!("SoundFont {} (--soundfont)", p.display()) });
+    }
+    if let Some(e) = env.filter(|e| !e.is_empty()) {
+        let p = PathBuf::from(e);
+        let font = load_soundfont(&p).map_err(|err| format!("ETUDE_SOUNDFONT: {err}"))?;
+        return Ok(Chosen { voice: Voice::SoundFont { path: p.clone(), font }, description: format!("SoundFont {} (ETUDE_SOUNDFONT)", p.display()) });
+    }
+    let mut notes = Vec::new();
+    for s in system {
+        let p = Path::new(s);
+        if !p.exists() {
+            continue;
+        }
+        match load_soundfont(p) {
+            Ok(font) => {
+                return Ok(Chosen { voice: Voice::SoundFont { path: p.into(), font }, description: format!("SoundFont {} (system)", p.display()) })
+            }
+            Err(e) => notes.push(e),
+        }
+    }
+    let why = if notes.is_empty() {
+        "no SoundFont found (--soundfont, ETUDE_SOUNDFONT, or install fluid-soundfont-gm)".to_string()
+    } else {
+        format!("no usable SoundFont: {}", notes.join("; "))
+    };
+    Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({why})") })
+}
+
+/// [`find_voice_in`] with `ETUDE_SOUNDFONT` and [`SYSTEM_SOUNDFONTS`].
+pub fn find_voice(option: Option<&Path>) -> Result<Chosen, String> {
+    let env = std::env::var("ETUDE_SOUNDFONT").ok();
+    find_voice_in(option, env.as_deref(), SYSTEM_SOUNDFONTS)
+}
+
+/// One note to play, times in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlayNote {
+    pub start: f64,
+    pub end: f64,
+    pub pitch: u8,
+    pub velocity: u8,
+    pub channel: u8,
+    pub program: u8,
+}
+
+/// Stereo float audio.
+#[derive(Clone, Debug, Default)]
+pub struct Audio {
+    pub sample_rate: u32,
+    pub left: Vec<f32>,
+    pub right: Vec<f32>,
+}
+
+impl Audio {
+    pub fn seconds(&self) -> f64 {
+        self.left.len() as f64 / self.sample_rate as f64
+    }
+
+    pub fn peak(&self) -> f32 {
+        self.left.iter().chain(&self.right).fold(0.0f32, |m, x| m.max(x.abs()))
+    }
+
+    /// Scale so that the loudest sample is [`PEAK`] (a silent mix is left alone).
+    pub fn normalise(&mut self) {
+        let peak = self.peak();
+        if peak > 0.0 && peak.is_finite() {
+            let g = PEAK / peak;
+            self.left.iter_mut().chain(self.right.iter_mut()).for_each(|x| *x *= g);
+        }
+    }
+
+    /// A 16-bit stereo PCM WAV file of the audio as it is (call [`Audio::normalise`] first).
+    pub fn wav_bytes(&self) -> Result<Vec<u8>, String> {
+        let spec = hound::WavSpec { channels: 2, sample_rate: self.sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let mut cursor = std::io::Cursor::new(Vec::with_capacity(44 + self.left.len() * 4));
+        {
+            let mut w = hound::WavWriter::new(&mut cursor, spec).map_err(|e| e.to_string())?;
+            let q = |x: f32| (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+            for (l, r) in self.left.iter().zip(&self.right) {
+                w.write_sample(q(*l)).map_err(|e| e.to_string())?;
+                w.write_sample(q(*r)).map_err(|e| e.to_string())?;
+            }
+            w.finalize().map_err(|e| e.to_string())?;
+        }
+        Ok(cursor.into_inner())
+    }
+}
+
+/// The piece's notes in seconds, through the tempo map of the file's `bytes` (format 2 files use
+/// the tempo events of all their tracks as one map).
+pub fn play_notes(bytes: &[u8], piece: &Piece) -> Vec<PlayNote> {
+    let map = TempoMap::read(bytes, piece.ticks_per_quarter);
+    piece
+        .notes
+        .iter()
+        .map(|n| PlayNote {
+            start: map.seconds(n.start_tick),
+            end: map.seconds(n.end_tick),
+            pitch: n.pitch,
+            velocity: n.velocity,
+            channel: n.channel,
+            program: n.program,
+        })
+        .collect()
+}
+
+/// Tick -> seconds.
+struct TempoMap {
+    /// (tick, seconds at that tick, seconds per tick from there on), by tick.
+    segments: Vec<(u64, f64, f64)>,
+}
+
+impl TempoMap {
+    fn read(bytes: &[u8], ticks_per_quarter: Option<u16>) -> TempoMap {
+        let default_spt = |tpq: u16| 0.5 / tpq.max(1) as f64;
+        let smf = midly::Smf::parse(bytes).ok();
+        match (smf, ticks_per_quarter) {
+            (Some(smf), Some(tpq)) => {
+                let mut tempos: Vec<(u64, u32)> = Vec::new();
+                for track in &smf.tracks {
+                    let mut t = 0u64;
+                    for ev in track {
+                        t += ev.delta.as_int() as u64;
+                        if let midly::TrackEventKind::Meta(midly::MetaMessage::Tempo(us)) = ev.kind {
+                            tempos.push((t, us.as_int()));
+                        }
+                    }
+                }
+                tempos.sort_by_key(|x| x.0);
+                let mut segments = vec![(0u64, 0.0f64, default_spt(tpq))];
+                for (tick, us) in tempos {
+                    let &(t0, s0, spt) = segments.last().unwrap();
+                    let s = s0 + (tick - t0) as f64 * spt;
+                    let new = us.max(1) as f64 * 1e-6 / tpq.max(1) as f64;
+                    if tick == t0 {
+                        segments.last_mut().unwrap().2 = new;
+                    } else {
+                        segments.push((tick, s, new));
+                    }
+                }
+                TempoMap { segments }
+            }
+            (Some(smf), None) => {
+                let spt = match smf.header.timing {
+                    midly::Timing::Timecode(fps, sub) => 1.0 / (fps.as_f32() as f64 * sub.max(1) as f64),
+                    midly::Timing::Metrical(t) => default_spt(t.as_int()),
+                };
+                TempoMap { segments: vec![(0, 0.0, spt)] }
+            }
+            (None, tpq) => TempoMap { segments: vec![(0, 0.0, default_spt(tpq.unwrap_or(480)))] },
+        }
+    }
+
+    fn seconds(&self, tick: u64) -> f64 {
+        let i = self.segments.partition_point(|s| s.0 <= tick).saturating_sub(1);
+        let (t0, s0, spt) = self.segments[i];
+        s0 + (tick - t0) as f64 * spt
+    }
+}
+
+/// Read a MIDI file (every pitched part, the sustain pedal applied) into notes in seconds; a file
+/// without notes is an error naming it.
+pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let piece = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(play_notes(&bytes, &piece))
+}
+
+/// Render `notes` with `voice` at `sample_rate`, release tail included, normalised.
+pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Audio, String> {
+    if !(8_000..=192_000).contains(&sample_rate) {
+        return Err(format!("--sample-rate must be between 8000 and 192000, not {sample_rate}"));
+    }
+    let mut audio = match voice {
+        Voice::SoundFont { font, path } => render_soundfont(notes, font, sample_rate).map_err(|e| format!("SoundFont {}: {e}", path.display()))?,
+        Voice::BuiltIn => render_builtin(notes, sample_rate),
+    };
+    audio.normalise();
+    Ok(audio)
+}
+
+fn last_end(notes: &[PlayNote]) -> f64 {
+    notes.iter().map(|n| n.end).fold(0.0, f64::max)
+}
+
+fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32) -> Result<Audio, String> {
+    let settings = SynthesizerSettings::new(sample_rate as i32);
+    let mut synth = Synthesizer::new(font, &settings).map_err(|e| format!("{e:?}"))?;
+    let sr = sample_rate as f64;
+    let at = |s: f64| (s.max(0.0) * sr).round() as usize;
+    // (sample, 0 = off / 1 = on, note index): note-offs before note-ons at one sample.
+    let mut events: Vec<(usize, u8, usize)> = Vec::with_capacity(notes.len() * 2);
+    for (i, n) in notes.iter().enumerate() {
+        events.push((at(n.start), 1, i));
+        events.push((at(n.end).max(at(n.start) + 1), 0, i));
+    }
+    events.sort();
+    let end = at(last_end(notes));
+    let mut audio = Audio { sample_rate, left: vec![0.0; end], right: vec![0.0; end] };
+    let mut program = [255u8; 16];
+    let mut pos = 0usize;
+    for &(t, kind, i) in &events {
+        if t > pos {
+            synth.render(&mut audio.left[pos..t], &mut audio.right[pos..t]);
+            pos = t;
+        }
+        let n = &notes[i];
+        let ch = (n.channel & 15) as i32;
+        if kind == 1 {
+            if program[ch as usize] != n.program {
+                synth.process_midi_message(ch, 0xC0, n.program as i32, 0);
+                program[ch as usize] = n.program;
+            }
+            synth.note_on(ch, n.pitch as i32, n.velocity.max(1) as i32);
+        } else {
+            synth.note_off(ch, n.pitch as i32);
+        }
+    }
+    if pos < end {
+        synth.render(&mut audio.left[pos..end], &mut audio.right[pos..end]);
+    }
+    // The tail: until 50 ms in a row stay below SILENCE, at most MAX_TAIL_SECONDS.
+    let block = (sr * 0.05) as usize;
+    let max_tail = (MAX_TAIL_SECONDS * sr) as usize;
+    let (mut l, mut r) = (vec![0.0f32; block], vec![0.0f32; block]);
+    let mut tail = 0;
+    while tail < max_tail {
+        synth.render(&mut l, &mut r);
+        let loud = l.iter().chain(&r).any(|x| x.abs() >= SILENCE);
+        if !loud {
+            break;
+        }
+        audio.left.extend_from_slice(&l);
+        audio.right.extend_from_slice(&r);
+        tail += block;
+    }
+    Ok(audio)
+}
+
+/// The built-in voice: per note, six partials of a slightly stretched harmonic series, each
+/// decaying exponentially (faster for higher partials and higher notes), a 5 ms attack, and a
+/// raised-cosine release over [`BUILTIN_RELEASE_SECONDS`] after the note ends; panned by pitch.
+fn render_builtin(notes: &[PlayNote], sample_rate: u32) -> Audio {
+    let sr = sample_rate as f64;
+    let total = ((last_end(notes) + BUILTIN_RELEASE_SECONDS) * sr).ceil() as usize;
+    let mut audio = Audio { sample_rate, left: vec![0.0; total], right: vec![0.0; total] };
+    let release = (BUILTIN_RELEASE_SECONDS * sr) as usize;
+    let attack = (0.005 * sr).max(1.0);
+    for n in notes {
+        let f0 = 440.0 * 2f64.powf((n.pitch as f64 - 69.0) / 12.0);
+        let start = (n.start.max(0.0) * sr).round() as usize;
+        let held = ((n.end - n.start).max(0.0) * sr).round() as usize;
+        let len = (held + release).min(total.saturating_sub(start));
+        let amp = 0.15 * (n.velocity.max(1) as f64 / 127.0).powf(1.5);
+        // Lower notes ring longer.
+        let tau = 2.5 * 2f64.powf(-(n.pitch as f64 - 48.0) / 24.0);
+        let pan = ((n.pitch as f64 - 21.0) / 87.0).clamp(0.0, 1.0) * 0.6 + 0.2;
+        let (gl, gr) = ((1.0 - pan).sqrt(), pan.sqrt());
+        let mut buf = vec![0.0f64; len];
+        for k in 1..=6u32 {
+            let kf = k as f64;
+            let f = f0 * kf * (1.0 + 0.0004 * kf * kf);
+            if f >= sr * 0.45 {
+                break;
+            }
+            let a = amp / kf.powf(1.2);
+            let decay = (-kf.sqrt() / (tau * sr)).exp();
+            let (dc, ds) = ((2.0 * std::f64::consts::PI * f / sr).cos(), (2.0 * std::f64::consts::PI * f / sr).sin());
+            // A rotating phasor with an exponential envelope: (c, s) *= decay * e^{i w}.
+            let (mut c, mut s, mut env) = (1.0f64, 0.0f64, a);
+            for x in buf.iter_mut() {
+                *x += env * s;
+                let c2 = c * dc - s * ds;
+                s = s * dc + c * ds;
+                c = c2;
+                env *= decay;
+            }
+        }
+        for (j, x) in buf.iter().enumerate() {
+            let mut g = (j as f64 / attack).min(1.0);
+            if j >= held {
+                let r = (j - held) as f64 / release.max(1) as f64;
+                g *= 0.5 * (1.0 + (std::f64::consts::PI * r.min(1.0)).cos());
+            }
+            let v = x * g;
+            audio.left[start + j] += (v * gl) as f32;
+            audio.right[start + j] += (v * gr) as f32;
+        }
+    }
+    audio
+}
+
+/// `path` with its extension replaced by `ext` (`piece.mid` -> `piece.wav`).
+pub fn beside(path: &Path, ext: &str) -> PathBuf {
+    path.with_extension(ext)
+}
+
+/// Render the MIDI file `midi` into the WAV file `out` (temp file + rename). Returns the audio's
+/// length in seconds.
+pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> Result<f64, String> {
+    let notes = read_play_notes(midi)?;
+    let audio = render(&notes, voice, sample_rate)?;
+    crate::files::atomic_write(out, &audio.wav_bytes()?)?;
+    Ok(audio.seconds())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tempo_map_converts_ticks_through_tempo_changes() {
+        let map = TempoMap { segments: vec![(0, 0.0, 0.5 / 480.0), (960, 1.0, 0.25 / 480.0)] };
+        assert!((map.seconds(480) - 0.5).abs() < 1e-12);
+        assert!((map.seconds(960) - 1.0).abs() < 1e-12);
+        assert!((map.seconds(1440) - 1.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn normalise_hits_the_peak_and_leaves_silence_alone() {
+        let mut a = Audio { sample_rate: 8000, left: vec![0.0, 2.0, -4.0], right: vec![1.0, 0.0, 0.5] };
+        a.normalise();
+        assert!((a.peak() - PEAK).abs() < 1e-6);
+        assert!((a.left[1] - 2.0 * PEAK / 4.0).abs() < 1e-6);
+        let mut s = Audio { sample_rate: 8000, left: vec![0.0; 4], right: vec![0.0; 4] };
+        s.normalise();
+        assert!(s.left.iter().all(|x| *x == 0.0));
+    }
+}
