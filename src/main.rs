@@ -43,6 +43,19 @@ enum Command {
     Report(cli::report::ReportArgs),
 }
 
+/// `etude generate`: the checkpoint is read once, then composes in piano-roll mode or with a token
+/// model.
+fn generate(args: cli::generate::GenArgs) -> Result<(), String> {
+    let read = etude::run::checkpoint::Checkpoint::load(&args.checkpoint);
+    cli::roll::generate(&args, &read).unwrap_or_else(|| cli::generate::run(args, read))
+}
+
+/// `etude eval`: the checkpoint is read once, then scored in piano-roll mode or as a token model.
+fn eval(args: cli::eval::EvalArgs) -> Result<(), String> {
+    let read = etude::run::checkpoint::Checkpoint::load(&args.checkpoint);
+    cli::roll::eval(&args, &read).unwrap_or_else(|| cli::eval::run(args, read))
+}
+
 fn main() -> ExitCode {
     // Mesa's Vulkan device-select layer prints an error twice when this is unset; any folder will do.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -65,8 +78,8 @@ fn main() -> ExitCode {
                 cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
             }
         }
-        Command::Generate(args) => cli::generate::run(args),
-        Command::Eval(args) => cli::eval::run(args),
+        Command::Generate(args) => generate(args),
+        Command::Eval(args) => eval(args),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Prepare(args) => cli::prepare::run(args),
         Command::Stats(args) => cli::stats::run(args),

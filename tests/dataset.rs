@@ -3,7 +3,7 @@
 use etude::data::corpus::{load_corpus, LoadedPiece};
 use etude::data::dataset::{prepare, split_by_piece, DataConfig, Dataset, Origin};
 use etude::music::midi::ReadOptions;
-use etude::model::Targets;
+use etude::data::dataset::Targets;
 use etude::music::tokens::{tokenizer_by_name, transpose, TokenizerOptions};
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -548,8 +548,8 @@ fn train_losses<B: Backend>(b: &B, model: &str, sizes: &Sizes, steps: usize, see
             let tok = |i: usize| PATTERN[(off + i) % PATTERN.len()];
             x.extend((0..window).map(tok));
             match targets {
-                etude::model::Targets::Last => y.push(tok(window)),
-                etude::model::Targets::Every => y.extend((1..=window).map(tok)),
+                etude::data::dataset::Targets::Last => y.push(tok(window)),
+                etude::data::dataset::Targets::Every => y.extend((1..=window).map(tok)),
             }
         }
         stepper.train(b, &mut m, &mut adam, &x, &y);

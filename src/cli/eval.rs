@@ -60,12 +60,9 @@ pub struct EvalArgs {
     pub cache: CacheArgs,
 }
 
-pub fn run(args: EvalArgs) -> Result<(), String> {
-    // Read once: a piano-roll or a token model's, and everything below uses this copy.
-    let read = Checkpoint::load(&args.checkpoint);
-    if let Some(done) = super::roll::eval(&args, &read) {
-        return done;
-    }
+/// `etude eval` with a token model's checkpoint, `read` once by the caller (`main.rs`, which sends
+/// piano-roll checkpoints to [`super::roll::eval`]).
+pub fn run(args: EvalArgs, read: Result<Checkpoint, String>) -> Result<(), String> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }

@@ -131,12 +131,9 @@ impl GenArgs {
     }
 }
 
-pub fn run(args: GenArgs) -> Result<(), String> {
-    // Read once: a piano-roll or a token model's, and everything below uses this copy.
-    let read = Checkpoint::load(&args.checkpoint);
-    if let Some(done) = super::roll::generate(&args, &read) {
-        return done;
-    }
+/// `etude generate` with a token model's checkpoint, `read` once by the caller (`main.rs`, which
+/// sends piano-roll checkpoints to [`super::roll::generate`]).
+pub fn run(args: GenArgs, read: Result<Checkpoint, String>) -> Result<(), String> {
     if args.count == 0 {
         return Err("--count must be at least 1".into());
     }

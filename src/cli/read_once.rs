@@ -18,8 +18,8 @@ fn run(args: &[&str]) -> (Result<(), String>, Vec<PathBuf>) {
     let cli = Cli::try_parse_from(std::iter::once("etude").chain(args.iter().copied())).expect("valid arguments");
     let result = match cli.command {
         Command::Train(a) => super::train::run(*a),
-        Command::Generate(a) => super::generate::run(a),
-        Command::Eval(a) => super::eval::run(a),
+        Command::Generate(a) => crate::generate(a),
+        Command::Eval(a) => crate::eval(a),
         _ => unreachable!("only train, generate and eval read checkpoints"),
     };
     (result, reads_on_this_thread())

@@ -19,12 +19,20 @@
 //!   epoch). Validation is never transposed.
 
 use crate::data::corpus::LoadedPiece;
-use crate::model::Targets;
 use crate::rng::Rng;
 use crate::data::token_cache::TokenSet;
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// Where a model puts its targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// One target per window: the token after it (the tutorial's many-to-one).
+    Last,
+    /// One target per position: the token after each input token (many-to-many).
+    Every,
+}
 
 /// Indices of the pieces on each side of the split, each sorted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

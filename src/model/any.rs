@@ -5,7 +5,8 @@
 use super::lstm::{LstmConfig, LstmModel};
 use super::wavenet::{Wavenet, WavenetConfig};
 use super::wavenet_gated::{GatedConfig, WavenetGated, DEFAULT_ATTENTION_DIM};
-use super::{Model, Targets};
+use super::Model;
+use crate::data::dataset::Targets;
 use crate::engine::{Backend, Dropout, Param, Tensor};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};

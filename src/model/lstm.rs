@@ -27,7 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Model, Targets};
+use super::Model;
+use crate::data::dataset::Targets;
 use crate::engine::dropout::active;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Param, Strided, Tensor};

@@ -14,16 +14,8 @@ pub mod step;
 pub mod wavenet;
 pub mod wavenet_gated;
 
+use crate::data::dataset::Targets;
 use crate::engine::{Backend, Dropout, Param, Tensor};
-
-/// Where a model puts its targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Targets {
-    /// One target per window: the token after it (the tutorial's many-to-one).
-    Last,
-    /// One target per position: the token after each input token (many-to-many).
-    Every,
-}
 
 pub trait Model<B: Backend> {
     /// Parameters in PyTorch's `named_parameters()` order, each owned by one of the model's

@@ -18,7 +18,8 @@
 //! (`emb.weight`, `convs.{i}.weight`, `convs.{i}.bias`, `out_conv.*`, `fc1.*`, `fc2.*`), each
 //! owned by a layer of that name ([`crate::layers`]).
 
-use super::{Model, Targets};
+use super::Model;
+use crate::data::dataset::Targets;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Backend, Dropout, Param, Tensor};
 use crate::layers::{Conv1d, DropSite, Embedding, Layer, Linear};

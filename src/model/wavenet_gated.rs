@@ -43,7 +43,8 @@
 //! O(window). It has no attention: a model with heads generates with the sliding window (see
 //! `crate::generate::Mode::resolve`).
 
-use super::{Model, Targets};
+use super::Model;
+use crate::data::dataset::Targets;
 use crate::engine::cpu::CpuBackend;
 use crate::engine::optim::into_arena;
 use crate::engine::{Act, Attention, Backend, Dropout, Param, Tensor};

@@ -482,7 +482,7 @@ mod tests {
         let cfg = ModelConfig::from_name("wavenet", v, t, &Sizes { channels: Some(4), layers: Some(3), dense: Some(6), ..Default::default() })
             .unwrap();
         let probe: Vec<usize> = (0..8).map(|i| i * 40).collect();
-        let batch = data.batch_of(&probe, crate::model::Targets::Last);
+        let batch = data.batch_of(&probe, crate::data::dataset::Targets::Last);
         let mut ids = b.alloc_ids(8 * t);
         b.write_ids(&mut ids, &batch.x);
         let mut dead_draws = 0;

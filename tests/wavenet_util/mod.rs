@@ -147,8 +147,8 @@ pub fn train<B: Backend, M: Model<B>>(b: &B, m: &mut M, batch: usize, steps: usi
             let s = rng.below(stream.len() - t);
             xs.extend_from_slice(&stream[s..s + t]);
             match m.targets() {
-                etude::model::Targets::Last => ys.push(stream[s + t]),
-                etude::model::Targets::Every => ys.extend_from_slice(&stream[s + 1..s + t + 1]),
+                etude::data::dataset::Targets::Last => ys.push(stream[s + t]),
+                etude::data::dataset::Targets::Every => ys.extend_from_slice(&stream[s + 1..s + t + 1]),
             }
         }
         b.write_ids(&mut x, &xs);

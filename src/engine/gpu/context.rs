@@ -4,9 +4,8 @@
 //! first use). Everything here is shared read-only by the ops while they record, but for the
 //! pipeline cache, whose lock is taken only inside [`Context::pipeline`].
 
-use super::adapter::{self, is_software_info, pick_adapter_index, precision_features, Precision, F16_LOSS_SCALE};
-use super::recorder::Recorder;
-use super::{GpuBackend, Timestamps};
+use super::adapter::{is_software_info, Precision, F16_LOSS_SCALE};
+use super::Timestamps;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +45,36 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// The factor gradient buffers carry (see [`GpuBackend::loss_scale`]).
+    /// A context on an opened device, with an empty pipeline cache and the kernels chosen by
+    /// adapter ([`KernelVariant::Auto`]).
+    pub(crate) fn new(
+        precision: Precision,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        timestamps: Timestamps,
+    ) -> Context {
+        Context {
+            precision,
+            device,
+            queue,
+            info,
+            limits,
+            timestamps,
+            pipelines: Mutex::new(Pipelines::default()),
+            kernel_variant: AtomicU8::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Forces a choice of kernel variants (see [`KernelVariant`]).
+    pub(crate) fn set_kernel_variant(&self, v: KernelVariant) {
+        let i = KernelVariant::ALL.iter().position(|&k| k == v).expect("every variant is listed");
+        self.kernel_variant.store(i as u8, Ordering::Relaxed);
+    }
+
+    /// The factor gradient buffers carry (see `GpuBackend::loss_scale`).
     pub(crate) fn loss_scale(&self) -> f32 {
         match self.precision {
             Precision::F32 => 1.0,
@@ -112,99 +140,6 @@ pub(crate) fn variant_source(source: &str, precision: Precision) -> String {
     let (head, tail) = source.split_at(at);
     let sep = if head.is_empty() || head.ends_with('\n') { "" } else { "\n" };
     format!("{head}{sep}{alias}{tail}")
-}
-
-impl GpuBackend {
-    /// Opens the adapter chosen by [`pick_adapter_index`] with `want`, or with the `ETUDE_DEVICE`
-    /// environment variable when `want` is `None`, at f32.
-    pub fn new(want: Option<&str>) -> Result<GpuBackend, String> {
-        Self::with_precision(want, Precision::F32)
-    }
-
-    /// [`GpuBackend::new`] storing floats at `precision`; f16 fails, with a one-line message, on
-    /// an adapter without `SHADER_F16`.
-    pub fn with_precision(want: Option<&str>, precision: Precision) -> Result<GpuBackend, String> {
-        let env = std::env::var("ETUDE_DEVICE").ok();
-        let want = want.or(env.as_deref());
-        let (adapters, reports) = adapter::enumerate();
-        let index = pick_adapter_index(&reports, want)?;
-        let adapter = &adapters[index];
-        // The adapter's own limits: the largest storage bindings and buffers, workgroup memory and
-        // invocations it offers (WebGPU's defaults are far lower: 128 MiB bindings, 8 storage
-        // buffers per stage, 16 KiB workgroup memory).
-        let limits = adapter.limits();
-        let required_features = precision_features(precision, adapter.features(), &adapter.get_info().name)?;
-        // Timestamp queries are requested where offered (they cost nothing until a query is
-        // written) so that profiling can be switched on later; see `set_profiling`.
-        let timestamps = Timestamps::of(adapter.features());
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("etude"),
-            required_features: required_features | timestamps.features(),
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| format!("cannot open GPU device on {}: {e}", adapter.get_info().name))?;
-        let ctx = Context {
-            precision,
-            device,
-            queue,
-            info: adapter.get_info(),
-            limits,
-            timestamps,
-            pipelines: Mutex::new(Pipelines::default()),
-            kernel_variant: AtomicU8::new(0),
-            next_id: AtomicU64::new(1),
-        };
-        Ok(GpuBackend { ctx, rec: Mutex::new(Recorder::new()) })
-    }
-
-    /// The precision of [`crate::engine::Backend::alloc`] buffers.
-    pub fn precision(&self) -> Precision {
-        self.ctx.precision
-    }
-
-    /// The factor gradient buffers carry (see the module documentation): [`F16_LOSS_SCALE`] at
-    /// f16, 1 at f32.
-    pub fn loss_scale(&self) -> f32 {
-        self.ctx.loss_scale()
-    }
-
-    /// The chosen adapter.
-    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.ctx.info
-    }
-
-    /// The limits the device was opened with.
-    pub fn limits(&self) -> &wgpu::Limits {
-        &self.ctx.limits
-    }
-
-    /// True on a software implementation (lavapipe/llvmpipe, SwiftShader, WARP, any CPU device).
-    pub fn is_software(&self) -> bool {
-        self.ctx.is_software()
-    }
-
-    pub fn device(&self) -> &wgpu::Device {
-        &self.ctx.device
-    }
-
-    pub fn queue(&self) -> &wgpu::Queue {
-        &self.ctx.queue
-    }
-
-    /// Forces a choice of kernel variants (`Auto`, the default, picks by adapter): lets tests run
-    /// both variants on one adapter.
-    pub fn set_kernel_variant(&self, v: KernelVariant) {
-        let i = KernelVariant::ALL.iter().position(|&k| k == v).expect("every variant is listed");
-        self.ctx.kernel_variant.store(i as u8, Ordering::Relaxed);
-    }
-
-    /// Which timestamp queries this device offers ([`Timestamps::None`]: no GPU-side timing).
-    pub fn timestamps(&self) -> Timestamps {
-        self.ctx.timestamps
-    }
 }
 
 impl Context {

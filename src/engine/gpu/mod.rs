@@ -118,23 +118,14 @@
 //! ```
 
 mod adapter;
-mod attention;
-mod bias;
 mod buffer;
 mod context;
-mod conv;
-mod dropout;
-mod elementwise;
-mod embedding;
+mod device;
 mod io;
-mod lstm;
-mod matmul;
-mod optim;
+mod ops;
 mod profile;
 mod recorder;
-mod roll;
 mod scratch;
-mod softmax_xent;
 
 pub use adapter::{list_adapters, pick_adapter_index, AdapterReport, Precision, F16_LOSS_SCALE, NO_ADAPTER};
 pub use buffer::{Elem, GpuBuffer};
@@ -144,6 +135,7 @@ pub use profile::{by_kernel, DispatchTime, Timestamps};
 pub(crate) use buffer::{check_f32, check_same_elem};
 pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
+use ops::{attention, bias, conv, dropout, elementwise, embedding, lstm, matmul, optim, softmax_xent};
 use recorder::{Recorded, Recorder, Recording};
 
 use super::{Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};

@@ -369,6 +369,37 @@ impl Recording<'_> {
     }
 }
 
+impl<'a> Recording<'a> {
+    /// Records an op's dispatches that pass data through an f32 scratch buffer of at least `len`
+    /// elements: `f` gets the recording back and the buffer, which is the op's own until `f`
+    /// returns (then it goes back to the store under `key`). Dispatches run in recording order, so
+    /// the op's own dispatches see each other's writes.
+    pub(crate) fn with_scratch<R>(
+        &mut self,
+        key: &'static str,
+        len: usize,
+        f: impl FnOnce(&mut Recording<'a>, &GpuBuffer) -> R,
+    ) -> R {
+        self.with_scratch_of(key, len, Elem::F32, f)
+    }
+
+    /// [`Recording::with_scratch`] with elements of type `elem` (scratch that a shader reads as
+    /// `elem`, such as an operand handed to the matrix product).
+    pub(crate) fn with_scratch_of<R>(
+        &mut self,
+        key: &'static str,
+        len: usize,
+        elem: Elem,
+        f: impl FnOnce(&mut Recording<'a>, &GpuBuffer) -> R,
+    ) -> R {
+        // The key's buffer, taken out of the store, where it fits; else a new one.
+        let buf = self.rec.scratch.take(key, len, elem).unwrap_or_else(|| self.ctx.alloc_typed(len, elem));
+        let out = f(self, &buf);
+        self.rec.scratch.put(key, buf);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

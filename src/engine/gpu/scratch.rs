@@ -3,14 +3,13 @@
 //!
 //! Each op family names its own buffers (a key such as `"matmul_split"`), kept between calls and
 //! grown on demand. An op *takes* its buffer out of the store for as long as it records the
-//! dispatches that use it ([`Recording::with_scratch`]) and puts it back afterwards, so the buffer
+//! dispatches that use it (`Recording::with_scratch` in `recorder.rs`) and puts it back afterwards, so the buffer
 //! belongs to that op alone meanwhile: an op that records another inside (the LSTM backward's
 //! dW_hh product runs the split-K matrix product on its gathered operand) gets buffers of its own,
 //! and a nested use of the same key would get a fresh buffer rather than share one. No lock is
 //! involved: the store lives in the [`super::recorder::Recorder`], which an op holds exclusively
 //! while it records (see `recorder.rs`).
 
-use super::recorder::Recording;
 use super::{Elem, GpuBuffer};
 use std::collections::HashMap;
 
@@ -21,46 +20,26 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    /// The buffer kept under `key` when it holds at least `len` elements of type `elem`, taken out
+    /// of the store (it is the caller's until [`Scratch::put`] returns it).
+    pub(crate) fn take(&mut self, key: &'static str, len: usize, elem: Elem) -> Option<GpuBuffer> {
+        match self.free.remove(key) {
+            Some(b) if b.len >= len && b.elem == elem => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Keeps `buf` under `key` for the next [`Scratch::take`].
+    pub(crate) fn put(&mut self, key: &'static str, buf: GpuBuffer) {
+        self.free.insert(key, buf);
+    }
+
     /// Keys of the buffers not in use (tests).
     #[cfg(test)]
     fn free_keys(&self) -> Vec<&'static str> {
         let mut keys: Vec<_> = self.free.keys().copied().collect();
         keys.sort();
         keys
-    }
-}
-
-impl<'a> Recording<'a> {
-    /// Records an op's dispatches that pass data through an f32 scratch buffer of at least `len`
-    /// elements: `f` gets the recording back and the buffer, which is the op's own until `f`
-    /// returns (then it goes back to the store under `key`). Dispatches run in recording order, so
-    /// the op's own dispatches see each other's writes.
-    pub(crate) fn with_scratch<R>(
-        &mut self,
-        key: &'static str,
-        len: usize,
-        f: impl FnOnce(&mut Recording<'a>, &GpuBuffer) -> R,
-    ) -> R {
-        self.with_scratch_of(key, len, Elem::F32, f)
-    }
-
-    /// [`Recording::with_scratch`] with elements of type `elem` (scratch that a shader reads as
-    /// `elem`, such as an operand handed to the matrix product).
-    pub(crate) fn with_scratch_of<R>(
-        &mut self,
-        key: &'static str,
-        len: usize,
-        elem: Elem,
-        f: impl FnOnce(&mut Recording<'a>, &GpuBuffer) -> R,
-    ) -> R {
-        // The key's buffer, taken out of the store, where it fits; else a new one.
-        let buf = match self.rec.scratch.free.remove(key) {
-            Some(b) if b.len >= len && b.elem == elem => b,
-            _ => self.ctx.alloc_typed(len, elem),
-        };
-        let out = f(self, &buf);
-        self.rec.scratch.free.insert(key, buf);
-        out
     }
 }
 

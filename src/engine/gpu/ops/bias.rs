@@ -1,10 +1,10 @@
 //! Bias addition and its gradient on the GPU (`shaders/bias.wgsl`), with vec4 kernels on software
 //! renderers.
 
-use super::{check_same_elem, grid_1d, grid_groups, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_same_elem, grid_1d, grid_groups, u, GpuBuffer, Recording, Shader};
 use crate::engine::contract;
 
-const BIAS: Shader = Shader { name: "bias", source: include_str!("../../../shaders/bias.wgsl") };
+const BIAS: Shader = Shader { name: "bias", source: include_str!("../../../../shaders/bias.wgsl") };
 
 pub(crate) fn record_bias_add(rec: &mut Recording<'_>, y: &mut GpuBuffer, bias: &GpuBuffer, outer: usize, channels: usize, inner: usize) {
     let n = outer * channels * inner;

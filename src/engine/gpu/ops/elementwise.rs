@@ -1,11 +1,11 @@
 //! Elementwise ops on the GPU (`shaders/elementwise.wgsl`): fill, add, strided copies, the
 //! activations and the WaveNet gate, and the batched transpose.
 
-use super::{check_same_elem, f, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
+use crate::engine::gpu::{check_same_elem, f, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
 use crate::engine::{contract, Act, Strided};
 
 const ELEMENTWISE: Shader =
-    Shader { name: "elementwise", source: include_str!("../../../shaders/elementwise.wgsl") };
+    Shader { name: "elementwise", source: include_str!("../../../../shaders/elementwise.wgsl") };
 
 fn act_code(a: Act) -> u32 {
     match a {

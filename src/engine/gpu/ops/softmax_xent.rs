@@ -1,11 +1,11 @@
 //! Softmax cross-entropy on the GPU (`shaders/softmax_xent.wgsl`): per row the loss statistics and
 //! the gradient of the logits, loss-scaled at f16.
 
-use super::{check_f32, check_same_elem, f, grid_groups, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_f32, check_same_elem, f, grid_groups, u, GpuBuffer, Recording, Shader};
 use crate::engine::{contract, Xent};
 
 const SOFTMAX_XENT: Shader =
-    Shader { name: "softmax_xent", source: include_str!("../../../shaders/softmax_xent.wgsl") };
+    Shader { name: "softmax_xent", source: include_str!("../../../../shaders/softmax_xent.wgsl") };
 
 pub(crate) fn record_softmax_xent(
     rec: &mut Recording<'_>,

@@ -2,11 +2,11 @@
 //! layout, and `shaders/conv1d.wgsl` for the kernels (64x64 output tiles through workgroup memory,
 //! one product per tap; the weight gradient as split-K partial sums reduced in a fixed order).
 
-use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
+use crate::engine::gpu::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
 use super::bias::record_bias_grad;
 use crate::engine::{contract, Conv1d};
 
-const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../shaders/conv1d.wgsl") };
+const CONV1D: Shader = Shader { name: "conv1d", source: include_str!("../../../../shaders/conv1d.wgsl") };
 
 /// Output tile edge of the kernels.
 const TILE: usize = 64;

@@ -3,10 +3,10 @@
 //! the forward and dq, one per key column for dk and dv; the backward's dS goes through a scratch
 //! buffer between the two).
 
-use super::{check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
 use crate::engine::{contract, Attention, Qkv};
 
-const ATTENTION: Shader = Shader { name: "attention", source: include_str!("../../../shaders/attention.wgsl") };
+const ATTENTION: Shader = Shader { name: "attention", source: include_str!("../../../../shaders/attention.wgsl") };
 
 /// Invocations per workgroup (the shader's `WG`).
 const WG: u32 = 64;

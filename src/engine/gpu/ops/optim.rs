@@ -1,10 +1,10 @@
 //! The optimizer's ops on the GPU (`shaders/optim.wgsl`): sums of squares, the global norm and
 //! clipping scale, weight decay and the Adam(W) update.
 
-use super::{check_f32, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_f32, check_same_elem, f, grid_1d, u, GpuBuffer, Recording, Shader};
 use crate::engine::{contract, AdamStep};
 
-const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../shaders/optim.wgsl") };
+const OPTIM: Shader = Shader { name: "optim", source: include_str!("../../../../shaders/optim.wgsl") };
 
 /// Most workgroups of `grad_norm_clip`'s first pass (partial sums); its second pass, one
 /// workgroup of 256, adds this many partials.

@@ -1,12 +1,12 @@
 //! The piano-roll ops on the GPU (see [`crate::engine::roll::RollOps`] for the math and layout,
 //! `shaders/bce.wgsl` and `shaders/bag.wgsl` for the kernels).
 
-use super::{check_f32, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_f32, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
 use crate::engine::roll::RollOps;
 use crate::engine::{contract, Bag, Bce};
 
-const BCE: Shader = Shader { name: "bce", source: include_str!("../../../shaders/bce.wgsl") };
-const BAG: Shader = Shader { name: "bag", source: include_str!("../../../shaders/bag.wgsl") };
+const BCE: Shader = Shader { name: "bce", source: include_str!("../../../../shaders/bce.wgsl") };
+const BAG: Shader = Shader { name: "bag", source: include_str!("../../../../shaders/bag.wgsl") };
 
 /// Most floats of scratch `bag_bwd` uses for its per-run partial tables (16 MiB).
 const BAG_SCRATCH: usize = 4 << 20;

@@ -2,10 +2,10 @@
 //! split-K partial sums reduced in order where the output has few tiles and k is long, and 8x8
 //! register blocks on software renderers.
 
-use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
 use crate::engine::{contract, MatMul};
 
-const MATMUL: Shader = Shader { name: "matmul", source: include_str!("../../../shaders/matmul.wgsl") };
+const MATMUL: Shader = Shader { name: "matmul", source: include_str!("../../../../shaders/matmul.wgsl") };
 
 /// A matrix product whose 64x64-tile grid has fewer workgroups than this uses 32x32 tiles (four
 /// times as many workgroups): about the number of compute units of a large GPU.

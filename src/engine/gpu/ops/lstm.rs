@@ -9,11 +9,11 @@
 //! a packed W_hh^T so that neighbouring invocations read neighbouring words.
 
 use super::matmul::record_matmul;
-use super::context::Context;
-use super::{check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::context::Context;
+use crate::engine::gpu::{check_same_elem, grid_1d, grid_groups, GpuBuffer, Recording, Shader};
 use crate::engine::{contract, Lstm, LstmSaved, LstmSeqs, MatMul};
 
-const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../shaders/lstm.wgsl") };
+const LSTM: Shader = Shader { name: "lstm", source: include_str!("../../../../shaders/lstm.wgsl") };
 
 /// Largest hidden size the shaders hold in workgroup memory (`MAX_H` in `lstm.wgsl`).
 pub const MAX_HIDDEN: usize = 512;

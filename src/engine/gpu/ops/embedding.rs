@@ -1,10 +1,10 @@
 //! The embedding lookup and its gradient on the GPU (`shaders/embedding.wgsl`): the backward as
 //! per-run partial tables, then their sum in order (no atomics).
 
-use super::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
+use crate::engine::gpu::{check_same_elem, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader};
 use crate::engine::contract;
 
-const EMBEDDING: Shader = Shader { name: "embedding", source: include_str!("../../../shaders/embedding.wgsl") };
+const EMBEDDING: Shader = Shader { name: "embedding", source: include_str!("../../../../shaders/embedding.wgsl") };
 
 /// Most floats of scratch `embedding_bwd` uses for its per-run partial tables (64 MiB).
 const EMBEDDING_SCRATCH: usize = 16 << 20;
