@@ -19,7 +19,7 @@
 //! The (b, h) blocks are independent: they run in parallel with rayon when the work is large
 //! enough, each block summed the same way whatever the thread count.
 
-use super::sgemm;
+use super::matmul::sgemm;
 use crate::engine::{Attention, Qkv};
 use rayon::prelude::*;
 

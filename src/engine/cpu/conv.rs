@@ -24,7 +24,7 @@
 //! gradient is reduced from per-chunk partial sums in a fixed order over chunks fixed by the batch
 //! alone, so it depends neither on how rayon schedules the chunks nor on how many threads it has.
 
-use super::sgemm;
+use super::matmul::sgemm;
 use crate::engine::Conv1d;
 use rayon::prelude::*;
 

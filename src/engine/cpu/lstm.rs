@@ -23,7 +23,7 @@
 //! the plain build's `mul_add` is a library call: correct, but slow.)
 
 use super::fastmath::{exp, sigmoid};
-use super::sgemm;
+use super::matmul::sgemm;
 use crate::engine::{Lstm, LstmSaved, LstmSeqs};
 use rayon::prelude::*;
 
