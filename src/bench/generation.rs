@@ -1,0 +1,129 @@
+//! Milliseconds per generated token at batch 1 ([`generate`]), incremental and sliding window.
+
+use crate::generate::{Generator, Mode};
+use crate::model::any::{AnyModel, ModelConfig, Sizes};
+use crate::rng::Rng;
+use crate::generate::sample::{sample, SampleOptions};
+use serde::Serialize;
+use std::time::Instant;
+
+use super::{peak_rss_mib, round, summary, BenchBackend, CpuWatch};
+
+/// What [`generate`] measures.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub model: String,
+    pub window: usize,
+    pub vocab: usize,
+    /// Tokens generated per pass.
+    pub tokens: usize,
+    /// Timed passes (one untimed warm-up pass comes first).
+    pub reps: usize,
+    pub seed: u64,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { model: "lstm".into(), window: 128, vocab: 300, tokens: 50, reps: 3, seed: 0 }
+    }
+}
+
+/// One generation measurement (`mode`: "incremental" or "sliding_window").
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateReport {
+    pub framework: &'static str,
+    pub kind: &'static str,
+    pub model: String,
+    pub backend: &'static str,
+    pub device: String,
+    pub mode: &'static str,
+    pub batch: usize,
+    pub window: usize,
+    pub tokens: usize,
+    pub reps: usize,
+    pub ms_per_token_mean: f64,
+    pub ms_per_token_median: f64,
+    pub tokens_per_s: f64,
+    /// Feeding the 128-token prime (incremental mode only; sliding window has nothing to prime).
+    pub prime_ms_median: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub other_cpu_frac: Option<f64>,
+}
+
+/// Times generation with `opts.model` (randomly initialised: the time does not depend on the
+/// weights) in every mode the model has: incremental where it exists, then sliding window.
+pub fn generate<B: BenchBackend>(b: &B, opts: &GenerateOptions) -> Result<Vec<GenerateReport>, String> {
+    if opts.window == 0 || opts.vocab < 2 || opts.tokens == 0 || opts.reps == 0 {
+        return Err("bench generate: window, tokens and reps must be at least 1 and vocab at least 2".into());
+    }
+    let cfg = ModelConfig::from_name(&opts.model, opts.vocab, opts.window, &Sizes::default())?;
+    let mut out = Vec::new();
+    for mode in [Mode::Incremental, Mode::SlidingWindow] {
+        if mode.resolve(&cfg).is_err() {
+            continue;
+        }
+        let mut rng = Rng::new(opts.seed);
+        let model = AnyModel::new(b, &cfg, 1, opts.window, &mut rng)?;
+        let mut gen = Generator::from_model(b, model, &cfg, mode, opts.window)?;
+        let prime: Vec<u32> = (0..opts.window).map(|_| rng.below(opts.vocab) as u32).collect();
+        let sampling = SampleOptions::default();
+        let (mut per_token, mut prime_ms) = (Vec::new(), Vec::new());
+        let mut watch = None;
+        for rep in 0..=opts.reps {
+            if rep == 1 {
+                watch = CpuWatch::start();
+            }
+            let t0 = Instant::now();
+            gen.prime(&prime)?;
+            if rep > 0 {
+                prime_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            let mut history = prime.clone();
+            for _ in 0..opts.tokens {
+                let t0 = Instant::now();
+                let logits = gen.next_logits(&history);
+                let id = sample(&logits, &sampling, &mut rng) as u32;
+                history.push(id);
+                gen.push(id)?;
+                if rep > 0 {
+                    per_token.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let mean = per_token.iter().sum::<f64>() / per_token.len() as f64;
+        let (median, _, _) = summary(&per_token);
+        let incremental = mode == Mode::Incremental;
+        out.push(GenerateReport {
+            framework: "etude",
+            kind: "generate",
+            model: opts.model.clone(),
+            backend: b.kind(),
+            device: b.device(),
+            mode: if incremental { "incremental" } else { "sliding_window" },
+            batch: 1,
+            window: opts.window,
+            tokens: opts.tokens,
+            reps: opts.reps,
+            ms_per_token_mean: round(mean, 3),
+            ms_per_token_median: round(median, 3),
+            tokens_per_s: round(1e3 / mean, 1),
+            prime_ms_median: incremental.then(|| round(summary(&prime_ms).0, 2)),
+            peak_rss_mib: peak_rss_mib(),
+            other_cpu_frac: watch.and_then(|w| w.fractions()).map(|l| l.1),
+        });
+    }
+    Ok(out)
+}
+
+
+/// A human-readable line for a generation report.
+pub fn format_generate(r: &GenerateReport) -> String {
+    let mut s = format!(
+        "{:<14} {} ({}) {:<14} {:.3} ms/token mean ({:.3} median, {:.0} tokens/s)",
+        r.model, r.backend, r.device, r.mode, r.ms_per_token_mean, r.ms_per_token_median, r.tokens_per_s
+    );
+    if let Some(p) = r.prime_ms_median {
+        s += &format!(", prime of {} tokens {p:.2} ms", r.window);
+    }
+    s
+}
