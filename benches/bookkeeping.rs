@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use etude::engine::cpu::CpuBackend;
-use etude::engine::optim::{zero_grads, ParamsMut};
+use etude::engine::arena::{zero_grads, ParamsMut};
 use etude::engine::{Adam, AdamParams, Backend, Param};
 use etude::model::any::{AnyModel, ModelConfig, Sizes, MODEL_NAMES};
 use etude::model::Model;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Xent;
 use etude::engine::gpu::GpuBackend;
-use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, optim::zero_grads};
+use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, arena::zero_grads};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;

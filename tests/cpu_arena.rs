@@ -10,7 +10,7 @@ mod common;
 use common::{for_every_model, rand_vec, standalone};
 use etude::engine::cpu::buf::ALIGN;
 use etude::engine::cpu::CpuBackend;
-use etude::engine::optim::{whole_arena, zero_grads, Param};
+use etude::engine::arena::{whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams};
 use etude::rng::Rng;
 

@@ -11,7 +11,7 @@ use common::{for_every_model, rand_vec, standalone};
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{AdamStep, Strided};
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
-use etude::engine::optim::{whole_arena, zero_grads, Param};
+use etude::engine::arena::{whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams, Backend, MatMul};
 use etude::rng::Rng;
 use std::sync::{Mutex, MutexGuard, OnceLock};

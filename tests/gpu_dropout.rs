@@ -9,7 +9,7 @@ use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
 use etude::engine::dropout::{DropMask, Dropout};
 use etude::engine::gpu::GpuBackend;
-use etude::engine::optim::zero_grads;
+use etude::engine::arena::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Param};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;

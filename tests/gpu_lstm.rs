@@ -7,7 +7,7 @@ mod lstm_common;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Xent;
 use etude::engine::gpu::{GpuBackend, KernelVariant};
-use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, optim::zero_grads};
+use etude::engine::{Adam, AdamParams, Backend, Lstm, LstmSaved, LstmSeqs, MatMul, arena::zero_grads};
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;
 use etude::rng::Rng;

@@ -10,7 +10,7 @@ use common::ModelCase;
 use etude::run::checkpoint::Checkpoint;
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
-use etude::engine::optim::zero_grads;
+use etude::engine::arena::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
 use etude::model::any::{AnyModel, ModelConfig, Sizes};
 use etude::model::Model;

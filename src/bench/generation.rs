@@ -115,7 +115,6 @@ pub fn generate<B: BenchBackend>(b: &B, opts: &GenerateOptions) -> Result<Vec<Ge
     Ok(out)
 }
 
-
 /// A human-readable line for a generation report.
 pub fn format_generate(r: &GenerateReport) -> String {
     let mut s = format!(

@@ -255,7 +255,6 @@ pub fn kernels<B: BenchBackend>(b: &B, opts: KernelOptions) -> Vec<KernelReport>
     kt.out
 }
 
-
 /// A human-readable line for a kernel report.
 pub fn format_kernel(r: &KernelReport) -> String {
     let rate = match (r.gflops, r.gbytes_per_s) {

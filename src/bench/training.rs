@@ -163,8 +163,6 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
     })
 }
 
-
-
 /// One kernel's share of a training step's device time ([`step_profile`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct StepKernelReport {
@@ -242,7 +240,6 @@ pub fn step_profile<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<Vec<S
 }
 
 /// A human-readable line for a training report.
-
 pub fn format_train(r: &TrainReport) -> String {
     let mut s = format!(
         "{:<14} {} ({}) {} B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",

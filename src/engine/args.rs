@@ -1,10 +1,107 @@
-//! The argument structs of the ops that take more than a few sizes or scalars, defined once here and
-//! passed as they are by the [`Backend`](super::Backend) trait, both backends and the GPU's
-//! `record_*` functions. (The older ones, [`MatMul`](super::MatMul), [`Conv1d`](super::Conv1d),
-//! [`Attention`](super::Attention), [`Lstm`](super::Lstm) and [`AdamParams`], sit beside the trait.)
-//! Each op's sizes are checked against its buffers by one function of [`super::contract`].
+//! Every op's argument struct, in one place: the sizes and scalars of the ops that take more than
+//! a few, defined once here and passed as they are by the [`Backend`](super::Backend) trait, both
+//! backends and the GPU's `record_*` functions. Each op's sizes are checked against its buffers
+//! by one function of [`super::contract`].
 
-use super::AdamParams;
+/// An element-wise activation whose derivative can be written from its output `y` alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// `max(x, 0)`; `dx = dy * (y > 0)`
+    Relu,
+    /// `tanh(x)`; `dx = dy * (1 - y^2)`
+    Tanh,
+    /// `1 / (1 + e^-x)`; `dx = dy * y * (1 - y)`
+    Sigmoid,
+}
+
+/// Matrix product `C[m, n] = op(A) op(B) (+ C when `accumulate`)`, `op(A)` being `[m, k]`.
+/// `A` is stored `[m, k]`, or `[k, m]` when `trans_a`; `B` is stored `[k, n]`, or `[n, k]` when `trans_b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatMul {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub accumulate: bool,
+}
+
+/// A causal dilated 1-D convolution, PyTorch `Conv1d` layout with `(k-1)*dilation` zeros on the left:
+/// `y[b,o,t] = bias[o] + sum_{c,j} w[o,c,j] * x[b,c,t-(k-1-j)*dilation]`, `x` at negative time = 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1d {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub time: usize,
+    pub k: usize,
+    pub dilation: usize,
+}
+
+/// Causal multi-head scaled dot-product attention over conv-layout activations (issue 13).
+/// `q, k, v, out` are `[batch, heads*dim, time]` (channel `h*dim + d`, time `t`); `p` is
+/// `[batch, heads, time, time]`. With `scale = 1/sqrt(dim)`:
+///
+/// ```text
+/// s[b,h,t,j]     = scale * sum_d q[b,h*dim+d,t] * k[b,h*dim+d,j-shift]   for shift <= j <= t
+/// p[b,h,t,:]     = softmax_j s[b,h,t,:]                                   (0 outside shift..=t)
+/// out[b,h*dim+d,t] = sum_j p[b,h,t,j] * v[b,h*dim+d,j]
+/// ```
+///
+/// A row with no allowed `j` (`t < shift`) gives `p = 0` and `out = 0`. With `shift = 1` the key
+/// at `j` is the state *before* token `j` while the value at `j` carries token `j` itself, so a
+/// query that matches a key copies "what came next last time" (an induction head in one layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attention {
+    pub batch: usize,
+    pub heads: usize,
+    pub dim: usize,
+    pub time: usize,
+    pub shift: usize,
+}
+
+impl Attention {
+    /// Elements of one of `q, k, v, out`: `batch * heads * dim * time`.
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.heads * self.dim * self.time
+    }
+
+    /// Elements of the saved probabilities `p`: `batch * heads * time * time`.
+    pub fn p_len(&self) -> usize {
+        self.batch * self.heads * self.time * self.time
+    }
+
+    /// The score scale `1 / sqrt(dim)` (as f32, the same on every backend).
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.dim.max(1) as f32).sqrt()
+    }
+}
+
+/// One LSTM layer over a whole sequence, PyTorch semantics (gates i, f, g, o).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lstm {
+    pub batch: usize,
+    pub time: usize,
+    pub hidden: usize,
+}
+
+/// Adam hyper-parameters, PyTorch `torch.optim.Adam` semantics (L2 weight decay added to the
+/// gradient, bias correction with the 1-based `step`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+impl Default for AdamParams {
+    fn default() -> Self {
+        AdamParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 }
+    }
+}
 
 /// A strided copy of a `rows x cols` block (see [`Backend::copy_strided`](super::Backend::copy_strided)):
 /// `dst[dst_off + r*dst_stride + c] (+)= src[src_off + r*src_stride + c]`, `+=` when `accumulate`.

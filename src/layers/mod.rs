@@ -16,7 +16,7 @@
 //! ```
 //!
 //! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
-//! (what the optimizer, the checkpoint and [`crate::engine::optim::into_arena`] walk), and writes
+//! (what the optimizer, the checkpoint and [`crate::engine::arena::into_arena`] walk), and writes
 //! its wiring (which layer feeds which) once: training, evaluation and generation run the same
 //! forward.
 

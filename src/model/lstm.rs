@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::Model;
 use crate::data::dataset::Targets;
 use crate::engine::dropout::active;
-use crate::engine::optim::into_arena;
+use crate::engine::arena::into_arena;
 use crate::engine::{Act, Backend, Dropout, Param, Strided, Tensor};
 pub use crate::layers::LstmState;
 use crate::layers::{DropSite, Embedding, Layer, Linear, LstmRun, LstmStack};

@@ -25,7 +25,7 @@
 //! from earlier frames, and the loss masks the padded rows.
 
 use crate::engine::dropout::active;
-use crate::engine::optim::into_arena;
+use crate::engine::arena::into_arena;
 use crate::engine::roll::RollOps;
 use crate::engine::{Act, Backend, Dropout, Param, Strided};
 use crate::layers::{BagInput, Conv1d, DropSite, GatedStack, Layer, Linear, LstmRun, LstmStack};

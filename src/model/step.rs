@@ -6,7 +6,7 @@
 //! sum on the backend, which the host reads once when it wants the numbers (end of an epoch, or a
 //! progress refresh).
 
-use crate::engine::{optim, Adam, Backend, Xent};
+use crate::engine::{arena, Adam, Backend, Xent};
 use crate::model::Model;
 
 /// Loss and accuracy summed over target rows.
@@ -85,7 +85,7 @@ impl<B: Backend> Stepper<B> {
     fn run<M: Model<B> + ?Sized>(&mut self, b: &B, model: &mut M, adam: Option<&mut Adam<B>>, x: &[u32], y: &[u32]) {
         let (batch, rows) = self.load_batch(b, model, x, y);
         if adam.is_some() {
-            optim::zero_grads(b, model.params_mut());
+            arena::zero_grads(b, model.params_mut());
         }
         model.forward(b, &self.x, batch);
         let v = model.vocab();

@@ -20,7 +20,7 @@
 
 use super::Model;
 use crate::data::dataset::Targets;
-use crate::engine::optim::into_arena;
+use crate::engine::arena::into_arena;
 use crate::engine::{Act, Backend, Dropout, Param, Tensor};
 use crate::layers::{Conv1d, DropSite, Embedding, Layer, Linear};
 use crate::rng::Rng;

@@ -46,7 +46,7 @@
 use super::Model;
 use crate::data::dataset::Targets;
 use crate::engine::cpu::CpuBackend;
-use crate::engine::optim::into_arena;
+use crate::engine::arena::into_arena;
 use crate::engine::{Act, Attention, Backend, Dropout, Param, Tensor};
 use crate::layers::{CausalAttention, Conv1d, Embedding, GatedStack, Layer};
 use crate::rng::Rng;

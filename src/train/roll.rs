@@ -18,7 +18,7 @@ use crate::data::roll::{Frame, Sequence, KEYS};
 use crate::model::roll::{build, RollConfig, RollModel};
 use crate::files::atomic_write;
 use crate::run::checkpoint::{Checkpoint, HostTensor};
-use crate::engine::optim::zero_grads;
+use crate::engine::arena::zero_grads;
 use crate::engine::roll::RollOps;
 use crate::engine::{Adam, AdamParams, Bce, Dropout};
 use crate::rng::Rng;

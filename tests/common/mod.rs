@@ -4,14 +4,14 @@
 
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::Xent;
-use etude::engine::optim::zero_grads;
+use etude::engine::arena::zero_grads;
 use etude::engine::{Adam, AdamParams, Backend, Dropout};
 use etude::model::any::AnyModel;
 use etude::model::Model;
 use etude::rng::Rng;
 use std::collections::HashMap;
 use etude::engine::gpu::{GpuBackend, GpuBuffer};
-use etude::engine::optim::Param;
+use etude::engine::arena::Param;
 use etude::engine::roll::RollOps;
 use etude::model::any::{ModelConfig, Sizes};
 use etude::model::roll::{build, RollConfig};

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use crate::common::{adam1_failures, check_abs, check_grad, Fixture};
-use etude::engine::{optim::zero_grads, Adam, AdamParams, Backend};
+use etude::engine::{arena::zero_grads, Adam, AdamParams, Backend};
 use etude::engine::Xent;
 use etude::model::lstm::{LstmConfig, LstmModel};
 use etude::model::Model;

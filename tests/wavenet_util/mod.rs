@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use crate::common::{adam1_failures, check_abs, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
-use etude::engine::optim::zero_grads;
+use etude::engine::arena::zero_grads;
 use etude::engine::Xent;
 use etude::engine::{Adam, AdamParams, Backend};
 use etude::model::wavenet::{Wavenet, WavenetConfig};
