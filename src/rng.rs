@@ -2,11 +2,20 @@
 //! from the `rand_xoshiro` crate (`Xoshiro256StarStar::seed_from_u64`), with the few methods the
 //! program draws from written here once.
 //!
+//! The uniform draw in [0, 1) is `rand`'s `StandardUniform` for f64 (the top 53 bits of one
+//! `u64`, scaled by 2^-53), which is the formula this module wrote by hand before. The others stay
+//! hand-written because `rand`'s counterparts draw a different stream from the same state, and a
+//! seed must keep giving the pieces, splits and checkpoints it gave (`tests/rng_stream.rs`):
+//! `below` is Lemire's multiply-shift on one `u64` (`random_range` rejects and redraws, and its
+//! small ranges draw `u32`s), `shuffle` is Fisher-Yates over `below` (`SliceRandom::shuffle` draws
+//! `u32` indices), and `normal` is Box-Muller on two uniforms (`rand_distr`'s is a ziggurat).
+//!
 //! Its whole state is four `u64`, so a checkpoint can store it (as `{"s":[..]}`, the crate's serde
 //! form) and `--resume` can continue the exact same stream; the same seed gives the same numbers on
 //! every platform. `tests/rng_stream.rs` holds the stream and state recorded before the generator
 //! moved onto the crate: every method, and the stored JSON, are unchanged bit for bit.
 
+use rand::Rng as _;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256StarStar;
 use serde::{Deserialize, Serialize};
@@ -26,7 +35,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.random::<f64>()
     }
 
     /// Uniform in [lo, hi).
