@@ -303,14 +303,21 @@ impl Dataset {
 
     /// The order of the windows in `epoch`: a permutation shuffled by `Rng::new(f(seed, epoch))`.
     pub fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<usize> {
-        self.order(seed, epoch).into_iter().map(|i| i as usize).collect()
+        let order = self.order(seed, epoch);
+        (0..order.len()).map(|k| order.get(k)).collect()
     }
 
-    /// [`Dataset::epoch_order`] at 4 bytes per window (the same permutation).
-    fn order(&self, seed: u64, epoch: u64) -> Vec<u32> {
+    /// [`Dataset::epoch_order`]: up to [`LAZY_ORDER_WINDOWS`] windows, a Fisher-Yates shuffle
+    /// held at 4 bytes per window; beyond, a seeded permutation computed window by window
+    /// ([`Permutation`]), so that memory does not grow with the corpus.
+    fn order(&self, seed: u64, epoch: u64) -> Order {
+        let key = seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if self.len() > LAZY_ORDER_WINDOWS {
+            return Order::Lazy(Permutation::new(self.len() as u64, key));
+        }
         let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        Rng::new(seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
-        order
+        Rng::new(key).shuffle(&mut order);
+        Order::Shuffled(order)
     }
 
     /// Number of batches of `batch` windows in an epoch (a smaller last batch counts unless
@@ -357,10 +364,90 @@ impl Dataset {
     }
 }
 
+/// Datasets of more windows than this draw an epoch's order window by window ([`Permutation`])
+/// instead of holding a shuffled array of 4 bytes per window (16 MiB at this size). The built-in
+/// corpus (221,288 training windows at the default settings) is far below it.
+pub const LAZY_ORDER_WINDOWS: usize = 1 << 22;
+
+/// A seeded permutation of `0..n` computed one index at a time, in O(1) memory: a 4-round
+/// Feistel network over the smallest even number of bits that holds `n`, walked until it lands
+/// below `n` (cycle walking keeps it a bijection of `0..n`; at most 4 tries on average).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permutation {
+    n: u64,
+    half: u32,
+    keys: [u64; 4],
+}
+
+impl Permutation {
+    pub fn new(n: u64, seed: u64) -> Permutation {
+        let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2);
+        let half = bits.div_ceil(2);
+        let mut rng = Rng::new(seed ^ 0xFE15_7E1C_0000_0001);
+        let keys = [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()];
+        Permutation { n, half, keys }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn round(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half) - 1;
+        let (mut l, mut r) = (x >> self.half, x & mask);
+        for k in self.keys {
+            let mut h = (r ^ k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
+            h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            h ^= h >> 32;
+            (l, r) = (r, (l ^ h) & mask);
+        }
+        (l << self.half) | r
+    }
+
+    /// The image of `i` (`i < n`).
+    pub fn get(&self, i: u64) -> u64 {
+        assert!(i < self.n, "index {i} of a permutation of {}", self.n);
+        let mut x = i;
+        loop {
+            x = self.round(x);
+            if x < self.n {
+                return x;
+            }
+        }
+    }
+}
+
+/// An epoch's order of the windows: held (small datasets) or computed on the fly (large ones).
+enum Order {
+    Shuffled(Vec<u32>),
+    Lazy(Permutation),
+}
+
+impl Order {
+    fn len(&self) -> usize {
+        match self {
+            Order::Shuffled(v) => v.len(),
+            Order::Lazy(p) => p.len() as usize,
+        }
+    }
+
+    fn get(&self, k: usize) -> usize {
+        match self {
+            Order::Shuffled(v) => v[k] as usize,
+            Order::Lazy(p) => p.get(k as u64) as usize,
+        }
+    }
+}
+
 /// Iterator over one epoch's batches (see [`Dataset::batches`]).
 pub struct Batches<'a> {
     data: &'a Dataset,
-    order: Vec<u32>,
+    order: Order,
     next: usize,
     batch: usize,
     targets: Targets,
@@ -385,7 +472,7 @@ impl Iterator for Batches<'_> {
             return None;
         }
         let end = self.next + remaining.min(self.batch);
-        let picks: Vec<usize> = self.order[self.next..end].iter().map(|&i| i as usize).collect();
+        let picks: Vec<usize> = (self.next..end).map(|k| self.order.get(k)).collect();
         let (data, seed, epoch) = (self.data, self.seed, self.epoch);
         let b = data.batch_shifted(&picks, self.targets, |i| data.shift_of(seed, epoch, i));
         self.next = end;
@@ -409,12 +496,63 @@ pub struct DataConfig {
     pub transpose: u32,
     /// Tokens seen fewer times in training become `<unk>`.
     pub min_count: u64,
+    /// Validation targets scored every epoch (and for `best.safetensors`, the copy mixture and
+    /// the baselines at the end): a seeded sample of this many, spread over the validation pieces
+    /// ([`crate::heldout::sample_targets`]); `None` = every target. A run stores it only when its
+    /// validation pieces hold more targets than that (so runs that score all store nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_targets: Option<usize>,
+    /// Keep pieces whose tokens equal an earlier piece's (false: each is kept once, so that
+    /// copies cannot fall on both sides of the split; [`unique_pieces`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub keep_duplicates: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { window: 128, stride: 1, valid_fraction: 0.1, seed: 0, transpose: 0, min_count: 1 }
+        DataConfig {
+            window: 128,
+            stride: 1,
+            valid_fraction: 0.1,
+            seed: 0,
+            transpose: 0,
+            min_count: 1,
+            valid_targets: None,
+            keep_duplicates: false,
+        }
     }
+}
+
+/// The pieces of `tokens` to use, in corpus order: each distinct sequence of ids once (its first
+/// occurrence; a later piece whose ids equal it is a duplicate). Hashes every piece's ids once,
+/// comparing the ids only where two hashes agree.
+pub fn unique_pieces(tokens: &TokenSet) -> Vec<usize> {
+    use std::hash::{Hash, Hasher};
+    let identity: Vec<u32> = (0..tokens.vocab().len() as u32).collect();
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(tokens.len());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..tokens.len() {
+        a.clear();
+        tokens.extend_mapped(i, &identity, &mut a);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        a.hash(&mut h);
+        let firsts = seen.entry(h.finish()).or_default();
+        let duplicate = firsts.iter().any(|&j| {
+            b.clear();
+            tokens.extend_mapped(j, &identity, &mut b);
+            a == b
+        });
+        if !duplicate {
+            firsts.push(i);
+            kept.push(i);
+        }
+    }
+    kept
 }
 
 /// The result of [`prepare`].
@@ -426,6 +564,8 @@ pub struct Prepared {
     pub valid: Dataset,
     /// Names of the pieces (as given), by index.
     pub names: Vec<String>,
+    /// Pieces left out as duplicates of an earlier one (0 with `keep_duplicates`).
+    pub duplicates: usize,
 }
 
 impl Prepared {
@@ -491,7 +631,15 @@ pub fn prepare_tokens(
     cfg: &DataConfig,
     vocab: Option<Vocab>,
 ) -> Result<Prepared, String> {
-    let split = split_by_piece(tokens.len(), cfg.valid_fraction, cfg.seed);
+    // Duplicates are dropped before the split, so that no copy falls on both sides of it.
+    let (split, duplicates) = if cfg.keep_duplicates {
+        (split_by_piece(tokens.len(), cfg.valid_fraction, cfg.seed), 0)
+    } else {
+        let kept = unique_pieces(tokens);
+        let s = split_by_piece(kept.len(), cfg.valid_fraction, cfg.seed);
+        let back = |v: Vec<usize>| v.into_iter().map(|k| kept[k]).collect();
+        (Split { train: back(s.train), valid: back(s.valid) }, tokens.len() - kept.len())
+    };
     let shift = cfg.transpose.min(127);
     let vocab = match vocab {
         Some(v) => v,
@@ -521,5 +669,5 @@ pub fn prepare_tokens(
             cfg.window
         ));
     }
-    Ok(Prepared { vocab, split, train, valid, names: tokens.names().to_vec() })
+    Ok(Prepared { vocab, split, train, valid, names: tokens.names().to_vec(), duplicates })
 }
