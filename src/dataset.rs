@@ -21,7 +21,7 @@
 use crate::corpus::LoadedPiece;
 use crate::model::Targets;
 use crate::rng::Rng;
-use crate::token_cache::TokenSet;
+use crate::token_cache::{IdView, TokenSet};
 use crate::tokens::{Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -130,6 +130,19 @@ pub struct Dataset {
     first_window: Vec<usize>,
     short: Vec<usize>,
     transposer: Option<Arc<Transposer>>,
+    /// The ids are read in place from a mapped token cache file instead of `ids` (which is then
+    /// empty): the training side of a run on a cached corpus, so that its memory does not grow
+    /// with the corpus ([`prepare_tokens_mapped`]).
+    mapped: Option<Arc<MappedIds>>,
+}
+
+/// The ids of a [`Dataset`] read from a mapped cache file: sequence `i` is the `bounds[i+1] -
+/// bounds[i]` corpus ids from `starts[i]`, each mapped through `table` (corpus id -> vocabulary id).
+#[derive(Debug)]
+struct MappedIds {
+    view: IdView,
+    table: Vec<u32>,
+    starts: Vec<usize>,
 }
 
 /// One batch: `x` is `[rows, T]` row-major; `y` is `[rows]` ([`Targets::Last`]) or `[rows, T]`
@@ -159,10 +172,30 @@ impl Dataset {
     /// [`Dataset::new`] over sequences already laid end to end: sequence i is
     /// `ids[bounds[i]..bounds[i + 1]]` (`bounds` starts at 0, ends at `ids.len()`, never decreases).
     pub fn from_flat(ids: Vec<u32>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
+        if bounds.last() != Some(&ids.len()) {
+            return Err("sequence bounds must run from 0 to the number of ids".into());
+        }
+        Dataset::with_store(ids, None, bounds, origins, window, stride)
+    }
+
+    /// A dataset whose ids stay in the mapped cache file `view`: sequence i is the corpus ids of
+    /// piece `pieces[i]` of `tokens` (whose ids `view` holds), mapped through `table`.
+    pub fn mapped(tokens: &TokenSet, view: IdView, table: Vec<u32>, pieces: &[usize], origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
+        let mut bounds = Vec::with_capacity(pieces.len() + 1);
+        bounds.push(0);
+        for &p in pieces {
+            bounds.push(bounds.last().copied().unwrap_or(0) + tokens.piece_len(p));
+        }
+        let starts = pieces.iter().map(|&p| tokens.piece_start(p)).collect();
+        let mapped = Some(Arc::new(MappedIds { view, table, starts }));
+        Dataset::with_store(Vec::new(), mapped, bounds, origins, window, stride)
+    }
+
+    fn with_store(ids: Vec<u32>, mapped: Option<Arc<MappedIds>>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
         if window == 0 || stride == 0 {
             return Err(format!("window ({window}) and stride ({stride}) must be at least 1"));
         }
-        if bounds.first() != Some(&0) || bounds.last() != Some(&ids.len()) || bounds.windows(2).any(|w| w[0] > w[1]) {
+        if bounds.first() != Some(&0) || bounds.windows(2).any(|w| w[0] > w[1]) {
             return Err("sequence bounds must run from 0 to the number of ids".into());
         }
         let n = bounds.len() - 1;
@@ -186,7 +219,7 @@ impl Dataset {
         if total > u32::MAX as usize {
             return Err(format!("too many windows for one dataset ({total}; try a larger --stride)"));
         }
-        Ok(Dataset { window, stride, ids, bounds, origins, first_window, short, transposer: None })
+        Ok(Dataset { window, stride, ids, bounds, origins, first_window, short, transposer: None, mapped })
     }
 
     /// Transpose the windows of [`Dataset::batches`] at batch time, each by
@@ -225,9 +258,41 @@ impl Dataset {
         self.bounds.len() - 1
     }
 
+    /// The ids held in memory (every dataset but a mapped one, [`Dataset::mapped`], whose ids
+    /// are read by [`Dataset::batches`], [`Dataset::batch_of`] and [`Dataset::input_vec`]).
+    fn owned(&self) -> &[u32] {
+        assert!(self.mapped.is_none(), "the ids of a dataset mapped from the token cache are read by batch, not as slices");
+        &self.ids
+    }
+
     /// The ids of sequence `i`.
     pub fn sequence(&self, i: usize) -> &[u32] {
-        &self.ids[self.bounds[i]..self.bounds[i + 1]]
+        &self.owned()[self.bounds[i]..self.bounds[i + 1]]
+    }
+
+    /// The number of ids of sequence `i`.
+    pub fn sequence_len(&self, i: usize) -> usize {
+        self.bounds[i + 1] - self.bounds[i]
+    }
+
+    /// Ids `a..b` of the flat sequence (an owned dataset's `ids[a..b]`).
+    fn span(&self, a: usize, b: usize, out: &mut Vec<u32>) {
+        match &self.mapped {
+            None => out.extend_from_slice(&self.ids[a..b]),
+            Some(m) => {
+                let seq = self.bounds.partition_point(|&x| x <= a) - 1;
+                let base = m.starts[seq] + (a - self.bounds[seq]);
+                m.view.extend_mapped(base, base + (b - a), &m.table, out);
+            }
+        }
+    }
+
+    /// Input of window `i` (T ids), owned or mapped alike.
+    pub fn input_vec(&self, i: usize) -> Vec<u32> {
+        let s = self.at(i);
+        let mut out = Vec::with_capacity(self.window);
+        self.span(s, s + self.window, &mut out);
+        out
     }
 
     /// The id sequences, one per piece.
@@ -247,7 +312,7 @@ impl Dataset {
 
     /// Total number of ids in all sequences.
     pub fn total_ids(&self) -> usize {
-        self.ids.len()
+        *self.bounds.last().unwrap_or(&0)
     }
 
     /// (sequence, start within the sequence) of window `i`.
@@ -266,19 +331,19 @@ impl Dataset {
     /// Input of window `i`: `T` ids.
     pub fn input(&self, i: usize) -> &[u32] {
         let s = self.at(i);
-        &self.ids[s..s + self.window]
+        &self.owned()[s..s + self.window]
     }
 
     /// Many-to-one target of window `i`: the id after it.
     pub fn target_last(&self, i: usize) -> u32 {
         let s = self.at(i);
-        self.ids[s + self.window]
+        self.owned()[s + self.window]
     }
 
     /// Many-to-many target of window `i`: the next id at every position.
     pub fn target_every(&self, i: usize) -> &[u32] {
         let s = self.at(i);
-        &self.ids[s + 1..s + self.window + 1]
+        &self.owned()[s + 1..s + self.window + 1]
     }
 
     /// The shift of window `i` in `epoch` (0 without transposition): [`window_shift`].
@@ -351,13 +416,22 @@ impl Dataset {
             Targets::Last => indices.len(),
             Targets::Every => indices.len() * t,
         });
+        let mut read = Vec::with_capacity(t + 1);
         for &i in indices {
             let s = self.at(i);
             let k = shift(i);
-            x.extend(self.map_shift(&self.ids[s..s + t], k));
+            // The window and the id after it: in place, or read from the mapped cache file.
+            let ids: &[u32] = if self.mapped.is_none() {
+                &self.ids[s..s + t + 1]
+            } else {
+                read.clear();
+                self.span(s, s + t + 1, &mut read);
+                &read
+            };
+            x.extend(self.map_shift(&ids[..t], k));
             match targets {
-                Targets::Last => y.extend(self.map_shift(&self.ids[s + t..s + t + 1], k)),
-                Targets::Every => y.extend(self.map_shift(&self.ids[s + 1..s + t + 1], k)),
+                Targets::Last => y.extend(self.map_shift(&ids[t..t + 1], k)),
+                Targets::Every => y.extend(self.map_shift(&ids[1..t + 1], k)),
             }
         }
         Batch { x, y, rows: indices.len() }
@@ -581,7 +655,7 @@ impl Prepared {
                 out.push(format!(
                     "{}: {} tokens < window + 1 = {} ({side}, skipped)",
                     self.names[o.piece],
-                    ds.sequence(i).len(),
+                    ds.sequence_len(i),
                     ds.window() + 1
                 ));
             }
@@ -631,6 +705,29 @@ pub fn prepare_tokens(
     cfg: &DataConfig,
     vocab: Option<Vocab>,
 ) -> Result<Prepared, String> {
+    prepare_with(tokens, tokenizer, cfg, vocab, false)
+}
+
+/// [`prepare_tokens`] whose training windows read their ids in place from the mapped cache file
+/// when `tokens` was mapped from one ([`Dataset::mapped`]; otherwise the same as
+/// [`prepare_tokens`]): the same windows and batches, without a copy of the training ids (4 bytes
+/// per token). The validation side is held as before.
+pub fn prepare_tokens_mapped(
+    tokens: &TokenSet,
+    tokenizer: &dyn Tokenizer,
+    cfg: &DataConfig,
+    vocab: Option<Vocab>,
+) -> Result<Prepared, String> {
+    prepare_with(tokens, tokenizer, cfg, vocab, true)
+}
+
+fn prepare_with(
+    tokens: &TokenSet,
+    tokenizer: &dyn Tokenizer,
+    cfg: &DataConfig,
+    vocab: Option<Vocab>,
+    map_train: bool,
+) -> Result<Prepared, String> {
     // Duplicates are dropped before the split, so that no copy falls on both sides of it.
     let (split, duplicates) = if cfg.keep_duplicates {
         (split_by_piece(tokens.len(), cfg.valid_fraction, cfg.seed), 0)
@@ -660,7 +757,14 @@ pub fn prepare_tokens(
         let origins = pieces.iter().map(|&piece| Origin { piece, shift: 0 }).collect();
         Dataset::from_flat(ids, bounds, origins, cfg.window, cfg.stride)
     };
-    let train = side(&split.train)?.with_transposer(Transposer::new(&vocab, tokenizer, shift));
+    let train = match tokens.id_view().filter(|_| map_train) {
+        Some(view) => {
+            let origins = split.train.iter().map(|&piece| Origin { piece, shift: 0 }).collect();
+            Dataset::mapped(tokens, view, table.clone(), &split.train, origins, cfg.window, cfg.stride)?
+        }
+        None => side(&split.train)?,
+    };
+    let train = train.with_transposer(Transposer::new(&vocab, tokenizer, shift));
     let valid = side(&split.valid)?;
     if train.is_empty() {
         return Err(format!(

@@ -13,7 +13,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::corpus::Skipped;
-use crate::dataset::{prepare_tokens, Dataset, Prepared};
+use crate::dataset::{prepare_tokens_mapped, Dataset, Prepared};
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
 use crate::metrics::EpochMetrics;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
@@ -123,7 +123,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
     let tokens = spec.tokens(opts.cache.as_deref(), opts.progress_bar)?;
     let skipped = tokens.skipped().to_vec();
     let prepared: Prepared =
-        prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
+        prepare_tokens_mapped(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
     drop(tokens);
     if prepared.duplicates > 0 {
         let n = prepared.names.len();

@@ -198,3 +198,41 @@ fn train_scores_one_sample_every_epoch_and_eval_scores_every_target_by_default()
     assert!(m["data"]["data"].get("valid_targets").is_none(), "every target: nothing stored");
     assert_eq!(m["valid_pieces"].as_array().unwrap().len(), 2);
 }
+
+/// The training side read in place from the mapped cache file gives the very batches of the
+/// side copied into memory (the run's losses then match bit for bit).
+#[test]
+fn mapped_training_windows_equal_the_copied_ones() {
+    use etude::dataset::prepare_tokens_mapped;
+    use etude::token_cache::{load_or_build, CacheKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, bytes) in etude::corpus::builtin().into_iter().take(12) {
+        std::fs::write(data.join(name.rsplit(['/', ':']).next().unwrap()), bytes).unwrap();
+    }
+    let tokenizer = tokenizer_by_name("timed", &Default::default()).unwrap();
+    let key = CacheKey { paths: vec![data], read: Default::default(), tokenizer: "timed".into(), tokenizer_options: Default::default() };
+    load_or_build(&tmp.path().join("c"), &key, tokenizer.as_ref(), false, false).unwrap();
+    let (set, _) = load_or_build(&tmp.path().join("c"), &key, tokenizer.as_ref(), false, false).unwrap();
+    assert!(set.id_view().is_some(), "mapped from the cache file");
+    let cfg = DataConfig { window: 64, stride: 3, valid_fraction: 0.25, seed: 2, transpose: 4, ..Default::default() };
+    let copied = prepare_tokens(&set, tokenizer.as_ref(), &cfg, None).unwrap();
+    let mapped = prepare_tokens_mapped(&set, tokenizer.as_ref(), &cfg, None).unwrap();
+    drop(set);
+    assert_eq!(mapped.train.len(), copied.train.len());
+    assert_eq!(mapped.train.total_ids(), copied.train.total_ids());
+    assert_eq!(mapped.vocab, copied.vocab);
+    assert_eq!(mapped.short_piece_report(), copied.short_piece_report());
+    for targets in [etude::model::Targets::Every, etude::model::Targets::Last] {
+        for epoch in 1..=2 {
+            let a: Vec<_> = copied.train.batches(16, targets, 2, epoch, false).collect();
+            let b: Vec<_> = mapped.train.batches(16, targets, 2, epoch, false).collect();
+            assert_eq!(a, b, "epoch {epoch}");
+        }
+    }
+    for i in (0..copied.train.len()).step_by(97) {
+        assert_eq!(mapped.train.input_vec(i), copied.train.input(i));
+    }
+    assert_eq!(mapped.valid.sequences(), copied.valid.sequences());
+}
