@@ -193,8 +193,28 @@ pub fn transposed_sequences(loaded: &Loaded, pieces: Vec<Vec<u32>>, tokenizer: &
 /// The notes of the run's validation pieces, by name, in corpus order, for `stats.json`: only those
 /// files are read (not the whole corpus).
 pub fn validation_notes(loaded: &Loaded) -> Result<Vec<(String, Vec<Note>)>, String> {
+    validation_notes_of(loaded, &loaded.meta.valid_pieces)
+}
+
+/// At most `limit` of the run's validation pieces, for the statistics of a sample (their
+/// comparison costs the square of their number): all of them when there are no more, else a
+/// seeded choice (the run's seed), in corpus order. Returns the names chosen and how many there were.
+pub fn stats_reference(loaded: &Loaded, limit: usize) -> (Vec<String>, usize) {
+    let all = &loaded.meta.valid_pieces;
+    if all.len() <= limit {
+        return (all.clone(), all.len());
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    crate::rng::Rng::new(loaded.meta.data.data.seed ^ 0x57A7_5000_0000_0001).shuffle(&mut order);
+    let mut chosen = order[..limit].to_vec();
+    chosen.sort_unstable();
+    (chosen.into_iter().map(|i| all[i].clone()).collect(), all.len())
+}
+
+/// [`validation_notes`] of the validation pieces named `names` only.
+pub fn validation_notes_of(loaded: &Loaded, names: &[String]) -> Result<Vec<(String, Vec<Note>)>, String> {
     let spec: &DataSpec = &loaded.meta.data;
-    let valid: HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+    let valid: HashSet<&str> = names.iter().map(String::as_str).collect();
     if spec.paths.is_empty() {
         let (all, _) = spec.load()?;
         return Ok(all.into_iter().filter(|p| valid.contains(p.name.as_str())).map(|p| (p.name, p.piece.notes)).collect());

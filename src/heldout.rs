@@ -292,8 +292,8 @@ pub fn baseline_from(loaded: &Loaded, cache: Option<&Path>, set: &TargetSet, pic
         None => set.pairs(),
     };
     let eval: Vec<Vec<u32>> = set.sequences().into_iter().map(<[u32]>::to_vec).collect();
-    let what = sample.clone().unwrap_or_else(|| format!("all {} training pieces", train.len() / shifts));
-    eprintln!("n-gram baselines: fitting on {what} ({tokens} tokens x {shifts} shifts), scoring {} targets", pairs.len());
+    let what = sample.clone().unwrap_or_else(|| format!("all {} training pieces ({tokens} tokens)", train.len() / shifts));
+    eprintln!("n-gram baselines: fitting on {what} at {shifts} shifts, scoring {} targets", pairs.len());
     let mut r = baselines(&train, loaded.meta.vocab.len(), &eval, &pairs)?;
     eprintln!("n-gram baselines: done in {:.1} s", started.elapsed().as_secs_f64());
     r.fitted_on = sample;
