@@ -85,7 +85,7 @@ fn batches_shuffle_by_seed_and_epoch_and_resume_exactly() {
 fn prepare_transposes_training_windows_at_batch_time_only() {
     let pieces = builtin();
     let t = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
-    let cfg = DataConfig { window: 64, stride: 4, valid_fraction: 0.2, seed: 3, transpose: 2, min_count: 1 };
+    let cfg = DataConfig { window: 64, stride: 4, valid_fraction: 0.2, seed: 3, transpose: 2, min_count: 1, ..Default::default() };
     let p = prepare(&pieces, t.as_ref(), &cfg, None).unwrap();
     assert_eq!(p.split.valid.len(), 20);
     assert_eq!(p.train.sequences().len(), 82, "82 training pieces, stored once (transposed at batch time)");
@@ -141,7 +141,7 @@ fn transposing_windows_equals_transposing_pieces_first() {
     let pieces = builtin();
     for name in ["notechord", "timed"] {
         let t = tokenizer_by_name(name, &TokenizerOptions::default()).unwrap();
-        let cfg = DataConfig { window: 32, stride: 7, valid_fraction: 0.2, seed: 5, transpose: 6, min_count: 1 };
+        let cfg = DataConfig { window: 32, stride: 7, valid_fraction: 0.2, seed: 5, transpose: 6, min_count: 1, ..Default::default() };
         let p = prepare(&pieces, t.as_ref(), &cfg, None).unwrap();
         let mut checked = 0;
         for s in -6..=6 {
@@ -186,7 +186,7 @@ fn tokens_moved_out_of_range_become_unknown() {
         name: "high.mid".into(),
         piece: etude::music::midi::Piece { notes, ..builtin().remove(0).piece },
     };
-    let cfg = DataConfig { window: 8, stride: 1, valid_fraction: 0.0, seed: 0, transpose: 1, min_count: 1 };
+    let cfg = DataConfig { window: 8, stride: 1, valid_fraction: 0.0, seed: 0, transpose: 1, min_count: 1, ..Default::default() };
     let p = prepare(&[piece], t.as_ref(), &cfg, None).unwrap();
     let up = p.train.input_shifted(0, 1);
     let plain = p.train.input(0);

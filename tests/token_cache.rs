@@ -190,7 +190,7 @@ fn options(data: &Path, out: &Path, cache: Option<PathBuf>) -> TrainOptions {
             read: ReadOptions::default(),
             tokenizer: "notechord".into(),
             tokenizer_options: TokenizerOptions::default(),
-            data: DataConfig { window: 16, stride: 3, valid_fraction: 0.2, seed: 4, transpose: 3, min_count: 1 },
+            data: DataConfig { window: 16, stride: 3, valid_fraction: 0.2, seed: 4, transpose: 3, min_count: 1, ..Default::default() },
         },
         model: "lstm-seq".into(),
         sizes: Sizes { embed: Some(8), hidden: Some(12), layers: Some(1), dense: Some(8), ..Default::default() },

@@ -3,7 +3,7 @@
 
 use super::render::companions;
 use etude::files::atomic_write;
-use etude::data::dataset::prepare_tokens;
+use etude::data::dataset::prepare_tokens_mapped;
 use etude::engine::Backend;
 use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
 use etude::music::midi::read_midi;
@@ -87,9 +87,9 @@ fn prime_ids(loaded: &Loaded, opts: &PieceOptions, rng: &mut Rng) -> Result<Vec<
         }
         None => {
             let tokens = spec.tokens(opts.cache.as_deref(), false)?;
-            let prepared = prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
+            let prepared = prepare_tokens_mapped(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
             let i = rng.below(prepared.train.len());
-            Ok(prepared.train.input(i).to_vec())
+            Ok(prepared.train.input_vec(i))
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// Score at most this many targets, evenly spaced (0 = all; a quick estimate, not the metric).
     #[arg(long, default_value_t = 0)]
     pub max_windows: usize,
+    /// Score a seeded sample of this many targets, spread over the pieces (the run's seed; the
+    /// sample `etude train --val-targets` draws on the same pieces) [default: every target].
+    #[arg(long, value_name = "N", conflicts_with = "max_windows")]
+    pub val_targets: Option<usize>,
     /// Skip the n-gram baselines (they re-read the run's training corpus).
     #[arg(long)]
     pub no_baseline: bool,
@@ -81,6 +85,7 @@ fn go<B: Backend>(b: &B, loaded: &Loaded, args: &EvalArgs) -> Result<(), String>
         baselines: !args.no_baseline,
         dump_windows: args.dump_windows.clone(),
         reuse: None,
+        valid_targets: args.val_targets.filter(|&n| n > 0),
         cache: args.cache.dir(),
         copy: if args.no_copy {
             CopyChoice::Off

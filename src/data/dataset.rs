@@ -20,7 +20,7 @@
 
 use crate::data::corpus::LoadedPiece;
 use crate::rng::Rng;
-use crate::data::token_cache::TokenSet;
+use crate::data::token_cache::{IdView, TokenSet};
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -138,6 +138,19 @@ pub struct Dataset {
     first_window: Vec<usize>,
     short: Vec<usize>,
     transposer: Option<Arc<Transposer>>,
+    /// The ids are read in place from a mapped token cache file instead of `ids` (which is then
+    /// empty): the training side of a run on a cached corpus, so that its memory does not grow
+    /// with the corpus ([`prepare_tokens_mapped`]).
+    mapped: Option<Arc<MappedIds>>,
+}
+
+/// The ids of a [`Dataset`] read from a mapped cache file: sequence `i` is the `bounds[i+1] -
+/// bounds[i]` corpus ids from `starts[i]`, each mapped through `table` (corpus id -> vocabulary id).
+#[derive(Debug)]
+struct MappedIds {
+    view: IdView,
+    table: Vec<u32>,
+    starts: Vec<usize>,
 }
 
 /// One batch: `x` is `[rows, T]` row-major; `y` is `[rows]` ([`Targets::Last`]) or `[rows, T]`
@@ -167,10 +180,30 @@ impl Dataset {
     /// [`Dataset::new`] over sequences already laid end to end: sequence i is
     /// `ids[bounds[i]..bounds[i + 1]]` (`bounds` starts at 0, ends at `ids.len()`, never decreases).
     pub fn from_flat(ids: Vec<u32>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
+        if bounds.last() != Some(&ids.len()) {
+            return Err("sequence bounds must run from 0 to the number of ids".into());
+        }
+        Dataset::with_store(ids, None, bounds, origins, window, stride)
+    }
+
+    /// A dataset whose ids stay in the mapped cache file `view`: sequence i is the corpus ids of
+    /// piece `pieces[i]` of `tokens` (whose ids `view` holds), mapped through `table`.
+    pub fn mapped(tokens: &TokenSet, view: IdView, table: Vec<u32>, pieces: &[usize], origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
+        let mut bounds = Vec::with_capacity(pieces.len() + 1);
+        bounds.push(0);
+        for &p in pieces {
+            bounds.push(bounds.last().copied().unwrap_or(0) + tokens.piece_len(p));
+        }
+        let starts = pieces.iter().map(|&p| tokens.piece_start(p)).collect();
+        let mapped = Some(Arc::new(MappedIds { view, table, starts }));
+        Dataset::with_store(Vec::new(), mapped, bounds, origins, window, stride)
+    }
+
+    fn with_store(ids: Vec<u32>, mapped: Option<Arc<MappedIds>>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
         if window == 0 || stride == 0 {
             return Err(format!("window ({window}) and stride ({stride}) must be at least 1"));
         }
-        if bounds.first() != Some(&0) || bounds.last() != Some(&ids.len()) || bounds.windows(2).any(|w| w[0] > w[1]) {
+        if bounds.first() != Some(&0) || bounds.windows(2).any(|w| w[0] > w[1]) {
             return Err("sequence bounds must run from 0 to the number of ids".into());
         }
         let n = bounds.len() - 1;
@@ -194,7 +227,7 @@ impl Dataset {
         if total > u32::MAX as usize {
             return Err(format!("too many windows for one dataset ({total}; try a larger --stride)"));
         }
-        Ok(Dataset { window, stride, ids, bounds, origins, first_window, short, transposer: None })
+        Ok(Dataset { window, stride, ids, bounds, origins, first_window, short, transposer: None, mapped })
     }
 
     /// Transpose the windows of [`Dataset::batches`] at batch time, each by
@@ -233,9 +266,41 @@ impl Dataset {
         self.bounds.len() - 1
     }
 
+    /// The ids held in memory (every dataset but a mapped one, [`Dataset::mapped`], whose ids
+    /// are read by [`Dataset::batches`], [`Dataset::batch_of`] and [`Dataset::input_vec`]).
+    fn owned(&self) -> &[u32] {
+        assert!(self.mapped.is_none(), "the ids of a dataset mapped from the token cache are read by batch, not as slices");
+        &self.ids
+    }
+
     /// The ids of sequence `i`.
     pub fn sequence(&self, i: usize) -> &[u32] {
-        &self.ids[self.bounds[i]..self.bounds[i + 1]]
+        &self.owned()[self.bounds[i]..self.bounds[i + 1]]
+    }
+
+    /// The number of ids of sequence `i`.
+    pub fn sequence_len(&self, i: usize) -> usize {
+        self.bounds[i + 1] - self.bounds[i]
+    }
+
+    /// Ids `a..b` of the flat sequence (an owned dataset's `ids[a..b]`).
+    fn span(&self, a: usize, b: usize, out: &mut Vec<u32>) {
+        match &self.mapped {
+            None => out.extend_from_slice(&self.ids[a..b]),
+            Some(m) => {
+                let seq = self.bounds.partition_point(|&x| x <= a) - 1;
+                let base = m.starts[seq] + (a - self.bounds[seq]);
+                m.view.extend_mapped(base, base + (b - a), &m.table, out);
+            }
+        }
+    }
+
+    /// Input of window `i` (T ids), owned or mapped alike.
+    pub fn input_vec(&self, i: usize) -> Vec<u32> {
+        let s = self.at(i);
+        let mut out = Vec::with_capacity(self.window);
+        self.span(s, s + self.window, &mut out);
+        out
     }
 
     /// The id sequences, one per piece.
@@ -255,7 +320,7 @@ impl Dataset {
 
     /// Total number of ids in all sequences.
     pub fn total_ids(&self) -> usize {
-        self.ids.len()
+        *self.bounds.last().unwrap_or(&0)
     }
 
     /// (sequence, start within the sequence) of window `i`.
@@ -274,19 +339,19 @@ impl Dataset {
     /// Input of window `i`: `T` ids.
     pub fn input(&self, i: usize) -> &[u32] {
         let s = self.at(i);
-        &self.ids[s..s + self.window]
+        &self.owned()[s..s + self.window]
     }
 
     /// Many-to-one target of window `i`: the id after it.
     pub fn target_last(&self, i: usize) -> u32 {
         let s = self.at(i);
-        self.ids[s + self.window]
+        self.owned()[s + self.window]
     }
 
     /// Many-to-many target of window `i`: the next id at every position.
     pub fn target_every(&self, i: usize) -> &[u32] {
         let s = self.at(i);
-        &self.ids[s + 1..s + self.window + 1]
+        &self.owned()[s + 1..s + self.window + 1]
     }
 
     /// The shift of window `i` in `epoch` (0 without transposition): [`window_shift`].
@@ -311,14 +376,21 @@ impl Dataset {
 
     /// The order of the windows in `epoch`: a permutation shuffled by `Rng::new(f(seed, epoch))`.
     pub fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<usize> {
-        self.order(seed, epoch).into_iter().map(|i| i as usize).collect()
+        let order = self.order(seed, epoch);
+        (0..order.len()).map(|k| order.get(k)).collect()
     }
 
-    /// [`Dataset::epoch_order`] at 4 bytes per window (the same permutation).
-    fn order(&self, seed: u64, epoch: u64) -> Vec<u32> {
+    /// [`Dataset::epoch_order`]: up to [`LAZY_ORDER_WINDOWS`] windows, a Fisher-Yates shuffle
+    /// held at 4 bytes per window; beyond, a seeded permutation computed window by window
+    /// ([`Permutation`]), so that memory does not grow with the corpus.
+    fn order(&self, seed: u64, epoch: u64) -> Order {
+        let key = seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        if self.len() > LAZY_ORDER_WINDOWS {
+            return Order::Lazy(Permutation::new(self.len() as u64, key));
+        }
         let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        Rng::new(seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
-        order
+        Rng::new(key).shuffle(&mut order);
+        Order::Shuffled(order)
     }
 
     /// Number of batches of `batch` windows in an epoch (a smaller last batch counts unless
@@ -352,23 +424,112 @@ impl Dataset {
             Targets::Last => indices.len(),
             Targets::Every => indices.len() * t,
         });
+        let mut read = Vec::with_capacity(t + 1);
         for &i in indices {
             let s = self.at(i);
             let k = shift(i);
-            x.extend(self.map_shift(&self.ids[s..s + t], k));
+            // The window and the id after it: in place, or read from the mapped cache file.
+            let ids: &[u32] = if self.mapped.is_none() {
+                &self.ids[s..s + t + 1]
+            } else {
+                read.clear();
+                self.span(s, s + t + 1, &mut read);
+                &read
+            };
+            x.extend(self.map_shift(&ids[..t], k));
             match targets {
-                Targets::Last => y.extend(self.map_shift(&self.ids[s + t..s + t + 1], k)),
-                Targets::Every => y.extend(self.map_shift(&self.ids[s + 1..s + t + 1], k)),
+                Targets::Last => y.extend(self.map_shift(&ids[t..t + 1], k)),
+                Targets::Every => y.extend(self.map_shift(&ids[1..t + 1], k)),
             }
         }
         Batch { x, y, rows: indices.len() }
     }
 }
 
+/// Datasets of more windows than this draw an epoch's order window by window ([`Permutation`])
+/// instead of holding a shuffled array of 4 bytes per window (16 MiB at this size). The built-in
+/// corpus (221,288 training windows at the default settings) is far below it.
+pub const LAZY_ORDER_WINDOWS: usize = 1 << 22;
+
+/// A seeded permutation of `0..n` computed one index at a time, in O(1) memory: a 4-round
+/// Feistel network over the smallest even number of bits that holds `n`, walked until it lands
+/// below `n` (cycle walking keeps it a bijection of `0..n`; at most 4 tries on average).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permutation {
+    n: u64,
+    half: u32,
+    keys: [u64; 4],
+}
+
+impl Permutation {
+    pub fn new(n: u64, seed: u64) -> Permutation {
+        let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2);
+        let half = bits.div_ceil(2);
+        let mut rng = Rng::new(seed ^ 0xFE15_7E1C_0000_0001);
+        let keys = [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()];
+        Permutation { n, half, keys }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn round(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half) - 1;
+        let (mut l, mut r) = (x >> self.half, x & mask);
+        for k in self.keys {
+            let mut h = (r ^ k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
+            h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            h ^= h >> 32;
+            (l, r) = (r, (l ^ h) & mask);
+        }
+        (l << self.half) | r
+    }
+
+    /// The image of `i` (`i < n`).
+    pub fn get(&self, i: u64) -> u64 {
+        assert!(i < self.n, "index {i} of a permutation of {}", self.n);
+        let mut x = i;
+        loop {
+            x = self.round(x);
+            if x < self.n {
+                return x;
+            }
+        }
+    }
+}
+
+/// An epoch's order of the windows: held (small datasets) or computed on the fly (large ones).
+enum Order {
+    Shuffled(Vec<u32>),
+    Lazy(Permutation),
+}
+
+impl Order {
+    fn len(&self) -> usize {
+        match self {
+            Order::Shuffled(v) => v.len(),
+            Order::Lazy(p) => p.len() as usize,
+        }
+    }
+
+    fn get(&self, k: usize) -> usize {
+        match self {
+            Order::Shuffled(v) => v[k] as usize,
+            Order::Lazy(p) => p.get(k as u64) as usize,
+        }
+    }
+}
+
 /// Iterator over one epoch's batches (see [`Dataset::batches`]).
 pub struct Batches<'a> {
     data: &'a Dataset,
-    order: Vec<u32>,
+    order: Order,
     next: usize,
     batch: usize,
     targets: Targets,
@@ -393,7 +554,7 @@ impl Iterator for Batches<'_> {
             return None;
         }
         let end = self.next + remaining.min(self.batch);
-        let picks: Vec<usize> = self.order[self.next..end].iter().map(|&i| i as usize).collect();
+        let picks: Vec<usize> = (self.next..end).map(|k| self.order.get(k)).collect();
         let (data, seed, epoch) = (self.data, self.seed, self.epoch);
         let b = data.batch_shifted(&picks, self.targets, |i| data.shift_of(seed, epoch, i));
         self.next = end;
@@ -417,12 +578,63 @@ pub struct DataConfig {
     pub transpose: u32,
     /// Tokens seen fewer times in training become `<unk>`.
     pub min_count: u64,
+    /// Validation targets scored every epoch (and for `best.safetensors`, the copy mixture and
+    /// the baselines at the end): a seeded sample of this many, spread over the validation pieces
+    /// ([`crate::eval::heldout::sample_targets`]); `None` = every target. A run stores it only when its
+    /// validation pieces hold more targets than that (so runs that score all store nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_targets: Option<usize>,
+    /// Keep pieces whose tokens equal an earlier piece's (false: each is kept once, so that
+    /// copies cannot fall on both sides of the split; [`unique_pieces`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub keep_duplicates: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { window: 128, stride: 1, valid_fraction: 0.1, seed: 0, transpose: 0, min_count: 1 }
+        DataConfig {
+            window: 128,
+            stride: 1,
+            valid_fraction: 0.1,
+            seed: 0,
+            transpose: 0,
+            min_count: 1,
+            valid_targets: None,
+            keep_duplicates: false,
+        }
     }
+}
+
+/// The pieces of `tokens` to use, in corpus order: each distinct sequence of ids once (its first
+/// occurrence; a later piece whose ids equal it is a duplicate). Hashes every piece's ids once,
+/// comparing the ids only where two hashes agree.
+pub fn unique_pieces(tokens: &TokenSet) -> Vec<usize> {
+    use std::hash::{Hash, Hasher};
+    let identity: Vec<u32> = (0..tokens.vocab().len() as u32).collect();
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(tokens.len());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..tokens.len() {
+        a.clear();
+        tokens.extend_mapped(i, &identity, &mut a);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        a.hash(&mut h);
+        let firsts = seen.entry(h.finish()).or_default();
+        let duplicate = firsts.iter().any(|&j| {
+            b.clear();
+            tokens.extend_mapped(j, &identity, &mut b);
+            a == b
+        });
+        if !duplicate {
+            firsts.push(i);
+            kept.push(i);
+        }
+    }
+    kept
 }
 
 /// The result of [`prepare`].
@@ -434,6 +646,8 @@ pub struct Prepared {
     pub valid: Dataset,
     /// Names of the pieces (as given), by index.
     pub names: Vec<String>,
+    /// Pieces left out as duplicates of an earlier one (0 with `keep_duplicates`).
+    pub duplicates: usize,
 }
 
 impl Prepared {
@@ -449,7 +663,7 @@ impl Prepared {
                 out.push(format!(
                     "{}: {} tokens < window + 1 = {} ({side}, skipped)",
                     self.names[o.piece],
-                    ds.sequence(i).len(),
+                    ds.sequence_len(i),
                     ds.window() + 1
                 ));
             }
@@ -499,7 +713,38 @@ pub fn prepare_tokens(
     cfg: &DataConfig,
     vocab: Option<Vocab>,
 ) -> Result<Prepared, String> {
-    let split = split_by_piece(tokens.len(), cfg.valid_fraction, cfg.seed);
+    prepare_with(tokens, tokenizer, cfg, vocab, false)
+}
+
+/// [`prepare_tokens`] whose training windows read their ids in place from the mapped cache file
+/// when `tokens` was mapped from one ([`Dataset::mapped`]; otherwise the same as
+/// [`prepare_tokens`]): the same windows and batches, without a copy of the training ids (4 bytes
+/// per token). The validation side is held as before.
+pub fn prepare_tokens_mapped(
+    tokens: &TokenSet,
+    tokenizer: &dyn Tokenizer,
+    cfg: &DataConfig,
+    vocab: Option<Vocab>,
+) -> Result<Prepared, String> {
+    prepare_with(tokens, tokenizer, cfg, vocab, true)
+}
+
+fn prepare_with(
+    tokens: &TokenSet,
+    tokenizer: &dyn Tokenizer,
+    cfg: &DataConfig,
+    vocab: Option<Vocab>,
+    map_train: bool,
+) -> Result<Prepared, String> {
+    // Duplicates are dropped before the split, so that no copy falls on both sides of it.
+    let (split, duplicates) = if cfg.keep_duplicates {
+        (split_by_piece(tokens.len(), cfg.valid_fraction, cfg.seed), 0)
+    } else {
+        let kept = unique_pieces(tokens);
+        let s = split_by_piece(kept.len(), cfg.valid_fraction, cfg.seed);
+        let back = |v: Vec<usize>| v.into_iter().map(|k| kept[k]).collect();
+        (Split { train: back(s.train), valid: back(s.valid) }, tokens.len() - kept.len())
+    };
     let shift = cfg.transpose.min(127);
     let vocab = match vocab {
         Some(v) => v,
@@ -520,7 +765,14 @@ pub fn prepare_tokens(
         let origins = pieces.iter().map(|&piece| Origin { piece, shift: 0 }).collect();
         Dataset::from_flat(ids, bounds, origins, cfg.window, cfg.stride)
     };
-    let train = side(&split.train)?.with_transposer(Transposer::new(&vocab, tokenizer, shift));
+    let train = match tokens.id_view().filter(|_| map_train) {
+        Some(view) => {
+            let origins = split.train.iter().map(|&piece| Origin { piece, shift: 0 }).collect();
+            Dataset::mapped(tokens, view, table.clone(), &split.train, origins, cfg.window, cfg.stride)?
+        }
+        None => side(&split.train)?,
+    };
+    let train = train.with_transposer(Transposer::new(&vocab, tokenizer, shift));
     let valid = side(&split.valid)?;
     if train.is_empty() {
         return Err(format!(
@@ -529,5 +781,5 @@ pub fn prepare_tokens(
             cfg.window
         ));
     }
-    Ok(Prepared { vocab, split, train, valid, names: tokens.names().to_vec() })
+    Ok(Prepared { vocab, split, train, valid, names: tokens.names().to_vec(), duplicates })
 }

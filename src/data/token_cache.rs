@@ -180,7 +180,7 @@ enum Infos {
 
 enum Ids {
     Owned(Vec<u32>),
-    Mapped { map: memmap2::Mmap, start: usize, wide: bool },
+    Mapped { map: std::sync::Arc<memmap2::Mmap>, start: usize, wide: bool },
 }
 
 /// A tokenised corpus: pieces as ids of the corpus vocabulary (see the module documentation).
@@ -301,6 +301,21 @@ impl TokenSet {
         }
     }
 
+    /// A shared view of the ids of a set mapped from a cache file (`None` when made in memory),
+    /// read in place by a [`crate::data::dataset::Dataset`] instead of copied; piece `i` starts at id
+    /// [`TokenSet::piece_start`]`(i)` of it.
+    pub fn id_view(&self) -> Option<IdView> {
+        match &self.ids {
+            Ids::Owned(_) => None,
+            Ids::Mapped { map, start, wide } => Some(IdView { map: map.clone(), start: *start, wide: *wide }),
+        }
+    }
+
+    /// Where piece `i`'s ids start among all ids.
+    pub fn piece_start(&self, i: usize) -> usize {
+        self.offsets[i] as usize
+    }
+
     /// The corpus ids of piece `i`.
     pub fn piece_ids(&self, i: usize) -> Vec<u32> {
         let identity: Vec<u32> = (0..self.vocab.len() as u32).collect();
@@ -327,6 +342,33 @@ impl TokenSet {
             }
         }
         counts
+    }
+}
+
+/// The ids of a mapped cache file, shared (see [`TokenSet::id_view`]): corpus ids stored as u16
+/// or u32, little-endian.
+#[derive(Clone)]
+pub struct IdView {
+    map: std::sync::Arc<memmap2::Mmap>,
+    start: usize,
+    wide: bool,
+}
+
+impl std::fmt::Debug for IdView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdView({} bytes, {} bytes per id)", self.map.len() - self.start, if self.wide { 4 } else { 2 })
+    }
+}
+
+impl IdView {
+    /// Append ids `a..b` (positions among all ids), each mapped through `table`, to `out`.
+    pub fn extend_mapped(&self, a: usize, b: usize, table: &[u32], out: &mut Vec<u32>) {
+        let (map, start) = (&self.map[..], self.start);
+        if self.wide {
+            out.extend(map[start + 4 * a..start + 4 * b].chunks_exact(4).map(|c| table[u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize]));
+        } else {
+            out.extend(map[start + 2 * a..start + 2 * b].chunks_exact(2).map(|c| table[u16::from_le_bytes([c[0], c[1]]) as usize]));
+        }
     }
 }
 
@@ -708,7 +750,7 @@ pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
         skipped: header.skipped.into_iter().map(|(name, cause)| Skipped { name, cause }).collect(),
         vocab: header.vocab,
         offsets,
-        ids: Ids::Mapped { map, start: ids_at, wide: header.id_bytes == 4 },
+        ids: Ids::Mapped { map: std::sync::Arc::new(map), start: ids_at, wide: header.id_bytes == 4 },
         infos: Infos::Mapped { at: info_at, len: header.info_bytes as usize },
         source: Some(file.to_path_buf()),
         tokenised: 0,

@@ -4,7 +4,7 @@
 //! figures are the same (`tests/eval_cache.rs`).
 
 use crate::data::corpus::{collect, load_corpus, no_usable_file, FileReport, InspectReport, Skipped, Totals};
-use crate::data::dataset::Transposer;
+use crate::data::dataset::{unique_pieces, Transposer};
 use crate::music::midi::{read_midi, Note};
 use crate::run::{DataSpec, Loaded};
 use crate::data::token_cache::{load_or_build, CacheKey, TokenSet};
@@ -62,6 +62,75 @@ pub fn run_pieces(loaded: &Loaded, cache: Option<&Path>, keep: impl Fn(&str) -> 
             Ok(out)
         }
     }
+}
+
+/// The training pieces of the checkpoint's run (the pieces of its corpus not among `valid`, each
+/// distinct sequence once unless the run kept duplicates), encoded with its vocabulary: all of
+/// them when they hold at most `cap` tokens, else a seeded sample of whole pieces (the run's seed)
+/// holding about `cap`, in corpus order, with a line saying which (`Some`: "a seeded sample of K
+/// of N training pieces (X of Y tokens)"). From the token cache in `cache`, or read when `None`.
+pub fn training_pieces(
+    loaded: &Loaded,
+    cache: Option<&Path>,
+    valid: &HashSet<&str>,
+    cap: usize,
+) -> Result<(EncodedPieces, Option<String>), String> {
+    let spec = &loaded.meta.data;
+    let vocab = &loaded.meta.vocab;
+    let candidates = |set: &TokenSet| -> Vec<usize> {
+        let all: Vec<usize> = if spec.data.keep_duplicates { (0..set.len()).collect() } else { unique_pieces(set) };
+        all.into_iter().filter(|&i| !valid.contains(set.names()[i].as_str())).collect()
+    };
+    match cache {
+        Some(dir) if !spec.paths.is_empty() => {
+            let set = spec.tokens(Some(dir), false)?;
+            let (chosen, note) = sample_pieces(&candidates(&set), |i| set.piece_len(i), cap, spec.data.seed);
+            let table: Vec<u32> = set.vocab().tokens().iter().map(|t| vocab.id(t).unwrap_or(0)).collect();
+            let infos = set.infos()?;
+            let mut out = EncodedPieces::default();
+            for i in chosen {
+                let mut ids = Vec::with_capacity(set.piece_len(i));
+                set.extend_mapped(i, &table, &mut ids);
+                out.push(set.names()[i].clone(), ids, infos[i].notes);
+            }
+            Ok((out, note))
+        }
+        _ => {
+            let tokenizer = spec.tokenizer()?;
+            let (all, _) = spec.load()?;
+            let set = TokenSet::from_pieces(&all, tokenizer.as_ref());
+            let (chosen, note) = sample_pieces(&candidates(&set), |i| set.piece_len(i), cap, spec.data.seed);
+            let mut out = EncodedPieces::default();
+            for i in chosen {
+                let p = &all[i];
+                out.push(p.name.clone(), vocab.encode(&tokenizer.encode(&p.piece.notes)), p.piece.notes.len());
+            }
+            Ok((out, note))
+        }
+    }
+}
+
+/// The pieces `candidates` (in order) whose lengths `len` sum to at most `cap`: all of them, or
+/// whole pieces drawn in a seeded order until the next would pass `cap` (at least one), put back
+/// in the candidates' order, with a line saying so.
+pub fn sample_pieces(candidates: &[usize], len: impl Fn(usize) -> usize, cap: usize, seed: u64) -> (Vec<usize>, Option<String>) {
+    let total: usize = candidates.iter().map(|&i| len(i)).sum();
+    if total <= cap {
+        return (candidates.to_vec(), None);
+    }
+    let mut order = candidates.to_vec();
+    crate::rng::Rng::new(seed ^ 0xBA5E_11E5_0000_0001).shuffle(&mut order);
+    let (mut chosen, mut tokens) = (Vec::new(), 0usize);
+    for i in order {
+        if !chosen.is_empty() && tokens + len(i) > cap {
+            continue;
+        }
+        tokens += len(i);
+        chosen.push(i);
+    }
+    chosen.sort_unstable();
+    let note = format!("a seeded sample of {} of {} training pieces ({tokens} of {total} tokens)", chosen.len(), candidates.len());
+    (chosen, Some(note))
 }
 
 /// The MIDI files `paths`, read with the run's settings and encoded with the checkpoint's
@@ -124,8 +193,28 @@ pub fn transposed_sequences(loaded: &Loaded, pieces: Vec<Vec<u32>>, tokenizer: &
 /// The notes of the run's validation pieces, by name, in corpus order, for `stats.json`: only those
 /// files are read (not the whole corpus).
 pub fn validation_notes(loaded: &Loaded) -> Result<Vec<(String, Vec<Note>)>, String> {
+    validation_notes_of(loaded, &loaded.meta.valid_pieces)
+}
+
+/// At most `limit` of the run's validation pieces, for the statistics of a sample (their
+/// comparison costs the square of their number): all of them when there are no more, else a
+/// seeded choice (the run's seed), in corpus order. Returns the names chosen and how many there were.
+pub fn stats_reference(loaded: &Loaded, limit: usize) -> (Vec<String>, usize) {
+    let all = &loaded.meta.valid_pieces;
+    if all.len() <= limit {
+        return (all.clone(), all.len());
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    crate::rng::Rng::new(loaded.meta.data.data.seed ^ 0x57A7_5000_0000_0001).shuffle(&mut order);
+    let mut chosen = order[..limit].to_vec();
+    chosen.sort_unstable();
+    (chosen.into_iter().map(|i| all[i].clone()).collect(), all.len())
+}
+
+/// [`validation_notes`] of the validation pieces named `names` only.
+pub fn validation_notes_of(loaded: &Loaded, names: &[String]) -> Result<Vec<(String, Vec<Note>)>, String> {
     let spec: &DataSpec = &loaded.meta.data;
-    let valid: HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
+    let valid: HashSet<&str> = names.iter().map(String::as_str).collect();
     if spec.paths.is_empty() {
         let (all, _) = spec.load()?;
         return Ok(all.into_iter().filter(|p| valid.contains(p.name.as_str())).map(|p| (p.name, p.piece.notes)).collect());

@@ -105,6 +105,12 @@ impl TargetSet {
         &self.data
     }
 
+    /// Target `i` as (sequence, position in it): [`TargetSet::pairs`]`()[i]`.
+    pub fn pair(&self, i: usize) -> (usize, usize) {
+        let (s, start) = self.data.locate(i);
+        (s, start + self.window())
+    }
+
     /// Every target as (sequence, position in it), in window order.
     pub fn pairs(&self) -> Vec<(usize, usize)> {
         let t = self.window();
@@ -134,17 +140,16 @@ impl TargetSet {
             }
         };
         assert_eq!(nll.len(), picks.len(), "one loss per target scored");
-        // Piece of every window: windows are in piece order.
-        let mut piece_of = Vec::with_capacity(self.len());
-        for (p, piece) in self.pieces.iter().enumerate() {
-            piece_of.extend(std::iter::repeat_n(p, piece.targets));
-        }
+        // The piece of a window: its sequence (one per piece, stride 1), found by a binary search
+        // rather than an array of one entry per target.
+        let piece_of = |i: usize| self.data.locate(i).0;
         let mut piece_sum = vec![0.0f64; self.pieces.len()];
         let mut piece_count = vec![0usize; self.pieces.len()];
         let mut unk = 0usize;
         for (&i, &l) in picks.iter().zip(nll) {
-            piece_sum[piece_of[i]] += l;
-            piece_count[piece_of[i]] += 1;
+            let p = piece_of(i);
+            piece_sum[p] += l;
+            piece_count[p] += 1;
             unk += usize::from(self.data.target_last(i) == self.unk);
         }
         let n = picks.len();
@@ -202,6 +207,19 @@ pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
     batch: usize,
     picks: Option<&[usize]>,
 ) -> (Vec<f64>, Vec<f32>, Option<f64>) {
+    score_model_with(b, model, stepper, set, batch, picks, None)
+}
+
+/// [`score_model`], counting the targets scored on `stage` (a progress bar or lines).
+pub fn score_model_with<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+    picks: Option<&[usize]>,
+    mut stage: Option<&mut crate::run::progress::Stage>,
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
     let picks = picks_or_all(picks, set.len());
     let picks: &[usize] = &picks;
     let targets = model.targets();
@@ -220,6 +238,9 @@ pub fn score_model<B: Backend, M: Model<B> + ?Sized>(
             };
             nll.push(rows[2 * row] as f64);
             hits.push(rows[2 * row + 1]);
+        }
+        if let Some(s) = stage.as_deref_mut() {
+            s.inc(chunk.len() as u64);
         }
     }
     let totals = stepper.take_totals(b);
@@ -247,23 +268,37 @@ pub fn baseline_for(loaded: &Loaded, set: &TargetSet, picks: Option<&[usize]>) -
     baseline_from(loaded, None, set, picks)
 }
 
+/// Training tokens (before the run's shifts) the n-gram baselines are fitted on at most: a run
+/// whose training pieces hold more fits them on a seeded sample of its training pieces
+/// ([`crate::eval::data::training_pieces`]), so that their time and memory (about 12 bytes per
+/// token per shift while counting) stay bounded. The built-in corpus (233,064 training tokens)
+/// is fitted whole.
+pub const BASELINE_TOKENS: usize = 2_000_000;
+
 /// [`baseline_for`] with the run's corpus from the token cache in `cache` (read in memory when
 /// `None`).
 pub fn baseline_from(loaded: &Loaded, cache: Option<&Path>, set: &TargetSet, picks: Option<&[usize]>) -> Result<BaselineReport, String> {
     let tokenizer = loaded.meta.data.tokenizer()?;
     let valid: std::collections::HashSet<&str> = loaded.meta.valid_pieces.iter().map(String::as_str).collect();
-    let pieces = crate::eval::data::run_pieces(loaded, cache, |name| !valid.contains(name))?;
+    let started = std::time::Instant::now();
+    let (pieces, sample) = crate::eval::data::training_pieces(loaded, cache, &valid, BASELINE_TOKENS)?;
+    let shifts = 2 * loaded.meta.data.data.transpose.min(127) as usize + 1;
+    let tokens: usize = pieces.ids.iter().map(Vec::len).sum();
     let train = crate::eval::data::transposed_sequences(loaded, pieces.ids, tokenizer.as_ref());
     if train.is_empty() {
         return Err("the checkpoint's run has no training piece left in its corpus".into());
     }
-    let pairs = set.pairs();
     let pairs: Vec<(usize, usize)> = match picks {
-        Some(p) => p.iter().map(|&i| pairs[i]).collect(),
-        None => pairs,
+        Some(p) => p.iter().map(|&i| set.pair(i)).collect(),
+        None => set.pairs(),
     };
     let eval: Vec<Vec<u32>> = set.sequences().into_iter().map(<[u32]>::to_vec).collect();
-    baselines(&train, loaded.meta.vocab.len(), &eval, &pairs)
+    let what = sample.clone().unwrap_or_else(|| format!("all {} training pieces ({tokens} tokens)", train.len() / shifts));
+    eprintln!("n-gram baselines: fitting on {what} at {shifts} shifts, scoring {} targets", pairs.len());
+    let mut r = baselines(&train, loaded.meta.vocab.len(), &eval, &pairs)?;
+    eprintln!("n-gram baselines: done in {:.1} s", started.elapsed().as_secs_f64());
+    r.fitted_on = sample;
+    Ok(r)
 }
 
 /// Everything `etude eval` reports (and `etude train` writes to `baseline.json`).
@@ -291,6 +326,9 @@ pub struct EvalReport {
     /// The model mixed with the copy distribution (None: `--no-copy`, or a checkpoint without a
     /// fitted mixture and no `--fit-copy`).
     pub copy: Option<CopyReport>,
+    /// The sample of targets scored, when not all were (`--val-targets`, or a run's own sample).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<TargetSample>,
 }
 
 /// The model's and the best n-gram's figures on the targets of one kind of token.
@@ -376,6 +414,10 @@ pub struct EvalOptions {
     pub cache: Option<PathBuf>,
     /// Which copy mixture to score beside the model alone.
     pub copy: CopyChoice,
+    /// Score a seeded sample of this many targets ([`sample_targets`], seeded with the run's
+    /// seed): `etude eval --val-targets`, and the end of `etude train` with the run's own sample.
+    /// `None` = every target.
+    pub valid_targets: Option<usize>,
 }
 
 /// Which copy mixture ([`crate::model::copy`]) `etude eval` scores beside the model alone.
@@ -419,7 +461,33 @@ pub struct KindLoss {
 /// The copy targets of the windows `picks` of `set` (all when `None`), whose model NLLs are `nll`.
 pub fn copy_targets(set: &TargetSet, picks: Option<&[usize]>, nll: &[f64]) -> Vec<CopyTarget> {
     let picks = picks_or_all(picks, set.len());
-    picks.iter().zip(nll).map(|(&i, &l)| CopyTarget::new(set.windows().input(i), set.windows().target_last(i), l)).collect()
+    let mut stage = crate::run::progress::Stage::on_stderr("copy distributions", "targets", picks.len() as u64);
+    let mut out = Vec::with_capacity(picks.len());
+    for chunk in picks.chunks(4096).zip(nll.chunks(4096)) {
+        out.extend(chunk.0.iter().zip(chunk.1).map(|(&i, &l)| CopyTarget::new(set.windows().input(i), set.windows().target_last(i), l)));
+        stage.inc(chunk.0.len() as u64);
+    }
+    // Said when it took a while (the built-in corpus's 13,095 take a fraction of a second).
+    let secs = stage.seconds();
+    let done = stage.finish();
+    if secs >= 1.0 {
+        eprintln!("copy distributions: {done}");
+    }
+    out
+}
+
+/// A seeded sample of `cap` of `len` targets (window indices of a [`TargetSet`]), spread over
+/// them and so over its pieces in proportion to their targets: the targets are cut into `cap`
+/// strata of equal length (in window order, which is piece order) and one target is drawn from
+/// each. Sorted and distinct; `None` (every target) when `cap` is 0 or not below `len`. The same
+/// (len, cap, seed) always give the same sample: every epoch of a run scores the same targets.
+pub fn sample_targets(len: usize, cap: usize, seed: u64) -> Option<Vec<usize>> {
+    if cap == 0 || cap >= len {
+        return None;
+    }
+    let mut rng = crate::rng::Rng::new(seed ^ 0x5A3B_1E0F_7A26_0001);
+    let at = |k: usize| (k as u128 * len as u128 / cap as u128) as usize;
+    Some((0..cap).map(|k| at(k) + rng.below(at(k + 1) - at(k))).collect())
 }
 
 /// `limit` evenly spaced indices out of `n`, or all of them when `n <= limit` (`eval --max-windows`).
@@ -451,20 +519,31 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
     if set.is_empty() {
         return Err(format!("no piece of {what} is longer than the window of {window} tokens"));
     }
-    let picks = (opts.max_targets > 0 && opts.max_targets < set.len())
-        .then(|| eval_picks(set.len(), opts.max_targets));
+    let picks = match opts.valid_targets {
+        Some(cap) if opts.max_targets == 0 => sample_targets(set.len(), cap, spec.data.seed),
+        _ => (opts.max_targets > 0 && opts.max_targets < set.len()).then(|| eval_picks(set.len(), opts.max_targets)),
+    };
+    // A seeded sample: said, and kept in the report.
+    let sample = opts.valid_targets.filter(|_| opts.max_targets == 0 && picks.is_some()).map(|_| TargetSample::new(picks.as_ref().map_or(0, Vec::len), set.len()));
+    if let Some(s) = &sample {
+        eprintln!("scoring {}", s.describe(&what));
+    }
     let batch = opts.batch.max(1);
     // Before anything is allocated: --batch against memory and the adapter's binding limit.
     let fp = crate::run::verify::Footprint::of(&loaded.meta.model, batch, window, false);
     let limit_bytes = b.max_buffer_bytes().map(u128::from);
     crate::run::verify::check_footprint(&fp, crate::run::verify::available_memory(), limit_bytes, &format!("--batch {batch}"))?;
-    let reused = if picks.is_none() { opts.reuse.as_ref().and_then(|s| s.for_set(&set)) } else { None };
+    let reused = opts.reuse.as_ref().and_then(|s| s.for_set(&set, picks.as_deref()));
     let (nll, hits, all_positions) = match reused {
         Some(scores) => scores,
         None => {
             let mut model = loaded.model(b, batch, window, origin)?;
             let mut stepper = Stepper::new(b, &model, batch);
-            score_model(b, &mut model, &mut stepper, &set, batch, picks.as_deref())
+            let n = picks.as_ref().map_or(set.len(), Vec::len);
+            let mut stage = crate::run::progress::Stage::on_stderr("scoring", "targets", n as u64);
+            let r = score_model_with(b, &mut model, &mut stepper, &set, batch, picks.as_deref(), Some(&mut stage));
+            eprintln!("scored {}", stage.finish());
+            r
         }
     };
     let mut heldout = set.summarise(&nll, Some(&hits), picks.as_deref());
@@ -494,7 +573,11 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         CopyChoice::Fit => {
             let targets = copy_targets(&set, picks.as_deref(), &nll);
             let mix = if opts.data.is_empty() {
-                CopyMix::fit(&targets, "the checkpoint's validation pieces")
+                let on = match &sample {
+                    Some(s) => format!("a seeded sample of {} of the {} targets of the checkpoint's validation pieces", s.targets, s.of),
+                    None => "the checkpoint's validation pieces".to_string(),
+                };
+                CopyMix::fit(&targets, &on)
             } else {
                 // Fitted on the validation pieces, never on the pieces evaluated.
                 let on_valid = EvalOptions {
@@ -546,7 +629,28 @@ pub fn evaluate_checkpoint<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, op
         ngram_best,
         by_kind: kinds,
         copy,
+        sample,
     })
+}
+
+/// A seeded sample of the targets ([`sample_targets`]): how many, of how many.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetSample {
+    pub targets: usize,
+    pub of: usize,
+    /// `targets / of`.
+    pub share: f64,
+}
+
+impl TargetSample {
+    pub fn new(targets: usize, of: usize) -> TargetSample {
+        TargetSample { targets, of, share: targets as f64 / of.max(1) as f64 }
+    }
+
+    /// "a seeded sample of N of the M targets (P%) of WHAT".
+    pub fn describe(&self, what: &str) -> String {
+        format!("a seeded sample of {} of the {} targets ({:.2}%) of {what}", self.targets, self.of, 100.0 * self.share)
+    }
 }
 
 /// The targets `picks`, or all `len` of them.
@@ -657,6 +761,31 @@ pub struct Scores {
     /// Every piece with targets.
     pieces: Vec<ScoredPiece>,
     all_positions: Option<f64>,
+    /// The scores of a sample of the targets instead ([`sample_targets`]; `pieces` is then empty).
+    sampled: Option<SampledScores>,
+}
+
+/// [`Scores`] of a sample of a set's targets: a fingerprint of the set (names and ids of its pieces
+/// with targets), the targets scored, and their scores.
+#[derive(Clone, Debug)]
+struct SampledScores {
+    fingerprint: u64,
+    picks: Vec<usize>,
+    nll: Vec<f64>,
+    hits: Vec<f32>,
+}
+
+/// A hash of the names and ids of the pieces of `set` that have targets.
+fn fingerprint(set: &TargetSet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
+        if piece.targets > 0 {
+            piece.name.hash(&mut h);
+            seq.hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// One piece of [`Scores`]: its name, its ids, and its targets' NLL and hits.
@@ -686,12 +815,26 @@ impl Scores {
             }
             at += n;
         }
-        Scores { pieces, all_positions }
+        Scores { pieces, all_positions, sampled: None }
     }
 
-    /// The scores of `set`'s targets in its window order, when every piece of it with targets was
-    /// scored here with the same ids (and nothing else was); `None` otherwise.
-    fn for_set(&self, set: &TargetSet) -> Option<(Vec<f64>, Vec<f32>, Option<f64>)> {
+    /// The scores of the targets `picks` of `set` (a sample, in the order of `picks`).
+    pub fn sampled(set: &TargetSet, picks: &[usize], nll: &[f64], hits: &[f32], all_positions: Option<f64>) -> Scores {
+        assert_eq!(nll.len(), picks.len(), "one score per target scored");
+        let sampled = SampledScores { fingerprint: fingerprint(set), picks: picks.to_vec(), nll: nll.to_vec(), hits: hits.to_vec() };
+        Scores { pieces: Vec::new(), all_positions, sampled: Some(sampled) }
+    }
+
+    /// The scores of `set`'s targets `picks` (all when `None`) in their order, when exactly these
+    /// were scored here on a set with the same pieces and ids; `None` otherwise.
+    fn for_set(&self, set: &TargetSet, picks: Option<&[usize]>) -> Option<(Vec<f64>, Vec<f32>, Option<f64>)> {
+        match (&self.sampled, picks) {
+            (Some(s), Some(p)) if s.picks == p && s.fingerprint == fingerprint(set) => {
+                return Some((s.nll.clone(), s.hits.clone(), self.all_positions));
+            }
+            (None, None) => {}
+            _ => return None,
+        }
         let (mut nll, mut hits) = (Vec::with_capacity(set.len()), Vec::with_capacity(set.len()));
         let mut used = 0;
         for (piece, seq) in set.pieces().iter().zip(set.sequences()) {
@@ -722,11 +865,28 @@ pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
     set: &TargetSet,
     batch: usize,
 ) -> (crate::model::step::Totals, Option<f64>, Option<Scores>) {
+    validation_totals_with(b, model, stepper, set, batch, None, None)
+}
+
+/// [`validation_totals`] on the targets `picks` of `set` (all when `None`: [`sample_targets`]),
+/// counting them on `stage`.
+pub fn validation_totals_with<B: Backend, M: Model<B> + ?Sized>(
+    b: &B,
+    model: &mut M,
+    stepper: &mut Stepper<B>,
+    set: &TargetSet,
+    batch: usize,
+    picks: Option<&[usize]>,
+    stage: Option<&mut crate::run::progress::Stage>,
+) -> (crate::model::step::Totals, Option<f64>, Option<Scores>) {
     if set.is_empty() {
         return (crate::model::step::Totals::default(), None, None);
     }
-    let (nll, hits, all) = score_model(b, model, stepper, set, batch, None);
-    let scores = Scores::new(set, &nll, &hits, all);
+    let (nll, hits, all) = score_model_with(b, model, stepper, set, batch, picks, stage);
+    let scores = match picks {
+        Some(p) => Scores::sampled(set, p, &nll, &hits, all),
+        None => Scores::new(set, &nll, &hits, all),
+    };
     // A mean beyond DIVERGED_NATS means the weights have blown up (finite, but useless): it is
     // reported as infinite so that training stops there rather than saving that model.
     let sum: f64 = nll.iter().sum();

@@ -231,6 +231,10 @@ pub struct BaselineReport {
     /// Training sequences and tokens the counts came from.
     pub train_sequences: usize,
     pub train_tokens: u64,
+    /// The sample of training pieces fitted on, when the run's training pieces held more tokens
+    /// than [`crate::eval::heldout::BASELINE_TOKENS`] (`None`: all of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fitted_on: Option<String>,
     /// The best model's NLL of every target, in the order of the targets scored.
     #[serde(skip)]
     pub best_per_target: Vec<f64>,
@@ -286,6 +290,7 @@ pub fn baselines(train: &[Vec<u32>], vocab: usize, eval: &[Vec<u32>], targets: &
         targets: targets.len(),
         train_sequences: train.len(),
         train_tokens: counts.tokens,
+        fitted_on: None,
         best_per_target: rows.iter().map(|r| r[column]).collect(),
     })
 }

@@ -16,7 +16,7 @@ pub mod roll_recipe;
 
 use crate::run::checkpoint::Checkpoint;
 use crate::data::corpus::Skipped;
-use crate::data::dataset::{prepare_tokens, Dataset, Prepared};
+use crate::data::dataset::{prepare_tokens_mapped, Dataset, Prepared};
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
 use crate::run::metrics::EpochMetrics;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
@@ -108,7 +108,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         ));
     }
     // A resumed run keeps its own data, model and optimizer settings.
-    let (spec, mut optim) = match &resumed {
+    let (mut spec, mut optim) = match &resumed {
         Some(l) => (l.meta.data.clone(), l.meta.optim.clone()),
         None => (opts.data.clone(), opts.optim.clone()),
     };
@@ -126,8 +126,16 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
     let tokens = spec.tokens(opts.cache.as_deref(), opts.progress_bar)?;
     let skipped = tokens.skipped().to_vec();
     let prepared: Prepared =
-        prepare_tokens(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
+        prepare_tokens_mapped(&tokens, tokenizer.as_ref(), &spec.data, resumed.as_ref().map(|l| l.meta.vocab.clone()))?;
     drop(tokens);
+    if prepared.duplicates > 0 {
+        let n = prepared.names.len();
+        eprintln!(
+            "kept {} of {n} pieces: {} duplicates (pieces whose tokens equal an earlier piece's; --keep-duplicates keeps them)",
+            n - prepared.duplicates,
+            prepared.duplicates
+        );
+    }
     let window = spec.data.window;
     if resumed.is_none() {
         degenerate_vocab(&prepared.vocab, spec.data.min_count)?;
@@ -170,6 +178,16 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
     crate::run::metrics::trim(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let valid_set = crate::eval::heldout::validation_set(&prepared)?;
+    // Every epoch scores the same targets: all, or a seeded sample spread over the validation
+    // pieces (stored in the run only when it is a sample).
+    let valid_picks = crate::eval::heldout::sample_targets(valid_set.len(), spec.data.valid_targets.unwrap_or(0), spec.data.seed);
+    spec.data.valid_targets = spec.data.valid_targets.filter(|_| valid_picks.is_some());
+    if let Some(p) = &valid_picks {
+        let pieces = valid_set.pieces().iter().filter(|p| p.targets > 0).count();
+        let sample = crate::eval::heldout::TargetSample::new(p.len(), valid_set.len());
+        eprintln!("validation scores {} every epoch (--val-targets)", sample.describe(&format!("the {pieces} validation pieces")));
+    }
+    let valid_scored = valid_picks.as_ref().map_or(valid_set.len(), Vec::len) as u64;
     let targets = model.targets();
     let reporter = Reporter::new(opts.progress_bar);
     let mut metrics = Vec::new();
@@ -239,8 +257,17 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
             return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
         }
         // The held-out metric (crate::eval::heldout): every validation token after the first window.
-        let (val, val_all_positions, val_scores) =
-            crate::eval::heldout::validation_totals(b, &mut model, &mut stepper, &valid_set, optim.batch);
+        let mut stage = reporter.stage("validation", "targets", valid_scored);
+        let (val, val_all_positions, val_scores) = crate::eval::heldout::validation_totals_with(
+            b,
+            &mut model,
+            &mut stepper,
+            &valid_set,
+            optim.batch,
+            valid_picks.as_deref(),
+            Some(&mut stage),
+        );
+        let val_done = stage.finish();
         // The last step may have broken the parameters after the training losses were taken:
         // neither a non-finite validation loss nor a non-finite parameter reaches a checkpoint.
         if val.rows > 0 && !val.loss().is_finite() {
@@ -279,6 +306,9 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
             line.push_str(&format!(" | lr {:.3e}", adam.hp.lr));
         }
         reporter.line(&line);
+        if valid_scored > 0 {
+            reporter.line(&format!("  validation: {val_done}"));
+        }
         if let Some(all) = val_all_positions {
             reporter.line(&format!("  (validation loss over every position of the windows: {all:.4})"));
         }
