@@ -179,23 +179,86 @@ fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
 
 /// Write `bytes` to `path` through a temporary file in the same folder (named with the process id,
 /// so two processes never share one), synced, then renamed over `path`: a crash or a full disk
-/// never leaves a half-written file where a good one was.
+/// never leaves a half-written file where a good one was. See [`atomic_write_with`] for what stands
+/// at `path` already.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
+    atomic_write_with(path, |f| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        f.write_all(bytes).map_err(|e| e.to_string())
+    })
+}
+
+/// [`atomic_write`] with the bytes written by `fill` (streamed: the file need not fit in memory).
+/// What stands at `path` is never replaced by something else: a regular file is replaced by the new
+/// one (through a symbolic link, the file it names, the link kept); a device, FIFO or socket
+/// (`/dev/null`, `/dev/stdout`, a pipe) is written in place; a folder is refused. `fill` gets a file
+/// that may not seek when it is written in place.
+pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<(), String> {
+    let cannot = |e: &dyn std::fmt::Display| format!("{}: cannot write ({e})", path.display());
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(format!("{}: is a folder, not a file; choose a file name", path.display())),
+        Ok(m) if !m.is_file() => {
+            // Not ours to replace: write into it (a device takes the bytes or says why it cannot).
+            let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| cannot(&e))?;
+            fill(&mut f).map_err(|e| cannot(&e))?;
+            return f.sync_all().or_else(|e| if e.kind() == std::io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) }).map_err(|e| cannot(&e));
+        }
+        _ => {}
+    }
+    // A symbolic link to a file: replace the file it names, and keep the link.
+    let is_link = std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+    let target = if is_link { std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()) } else { path.to_path_buf() };
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file_name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> Result<(), String> {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        fill(&mut f)?;
+        f.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &target).map_err(|e| e.to_string())
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: cannot write ({e})", path.display())
+        cannot(&e)
     })
+}
+
+/// Whether `a` and `b` name the same existing file (through links, `..` and hard links).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y),
+        _ => false,
+    }
+}
+
+/// The checks before a command writes the output `out` (`option` names it in the errors): its folder
+/// exists; it is none of the command's `inputs` (files or folders it reads, each with what it is,
+/// e.g. "the checkpoint --model reads"); it is not a folder;
+/// and without `force` no file stands there. A device or FIFO (`/dev/null`) needs no `--force`:
+/// writing into it loses nothing.
+pub fn check_output(out: &Path, option: &str, force: bool, inputs: &[(&Path, &str)]) -> Result<(), String> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(format!("{option} {}: the folder {} does not exist", out.display(), parent.display()));
+        }
+    }
+    if let Some((_, what)) = inputs.iter().find(|(i, _)| same_file(out, i)) {
+        return Err(format!("{option} {} is {what}, which it would overwrite; choose another output", out.display()));
+    }
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => Err(format!("{option} {}: is a folder, not a file; choose a file name", out.display())),
+        Ok(m) if m.is_file() && !force => {
+            Err(format!("{} exists; choose another output or pass --force to overwrite it", out.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fails with one line when `dir` (created if missing) cannot take a new file: checked before a

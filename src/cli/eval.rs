@@ -47,6 +47,9 @@ pub struct EvalArgs {
     /// loss with another framework: see scripts/torch_roundtrip.py).
     #[arg(long, value_name = "FILE.json")]
     pub dump_windows: Option<PathBuf>,
+    /// Overwrite an existing --dump-windows file.
+    #[arg(long)]
+    pub force: bool,
     /// Fit the copy mixture's weights on the checkpoint's validation pieces now (never on --data)
     /// and score it, whether or not the checkpoint holds fitted weights.
     #[arg(long, conflicts_with = "no_copy")]
@@ -61,6 +64,13 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
+    if let Some(out) = &args.dump_windows {
+        // Before any work, and never over the checkpoint or the data it scores.
+        let inputs: Vec<(&std::path::Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+            .chain(args.data.iter().map(|d| (d.as_path(), "a --data file")))
+            .collect();
+        etude::checkpoint::check_output(out, "--dump-windows", args.force, &inputs)?;
+    }
     // Read once: a piano-roll or a token model's, and everything below uses this copy.
     let read = Checkpoint::load(&args.checkpoint);
     if let Some(done) = super::roll::eval(&args, &read) {

@@ -160,21 +160,16 @@ pub fn run(args: GenArgs) -> Result<(), String> {
             return Err(format!("--seconds must be positive, not {s}"));
         }
     }
-    if !args.force {
-        // The piece, its piano roll and (--wav) its audio.
-        let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
-        let all = args.outputs().into_iter().flat_map(|p| [p.clone()].into_iter().chain(exts.iter().map(|e| p.with_extension(e))).collect::<Vec<_>>());
-        if let Some(p) = all.into_iter().find(|p| p.exists()) {
-            return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
+    // The piece, its piano roll and (--wav) its audio; --force overwrites MIDI files, never the
+    // checkpoint composing them nor the prime.
+    let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
+    let inputs: Vec<(&Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+        .chain(args.prime.as_deref().map(|p| (p, "the --prime file")))
+        .collect();
+    for p in args.outputs() {
+        for q in std::iter::once(p.clone()).chain(exts.iter().map(|e| p.with_extension(e))) {
+            etude::checkpoint::check_output(&q, "--out", args.force, &inputs)?;
         }
-    }
-    // --force overwrites MIDI files, never the checkpoint composing them.
-    let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(&args.checkpoint)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if let Some(p) = args.outputs().iter().find(|p| same_file(p)) {
-        return Err(format!("--out {} is the checkpoint --model reads; choose another --out", p.display()));
     }
     let loaded = Loaded::from_checkpoint(read?, &args.checkpoint)?;
     let pieces = args.pieces();

@@ -17,7 +17,7 @@ use etude::roll::model::RollConfig;
 use etude::roll::recipe::{default_config, default_model, default_settings, DataKind};
 use etude::roll::train::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
 use etude::schedule::{self, LrSchedule};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
 /// `--tokenizer pianoroll`.
@@ -353,10 +353,11 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
         return Err(format!("--frame-quarters must be positive, not {fq}"));
     }
     let outs = outputs(args);
-    if !args.force {
-        if let Some(p) = outs.iter().find(|p| p.exists()) {
-            return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
-        }
+    let inputs: Vec<(&Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+        .chain(args.prime.as_deref().map(|p| (p, "the --prime file")))
+        .collect();
+    for p in &outs {
+        etude::checkpoint::check_output(p, "--out", args.force, &inputs)?;
     }
     let spq = (1.0 / meta.frame_quarters).round().max(1.0) as u32;
     let prime = prime_frames(args, spq)?;

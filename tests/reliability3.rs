@@ -1,0 +1,115 @@
+//! Issue 32's findings (a hostile user's third round), each reproduced against the binary (CPU
+//! backend, tiny models and corpora): outputs that never replace what stands at their path nor an
+//! input, settings checked before training by the code that loads them, and the rest one test per
+//! finding, named after it.
+mod cli_common;
+
+use cli_common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// The error of a command that must fail: exactly one line, `error: ` first, holding every
+/// `expect`; the process ended with status 1 (an abort or a panic has another).
+fn one_line_error(args: &[&str], dir: &Path, expect: &[&str]) -> String {
+    let o = etude(args, dir);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "etude {}: status {:?}:\n{err}", args.join(" "), o.status);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
+    for e in expect {
+        assert!(lines[0].contains(e), "etude {}: {e:?} missing from:\n{err}", args.join(" "));
+    }
+    lines[0].to_string()
+}
+
+/// A two-second MIDI file at `path`.
+fn short_midi(path: &Path) {
+    use etude::midi::{write_midi, Note, WriteOptions};
+    let notes = [Note::new(60, 0.0, 1.0, 100), Note::new(64, 1.0, 2.0, 90), Note::new(67, 2.0, 4.0, 80)];
+    std::fs::write(path, write_midi(&notes, &WriteOptions::default())).unwrap();
+}
+
+#[cfg(unix)]
+fn is_fifo(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_fifo()).unwrap_or(false)
+}
+
+/// Finding 1: an output never replaces what stands at its path: a FIFO is written into (a reader
+/// gets the WAV), a symbolic link keeps being a link (the file it names gets the output), an input
+/// is refused even with --force, and eval --dump-windows needs --force and never overwrites the
+/// checkpoint it evaluates.
+#[test]
+#[cfg(unix)]
+fn finding_01_outputs_never_replace_what_stands_at_their_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    short_midi(&dir.join("g.mid"));
+
+    // A FIFO: written in place (on today's main it became a regular file).
+    let fifo = dir.join("pipe.wav");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&reader));
+    });
+    let o = etude(&["render", "g.mid", "-o", "pipe.wav", "--force", "--soundfont", "builtin"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_fifo(&fifo), "the FIFO was replaced by a regular file");
+    let got = rx.recv_timeout(Duration::from_secs(10)).expect("the FIFO's reader got nothing").unwrap();
+    assert!(got.starts_with(b"RIFF"), "the reader got {} bytes, not a WAV", got.len());
+    // A FIFO needs no --force (nothing is lost writing into it): plot too.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&reader));
+    });
+    etude_ok(&["plot", "g.mid", "-o", "pipe.wav"], dir);
+    assert!(is_fifo(&fifo));
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap().starts_with(b"\x89PNG"));
+
+    // A symbolic link: the file it names gets the picture, the link stays.
+    std::fs::write(dir.join("real.png"), b"old").unwrap();
+    std::os::unix::fs::symlink("real.png", dir.join("link.png")).unwrap();
+    etude_ok(&["plot", "g.mid", "-o", "link.png", "--force"], dir);
+    assert!(std::fs::symlink_metadata(dir.join("link.png")).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read(dir.join("real.png")).unwrap().starts_with(b"\x89PNG"));
+
+    // A folder is refused in one line.
+    std::fs::create_dir(dir.join("folder.wav")).unwrap();
+    one_line_error(&["render", "g.mid", "-o", "folder.wav", "--force"], dir, &["folder.wav", "folder"]);
+
+    // The input itself, even with --force, and through another name.
+    let midi = std::fs::read(dir.join("g.mid")).unwrap();
+    one_line_error(&["render", "g.mid", "-o", "g.mid", "--force"], dir, &["g.mid", "input"]);
+    one_line_error(&["plot", "g.mid", "-o", "./g.mid", "--force"], dir, &["g.mid", "input"]);
+    std::fs::hard_link(dir.join("g.mid"), dir.join("same.mid")).unwrap();
+    one_line_error(&["plot", "g.mid", "-o", "same.mid", "--force"], dir, &["same.mid", "input"]);
+    assert_eq!(std::fs::read(dir.join("g.mid")).unwrap(), midi, "the input MIDI was overwritten");
+
+    // eval --dump-windows: an existing file needs --force; the checkpoint is never overwritten.
+    etude_ok(&tiny_train("lstm", "cpu", "run", "1", &["--sample-length", "0"]), dir);
+    let ck = std::fs::read(dir.join("run/last.safetensors")).unwrap();
+    let eval = |out: &str, force: bool| {
+        let mut a = vec!["eval", "--model", "run/last.safetensors", "--backend", "cpu", "--no-baseline", "--max-windows", "3"];
+        a.extend(["--dump-windows", out]);
+        if force {
+            a.push("--force");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = eval("run/last.safetensors", true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    one_line_error(&args, dir, &["--dump-windows", "checkpoint"]);
+    assert_eq!(std::fs::read(dir.join("run/last.safetensors")).unwrap(), ck, "the checkpoint was overwritten");
+    std::fs::write(dir.join("mine.json"), b"my notes").unwrap();
+    let args = eval("mine.json", false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    one_line_error(&args, dir, &["mine.json", "--force"]);
+    assert_eq!(std::fs::read(dir.join("mine.json")).unwrap(), b"my notes");
+    let args = eval("mine.json", true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    etude_ok(&args, dir);
+    assert!(std::fs::read(dir.join("mine.json")).unwrap().starts_with(b"{"));
+}
