@@ -23,7 +23,7 @@ use crate::rng::Rng;
 use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
 use crate::schedule::{lr_at, LrSchedule};
 use crate::step::Stepper;
-use crate::tokens::Vocab;
+use crate::tokens::{Tokenizer, Vocab};
 use crate::verify::{available_memory, check_footprint, Footprint};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -89,6 +89,41 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     train_from(b, opts, resumed)
 }
 
+/// The settings of a new run, written into a checkpoint's metadata and read back as loading reads
+/// them, then checked by [`crate::verify::check_meta`], the check [`Loaded::from_checkpoint`]
+/// makes: an error names the option.
+fn check_loadable(model: &ModelConfig, spec: &DataSpec, vocab: &Vocab, optim: &OptimConfig, tokenizer: &dyn Tokenizer) -> Result<(), String> {
+    let meta = Meta {
+        etude_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model.clone(),
+        data: spec.clone(),
+        vocab: vocab.clone(),
+        optim: optim.clone(),
+        progress: Progress::default(),
+        valid_pieces: Vec::new(),
+        rng: Rng::new(optim.seed),
+        run: RunSettings::default(),
+        copy: None,
+    };
+    let json = serde_json::to_value(&meta).map_err(|e| e.to_string())?;
+    let back: Meta = serde_json::from_value(json).map_err(|e| format!("the run's settings do not read back from a checkpoint: {e}"))?;
+    crate::verify::check_meta(&back, tokenizer).map_err(|e| {
+        const FLAGS: [(&str, &str); 9] = [
+            ("data.transpose", "--transpose"),
+            ("data.valid_fraction", "--val-fraction"),
+            ("data.window", "--window"),
+            ("tokenizer_options.step", "the tokenizer's step"),
+            ("tokenizer_options.note_length", "the tokenizer's note length"),
+            ("optim.lr", "--lr"),
+            ("optim.clip", "--clip"),
+            ("optim.weight_decay", "--weight-decay"),
+            ("optim.batch", "--batch"),
+        ];
+        let flag = FLAGS.iter().find(|(k, _)| e.starts_with(k)).map_or("a setting", |(_, f)| f);
+        format!("{flag}: {e}; the run's checkpoints could not be loaded, so it does not start")
+    })
+}
+
 /// [`train`] with the run's last checkpoint already read ([`read_resumed`]; `Some` exactly when
 /// `opts.resume`), for a caller that needed its settings first: a checkpoint is read once.
 pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded>) -> Result<TrainReport, String> {
@@ -133,6 +168,11 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         Some(l) => l.meta.model.clone(),
         None => ModelConfig::from_name(&opts.model, prepared.vocab.len(), window, &opts.sizes)?,
     };
+    // The settings as the run's checkpoints will hold them pass the checks that load those
+    // checkpoints, before any step is taken (a run whose checkpoints are refused is wasted).
+    if resumed.is_none() {
+        check_loadable(&model_cfg, &spec, &prepared.vocab, &optim, tokenizer.as_ref())?;
+    }
     // Everything the run allocates, checked before any of it is: the sample is composed with the
     // fast WaveNet's queues.
     let fp = Footprint::of(&model_cfg, optim.batch, window, opts.sample_length > 0);

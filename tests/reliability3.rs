@@ -113,3 +113,20 @@ fn finding_01_outputs_never_replace_what_stands_at_their_path() {
     etude_ok(&args, dir);
     assert!(std::fs::read(dir.join("mine.json")).unwrap().starts_with(b"{"));
 }
+
+/// Finding 2: a setting that loading a checkpoint refuses is refused before training, by the same
+/// check, naming the option: no run is trained whose checkpoints would be "damaged or foreign".
+#[test]
+fn finding_02_settings_loading_checks_are_checked_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = tiny_train("lstm", "cpu", "t", "1", &["--transpose", "200"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let line = one_line_error(&args, dir, &["--transpose", "200", "[0, 127]"]);
+    assert!(!line.contains("damaged"), "{line}");
+    assert!(!dir.join("t/last.safetensors").exists(), "a run was trained");
+    // The largest transposition that loads still trains, and its checkpoint loads.
+    let args = tiny_train("lstm", "cpu", "t", "1", &["--transpose", "127", "--sample-length", "0"]);
+    etude_ok(&args, dir);
+    etude_ok(&["eval", "--model", "t/last.safetensors", "--backend", "cpu", "--no-baseline", "--max-windows", "3"], dir);
+}
