@@ -130,3 +130,38 @@ fn finding_02_settings_loading_checks_are_checked_before_training() {
     etude_ok(&args, dir);
     etude_ok(&["eval", "--model", "t/last.safetensors", "--backend", "cpu", "--no-baseline", "--max-windows", "3"], dir);
 }
+
+/// A piano-roll file `name` in `dir` with the given train and valid splits.
+fn roll_file(dir: &Path, name: &str, train: &[etude::roll::data::Sequence], valid: &[etude::roll::data::Sequence]) {
+    std::fs::write(dir.join(name), etude::roll::data::to_json_gz(&[("train", train), ("valid", valid)])).unwrap();
+}
+
+/// `n` sequences of `len` frames holding a few keys.
+fn roll_seqs(n: usize, len: usize) -> Vec<etude::roll::data::Sequence> {
+    (0..n).map(|i| (0..len).map(|t| vec![(30 + (i * 7 + t * 3) % 30) as u8]).collect()).collect()
+}
+
+/// Finding 5: a piano-roll run whose validation split holds a 2-frame sequence trains (it
+/// panicked writing 88 targets into a buffer of 1), and one whose validation sequences are all a
+/// single frame (nothing to score) is refused in one line instead of training with "valid NaN"
+/// and no best.safetensors.
+#[test]
+fn finding_05_short_validation_sequences_in_piano_roll_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let roll = |out: &str, data: &str| -> Vec<String> {
+        ["train", "--data", data, "--model", "lstm", "--embed", "8", "--hidden", "8", "--epochs", "1", "--batch", "4"]
+            .iter()
+            .chain(&["--backend", "cpu", "--out", out])
+            .map(|s| s.to_string())
+            .collect()
+    };
+    roll_file(dir, "two.pianoroll.json.gz", &roll_seqs(6, 12), &roll_seqs(1, 2));
+    let a = roll("two", "two.pianoroll.json.gz");
+    etude_ok(&a, dir);
+    assert!(dir.join("two/best.safetensors").exists());
+    roll_file(dir, "one.pianoroll.json.gz", &roll_seqs(6, 12), &roll_seqs(3, 1));
+    let a = roll("one", "one.pianoroll.json.gz");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    one_line_error(&a, dir, &["one.pianoroll.json.gz", "validation", "two frames"]);
+}
