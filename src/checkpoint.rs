@@ -261,6 +261,101 @@ pub fn check_output(out: &Path, option: &str, force: bool, inputs: &[(&Path, &st
     }
 }
 
+/// The name of a run folder's lock file ([`RunLock`]).
+pub const LOCK_FILE: &str = ".etude.lock";
+
+/// One writer per run folder: an exclusive `flock(2)` on `DIR/.etude.lock`, held while the value
+/// lives. The kernel releases it when its process ends, however it ends (`kill -9` included), so a
+/// dead process never holds it; the file holds the holder's PID for the message of the one refused.
+pub struct RunLock {
+    path: PathBuf,
+    /// The folder, when taking the lock created it (removed again when nothing else was put there).
+    created: Option<PathBuf>,
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Take the lock of the run folder `dir` (created if missing), or fail in one line when another
+    /// process holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock, String> {
+        let created = (!dir.exists()).then(|| dir.to_path_buf());
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| format!("{}: cannot write in this folder ({e})", dir.display()))?;
+            if !try_lock(&file).map_err(|e| format!("{}: cannot lock ({e})", path.display()))? {
+                let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                let who = holder.map_or("another process".to_string(), |p| format!("process {p}"));
+                return Err(format!(
+                    "{}: {who} is writing this run folder (another etude train); wait for it to end or choose another --out",
+                    dir.display()
+                ));
+            }
+            // The holder before us may have removed the file between our open and our lock: the
+            // lock counts only on the file that is at the path now.
+            if same_open_file(&file, &path) {
+                use std::io::{Seek, Write};
+                let mut f = &file;
+                let _ = f.set_len(0);
+                let _ = f.seek(std::io::SeekFrom::Start(0));
+                let _ = write!(f, "{}", std::process::id());
+                return Ok(RunLock { path, created, _file: file });
+            }
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still held (a process waiting on the old file sees it gone and retries).
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.created {
+            // Only when empty: a failed start leaves no empty folder behind.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn try_lock(f: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor this process owns, alive for the call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+#[cfg(unix)]
+fn same_open_file(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_open_file(_: &std::fs::File, _: &Path) -> bool {
+    true
+}
+
 /// Fails with one line when `dir` (created if missing) cannot take a new file: checked before a
 /// long computation whose result is to be written there.
 pub fn check_writable(dir: &Path) -> Result<(), String> {

@@ -165,3 +165,104 @@ fn finding_05_short_validation_sequences_in_piano_roll_mode() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     one_line_error(&a, dir, &["one.pianoroll.json.gz", "validation", "two frames"]);
 }
+
+/// A training run of `epochs` epochs of 100 steps (about a second each in the test build) into
+/// `out`: long enough for a test to act while it trains.
+fn slow_train(out: &str, epochs: &str) -> Vec<String> {
+    let sizes = ["--steps-per-epoch", "100", "--window", "64", "--batch", "16", "--hidden", "32", "--embed", "16", "--dense", "32"];
+    let mut extra: Vec<&str> = sizes.to_vec();
+    extra.extend(["--sample-length", "0"]);
+    tiny_train("lstm", "cpu", out, epochs, &extra)
+}
+
+/// A running `etude ARGS` in `dir` whose stderr lines arrive on a channel.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[String], dir: &Path) -> Running {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etude"))
+            .args(args)
+            .current_dir(dir)
+            .env("XDG_CACHE_HOME", dir.join(".cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Wait (at most 60 s) for a stderr line holding `text`.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let hit = l.contains(text);
+                self.seen.push(l);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("no line with {text:?} in:\n{}", self.seen.join("\n"));
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Wait for the end: (exit code, every stderr line).
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+/// The tensors of a checkpoint, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let c = etude::checkpoint::Checkpoint::load(path).unwrap_or_else(|e| panic!("{e}"));
+    c.tensors.iter().map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect())).collect()
+}
+
+/// Finding 6: one run folder, one writer. A second train into a folder another one is writing is
+/// refused in one line naming the folder (both used to succeed, metrics interleaved); the lock
+/// dies with its process (kill -9), so the run then resumes.
+#[test]
+#[cfg(unix)]
+fn finding_06_one_writer_per_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut a = Running::start(&slow_train("run", "3"), dir);
+    a.wait_for("first step starts");
+    let b = slow_train("run", "1");
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    one_line_error(&b, dir, &["run", "another etude train"]);
+    a.wait_for("epoch 1/3");
+    a.signal(libc::SIGKILL);
+    let _ = a.finish();
+    // The dead run's lock is no lock: its run resumes (or, killed before its first checkpoint,
+    // a fresh run starts there).
+    let resume = if dir.join("run/last.safetensors").exists() {
+        vec!["train", "--out", "run", "--resume", "--epochs", "3", "--backend", "cpu", "--steps-per-epoch", "5"]
+    } else {
+        vec!["train", "--out", "run", "--epochs", "1", "--backend", "cpu", "--steps-per-epoch", "5"]
+    };
+    etude_ok(&resume, dir);
+}

@@ -151,6 +151,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         }
     }
     let out = args.out.clone().unwrap_or_else(|| super::train::default_out(&format!("roll-{model}")));
+    let _lock = etude::checkpoint::RunLock::acquire(&out)?;
     if out.join("last.safetensors").exists() {
         return Err(format!("{} already holds a run; choose another --out", out.display()));
     }

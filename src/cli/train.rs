@@ -283,6 +283,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         }
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    // One writer per run folder, from before its checkpoint is read to the end of the sample.
+    let _lock = etude::checkpoint::RunLock::acquire(&out)?;
     // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length. The
     // checkpoint is read once, here; an unreadable one is reported where training starts.
     let resumed = args.resume.then(|| read_resumed(&out));
