@@ -20,7 +20,7 @@ use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
 use crate::progress::Reporter;
 use crate::rng::Rng;
-use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
+use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, PartialEpoch, Progress, RunSettings};
 use crate::schedule::{lr_at, LrSchedule};
 use crate::step::Stepper;
 use crate::tokens::{Tokenizer, Vocab};
@@ -87,6 +87,69 @@ pub fn read_resumed(out: &Path) -> Result<Loaded, String> {
 pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, String> {
     let resumed = if opts.resume { Some(read_resumed(&opts.out)?) } else { None };
     train_from(b, opts, resumed)
+}
+
+/// The metadata of the checkpoint written after `epoch` epochs.
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_meta(
+    model: &ModelConfig,
+    spec: &DataSpec,
+    prepared: &Prepared,
+    optim: &OptimConfig,
+    progress: &Progress,
+    valid_pieces: &[String],
+    opts: &TrainOptions,
+    epoch: usize,
+) -> Meta {
+    Meta {
+        etude_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model.clone(),
+        data: spec.clone(),
+        vocab: prepared.vocab.clone(),
+        optim: optim.clone(),
+        progress: progress.clone(),
+        valid_pieces: valid_pieces.to_vec(),
+        rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
+        run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
+        copy: None,
+    }
+}
+
+/// Ctrl-Cs received since [`catch_interrupts`]: training stops after the step in progress.
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether Ctrl-C (SIGINT) was pressed since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) > 0
+}
+
+#[cfg(unix)]
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Async-signal-safe only: an atomic, write(2) and _exit(2).
+    let n = INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let msg: &[u8] = if n == 0 {
+        b"\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)\n"
+    } else {
+        b"\nCtrl-C again: stopped at once, without a checkpoint of the steps since the last one\n"
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a static byte string.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        if n > 0 {
+            libc::_exit(130);
+        }
+    }
+}
+
+/// Make Ctrl-C (SIGINT) finish the current training step, save a checkpoint `--resume` continues
+/// from and end the command with an error saying so; a second Ctrl-C ends the process at once.
+pub fn catch_interrupts() {
+    #[cfg(unix)]
+    // SAFETY: installs a handler that only touches an atomic and async-signal-safe calls.
+    unsafe {
+        let handler: extern "C" fn(libc::c_int) = on_interrupt;
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
 }
 
 /// The settings of a new run, written into a checkpoint's metadata and read back as loading reads
@@ -233,6 +296,10 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         prepared.valid.len(),
         prepared.vocab.len()
     ));
+    if interrupted() {
+        reporter.finish();
+        return Err("interrupted before the first step: nothing was trained or written".into());
+    }
     // The time to the first step (the goal of issue 16 for large corpora), said once.
     let mut first_step = true;
     while progress.epoch < opts.epochs && !stopped(&progress) {
@@ -241,8 +308,11 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         let started = Instant::now();
         stepper.take_totals(b);
         let mut last_shown = Instant::now();
+        // An epoch interrupted part-way (Ctrl-C) goes on after the steps it took.
+        let before = progress.partial.take().unwrap_or_default();
+        let mut taken = before.steps;
         let batches = prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false);
-        for batch in batches.take(steps_per_epoch as usize) {
+        for batch in batches.take(steps_per_epoch as usize).skip(before.steps as usize) {
             // The schedule and the dropout masks are functions of the step being taken.
             let step = progress.step + 1;
             adam.hp.lr = lr_at(optim.lr_schedule, optim.lr, optim.min_lr, optim.warmup_steps, optim.schedule_steps, step);
@@ -254,6 +324,31 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
             }
             stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
             progress.step += 1;
+            taken += 1;
+            if interrupted() && taken < steps_per_epoch {
+                // Ctrl-C: the step is done; keep everything a resumed run needs to go on exactly.
+                reporter.finish();
+                model.set_dropout(None);
+                let t = stepper.take_totals(b);
+                progress.partial = Some(PartialEpoch {
+                    steps: taken,
+                    loss_sum: before.loss_sum + t.loss_sum,
+                    correct: before.correct + t.correct,
+                    rows: before.rows + t.rows,
+                    seconds: before.seconds + started.elapsed().as_secs_f64(),
+                });
+                let tensors = snapshot(b, &model, &adam);
+                if let Some(t) = tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+                    return Err(diverged(out, epoch, &format!("{} became non-finite", t.name)));
+                }
+                let meta = checkpoint_meta(&model_cfg, &spec, &prepared, &optim, &progress, &valid_pieces, opts, epoch - 1);
+                Checkpoint { meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?, tensors }.save(&last_path)?;
+                return Err(format!(
+                    "interrupted at epoch {epoch} step {taken} of {steps_per_epoch}; {} holds it: continue with etude train --out {} --resume",
+                    last_path.display(),
+                    out.display()
+                ));
+            }
             let msg = if last_shown.elapsed().as_secs_f64() > 0.5 {
                 last_shown = Instant::now();
                 let loss = stepper.last_batch_loss(b);
@@ -269,8 +364,13 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         }
         // Validation (and everything after the loop) uses the model as it is: no dropout.
         model.set_dropout(None);
-        let train_totals = stepper.take_totals(b);
-        let seconds = started.elapsed().as_secs_f64();
+        let mut train_totals = stepper.take_totals(b);
+        if before.steps > 0 {
+            train_totals.loss_sum += before.loss_sum;
+            train_totals.correct += before.correct;
+            train_totals.rows += before.rows;
+        }
+        let seconds = before.seconds + started.elapsed().as_secs_f64();
         if !train_totals.loss().is_finite() {
             reporter.finish();
             return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
@@ -327,22 +427,14 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         } else if val.rows > 0 {
             progress.epochs_without_improvement += 1;
         }
-        let meta = Meta {
-            etude_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: model_cfg.clone(),
-            data: spec.clone(),
-            vocab: prepared.vocab.clone(),
-            optim: optim.clone(),
-            progress: progress.clone(),
-            valid_pieces: valid_pieces.clone(),
-            rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
-            run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
-            copy: None,
-        };
+        let meta = checkpoint_meta(&model_cfg, &spec, &prepared, &optim, &progress, &valid_pieces, opts, epoch);
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
             tensors,
         };
+        // Before the checkpoint: a crash in between leaves a row of an epoch that no checkpoint
+        // holds, which --resume drops (metrics::trim) and writes again; never a row missing.
+        crate::metrics::append(&out.join("metrics.csv"), &row)?;
         ck.save(&last_path)?;
         if improved || val.rows == 0 {
             ck.save(&out.join("best.safetensors"))?;
@@ -350,11 +442,17 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
-        // After the checkpoint: a crash in between leaves a row missing, never one too many.
-        crate::metrics::append(&out.join("metrics.csv"), &row)?;
         draw_curve(out, &ck.meta)?;
         last_meta = Some(ck.meta);
         metrics.push(row);
+        if interrupted() && progress.epoch < opts.epochs {
+            reporter.finish();
+            return Err(format!(
+                "interrupted after epoch {epoch}; {} holds it: continue with etude train --out {} --resume",
+                last_path.display(),
+                out.display()
+            ));
+        }
         if stopped(&progress) {
             reporter.line(&format!(
                 "early stop after epoch {epoch}: the validation loss has not improved for {} epochs (--patience {}); best {:.4}",

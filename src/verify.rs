@@ -228,6 +228,11 @@ pub fn check_meta(meta: &Meta, tokenizer: &dyn Tokenizer) -> Result<(), String> 
     if meta.progress.best_val_loss.is_nan() || meta.progress.best_val_loss < 0.0 {
         return Err(format!("progress.best_val_loss = {} is not a loss", meta.progress.best_val_loss));
     }
+    if let Some(p) = &meta.progress.partial {
+        if p.steps == 0 || p.steps > meta.progress.step || !(p.loss_sum.is_finite() && p.correct.is_finite() && p.seconds.is_finite()) {
+            return Err(format!("progress.partial ({} steps) does not fit progress.step = {}", p.steps, meta.progress.step));
+        }
+    }
     if meta.progress.step > u64::from(u32::MAX) {
         return Err(format!("progress.step = {} is more than the optimizer counts", meta.progress.step));
     }

@@ -285,6 +285,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
     // One writer per run folder, from before its checkpoint is read to the end of the sample.
     let _lock = etude::checkpoint::RunLock::acquire(&out)?;
+    // Ctrl-C ends the run after its current step, with a checkpoint --resume continues from.
+    etude::train::catch_interrupts();
     // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length. The
     // checkpoint is read once, here; an unreadable one is reported where training starts.
     let resumed = args.resume.then(|| read_resumed(&out));
@@ -367,6 +369,12 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
         eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
     }
     let report = train_from(b, opts, resumed.transpose()?)?;
+    if etude::train::interrupted() {
+        return Err(format!(
+            "interrupted after the last epoch: the checkpoints in {} are written, the baseline and sample.mid are not",
+            report.out.display()
+        ));
+    }
     for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }
