@@ -130,15 +130,32 @@ pub fn load_corpus<P: AsRef<Path>>(paths: &[P], opts: &ReadOptions) -> Corpus {
     }
     let (files, errors) = collect(paths);
     for (path, cause) in errors {
-        add(path.display().to_string(), Err(cause));
+        add(path_name(&path), Err(cause));
     }
     for path in files {
         let result = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| read_midi(&bytes, opts).map_err(|e| e.to_string()));
-        add(path.display().to_string(), result);
+        add(path_name(&path), result);
     }
     corpus
+}
+
+/// The name of a piece read from `path`: its text, a byte that is not UTF-8 written `\xNN`, so that
+/// two files never share a name (`Path::display` writes every such byte as U+FFFD).
+pub fn path_name(path: &Path) -> String {
+    if let Some(s) = path.to_str() {
+        return s.to_string();
+    }
+    let bytes = crate::token_cache::path_json::bytes_of(path);
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// `etude inspect`'s view of one file.

@@ -134,7 +134,7 @@ pub fn validation_notes(loaded: &Loaded) -> Result<Vec<(String, Vec<Note>)>, Str
     let (files, _) = collect(&spec.paths);
     let mut out = Vec::new();
     for path in files {
-        let name = path.display().to_string();
+        let name = crate::corpus::path_name(&path);
         if !valid.contains(name.as_str()) {
             continue;
         }

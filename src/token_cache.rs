@@ -42,7 +42,7 @@
 //! result is the one a cold build gives, id for id ([`TokenSet::tokenised_files`] says how many
 //! files were read). A damaged or foreign cache file gives nothing.
 
-use crate::corpus::{builtin, collect, LoadedPiece, Skipped};
+use crate::corpus::{builtin, collect, path_name, LoadedPiece, Skipped};
 use crate::midi::{read_midi, Piece, ReadOptions, SmfFormat, TrackInfo};
 use crate::tokens::{Tokenizer, TokenizerOptions, Vocab};
 use rayon::prelude::*;
@@ -87,10 +87,80 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
+/// Paths in JSON (cache keys and headers, checkpoint metadata): a UTF-8 path as its string, exactly
+/// as serde writes a path; any other as `{"bytes": [..]}` (on Unix its bytes), where serde fails
+/// ("path contains invalid UTF-8"). Every file name round-trips. `#[serde(with = "path_json")]`
+/// on a `PathBuf`, `path_json::vec` on a `Vec<PathBuf>`.
+pub mod path_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes { bytes: Vec<u8> },
+    }
+
+    /// The bytes of a path (Unix: exactly; elsewhere its text, lossily).
+    pub fn bytes_of(p: &Path) -> Vec<u8> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str().as_bytes().to_vec()
+        }
+        #[cfg(not(unix))]
+        {
+            p.to_string_lossy().as_bytes().to_vec()
+        }
+    }
+
+    fn repr(p: &Path) -> Repr {
+        match p.to_str() {
+            Some(s) => Repr::Text(s.to_string()),
+            None => Repr::Bytes { bytes: bytes_of(p) },
+        }
+    }
+
+    fn path(r: Repr) -> PathBuf {
+        match r {
+            Repr::Text(s) => PathBuf::from(s),
+            #[cfg(unix)]
+            Repr::Bytes { bytes } => {
+                use std::os::unix::ffi::OsStringExt;
+                PathBuf::from(std::ffi::OsString::from_vec(bytes))
+            }
+            #[cfg(not(unix))]
+            Repr::Bytes { bytes } => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        repr(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Repr::deserialize(d).map(path)
+    }
+
+    pub mod vec {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+            ps.iter().map(|p| repr(p)).collect::<Vec<_>>().serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+            Vec::<Repr>::deserialize(d).map(|v| v.into_iter().map(path).collect())
+        }
+    }
+}
+
 /// What a cache file is made from: the data paths and every setting that changes the tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CacheKey {
     /// The data paths (as given to `--data`; training makes them absolute).
+    #[serde(with = "path_json::vec")]
     pub paths: Vec<PathBuf>,
     pub read: ReadOptions,
     pub tokenizer: String,
@@ -108,6 +178,7 @@ impl CacheKey {
 /// A file a cache was built from, as it was then.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct FileStamp {
+    #[serde(with = "path_json")]
     path: PathBuf,
     size: u64,
     mtime_ns: u64,
@@ -121,6 +192,7 @@ struct Header {
     built_ns: u64,
     files: Vec<FileStamp>,
     /// Paths the walk could not read (a folder that could not be listed).
+    #[serde(with = "path_json::vec")]
     walk_errors: Vec<PathBuf>,
     names: Vec<String>,
     /// (name, cause) of every skipped file.
@@ -497,7 +569,7 @@ fn tokenize_stamped(
     let (files, errors) = collect(paths);
     let walk_errors: Vec<PathBuf> = errors.iter().map(|(p, _)| p.clone()).collect();
     for (path, cause) in errors {
-        skipped.push(Skipped { name: path.display().to_string(), cause });
+        skipped.push(Skipped { name: path_name(&path), cause });
     }
     let bar = progress_bar(files.len(), progress);
     let mut stamps = Vec::with_capacity(files.len());
@@ -527,7 +599,7 @@ fn tokenize_stamped(
             let stamp = match done {
                 Done::Read(stamp, tokens) => {
                     tokenised += 1;
-                    let name = stamp.path.display().to_string();
+                    let name = path_name(&stamp.path);
                     match tokens {
                         Ok((tokens, info)) => b.push(name, &tokens, info),
                         Err(cause) => skipped.push(Skipped { name, cause }),
@@ -538,7 +610,7 @@ fn tokenize_stamped(
                     reused += 1;
                     match entry {
                         Ok(i) => b.push_donor(donor.expect("reused from a donor"), i),
-                        Err(cause) => skipped.push(Skipped { name: stamp.path.display().to_string(), cause }),
+                        Err(cause) => skipped.push(Skipped { name: path_name(&stamp.path), cause }),
                     }
                     stamp
                 }
@@ -749,7 +821,7 @@ impl Donor {
         let error: HashMap<&str, &str> = header.skipped.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
         let mut files = HashMap::with_capacity(header.files.len());
         for stamp in &header.files {
-            let name = stamp.path.display().to_string();
+            let name = path_name(&stamp.path);
             let entry = match (piece.get(name.as_str()), error.get(name.as_str())) {
                 (Some(&i), _) => Ok(i),
                 (None, Some(&cause)) => Err(cause.to_string()),

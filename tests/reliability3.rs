@@ -330,3 +330,59 @@ fn finding_09_a_failure_between_checkpoint_and_metrics_row_loses_no_row() {
     let epochs: Vec<String> = metrics_rows(&dir.join("run")).iter().map(|r| r[0].clone()).collect();
     assert_eq!(epochs, ["1", "2", "3"]);
 }
+
+/// Four pieces of the corpus in `dir/folder` (raw bytes), named `p\xf0.mid` .. `p\xf3.mid`: not
+/// UTF-8, and all alike once displayed (U+FFFD).
+#[cfg(unix)]
+fn non_utf8_pieces(dir: &Path, folder: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let d = dir.join(std::ffi::OsStr::from_bytes(folder));
+    std::fs::create_dir_all(&d).unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    for (i, name) in ["bethena.mid", "maple-leaf-rag.mid", "satie-gymnopedie-no1.mid", "elite-syncopations.mid"].iter().enumerate() {
+        let file = [b"p".as_slice(), &[0xf0 + i as u8], b".mid"].concat();
+        std::fs::copy(corpus.join(name), d.join(std::ffi::OsStr::from_bytes(&file))).unwrap();
+    }
+    d
+}
+
+/// Finding 3: file names that are not UTF-8 no longer panic prepare, inspect and train (serde
+/// refused them in the cache key and header); every piece keeps a name of its own (`\xNN`), so
+/// with --no-cache a training piece is no longer also scored as a validation piece; a data folder
+/// whose own name is not UTF-8 goes into checkpoints and back.
+#[test]
+#[cfg(unix)]
+fn finding_03_file_names_that_are_not_utf8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let d = non_utf8_pieces(dir, b"d");
+    let (_, err) = etude_ok(&["prepare", "--data", "d"], dir);
+    assert!(err.contains("4 files") || err.contains("4 pieces"), "{err}");
+    let (out, _) = etude_ok(&["inspect", "d"], dir);
+    assert!(out.contains("files used     4"), "{out}");
+    for (run, cache) in [("nc", true), ("c", false)] {
+        let mut a = tiny_train("lstm", "cpu", run, "1", &["--data", "d", "--val-fraction", "0.3", "--sample-length", "0"]);
+        if cache {
+            a.push("--no-cache".into());
+        }
+        let (_, err) = etude_ok(&a, dir);
+        assert!(!err.contains("panicked"), "{err}");
+        let ck = etude::checkpoint::Checkpoint::load(&dir.join(run).join("last.safetensors")).unwrap();
+        let valid = ck.meta["valid_pieces"].as_array().unwrap().len();
+        assert_eq!(valid, 1, "{}", ck.meta["valid_pieces"]);
+        // eval scores the validation pieces only: one piece, not every piece sharing its name.
+        let (json, _) = etude_ok(&["eval", "--model", &format!("{run}/last.safetensors"), "--backend", "cpu", "--no-baseline", "--json"], dir);
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(v["pieces"], 1, "{json}");
+    }
+    assert!(d.is_dir());
+    // A data folder whose name is not UTF-8: into the checkpoint and back.
+    non_utf8_pieces(dir, b"f\xff");
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etude"));
+    let a = tiny_train("lstm", "cpu", "f", "1", &["--val-fraction", "0.3", "--sample-length", "0"]);
+    cmd.args(&a).arg("--data").arg(std::ffi::OsStr::from_bytes(b"f\xff")).current_dir(dir).env("XDG_CACHE_HOME", dir.join(".cache"));
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    etude_ok(&["eval", "--model", "f/last.safetensors", "--backend", "cpu", "--no-baseline", "--max-windows", "3"], dir);
+}
