@@ -138,7 +138,7 @@ pub fn validation_notes(loaded: &Loaded) -> Result<Vec<(String, Vec<Note>)>, Str
         if !valid.contains(name.as_str()) {
             continue;
         }
-        let piece = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
+        let piece = crate::corpus::read_midi_file(&path).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
         match piece {
             Ok(p) => out.push((name, p.notes)),
             Err(cause) => eprintln!("skipped {name}: {cause}"),

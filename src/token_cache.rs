@@ -533,7 +533,7 @@ fn unchanged(path: &Path, meta: &std::fs::Metadata, stamp: &FileStamp, built_ns:
     meta.len() == stamp.size
         && mtime_ns(meta) == stamp.mtime_ns
         && (stamp.mtime_ns.saturating_add(RACY_NS) < built_ns
-            || std::fs::read(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
+            || crate::corpus::read_midi_file(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
 }
 
 /// What became of one file.
@@ -587,7 +587,7 @@ fn tokenize_stamped(
                     }
                 }
                 let (size, mtime) = meta.as_ref().map(|m| (m.len(), mtime_ns(m))).unwrap_or((0, 0));
-                let bytes = std::fs::read(path).map_err(|e| e.to_string());
+                let bytes = crate::corpus::read_midi_file(path);
                 let hash = bytes.as_ref().map(|b| hash64(b)).unwrap_or(0);
                 let tokens = bytes
                     .and_then(|bytes| read_midi(&bytes, read).map_err(|e| e.to_string()))

@@ -386,3 +386,69 @@ fn finding_03_file_names_that_are_not_utf8() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     etude_ok(&["eval", "--model", "f/last.safetensors", "--backend", "cpu", "--no-baseline", "--max-windows", "3"], dir);
 }
+
+/// `etude ARGS` in `dir`, in at most 4 GiB of address space, killed after `secs` seconds:
+/// `None` when it had to be killed (it hung).
+#[cfg(unix)]
+fn etude_within(args: &[&str], dir: &Path, secs: u64) -> Option<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etude"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 4 << 30, rlim_max: 4 << 30 };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Finding 8: no hang. A FIFO named `*.mid` in a data folder is skipped, not opened (the open
+/// blocked prepare, inspect and train for ever); `--data /dev/zero` is refused, not read until
+/// memory runs out; `report` draws a metrics.csv holding a loss near f64::MAX (its axis
+/// overflowed and plotters looked for ticks for ever).
+#[test]
+#[cfg(unix)]
+fn finding_08_no_hangs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    builtin_pieces(dir, "d", &["bethena.mid", "maple-leaf-rag.mid"]);
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("d/pipe.mid")).status().unwrap().success());
+    for args in [&["prepare", "--data", "d"][..], &["inspect", "d"][..]] {
+        let o = etude_within(args, dir, 30).unwrap_or_else(|| panic!("etude {} hung on a FIFO", args.join(" ")));
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("d/pipe.mid: not a regular file"), "{err}");
+    }
+    let o = etude_within(&["inspect", "/dev/zero"], dir, 30).expect("inspect /dev/zero hung");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("/dev/zero: not a regular file"), "{err}");
+
+    etude_ok(&tiny_train("lstm", "cpu", "run", "2", &["--sample-length", "0"]), dir);
+    let csv = dir.join("run/metrics.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut f: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    f[2] = "1.7e308".into();
+    lines[1] = f.join(",");
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    let o = etude_within(&["report", "run"], dir, 60).expect("report hung on a loss near f64::MAX");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
