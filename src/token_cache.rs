@@ -14,7 +14,8 @@
 //! "ETUDTOK2"                     8 bytes, the format
 //! H                              u64, length of the header
 //! header                         H bytes of JSON: the key (paths and settings), the build time,
-//!                                every file with its size, modification time and content hash,
+//!                                every file with its size, modification and change times, inode
+//!                                and content hash,
 //!                                the piece names, the skipped files, the vocabulary, the id
 //!                                width (2 or 4 bytes), the numbers of pieces and ids and the
 //!                                length I of the piece information
@@ -29,9 +30,11 @@
 //! ```
 //!
 //! A cache file is used only when its format, size, checksum, key and id range are right and
-//! every file it was built from is still there with the same size and modification time (and the
-//! same content, hashed again, for a file modified within 2 s of the build: a change inside the
-//! clock's resolution), and no file was added. Anything else is reported in one line and the
+//! every file it was built from is still there with the same size, modification time, change time
+//! and inode (a write moves the change time even when the modification time is set back; the
+//! same content, hashed again, for a file changed within 2 s of the build: a change inside the
+//! clock's resolution), and no file was added. A file that could not be read is read again every
+//! time (its error is never kept). Anything else is reported in one line and the
 //! cache is rebuilt; it is never trusted. A cache file is written to a temporary file and renamed,
 //! so a reader sees the old file or the new one, never half of one.
 //!
@@ -183,6 +186,32 @@ struct FileStamp {
     size: u64,
     mtime_ns: u64,
     hash: u64,
+    /// The inode's change time and number (Unix; 0 elsewhere, and in caches written before them,
+    /// which therefore rebuild once): a write that keeps the size and sets the modification time
+    /// back (`touch -d`) still moves the change time, which no user can set, and a file replaced
+    /// by another (`mv`) has another inode.
+    #[serde(default)]
+    ctime_ns: u64,
+    #[serde(default)]
+    ino: u64,
+}
+
+/// A stamp's size for a file that could not be read: matches no file, so a read error is never
+/// reused (the file may be readable next time: permissions fixed, a disk back).
+const UNREAD: u64 = u64::MAX;
+
+/// The change time (ns) and inode number in `m` (0 and 0 where there are none).
+fn change_id(m: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ((m.ctime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.ctime_nsec() as u64), m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        (0, 0)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -532,7 +561,8 @@ pub fn tokenize_files(paths: &[PathBuf], read: &ReadOptions, tokenizer: &dyn Tok
 fn unchanged(path: &Path, meta: &std::fs::Metadata, stamp: &FileStamp, built_ns: u64) -> bool {
     meta.len() == stamp.size
         && mtime_ns(meta) == stamp.mtime_ns
-        && (stamp.mtime_ns.saturating_add(RACY_NS) < built_ns
+        && change_id(meta) == (stamp.ctime_ns, stamp.ino)
+        && (stamp.mtime_ns.max(stamp.ctime_ns).saturating_add(RACY_NS) < built_ns
             || crate::corpus::read_midi_file(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
 }
 
@@ -587,12 +617,14 @@ fn tokenize_stamped(
                     }
                 }
                 let (size, mtime) = meta.as_ref().map(|m| (m.len(), mtime_ns(m))).unwrap_or((0, 0));
+                let (ctime_ns, ino) = meta.as_ref().map(change_id).unwrap_or((0, 0));
                 let bytes = crate::corpus::read_midi_file(path);
                 let hash = bytes.as_ref().map(|b| hash64(b)).unwrap_or(0);
+                let size = if bytes.is_ok() { size } else { UNREAD };
                 let tokens = bytes
                     .and_then(|bytes| read_midi(&bytes, read).map_err(|e| e.to_string()))
                     .map(|piece| (tokenizer.encode(&piece.notes), PieceInfo::of(&piece)));
-                Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash }, tokens)
+                Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash, ctime_ns, ino }, tokens)
             })
             .collect();
         for done in done {

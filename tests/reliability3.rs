@@ -452,3 +452,68 @@ fn finding_08_no_hangs() {
     let o = etude_within(&["report", "run"], dir, 60).expect("report hung on a loss near f64::MAX");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// `etude ARGS` in `dir` as the user nobody when run as root (root reads any file, so a
+/// permission error needs another user), else as ourselves.
+#[cfg(unix)]
+fn etude_unprivileged(args: &[&str], dir: &Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etude"));
+    cmd.args(args).current_dir(dir).env("XDG_CACHE_HOME", dir.join(".cache"));
+    // SAFETY: setgid and setuid only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::geteuid() == 0 && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+/// Finding 7: the token cache follows the files. A file that could not be read (permission
+/// denied) is read again once it can be (its error was kept while its size and modification time
+/// stayed); a file rewritten with the same size and its modification time set back, long after the
+/// build, is noticed (its change time moved).
+#[test]
+#[cfg(unix)]
+fn finding_07_the_token_cache_follows_the_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    builtin_pieces(dir, "d", &["bethena.mid", "maple-leaf-rag.mid", "satie-gymnopedie-no1.mid"]);
+    std::fs::create_dir(dir.join("cache")).unwrap();
+    std::fs::set_permissions(dir.join("cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Modified an hour ago: outside the 2 s in which the cache hashes a file again.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in std::fs::read_dir(dir.join("d")).unwrap() {
+        std::fs::File::options().write(true).open(f.unwrap().path()).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let locked = dir.join("d/satie-gymnopedie-no1.mid");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let prepare = ["prepare", "--data", "d", "--cache", "cache"];
+    let o = etude_unprivileged(&prepare, dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("satie-gymnopedie-no1.mid: Permission denied"), "{}", stderr(&o));
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = etude_unprivileged(&prepare, dir);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("Permission denied") && err.contains("0 skipped"), "the read error was kept:\n{err}");
+
+    // Same size, modification time set back an hour after the change: still noticed.
+    let target = dir.join("d/bethena.mid");
+    std::fs::File::options().write(true).open(&target).unwrap().set_modified(hour_ago).unwrap();
+    etude_ok(&prepare, dir);
+    let (out, _) = etude_ok(&prepare, dir);
+    assert!(out.contains("up to date"), "{out}");
+    let mut bytes = std::fs::read(&target).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01;
+    std::fs::write(&target, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&target).unwrap().set_modified(hour_ago).unwrap();
+    let (_, err) = etude_ok(&prepare, dir);
+    assert!(err.contains("1 files changed"), "a changed file was taken as up to date:\n{err}");
+}
