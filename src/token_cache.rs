@@ -939,6 +939,9 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     if key.paths.is_empty() {
         return Ok((tokenize_files(&[], &key.read, tokenizer, false), Outcome::Forced));
     }
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("--cache {}: is a file, not a folder; give a folder for the token cache", dir.display()));
+    }
     let file = key.file_in(dir);
     let miss = if force {
         None

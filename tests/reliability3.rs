@@ -517,3 +517,111 @@ fn finding_07_the_token_cache_follows_the_files() {
     let (_, err) = etude_ok(&prepare, dir);
     assert!(err.contains("1 files changed"), "a changed file was taken as up to date:\n{err}");
 }
+
+/// `bytes` gzipped as one member.
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Finding 10: messages that misled now say what is so, in one line.
+#[test]
+fn finding_10_messages_say_what_is_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    etude_ok(&tiny_train("lstm", "cpu", "run", "1", &["--sample-length", "0"]), dir);
+    let ck = "run/last.safetensors";
+
+    // eval of a token checkpoint on piano-roll data names the data, not the checkpoint, as --data.
+    roll_file(dir, "r.pianoroll.json.gz", &roll_seqs(4, 8), &roll_seqs(2, 8));
+    let line = one_line_error(&["eval", "--model", ck, "--data", "r.pianoroll.json.gz", "--backend", "cpu"], dir, &["--data r.pianoroll.json.gz"]);
+    assert!(!line.contains(&format!("--data {ck}")), "{line}");
+
+    // --cache at a regular file: said so, not "damaged" then "File exists".
+    std::fs::write(dir.join("cfile"), b"mine").unwrap();
+    builtin_pieces(dir, "d", &["bethena.mid"]);
+    let line = one_line_error(&["prepare", "--data", "d", "--cache", "cfile"], dir, &["cfile", "not a folder"]);
+    assert!(!line.contains("damaged"), "{line}");
+    assert!(!stderr(&etude(&["prepare", "--data", "d", "--cache", "cfile"], dir)).contains("damaged"));
+    assert_eq!(std::fs::read(dir.join("cfile")).unwrap(), b"mine");
+
+    // A tempo no MIDI file holds is refused (the file clamped it while the length was reported at it).
+    one_line_error(&["generate", "--model", ck, "--tempo", "1e-9", "--backend", "cpu", "--out", "t.mid"], dir, &["--tempo", "3.58"]);
+
+    // Negative values reach the option's own check (not clap's "unexpected argument '-1'").
+    one_line_error(&["generate", "--model", ck, "--temperature", "-1", "--backend", "cpu", "--out", "t.mid"], dir, &["--temperature must be positive"]);
+    let err = etude_fails(&["generate", "--model", ck, "--length", "-5", "--backend", "cpu"], dir, &["--length"]);
+    assert!(!err.contains("unexpected argument"), "{err}");
+
+    // --include-prime says what it writes.
+    let (help, _) = etude_ok(&["generate", "--help"], dir);
+    assert!(help.contains("not the whole --prime file"), "{help}");
+
+    // The note count printed is the count of the file written: writing keeps one of two notes of
+    // a pitch starting on one tick, so the decoded notes could be one more than the file's.
+    {
+        use etude::midi::{write_midi, Note, WriteOptions};
+        let notes = [Note::new(60, 0.0, 1.0, 90), Note::new(60, 0.0, 2.0, 90), Note::new(64, 0.0, 1.0, 90)];
+        assert_eq!(etude::generate::written_notes(&write_midi(&notes, &WriteOptions::default())).len(), 2);
+    }
+    for seed in 0..6 {
+        let out = format!("g{seed}.mid");
+        let o = etude(&["generate", "--model", ck, "--length", "300", "--temperature", "3", "--seed", &seed.to_string(), "--backend", "cpu", "--out", &out], dir);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let said: usize = err.split(" notes,").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{err}"));
+        let bytes = std::fs::read(dir.join(&out)).unwrap();
+        let held = etude::midi::read_midi(&bytes, &etude::midi::ReadOptions::default()).unwrap().notes.len();
+        assert_eq!(said, held, "seed {seed}: said {said} notes, the file holds {held}:\n{err}");
+    }
+
+    // A setting out of range in a checkpoint: short numbers, not 330 digits.
+    let mut c = etude::checkpoint::Checkpoint::load(&dir.join(ck)).unwrap();
+    c.meta["optim"]["lr"] = serde_json::json!(-1.0);
+    c.save(&dir.join("bad.safetensors")).unwrap();
+    let line = one_line_error(&["eval", "--model", "bad.safetensors", "--backend", "cpu"], dir, &["optim.lr = -1"]);
+    assert!(line.len() < 250 && !line.contains("0000000000000000000000"), "{line}");
+
+    // Piano-roll files: every gzip member read; trailing garbage, a second JSON document and a
+    // file that is neither gzip nor JSON said as such.
+    let json = etude::roll::data::to_json(&[("train", &roll_seqs(4, 8)), ("valid", &roll_seqs(2, 8))]);
+    let half = json.len() / 2;
+    let two = [gz(json[..half].as_bytes()), gz(json[half..].as_bytes())].concat();
+    std::fs::write(dir.join("two.pianoroll.json.gz"), &two).unwrap();
+    let (text, _) = etude_ok(&["eval", "--model", "roll/best.safetensors", "--data", "two.pianoroll.json.gz", "--backend", "cpu"], &{
+        let a = ["train", "--data", "two.pianoroll.json.gz", "--model", "lstm", "--embed", "8", "--hidden", "8", "--epochs", "1"];
+        etude_ok(&[&a[..], &["--backend", "cpu", "--out", "roll"]].concat(), dir);
+        dir.to_path_buf()
+    });
+    assert!(text.contains("nats/frame"), "{text}");
+    let garbage = [gz(json.as_bytes()), b"garbage after the member".to_vec()].concat();
+    std::fs::write(dir.join("g.pianoroll.json.gz"), &garbage).unwrap();
+    one_line_error(&["eval", "--model", "roll/best.safetensors", "--data", "g.pianoroll.json.gz", "--backend", "cpu"], dir, &["gzip"]);
+    let bad = etude::roll::data::to_json(&[("train", &roll_seqs(1, 2))]).replace("[[", "[[200,");
+    let second = [gz(json.as_bytes()), gz(bad.as_bytes())].concat();
+    std::fs::write(dir.join("s.pianoroll.json.gz"), &second).unwrap();
+    one_line_error(&["eval", "--model", "roll/best.safetensors", "--data", "s.pianoroll.json.gz", "--backend", "cpu"], dir, &["more than one JSON document"]);
+    std::fs::write(dir.join("n.pianoroll.json.gz"), b"PK\x03\x04 a zip file").unwrap();
+    one_line_error(&["eval", "--model", "roll/best.safetensors", "--data", "n.pianoroll.json.gz", "--backend", "cpu"], dir, &["neither gzip data nor JSON"]);
+}
+
+/// Finding 11: a run folder inside a data folder is refused (its sample.mid became a training
+/// piece of the next run); a piano-roll gzip bomb is refused before it is inflated whole.
+#[test]
+fn finding_11_run_folder_in_data_and_gzip_bomb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    builtin_pieces(dir, "d", &["bethena.mid", "maple-leaf-rag.mid"]);
+    let a = tiny_train("lstm", "cpu", "d/run", "1", &["--data", "d"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    one_line_error(&a, dir, &["--out d/run", "inside the --data folder d"]);
+    assert!(!dir.join("d/run").exists());
+
+    // 100 MiB of JSON whitespace in 100 KiB of gzip.
+    let bomb = gz(&[b"{\"train\": [] ".as_slice(), &vec![b' '; 100 << 20], b"}"].concat());
+    assert!(bomb.len() < 1 << 20);
+    std::fs::write(dir.join("bomb.pianoroll.json.gz"), &bomb).unwrap();
+    one_line_error(&["train", "--data", "bomb.pianoroll.json.gz", "--backend", "cpu", "--out", "b"], dir, &["bomb.pianoroll.json.gz", "MiB"]);
+}

@@ -65,7 +65,8 @@ pub struct GenArgs {
     /// Insist on one step per token with carried state (LSTM models).
     #[arg(long)]
     pub incremental: bool,
-    /// Write the prime's notes before the generated ones.
+    /// Write the prime before the generated notes: what the model read of it (the last --window
+    /// tokens of --prime, or the training window drawn without it), not the whole --prime file.
     #[arg(long)]
     pub include_prime: bool,
     /// Overwrite existing output files.
@@ -155,6 +156,7 @@ pub fn run(args: GenArgs) -> Result<(), String> {
     if !(args.tempo > 0.0 && args.tempo.is_finite()) {
         return Err(format!("--tempo must be positive, not {}", args.tempo));
     }
+    etude::midi::check_tempo(args.tempo)?;
     if let Some(s) = args.seconds {
         if !(s > 0.0 && s.is_finite()) {
             return Err(format!("--seconds must be positive, not {s}"));

@@ -205,7 +205,7 @@ pub fn eval(args: &EvalArgs, read: &Result<Checkpoint, String>) -> Option<Result
     match (is_roll, roll_data) {
         (Some(true), _) => roll_checkpoint(read).map(|ck| eval_roll(args, ck)),
         (Some(false), Some(d)) => Some(Err(format!(
-            "{}: a token model's checkpoint cannot score piano-roll data ({}); train one with --data {0}",
+            "{}: a token model's checkpoint cannot score piano-roll data ({}); train a piano-roll model with --data {1}",
             args.checkpoint.display(),
             d.display()
         ))),
@@ -342,6 +342,7 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
     if !(args.tempo > 0.0 && args.tempo.is_finite()) {
         return Err(format!("--tempo must be positive, not {}", args.tempo));
     }
+    etude::midi::check_tempo(args.tempo)?;
     if args.seconds.is_some() || args.greedy || args.top_k > 0 || args.wav || args.sliding_window || args.incremental {
         return Err(
             "--seconds, --greedy, --top-k, --wav, --sliding-window and --incremental apply to token checkpoints; a piano-roll model draws --length frames"
@@ -372,8 +373,9 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
     for (roll, path) in pieces.iter().zip(&outs) {
         let notes = roll_to_notes(roll, fq, 80);
         let opts = WriteOptions { bpm: args.tempo, ..WriteOptions::default() };
-        atomic_write(path, &write_midi(&notes, &opts))?;
-        println!("wrote {} ({} frames, {} notes)", path.display(), roll.len(), notes.len());
+        let bytes = write_midi(&notes, &opts);
+        atomic_write(path, &bytes)?;
+        println!("wrote {} ({} frames, {} notes)", path.display(), roll.len(), etude::generate::written_notes(&bytes).len());
     }
     Ok(())
 }
