@@ -625,3 +625,60 @@ fn finding_11_run_folder_in_data_and_gzip_bomb() {
     std::fs::write(dir.join("bomb.pianoroll.json.gz"), &bomb).unwrap();
     one_line_error(&["train", "--data", "bomb.pianoroll.json.gz", "--backend", "cpu", "--out", "b"], dir, &["bomb.pianoroll.json.gz", "MiB"]);
 }
+
+/// A MIDI file at `path` of `notes` (pitch, start, end in quarters) at 120 bpm.
+fn midi_of(path: &Path, notes: &[(u8, f64, f64)]) {
+    use etude::midi::{write_midi, Note, WriteOptions};
+    let notes: Vec<Note> = notes.iter().map(|&(p, s, e)| Note::new(p, s, e, 90)).collect();
+    std::fs::write(path, write_midi(&notes, &WriteOptions::default())).unwrap();
+}
+
+/// Finding 4: render streams. An hour of audio renders in 200 MB of address space (it held the
+/// whole mix and the WAV bytes: 345 MB at 8 kHz, 19 GB for 10 hours at 44.1 kHz); a piece longer
+/// than a WAV file holds is refused in one line before any work, and `report` goes on past it;
+/// 20,000 stacked notes render in seconds (time grew with notes x length).
+#[test]
+#[cfg(unix)]
+fn finding_04_render_is_bounded_in_memory_and_time() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // One note every 20 quarters (10 s) for an hour.
+    let hour: Vec<(u8, f64, f64)> = (0..360).map(|i| (60, i as f64 * 20.0, i as f64 * 20.0 + 1.0)).collect();
+    midi_of(&dir.join("hour.mid"), &hour);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etude"));
+    cmd.args(["render", "hour.mid", "--soundfont", "builtin", "--sample-rate", "8000"]).current_dir(dir);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 200 << 20, rlim_max: 200 << 20 };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "status {:?}: {}", o.status, stderr(&o));
+    let r = hound::WavReader::open(dir.join("hour.wav")).unwrap();
+    assert_eq!(r.spec().sample_rate, 8000);
+    assert!(r.duration() as f64 / 8000.0 > 3590.0, "{} frames", r.duration());
+
+    // 10^6 quarters: 139 hours, more than a WAV holds.
+    midi_of(&dir.join("long.mid"), &[(60, 0.0, 1.0), (62, 999_998.0, 999_999.0)]);
+    let started = std::time::Instant::now();
+    one_line_error(&["render", "long.mid", "--soundfont", "builtin"], dir, &["long.mid", "hours of audio", "WAV"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // 20,000 notes at once, half a second each.
+    let stacked: Vec<(u8, f64, f64)> = (0..20_000).map(|i| (21 + (i % 88) as u8, 0.0, 1.0)).collect();
+    midi_of(&dir.join("stacked.mid"), &stacked);
+    let started = std::time::Instant::now();
+    etude_ok(&["render", "stacked.mid", "--soundfont", "builtin"], dir);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+
+    // report renders every piece of a run folder: the too-long one is skipped, the report written.
+    etude_ok(&tiny_train("lstm", "cpu", "run", "1", &["--sample-length", "0"]), dir);
+    std::fs::copy(dir.join("long.mid"), dir.join("run/long.mid")).unwrap();
+    let (_, err) = etude_ok(&["report", "run", "--soundfont", "builtin"], dir);
+    assert!(err.contains("long.mid") && err.contains("hours of audio"), "{err}");
+    assert!(dir.join("run/report.html").exists());
+}
