@@ -52,6 +52,7 @@ fn generate(args: cli::generate::GenArgs) -> Result<(), String> {
 
 /// `etude eval`: the checkpoint is read once, then scored in piano-roll mode or as a token model.
 fn eval(args: cli::eval::EvalArgs) -> Result<(), String> {
+    cli::eval::check_outputs(&args)?;
     let read = etude::run::checkpoint::Checkpoint::load(&args.checkpoint);
     cli::roll::eval(&args, &read).unwrap_or_else(|| cli::eval::run(args, read))
 }
@@ -62,7 +63,11 @@ fn main() -> ExitCode {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     // The matches too: `train --preset` needs to know which options were given explicitly.
-    let matches = Cli::command().get_matches();
+    // A value may be negative (`--temperature -1`): refused by the option's own check, in words,
+    // not by clap as "unexpected argument '-1'".
+    let matches = Cli::command()
+        .mut_subcommands(|s| s.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a }))
+        .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Train(mut args) => {

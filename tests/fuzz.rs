@@ -1,7 +1,8 @@
-//! Seeded property tests ("fuzzers") of the two readers of untrusted files: the MIDI reader and
-//! the checkpoint loader. Each mutates valid inputs with a fixed seed (so a failure reproduces),
-//! runs a bounded number of cases (stopping early past a time budget, so it fits in the normal
-//! `cargo test`), and prints how many cases it ran and how they ended.
+//! Seeded property tests ("fuzzers") of the readers of untrusted files: the MIDI reader, the
+//! checkpoint loader, the token cache's reader and the piano-roll reader. Each mutates valid
+//! inputs with a fixed seed (so a failure reproduces), runs a bounded number of cases (stopping
+//! early past a time budget, so it fits in the normal `cargo test`), and prints how many cases it
+//! ran and how they ended.
 //!
 //! Properties: no input panics or hangs; what the MIDI reader accepts is a well-formed piece
 //! (notes sorted, pitches 0..=127, 0 <= start < end, finite); what the checkpoint loader accepts
@@ -269,4 +270,153 @@ fn an_smpte_rate_of_minus_128_is_an_error() {
     bytes[13] = 4;
     let err = catch_unwind(|| read_midi(&bytes, &ReadOptions::default())).expect("no panic").unwrap_err();
     assert!(err.to_string().contains("-128 frames per second"), "{err}");
+}
+
+/// The token cache's reader (issue 32): a cache file of three pieces, mutated and put back where
+/// the cache looks. Properties: `token_cache::load` never panics; what it accepts is a corpus whose
+/// every id is in its vocabulary, one name per piece; what it refuses it says in one line; and
+/// `load_or_build` (which also takes entries from a sound but stale file, the incremental rebuild)
+/// always gives the corpus the files hold.
+#[test]
+fn fuzz_token_cache_reader() {
+    use etude::data::token_cache::{load, load_or_build, CacheKey};
+    use etude::music::tokens::tokenizer_by_name;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, bytes) in etude::data::corpus::builtin().into_iter().take(3) {
+        let file = name.rsplit('/').next().unwrap().to_string();
+        std::fs::write(data.join(file), bytes).unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let tokenizer = tokenizer_by_name("timed", &TokenizerOptions::default()).unwrap();
+    let key = CacheKey {
+        paths: vec![std::fs::canonicalize(&data).unwrap()],
+        read: ReadOptions::default(),
+        tokenizer: "timed".into(),
+        tokenizer_options: TokenizerOptions::default(),
+    };
+    let (truth, _) = load_or_build(&cache, &key, tokenizer.as_ref(), false, false).unwrap();
+    let corpus = |set: &etude::data::token_cache::TokenSet| -> Vec<(String, Vec<String>)> {
+        (0..set.len()).map(|i| (set.names()[i].clone(), set.piece_tokens(i))).collect()
+    };
+    let expected = corpus(&truth);
+    let file = key.file_in(&cache);
+    let original = std::fs::read(&file).unwrap();
+    let total = cases(2000);
+    let mut rng = Rng::new(0xF022_0003);
+    let (mut accepted, mut refused, mut rebuilt, mut ran) = (0, 0, 0, 0);
+    let started = Instant::now();
+    for case in 0..total {
+        if started.elapsed() > budget() {
+            break;
+        }
+        let mut bytes = original.clone();
+        mutate(&mut bytes, &mut rng);
+        std::fs::write(&file, &bytes).unwrap();
+        let result = catch_unwind(AssertUnwindSafe(|| load(&file, &key)))
+            .unwrap_or_else(|_| panic!("case {case}: token_cache::load panicked on {} bytes", bytes.len()));
+        match result {
+            Ok(set) => {
+                accepted += 1;
+                assert_eq!(set.names().len(), set.len(), "case {case}");
+                for i in 0..set.len() {
+                    assert!(set.piece_ids(i).iter().all(|&id| (id as usize) < set.vocab().len()), "case {case}: an id outside the vocabulary");
+                }
+            }
+            Err(miss) => {
+                refused += 1;
+                let m = miss.to_string();
+                assert!(!m.is_empty() && !m.contains('\n'), "case {case}: {m}");
+            }
+        }
+        // Every tenth case: the whole path, rebuilding (and reusing what it may) as needed.
+        if case % 10 == 0 {
+            let got = catch_unwind(AssertUnwindSafe(|| load_or_build(&cache, &key, tokenizer.as_ref(), false, false)))
+                .unwrap_or_else(|_| panic!("case {case}: load_or_build panicked"))
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert!(corpus(&got.0) == expected, "case {case}: the corpus read differs from the files'");
+            rebuilt += 1;
+        }
+        ran += 1;
+    }
+    println!(
+        "fuzz_token_cache_reader: {ran} cases ({accepted} loads accepted, {refused} refused, {rebuilt} load_or_build checked) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(ran >= 200.min(total), "only {ran} cases ran within the budget");
+    assert!(refused > 0, "the mutations should break cache files");
+}
+
+/// The piano-roll reader (issue 32): small piano-roll files, plain JSON and gzip, mutated before
+/// and after compression. Properties: `parse_roll_bytes` never panics; what it accepts holds at
+/// least one split, every key of every frame in 0..88, each frame sorted without repeats; what it
+/// refuses it says in one line naming the file.
+#[test]
+fn fuzz_piano_roll_reader() {
+    use etude::data::roll::{parse_roll_bytes, to_json, to_json_gz, KEYS};
+    let mut rng = Rng::new(0xF022_0004);
+    let seq = |rng: &mut Rng, n: usize| -> Vec<Vec<u8>> {
+        (0..n).map(|_| (0..below(rng, 4)).map(|_| below(rng, KEYS) as u8).collect::<std::collections::BTreeSet<u8>>().into_iter().collect()).collect()
+    };
+    let seeds: Vec<(Vec<Vec<Vec<u8>>>, Vec<Vec<Vec<u8>>>)> =
+        (0..4).map(|k| ((0..2 + k).map(|_| seq(&mut rng, 3 + k)).collect(), (0..1 + k).map(|_| seq(&mut rng, 2 + k)).collect())).collect();
+    let total = cases(20_000);
+    let (mut accepted, mut refused, mut ran) = (0, 0, 0);
+    let started = Instant::now();
+    for case in 0..total {
+        if started.elapsed() > budget() {
+            break;
+        }
+        let (train, valid) = &seeds[case % seeds.len()];
+        let splits = [("train", train.as_slice()), ("valid", valid.as_slice())];
+        let bytes = match case % 3 {
+            // The gzip stream damaged.
+            0 => {
+                let mut b = to_json_gz(&splits);
+                mutate(&mut b, &mut rng);
+                b
+            }
+            // The JSON damaged, then compressed: gzip is sound, the content is not.
+            1 => {
+                let mut t = to_json(&splits).into_bytes();
+                mutate(&mut t, &mut rng);
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&t).unwrap();
+                e.finish().unwrap()
+            }
+            // Plain JSON damaged.
+            _ => {
+                let mut t = to_json(&splits).into_bytes();
+                mutate(&mut t, &mut rng);
+                t
+            }
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| parse_roll_bytes(&bytes, "f.pianoroll.json.gz")))
+            .unwrap_or_else(|_| panic!("case {case}: parse_roll_bytes panicked on {} bytes", bytes.len()));
+        match result {
+            Ok(d) => {
+                accepted += 1;
+                let present: Vec<&str> = ["train", "valid", "test"].into_iter().filter(|s| d.has(s)).collect();
+                assert!(!present.is_empty(), "case {case}: accepted without a split");
+                for s in present {
+                    for sq in d.split(s).unwrap() {
+                        for f in sq {
+                            assert!(f.iter().all(|&k| (k as usize) < KEYS), "case {case}: a key outside the 88: {f:?}");
+                            assert!(f.windows(2).all(|w| w[0] < w[1]), "case {case}: frame not sorted or repeated: {f:?}");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(e.starts_with("f.pianoroll.json.gz: ") && !e.contains('\n'), "case {case}: {e}");
+            }
+        }
+        ran += 1;
+    }
+    println!("fuzz_piano_roll_reader: {ran} cases ({accepted} accepted, {refused} refused) in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(ran >= 200.min(total), "only {ran} cases ran within the budget");
+    assert!(accepted > 0 && refused > 0, "the mutations should both keep and break files");
 }

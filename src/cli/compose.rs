@@ -130,8 +130,9 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
         let ids = generate_ids(&mut gen, &prime, opts.length, &sampling, &mut rng, &seconds_of)?;
         let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / ids.len().max(1) as f64;
         let all: Vec<u32> = if opts.include_prime { prime.iter().chain(&ids).copied().collect() } else { ids.clone() };
-        let (notes, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), opts.tempo);
+        let (_, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), opts.tempo);
         atomic_write(out, &bytes)?;
+        let notes = etude::generate::written_notes(&bytes);
         let secs = notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter;
         eprintln!(
             "wrote {}: {} tokens, {} notes, {:.1} s ({:?} mode, {:.2} ms per token)",

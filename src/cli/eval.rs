@@ -51,6 +51,9 @@ pub struct EvalArgs {
     /// loss with another framework: see scripts/torch_roundtrip.py).
     #[arg(long, value_name = "FILE.json")]
     pub dump_windows: Option<PathBuf>,
+    /// Overwrite an existing --dump-windows file.
+    #[arg(long)]
+    pub force: bool,
     /// Fit the copy mixture's weights on the checkpoint's validation pieces now (never on --data)
     /// and score it, whether or not the checkpoint holds fitted weights.
     #[arg(long, conflicts_with = "no_copy")]
@@ -62,6 +65,18 @@ pub struct EvalArgs {
     pub backend: BackendArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// The checks of `--dump-windows` made before any work: never over the checkpoint or the data it
+/// scores, and over an existing file only with `--force`.
+pub fn check_outputs(args: &EvalArgs) -> Result<(), String> {
+    if let Some(out) = &args.dump_windows {
+        let inputs: Vec<(&std::path::Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+            .chain(args.data.iter().map(|d| (d.as_path(), "a --data file")))
+            .collect();
+        etude::files::check_output(out, "--dump-windows", args.force, &inputs)?;
+    }
+    Ok(())
 }
 
 /// `etude eval` with a token model's checkpoint, `read` once by the caller (`main.rs`, which sends

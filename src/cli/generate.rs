@@ -65,7 +65,8 @@ pub struct GenArgs {
     /// Insist on one step per token with carried state (LSTM models).
     #[arg(long)]
     pub incremental: bool,
-    /// Write the prime's notes before the generated ones.
+    /// Write the prime before the generated notes: what the model read of it (the last --window
+    /// tokens of --prime, or the training window drawn without it), not the whole --prime file.
     #[arg(long)]
     pub include_prime: bool,
     /// Overwrite existing output files.
@@ -152,26 +153,22 @@ pub fn run(args: GenArgs, read: Result<Checkpoint, String>) -> Result<(), String
     if !(args.tempo > 0.0 && args.tempo.is_finite()) {
         return Err(format!("--tempo must be positive, not {}", args.tempo));
     }
+    etude::music::midi::check_tempo(args.tempo)?;
     if let Some(s) = args.seconds {
         if !(s > 0.0 && s.is_finite()) {
             return Err(format!("--seconds must be positive, not {s}"));
         }
     }
-    if !args.force {
-        // The piece, its piano roll and (--wav) its audio.
-        let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
-        let all = args.outputs().into_iter().flat_map(|p| [p.clone()].into_iter().chain(exts.iter().map(|e| p.with_extension(e))).collect::<Vec<_>>());
-        if let Some(p) = all.into_iter().find(|p| p.exists()) {
-            return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
+    // The piece, its piano roll and (--wav) its audio; --force overwrites MIDI files, never the
+    // checkpoint composing them nor the prime.
+    let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };
+    let inputs: Vec<(&Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+        .chain(args.prime.as_deref().map(|p| (p, "the --prime file")))
+        .collect();
+    for p in args.outputs() {
+        for q in std::iter::once(p.clone()).chain(exts.iter().map(|e| p.with_extension(e))) {
+            etude::files::check_output(&q, "--out", args.force, &inputs)?;
         }
-    }
-    // --force overwrites MIDI files, never the checkpoint composing them.
-    let same_file = |p: &Path| match (std::fs::canonicalize(p), std::fs::canonicalize(&args.checkpoint)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if let Some(p) = args.outputs().iter().find(|p| same_file(p)) {
-        return Err(format!("--out {} is the checkpoint --model reads; choose another --out", p.display()));
     }
     let loaded = Loaded::from_checkpoint(read?, &args.checkpoint)?;
     let pieces = args.pieces();

@@ -13,7 +13,7 @@ use std::path::PathBuf;
   etude prepare --data big/ --tokenizer timed --force          # rebuild even when up to date
   etude prepare --data big/ --cache /scratch/etude-tokens      # another cache folder (train --cache too)
 
-The cache depends on the files (size, modification time, content) and on the reading and
+The cache depends on the files (size, modification and change times, content) and on the reading and
 tokenizer options: prepare with the options you will train with. Skipped files are listed on
 stderr, one line each: `skipped PATH: cause`.")]
 pub struct PrepareArgs {

@@ -60,23 +60,12 @@ fn outputs(inputs: &[PathBuf], out: Option<&Path>, ext: &str, force: bool) -> Re
     }
     let pairs: Vec<(PathBuf, PathBuf)> =
         inputs.iter().map(|i| (i.clone(), out.map(Path::to_path_buf).unwrap_or_else(|| i.with_extension(ext)))).collect();
+    // Never an input itself (`-o IN.mid --force` would replace the music with its picture).
+    let ins: Vec<(&Path, &str)> = inputs.iter().map(|i| (i.as_path(), "an input MIDI file")).collect();
     for (_, o) in &pairs {
-        check_output(o, force)?;
+        etude::files::check_output(o, "output", force, &ins)?;
     }
     Ok(pairs)
-}
-
-/// An output path must be in an existing folder and, without --force, not exist.
-pub fn check_output(o: &Path, force: bool) -> Result<(), String> {
-    if let Some(parent) = o.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(format!("{}: the folder {} does not exist", o.display(), parent.display()));
-        }
-    }
-    if !force && o.exists() {
-        return Err(format!("{} exists; choose another output or pass --force to overwrite it", o.display()));
-    }
-    Ok(())
 }
 
 /// Run `f` on every (input, output) pair; a failing input is reported and skipped; the command fails

@@ -18,7 +18,7 @@ use etude::model::roll::RollConfig;
 use etude::train::roll_recipe::{default_config, default_model, default_settings, DataKind};
 use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
 use etude::run::schedule::{self, LrSchedule};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
 /// `--tokenizer pianoroll`.
@@ -152,6 +152,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         }
     }
     let out = args.out.clone().unwrap_or_else(|| super::train::default_out(&format!("roll-{model}")));
+    let _lock = etude::files::RunLock::acquire(&out)?;
     if out.join("last.safetensors").exists() {
         return Err(format!("{} already holds a run; choose another --out", out.display()));
     }
@@ -205,7 +206,7 @@ pub fn eval(args: &EvalArgs, read: &Result<Checkpoint, String>) -> Option<Result
     match (is_roll, roll_data) {
         (Some(true), _) => roll_checkpoint(read).map(|ck| eval_roll(args, ck)),
         (Some(false), Some(d)) => Some(Err(format!(
-            "{}: a token model's checkpoint cannot score piano-roll data ({}); train one with --data {0}",
+            "{}: a token model's checkpoint cannot score piano-roll data ({}); train a piano-roll model with --data {1}",
             args.checkpoint.display(),
             d.display()
         ))),
@@ -342,6 +343,7 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
     if !(args.tempo > 0.0 && args.tempo.is_finite()) {
         return Err(format!("--tempo must be positive, not {}", args.tempo));
     }
+    etude::music::midi::check_tempo(args.tempo)?;
     if args.seconds.is_some() || args.greedy || args.top_k > 0 || args.wav || args.sliding_window || args.incremental {
         return Err(
             "--seconds, --greedy, --top-k, --wav, --sliding-window and --incremental apply to token checkpoints; a piano-roll model draws --length frames"
@@ -354,10 +356,11 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
         return Err(format!("--frame-quarters must be positive, not {fq}"));
     }
     let outs = outputs(args);
-    if !args.force {
-        if let Some(p) = outs.iter().find(|p| p.exists()) {
-            return Err(format!("{} exists; choose another --out or pass --force to overwrite it", p.display()));
-        }
+    let inputs: Vec<(&Path, &str)> = std::iter::once((args.checkpoint.as_path(), "the checkpoint --model reads"))
+        .chain(args.prime.as_deref().map(|p| (p, "the --prime file")))
+        .collect();
+    for p in &outs {
+        etude::files::check_output(p, "--out", args.force, &inputs)?;
     }
     let spq = (1.0 / meta.frame_quarters).round().max(1.0) as u32;
     let prime = prime_frames(args, spq)?;
@@ -371,8 +374,9 @@ fn generate_roll(args: &GenArgs, ck: &Checkpoint) -> Result<(), String> {
     for (roll, path) in pieces.iter().zip(&outs) {
         let notes = roll_to_notes(roll, fq, 80);
         let opts = WriteOptions { bpm: args.tempo, ..WriteOptions::default() };
-        atomic_write(path, &write_midi(&notes, &opts))?;
-        println!("wrote {} ({} frames, {} notes)", path.display(), roll.len(), notes.len());
+        let bytes = write_midi(&notes, &opts);
+        atomic_write(path, &bytes)?;
+        println!("wrote {} ({} frames, {} notes)", path.display(), roll.len(), etude::generate::written_notes(&bytes).len());
     }
     Ok(())
 }

@@ -298,6 +298,24 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         }
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    // One writer per run folder, from before its checkpoint is read to the end of the sample.
+    let _lock = etude::files::RunLock::acquire(&out)?;
+    // A run folder inside a data folder: its sample.mid would be a training piece of the next run.
+    if let Ok(abs_out) = std::fs::canonicalize(&out) {
+        for d in &args.data_paths {
+            if let Ok(abs_d) = std::fs::canonicalize(d) {
+                if abs_d.is_dir() && abs_out.starts_with(&abs_d) {
+                    return Err(format!(
+                        "--out {} is inside the --data folder {}: its sample.mid would be read as training data; choose another --out",
+                        out.display(),
+                        d.display()
+                    ));
+                }
+            }
+        }
+    }
+    // Ctrl-C ends the run after its current step, with a checkpoint --resume continues from.
+    etude::train::catch_interrupts();
     // A resumed run keeps its checkpoint's precision, --checkpoint-every and --sample-length. The
     // checkpoint is read once, here; an unreadable one is reported where training starts.
     let resumed = args.resume.then(|| read_resumed(&out));
@@ -382,6 +400,12 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
         eprintln!("training {} on {} into {}", opts.model, b.name(), opts.out.display());
     }
     let report = train_from(b, opts, resumed.transpose()?)?;
+    if etude::train::interrupted() {
+        return Err(format!(
+            "interrupted after the last epoch: the checkpoints in {} are written, the baseline and sample.mid are not",
+            report.out.display()
+        ));
+    }
     for s in &report.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }

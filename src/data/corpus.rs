@@ -41,15 +41,47 @@ pub fn collect<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<(PathBuf, Stri
         let p = p.as_ref();
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => walk(p, &mut files, &mut errors, &mut seen),
-            Ok(_) => {
-                if seen.insert(p.canonicalize().unwrap_or_else(|_| p.to_path_buf())) {
-                    files.push(p.to_path_buf());
+            Ok(m) => match readable(&m) {
+                Ok(()) => {
+                    if seen.insert(p.canonicalize().unwrap_or_else(|_| p.to_path_buf())) {
+                        files.push(p.to_path_buf());
+                    }
                 }
-            }
+                Err(cause) => errors.push((p.to_path_buf(), cause)),
+            },
             Err(e) => errors.push((p.to_path_buf(), e.to_string())),
         }
     }
     (files, errors)
+}
+
+/// The largest MIDI file read, in bytes: a bigger one is skipped, never read whole into memory
+/// (`--data /dev/zero`, a sparse file). The longest piano MIDI files are a few MB.
+pub const MAX_MIDI_BYTES: u64 = 256 << 20;
+
+/// Whether a file with metadata `m` may be read as MIDI: a regular file (a FIFO would block the
+/// walk for ever, a device never end) of at most [`MAX_MIDI_BYTES`].
+fn readable(m: &std::fs::Metadata) -> Result<(), String> {
+    if !m.is_file() {
+        return Err("not a regular file (a FIFO, device or socket): not read".into());
+    }
+    if m.len() > MAX_MIDI_BYTES {
+        return Err(format!("{} bytes, more than the {} MiB a MIDI file is read up to", m.len(), MAX_MIDI_BYTES >> 20));
+    }
+    Ok(())
+}
+
+/// The bytes of the MIDI file at `path`, checked as [`collect`] checks it (a regular file of at
+/// most [`MAX_MIDI_BYTES`]) and read no further than that bound even if it grows meanwhile.
+pub fn read_midi_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    readable(&std::fs::metadata(path).map_err(|e| e.to_string())?)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_MIDI_BYTES + 1).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_MIDI_BYTES {
+        return Err(format!("more than the {} MiB a MIDI file is read up to", MAX_MIDI_BYTES >> 20));
+    }
+    Ok(bytes)
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>, seen: &mut HashSet<PathBuf>) {
@@ -69,7 +101,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
         if path.is_dir() {
             walk(&path, files, errors, seen);
         } else if is_midi_path(&path) && seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())) {
-            files.push(path);
+            match std::fs::metadata(&path).map_err(|e| e.to_string()).and_then(|m| readable(&m)) {
+                Ok(()) => files.push(path),
+                Err(cause) => errors.push((path, cause)),
+            }
         }
     }
 }
@@ -130,15 +165,31 @@ pub fn load_corpus<P: AsRef<Path>>(paths: &[P], opts: &ReadOptions) -> Corpus {
     }
     let (files, errors) = collect(paths);
     for (path, cause) in errors {
-        add(path.display().to_string(), Err(cause));
+        add(path_name(&path), Err(cause));
     }
     for path in files {
-        let result = std::fs::read(&path)
-            .map_err(|e| e.to_string())
+        let result = read_midi_file(&path)
             .and_then(|bytes| read_midi(&bytes, opts).map_err(|e| e.to_string()));
-        add(path.display().to_string(), result);
+        add(path_name(&path), result);
     }
     corpus
+}
+
+/// The name of a piece read from `path`: its text, a byte that is not UTF-8 written `\xNN`, so that
+/// two files never share a name (`Path::display` writes every such byte as U+FFFD).
+pub fn path_name(path: &Path) -> String {
+    if let Some(s) = path.to_str() {
+        return s.to_string();
+    }
+    let bytes = crate::data::token_cache::path_json::bytes_of(path);
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// `etude inspect`'s view of one file.

@@ -79,23 +79,45 @@ pub fn is_roll_path(path: &Path) -> bool {
 /// Read a piano-roll file (gzipped or not).
 pub fn read_roll_file(path: &Path) -> Result<RollData, String> {
     let origin = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{origin}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{origin}: not a regular file (a FIFO, device or socket): not read"));
+    }
+    if meta.len() > MAX_ROLL_JSON_BYTES {
+        return Err(format!("{origin}: {} bytes, more than the {} MiB a piano-roll file is read up to", meta.len(), MAX_ROLL_JSON_BYTES >> 20));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("{origin}: {e}"))?;
     parse_roll_bytes(&bytes, &origin)
 }
 
+/// The most JSON a piano-roll file may inflate to: 16 times the largest poly-music set (4 MB).
+pub const MAX_ROLL_JSON_BYTES: u64 = 64 << 20;
+
 /// Parse the bytes of a piano-roll file; `origin` names it in errors.
 pub fn parse_roll_bytes(bytes: &[u8], origin: &str) -> Result<RollData, String> {
-    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+    let gzip = bytes.starts_with(&[0x1f, 0x8b]);
+    let text = if gzip {
+        // Every member (gzip -c a >> f makes several), each checked, and no byte after the last;
+        // inflated no further than MAX_ROLL_JSON_BYTES (a gzip bomb is refused, not inflated).
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_ROLL_JSON_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| format!("{origin}: truncated or corrupt gzip data ({e})"))?;
+        if out.len() as u64 > MAX_ROLL_JSON_BYTES {
+            return Err(format!("{origin}: inflates to more than {} MiB of JSON; not read", MAX_ROLL_JSON_BYTES >> 20));
+        }
         out
     } else {
         bytes.to_vec()
     };
     let v: Value = serde_json::from_slice(&text).map_err(|e| {
-        let what = if e.is_eof() { "truncated JSON" } else { "malformed JSON" };
+        let what = match (gzip, e.classify()) {
+            (_, serde_json::error::Category::Eof) => "truncated JSON",
+            (false, _) if !text.trim_ascii_start().starts_with(b"{") => "neither gzip data nor JSON",
+            (true, _) if e.to_string().contains("trailing characters") => "more than one JSON document (several gzip members?)",
+            _ => "malformed JSON",
+        };
         format!("{origin}: {what} ({e})")
     })?;
     let Value::Object(map) = v else {

@@ -14,7 +14,8 @@
 //! "ETUDTOK2"                     8 bytes, the format
 //! H                              u64, length of the header
 //! header                         H bytes of JSON: the key (paths and settings), the build time,
-//!                                every file with its size, modification time and content hash,
+//!                                every file with its size, modification and change times, inode
+//!                                and content hash,
 //!                                the piece names, the skipped files, the vocabulary, the id
 //!                                width (2 or 4 bytes), the numbers of pieces and ids and the
 //!                                length I of the piece information
@@ -29,9 +30,11 @@
 //! ```
 //!
 //! A cache file is used only when its format, size, checksum, key and id range are right and
-//! every file it was built from is still there with the same size and modification time (and the
-//! same content, hashed again, for a file modified within 2 s of the build: a change inside the
-//! clock's resolution), and no file was added. Anything else is reported in one line and the
+//! every file it was built from is still there with the same size, modification time, change time
+//! and inode (a write moves the change time even when the modification time is set back; the
+//! same content, hashed again, for a file changed within 2 s of the build: a change inside the
+//! clock's resolution), and no file was added. A file that could not be read is read again every
+//! time (its error is never kept). Anything else is reported in one line and the
 //! cache is rebuilt; it is never trusted. A cache file is written to a temporary file and renamed,
 //! so a reader sees the old file or the new one, never half of one.
 //!
@@ -42,7 +45,7 @@
 //! result is the one a cold build gives, id for id ([`TokenSet::tokenised_files`] says how many
 //! files were read). A damaged or foreign cache file gives nothing.
 
-use crate::data::corpus::{builtin, collect, LoadedPiece, Skipped};
+use crate::data::corpus::{builtin, collect, path_name, LoadedPiece, Skipped};
 use crate::music::midi::{read_midi, Piece, ReadOptions, SmfFormat, TrackInfo};
 use crate::music::tokens::{Tokenizer, TokenizerOptions, Vocab};
 use rayon::prelude::*;
@@ -87,10 +90,80 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
+/// Paths in JSON (cache keys and headers, checkpoint metadata): a UTF-8 path as its string, exactly
+/// as serde writes a path; any other as `{"bytes": [..]}` (on Unix its bytes), where serde fails
+/// ("path contains invalid UTF-8"). Every file name round-trips. `#[serde(with = "path_json")]`
+/// on a `PathBuf`, `path_json::vec` on a `Vec<PathBuf>`.
+pub mod path_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes { bytes: Vec<u8> },
+    }
+
+    /// The bytes of a path (Unix: exactly; elsewhere its text, lossily).
+    pub fn bytes_of(p: &Path) -> Vec<u8> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str().as_bytes().to_vec()
+        }
+        #[cfg(not(unix))]
+        {
+            p.to_string_lossy().as_bytes().to_vec()
+        }
+    }
+
+    fn repr(p: &Path) -> Repr {
+        match p.to_str() {
+            Some(s) => Repr::Text(s.to_string()),
+            None => Repr::Bytes { bytes: bytes_of(p) },
+        }
+    }
+
+    fn path(r: Repr) -> PathBuf {
+        match r {
+            Repr::Text(s) => PathBuf::from(s),
+            #[cfg(unix)]
+            Repr::Bytes { bytes } => {
+                use std::os::unix::ffi::OsStringExt;
+                PathBuf::from(std::ffi::OsString::from_vec(bytes))
+            }
+            #[cfg(not(unix))]
+            Repr::Bytes { bytes } => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        repr(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Repr::deserialize(d).map(path)
+    }
+
+    pub mod vec {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+            ps.iter().map(|p| repr(p)).collect::<Vec<_>>().serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+            Vec::<Repr>::deserialize(d).map(|v| v.into_iter().map(path).collect())
+        }
+    }
+}
+
 /// What a cache file is made from: the data paths and every setting that changes the tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CacheKey {
     /// The data paths (as given to `--data`; training makes them absolute).
+    #[serde(with = "path_json::vec")]
     pub paths: Vec<PathBuf>,
     pub read: ReadOptions,
     pub tokenizer: String,
@@ -108,10 +181,37 @@ impl CacheKey {
 /// A file a cache was built from, as it was then.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct FileStamp {
+    #[serde(with = "path_json")]
     path: PathBuf,
     size: u64,
     mtime_ns: u64,
     hash: u64,
+    /// The inode's change time and number (Unix; 0 elsewhere, and in caches written before them,
+    /// which therefore rebuild once): a write that keeps the size and sets the modification time
+    /// back (`touch -d`) still moves the change time, which no user can set, and a file replaced
+    /// by another (`mv`) has another inode.
+    #[serde(default)]
+    ctime_ns: u64,
+    #[serde(default)]
+    ino: u64,
+}
+
+/// A stamp's size for a file that could not be read: matches no file, so a read error is never
+/// reused (the file may be readable next time: permissions fixed, a disk back).
+const UNREAD: u64 = u64::MAX;
+
+/// The change time (ns) and inode number in `m` (0 and 0 where there are none).
+fn change_id(m: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ((m.ctime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.ctime_nsec() as u64), m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        (0, 0)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,6 +221,7 @@ struct Header {
     built_ns: u64,
     files: Vec<FileStamp>,
     /// Paths the walk could not read (a folder that could not be listed).
+    #[serde(with = "path_json::vec")]
     walk_errors: Vec<PathBuf>,
     names: Vec<String>,
     /// (name, cause) of every skipped file.
@@ -502,8 +603,9 @@ pub fn tokenize_files(paths: &[PathBuf], read: &ReadOptions, tokenizer: &dyn Tok
 fn unchanged(path: &Path, meta: &std::fs::Metadata, stamp: &FileStamp, built_ns: u64) -> bool {
     meta.len() == stamp.size
         && mtime_ns(meta) == stamp.mtime_ns
-        && (stamp.mtime_ns.saturating_add(RACY_NS) < built_ns
-            || std::fs::read(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
+        && change_id(meta) == (stamp.ctime_ns, stamp.ino)
+        && (stamp.mtime_ns.max(stamp.ctime_ns).saturating_add(RACY_NS) < built_ns
+            || crate::data::corpus::read_midi_file(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
 }
 
 /// What became of one file.
@@ -539,7 +641,7 @@ fn tokenize_stamped(
     let (files, errors) = collect(paths);
     let walk_errors: Vec<PathBuf> = errors.iter().map(|(p, _)| p.clone()).collect();
     for (path, cause) in errors {
-        skipped.push(Skipped { name: path.display().to_string(), cause });
+        skipped.push(Skipped { name: path_name(&path), cause });
     }
     let bar = progress_bar(files.len(), progress);
     let mut stamps = Vec::with_capacity(files.len());
@@ -557,19 +659,21 @@ fn tokenize_stamped(
                     }
                 }
                 let (size, mtime) = meta.as_ref().map(|m| (m.len(), mtime_ns(m))).unwrap_or((0, 0));
-                let bytes = std::fs::read(path).map_err(|e| e.to_string());
+                let (ctime_ns, ino) = meta.as_ref().map(change_id).unwrap_or((0, 0));
+                let bytes = crate::data::corpus::read_midi_file(path);
                 let hash = bytes.as_ref().map(|b| hash64(b)).unwrap_or(0);
+                let size = if bytes.is_ok() { size } else { UNREAD };
                 let tokens = bytes
                     .and_then(|bytes| read_midi(&bytes, read).map_err(|e| e.to_string()))
                     .map(|piece| (tokenizer.encode(&piece.notes), PieceInfo::of(&piece)));
-                Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash }, tokens)
+                Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash, ctime_ns, ino }, tokens)
             })
             .collect();
         for done in done {
             let stamp = match done {
                 Done::Read(stamp, tokens) => {
                     tokenised += 1;
-                    let name = stamp.path.display().to_string();
+                    let name = path_name(&stamp.path);
                     match tokens {
                         Ok((tokens, info)) => b.push(name, &tokens, info),
                         Err(cause) => skipped.push(Skipped { name, cause }),
@@ -580,7 +684,7 @@ fn tokenize_stamped(
                     reused += 1;
                     match entry {
                         Ok(i) => b.push_donor(donor.expect("reused from a donor"), i),
-                        Err(cause) => skipped.push(Skipped { name: stamp.path.display().to_string(), cause }),
+                        Err(cause) => skipped.push(Skipped { name: path_name(&stamp.path), cause }),
                     }
                     stamp
                 }
@@ -791,7 +895,7 @@ impl Donor {
         let error: HashMap<&str, &str> = header.skipped.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
         let mut files = HashMap::with_capacity(header.files.len());
         for stamp in &header.files {
-            let name = stamp.path.display().to_string();
+            let name = path_name(&stamp.path);
             let entry = match (piece.get(name.as_str()), error.get(name.as_str())) {
                 (Some(&i), _) => Ok(i),
                 (None, Some(&cause)) => Err(cause.to_string()),
@@ -876,6 +980,9 @@ pub enum Outcome {
 pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, force: bool, progress: bool) -> Result<(TokenSet, Outcome), String> {
     if key.paths.is_empty() {
         return Ok((tokenize_files(&[], &key.read, tokenizer, false), Outcome::Forced));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("--cache {}: is a file, not a folder; give a folder for the token cache", dir.display()));
     }
     let file = key.file_in(dir);
     let miss = if force {

@@ -223,11 +223,11 @@ pub fn validation_notes_of(loaded: &Loaded, names: &[String]) -> Result<Vec<(Str
     let (files, _) = collect(&spec.paths);
     let mut out = Vec::new();
     for path in files {
-        let name = path.display().to_string();
+        let name = crate::data::corpus::path_name(&path);
         if !valid.contains(name.as_str()) {
             continue;
         }
-        let piece = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
+        let piece = crate::data::corpus::read_midi_file(&path).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
         match piece {
             Ok(p) => out.push((name, p.notes)),
             Err(cause) => eprintln!("skipped {name}: {cause}"),

@@ -311,3 +311,9 @@ pub fn to_midi(ids: &[u32], vocab: &Vocab, tokenizer: &dyn Tokenizer, bpm: f64) 
     let bytes = write_midi(&notes, &WriteOptions { bpm, ..WriteOptions::default() });
     (notes, bytes)
 }
+
+/// The notes a MIDI file written by [`write_midi`] holds, read back: what to report of it (writing
+/// drops a note of a pitch that starts twice on one tick, so the decoded notes can be one more).
+pub fn written_notes(bytes: &[u8]) -> Vec<Note> {
+    crate::music::midi::read_midi(bytes, &crate::music::midi::ReadOptions::default()).map(|p| p.notes).unwrap_or_default()
+}

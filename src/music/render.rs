@@ -257,29 +257,55 @@ impl TempoMap {
 /// Read a MIDI file (every pitched part, the sustain pedal applied) into notes in seconds; a file
 /// without notes is an error naming it.
 pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::data::corpus::read_midi_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let piece = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(play_notes(&bytes, &piece))
 }
 
-/// Render `notes` with `voice` at `sample_rate`, release tail included, normalised.
-pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Audio, String> {
+/// Frames handed on at once when rendering in blocks: what `render_file` holds in memory.
+const BLOCK: usize = 8192;
+/// The most notes the built-in voice sounds at once; a note beyond it cuts the one that started
+/// first (as a synthesizer's polyphony does), so time grows with the audio's length, not with
+/// notes x length (65,535 stacked notes took 45 s for 0.8 s of audio).
+pub const BUILTIN_POLYPHONY: usize = 128;
+/// The most audio a 16-bit stereo WAV holds: its data size is a 32-bit count of bytes.
+const MAX_WAV_FRAMES: u64 = (u32::MAX as u64 - 36) / 4;
+
+fn check_rate(sample_rate: u32) -> Result<(), String> {
     if !(8_000..=192_000).contains(&sample_rate) {
         return Err(format!("--sample-rate must be between 8000 and 192000, not {sample_rate}"));
     }
-    let mut audio = match voice {
-        Voice::SoundFont { font, path } => render_soundfont(notes, font, sample_rate).map_err(|e| format!("SoundFont {}: {e}", path.display()))?,
-        Voice::BuiltIn => render_builtin(notes, sample_rate),
-    };
+    Ok(())
+}
+
+/// Render `notes` with `voice` at `sample_rate`, release tail included, normalised.
+pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Audio, String> {
+    check_rate(sample_rate)?;
+    let mut audio = Audio { sample_rate, ..Audio::default() };
+    render_blocks(notes, voice, sample_rate, &mut |l, r| {
+        audio.left.extend_from_slice(l);
+        audio.right.extend_from_slice(r);
+        Ok(())
+    })?;
     audio.normalise();
     Ok(audio)
+}
+
+/// Render `notes` in blocks of at most [`BLOCK`] frames, each handed to `sink(left, right)` in
+/// order, the release tail included, not normalised; returns the frames rendered. The same notes
+/// give the same samples every time.
+fn render_blocks(notes: &[PlayNote], voice: &Voice, sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
+    match voice {
+        Voice::SoundFont { font, path } => render_soundfont(notes, font, sample_rate, sink).map_err(|e| format!("SoundFont {}: {e}", path.display())),
+        Voice::BuiltIn => render_builtin(notes, sample_rate, sink),
+    }
 }
 
 fn last_end(notes: &[PlayNote]) -> f64 {
     notes.iter().map(|n| n.end).fold(0.0, f64::max)
 }
 
-fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32) -> Result<Audio, String> {
+fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
     let settings = SynthesizerSettings::new(sample_rate as i32);
     let mut synth = Synthesizer::new(font, &settings).map_err(|e| format!("{e:?}"))?;
     let sr = sample_rate as f64;
@@ -292,14 +318,22 @@ fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32)
     }
     events.sort();
     let end = at(last_end(notes));
-    let mut audio = Audio { sample_rate, left: vec![0.0; end], right: vec![0.0; end] };
-    let mut program = [255u8; 16];
+    let (mut l, mut r) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
+    // Render up to frame `to` in blocks (the synthesizer streams: how its output is cut does not
+    // change it).
     let mut pos = 0usize;
-    for &(t, kind, i) in &events {
-        if t > pos {
-            synth.render(&mut audio.left[pos..t], &mut audio.right[pos..t]);
-            pos = t;
+    let mut advance = |synth: &mut Synthesizer, pos: &mut usize, to: usize| -> Result<(), String> {
+        while *pos < to {
+            let n = (to - *pos).min(BLOCK);
+            synth.render(&mut l[..n], &mut r[..n]);
+            sink(&l[..n], &r[..n])?;
+            *pos += n;
         }
+        Ok(())
+    };
+    let mut program = [255u8; 16];
+    for &(t, kind, i) in &events {
+        advance(&mut synth, &mut pos, t)?;
         let n = &notes[i];
         let ch = (n.channel & 15) as i32;
         if kind == 1 {
@@ -312,9 +346,7 @@ fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32)
             synth.note_off(ch, n.pitch as i32);
         }
     }
-    if pos < end {
-        synth.render(&mut audio.left[pos..end], &mut audio.right[pos..end]);
-    }
+    advance(&mut synth, &mut pos, end)?;
     // The tail: until 50 ms in a row stay below SILENCE, at most MAX_TAIL_SECONDS.
     let block = (sr * 0.05) as usize;
     let max_tail = (MAX_TAIL_SECONDS * sr) as usize;
@@ -326,78 +358,203 @@ fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32)
         if !loud {
             break;
         }
-        audio.left.extend_from_slice(&l);
-        audio.right.extend_from_slice(&r);
+        sink(&l, &r)?;
         tail += block;
     }
-    Ok(audio)
+    Ok(pos.max(end) + tail)
+}
+
+/// One note of the built-in voice while it sounds: its partials' phasors and envelopes.
+struct Sounding {
+    /// Its index in the notes (the order its samples are added in).
+    index: usize,
+    start: usize,
+    held: usize,
+    len: usize,
+    gl: f64,
+    gr: f64,
+    /// Per partial: (cos, sin, envelope, cos step, sin step, decay per sample).
+    partials: Vec<[f64; 6]>,
 }
 
 /// The built-in voice: per note, six partials of a slightly stretched harmonic series, each
 /// decaying exponentially (faster for higher partials and higher notes), a 5 ms attack, and a
 /// raised-cosine release over [`BUILTIN_RELEASE_SECONDS`] after the note ends; panned by pitch.
-fn render_builtin(notes: &[PlayNote], sample_rate: u32) -> Audio {
+/// At most [`BUILTIN_POLYPHONY`] notes sound at once. Rendered in blocks: the notes sounding
+/// are kept, not their samples.
+fn render_builtin(notes: &[PlayNote], sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
     let sr = sample_rate as f64;
     let total = ((last_end(notes) + BUILTIN_RELEASE_SECONDS) * sr).ceil() as usize;
-    let mut audio = Audio { sample_rate, left: vec![0.0; total], right: vec![0.0; total] };
     let release = (BUILTIN_RELEASE_SECONDS * sr) as usize;
     let attack = (0.005 * sr).max(1.0);
-    for n in notes {
-        let f0 = 440.0 * 2f64.powf((n.pitch as f64 - 69.0) / 12.0);
-        let start = (n.start.max(0.0) * sr).round() as usize;
-        let held = ((n.end - n.start).max(0.0) * sr).round() as usize;
-        let len = (held + release).min(total.saturating_sub(start));
-        let amp = 0.15 * (n.velocity.max(1) as f64 / 127.0).powf(1.5);
-        // Lower notes ring longer.
-        let tau = 2.5 * 2f64.powf(-(n.pitch as f64 - 48.0) / 24.0);
-        let pan = ((n.pitch as f64 - 21.0) / 87.0).clamp(0.0, 1.0) * 0.6 + 0.2;
-        let (gl, gr) = ((1.0 - pan).sqrt(), pan.sqrt());
-        let mut buf = vec![0.0f64; len];
-        for k in 1..=6u32 {
-            let kf = k as f64;
-            let f = f0 * kf * (1.0 + 0.0004 * kf * kf);
-            if f >= sr * 0.45 {
-                break;
+    let start_of = |n: &PlayNote| (n.start.max(0.0) * sr).round() as usize;
+    // The notes by start (ties in their order).
+    let mut order: Vec<usize> = (0..notes.len()).collect();
+    order.sort_by_key(|&i| (start_of(&notes[i]), i));
+    let mut next = 0;
+    // Sounding notes, by index: their samples are added in the notes' order.
+    let mut sounding: Vec<Sounding> = Vec::new();
+    let (mut l, mut r) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
+    let mut x = vec![0.0f64; BLOCK];
+    let mut pos = 0;
+    while pos < total {
+        let n_frames = (total - pos).min(BLOCK);
+        let block_end = pos + n_frames;
+        while next < order.len() && start_of(&notes[order[next]]) < block_end {
+            let i = order[next];
+            next += 1;
+            let n = &notes[i];
+            let start = start_of(n);
+            let held = ((n.end - n.start).max(0.0) * sr).round() as usize;
+            let len = (held + release).min(total.saturating_sub(start));
+            if len == 0 {
+                continue;
             }
-            let a = amp / kf.powf(1.2);
-            let decay = (-kf.sqrt() / (tau * sr)).exp();
-            let (dc, ds) = ((2.0 * std::f64::consts::PI * f / sr).cos(), (2.0 * std::f64::consts::PI * f / sr).sin());
-            // A rotating phasor with an exponential envelope: (c, s) *= decay * e^{i w}.
-            let (mut c, mut s, mut env) = (1.0f64, 0.0f64, a);
-            for x in buf.iter_mut() {
-                *x += env * s;
-                let c2 = c * dc - s * ds;
-                s = s * dc + c * ds;
-                c = c2;
-                env *= decay;
+            let f0 = 440.0 * 2f64.powf((n.pitch as f64 - 69.0) / 12.0);
+            let amp = 0.15 * (n.velocity.max(1) as f64 / 127.0).powf(1.5);
+            // Lower notes ring longer.
+            let tau = 2.5 * 2f64.powf(-(n.pitch as f64 - 48.0) / 24.0);
+            let pan = ((n.pitch as f64 - 21.0) / 87.0).clamp(0.0, 1.0) * 0.6 + 0.2;
+            let (gl, gr) = ((1.0 - pan).sqrt(), pan.sqrt());
+            let mut partials = Vec::with_capacity(6);
+            for k in 1..=6u32 {
+                let kf = k as f64;
+                let f = f0 * kf * (1.0 + 0.0004 * kf * kf);
+                if f >= sr * 0.45 {
+                    break;
+                }
+                let a = amp / kf.powf(1.2);
+                let decay = (-kf.sqrt() / (tau * sr)).exp();
+                let (dc, ds) = ((2.0 * std::f64::consts::PI * f / sr).cos(), (2.0 * std::f64::consts::PI * f / sr).sin());
+                partials.push([1.0, 0.0, a, dc, ds, decay]);
+            }
+            if sounding.len() == BUILTIN_POLYPHONY {
+                // The note that started first (the lowest index among the earliest starts) is cut.
+                let oldest = (0..sounding.len()).min_by_key(|&k| (sounding[k].start, sounding[k].index)).unwrap_or(0);
+                sounding.remove(oldest);
+            }
+            let at = sounding.partition_point(|s| s.index < i);
+            sounding.insert(at, Sounding { index: i, start, held, len, gl, gr, partials });
+        }
+        l[..n_frames].fill(0.0);
+        r[..n_frames].fill(0.0);
+        for s in &mut sounding {
+            // The part of this note inside the block: its samples j in [from, to).
+            let first = s.start.max(pos);
+            let stop = (s.start + s.len).min(block_end);
+            if first >= stop {
+                continue;
+            }
+            let (from, to) = (first - s.start, stop - s.start);
+            let xs = &mut x[..to - from];
+            xs.fill(0.0);
+            for p in &mut s.partials {
+                // A rotating phasor with an exponential envelope: (c, s) *= decay * e^{i w}.
+                let [mut c, mut sn, mut env, dc, ds, decay] = *p;
+                for v in xs.iter_mut() {
+                    *v += env * sn;
+                    let c2 = c * dc - sn * ds;
+                    sn = sn * dc + c * ds;
+                    c = c2;
+                    env *= decay;
+                }
+                *p = [c, sn, env, dc, ds, decay];
+            }
+            for (k, v) in xs.iter().enumerate() {
+                let j = from + k;
+                let mut g = (j as f64 / attack).min(1.0);
+                if j >= s.held {
+                    let rr = (j - s.held) as f64 / release.max(1) as f64;
+                    g *= 0.5 * (1.0 + (std::f64::consts::PI * rr.min(1.0)).cos());
+                }
+                let v = v * g;
+                l[first - pos + k] += (v * s.gl) as f32;
+                r[first - pos + k] += (v * s.gr) as f32;
             }
         }
-        for (j, x) in buf.iter().enumerate() {
-            let mut g = (j as f64 / attack).min(1.0);
-            if j >= held {
-                let r = (j - held) as f64 / release.max(1) as f64;
-                g *= 0.5 * (1.0 + (std::f64::consts::PI * r.min(1.0)).cos());
-            }
-            let v = x * g;
-            audio.left[start + j] += (v * gl) as f32;
-            audio.right[start + j] += (v * gr) as f32;
-        }
+        sounding.retain(|s| s.start + s.len > block_end);
+        sink(&l[..n_frames], &r[..n_frames])?;
+        pos = block_end;
     }
-    audio
+    Ok(total)
+}
+
+/// The 44-byte header of a 16-bit stereo PCM WAV file of `frames` frames (what hound writes).
+fn wav_header(sample_rate: u32, frames: u64) -> [u8; 44] {
+    let data = (frames * 4) as u32;
+    let mut h = [0u8; 44];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&(36 + data).to_le_bytes());
+    h[8..16].copy_from_slice(b"WAVEfmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&2u16.to_le_bytes());
+    h[24..28].copy_from_slice(&sample_rate.to_le_bytes());
+    h[28..32].copy_from_slice(&(sample_rate * 4).to_le_bytes());
+    h[32..34].copy_from_slice(&4u16.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data.to_le_bytes());
+    h
+}
+
+/// Render the MIDI file `midi` into the WAV file `out` (see [`crate::files::atomic_write_with`]),
+/// streamed: rendered once for the peak and once more into the file, a block at a time, so the
+/// memory it takes does not grow with the piece's length (a 10-hour piece took 19 GB). A piece
+/// longer than a WAV file holds is refused before any work. Returns the audio's length in seconds.
+pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> Result<f64, String> {
+    check_rate(sample_rate)?;
+    let notes = read_play_notes(midi)?;
+    let longest = (last_end(&notes) + MAX_TAIL_SECONDS.max(BUILTIN_RELEASE_SECONDS)) * sample_rate as f64;
+    if longest.ceil() > MAX_WAV_FRAMES as f64 {
+        return Err(format!(
+            "{}: {:.1} hours of audio, more than a WAV file holds at {sample_rate} Hz ({:.1} hours); a lower --sample-rate holds more",
+            midi.display(),
+            last_end(&notes) / 3600.0,
+            MAX_WAV_FRAMES as f64 / sample_rate as f64 / 3600.0
+        ));
+    }
+    let mut peak = 0.0f32;
+    let frames = render_blocks(&notes, voice, sample_rate, &mut |l, r| {
+        peak = l.iter().chain(r).fold(peak, |m, x| m.max(x.abs()));
+        Ok(())
+    })?;
+    if frames as u64 > MAX_WAV_FRAMES {
+        return Err(format!("{}: more audio than a WAV file holds", midi.display()));
+    }
+    // As Audio::normalise: a silent mix is left alone.
+    let gain = if peak > 0.0 && peak.is_finite() { Some(PEAK / peak) } else { None };
+    crate::files::atomic_write_with(out, |f| {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        w.write_all(&wav_header(sample_rate, frames as u64)).map_err(|e| e.to_string())?;
+        let q = |x: f32| (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+        let mut bytes = Vec::with_capacity(BLOCK * 4);
+        let mut written = 0usize;
+        render_blocks(&notes, voice, sample_rate, &mut |l, r| {
+            bytes.clear();
+            for (a, b) in l.iter().zip(r) {
+                let (a, b) = match gain {
+                    Some(g) => (a * g, b * g),
+                    None => (*a, *b),
+                };
+                bytes.extend_from_slice(&q(a).to_le_bytes());
+                bytes.extend_from_slice(&q(b).to_le_bytes());
+            }
+            written += l.len();
+            w.write_all(&bytes).map_err(|e| e.to_string())
+        })?;
+        if written != frames {
+            return Err(format!("rendered {written} frames, then {frames}: the synthesizer is not deterministic"));
+        }
+        w.flush().map_err(|e| e.to_string())
+    })?;
+    Ok(frames as f64 / sample_rate as f64)
 }
 
 /// `path` with its extension replaced by `ext` (`piece.mid` -> `piece.wav`).
 pub fn beside(path: &Path, ext: &str) -> PathBuf {
     path.with_extension(ext)
-}
-
-/// Render the MIDI file `midi` into the WAV file `out` (temp file + rename). Returns the audio's
-/// length in seconds.
-pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> Result<f64, String> {
-    let notes = read_play_notes(midi)?;
-    let audio = render(&notes, voice, sample_rate)?;
-    crate::files::atomic_write(out, &audio.wav_bytes()?)?;
-    Ok(audio.seconds())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataSpec {
     /// Files and folders given to `--data`; empty = the built-in corpus.
+    #[serde(with = "crate::data::token_cache::path_json::vec")]
     pub paths: Vec<PathBuf>,
     pub read: ReadOptions,
     pub tokenizer: String,
@@ -164,12 +165,30 @@ pub struct Progress {
     /// Epochs since the validation loss last improved (early stopping, `--patience`).
     #[serde(default)]
     pub epochs_without_improvement: usize,
+    /// An epoch stopped part-way (Ctrl-C): the steps of epoch `epoch + 1` already taken and their
+    /// training totals, from which `--resume` continues it. Absent from every checkpoint written
+    /// at the end of an epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// The part of an epoch taken before an interruption ([`Progress::partial`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Steps of the epoch taken.
+    pub steps: u64,
+    /// Their summed training loss, correct predictions and target rows.
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub rows: usize,
+    /// Seconds they took.
+    pub seconds: f64,
 }
 
 impl Default for Progress {
     /// A run that has not started.
     fn default() -> Self {
-        Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY, epochs_without_improvement: 0 }
+        Progress { epoch: 0, step: 0, best_val_loss: f64::INFINITY, epochs_without_improvement: 0, partial: None }
     }
 }
 

@@ -3,8 +3,9 @@
 //! The columns and their formatting are those of every run so far, so the files of earlier runs
 //! read back unchanged: `epoch,step,train_loss,train_accuracy,val_loss,val_perplexity,val_accuracy,
 //! seconds,target_tokens_per_s`, losses and accuracies with 6 decimals, the perplexity with 4,
-//! seconds with 3, the throughput with 1. A row is appended after the epoch's checkpoint is saved;
-//! `--resume` first drops the rows of epochs its checkpoint does not have ([`trim`]).
+//! seconds with 3, the throughput with 1. A row is appended before the epoch's checkpoint is saved
+//! (a crash between the two leaves a row no checkpoint holds, never a row missing); `--resume`
+//! first drops the rows of epochs its checkpoint does not have ([`trim`]).
 
 use serde::Serialize;
 use std::path::Path;

@@ -17,4 +17,4 @@ pub mod schedule;
 pub mod verify;
 
 pub use load::{load_checkpoint, restore_adam, snapshot, valid_indices, Loaded};
-pub use meta::{DataSpec, Meta, OptimConfig, Progress, RunSettings};
+pub use meta::{DataSpec, Meta, OptimConfig, PartialEpoch, Progress, RunSettings};

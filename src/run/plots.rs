@@ -27,12 +27,14 @@ pub fn loss_curve(path: &Path, series: &[Series], reference: Option<(&str, f64)>
 fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f64)>) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(rgb, (W, H)).into_drawing_area();
     root.fill(&WHITE)?;
-    let finite = |v: &f64| v.is_finite();
+    // A loss beyond 1e9 nats is off the chart like a non-finite one: near f64::MAX the padded
+    // axis overflowed to infinity and plotters looked for its ticks for ever.
+    let finite = |v: &f64| v.is_finite() && v.abs() < 1e9;
     let values: Vec<f64> =
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(reference.map(|r| r.1)).filter(finite).collect();
     let last_epoch = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
     let (lo, hi) = match (values.iter().cloned().reduce(f64::min), values.iter().cloned().reduce(f64::max)) {
-        (Some(lo), Some(hi)) if hi > lo => (lo, hi),
+        (Some(lo), Some(hi)) if hi - lo > 1e-9 * hi.abs().max(1.0) => (lo, hi),
         (Some(v), _) => (v - 0.5, v + 0.5),
         _ => (0.0, 1.0),
     };
@@ -62,14 +64,14 @@ fn draw_loss_curve(rgb: &mut [u8], series: &[Series], reference: Option<(&str, f
         .draw()?;
     for s in series {
         let colour = RGBColor(s.rgb[0], s.rgb[1], s.rgb[2]);
-        let pts: Vec<(i32, f64)> = s.points.iter().filter(|p| p.1.is_finite()).map(|p| (p.0 as i32, p.1)).collect();
+        let pts: Vec<(i32, f64)> = s.points.iter().filter(|p| finite(&p.1)).map(|p| (p.0 as i32, p.1)).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
             .label(s.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
     }
-    if let Some((label, v)) = reference.filter(|r| r.1.is_finite()) {
+    if let Some((label, v)) = reference.filter(|r| finite(&r.1)) {
         let grey = RGBColor(90, 90, 90);
         chart
             .draw_series(DashedLineSeries::new(vec![(x0, v), (x1, v)], 8, 5, grey.stroke_width(2)))?

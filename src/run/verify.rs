@@ -171,6 +171,17 @@ pub fn check_tensors(meta: &Meta, ck: &Checkpoint) -> Result<bool, String> {
     }
 }
 
+/// `v` as `{}` writes it when that is short, else in exponent form (`{}` writes 1e308 with 309
+/// digits).
+fn short(v: f64) -> String {
+    let plain = format!("{v}");
+    if plain.len() <= 16 {
+        plain
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// `what` is a finite number in `lo..hi` (`hi_inclusive`: `lo..=hi`).
 fn in_range(what: &str, v: f64, lo: f64, hi: f64, hi_inclusive: bool) -> Result<(), String> {
     let ok = v.is_finite() && v >= lo && (v < hi || (hi_inclusive && v == hi));
@@ -178,7 +189,7 @@ fn in_range(what: &str, v: f64, lo: f64, hi: f64, hi_inclusive: bool) -> Result<
         Ok(())
     } else {
         let close = if hi_inclusive { "]" } else { ")" };
-        Err(format!("{what} = {v} is out of its range [{lo}, {hi}{close}"))
+        Err(format!("{what} = {} is out of its range [{}, {}{close}", short(v), short(lo), short(hi)))
     }
 }
 
@@ -226,7 +237,12 @@ pub fn check_meta(meta: &Meta, tokenizer: &dyn Tokenizer) -> Result<(), String> 
     };
     model_check?;
     if meta.progress.best_val_loss.is_nan() || meta.progress.best_val_loss < 0.0 {
-        return Err(format!("progress.best_val_loss = {} is not a loss", meta.progress.best_val_loss));
+        return Err(format!("progress.best_val_loss = {} is not a loss", short(meta.progress.best_val_loss)));
+    }
+    if let Some(p) = &meta.progress.partial {
+        if p.steps == 0 || p.steps > meta.progress.step || !(p.loss_sum.is_finite() && p.correct.is_finite() && p.seconds.is_finite()) {
+            return Err(format!("progress.partial ({} steps) does not fit progress.step = {}", p.steps, meta.progress.step));
+        }
     }
     if meta.progress.step > u64::from(u32::MAX) {
         return Err(format!("progress.step = {} is more than the optimizer counts", meta.progress.step));

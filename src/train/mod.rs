@@ -23,10 +23,10 @@ use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
 use crate::run::progress::Reporter;
 use crate::rng::Rng;
-use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, Progress, RunSettings};
+use crate::run::{load_checkpoint, restore_adam, snapshot, DataSpec, Loaded, Meta, OptimConfig, PartialEpoch, Progress, RunSettings};
 use crate::run::schedule::{lr_at, LrSchedule};
 use crate::model::step::Stepper;
-use crate::music::tokens::Vocab;
+use crate::music::tokens::{Tokenizer, Vocab};
 use crate::run::verify::{available_memory, check_footprint, Footprint};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -92,6 +92,104 @@ pub fn train<B: Backend>(b: &B, opts: &TrainOptions) -> Result<TrainReport, Stri
     train_from(b, opts, resumed)
 }
 
+/// The metadata of the checkpoint written after `epoch` epochs.
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_meta(
+    model: &ModelConfig,
+    spec: &DataSpec,
+    prepared: &Prepared,
+    optim: &OptimConfig,
+    progress: &Progress,
+    valid_pieces: &[String],
+    opts: &TrainOptions,
+    epoch: usize,
+) -> Meta {
+    Meta {
+        etude_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model.clone(),
+        data: spec.clone(),
+        vocab: prepared.vocab.clone(),
+        optim: optim.clone(),
+        progress: progress.clone(),
+        valid_pieces: valid_pieces.to_vec(),
+        rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
+        run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
+        copy: None,
+    }
+}
+
+/// Ctrl-Cs received since [`catch_interrupts`]: training stops after the step in progress.
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether Ctrl-C (SIGINT) was pressed since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(std::sync::atomic::Ordering::SeqCst) > 0
+}
+
+#[cfg(unix)]
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Async-signal-safe only: an atomic, write(2) and _exit(2).
+    let n = INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let msg: &[u8] = if n == 0 {
+        b"\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)\n"
+    } else {
+        b"\nCtrl-C again: stopped at once, without a checkpoint of the steps since the last one\n"
+    };
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `msg` is a static byte string.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        if n > 0 {
+            libc::_exit(130);
+        }
+    }
+}
+
+/// Make Ctrl-C (SIGINT) finish the current training step, save a checkpoint `--resume` continues
+/// from and end the command with an error saying so; a second Ctrl-C ends the process at once.
+pub fn catch_interrupts() {
+    #[cfg(unix)]
+    // SAFETY: installs a handler that only touches an atomic and async-signal-safe calls.
+    unsafe {
+        let handler: extern "C" fn(libc::c_int) = on_interrupt;
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+/// The settings of a new run, written into a checkpoint's metadata and read back as loading reads
+/// them, then checked by [`crate::run::verify::check_meta`], the check [`Loaded::from_checkpoint`]
+/// makes: an error names the option.
+fn check_loadable(model: &ModelConfig, spec: &DataSpec, vocab: &Vocab, optim: &OptimConfig, tokenizer: &dyn Tokenizer) -> Result<(), String> {
+    let meta = Meta {
+        etude_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: model.clone(),
+        data: spec.clone(),
+        vocab: vocab.clone(),
+        optim: optim.clone(),
+        progress: Progress::default(),
+        valid_pieces: Vec::new(),
+        rng: Rng::new(optim.seed),
+        run: RunSettings::default(),
+        copy: None,
+    };
+    let json = serde_json::to_value(&meta).map_err(|e| e.to_string())?;
+    let back: Meta = serde_json::from_value(json).map_err(|e| format!("the run's settings do not read back from a checkpoint: {e}"))?;
+    crate::run::verify::check_meta(&back, tokenizer).map_err(|e| {
+        const FLAGS: [(&str, &str); 9] = [
+            ("data.transpose", "--transpose"),
+            ("data.valid_fraction", "--val-fraction"),
+            ("data.window", "--window"),
+            ("tokenizer_options.step", "the tokenizer's step"),
+            ("tokenizer_options.note_length", "the tokenizer's note length"),
+            ("optim.lr", "--lr"),
+            ("optim.clip", "--clip"),
+            ("optim.weight_decay", "--weight-decay"),
+            ("optim.batch", "--batch"),
+        ];
+        let flag = FLAGS.iter().find(|(k, _)| e.starts_with(k)).map_or("a setting", |(_, f)| f);
+        format!("{flag}: {e}; the run's checkpoints could not be loaded, so it does not start")
+    })
+}
+
 /// [`train`] with the run's last checkpoint already read ([`read_resumed`]; `Some` exactly when
 /// `opts.resume`), for a caller that needed its settings first: a checkpoint is read once.
 pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded>) -> Result<TrainReport, String> {
@@ -144,6 +242,11 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         Some(l) => l.meta.model.clone(),
         None => ModelConfig::from_name(&opts.model, prepared.vocab.len(), window, &opts.sizes)?,
     };
+    // The settings as the run's checkpoints will hold them pass the checks that load those
+    // checkpoints, before any step is taken (a run whose checkpoints are refused is wasted).
+    if resumed.is_none() {
+        check_loadable(&model_cfg, &spec, &prepared.vocab, &optim, tokenizer.as_ref())?;
+    }
     // Everything the run allocates, checked before any of it is: the sample is composed with the
     // fast WaveNet's queues.
     let fp = Footprint::of(&model_cfg, optim.batch, window, opts.sample_length > 0);
@@ -214,6 +317,10 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         prepared.valid.len(),
         prepared.vocab.len()
     ));
+    if interrupted() {
+        reporter.finish();
+        return Err("interrupted before the first step: nothing was trained or written".into());
+    }
     // The time to the first step (the goal of issue 16 for large corpora), said once.
     let mut first_step = true;
     while progress.epoch < opts.epochs && !stopped(&progress) {
@@ -222,8 +329,11 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         let started = Instant::now();
         stepper.take_totals(b);
         let mut last_shown = Instant::now();
+        // An epoch interrupted part-way (Ctrl-C) goes on after the steps it took.
+        let before = progress.partial.take().unwrap_or_default();
+        let mut taken = before.steps;
         let batches = prepared.train.batches(optim.batch, targets, optim.seed, epoch as u64, false);
-        for batch in batches.take(steps_per_epoch as usize) {
+        for batch in batches.take(steps_per_epoch as usize).skip(before.steps as usize) {
             // The schedule and the dropout masks are functions of the step being taken.
             let step = progress.step + 1;
             adam.hp.lr = lr_at(optim.lr_schedule, optim.lr, optim.min_lr, optim.warmup_steps, optim.schedule_steps, step);
@@ -235,6 +345,31 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
             }
             stepper.train(b, &mut model, &mut adam, &batch.x, &batch.y);
             progress.step += 1;
+            taken += 1;
+            if interrupted() && taken < steps_per_epoch {
+                // Ctrl-C: the step is done; keep everything a resumed run needs to go on exactly.
+                reporter.finish();
+                model.set_dropout(None);
+                let t = stepper.take_totals(b);
+                progress.partial = Some(PartialEpoch {
+                    steps: taken,
+                    loss_sum: before.loss_sum + t.loss_sum,
+                    correct: before.correct + t.correct,
+                    rows: before.rows + t.rows,
+                    seconds: before.seconds + started.elapsed().as_secs_f64(),
+                });
+                let tensors = snapshot(b, &model, &adam);
+                if let Some(t) = tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+                    return Err(diverged(out, epoch, &format!("{} became non-finite", t.name)));
+                }
+                let meta = checkpoint_meta(&model_cfg, &spec, &prepared, &optim, &progress, &valid_pieces, opts, epoch - 1);
+                Checkpoint { meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?, tensors }.save(&last_path)?;
+                return Err(format!(
+                    "interrupted at epoch {epoch} step {taken} of {steps_per_epoch}; {} holds it: continue with etude train --out {} --resume",
+                    last_path.display(),
+                    out.display()
+                ));
+            }
             let msg = if last_shown.elapsed().as_secs_f64() > 0.5 {
                 last_shown = Instant::now();
                 let loss = stepper.last_batch_loss(b);
@@ -250,8 +385,13 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         }
         // Validation (and everything after the loop) uses the model as it is: no dropout.
         model.set_dropout(None);
-        let train_totals = stepper.take_totals(b);
-        let seconds = started.elapsed().as_secs_f64();
+        let mut train_totals = stepper.take_totals(b);
+        if before.steps > 0 {
+            train_totals.loss_sum += before.loss_sum;
+            train_totals.correct += before.correct;
+            train_totals.rows += before.rows;
+        }
+        let seconds = before.seconds + started.elapsed().as_secs_f64();
         if !train_totals.loss().is_finite() {
             reporter.finish();
             return Err(diverged(out, epoch, &format!("the training loss became {}", train_totals.loss())));
@@ -320,22 +460,14 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         } else if val.rows > 0 {
             progress.epochs_without_improvement += 1;
         }
-        let meta = Meta {
-            etude_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: model_cfg.clone(),
-            data: spec.clone(),
-            vocab: prepared.vocab.clone(),
-            optim: optim.clone(),
-            progress: progress.clone(),
-            valid_pieces: valid_pieces.clone(),
-            rng: Rng::new(optim.seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)),
-            run: RunSettings { checkpoint_every: Some(opts.checkpoint_every), sample_length: Some(opts.sample_length) },
-            copy: None,
-        };
+        let meta = checkpoint_meta(&model_cfg, &spec, &prepared, &optim, &progress, &valid_pieces, opts, epoch);
         let ck = Checkpoint {
             meta: serde_json::to_value(&meta).map_err(|e| e.to_string())?,
             tensors,
         };
+        // Before the checkpoint: a crash in between leaves a row of an epoch that no checkpoint
+        // holds, which --resume drops (metrics::trim) and writes again; never a row missing.
+        crate::run::metrics::append(&out.join("metrics.csv"), &row)?;
         ck.save(&last_path)?;
         if improved || val.rows == 0 {
             ck.save(&out.join("best.safetensors"))?;
@@ -343,11 +475,17 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
-        // After the checkpoint: a crash in between leaves a row missing, never one too many.
-        crate::run::metrics::append(&out.join("metrics.csv"), &row)?;
         draw_curve(out, &ck.meta)?;
         last_meta = Some(ck.meta);
         metrics.push(row);
+        if interrupted() && progress.epoch < opts.epochs {
+            reporter.finish();
+            return Err(format!(
+                "interrupted after epoch {epoch}; {} holds it: continue with etude train --out {} --resume",
+                last_path.display(),
+                out.display()
+            ));
+        }
         if stopped(&progress) {
             reporter.line(&format!(
                 "early stop after epoch {epoch}: the validation loss has not improved for {} epochs (--patience {}); best {:.4}",

@@ -110,7 +110,8 @@ struct Dev<B: RollOps> {
 
 impl<B: RollOps> Dev<B> {
     fn new(b: &B) -> Self {
-        Dev { ids: b.alloc_ids(1), y: b.alloc(1), w: b.alloc(1), dlogits: b.alloc(1), stats: b.alloc_f32(1), cap_ids: 1, cap_rows: 1 }
+        // Room for one row: 88 targets and logit gradients (a batch of one 2-frame sequence).
+        Dev { ids: b.alloc_ids(1), y: b.alloc(KEYS), w: b.alloc(1), dlogits: b.alloc(KEYS), stats: b.alloc_f32(1), cap_ids: 1, cap_rows: 1 }
     }
 
     fn upload(&mut self, b: &B, batch: &Batch) {
@@ -375,6 +376,14 @@ pub fn train<B: RollOps + 'static>(
     let items = chunks(train, s.window);
     if items.is_empty() {
         return Err(format!("{data}: no training sequence has two frames"));
+    }
+    // The epochs are chosen by their validation NLL: without a predicted validation frame it is
+    // NaN, and no epoch would ever be the best.
+    if !valid.iter().any(|v| v.len() >= 2) {
+        return Err(format!(
+            "{data}: no validation sequence has two frames ({} sequences): nothing to choose the best epoch on",
+            valid.len()
+        ));
     }
     let longest_valid = valid.iter().map(|v| v.len().saturating_sub(1)).max().unwrap_or(1);
     let capacity = (s.batch * s.window).max(longest_valid).max(1);

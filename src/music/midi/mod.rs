@@ -11,7 +11,7 @@ mod read;
 mod write;
 
 pub use read::read_midi;
-pub use write::write_midi;
+pub use write::{check_tempo, write_midi, MAX_BPM, MIN_BPM};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

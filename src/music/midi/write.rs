@@ -13,6 +13,20 @@ use super::{Note, WriteOptions};
 use midly::num::{u15, u24, u28, u4, u7};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
+/// The slowest tempo a MIDI file holds (a quarter of 2^24 - 1 microseconds), in quarters per minute.
+pub const MIN_BPM: f64 = 60e6 / 0xFF_FFFF as f64;
+/// The fastest (a quarter of one microsecond).
+pub const MAX_BPM: f64 = 60e6;
+
+/// `--tempo` is one a MIDI file holds (a slower or faster one was clamped in the file while the
+/// piece's length was reported at the tempo asked for).
+pub fn check_tempo(bpm: f64) -> Result<(), String> {
+    if !(MIN_BPM..=MAX_BPM).contains(&bpm) {
+        return Err(format!("--tempo {bpm}: a MIDI file holds tempos from {MIN_BPM:.2} to {MAX_BPM} quarters per minute"));
+    }
+    Ok(())
+}
+
 /// Largest delta a MIDI event can carry (2^28 - 1).
 const MAX_DELTA: u64 = (1 << 28) - 1;
 
