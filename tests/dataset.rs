@@ -1,7 +1,8 @@
 //! Split by piece, windows and targets, transposition on training pieces only, batches.
 
 use etude::data::corpus::{load_corpus, LoadedPiece};
-use etude::data::dataset::{prepare, split_by_piece, DataConfig, Dataset, Origin};
+use etude::data::dataset::{split_by_piece, Dataset, Origin};
+use etude::data::prepare::{prepare, DataConfig};
 use etude::music::midi::ReadOptions;
 use etude::data::dataset::Targets;
 use etude::music::tokens::{tokenizer_by_name, transpose, TokenizerOptions};

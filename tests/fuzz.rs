@@ -152,7 +152,7 @@ fn tiny_checkpoint() -> Checkpoint {
             read: ReadOptions::default(),
             tokenizer: "notechord".into(),
             tokenizer_options: TokenizerOptions::default(),
-            data: etude::data::dataset::DataConfig { window, ..Default::default() },
+            data: etude::data::prepare::DataConfig { window, ..Default::default() },
         },
         vocab,
         optim: OptimConfig::default(),

@@ -6,7 +6,8 @@ mod cli_common;
 
 use cli_common::{etude_ok, tiny_train};
 use etude::run::checkpoint::Checkpoint;
-use etude::data::dataset::{prepare_tokens, unique_pieces, DataConfig, Dataset, Permutation, LAZY_ORDER_WINDOWS};
+use etude::data::dataset::{Dataset, Permutation, LAZY_ORDER_WINDOWS};
+use etude::data::prepare::{prepare_tokens, unique_pieces, DataConfig};
 use etude::eval::heldout::sample_targets;
 use etude::data::token_cache::TokenSet;
 use etude::music::tokens::tokenizer_by_name;
@@ -203,7 +204,7 @@ fn train_scores_one_sample_every_epoch_and_eval_scores_every_target_by_default()
 /// side copied into memory (the run's losses then match bit for bit).
 #[test]
 fn mapped_training_windows_equal_the_copied_ones() {
-    use etude::data::dataset::prepare_tokens_mapped;
+    use etude::data::prepare::prepare_tokens_mapped;
     use etude::data::token_cache::{load_or_build, CacheKey};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -3,7 +3,7 @@
 //! the settings changed, or the cache file is truncated, damaged or foreign.
 
 use etude::data::corpus::builtin;
-use etude::data::dataset::DataConfig;
+use etude::data::prepare::DataConfig;
 use etude::engine::cpu::CpuBackend;
 use etude::music::midi::ReadOptions;
 use etude::model::any::Sizes;

@@ -3,7 +3,7 @@
 
 use super::render::companions;
 use etude::files::atomic_write;
-use etude::data::dataset::prepare_tokens_mapped;
+use etude::data::prepare::prepare_tokens_mapped;
 use etude::engine::Backend;
 use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
 use etude::music::midi::read_midi;

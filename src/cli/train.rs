@@ -4,7 +4,7 @@ use super::backend::{BackendArgs, Engine};
 use super::compose::{write_pieces, PieceOptions};
 use super::{CacheArgs, DataArgs};
 use clap::Args;
-use etude::data::dataset::DataConfig;
+use etude::data::prepare::DataConfig;
 use etude::files::atomic_write;
 use etude::engine::Backend;
 use etude::eval::heldout::{describe, evaluate_checkpoint, CopyChoice, EvalOptions};

@@ -4,7 +4,8 @@
 //! figures are the same (`tests/eval_cache.rs`).
 
 use crate::data::corpus::{collect, load_corpus, no_usable_file, FileReport, InspectReport, Skipped, Totals};
-use crate::data::dataset::{unique_pieces, Transposer};
+use crate::data::dataset::Transposer;
+use crate::data::prepare::unique_pieces;
 use crate::music::midi::{read_midi, Note};
 use crate::run::{DataSpec, Loaded};
 use crate::data::token_cache::{load_or_build, CacheKey, TokenSet};

@@ -744,7 +744,7 @@ pub fn describe(r: &EvalReport) -> String {
 /// training's per-epoch validation scores. The token cache keeps ids, not notes, so the pieces'
 /// note counts are 0 here: per-epoch validation reports loss and accuracy, not nats per note
 /// (`eval` and `baseline.json` read the MIDI and have them).
-pub fn validation_set(prepared: &crate::data::dataset::Prepared) -> Result<TargetSet, String> {
+pub fn validation_set(prepared: &crate::data::prepare::Prepared) -> Result<TargetSet, String> {
     let valid = &prepared.valid;
     let names = valid.origins().iter().map(|o| prepared.names[o.piece].clone()).collect();
     let seqs: Vec<Vec<u32>> = valid.sequences().into_iter().map(<[u32]>::to_vec).collect();

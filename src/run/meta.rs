@@ -3,7 +3,7 @@
 //! ([`DataSpec`]: its corpus, tokenised through the token cache).
 
 use crate::data::corpus::{load_corpus, no_usable_file, LoadedPiece, Skipped};
-use crate::data::dataset::DataConfig;
+use crate::data::prepare::DataConfig;
 use crate::data::token_cache::{load_or_build, tokenize_files, CacheKey, Outcome, TokenSet};
 use crate::engine::gpu::Precision;
 use crate::music::midi::ReadOptions;

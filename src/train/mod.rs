@@ -16,7 +16,8 @@ pub mod roll_recipe;
 
 use crate::run::checkpoint::Checkpoint;
 use crate::data::corpus::Skipped;
-use crate::data::dataset::{prepare_tokens_mapped, Dataset, Prepared};
+use crate::data::dataset::Dataset;
+use crate::data::prepare::{prepare_tokens_mapped, Prepared};
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
 use crate::run::metrics::EpochMetrics;
 use crate::model::any::{AnyModel, ModelConfig, Sizes};

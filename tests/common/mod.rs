@@ -385,7 +385,7 @@ pub fn test_meta(version: &str, model: etude::model::any::ModelConfig, vocab: et
             read: etude::music::midi::ReadOptions::default(),
             tokenizer: "notechord".into(),
             tokenizer_options: etude::music::tokens::TokenizerOptions::default(),
-            data: etude::data::dataset::DataConfig { window, ..Default::default() },
+            data: etude::data::prepare::DataConfig { window, ..Default::default() },
         },
         vocab,
         optim: etude::run::OptimConfig::default(),
