@@ -222,3 +222,72 @@ fn temp_pid(name: &str) -> Option<u32> {
     }
     pid.parse().ok()
 }
+
+/// Paths in JSON (cache keys and headers, checkpoint metadata): a UTF-8 path as its string, exactly
+/// as serde writes a path; any other as `{"bytes": [..]}` (on Unix its bytes), where serde fails
+/// ("path contains invalid UTF-8"). Every file name round-trips. `#[serde(with = "path_json")]`
+/// on a `PathBuf`, `path_json::vec` on a `Vec<PathBuf>`.
+pub mod path_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Bytes { bytes: Vec<u8> },
+    }
+
+    /// The bytes of a path (Unix: exactly; elsewhere its text, lossily).
+    pub fn bytes_of(p: &Path) -> Vec<u8> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str().as_bytes().to_vec()
+        }
+        #[cfg(not(unix))]
+        {
+            p.to_string_lossy().as_bytes().to_vec()
+        }
+    }
+
+    fn repr(p: &Path) -> Repr {
+        match p.to_str() {
+            Some(s) => Repr::Text(s.to_string()),
+            None => Repr::Bytes { bytes: bytes_of(p) },
+        }
+    }
+
+    fn path(r: Repr) -> PathBuf {
+        match r {
+            Repr::Text(s) => PathBuf::from(s),
+            #[cfg(unix)]
+            Repr::Bytes { bytes } => {
+                use std::os::unix::ffi::OsStringExt;
+                PathBuf::from(std::ffi::OsString::from_vec(bytes))
+            }
+            #[cfg(not(unix))]
+            Repr::Bytes { bytes } => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        repr(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Repr::deserialize(d).map(path)
+    }
+
+    pub mod vec {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+            ps.iter().map(|p| repr(p)).collect::<Vec<_>>().serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+            Vec::<Repr>::deserialize(d).map(|v| v.into_iter().map(path).collect())
+        }
+    }
+}

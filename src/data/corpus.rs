@@ -5,7 +5,7 @@
 //! works from any directory with no argument. [`collect`] walks files and folders; [`load_corpus`] reads them all, collecting
 //! per-file errors instead of stopping; [`inspect`] summarises a corpus for `etude inspect`.
 
-use crate::music::midi::{read_midi, Piece, ReadOptions, SmfFormat, TrackInfo};
+use crate::music::midi::{read_midi, read_midi_file, readable, Piece, ReadOptions, SmfFormat, TrackInfo};
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -53,35 +53,6 @@ pub fn collect<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<(PathBuf, Stri
         }
     }
     (files, errors)
-}
-
-/// The largest MIDI file read, in bytes: a bigger one is skipped, never read whole into memory
-/// (`--data /dev/zero`, a sparse file). The longest piano MIDI files are a few MB.
-pub const MAX_MIDI_BYTES: u64 = 256 << 20;
-
-/// Whether a file with metadata `m` may be read as MIDI: a regular file (a FIFO would block the
-/// walk for ever, a device never end) of at most [`MAX_MIDI_BYTES`].
-fn readable(m: &std::fs::Metadata) -> Result<(), String> {
-    if !m.is_file() {
-        return Err("not a regular file (a FIFO, device or socket): not read".into());
-    }
-    if m.len() > MAX_MIDI_BYTES {
-        return Err(format!("{} bytes, more than the {} MiB a MIDI file is read up to", m.len(), MAX_MIDI_BYTES >> 20));
-    }
-    Ok(())
-}
-
-/// The bytes of the MIDI file at `path`, checked as [`collect`] checks it (a regular file of at
-/// most [`MAX_MIDI_BYTES`]) and read no further than that bound even if it grows meanwhile.
-pub fn read_midi_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    readable(&std::fs::metadata(path).map_err(|e| e.to_string())?)?;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(MAX_MIDI_BYTES + 1).read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_MIDI_BYTES {
-        return Err(format!("more than the {} MiB a MIDI file is read up to", MAX_MIDI_BYTES >> 20));
-    }
-    Ok(bytes)
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>, seen: &mut HashSet<PathBuf>) {
@@ -181,7 +152,7 @@ pub fn path_name(path: &Path) -> String {
     if let Some(s) = path.to_str() {
         return s.to_string();
     }
-    let bytes = crate::data::token_cache::path_json::bytes_of(path);
+    let bytes = crate::files::path_json::bytes_of(path);
     let mut out = String::new();
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());

@@ -90,80 +90,11 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Paths in JSON (cache keys and headers, checkpoint metadata): a UTF-8 path as its string, exactly
-/// as serde writes a path; any other as `{"bytes": [..]}` (on Unix its bytes), where serde fails
-/// ("path contains invalid UTF-8"). Every file name round-trips. `#[serde(with = "path_json")]`
-/// on a `PathBuf`, `path_json::vec` on a `Vec<PathBuf>`.
-pub mod path_json {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::path::{Path, PathBuf};
-
-    #[derive(Serialize, Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Text(String),
-        Bytes { bytes: Vec<u8> },
-    }
-
-    /// The bytes of a path (Unix: exactly; elsewhere its text, lossily).
-    pub fn bytes_of(p: &Path) -> Vec<u8> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            p.as_os_str().as_bytes().to_vec()
-        }
-        #[cfg(not(unix))]
-        {
-            p.to_string_lossy().as_bytes().to_vec()
-        }
-    }
-
-    fn repr(p: &Path) -> Repr {
-        match p.to_str() {
-            Some(s) => Repr::Text(s.to_string()),
-            None => Repr::Bytes { bytes: bytes_of(p) },
-        }
-    }
-
-    fn path(r: Repr) -> PathBuf {
-        match r {
-            Repr::Text(s) => PathBuf::from(s),
-            #[cfg(unix)]
-            Repr::Bytes { bytes } => {
-                use std::os::unix::ffi::OsStringExt;
-                PathBuf::from(std::ffi::OsString::from_vec(bytes))
-            }
-            #[cfg(not(unix))]
-            Repr::Bytes { bytes } => PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        repr(p).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-        Repr::deserialize(d).map(path)
-    }
-
-    pub mod vec {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
-            ps.iter().map(|p| repr(p)).collect::<Vec<_>>().serialize(s)
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
-            Vec::<Repr>::deserialize(d).map(|v| v.into_iter().map(path).collect())
-        }
-    }
-}
-
 /// What a cache file is made from: the data paths and every setting that changes the tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CacheKey {
     /// The data paths (as given to `--data`; training makes them absolute).
-    #[serde(with = "path_json::vec")]
+    #[serde(with = "crate::files::path_json::vec")]
     pub paths: Vec<PathBuf>,
     pub read: ReadOptions,
     pub tokenizer: String,
@@ -181,7 +112,7 @@ impl CacheKey {
 /// A file a cache was built from, as it was then.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct FileStamp {
-    #[serde(with = "path_json")]
+    #[serde(with = "crate::files::path_json")]
     path: PathBuf,
     size: u64,
     mtime_ns: u64,
@@ -221,7 +152,7 @@ struct Header {
     built_ns: u64,
     files: Vec<FileStamp>,
     /// Paths the walk could not read (a folder that could not be listed).
-    #[serde(with = "path_json::vec")]
+    #[serde(with = "crate::files::path_json::vec")]
     walk_errors: Vec<PathBuf>,
     names: Vec<String>,
     /// (name, cause) of every skipped file.
@@ -605,7 +536,7 @@ fn unchanged(path: &Path, meta: &std::fs::Metadata, stamp: &FileStamp, built_ns:
         && mtime_ns(meta) == stamp.mtime_ns
         && change_id(meta) == (stamp.ctime_ns, stamp.ino)
         && (stamp.mtime_ns.max(stamp.ctime_ns).saturating_add(RACY_NS) < built_ns
-            || crate::data::corpus::read_midi_file(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
+            || crate::music::midi::read_midi_file(path).map(|b| hash64(&b) == stamp.hash).unwrap_or(false))
 }
 
 /// What became of one file.
@@ -660,7 +591,7 @@ fn tokenize_stamped(
                 }
                 let (size, mtime) = meta.as_ref().map(|m| (m.len(), mtime_ns(m))).unwrap_or((0, 0));
                 let (ctime_ns, ino) = meta.as_ref().map(change_id).unwrap_or((0, 0));
-                let bytes = crate::data::corpus::read_midi_file(path);
+                let bytes = crate::music::midi::read_midi_file(path);
                 let hash = bytes.as_ref().map(|b| hash64(b)).unwrap_or(0);
                 let size = if bytes.is_ok() { size } else { UNREAD };
                 let tokens = bytes

@@ -228,7 +228,7 @@ pub fn validation_notes_of(loaded: &Loaded, names: &[String]) -> Result<Vec<(Str
         if !valid.contains(name.as_str()) {
             continue;
         }
-        let piece = crate::data::corpus::read_midi_file(&path).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
+        let piece = crate::music::midi::read_midi_file(&path).and_then(|b| read_midi(&b, &spec.read).map_err(|e| e.to_string()));
         match piece {
             Ok(p) => out.push((name, p.notes)),
             Err(cause) => eprintln!("skipped {name}: {cause}"),

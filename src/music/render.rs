@@ -257,7 +257,7 @@ impl TempoMap {
 /// Read a MIDI file (every pitched part, the sustain pedal applied) into notes in seconds; a file
 /// without notes is an error naming it.
 pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
-    let bytes = crate::data::corpus::read_midi_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::music::midi::read_midi_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let piece = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(play_notes(&bytes, &piece))
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataSpec {
     /// Files and folders given to `--data`; empty = the built-in corpus.
-    #[serde(with = "crate::data::token_cache::path_json::vec")]
+    #[serde(with = "crate::files::path_json::vec")]
     pub paths: Vec<PathBuf>,
     pub read: ReadOptions,
     pub tokenizer: String,

@@ -7,8 +7,11 @@
 //!
 //! Every malformed input gives a [`MidiError`] naming the cause; nothing here panics on bad bytes.
 
+mod file;
 mod read;
 mod write;
+
+pub use file::{read_midi_file, readable, MAX_MIDI_BYTES};
 
 pub use read::read_midi;
 pub use write::{check_tempo, write_midi, MAX_BPM, MIN_BPM};
