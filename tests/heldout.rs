@@ -2,7 +2,7 @@
 
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Backend;
-use etude::eval::heldout::{score_model, TargetSet};
+use etude::eval::targets::{score_model, TargetSet};
 use etude::model::any::{AnyModel, ModelConfig, Sizes, MODEL_NAMES};
 use etude::model::Model;
 use etude::rng::Rng;

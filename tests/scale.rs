@@ -8,7 +8,7 @@ use cli_common::{etude_ok, tiny_train};
 use etude::run::checkpoint::Checkpoint;
 use etude::data::dataset::{Dataset, Permutation, LAZY_ORDER_WINDOWS};
 use etude::data::prepare::{prepare_tokens, unique_pieces, DataConfig};
-use etude::eval::heldout::sample_targets;
+use etude::eval::targets::sample_targets;
 use etude::data::token_cache::TokenSet;
 use etude::music::tokens::tokenizer_by_name;
 use std::path::Path;

@@ -510,7 +510,7 @@ fn write_baseline<B: Backend>(
     out: &std::path::Path,
     loaded: &Loaded,
     source: &std::path::Path,
-    reuse: Option<etude::eval::heldout::Scores>,
+    reuse: Option<etude::eval::validation::Scores>,
     cache: Option<std::path::PathBuf>,
 ) -> Result<Option<etude::model::copy::CopyMix>, String> {
     let opts = EvalOptions {

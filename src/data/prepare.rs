@@ -28,7 +28,7 @@ pub struct DataConfig {
     pub min_count: u64,
     /// Validation targets scored every epoch (and for `best.safetensors`, the copy mixture and
     /// the baselines at the end): a seeded sample of this many, spread over the validation pieces
-    /// ([`crate::eval::heldout::sample_targets`]); `None` = every target. A run stores it only when its
+    /// ([`crate::eval::targets::sample_targets`]); `None` = every target. A run stores it only when its
     /// validation pieces hold more targets than that (so runs that score all store nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_targets: Option<usize>,

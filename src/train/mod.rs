@@ -72,7 +72,7 @@ pub struct TrainReport {
     pub short_pieces: Vec<String>,
     /// The validation scores of `best.safetensors` when this call wrote it (so the end of `etude
     /// train` need not score the same model on the same pieces again).
-    pub best_scores: Option<crate::eval::heldout::Scores>,
+    pub best_scores: Option<crate::eval::validation::Scores>,
     /// The `etude` metadata of `last.safetensors` as written or read by this call (for the run's
     /// report, without reading the file again).
     pub last_meta: Option<serde_json::Value>,
@@ -281,14 +281,14 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     crate::run::metrics::trim(&out.join("metrics.csv"), progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
-    let valid_set = crate::eval::heldout::validation_set(&prepared)?;
+    let valid_set = crate::eval::targets::validation_set(&prepared)?;
     // Every epoch scores the same targets: all, or a seeded sample spread over the validation
     // pieces (stored in the run only when it is a sample).
-    let valid_picks = crate::eval::heldout::sample_targets(valid_set.len(), spec.data.valid_targets.unwrap_or(0), spec.data.seed);
+    let valid_picks = crate::eval::targets::sample_targets(valid_set.len(), spec.data.valid_targets.unwrap_or(0), spec.data.seed);
     spec.data.valid_targets = spec.data.valid_targets.filter(|_| valid_picks.is_some());
     if let Some(p) = &valid_picks {
         let pieces = valid_set.pieces().iter().filter(|p| p.targets > 0).count();
-        let sample = crate::eval::heldout::TargetSample::new(p.len(), valid_set.len());
+        let sample = crate::eval::targets::TargetSample::new(p.len(), valid_set.len());
         eprintln!("validation scores {} every epoch (--val-targets)", sample.describe(&format!("the {pieces} validation pieces")));
     }
     let valid_scored = valid_picks.as_ref().map_or(valid_set.len(), Vec::len) as u64;
@@ -399,7 +399,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         }
         // The held-out metric (crate::eval::heldout): every validation token after the first window.
         let mut stage = reporter.stage("validation", "targets", valid_scored);
-        let (val, val_all_positions, val_scores) = crate::eval::heldout::validation_totals_with(
+        let (val, val_all_positions, val_scores) = crate::eval::validation::validation_totals_with(
             b,
             &mut model,
             &mut stepper,
