@@ -119,7 +119,7 @@ impl Checkpoint {
         // run settings (`run`) or a piano-roll model (`mode`) was written by an etude that writes a
         // checksum (both came after it): without one, the key was removed and nothing can vouch
         // for the bytes.
-        if md.get(CHECKSUM).is_none() {
+        if !md.contains_key(CHECKSUM) {
             if let Some(key) = ["run", "mode"].into_iter().find(|k| meta.get(k).is_some()) {
                 return Err(format!(
                     "{origin}: damaged checkpoint (no checksum, though every etude that writes `{key}` into a checkpoint writes one)"

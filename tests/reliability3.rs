@@ -588,7 +588,7 @@ fn finding_10_messages_say_what_is_so() {
     // file that is neither gzip nor JSON said as such.
     let json = etude::roll::data::to_json(&[("train", &roll_seqs(4, 8)), ("valid", &roll_seqs(2, 8))]);
     let half = json.len() / 2;
-    let two = [gz(json[..half].as_bytes()), gz(json[half..].as_bytes())].concat();
+    let two = [gz(&json.as_bytes()[..half]), gz(&json.as_bytes()[half..])].concat();
     std::fs::write(dir.join("two.pianoroll.json.gz"), &two).unwrap();
     let (text, _) = etude_ok(&["eval", "--model", "roll/best.safetensors", "--data", "two.pianoroll.json.gz", "--backend", "cpu"], &{
         let a = ["train", "--data", "two.pianoroll.json.gz", "--model", "lstm", "--embed", "8", "--hidden", "8", "--epochs", "1"];
@@ -628,7 +628,7 @@ fn finding_11_run_folder_in_data_and_gzip_bomb() {
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     assert!(header["__metadata__"].as_object_mut().unwrap().remove("checksum").is_some());
     let mut text = serde_json::to_vec(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut data = bytes[8 + n..].to_vec();
