@@ -354,12 +354,12 @@ fn fuzz_token_cache_reader() {
 /// refuses it says in one line naming the file.
 #[test]
 fn fuzz_piano_roll_reader() {
-    use etude::data::roll::{parse_roll_bytes, to_json, to_json_gz, KEYS};
+    use etude::data::roll::{parse_roll_bytes, to_json, to_json_gz, Sequence, KEYS};
     let mut rng = Rng::new(0xF022_0004);
-    let seq = |rng: &mut Rng, n: usize| -> Vec<Vec<u8>> {
+    let seq = |rng: &mut Rng, n: usize| -> Sequence {
         (0..n).map(|_| (0..below(rng, 4)).map(|_| below(rng, KEYS) as u8).collect::<std::collections::BTreeSet<u8>>().into_iter().collect()).collect()
     };
-    let seeds: Vec<(Vec<Vec<Vec<u8>>>, Vec<Vec<Vec<u8>>>)> =
+    let seeds: Vec<(Vec<Sequence>, Vec<Sequence>)> =
         (0..4).map(|k| ((0..2 + k).map(|_| seq(&mut rng, 3 + k)).collect(), (0..1 + k).map(|_| seq(&mut rng, 2 + k)).collect())).collect();
     let total = cases(20_000);
     let (mut accepted, mut refused, mut ran) = (0, 0, 0);

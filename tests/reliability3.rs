@@ -588,7 +588,7 @@ fn finding_10_messages_say_what_is_so() {
     // file that is neither gzip nor JSON said as such.
     let json = etude::data::roll::to_json(&[("train", &roll_seqs(4, 8)), ("valid", &roll_seqs(2, 8))]);
     let half = json.len() / 2;
-    let two = [gz(json[..half].as_bytes()), gz(json[half..].as_bytes())].concat();
+    let two = [gz(&json.as_bytes()[..half]), gz(&json.as_bytes()[half..])].concat();
     std::fs::write(dir.join("two.pianoroll.json.gz"), &two).unwrap();
     let (text, _) = etude_ok(&["eval", "--model", "roll/best.safetensors", "--data", "two.pianoroll.json.gz", "--backend", "cpu"], &{
         let a = ["train", "--data", "two.pianoroll.json.gz", "--model", "lstm", "--embed", "8", "--hidden", "8", "--epochs", "1"];
@@ -608,7 +608,8 @@ fn finding_10_messages_say_what_is_so() {
 }
 
 /// Finding 11: a run folder inside a data folder is refused (its sample.mid became a training
-/// piece of the next run); a piano-roll gzip bomb is refused before it is inflated whole.
+/// piece of the next run); a checkpoint whose checksum key was removed is refused (it loaded with
+/// flipped tensor bytes); a piano-roll gzip bomb is refused before it is inflated whole.
 #[test]
 fn finding_11_run_folder_in_data_and_gzip_bomb() {
     let tmp = tempfile::tempdir().unwrap();
@@ -618,6 +619,23 @@ fn finding_11_run_folder_in_data_and_gzip_bomb() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     one_line_error(&a, dir, &["--out d/run", "inside the --data folder d"]);
     assert!(!dir.join("d/run").exists());
+
+    // A checkpoint whose checksum key was removed and a tensor byte flipped (the value stays
+    // finite): refused, where it loaded.
+    etude_ok(&tiny_train("lstm", "cpu", "run", "1", &["--sample-length", "0"]), dir);
+    let bytes = std::fs::read(dir.join("run/last.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert!(header["__metadata__"].as_object_mut().unwrap().remove("checksum").is_some());
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut data = bytes[8 + n..].to_vec();
+    data[4] ^= 0x01; // the lowest mantissa bit of the first tensor's second value
+    let forged = [(text.len() as u64).to_le_bytes().to_vec(), text, data].concat();
+    std::fs::write(dir.join("forged.safetensors"), forged).unwrap();
+    one_line_error(&["eval", "--model", "forged.safetensors", "--backend", "cpu", "--no-baseline"], dir, &["forged.safetensors", "no checksum"]);
 
     // 100 MiB of JSON whitespace in 100 KiB of gzip.
     let bomb = gz(&[b"{\"train\": [] ".as_slice(), &vec![b' '; 100 << 20], b"}"].concat());

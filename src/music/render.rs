@@ -262,6 +262,9 @@ pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
     Ok(play_notes(&bytes, &piece))
 }
 
+/// Where rendered blocks go: `sink(left, right)`, in order.
+type Sink<'a> = dyn FnMut(&[f32], &[f32]) -> Result<(), String> + 'a;
+
 /// Frames handed on at once when rendering in blocks: what `render_file` holds in memory.
 const BLOCK: usize = 8192;
 /// The most notes the built-in voice sounds at once; a note beyond it cuts the one that started
@@ -294,7 +297,7 @@ pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Aud
 /// Render `notes` in blocks of at most [`BLOCK`] frames, each handed to `sink(left, right)` in
 /// order, the release tail included, not normalised; returns the frames rendered. The same notes
 /// give the same samples every time.
-fn render_blocks(notes: &[PlayNote], voice: &Voice, sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
+fn render_blocks(notes: &[PlayNote], voice: &Voice, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     match voice {
         Voice::SoundFont { font, path } => render_soundfont(notes, font, sample_rate, sink).map_err(|e| format!("SoundFont {}: {e}", path.display())),
         Voice::BuiltIn => render_builtin(notes, sample_rate, sink),
@@ -305,7 +308,7 @@ fn last_end(notes: &[PlayNote]) -> f64 {
     notes.iter().map(|n| n.end).fold(0.0, f64::max)
 }
 
-fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
+fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     let settings = SynthesizerSettings::new(sample_rate as i32);
     let mut synth = Synthesizer::new(font, &settings).map_err(|e| format!("{e:?}"))?;
     let sr = sample_rate as f64;
@@ -382,7 +385,7 @@ struct Sounding {
 /// raised-cosine release over [`BUILTIN_RELEASE_SECONDS`] after the note ends; panned by pitch.
 /// At most [`BUILTIN_POLYPHONY`] notes sound at once. Rendered in blocks: the notes sounding
 /// are kept, not their samples.
-fn render_builtin(notes: &[PlayNote], sample_rate: u32, sink: &mut dyn FnMut(&[f32], &[f32]) -> Result<(), String>) -> Result<usize, String> {
+fn render_builtin(notes: &[PlayNote], sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     let sr = sample_rate as f64;
     let total = ((last_end(notes) + BUILTIN_RELEASE_SECONDS) * sr).ceil() as usize;
     let release = (BUILTIN_RELEASE_SECONDS * sr) as usize;

@@ -10,7 +10,8 @@
 //!
 //! * `checksum` (metadata): `crc32:XXXXXXXX`, a CRC-32 over the format tag, the `etude` JSON and
 //!   every tensor's name, shape and bytes in file order ([`checksum`]). Checked on load when
-//!   present; checkpoints written before it existed have none and still load.
+//!   present; checkpoints written before it existed have none and still load. A checkpoint whose
+//!   metadata holds what only later etudes write (`run`, `mode`) must have one.
 //!
 //! Saving writes a temporary file beside the target and renames it over the target, so a crash
 //! never leaves a half-written checkpoint where a good one was.
@@ -115,7 +116,17 @@ impl Checkpoint {
             let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             tensors.push(HostTensor { name, shape: view.shape().to_vec(), data });
         }
-        // Older checkpoints have no checksum: they load as before.
+        // Older checkpoints have no checksum: they load as before. But every checkpoint that holds
+        // run settings (`run`) or a piano-roll model (`mode`) was written by an etude that writes a
+        // checksum (both came after it): without one, the key was removed and nothing can vouch
+        // for the bytes.
+        if !md.contains_key(CHECKSUM) {
+            if let Some(key) = ["run", "mode"].into_iter().find(|k| meta.get(k).is_some()) {
+                return Err(format!(
+                    "{origin}: damaged checkpoint (no checksum, though every etude that writes `{key}` into a checkpoint writes one)"
+                ));
+            }
+        }
         if let Some(stored) = md.get(CHECKSUM) {
             let actual = checksum(md.get("etude").map(String::as_str).unwrap_or(""), &tensors);
             if *stored != actual {
