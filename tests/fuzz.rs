@@ -279,7 +279,8 @@ fn an_smpte_rate_of_minus_128_is_an_error() {
 /// always gives the corpus the files hold.
 #[test]
 fn fuzz_token_cache_reader() {
-    use etude::data::token_cache::{load, load_or_build, CacheKey};
+    use etude::data::token_cache::load_or_build;
+use etude::data::cache_file::{load, CacheKey};
     use etude::music::tokens::tokenizer_by_name;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -297,7 +298,7 @@ fn fuzz_token_cache_reader() {
         tokenizer_options: TokenizerOptions::default(),
     };
     let (truth, _) = load_or_build(&cache, &key, tokenizer.as_ref(), false, false).unwrap();
-    let corpus = |set: &etude::data::token_cache::TokenSet| -> Vec<(String, Vec<String>)> {
+    let corpus = |set: &etude::data::token_set::TokenSet| -> Vec<(String, Vec<String>)> {
         (0..set.len()).map(|i| (set.names()[i].clone(), set.piece_tokens(i))).collect()
     };
     let expected = corpus(&truth);

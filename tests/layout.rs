@@ -118,7 +118,7 @@ fn tree() -> Tree {
             imported_paths(&code(&text), &module_of(f))
                 .iter()
                 .filter_map(|p| resolve(p))
-                .filter(|&j| j != i && !by_module.get(&Vec::new()).is_some_and(|&lib| lib == j))
+                .filter(|&j| j != i && by_module.get(&Vec::new()).is_none_or(|&lib| lib != j))
                 .collect()
         })
         .collect();

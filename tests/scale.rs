@@ -9,7 +9,7 @@ use etude::run::checkpoint::Checkpoint;
 use etude::data::dataset::{Dataset, Permutation, LAZY_ORDER_WINDOWS};
 use etude::data::prepare::{prepare_tokens, unique_pieces, DataConfig};
 use etude::eval::targets::sample_targets;
-use etude::data::token_cache::TokenSet;
+use etude::data::token_set::TokenSet;
 use etude::music::tokens::tokenizer_by_name;
 use std::path::Path;
 
@@ -205,7 +205,8 @@ fn train_scores_one_sample_every_epoch_and_eval_scores_every_target_by_default()
 #[test]
 fn mapped_training_windows_equal_the_copied_ones() {
     use etude::data::prepare::prepare_tokens_mapped;
-    use etude::data::token_cache::{load_or_build, CacheKey};
+    use etude::data::token_cache::load_or_build;
+use etude::data::cache_file::CacheKey;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

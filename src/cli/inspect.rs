@@ -3,7 +3,8 @@
 use super::{CacheArgs, DataArgs};
 use clap::Args;
 use etude::data::corpus::{inspect, load_corpus, FileReport, InspectReport};
-use etude::data::token_cache::{load_or_build, CacheKey};
+use etude::data::token_cache::load_or_build;
+use etude::data::cache_file::CacheKey;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:

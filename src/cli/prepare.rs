@@ -3,7 +3,8 @@
 
 use super::DataArgs;
 use clap::Args;
-use etude::data::token_cache::{default_dir, load_or_build, CacheKey, Outcome};
+use etude::data::token_cache::{default_dir, load_or_build, Outcome};
+use etude::data::cache_file::CacheKey;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 

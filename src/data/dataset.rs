@@ -18,7 +18,7 @@
 //!   epoch). Validation is never transposed.
 
 use crate::rng::Rng;
-use crate::data::token_cache::{IdView, TokenSet};
+use crate::data::token_set::{IdView, TokenSet};
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 
 use crate::data::corpus::LoadedPiece;
 use crate::data::dataset::{split_by_piece, Dataset, Origin, Split, Transposer};
-use crate::data::token_cache::TokenSet;
+use crate::data::token_set::TokenSet;
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::{Deserialize, Serialize};
 

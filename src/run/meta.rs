@@ -4,7 +4,9 @@
 
 use crate::data::corpus::{load_corpus, no_usable_file, LoadedPiece, Skipped};
 use crate::data::prepare::DataConfig;
-use crate::data::token_cache::{load_or_build, tokenize_files, CacheKey, Outcome, TokenSet};
+use crate::data::token_cache::{load_or_build, tokenize_files, Outcome};
+use crate::data::cache_file::CacheKey;
+use crate::data::token_set::TokenSet;
 use crate::engine::gpu::Precision;
 use crate::music::midi::ReadOptions;
 use crate::model::any::ModelConfig;
