@@ -100,8 +100,9 @@ pub const LOCK_FILE: &str = ".etude.lock";
 /// dead process never holds it; the file holds the holder's PID for the message of the one refused.
 pub struct RunLock {
     path: PathBuf,
-    /// The folder, when taking the lock created it (removed again when nothing else was put there).
-    created: Option<PathBuf>,
+    /// The folders taking the lock created (the run folder and any missing parent, `runs/`),
+    /// innermost first: removed again when nothing else was put there.
+    created: Vec<PathBuf>,
     _file: std::fs::File,
 }
 
@@ -109,7 +110,7 @@ impl RunLock {
     /// Take the lock of the run folder `dir` (created if missing), or fail in one line when another
     /// process holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock, String> {
-        let created = (!dir.exists()).then(|| dir.to_path_buf());
+        let created: Vec<PathBuf> = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).map(Path::to_path_buf).collect();
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
         loop {
@@ -146,9 +147,11 @@ impl Drop for RunLock {
     fn drop(&mut self) {
         // Removed while still held (a process waiting on the old file sees it gone and retries).
         let _ = std::fs::remove_file(&self.path);
-        if let Some(dir) = &self.created {
+        for dir in &self.created {
             // Only when empty: a failed start leaves no empty folder behind.
-            let _ = std::fs::remove_dir(dir);
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
         }
     }
 }

@@ -46,6 +46,11 @@ pub fn run(args: PrepareArgs) -> Result<(), String> {
         tokenizer_options: args.data.tokenizer_options(),
     };
     let dir = args.cache.clone().unwrap_or_else(default_dir);
+    // prepare is there to write the cache: a file where its folder should be is an error (train
+    // and eval go on without the cache).
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("--cache {}: is a file, not a folder; give a folder for the token cache", dir.display()));
+    }
     let (set, outcome) = load_or_build(&dir, &key, tokenizer.as_ref(), args.force, std::io::stderr().is_terminal())?;
     for s in set.skipped() {
         eprintln!("skipped {}: {}", s.name, s.cause);

@@ -311,12 +311,14 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     if key.paths.is_empty() {
         return Ok((tokenize_files(&[], &key.read, tokenizer, false), Outcome::Forced));
     }
-    if dir.exists() && !dir.is_dir() {
-        return Err(format!("--cache {}: is a file, not a folder; give a folder for the token cache", dir.display()));
-    }
+    // A file where the cache folder should be: said so once, and the run goes on without the
+    // cache (it was "damaged", then "File exists").
+    let not_a_folder = dir.exists() && !dir.is_dir();
     let file = key.file_in(dir);
     let miss = if force {
         None
+    } else if not_a_folder {
+        Some(Miss::Absent)
     } else {
         match load(&file, key) {
             Ok(set) => return Ok((set, Outcome::Hit)),
@@ -337,9 +339,13 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     drop(donor);
     let secs = started.elapsed().as_secs_f64();
     let bytes = encode_file(&set, key, built_ns, stamps, walk_errors)?;
-    let written = std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))
-        .and_then(|_| crate::files::atomic_write(&file, &bytes));
+    let written = if not_a_folder {
+        Err(format!("{}: is a file, not a folder", dir.display()))
+    } else {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))
+            .and_then(|_| crate::files::atomic_write(&file, &bytes))
+    };
     drop(bytes);
     let place = match written {
         Ok(()) => format!("cached in {}", file.display()),
