@@ -260,3 +260,14 @@ fn the_stats_reference_is_every_validation_piece_up_to_the_limit() {
     assert_eq!(stats_reference(&many, 100).0, names, "seeded");
     assert_ne!(stats_reference(&meta(1000, 1), 100).0, names);
 }
+
+/// The new options are token-mode options: piano-roll mode refuses them in one line.
+#[test]
+fn piano_roll_mode_refuses_the_sample_and_duplicate_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--val-targets", Some("5")), ("--keep-duplicates", None)] {
+        let mut args = vec!["train", "--tokenizer", "pianoroll", flag];
+        args.extend(value);
+        cli_common::etude_fails(&args, tmp.path(), &[&format!("{flag} does not apply in piano-roll mode")]);
+    }
+}
