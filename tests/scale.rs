@@ -3,6 +3,7 @@
 //! pieces, the epoch order computed on the fly, and `etude eval` scoring every target by default.
 
 mod cli_common;
+mod common;
 
 use cli_common::{etude_ok, tiny_train};
 use etude::run::checkpoint::Checkpoint;
@@ -237,4 +238,38 @@ use etude::data::cache_file::CacheKey;
         assert_eq!(mapped.train.input_vec(i), copied.train.input(i));
     }
     assert_eq!(mapped.valid.sequences(), copied.valid.sequences());
+}
+
+/// `stats.json` compares the sample with every validation piece up to the limit, else with a
+/// seeded choice of that many, in the run's order.
+#[test]
+fn the_stats_reference_is_every_validation_piece_up_to_the_limit() {
+    use etude::eval_data::stats_reference;
+    let meta = |n: usize, seed: u64| {
+        let mut m = common::test_meta("0", etude::model::any::ModelConfig::from_name("lstm", 3, 8, &Default::default()).unwrap(), etude::tokens::Vocab::from_counts(&[("a", 1), ("b", 1)], 1), 8);
+        m.valid_pieces = (0..n).map(|i| format!("p{i:04}")).collect();
+        m.data.data.seed = seed;
+        let json = serde_json::to_value(&m).unwrap();
+        etude::run::Loaded { meta: m, checkpoint: Checkpoint { meta: json, tensors: Vec::new() } }
+    };
+    let ten = meta(10, 0);
+    assert_eq!(stats_reference(&ten, 100), (ten.meta.valid_pieces.clone(), 10));
+    let many = meta(1000, 0);
+    let (names, of) = stats_reference(&many, 100);
+    assert_eq!((names.len(), of), (100, 1000));
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "in the run's order, no repeats");
+    assert!(names.iter().all(|n| many.meta.valid_pieces.contains(n)));
+    assert_eq!(stats_reference(&many, 100).0, names, "seeded");
+    assert_ne!(stats_reference(&meta(1000, 1), 100).0, names);
+}
+
+/// The new options are token-mode options: piano-roll mode refuses them in one line.
+#[test]
+fn piano_roll_mode_refuses_the_sample_and_duplicate_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--val-targets", Some("5")), ("--keep-duplicates", None)] {
+        let mut args = vec!["train", "--tokenizer", "pianoroll", flag];
+        args.extend(value);
+        cli_common::etude_fails(&args, tmp.path(), &[&format!("{flag} does not apply in piano-roll mode")]);
+    }
 }

@@ -27,7 +27,9 @@ pub fn wants_roll(args: &TrainArgs) -> bool {
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 12] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 14] = [
+    ("val_targets", "--val-targets"),
+    ("keep_duplicates", "--keep-duplicates"),
     ("checkpoint_every", "--checkpoint-every"),
     ("sample_length", "--sample-length"),
     ("resume", "--resume"),
@@ -246,8 +248,8 @@ fn eval_sequences(args: &EvalArgs, meta: &RollMeta) -> Result<(Vec<Sequence>, St
 }
 
 fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
-    if args.max_windows > 0 || args.dump_windows.is_some() {
-        return Err("--max-windows and --dump-windows apply to token checkpoints; a piano-roll eval scores every frame".into());
+    if args.max_windows > 0 || args.dump_windows.is_some() || args.val_targets.is_some() {
+        return Err("--max-windows, --val-targets and --dump-windows apply to token checkpoints; a piano-roll eval scores every frame".into());
     }
     let meta = meta_of(ck, &args.checkpoint)?;
     let (seqs, what) = eval_sequences(args, &meta)?;
