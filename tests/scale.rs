@@ -244,9 +244,9 @@ use etude::data::cache_file::CacheKey;
 /// seeded choice of that many, in the run's order.
 #[test]
 fn the_stats_reference_is_every_validation_piece_up_to_the_limit() {
-    use etude::eval_data::stats_reference;
+    use etude::eval::data::stats_reference;
     let meta = |n: usize, seed: u64| {
-        let mut m = common::test_meta("0", etude::model::any::ModelConfig::from_name("lstm", 3, 8, &Default::default()).unwrap(), etude::tokens::Vocab::from_counts(&[("a", 1), ("b", 1)], 1), 8);
+        let mut m = common::test_meta("0", etude::model::any::ModelConfig::from_name("lstm", 3, 8, &Default::default()).unwrap(), etude::music::tokens::Vocab::from_counts(&[("a", 1), ("b", 1)], 1), 8);
         m.valid_pieces = (0..n).map(|i| format!("p{i:04}")).collect();
         m.data.data.seed = seed;
         let json = serde_json::to_value(&m).unwrap();
