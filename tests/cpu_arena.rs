@@ -1,4 +1,4 @@
-//! One parameter arena per model on the CPU (issue 11, `src/engine/optim.rs`,
+//! One parameter arena per model on the CPU (issue 11, `src/engine/arena.rs`,
 //! `src/engine/cpu/buf.rs`): every model's weights and gradients are one host buffer each (and
 //! Adam's moments one each), every tensor a view starting on its own cache line, so the
 //! bookkeeping of a step is one pass over each arena; and an arena step equals the per-tensor step

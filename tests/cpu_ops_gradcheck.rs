@@ -1,4 +1,4 @@
-//! Every basic op of the CPU backend (`src/engine/cpu/mod.rs`) against central finite differences:
+//! Every basic op of the CPU backend (`src/engine/cpu/`) against central finite differences:
 //! each backward op, or each product a model uses as a backward, is compared with the numeric
 //! gradient of `sum(r * forward(x))` for fixed random weights `r`. Plus Adam against a two-step
 //! example computed by hand, and the dense / embedding / loss / Adam parts of the PyTorch fixtures.

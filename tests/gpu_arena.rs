@@ -1,4 +1,4 @@
-//! One parameter arena per model (issue 11, `src/engine/optim.rs`): every model's weights,
+//! One parameter arena per model (issue 11, `src/engine/arena.rs`): every model's weights,
 //! gradients and Adam moments are one buffer each on the GPU, each tensor an aligned view; the
 //! bookkeeping of a step (zeroing, the global norm, clipping, the Adam/AdamW update) is then at
 //! most 4 dispatches whatever the model; the arena ops against their CPU twins (sizes off the

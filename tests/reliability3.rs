@@ -8,20 +8,6 @@ use cli_common::*;
 use std::path::Path;
 use std::time::Duration;
 
-/// The error of a command that must fail: exactly one line, `error: ` first, holding every
-/// `expect`; the process ended with status 1 (an abort or a panic has another).
-fn one_line_error(args: &[&str], dir: &Path, expect: &[&str]) -> String {
-    let o = etude(args, dir);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "etude {}: status {:?}:\n{err}", args.join(" "), o.status);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
-    for e in expect {
-        assert!(lines[0].contains(e), "etude {}: {e:?} missing from:\n{err}", args.join(" "));
-    }
-    lines[0].to_string()
-}
-
 /// A two-second MIDI file at `path`.
 fn short_midi(path: &Path) {
     use etude::music::midi::{write_midi, Note, WriteOptions};

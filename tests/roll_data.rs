@@ -1,4 +1,4 @@
-//! Piano-roll data (issue 14, `src/roll/data.rs`): the `*.pianoroll.json.gz` reader (all 88 keys,
+//! Piano-roll data (issue 14, `src/data/roll.rs`): the `*.pianoroll.json.gz` reader (all 88 keys,
 //! empty frames, any subset of the splits, one-line errors for absent splits, pitches out of range,
 //! malformed and truncated files) and MIDI -> piano roll -> MIDI on the grid.
 

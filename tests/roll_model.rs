@@ -1,7 +1,7 @@
-//! The piano-roll models (issue 14, `src/roll/model.rs`): every parameter's gradient of the
+//! The piano-roll models (issue 14, `src/model/roll.rs`): every parameter's gradient of the
 //! summed BCE against central finite differences (CPU), the GPU against the CPU on the same
 //! weights and batch, causality (a frame's logits do not depend on later frames), and the
-//! batch helpers of `src/roll/train.rs`.
+//! batch helpers of `src/train/roll.rs`.
 
 mod common;
 

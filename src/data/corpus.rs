@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-// The embedded files, sorted by name: `src/builtin_corpus.rs`.
+// The embedded files, sorted by name: `src/data/builtin_corpus.rs`.
 use crate::data::builtin_corpus::BUILTIN;
 
 /// Prefix of the names of built-in pieces.

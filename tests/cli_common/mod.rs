@@ -43,6 +43,20 @@ pub fn etude_ok<S: AsRef<str>>(args: &[S], dir: &Path) -> (String, String) {
     (stdout(&o), stderr(&o))
 }
 
+/// The error of a command that must fail: exactly one line, `error: ` first, holding every
+/// `expect`; the process ended with status 1 (an abort or a panic has another).
+pub fn one_line_error(args: &[&str], dir: &Path, expect: &[&str]) -> String {
+    let o = etude(args, dir);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "etude {}: status {:?}:\n{err}", args.join(" "), o.status);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected:\n{err}");
+    for e in expect {
+        assert!(lines[0].contains(e), "etude {}: {e:?} missing from:\n{err}", args.join(" "));
+    }
+    lines[0].to_string()
+}
+
 /// Run and require failure; returns stderr, which must hold a line starting `error: ` and every
 /// piece of `expect` (on that line for etude's own errors; clap's usage errors say more below).
 pub fn etude_fails<S: AsRef<str>>(args: &[S], dir: &Path, expect: &[&str]) -> String {

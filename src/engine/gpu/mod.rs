@@ -31,8 +31,8 @@
 //!    point uses, and have it read `p`. Float tensors are `array<elem>` (read `f32(x[i])`, write
 //!    `elem(v)`; see "Precision" below); arrays that stay f32 at any precision say `f32`, and the
 //!    Rust side checks element types with `check_same_elem` / `check_f32`.
-//! 2. Give the op family a file of its own beside the others (see "Where things are"), declaring
-//!    the shader once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../shaders/my.wgsl") };`
+//! 2. Give the op family a file of its own in `ops/` (see "Where things are"), declaring
+//!    the shader once: `const MY: Shader = Shader { name: "my", source: include_str!("../../../../shaders/my.wgsl") };`
 //! 3. Write its `record_*` functions: `pub(crate) fn record_my(rec: &mut Recording<'_>, x: &GpuBuffer, ...)`
 //!    checks lengths with the op's contract (`crate::engine::contract::my(sizes, [x.len(), ..])`,
 //!    the function the CPU backend calls too; ops with many sizes take one struct of
@@ -96,25 +96,27 @@
 //! mod.rs           GpuBackend, `impl Backend` (one line per op), these docs, shared test helpers
 //! adapter.rs       listing and picking adapters (AdapterReport), Precision and its device features
 //! context.rs       Context: the device, limits, precision, kernel variants, pipeline cache (Shader)
+//! device.rs        opening the device on the chosen adapter (GpuBackend::new) and what it tells
 //! recorder.rs      Recording (the one lock, taken once per op), dispatches, the params arena,
 //!                  bind-group cache, submit, counts, profiling hooks; parameter words (f, u) and
 //!                  workgroup grids (grid_1d, grid_groups, grid_2d)
 //! buffer.rs        GpuBuffer (and views), Elem, the element-type checks (check_f32, ...; every
 //!                  op's and host I/O's lengths: `crate::engine::contract`)
 //! io.rs            allocation, views, uploads and read-backs
-//! scratch.rs       scratch buffers, each the op's own while it records (with_scratch)
+//! scratch.rs       the scratch store: buffers each op takes while it records (with_scratch)
 //! profile.rs       per-dispatch timestamps
-//! elementwise.rs   fill, add, copy_strided, activations, the WaveNet gate, transpose  (elementwise.wgsl)
-//! matmul.rs        the matrix product                                   (matmul.wgsl)
-//! bias.rs          bias add and gradient                                (bias.wgsl)
-//! embedding.rs     embedding lookup and gradient                        (embedding.wgsl)
-//! softmax_xent.rs  softmax cross-entropy                                (softmax_xent.wgsl)
-//! optim.rs         sum of squares, norm and clipping, decay, Adam(W)    (optim.wgsl)
-//! dropout.rs       inverted dropout                                     (dropout.wgsl)
-//! conv.rs          causal dilated Conv1d                                (conv1d.wgsl)
-//! lstm.rs          the LSTM recurrence                                  (lstm.wgsl)
-//! attention.rs     causal multi-head attention                          (attention.wgsl)
-//! roll.rs          the piano-roll ops (RollOps)                         (bce.wgsl, bag.wgsl)
+//! ops/             one file per op family:
+//!   elementwise.rs fill, add, copy_strided, activations, the WaveNet gate, transpose  (elementwise.wgsl)
+//!   matmul.rs      the matrix product                                   (matmul.wgsl)
+//!   bias.rs        bias add and gradient                                (bias.wgsl)
+//!   embedding.rs   embedding lookup and gradient                        (embedding.wgsl)
+//!   softmax_xent.rs softmax cross-entropy                                (softmax_xent.wgsl)
+//!   optim.rs       sum of squares, norm and clipping, decay, Adam(W)    (optim.wgsl)
+//!   dropout.rs     inverted dropout                                     (dropout.wgsl)
+//!   conv.rs        causal dilated Conv1d                                (conv1d.wgsl)
+//!   lstm.rs        the LSTM recurrence                                  (lstm.wgsl)
+//!   attention.rs   causal multi-head attention                          (attention.wgsl)
+//!   roll.rs        the piano-roll ops (RollOps)                         (bce.wgsl, bag.wgsl)
 //! ```
 
 mod adapter;
