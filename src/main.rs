@@ -65,9 +65,17 @@ fn main() -> ExitCode {
     // The matches too: `train --preset` needs to know which options were given explicitly.
     // A value may be negative (`--temperature -1`): refused by the option's own check, in words,
     // not by clap as "unexpected argument '-1'".
+    // A value out of its range (clap runs the ranges of `cli::values`) is one line and status 1.
     let matches = Cli::command()
         .mut_subcommands(|s| s.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a }))
-        .get_matches();
+        .try_get_matches()
+        .unwrap_or_else(|e| match cli::values::refused_value(&e) {
+            Some(line) => {
+                eprintln!("error: {line}");
+                std::process::exit(1)
+            }
+            None => e.exit(),
+        });
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Train(mut args) => {

@@ -29,7 +29,7 @@ pub struct EvalArgs {
     #[arg(long = "data", value_name = "PATH", num_args = 1..)]
     pub data: Vec<PathBuf>,
     /// Windows per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::values::at_least_one)]
     pub batch: usize,
     /// Score at most this many targets, evenly spaced (0 = all; a quick estimate, not the metric).
     #[arg(long, default_value_t = 0)]
@@ -82,9 +82,6 @@ pub fn check_outputs(args: &EvalArgs) -> Result<(), String> {
 /// `etude eval` with a token model's checkpoint, `read` once by the caller (`main.rs`, which sends
 /// piano-roll checkpoints to [`super::roll::eval`]).
 pub fn run(args: EvalArgs, read: Result<Checkpoint, String>) -> Result<(), String> {
-    if args.batch == 0 {
-        return Err("--batch must be at least 1".into());
-    }
     let loaded = Loaded::from_checkpoint(read?, &args.checkpoint)?;
     match args.backend.open()? {
         Engine::Cpu(b) => go(&b, &loaded, &args),

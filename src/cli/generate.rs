@@ -23,19 +23,19 @@ pub struct GenArgs {
     #[arg(long = "model", value_name = "CHECKPOINT")]
     pub checkpoint: PathBuf,
     /// Tokens to generate.
-    #[arg(long, default_value_t = 100, conflicts_with = "seconds")]
+    #[arg(long, default_value_t = 100, conflicts_with = "seconds", value_parser = super::values::at_least_one)]
     pub length: usize,
     /// Generate until the piece lasts this many seconds instead.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::positive_f64)]
     pub seconds: Option<f64>,
     /// Softmax temperature (< 1 safer, > 1 wilder).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::values::positive_f32)]
     pub temperature: f32,
     /// Sample only among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Sample only among the most likely tokens that make up this probability.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, value_parser = super::values::probability)]
     pub top_p: f32,
     /// Always take the most likely token (the tutorial's argmax; repeats itself).
     #[arg(long)]
@@ -51,13 +51,13 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Tempo of the written MIDI, quarter notes per minute.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = super::values::positive_f64)]
     pub tempo: f64,
     /// Output file; with --count N, NAME-1.mid ... NAME-N.mid.
     #[arg(long, default_value = "generated.mid")]
     pub out: PathBuf,
     /// Number of pieces.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::at_least_one)]
     pub count: usize,
     /// Rerun the model on the last window for every token (the tutorial's way; always so for wavenet).
     #[arg(long, conflicts_with = "incremental")]
@@ -135,30 +135,10 @@ impl GenArgs {
 /// `etude generate` with a token model's checkpoint, `read` once by the caller (`main.rs`, which
 /// sends piano-roll checkpoints to [`super::roll::generate`]).
 pub fn run(args: GenArgs, read: Result<Checkpoint, String>) -> Result<(), String> {
-    if args.count == 0 {
-        return Err("--count must be at least 1".into());
-    }
-    if args.length == 0 {
-        return Err("--length must be at least 1 (a piece without tokens has no notes)".into());
-    }
     if args.length > etude::generate::MAX_TOKENS {
         return Err(format!("--length {}: at most {} tokens are generated in one piece", args.length, etude::generate::MAX_TOKENS));
     }
-    if !(args.temperature > 0.0 && args.temperature.is_finite()) {
-        return Err(format!("--temperature must be positive, not {}", args.temperature));
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(format!("--top-p must be in (0, 1], not {}", args.top_p));
-    }
-    if !(args.tempo > 0.0 && args.tempo.is_finite()) {
-        return Err(format!("--tempo must be positive, not {}", args.tempo));
-    }
     etude::music::midi::check_tempo(args.tempo)?;
-    if let Some(s) = args.seconds {
-        if !(s > 0.0 && s.is_finite()) {
-            return Err(format!("--seconds must be positive, not {s}"));
-        }
-    }
     // The piece, its piano roll and (--wav) its audio; --force overwrites MIDI files, never the
     // checkpoint composing them nor the prime.
     let exts: &[&str] = if args.wav { &["png", "wav"] } else { &["png"] };

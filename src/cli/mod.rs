@@ -15,6 +15,7 @@ pub mod prepare;
 mod read_once;
 pub mod stats;
 pub mod train;
+pub mod values;
 
 use clap::Args;
 use std::path::PathBuf;

@@ -72,29 +72,29 @@ pub struct TrainArgs {
     #[arg(long)]
     pub kernel: Option<usize>,
     /// Window length T: tokens the model reads to predict the next.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::values::at_least_one)]
     pub window: usize,
     /// Positions between consecutive windows of a piece.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::at_least_one)]
     pub stride: usize,
     /// Windows per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::values::at_least_one)]
     pub batch: usize,
     /// Train until this many epochs are complete.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::values::at_least_one)]
     pub epochs: usize,
     /// Steps of every epoch, each a batch of windows from the epoch's shuffled order (0 = every
     /// window once).
     #[arg(long, default_value_t = 300)]
     pub steps_per_epoch: u64,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 2e-3, value_parser = super::values::positive_number)]
     pub lr: f32,
     /// Adam L2 weight decay.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::values::non_negative_f32)]
     pub weight_decay: f32,
     /// Clip the global gradient norm to this (0 = off).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::values::non_negative_f32)]
     pub clip: f32,
     /// Inverted dropout rate in [0, 1) during training (lstm: after the embedding, between LSTM
     /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block).
@@ -116,7 +116,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub patience: usize,
     /// Fraction of the pieces held out for validation (split by piece).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::values::fraction)]
     pub val_fraction: f64,
     /// Validation targets scored every epoch: a seeded sample of this many, spread over the
     /// validation pieces, the same every epoch and for best.safetensors, the baselines and the copy
@@ -281,22 +281,8 @@ fn run_folder(model: &str, at: chrono::DateTime<chrono::Utc>) -> PathBuf {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    if args.window == 0 || args.batch == 0 || args.stride == 0 || args.epochs == 0 {
-        return Err("--window, --batch, --stride and --epochs must be at least 1".into());
-    }
-    if !(0.0..1.0).contains(&args.val_fraction) {
-        return Err(format!("--val-fraction must be in [0, 1), not {}", args.val_fraction));
-    }
-    if !(args.lr > 0.0 && args.lr.is_finite()) {
-        return Err(format!("--lr must be a positive number, not {}", args.lr));
-    }
     schedule::validate(args.dropout, args.adamw_decay, args.lr, args.min_lr)?;
     let lr_schedule: LrSchedule = args.lr_schedule.parse()?;
-    for (flag, v) in [("--clip", args.clip), ("--weight-decay", args.weight_decay)] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(format!("{flag} must be a number >= 0, not {v}"));
-        }
-    }
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
     // One writer per run folder, from before its checkpoint is read to the end of the sample.
     let _lock = etude::files::RunLock::acquire(&out)?;
