@@ -63,9 +63,9 @@ fn main() -> ExitCode {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     // The matches too: `train --preset` needs to know which options were given explicitly.
-    // A value may be negative (`--temperature -1`): refused by the option's own check, in words,
-    // not by clap as "unexpected argument '-1'".
-    // A value out of its range (clap runs the ranges of `cli::values`) is one line and status 1.
+    // A value may be negative (`--temperature -1`): it reaches the option's range (`cli::values`)
+    // and is refused there in words, not by clap as "unexpected argument '-1'"; a value out of its
+    // range is one line and status 1, like every other refusal.
     let matches = Cli::command()
         .mut_subcommands(|s| s.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a }))
         .try_get_matches()
