@@ -7,6 +7,7 @@
 //! page is written through a temp file + rename; training rewrites it after every epoch and
 //! `etude report RUN` rebuilds it (drawing and rendering what is missing first).
 
+use crate::run::checkpoint::Checkpoint;
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -35,21 +36,10 @@ fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// The `etude` metadata of a checkpoint, read from its safetensors header only.
+/// The `etude` metadata of a run's checkpoint, read and checked by [`Checkpoint::load`] (the
+/// checksum included); `None` when it is missing or damaged (the report then has no settings).
 pub fn checkpoint_meta(path: &Path) -> Option<Value> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).ok()?;
-    let n = u64::from_le_bytes(n);
-    if n > 100 << 20 {
-        return None;
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).ok()?;
-    let header: Value = serde_json::from_slice(&header).ok()?;
-    let etude = header.get("__metadata__")?.get("etude")?.as_str()?;
-    serde_json::from_str(etude).ok()
+    Checkpoint::load(path).ok().map(|ck| ck.meta)
 }
 
 /// Flatten JSON into (dotted key, value) rows; long arrays of scalars are shortened.
