@@ -110,22 +110,11 @@ impl Scores {
 /// infinite, which stops the run.
 pub const DIVERGED_NATS: f64 = 1e6;
 
-/// Training's per-epoch validation: the held-out metric on `set` as [`crate::model::step::Totals`], and
-/// the all-position loss of a many-to-many model, and the per-target [`Scores`] (`None` for an
-/// empty set).
+/// Training's per-epoch validation: the held-out metric on the targets `picks` of `set` (all when
+/// `None`: [`crate::eval::targets::sample_targets`]) as [`crate::model::step::Totals`], the
+/// all-position loss of a many-to-many model, and the per-target [`Scores`] (`None` for an empty
+/// set), counting the targets on `stage`.
 pub fn validation_totals<B: Backend, M: Model<B> + ?Sized>(
-    b: &B,
-    model: &mut M,
-    stepper: &mut Stepper<B>,
-    set: &TargetSet,
-    batch: usize,
-) -> (crate::model::step::Totals, Option<f64>, Option<Scores>) {
-    validation_totals_with(b, model, stepper, set, batch, None, None)
-}
-
-/// [`validation_totals`] on the targets `picks` of `set` (all when `None`: [`sample_targets`]),
-/// counting them on `stage`.
-pub fn validation_totals_with<B: Backend, M: Model<B> + ?Sized>(
     b: &B,
     model: &mut M,
     stepper: &mut Stepper<B>,

@@ -2,7 +2,7 @@
 //! vocabulary, optimizer settings, progress, the run's own options), and the data a run reads
 //! ([`DataSpec`]: its corpus, tokenised through the token cache).
 
-use crate::data::corpus::{load_corpus, no_usable_file, LoadedPiece, Skipped};
+use crate::data::corpus::{describe_paths, load_corpus, no_usable_file, LoadedPiece, Skipped};
 use crate::data::prepare::DataConfig;
 use crate::data::token_cache::{load_or_build, tokenize_files, Outcome};
 use crate::data::cache_file::CacheKey;
@@ -34,12 +34,17 @@ impl DataSpec {
         tokenizer_by_name(&self.tokenizer, &self.tokenizer_options)
     }
 
+    /// The error when no file of the spec's corpus is usable, naming the files skipped and why.
+    fn no_usable_file(&self, skipped: &[Skipped]) -> String {
+        let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { describe_paths(&self.paths) };
+        no_usable_file(&what, skipped)
+    }
+
     /// Read the corpus; errors when no file is usable, naming the files skipped and why.
     pub fn load(&self) -> Result<(Vec<LoadedPiece>, Vec<Skipped>), String> {
         let corpus = load_corpus(&self.paths, &self.read);
         if corpus.pieces.is_empty() {
-            let what = if self.paths.is_empty() { "the built-in corpus".to_string() } else { crate::data::corpus::describe_paths(&self.paths) };
-            return Err(no_usable_file(&what, &corpus.skipped));
+            return Err(self.no_usable_file(&corpus.skipped));
         }
         Ok((corpus.pieces, corpus.skipped))
     }
@@ -73,12 +78,7 @@ impl DataSpec {
             None => tokenize_files(&self.paths, &self.read, tokenizer.as_ref(), progress),
         };
         if set.is_empty() {
-            let what = if self.paths.is_empty() {
-                "the built-in corpus".to_string()
-            } else {
-                crate::data::corpus::describe_paths(&self.paths)
-            };
-            return Err(crate::data::corpus::no_usable_file(&what, set.skipped()));
+            return Err(self.no_usable_file(set.skipped()));
         }
         Ok(set)
     }

@@ -399,7 +399,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         }
         // The held-out metric (crate::eval::heldout): every validation token after the first window.
         let mut stage = reporter.stage("validation", "targets", valid_scored);
-        let (val, val_all_positions, val_scores) = crate::eval::validation::validation_totals_with(
+        let (val, val_all_positions, val_scores) = crate::eval::validation::validation_totals(
             b,
             &mut model,
             &mut stepper,
