@@ -77,6 +77,111 @@ impl Attention {
     }
 }
 
+/// LayerNorm over the last axis of `x [rows, width]` (PyTorch `nn.LayerNorm(width, eps)`):
+///
+/// ```text
+/// mean = sum_c x[r,c] / width;   rstd = 1 / sqrt(sum_c (x[r,c] - mean)^2 / width + eps)
+/// y[r,c] = (x[r,c] - mean) * rstd * weight[c] + bias[c]
+/// ```
+///
+/// The forward saves `stats [rows, 2]` = `(mean, rstd)` per row for the backward.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub rows: usize,
+    pub width: usize,
+    pub eps: f32,
+}
+
+/// Causal multi-head attention with a learned relative-position term (Music Transformer, Huang et
+/// al. 2018; `../shared/peers/torch_transformer.py`), over token-major rows. `qkv [batch, time,
+/// 3*heads*dim]` holds q in columns `0..hd`, k in `hd..2hd`, v in `2hd..3hd` (`hd = heads*dim`;
+/// head `h` is columns `h*dim..(h+1)*dim` of each part); `rel [heads, window, dim]` embeds the
+/// distance `r = i - j` (`time <= window`); `out [batch, time, hd]`; `p [batch, heads, time,
+/// time]`. With `scale = 1/sqrt(dim)`, for key `j <= i`:
+///
+/// ```text
+/// s[b,h,i,j]  = scale * (q_i . k_j + q_i . rel[h, i-j])
+/// p[b,h,i,:]  = softmax_j s[b,h,i,:]            (0 for j > i)
+/// out[b,i,h*dim+d] = sum_j p[b,h,i,j] v_j[d]
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelAttention {
+    pub batch: usize,
+    pub heads: usize,
+    pub dim: usize,
+    pub time: usize,
+    pub window: usize,
+}
+
+impl RelAttention {
+    /// `heads * dim`: the model width the attention reads and writes.
+    pub fn width(&self) -> usize {
+        self.heads * self.dim
+    }
+    /// Elements of `qkv` (and of its gradient): `batch * time * 3 * heads * dim`.
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.time * 3 * self.width()
+    }
+    /// Elements of `out` (and `dout`): `batch * time * heads * dim`.
+    pub fn out_len(&self) -> usize {
+        self.batch * self.time * self.width()
+    }
+    /// Elements of the saved probabilities `p`: `batch * heads * time * time`.
+    pub fn p_len(&self) -> usize {
+        self.batch * self.heads * self.time * self.time
+    }
+    /// Elements of `rel`: `heads * window * dim`.
+    pub fn rel_len(&self) -> usize {
+        self.heads * self.window * self.dim
+    }
+    /// The score scale `1 / sqrt(dim)` (as f32, the same on every backend).
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.dim.max(1) as f32).sqrt()
+    }
+}
+
+/// One step of [`RelAttention`] with a key/value cache (generation): the newest position's query
+/// against the cached keys and values of the last `min(len, window)` positions.
+///
+/// `qkv [batch, 3*heads*dim]` is the newest position's row (only its q columns are read);
+/// `kcache, vcache [batch, window, heads*dim]` are ring buffers: position `pos` (0-based, counted
+/// from the start of the piece) lives in slot `pos % window`, and the caller has already written
+/// the newest position `len - 1` there. The query attends to positions `len - min(len, window) ..
+/// len` at distances `r = len - 1 - pos` (so `0..window`, each with its own `rel[h, r]`):
+///
+/// ```text
+/// s[b,h,pos] = scale * (q . kcache[b, pos % window] + q . rel[h, len-1-pos])
+/// out[b, h*dim+d] = sum_pos softmax(s)[pos] * vcache[b, pos % window, h*dim+d]
+/// ```
+///
+/// For `len <= window` this is exactly row `len - 1` of [`RelAttention`] over the whole prefix;
+/// past the window the cache keeps the last `window` positions (their keys and values were made
+/// from contexts that reach further back, as in Transformer-XL), so a token costs O(window) per
+/// block however long the piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelDecode {
+    pub batch: usize,
+    pub heads: usize,
+    pub dim: usize,
+    pub window: usize,
+    /// Positions seen so far, the newest included (at least 1).
+    pub len: usize,
+}
+
+impl RelDecode {
+    pub fn width(&self) -> usize {
+        self.heads * self.dim
+    }
+    /// Elements of the cache `kcache` (or `vcache`): `batch * window * heads * dim`.
+    pub fn cache_len(&self) -> usize {
+        self.batch * self.window * self.width()
+    }
+    /// The score scale `1 / sqrt(dim)`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.dim.max(1) as f32).sqrt()
+    }
+}
+
 /// One LSTM layer over a whole sequence, PyTorch semantics (gates i, f, g, o).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lstm {

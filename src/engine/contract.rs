@@ -14,7 +14,7 @@
 //! there: the GPU's element types (`check_same_elem`, `check_f32`) and kernel limits, the CPU's
 //! checks of token ids against the table (data, not sizes).
 
-use super::args::{AdamStep, Bag, Bce, Strided, Xent};
+use super::args::{AdamStep, Bag, Bce, LayerNorm, RelAttention, RelDecode, Strided, Xent};
 use super::{Attention, Conv1d, Lstm, MatMul};
 
 /// Panics unless `len >= want`, naming the op, the buffer and how `want` is made.
@@ -311,6 +311,78 @@ pub fn bag_bwd(b: &Bag, rows: usize, [ids, dout, dtable]: [usize; 3]) {
     dims("bag_bwd", "ids", ids, &[("n", b.n), ("slots", b.slots)]);
     dims("bag_bwd", "dout", dout, &[("n", b.n), ("e", b.e)]);
     dims("bag_bwd", "dtable", dtable, &[("rows", rows), ("e", b.e)]);
+}
+
+/// `layer_norm_fwd(x, weight, bias, y, stats, ln)`: `x, y [rows, width]`, `weight, bias [width]`,
+/// `stats [rows, 2]`.
+pub fn layer_norm_fwd(ln: &LayerNorm, [x, w, b, y, stats]: [usize; 5]) {
+    const OP: &str = "layer_norm_fwd";
+    let rw = [("rows", ln.rows), ("width", ln.width)];
+    dims(OP, "x", x, &rw);
+    dims(OP, "weight", w, &[("width", ln.width)]);
+    dims(OP, "bias", b, &[("width", ln.width)]);
+    dims(OP, "y", y, &rw);
+    dims(OP, "stats", stats, &[("rows", ln.rows), ("mean and rstd", 2)]);
+}
+
+/// `layer_norm_bwd(x, weight, stats, dy, dx, dweight, dbias, ln)`.
+pub fn layer_norm_bwd(ln: &LayerNorm, [x, w, stats, dy, dx, dw, db]: [usize; 7]) {
+    const OP: &str = "layer_norm_bwd";
+    let rw = [("rows", ln.rows), ("width", ln.width)];
+    dims(OP, "x", x, &rw);
+    dims(OP, "weight", w, &[("width", ln.width)]);
+    dims(OP, "stats", stats, &[("rows", ln.rows), ("mean and rstd", 2)]);
+    dims(OP, "dy", dy, &rw);
+    dims(OP, "dx", dx, &rw);
+    dims(OP, "dweight", dw, &[("width", ln.width)]);
+    dims(OP, "dbias", db, &[("width", ln.width)]);
+}
+
+/// `gelu_fwd(x, y, n)` and `gelu_bwd(x, dy, dx, n)` (`op` says which): every buffer holds `n`.
+pub fn gelu(op: &'static str, n: usize, lens: &[usize]) {
+    for (i, &len) in lens.iter().enumerate() {
+        dims(op, ["x", "dy or y", "dx"][i.min(2)], len, &[("n", n)]);
+    }
+}
+
+fn rel_sizes(op: &str, a: &RelAttention) {
+    assert!(a.time <= a.window, "{op}: time {} is longer than the relative table's window {}", a.time, a.window);
+}
+
+/// `rel_attention_fwd(qkv, rel, out, p, a)`.
+pub fn rel_attention_fwd(a: &RelAttention, [qkv, rel, out, p]: [usize; 4]) {
+    const OP: &str = "rel_attention_fwd";
+    rel_sizes(OP, a);
+    dims(OP, "qkv", qkv, &[("batch", a.batch), ("time", a.time), ("3 heads x dim", 3 * a.width())]);
+    dims(OP, "rel", rel, &[("heads", a.heads), ("window", a.window), ("dim", a.dim)]);
+    dims(OP, "out", out, &[("batch", a.batch), ("time", a.time), ("heads x dim", a.width())]);
+    dims(OP, "p", p, &[("batch", a.batch), ("heads", a.heads), ("time", a.time), ("time", a.time)]);
+}
+
+/// `rel_attention_bwd(qkv, rel, p, dout, dqkv, drel, a)`.
+pub fn rel_attention_bwd(a: &RelAttention, [qkv, rel, p, dout, dqkv, drel]: [usize; 6]) {
+    const OP: &str = "rel_attention_bwd";
+    rel_sizes(OP, a);
+    let three = [("batch", a.batch), ("time", a.time), ("3 heads x dim", 3 * a.width())];
+    let table = [("heads", a.heads), ("window", a.window), ("dim", a.dim)];
+    dims(OP, "qkv", qkv, &three);
+    dims(OP, "rel", rel, &table);
+    dims(OP, "p", p, &[("batch", a.batch), ("heads", a.heads), ("time", a.time), ("time", a.time)]);
+    dims(OP, "dout", dout, &[("batch", a.batch), ("time", a.time), ("heads x dim", a.width())]);
+    dims(OP, "dqkv", dqkv, &three);
+    dims(OP, "drel", drel, &table);
+}
+
+/// `rel_attention_decode(qkv, kcache, vcache, rel, out, a)`.
+pub fn rel_attention_decode(a: &RelDecode, [qkv, kc, vc, rel, out]: [usize; 5]) {
+    const OP: &str = "rel_attention_decode";
+    assert!(a.len >= 1 && a.window >= 1, "{OP}: len {} and window {} must be at least 1", a.len, a.window);
+    dims(OP, "qkv", qkv, &[("batch", a.batch), ("3 heads x dim", 3 * a.width())]);
+    let cache = [("batch", a.batch), ("window", a.window), ("heads x dim", a.width())];
+    dims(OP, "kcache", kc, &cache);
+    dims(OP, "vcache", vc, &cache);
+    dims(OP, "rel", rel, &[("heads", a.heads), ("window", a.window), ("dim", a.dim)]);
+    dims(OP, "out", out, &[("batch", a.batch), ("heads x dim", a.width())]);
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@ pub mod gpu;
 pub mod optim;
 pub mod roll;
 
-pub use args::{Act, AdamParams, AdamStep, Attention, Bag, Bce, Conv1d, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
+pub use args::{
+    Act, AdamParams, AdamStep, Attention, Bag, Bce, Conv1d, LayerNorm, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, RelAttention, RelDecode,
+    Strided, Xent,
+};
 pub use dropout::{DropMask, Dropout};
 pub use arena::Param;
 pub use optim::Adam;
@@ -189,6 +192,71 @@ pub trait Backend {
     /// dk[i]    = scale * sum_t dS[t,i+shift] q[t]          (0 for i >= time - shift)
     /// ```
     fn attention_bwd(&self, qkv: Qkv<&Self::Buf>, p: &Self::Buf, dout: &Self::Buf, grads: Qkv<&mut Self::Buf>, a: Attention);
+
+    // ---- the Transformer's ops (see [`LayerNorm`], [`RelAttention`], [`RelDecode`]) ----------
+    /// `y [rows, width]` = LayerNorm of `x` with `weight, bias [width]`; writes `stats [rows, 2]`
+    /// = `(mean, rstd)` per row for the backward.
+    fn layer_norm_fwd(&self, x: &Self::Buf, weight: &Self::Buf, bias: &Self::Buf, y: &mut Self::Buf, stats: &mut Self::Buf, ln: LayerNorm);
+    /// Backward of [`Backend::layer_norm_fwd`] from `dy` and the saved `stats`; all three
+    /// gradients **accumulate** (`dx` is usually a residual stream's gradient):
+    ///
+    /// ```text
+    /// xhat = (x - mean) * rstd;   g = dy * weight
+    /// dx += rstd * (g - mean_c(g) - xhat * mean_c(g * xhat))
+    /// dweight += sum_rows dy * xhat;   dbias += sum_rows dy
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_bwd(
+        &self,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        stats: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dweight: &mut Self::Buf,
+        dbias: &mut Self::Buf,
+        ln: LayerNorm,
+    );
+    /// `y[0..n] = gelu(x)` in its tanh form (PyTorch `F.gelu(x, approximate="tanh")`):
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    fn gelu_fwd(&self, x: &Self::Buf, y: &mut Self::Buf, n: usize);
+    /// `dx[0..n] = dy * gelu'(x)` (written, not accumulated), from the forward's input `x`.
+    fn gelu_bwd(&self, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf, n: usize);
+    /// Writes `out [batch, time, heads*dim]` and the probabilities `p [batch, heads, time, time]`
+    /// (zeros above the diagonal) from `qkv [batch, time, 3*heads*dim]` and `rel [heads, window,
+    /// dim]`; see [`RelAttention`].
+    fn rel_attention_fwd(&self, qkv: &Self::Buf, rel: &Self::Buf, out: &mut Self::Buf, p: &mut Self::Buf, a: RelAttention);
+    /// Backward of [`Backend::rel_attention_fwd`] from `dout` and the saved `p`: **writes**
+    /// `dqkv [batch, time, 3*heads*dim]` and **accumulates** `drel [heads, window, dim]` (rows
+    /// `time..window` untouched). With `dS = scale * p * (dP - rowsum(p * dP))`, `dP = dout v^T`:
+    ///
+    /// ```text
+    /// dq_i = sum_j dS[i,j] (k_j + rel[h, i-j]);   dk_j = sum_i dS[i,j] q_i;   dv_j = sum_i p[i,j] dout_i
+    /// drel[h, r] += sum_{b, i >= r} dS[b,h,i,i-r] q_i
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn rel_attention_bwd(
+        &self,
+        qkv: &Self::Buf,
+        rel: &Self::Buf,
+        p: &Self::Buf,
+        dout: &Self::Buf,
+        dqkv: &mut Self::Buf,
+        drel: &mut Self::Buf,
+        a: RelAttention,
+    );
+    /// One generation step with a key/value cache ([`RelDecode`]): `out [batch, heads*dim]` from
+    /// the newest row's q in `qkv [batch, 3*heads*dim]`, the ring buffers `kcache, vcache [batch,
+    /// window, heads*dim]` (the newest position already written) and `rel [heads, window, dim]`.
+    fn rel_attention_decode(
+        &self,
+        qkv: &Self::Buf,
+        kcache: &Self::Buf,
+        vcache: &Self::Buf,
+        rel: &Self::Buf,
+        out: &mut Self::Buf,
+        a: RelDecode,
+    );
 
     // ---- LSTM recurrence (see [`Lstm`]) -------------------------------------------------------
     /// The recurrence of one layer, after the input projection has been done as one matrix product:

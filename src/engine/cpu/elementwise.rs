@@ -121,3 +121,31 @@ pub(super) fn transpose(x: &[f32], y: &mut [f32], batch: usize, rows: usize, col
         }
     });
 }
+
+/// `sqrt(2 / pi)` and the cubic coefficient of GELU's tanh form.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_A: f32 = 0.044_715;
+
+pub(super) fn gelu_fwd(x: &[f32], y: &mut [f32], n: usize) {
+    zip_chunks(&x[..n], &mut y[..n], |x, y| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
+        }
+    });
+}
+
+pub(super) fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
+    let (x, dy) = (&x[..n], &dy[..n]);
+    let body = |(dx, (x, dy)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let t = tanh(GELU_C * (x + GELU_A * x * x * x));
+            *d = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x));
+        }
+    };
+    let dx = &mut dx[..n];
+    if n < PAR_MIN {
+        body((dx, (x, dy)));
+    } else {
+        dx.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))).for_each(body);
+    }
+}

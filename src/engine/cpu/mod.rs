@@ -51,13 +51,18 @@ mod dropout;
 mod elementwise;
 mod embedding;
 pub mod fastmath;
+mod layer_norm;
 mod lstm;
 mod matmul;
 mod optim;
+mod rel_attention;
 mod roll;
 mod softmax_xent;
 
-use super::{contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
+use super::{
+    contract, Act, AdamStep, Attention, Backend, Conv1d, DropMask, LayerNorm, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, RelAttention, RelDecode,
+    Strided, Xent,
+};
 
 pub use buf::CpuBuf;
 
@@ -254,6 +259,51 @@ impl Backend for CpuBackend {
         contract::attention_bwd(&a, [q.len(), k.len(), v.len(), p.len(), dout.len(), dq.len(), dk.len(), dv.len()]);
         let grads = Qkv { q: &mut dq[..], k: &mut dk[..], v: &mut dv[..] };
         attention::backward(Qkv { q: &q[..], k: &k[..], v: &v[..] }, p, dout, grads, a)
+    }
+
+    fn layer_norm_fwd(&self, x: &CpuBuf, weight: &CpuBuf, bias: &CpuBuf, y: &mut CpuBuf, stats: &mut CpuBuf, ln: LayerNorm) {
+        contract::layer_norm_fwd(&ln, [x.len(), weight.len(), bias.len(), y.len(), stats.len()]);
+        layer_norm::forward(x, weight, bias, y, stats, ln)
+    }
+
+    fn layer_norm_bwd(
+        &self,
+        x: &CpuBuf,
+        weight: &CpuBuf,
+        stats: &CpuBuf,
+        dy: &CpuBuf,
+        dx: &mut CpuBuf,
+        dweight: &mut CpuBuf,
+        dbias: &mut CpuBuf,
+        ln: LayerNorm,
+    ) {
+        contract::layer_norm_bwd(&ln, [x.len(), weight.len(), stats.len(), dy.len(), dx.len(), dweight.len(), dbias.len()]);
+        layer_norm::backward(x, weight, stats, dy, dx, dweight, dbias, ln)
+    }
+
+    fn gelu_fwd(&self, x: &CpuBuf, y: &mut CpuBuf, n: usize) {
+        contract::gelu("gelu_fwd", n, &[x.len(), y.len()]);
+        elementwise::gelu_fwd(x, y, n)
+    }
+
+    fn gelu_bwd(&self, x: &CpuBuf, dy: &CpuBuf, dx: &mut CpuBuf, n: usize) {
+        contract::gelu("gelu_bwd", n, &[x.len(), dy.len(), dx.len()]);
+        elementwise::gelu_bwd(x, dy, dx, n)
+    }
+
+    fn rel_attention_fwd(&self, qkv: &CpuBuf, rel: &CpuBuf, out: &mut CpuBuf, p: &mut CpuBuf, a: RelAttention) {
+        contract::rel_attention_fwd(&a, [qkv.len(), rel.len(), out.len(), p.len()]);
+        rel_attention::forward(qkv, rel, out, p, a)
+    }
+
+    fn rel_attention_bwd(&self, qkv: &CpuBuf, rel: &CpuBuf, p: &CpuBuf, dout: &CpuBuf, dqkv: &mut CpuBuf, drel: &mut CpuBuf, a: RelAttention) {
+        contract::rel_attention_bwd(&a, [qkv.len(), rel.len(), p.len(), dout.len(), dqkv.len(), drel.len()]);
+        rel_attention::backward(qkv, rel, p, dout, dqkv, drel, a)
+    }
+
+    fn rel_attention_decode(&self, qkv: &CpuBuf, kcache: &CpuBuf, vcache: &CpuBuf, rel: &CpuBuf, out: &mut CpuBuf, a: RelDecode) {
+        contract::rel_attention_decode(&a, [qkv.len(), kcache.len(), vcache.len(), rel.len(), out.len()]);
+        rel_attention::decode(qkv, kcache, vcache, rel, out, a)
     }
 
     fn lstm_fwd(&self, xw: &CpuBuf, w_hh: &CpuBuf, h0: &CpuBuf, c0: &CpuBuf, out: LstmSeqs<&mut CpuBuf>, l: Lstm) {

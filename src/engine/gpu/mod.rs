@@ -140,7 +140,9 @@ pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DI
 use ops::{attention, bias, conv, dropout, elementwise, embedding, lstm, matmul, optim, softmax_xent};
 use recorder::{Recorded, Recorder, Recording};
 
-use super::{Act, AdamStep, Attention, Backend, Conv1d, DropMask, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, Strided, Xent};
+use super::{
+    Act, AdamStep, Attention, Backend, Conv1d, DropMask, LayerNorm, Lstm, LstmSaved, LstmSeqs, MatMul, Qkv, RelAttention, RelDecode, Strided, Xent,
+};
 use context::Context;
 use std::sync::Mutex;
 
@@ -312,6 +314,53 @@ impl Backend for GpuBackend {
 
     fn attention_bwd(&self, qkv: Qkv<&GpuBuffer>, p: &GpuBuffer, dout: &GpuBuffer, grads: Qkv<&mut GpuBuffer>, a: Attention) {
         attention::record_bwd(&mut self.recording(), qkv, p, dout, grads, a)
+    }
+
+    fn layer_norm_fwd(&self, _x: &GpuBuffer, _w: &GpuBuffer, _b: &GpuBuffer, _y: &mut GpuBuffer, _stats: &mut GpuBuffer, _ln: LayerNorm) {
+        unimplemented!("layer_norm_fwd on the GPU (issue 26, in progress)")
+    }
+
+    fn layer_norm_bwd(
+        &self,
+        _x: &GpuBuffer,
+        _w: &GpuBuffer,
+        _stats: &GpuBuffer,
+        _dy: &GpuBuffer,
+        _dx: &mut GpuBuffer,
+        _dw: &mut GpuBuffer,
+        _db: &mut GpuBuffer,
+        _ln: LayerNorm,
+    ) {
+        unimplemented!("layer_norm_bwd on the GPU (issue 26, in progress)")
+    }
+
+    fn gelu_fwd(&self, _x: &GpuBuffer, _y: &mut GpuBuffer, _n: usize) {
+        unimplemented!("gelu_fwd on the GPU (issue 26, in progress)")
+    }
+
+    fn gelu_bwd(&self, _x: &GpuBuffer, _dy: &GpuBuffer, _dx: &mut GpuBuffer, _n: usize) {
+        unimplemented!("gelu_bwd on the GPU (issue 26, in progress)")
+    }
+
+    fn rel_attention_fwd(&self, _qkv: &GpuBuffer, _rel: &GpuBuffer, _out: &mut GpuBuffer, _p: &mut GpuBuffer, _a: RelAttention) {
+        unimplemented!("rel_attention_fwd on the GPU (issue 26, in progress)")
+    }
+
+    fn rel_attention_bwd(
+        &self,
+        _qkv: &GpuBuffer,
+        _rel: &GpuBuffer,
+        _p: &GpuBuffer,
+        _dout: &GpuBuffer,
+        _dqkv: &mut GpuBuffer,
+        _drel: &mut GpuBuffer,
+        _a: RelAttention,
+    ) {
+        unimplemented!("rel_attention_bwd on the GPU (issue 26, in progress)")
+    }
+
+    fn rel_attention_decode(&self, _qkv: &GpuBuffer, _kc: &GpuBuffer, _vc: &GpuBuffer, _rel: &GpuBuffer, _out: &mut GpuBuffer, _a: RelDecode) {
+        unimplemented!("rel_attention_decode on the GPU (issue 26, in progress)")
     }
 
     fn lstm_fwd(&self, xw: &GpuBuffer, w_hh: &GpuBuffer, h0: &GpuBuffer, c0: &GpuBuffer, out: LstmSeqs<&mut GpuBuffer>, l: Lstm) {
