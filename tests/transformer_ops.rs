@@ -265,7 +265,7 @@ fn gelu_forward_and_backward() {
 fn a_window_longer_than_the_table_is_refused() {
     let be = CpuBackend::new();
     let a = ra(1, 1, 2, 5, 4);
-    let err = std::panic::catch_unwind(|| rel_fwd(&be, &vec![0.0; a.qkv_len()], &vec![0.0; 8], a)).expect_err("must panic");
+    let err = std::panic::catch_unwind(|| rel_fwd(&be, &vec![0.0; a.qkv_len()], &[0.0; 8], a)).expect_err("must panic");
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("time 5 is longer than the relative table's window 4"), "{msg}");
 }
