@@ -13,6 +13,8 @@
 //!   dropout.rs      DropSite: a dropout site (tensor id), the identity when dropout is off
 //!   bag.rs          BagInput: the piano-roll input projection (sum of the active keys' rows + bias)
 //!   gated.rs        GatedStack: the gated WaveNet's residual blocks and skip sum (token and roll models)
+//!   layer_norm.rs   LayerNorm: over token-major rows (the Transformer's)
+//!   rel_attention.rs RelSelfAttention: qkv, relative attention, proj; one-step mode over a ring cache
 //! ```
 //!
 //! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
@@ -26,9 +28,11 @@ pub mod conv1d;
 pub mod dropout;
 pub mod embedding;
 pub mod gated;
+pub mod layer_norm;
 pub mod linear;
 pub mod lstm;
 pub mod lstm_stack;
+pub mod rel_attention;
 
 pub use attention::CausalAttention;
 pub use bag::BagInput;
@@ -36,9 +40,11 @@ pub use conv1d::Conv1d;
 pub use dropout::DropSite;
 pub use embedding::Embedding;
 pub use gated::{GatedBlock, GatedStack};
+pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmScratch};
 pub use lstm_stack::{LstmRun, LstmStack, LstmState};
+pub use rel_attention::RelSelfAttention;
 
 use crate::engine::{Backend, Param};
 

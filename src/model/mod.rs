@@ -11,6 +11,7 @@ pub mod copy;
 pub mod lstm;
 pub mod roll;
 pub mod step;
+pub mod transformer;
 pub mod wavenet;
 pub mod wavenet_gated;
 

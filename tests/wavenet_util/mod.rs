@@ -40,7 +40,7 @@ fn loss_of<B: Backend, M: Model<B>>(
 }
 
 /// Loads the fixture's weights into `m` and checks everything the fixture records.
-fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
+pub fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
     let names: Vec<(String, Vec<usize>)> = m.params().iter().map(|p| (p.name.clone(), p.value.shape.clone())).collect();
     assert_eq!(names, f.params(), "{}: parameter names, shapes and order", f.name);
     for (name, _) in &names {
