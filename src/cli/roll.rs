@@ -27,7 +27,7 @@ pub fn wants_roll(args: &TrainArgs) -> bool {
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 14] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 17] = [
     ("val_targets", "--val-targets"),
     ("keep_duplicates", "--keep-duplicates"),
     ("checkpoint_every", "--checkpoint-every"),
@@ -42,6 +42,9 @@ const NOT_IN_ROLL_MODE: [(&str, &str); 14] = [
     ("channels", "--channels"),
     ("attention", "--attention"),
     ("attention_dim", "--attention-dim"),
+    ("width", "--width"),
+    ("heads", "--heads"),
+    ("ff", "--ff"),
 ];
 
 /// The data of a piano-roll run: train and valid sequences, the grid, a description.

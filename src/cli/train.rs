@@ -33,7 +33,7 @@ pub struct TrainArgs {
     pub data_paths: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Model: lstm, lstm-seq, wavenet, wavenet-gated.
+    /// Model: lstm, lstm-seq, wavenet, wavenet-gated, transformer.
     #[arg(long, default_value = "wavenet-gated", value_parser = MODEL_NAMES)]
     pub model: String,
     /// Embedding width (default 100).
@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// LSTM hidden size (default 128).
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// LSTM layers (default 2), WaveNet dilated layers per stack (default 10).
+    /// LSTM layers (default 2), WaveNet dilated layers per stack (default 10), transformer blocks (default 4).
     #[arg(long)]
     pub layers: Option<usize>,
     /// Dense hidden width (lstm 256, wavenet 128).
@@ -68,6 +68,15 @@ pub struct TrainArgs {
     /// wavenet-gated with --attention: width of each attention head (default 32).
     #[arg(long, value_name = "D")]
     pub attention_dim: Option<usize>,
+    /// transformer: model width (default 128).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// transformer: attention heads, each width / heads wide (default 4).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// transformer: feed-forward width (default 512).
+    #[arg(long)]
+    pub ff: Option<usize>,
     /// wavenet-gated in piano-roll mode: kernel size of the dilated convs (default 2).
     #[arg(long)]
     pub kernel: Option<usize>,
@@ -168,7 +177,7 @@ pub struct TrainArgs {
 
 /// The options a resumed run takes from its checkpoint: giving one with `--resume` is an error
 /// rather than silently ignored.
-const RUN_SETTINGS: [&str; 37] = [
+const RUN_SETTINGS: [&str; 40] = [
     "data_paths",
     "tokenizer",
     "all_parts",
@@ -186,6 +195,9 @@ const RUN_SETTINGS: [&str; 37] = [
     "stacks",
     "attention",
     "attention_dim",
+    "width",
+    "heads",
+    "ff",
     "window",
     "stride",
     "batch",
@@ -344,6 +356,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             stacks: args.stacks,
             attention: attention_heads(&args.model, args.attention),
             attention_dim: args.attention_dim,
+            width: args.width,
+            heads: args.heads,
+            ff: args.ff,
         },
         optim: OptimConfig {
             batch: args.batch,

@@ -16,6 +16,7 @@ use crate::engine::Backend;
 use crate::music::midi::{write_midi, Note, WriteOptions};
 use crate::model::any::{AnyModel, ModelConfig};
 use crate::model::lstm::LstmState;
+use crate::model::transformer::TransformerCache;
 use crate::model::wavenet_gated::GatedStepper;
 use crate::data::dataset::Targets;
 use crate::model::Model;
@@ -48,7 +49,7 @@ impl Mode {
     /// the keys and values of every past position).
     pub fn resolve(self, cfg: &ModelConfig) -> Result<Mode, String> {
         let has_incremental = match cfg {
-            ModelConfig::Lstm(_) => true,
+            ModelConfig::Lstm(_) | ModelConfig::Transformer(_) => true,
             ModelConfig::WavenetGated(c) => c.receptive_field() <= c.window && c.attention == 0,
             ModelConfig::Wavenet(_) => false,
         };
@@ -97,6 +98,8 @@ pub struct Generator<'a, B: Backend> {
     ids: B::Ids,
     lstm_state: Option<LstmState<B>>,
     gated: Option<GatedStepper>,
+    /// The Transformer's key/value caches (incremental mode).
+    cache: Option<TransformerCache<B>>,
     /// Logits of the next token once primed (incremental mode).
     pending: Option<Vec<f32>>,
     /// The copy mixture mixed into every next-token distribution ([`crate::model::copy`]).
@@ -143,7 +146,7 @@ impl<'a, B: Backend> Generator<'a, B> {
                 .map_err(|e| format!("{e}; --sliding-window needs no queues"))?;
         }
         let vocab_len = model.vocab();
-        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, pending: None, copy: None })
+        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, cache: None, pending: None, copy: None })
     }
 
     pub fn mode(&self) -> Mode {
@@ -166,6 +169,7 @@ impl<'a, B: Backend> Generator<'a, B> {
             match &mut self.model {
                 AnyModel::Lstm(m) => self.lstm_state = Some(m.zero_state(self.b, 1)),
                 AnyModel::WavenetGated(m) => self.gated = Some(GatedStepper::new(self.b, m)),
+                AnyModel::Transformer(m) => self.cache = Some(TransformerCache::new(self.b, m, 1)),
                 AnyModel::Wavenet(_) => unreachable!("resolved in Generator::new"),
             }
             for &id in prime {
@@ -209,6 +213,12 @@ impl<'a, B: Backend> Generator<'a, B> {
                     self.b.read(&out.buf, self.vocab_len)
                 }
                 (AnyModel::WavenetGated(_), _, Some(stepper)) => stepper.step(id)?,
+                (AnyModel::Transformer(m), _, _) => {
+                    let cache = self.cache.as_mut().expect("the cache is made by prime");
+                    self.b.write_ids(&mut self.ids, &[id]);
+                    m.step(self.b, &self.ids, cache);
+                    self.b.read(&m.logits().buf, self.vocab_len)
+                }
                 _ => unreachable!("the incremental state is made by prime"),
             };
             self.pending = Some(logits);

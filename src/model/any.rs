@@ -3,6 +3,7 @@
 //! the LSTM's one-step inference).
 
 use super::lstm::{LstmConfig, LstmModel};
+use super::transformer::{Transformer, TransformerConfig};
 use super::wavenet::{Wavenet, WavenetConfig};
 use super::wavenet_gated::{GatedConfig, WavenetGated, DEFAULT_ATTENTION_DIM};
 use super::Model;
@@ -12,7 +13,7 @@ use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 /// The names `--model` accepts.
-pub const MODEL_NAMES: [&str; 4] = ["lstm", "lstm-seq", "wavenet", "wavenet-gated"];
+pub const MODEL_NAMES: [&str; 5] = ["lstm", "lstm-seq", "wavenet", "wavenet-gated", "transformer"];
 
 /// A model's kind and sizes: everything needed to rebuild it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,8 @@ pub enum ModelConfig {
     Wavenet(WavenetConfig),
     /// The gated WaveNet with residual and skip connections (many-to-many).
     WavenetGated(GatedConfig),
+    /// The Transformer with relative attention (many-to-many).
+    Transformer(TransformerConfig),
 }
 
 /// Sizes a user may override; `None` keeps the model's default.
@@ -40,6 +43,10 @@ pub struct Sizes {
     /// wavenet-gated: attention heads (0 = none) and the width of each.
     pub attention: Option<usize>,
     pub attention_dim: Option<usize>,
+    /// transformer: model width, attention heads, feed-forward width.
+    pub width: Option<usize>,
+    pub heads: Option<usize>,
+    pub ff: Option<usize>,
 }
 
 impl ModelConfig {
@@ -52,7 +59,22 @@ impl ModelConfig {
                 None => Ok(()),
             }
         };
+        if name != "transformer" {
+            unused(&[("width", sizes.width), ("heads", sizes.heads), ("ff", sizes.ff)])?;
+        }
         let cfg = match name {
+            "transformer" => {
+                unused(&[("embed", sizes.embed), ("hidden", sizes.hidden), ("dense", sizes.dense), ("channels", sizes.channels)])?;
+                unused(&[("residual", sizes.residual), ("skip", sizes.skip), ("stacks", sizes.stacks)])?;
+                unused(&[("attention", sizes.attention), ("attention-dim", sizes.attention_dim)])?;
+                let mut c = TransformerConfig::new(vocab, window);
+                c.width = sizes.width.unwrap_or(c.width);
+                c.heads = sizes.heads.unwrap_or(c.heads);
+                c.ff = sizes.ff.unwrap_or(c.ff);
+                c.layers = sizes.layers.unwrap_or(c.layers);
+                c.validate()?;
+                ModelConfig::Transformer(c)
+            }
             "lstm" | "lstm-seq" => {
                 unused(&[("channels", sizes.channels), ("residual", sizes.residual), ("skip", sizes.skip), ("stacks", sizes.stacks)])?;
                 unused(&[("attention", sizes.attention), ("attention-dim", sizes.attention_dim)])?;
@@ -105,6 +127,7 @@ impl ModelConfig {
             ModelConfig::Lstm(_) => "lstm",
             ModelConfig::Wavenet(_) => "wavenet",
             ModelConfig::WavenetGated(_) => "wavenet-gated",
+            ModelConfig::Transformer(_) => "transformer",
         }
     }
 
@@ -113,6 +136,7 @@ impl ModelConfig {
             ModelConfig::Lstm(c) => c.vocab,
             ModelConfig::Wavenet(c) => c.vocab,
             ModelConfig::WavenetGated(c) => c.vocab,
+            ModelConfig::Transformer(c) => c.vocab,
         }
     }
 
@@ -120,7 +144,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Lstm(c) if c.seq => Targets::Every,
             ModelConfig::Lstm(_) | ModelConfig::Wavenet(_) => Targets::Last,
-            ModelConfig::WavenetGated(_) => Targets::Every,
+            ModelConfig::WavenetGated(_) | ModelConfig::Transformer(_) => Targets::Every,
         }
     }
 
@@ -150,6 +174,12 @@ impl ModelConfig {
                 t * e * r + blocks * t * k * r * 2 * r + (blocks - 1) * t * r * r + blocks * t * r * s + t * s * s + t * s * v
                     + attention
             }
+            ModelConfig::Transformer(c) => {
+                let (v, d, f, l) = (c.vocab as u64, c.width as u64, c.ff as u64, c.layers as u64);
+                // Per token and block: qkv, proj, fc and mlp.proj; then the causal half of the
+                // T x T scores, relative logits and weighted sum (1.5 T^2 d per block); the head.
+                t * l * (4 * d * d + 2 * d * f) + l * 3 * t * t * d / 2 + t * d * v
+            }
         }
     }
 }
@@ -162,6 +192,7 @@ pub enum AnyModel<B: Backend> {
     Lstm(LstmModel<B>),
     Wavenet(Wavenet<B>),
     WavenetGated(WavenetGated<B>),
+    Transformer(Transformer<B>),
 }
 
 impl<B: Backend> AnyModel<B> {
@@ -185,6 +216,16 @@ impl<B: Backend> AnyModel<B> {
                 let c = GatedConfig { window, ..c.clone() };
                 AnyModel::WavenetGated(WavenetGated::new(b, &c, max_batch, rng))
             }
+            ModelConfig::Transformer(c) => {
+                c.validate()?;
+                if window != c.window {
+                    return Err(format!(
+                        "--window {window}: the transformer's relative table covers windows of exactly {} tokens (its training window)",
+                        c.window
+                    ));
+                }
+                AnyModel::Transformer(Transformer::new(b, c, max_batch, rng))
+            }
         })
     }
 
@@ -193,6 +234,7 @@ impl<B: Backend> AnyModel<B> {
             AnyModel::Lstm(m) => m,
             AnyModel::Wavenet(m) => m,
             AnyModel::WavenetGated(m) => m,
+            AnyModel::Transformer(m) => m,
         }
     }
 
@@ -201,6 +243,7 @@ impl<B: Backend> AnyModel<B> {
             AnyModel::Lstm(m) => m,
             AnyModel::Wavenet(m) => m,
             AnyModel::WavenetGated(m) => m,
+            AnyModel::Transformer(m) => m,
         }
     }
 }

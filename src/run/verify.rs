@@ -77,6 +77,21 @@ pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             linear(&mut out, "post1", vec![s, s, 1]);
             linear(&mut out, "post2", vec![v, s, 1]);
         }
+        ModelConfig::Transformer(c) => {
+            let (v, d, f) = (c.vocab, c.width, c.ff);
+            out.push(("emb.weight".into(), vec![v, d]));
+            for l in 0..c.layers {
+                linear(&mut out, &format!("blocks.{l}.ln1"), vec![d]);
+                out.push((format!("blocks.{l}.attn.rel"), vec![c.heads, c.window, c.head_dim()]));
+                linear(&mut out, &format!("blocks.{l}.attn.qkv"), vec![d.saturating_mul(3), d]);
+                linear(&mut out, &format!("blocks.{l}.attn.proj"), vec![d, d]);
+                linear(&mut out, &format!("blocks.{l}.ln2"), vec![d]);
+                linear(&mut out, &format!("blocks.{l}.mlp.fc"), vec![f, d]);
+                linear(&mut out, &format!("blocks.{l}.mlp.proj"), vec![d, f]);
+            }
+            linear(&mut out, "ln_f", vec![d]);
+            linear(&mut out, "head", vec![v, d]);
+        }
     }
     out
 }
@@ -89,6 +104,7 @@ pub fn param_tensors(cfg: &ModelConfig) -> f64 {
         ModelConfig::WavenetGated(c) => {
             5.0 + 6.0 * c.layers as f64 * c.stacks as f64 + if c.attention_channels() > 0 { 8.0 } else { 0.0 }
         }
+        ModelConfig::Transformer(c) => 5.0 + 13.0 * c.layers as f64,
     }
 }
 
@@ -128,6 +144,12 @@ pub fn param_count(cfg: &ModelConfig) -> f64 {
                 + (s * s + s)
                 + (v * s + v)
                 + attention_params(c)
+        }
+        ModelConfig::Transformer(c) => {
+            let (v, d, f, l, w) = (u(c.vocab), u(c.width), u(c.ff), u(c.layers), u(c.window));
+            // Per block: ln1, ln2 (2d each), rel (H x W x D = W d), qkv, proj, fc, mlp.proj.
+            let block = 4.0 * d + w * d + (3.0 * d * d + 3.0 * d) + (d * d + d) + (f * d + f) + (d * f + d);
+            v * d + l * block + 2.0 * d + (v * d + v)
         }
     }
 }
@@ -234,6 +256,11 @@ pub fn check_meta(meta: &Meta, tokenizer: &dyn Tokenizer) -> Result<(), String> 
                 .ok_or_else(|| format!("the wavenet model reads {} tokens, the data's window is {}", c.window, d.window))
         }),
         ModelConfig::WavenetGated(c) => c.validate(),
+        ModelConfig::Transformer(c) => c.validate().and_then(|()| {
+            (c.window == d.window)
+                .then_some(())
+                .ok_or_else(|| format!("the transformer's relative table covers {} tokens, the data's window is {}", c.window, d.window))
+        }),
     };
     model_check?;
     if meta.progress.best_val_loss.is_nan() || meta.progress.best_val_loss < 0.0 {
@@ -301,6 +328,17 @@ impl Footprint {
                 let q = if queues && c.attention == 0 { u(c.stacks) * (u(c.kernel) - 1.0) * (2f64.powi(c.layers.min(1000) as i32) - 1.0) * r } else { 0.0 };
                 let attn_largest = if c.attention > 0 { (n * heads * t).max(n * hd) } else { 0.0 };
                 (a, (n * 2.0 * r).max(n * v).max(n * s).max(attn_largest), q)
+            }
+            ModelConfig::Transformer(c) => {
+                let (v, d, f, l, h) = (u(c.vocab), u(c.width), u(c.ff), u(c.layers), u(c.heads));
+                // Per block: ln1.y, ln2.y, qkv.y (3d), out, proj.y (attn and mlp), dout, dqkv (3d),
+                // fc.y and act (2F), p (H T per row); the 2L+1 residual streams; emb, ln_f.y and
+                // the four d-wide and two F-wide scratch rows; logits, their gradient and the
+                // stepper's copy (3V). Generation's caches (queues): 2 x window x d per block.
+                let block = n * (12.0 * d + 2.0 * f + h * t);
+                let a = l * block + (2.0 * l + 1.0) * n * d + 6.0 * n * d + 2.0 * n * f + 3.0 * n * v;
+                let q = if queues { l * 2.0 * u(c.window) * d } else { 0.0 };
+                (a, (n * v).max(n * 3.0 * d).max(n * f).max(n * h * t), q)
             }
         };
         Footprint { params: bytes(8.0 * p), activations: bytes(acts), queues: bytes(q), largest_buffer: bytes(largest) }
