@@ -200,3 +200,27 @@ fn wavenet_gated_has_the_default_recipes_attention_heads() {
     etude_ok(&tiny_train("wavenet-gated", "cpu", "plain", "1", &["--sample-length", "0"]), dir);
     assert_eq!(heads("plain"), (0, 0));
 }
+
+/// `etude bench train --attention H --attention-dim D` times the default model as `etude train`
+/// builds it: the report names the heads, and the parameters grow by exactly the attention
+/// layer's (q, k, v: S -> H*D and o: H*D -> S, with biases). Without the option the bench keeps
+/// the plain gated WaveNet (the PyTorch peers' protocol); on another model it is a one-line error.
+#[test]
+fn bench_train_takes_the_attention_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tiny = ["bench", "train", "--model", "wavenet-gated", "--batch", "1", "--window", "8", "--vocab", "11"];
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let (out, _) = etude_ok(&[&tiny[..], &["--steps", "1", "--warmup", "0", "--json"], extra].concat(), dir);
+        serde_json::from_str(out.trim()).expect("one JSON object")
+    };
+    let plain = report(&[]);
+    let attn = report(&["--attention", "2", "--attention-dim", "4"]);
+    assert!(plain.get("attention_heads").is_none(), "{plain}");
+    assert_eq!((attn["attention_heads"].as_u64(), attn["attention_dim"].as_u64()), (Some(2), Some(4)), "{attn}");
+    let (s, hd) = (etude::model::wavenet_gated::GatedConfig::new(11, 8).skip as u64, 2 * 4);
+    let added = attn["params"].as_u64().unwrap() - plain["params"].as_u64().unwrap();
+    assert_eq!(added, 3 * (s * hd + hd) + (hd * s + s), "{plain}\n{attn}");
+    let lstm = ["bench", "train", "--model", "lstm", "--attention", "2", "--steps", "1"];
+    one_line_error(&lstm, dir, &["--attention does not apply to the lstm model"]);
+}

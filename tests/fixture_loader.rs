@@ -2,7 +2,7 @@ mod common;
 
 #[test]
 fn fixtures_load_with_their_parameters() {
-    for name in ["lstm", "lstm_seq", "wavenet_simple", "wavenet_simple_L10", "wavenet_gated", "wavenet_gated_L10"] {
+    for name in ["lstm", "lstm_seq", "wavenet_simple", "wavenet_simple_L10", "wavenet_gated", "wavenet_gated_L10", "wavenet_gated_attention"] {
         let f = common::Fixture::load(name);
         let params = f.params();
         assert!(!params.is_empty(), "{name}: no parameters listed");

@@ -1,5 +1,6 @@
 //! Both WaveNets on the CPU backend reproduce the PyTorch fixtures: logits, loss, every gradient,
-//! the weights after one Adam step, and the loss after it.
+//! the weights after one Adam step, and the loss after it; the gated one also with its causal
+//! attention layer (etude's default model, `wavenet_gated_attention`).
 mod common;
 mod wavenet_util;
 
@@ -29,6 +30,12 @@ fn wavenet_gated() {
 #[test]
 fn wavenet_gated_l10() {
     run_gated(&CpuBackend::new(), "wavenet_gated_L10");
+}
+
+/// The default model: two heads of width 3 after the skip sum (../shared/peers/torch_attention.py).
+#[test]
+fn wavenet_gated_attention() {
+    run_gated(&CpuBackend::new(), "wavenet_gated_attention");
 }
 
 /// PyTorch-default initialisation: same seed, same weights; every weight inside its bound.

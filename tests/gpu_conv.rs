@@ -1,5 +1,6 @@
-//! The GPU Conv1d against the CPU one, both WaveNets on the GPU against the PyTorch fixtures, and
-//! the training curves of both backends against each other.
+//! The GPU Conv1d against the CPU one, both WaveNets on the GPU against the PyTorch fixtures (the
+//! gated one also with its attention layer, the default model), and the training curves of both
+//! backends against each other.
 //!
 //! One device is shared by all tests (`OnceLock`); with no adapter the tests fail saying how to
 //! get one (the software Vulkan driver, lavapipe, is enough). Shapes are small: lavapipe is slow.
@@ -130,6 +131,11 @@ fn gpu_wavenet_gated_fixture() {
 #[test]
 fn gpu_wavenet_gated_l10_fixture() {
     run_gated(gpu(), "wavenet_gated_L10");
+}
+
+#[test]
+fn gpu_wavenet_gated_attention_fixture() {
+    run_gated(gpu(), "wavenet_gated_attention");
 }
 
 /// Steps compared between the backends: the length of the CPU training test (tests/train_wavenet.rs).

@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn a_tiny_train_bench_reports_consistent_numbers() {
         let b = CpuBackend::new();
-        let opts = TrainOptions { model: "lstm-seq".into(), batch: 2, window: 8, vocab: 11, steps: 3, warmup: 1, seed: 1 };
+        let opts = TrainOptions { model: "lstm-seq".into(), batch: 2, window: 8, vocab: 11, steps: 3, warmup: 1, seed: 1, ..TrainOptions::default() };
         let r = train(&b, &opts).unwrap();
         assert_eq!(r.steps, 3);
         assert!(r.step_ms_min <= r.step_ms_median && r.step_ms_median <= r.step_ms_max);
@@ -211,7 +211,7 @@ mod tests {
     /// shares add up to one, and the CPU (no device timestamps) says so instead of reporting.
     #[test]
     fn a_tiny_step_profile_adds_up() {
-        let opts = TrainOptions { model: "lstm".into(), batch: 2, window: 8, vocab: 11, steps: 2, warmup: 1, seed: 1 };
+        let opts = TrainOptions { model: "lstm".into(), batch: 2, window: 8, vocab: 11, steps: 2, warmup: 1, seed: 1, ..TrainOptions::default() };
         let err = step_profile(&CpuBackend::new(), &opts).unwrap_err();
         assert!(err.contains("no device timestamps"), "{err}");
         let g = GpuBackend::new(None).expect("a GPU adapter (lavapipe is enough)");

@@ -26,11 +26,34 @@ pub struct TrainOptions {
     /// Untimed steps first.
     pub warmup: usize,
     pub seed: u64,
+    /// wavenet-gated: attention heads and their width, as `etude train --attention H
+    /// --attention-dim D` (None: no attention layer, the peers' plain gated WaveNet; the width
+    /// defaults to 32 with heads). Refused on the other models.
+    pub attention: Option<usize>,
+    pub attention_dim: Option<usize>,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { model: "lstm".into(), batch: 128, window: 128, vocab: 300, steps: 20, warmup: 5, seed: 0 }
+        TrainOptions {
+            model: "lstm".into(),
+            batch: 128,
+            window: 128,
+            vocab: 300,
+            steps: 20,
+            warmup: 5,
+            seed: 0,
+            attention: None,
+            attention_dim: None,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// The model: default sizes, with the attention options.
+    fn config(&self) -> Result<ModelConfig, String> {
+        let sizes = Sizes { attention: self.attention, attention_dim: self.attention_dim, ..Sizes::default() };
+        ModelConfig::from_name(&self.model, self.vocab, self.window, &sizes)
     }
 }
 
@@ -50,6 +73,11 @@ pub struct TrainReport {
     pub batch: usize,
     #[serde(rename = "T")]
     pub window: usize,
+    /// Attention heads and their width (wavenet-gated with `--attention`; absent without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_dim: Option<usize>,
     pub params: usize,
     pub warmup: usize,
     pub steps: usize,
@@ -94,7 +122,11 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
     if opts.batch == 0 || opts.window == 0 || opts.vocab < 2 || opts.steps == 0 {
         return Err("bench train: batch, window and steps must be at least 1 and vocab at least 2".into());
     }
-    let cfg = ModelConfig::from_name(&opts.model, opts.vocab, opts.window, &Sizes::default())?;
+    let cfg = opts.config()?;
+    let heads = match &cfg {
+        ModelConfig::WavenetGated(c) if c.attention > 0 => Some((c.attention, c.attention_dim)),
+        _ => None,
+    };
     let mut rng = Rng::new(opts.seed);
     let mut model = AnyModel::new(b, &cfg, opts.batch, opts.window, &mut rng)?;
     let params: usize = model.params().iter().map(|p| p.value.len()).sum();
@@ -141,6 +173,8 @@ pub fn train<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<TrainReport,
         vocab: opts.vocab,
         batch: opts.batch,
         window: opts.window,
+        attention_heads: heads.map(|h| h.0),
+        attention_dim: heads.map(|h| h.1),
         params,
         warmup: opts.warmup,
         steps: opts.steps,
@@ -194,7 +228,7 @@ pub fn step_profile<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<Vec<S
     if opts.batch == 0 || opts.window == 0 || opts.vocab < 2 || opts.steps == 0 {
         return Err("step profile: batch, window and steps must be at least 1 and vocab at least 2".into());
     }
-    let cfg = ModelConfig::from_name(&opts.model, opts.vocab, opts.window, &Sizes::default())?;
+    let cfg = opts.config()?;
     let mut rng = Rng::new(opts.seed);
     let mut model = AnyModel::new(b, &cfg, opts.batch, opts.window, &mut rng)?;
     let mut adam = Adam::new(b, model.params(), AdamParams::default(), 0.0);
@@ -241,9 +275,13 @@ pub fn step_profile<B: BenchBackend>(b: &B, opts: &TrainOptions) -> Result<Vec<S
 
 /// A human-readable line for a training report.
 pub fn format_train(r: &TrainReport) -> String {
+    let model = match (r.attention_heads, r.attention_dim) {
+        (Some(h), Some(d)) => format!("{} + attention {h}x{d}", r.model),
+        _ => r.model.clone(),
+    };
     let mut s = format!(
         "{:<14} {} ({}) {} B={} T={} V={}: step {:.1} ms median (min {:.1}, max {:.1}), {:.1} windows/s, {:.0} targets/s, {:.1} GFLOP/s, loss {:.3} -> {:.3}",
-        r.model,
+        model,
         r.backend,
         r.device,
         r.precision,

@@ -12,6 +12,7 @@ use serde::Serialize;
 #[command(after_help = "Examples:
   etude bench train --model lstm --backend cpu                 # batch 128, window 128, V = 300
   etude bench train --model wavenet-gated --steps 10 --json    # one JSON object per line
+  etude bench train --model wavenet-gated --attention 4        # the default model's layers (no dropout)
   etude bench generate --model lstm                            # ms per token, incremental and sliding window
   etude bench kernels --backend both                           # every op at the models' shapes
   etude bench kernels --backend gpu --only lstm                # the ops whose label contains \"lstm\"
@@ -71,6 +72,14 @@ pub struct TrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// wavenet-gated: heads of the causal attention layer after the skip sum, as `etude train
+    /// --attention` (the default recipe's is 4). Default: none, the plain gated WaveNet of the
+    /// PyTorch peers' protocol.
+    #[arg(long, value_name = "HEADS")]
+    pub attention: Option<usize>,
+    /// wavenet-gated with --attention: width of each attention head (default 32).
+    #[arg(long, value_name = "D")]
+    pub attention_dim: Option<usize>,
     /// GPU storage of weights and activations: f32, f16 (--backend gpu, an adapter with
     /// SHADER_F16), or both: f32 then f16 in this one process, and their ratio.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "both"])]
@@ -231,6 +240,8 @@ fn train<B: BenchBackend>(b: &B, a: &TrainArgs) -> Result<bench::TrainReport, St
         steps: a.steps,
         warmup: a.warmup,
         seed: a.seed,
+        attention: a.attention,
+        attention_dim: a.attention_dim,
     };
     let r = bench::train(b, &opts)?;
     emit(a.json, &r, bench::format_train)?;

@@ -204,6 +204,15 @@ pub fn check_grad(name: &str, got: &[f32], reference: &[f64]) -> Result<(), Stri
     Ok(())
 }
 
+/// A gradient that is zero in exact arithmetic (a key bias: the softmax ignores it), against the
+/// fixture's rounding noise (~1e-19 in f64, ~1e-10 in float32 PyTorch): absolute, within 1e-4 of
+/// the largest gradient of the weight beside it, `scale_ref` (fixtures README, "Gradients that are
+/// zero in exact arithmetic"). A missing or wrong term would be of the order of that weight's.
+pub fn check_zero_grad(name: &str, got: &[f32], reference: &[f64], scale_ref: &[f64]) -> Result<(), String> {
+    let scale = scale_ref.iter().fold(0.0f64, |m, &r| m.max(r.abs()));
+    check_abs(name, got, reference, 1e-4 * scale)
+}
+
 /// Weights after one Adam step: absolute 2e-5 (fixtures README: float32 drifts up to 1.2e-5 where
 /// |g| is near eps; elsewhere the step is +-0.01 to within 1e-7).
 pub const ADAM1_TOL: f64 = 2e-5;

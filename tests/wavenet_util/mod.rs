@@ -1,7 +1,7 @@
 //! Shared by the WaveNet tests (CPU and GPU): the fixture check, and a small training run.
 #![allow(dead_code)]
 
-use crate::common::{adam1_failures, check_abs, check_grad, Fixture, ADAM1_TOL, LOSS_TOL};
+use crate::common::{adam1_failures, check_abs, check_grad, check_zero_grad, Fixture, ADAM1_TOL, LOSS_TOL};
 use etude::engine::arena::zero_grads;
 use etude::engine::Xent;
 use etude::engine::{Adam, AdamParams, Backend};
@@ -64,15 +64,21 @@ pub fn check_model<B: Backend, M: Model<B>>(b: &B, m: &mut M, f: &Fixture) {
 
     zero_grads(b, m.params_mut());
     m.backward(b, &x, &dlogits, batch);
+    // Gradients that are zero in exact arithmetic (the fixture lists them, with the weight whose
+    // largest gradient sets their scale) hold only rounding noise: an absolute bound, not check_grad.
+    let zero_exact = &f.json["grad_zero_in_exact_arithmetic"];
     for p in m.params() {
-        check_grad(
-            &format!("{}: grad.{}", f.name, p.name),
-            &p.grad.to_vec(b),
-            &f.get(&format!("grad.{}", p.name)).data,
-        )
+        let label = format!("{}: grad.{}", f.name, p.name);
+        let (got, want) = (p.grad.to_vec(b), &f.get(&format!("grad.{}", p.name)).data);
+        match zero_exact[p.name.as_str()]["scale_of"].as_str() {
+            Some(scale_of) => check_zero_grad(&label, &got, want, &f.get(&format!("grad.{scale_of}")).data),
+            None => check_grad(&label, &got, want),
+        }
         .unwrap();
     }
 
+    // For those noise gradients one Adam step moves the weight by lr * g / (|g| + eps), up to lr
+    // in the noise's sign; check_adam1 allows exactly the move our accepted gradient makes.
     let failures = adam1_failures(b, m, f, &format!("{}: ", f.name), ADAM1_TOL);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let after = loss_of(b, m, &x, &y, &mut dlogits, batch);
@@ -95,6 +101,7 @@ fn simple_config(f: &Fixture) -> WavenetConfig {
 }
 
 fn gated_config(f: &Fixture) -> GatedConfig {
+    let attention = attention_config(f);
     GatedConfig {
         vocab: dim(f, "V"),
         window: dim(f, "T"),
@@ -104,9 +111,24 @@ fn gated_config(f: &Fixture) -> GatedConfig {
         kernel: hyper(f, "K"),
         layers: hyper(f, "L"),
         stacks: 1,
-        attention: 0,
-        attention_dim: 0,
+        attention: attention.map_or(0, |a| a.0),
+        attention_dim: attention.map_or(0, |a| a.1),
     }
+}
+
+/// Heads and head width of a fixture with an `attention` section (`wavenet_gated_attention`,
+/// `../shared/peers/torch_attention.py`), after checking that its other settings are the ones
+/// etude's attention has: key shift 1, scale 1/sqrt(D), one stack, no dropout. None without one.
+fn attention_config(f: &Fixture) -> Option<(usize, usize)> {
+    let a = &f.json["attention"];
+    if a.is_null() {
+        return None;
+    }
+    let get = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("{}: attention.{k}", f.name));
+    let (heads, dim) = (get("heads") as usize, get("dim") as usize);
+    assert_eq!((get("shift"), get("stacks"), get("dropout")), (1.0, 1.0, 0.0), "{}: shift, stacks, dropout", f.name);
+    assert!((get("scale") - 1.0 / (dim as f64).sqrt()).abs() < 1e-12, "{}: scale", f.name);
+    Some((heads, dim))
 }
 
 pub fn run_simple<B: Backend>(b: &B, name: &str) {
