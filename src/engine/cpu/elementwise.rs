@@ -126,26 +126,35 @@ pub(super) fn transpose(x: &[f32], y: &mut [f32], batch: usize, rows: usize, col
 const GELU_C: f32 = 0.797_884_6;
 const GELU_A: f32 = 0.044_715;
 
-pub(super) fn gelu_fwd(x: &[f32], y: &mut [f32], n: usize) {
-    zip_chunks(&x[..n], &mut y[..n], |x, y| {
+multiversion! {
+    /// GELU over one block (vectorised: `tanh` is the branch-free fastmath one).
+    fn gelu_block(x: &[f32], y: &mut [f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
         }
-    });
+    }
 }
 
-pub(super) fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
-    let (x, dy) = (&x[..n], &dy[..n]);
-    let body = |(dx, (x, dy)): (&mut [f32], (&[f32], &[f32]))| {
+multiversion! {
+    /// `dx = dy * gelu'(x)` over one block.
+    fn gelu_bwd_block(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
             let t = tanh(GELU_C * (x + GELU_A * x * x * x));
             *d = g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x));
         }
-    };
+    }
+}
+
+pub(super) fn gelu_fwd(x: &[f32], y: &mut [f32], n: usize) {
+    zip_chunks(&x[..n], &mut y[..n], gelu_block);
+}
+
+pub(super) fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32], n: usize) {
+    let (x, dy) = (&x[..n], &dy[..n]);
     let dx = &mut dx[..n];
     if n < PAR_MIN {
-        body((dx, (x, dy)));
+        gelu_bwd_block(x, dy, dx);
     } else {
-        dx.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))).for_each(body);
+        dx.par_chunks_mut(PAR_MIN).zip(x.par_chunks(PAR_MIN).zip(dy.par_chunks(PAR_MIN))).for_each(|(dx, (x, dy))| gelu_bwd_block(x, dy, dx));
     }
 }
