@@ -86,6 +86,14 @@ fn resume_equals_uninterrupted_wavenet_gated_with_attention() {
     resume_equals_uninterrupted("wavenet-gated", &["--attention", "2", "--attention-dim", "4"]);
 }
 
+/// The Transformer (issue 26) with dropout on its embedding and residual branches (the masks are
+/// recomputed from the step, so the resumed run draws the same ones), big enough for the
+/// attention's items to run on both threads.
+#[test]
+fn resume_equals_uninterrupted_transformer() {
+    resume_equals_uninterrupted("transformer", &["--batch", "16", "--window", "32", "--dropout", "0.2"]);
+}
+
 /// Set a run's learning rate absurdly high and clipping off, in its checkpoint (what a resumed
 /// run reads its optimizer settings from).
 fn make_explosive(ck: &Path) {

@@ -82,6 +82,7 @@ pub fn tiny_sizes(model: &str) -> Vec<&'static str> {
         // Without the default recipe's attention heads: the plain gated WaveNet these tests were
         // written for (tests that want heads give --attention).
         "wavenet-gated" => vec!["--residual", "8", "--skip", "8", "--layers", "3", "--attention", "0"],
+        "transformer" => vec!["--width", "16", "--heads", "2", "--ff", "24", "--layers", "2"],
         _ => panic!("unknown model {model}"),
     }
 }

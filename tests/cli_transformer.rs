@@ -1,0 +1,43 @@
+//! `--model transformer` end to end on the CPU (issue 26): a tiny run trains, writes checkpoints
+//! whose tensors are torch_transformer.py's names and shapes, composes its sample through the
+//! key/value cache, and `generate` and `eval` read it; bad sizes are one-line errors naming the
+//! option.
+mod cli_common;
+
+use cli_common::*;
+use etude::run::checkpoint::Checkpoint;
+
+#[test]
+fn a_tiny_transformer_trains_generates_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, err) = etude_ok(&tiny_train("transformer", "cpu", "run", "2", &["--dropout", "0.1"]), dir);
+    assert!(err.contains("Incremental mode"), "the sample is composed with the cache: {err}");
+    check_run_folder(&dir.join("run"), 2);
+    let ck = Checkpoint::load(&dir.join("run/best.safetensors")).unwrap();
+    let shape = |n: &str| ck.tensor(n).map(|t| t.shape.clone());
+    assert_eq!(shape("blocks.1.attn.rel"), Some(vec![2, 16, 8]), "rel [heads, window, width / heads]");
+    assert_eq!(shape("blocks.0.attn.qkv.weight"), Some(vec![48, 16]));
+    assert_eq!(shape("blocks.1.mlp.fc.weight"), Some(vec![24, 16]));
+    assert_eq!(shape("ln_f.weight"), Some(vec![16]));
+    assert!(shape("blocks.2.ln1.weight").is_none(), "two blocks");
+
+    // Generation runs past the window (16) with the cache, in both modes.
+    let (_, err) = etude_ok(&["generate", "--model", "run/best.safetensors", "--length", "60", "--out", "a.mid", "--seed", "2"], dir);
+    check_written(dir, &err, 1);
+    let (_, err) =
+        etude_ok(&["generate", "--model", "run/best.safetensors", "--length", "60", "--out", "b.mid", "--seed", "2", "--sliding-window"], dir);
+    check_written(dir, &err, 1);
+    let (out, _) = etude_ok(&["eval", "--model", "run/best.safetensors"], dir);
+    assert!(out.contains("transformer") && out.contains("NLL"), "{out}");
+}
+
+#[test]
+fn bad_transformer_sizes_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    one_line_error(&["train", "--model", "transformer", "--width", "10", "--heads", "3"], dir, &["--heads 3 does not divide --width 10"]);
+    one_line_error(&["train", "--model", "lstm", "--heads", "2"], dir, &["--heads does not apply to the lstm model"]);
+    one_line_error(&["train", "--model", "transformer", "--attention", "2"], dir, &["--attention does not apply to the transformer model"]);
+    one_line_error(&["train", "--model", "transformer", "--ff", "0"], dir, &["--ff must be at least 1"]);
+}
