@@ -8,6 +8,7 @@ pub(crate) mod conv;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
 pub(crate) mod embedding;
+pub(crate) mod layer_norm;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod optim;
