@@ -12,5 +12,6 @@ pub(crate) mod layer_norm;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
 pub(crate) mod optim;
+pub(crate) mod rel_attention;
 pub(crate) mod roll;
 pub(crate) mod softmax_xent;
