@@ -8,6 +8,9 @@
 //   gated_fwd:    z[b, j] = tanh(a[b, j]) * sigmoid(a[b, plane + j]), a [batch, 2, plane]  (1: a, 2: z)
 //   gated_bwd:    da from a and dz                              (1: a, 2: dz, 3: da)
 //   transpose:    y[b, c, r] = x[b, r, c]                       (1: x, 2: y)
+//   gelu_fwd:     y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)   (1: x, 2: y)
+//   gelu_bwd:     dx = dy * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2)),
+//                 written, from the forward input x             (1: x, 2: dy, 3: dx)
 // Layout: row-major, element i of a flat array; `plane = r * t` for the gated unit.
 // Dispatch: 256 invocations per workgroup, one per element; the workgroup grid is 2-D (x up to
 // 65535) and the flat index is (wid.y * nwg.x + wid.x) * 256 + lid.x. transpose instead uses
@@ -32,6 +35,14 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
+}
+
+// GELU's tanh argument u = sqrt(2/pi) (x + 0.044715 x^3), clamped to +-15 where tanh is +-1 in f32
+// (1 - tanh(15) = 1.9e-13): a cubic's argument is huge for large |x| (3.6e4 at x = 100), and
+// SPIR-V's Tanh may be evaluated as its exp formula, inf / inf on some drivers (lavapipe's
+// saturates without the clamp; the clamp changes no correctly rounded f32 result).
+fn gelu_tanh(x: f32) -> f32 {
+    return tanh(clamp(0.7978846 * (x + 0.044715 * x * x * x), -15.0, 15.0));
 }
 
 // ---- fill ----
@@ -102,6 +113,15 @@ fn gated_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     out2[i] = elem(tanh(filt) * sigmoid(gate));
 }
 
+@compute @workgroup_size(256)
+fn gelu_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let x = f32(in1[i]);
+    out2[i] = elem(0.5 * x * (1.0 + gelu_tanh(x)));
+}
+
 // ---- three-buffer ops: two inputs -> one output ----
 @group(0) @binding(1) var<storage, read> a1: array<elem>;
 @group(0) @binding(2) var<storage, read> a2: array<elem>;
@@ -137,6 +157,17 @@ fn gated_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let dz = f32(a2[i]);
     out3[fi] = elem(dz * sg * (1.0 - th * th));
     out3[fi + plane] = elem(dz * th * sg * (1.0 - sg));
+}
+
+@compute @workgroup_size(256)
+fn gelu_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let x = f32(a1[i]);
+    let t = gelu_tanh(x);
+    let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978846 * (1.0 + 3.0 * 0.044715 * x * x);
+    out3[i] = elem(f32(a2[i]) * d);
 }
 
 // ---- transpose through a workgroup-memory tile ----

@@ -195,7 +195,8 @@ pub trait Backend {
 
     // ---- the Transformer's ops (see [`LayerNorm`], [`RelAttention`], [`RelDecode`]) ----------
     /// `y [rows, width]` = LayerNorm of `x` with `weight, bias [width]`; writes `stats [rows, 2]`
-    /// = `(mean, rstd)` per row for the backward.
+    /// = `(mean, rstd)` per row for the backward. `stats` holds f32 at every precision (allocate
+    /// it with [`Backend::alloc_f32`]: a mean rounded to f16 would shift every `xhat` of its row).
     fn layer_norm_fwd(&self, x: &Self::Buf, weight: &Self::Buf, bias: &Self::Buf, y: &mut Self::Buf, stats: &mut Self::Buf, ln: LayerNorm);
     /// Backward of [`Backend::layer_norm_fwd`] from `dy` and the saved `stats`; all three
     /// gradients **accumulate** (`dx` is usually a residual stream's gradient):

@@ -19,7 +19,7 @@ impl<B: Backend> LayerNorm<B> {
     pub fn new(b: &B, name: &str, width: usize, eps: f32, rows: usize) -> Self {
         let weight = Param::new(b, &format!("{name}.weight"), &[width], &vec![1.0; width]);
         let bias = Param::new(b, &format!("{name}.bias"), &[width], &vec![0.0; width]);
-        LayerNorm { weight, bias, width, eps, y: b.alloc(rows * width), stats: b.alloc(2 * rows) }
+        LayerNorm { weight, bias, width, eps, y: b.alloc(rows * width), stats: b.alloc_f32(2 * rows) }
     }
 
     fn op(&self, rows: usize) -> engine::LayerNorm {

@@ -106,7 +106,7 @@
 //! scratch.rs       the scratch store: buffers each op takes while it records (with_scratch)
 //! profile.rs       per-dispatch timestamps
 //! ops/             one file per op family:
-//!   elementwise.rs fill, add, copy_strided, activations, the WaveNet gate, transpose  (elementwise.wgsl)
+//!   elementwise.rs fill, add, copy_strided, activations, GELU, the WaveNet gate, transpose  (elementwise.wgsl)
 //!   matmul.rs      the matrix product                                   (matmul.wgsl)
 //!   bias.rs        bias add and gradient                                (bias.wgsl)
 //!   embedding.rs   embedding lookup and gradient                        (embedding.wgsl)
@@ -116,6 +116,8 @@
 //!   conv.rs        causal dilated Conv1d                                (conv1d.wgsl)
 //!   lstm.rs        the LSTM recurrence                                  (lstm.wgsl)
 //!   attention.rs   causal multi-head attention                          (attention.wgsl)
+//!   layer_norm.rs  LayerNorm                                            (layer_norm.wgsl)
+//!   rel_attention.rs attention with a relative term, its decode         (rel_attention.wgsl)
 //!   roll.rs        the piano-roll ops (RollOps)                         (bce.wgsl, bag.wgsl)
 //! ```
 
@@ -137,7 +139,7 @@ pub use profile::{by_kernel, DispatchTime, Timestamps};
 pub(crate) use buffer::{check_f32, check_same_elem};
 pub(crate) use context::{Pipe, Shader};
 pub(crate) use recorder::{f, grid_1d, grid_2d, grid_groups, u, MAX_GROUPS_PER_DIM};
-use ops::{attention, bias, conv, dropout, elementwise, embedding, lstm, matmul, optim, softmax_xent};
+use ops::{attention, bias, conv, dropout, elementwise, embedding, layer_norm, lstm, matmul, optim, rel_attention, softmax_xent};
 use recorder::{Recorded, Recorder, Recording};
 
 use super::{
@@ -316,51 +318,51 @@ impl Backend for GpuBackend {
         attention::record_bwd(&mut self.recording(), qkv, p, dout, grads, a)
     }
 
-    fn layer_norm_fwd(&self, _x: &GpuBuffer, _w: &GpuBuffer, _b: &GpuBuffer, _y: &mut GpuBuffer, _stats: &mut GpuBuffer, _ln: LayerNorm) {
-        unimplemented!("layer_norm_fwd on the GPU (issue 26, in progress)")
+    fn layer_norm_fwd(&self, x: &GpuBuffer, w: &GpuBuffer, b: &GpuBuffer, y: &mut GpuBuffer, st: &mut GpuBuffer, ln: LayerNorm) {
+        layer_norm::record_fwd(&mut self.recording(), x, w, b, y, st, ln)
     }
 
     fn layer_norm_bwd(
         &self,
-        _x: &GpuBuffer,
-        _w: &GpuBuffer,
-        _stats: &GpuBuffer,
-        _dy: &GpuBuffer,
-        _dx: &mut GpuBuffer,
-        _dw: &mut GpuBuffer,
-        _db: &mut GpuBuffer,
-        _ln: LayerNorm,
+        x: &GpuBuffer,
+        w: &GpuBuffer,
+        st: &GpuBuffer,
+        dy: &GpuBuffer,
+        dx: &mut GpuBuffer,
+        dw: &mut GpuBuffer,
+        db: &mut GpuBuffer,
+        ln: LayerNorm,
     ) {
-        unimplemented!("layer_norm_bwd on the GPU (issue 26, in progress)")
+        layer_norm::record_bwd(&mut self.recording(), x, w, st, dy, dx, dw, db, ln)
     }
 
-    fn gelu_fwd(&self, _x: &GpuBuffer, _y: &mut GpuBuffer, _n: usize) {
-        unimplemented!("gelu_fwd on the GPU (issue 26, in progress)")
+    fn gelu_fwd(&self, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
+        elementwise::record_gelu_fwd(&mut self.recording(), x, y, n)
     }
 
-    fn gelu_bwd(&self, _x: &GpuBuffer, _dy: &GpuBuffer, _dx: &mut GpuBuffer, _n: usize) {
-        unimplemented!("gelu_bwd on the GPU (issue 26, in progress)")
+    fn gelu_bwd(&self, x: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer, n: usize) {
+        elementwise::record_gelu_bwd(&mut self.recording(), x, dy, dx, n)
     }
 
-    fn rel_attention_fwd(&self, _qkv: &GpuBuffer, _rel: &GpuBuffer, _out: &mut GpuBuffer, _p: &mut GpuBuffer, _a: RelAttention) {
-        unimplemented!("rel_attention_fwd on the GPU (issue 26, in progress)")
+    fn rel_attention_fwd(&self, qkv: &GpuBuffer, rel: &GpuBuffer, out: &mut GpuBuffer, p: &mut GpuBuffer, a: RelAttention) {
+        rel_attention::record_fwd(&mut self.recording(), qkv, rel, out, p, a)
     }
 
     fn rel_attention_bwd(
         &self,
-        _qkv: &GpuBuffer,
-        _rel: &GpuBuffer,
-        _p: &GpuBuffer,
-        _dout: &GpuBuffer,
-        _dqkv: &mut GpuBuffer,
-        _drel: &mut GpuBuffer,
-        _a: RelAttention,
+        qkv: &GpuBuffer,
+        rel: &GpuBuffer,
+        p: &GpuBuffer,
+        dout: &GpuBuffer,
+        dqkv: &mut GpuBuffer,
+        drel: &mut GpuBuffer,
+        a: RelAttention,
     ) {
-        unimplemented!("rel_attention_bwd on the GPU (issue 26, in progress)")
+        rel_attention::record_bwd(&mut self.recording(), qkv, rel, p, dout, dqkv, drel, a)
     }
 
-    fn rel_attention_decode(&self, _qkv: &GpuBuffer, _kc: &GpuBuffer, _vc: &GpuBuffer, _rel: &GpuBuffer, _out: &mut GpuBuffer, _a: RelDecode) {
-        unimplemented!("rel_attention_decode on the GPU (issue 26, in progress)")
+    fn rel_attention_decode(&self, qkv: &GpuBuffer, kc: &GpuBuffer, vc: &GpuBuffer, rel: &GpuBuffer, out: &mut GpuBuffer, a: RelDecode) {
+        rel_attention::record_decode(&mut self.recording(), qkv, kc, vc, rel, out, a)
     }
 
     fn lstm_fwd(&self, xw: &GpuBuffer, w_hh: &GpuBuffer, h0: &GpuBuffer, c0: &GpuBuffer, out: LstmSeqs<&mut GpuBuffer>, l: Lstm) {

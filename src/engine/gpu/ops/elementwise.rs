@@ -1,5 +1,5 @@
 //! Elementwise ops on the GPU (`shaders/elementwise.wgsl`): fill, add, strided copies, the
-//! activations and the WaveNet gate, and the batched transpose.
+//! activations, GELU and the WaveNet gate, and the batched transpose.
 
 use crate::engine::gpu::{check_same_elem, f, grid_1d, grid_2d, u, GpuBuffer, Recording, Shader, MAX_GROUPS_PER_DIM};
 use crate::engine::{contract, Act, Strided};
@@ -81,3 +81,15 @@ pub(crate) fn record_transpose(rec: &mut Recording<'_>, x: &GpuBuffer, y: &mut G
     rec.dispatch(&ELEMENTWISE, "transpose", &[x, y], &[u(rows), u(cols)], [gx, gy, batch as u32]);
 }
 
+
+pub(crate) fn record_gelu_fwd(rec: &mut Recording<'_>, x: &GpuBuffer, y: &mut GpuBuffer, n: usize) {
+    contract::gelu("gelu_fwd", n, &[x.len(), y.len()]);
+    check_same_elem("gelu_fwd", &[("x", x), ("y", y)]);
+    elementwise(rec, "gelu_fwd", &[x, y], &[u(n)], n);
+}
+
+pub(crate) fn record_gelu_bwd(rec: &mut Recording<'_>, x: &GpuBuffer, dy: &GpuBuffer, dx: &mut GpuBuffer, n: usize) {
+    contract::gelu("gelu_bwd", n, &[x.len(), dy.len(), dx.len()]);
+    check_same_elem("gelu_bwd", &[("x", x), ("dy", dy), ("dx", dx)]);
+    elementwise(rec, "gelu_bwd", &[x, dy, dx], &[u(n)], n);
+}

@@ -29,6 +29,7 @@ pub(crate) fn record_fwd(rec: &mut Recording<'_>, qkv: &GpuBuffer, rel: &GpuBuff
     contract::rel_attention_fwd(&a, [qkv.len(), rel.len(), out.len(), p.len()]);
     check_same_elem("rel_attention_fwd", &[("qkv", qkv), ("rel", rel), ("out", out), ("p", p)]);
     let rows = a.batch * a.heads * a.time;
+    // With dim 0 the CPU twin writes nothing either (not even p).
     if rows == 0 || a.dim == 0 {
         return;
     }
@@ -59,10 +60,10 @@ pub(crate) fn record_bwd(
     }
     let words = params(&a);
     let groups = grid_1d(rows, WG);
+    let table = grid_1d(a.heads * a.time * a.dim, WG);
     rec.with_scratch("rel_attention_ds", a.p_len(), |rec, ds| {
         rec.dispatch(&REL_ATTENTION, "rel_bwd_q", &[qkv, rel, p, dout, ds, dqkv], &words, groups);
         rec.dispatch(&REL_ATTENTION, "rel_bwd_kv", &[qkv, p, dout, ds, dqkv], &words, groups);
-        let table = grid_1d(a.heads * a.time * a.dim, WG);
         rec.dispatch(&REL_ATTENTION, "rel_bwd_rel", &[qkv, ds, drel], &words, table);
     });
 }
