@@ -8,23 +8,16 @@ mod wavenet_util;
 use common::Fixture;
 use etude::engine::cpu::CpuBackend;
 use etude::engine::Backend;
-use etude::model::transformer::{Transformer, TransformerCache, TransformerConfig};
+use etude::model::transformer::{Transformer, TransformerCache};
 use etude::model::Model;
 use etude::rng::Rng;
-
-/// The fixture's sizes (`hyper`: d, H, F, L; the window is T).
-pub fn fixture_config(f: &Fixture) -> TransformerConfig {
-    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{}: {k}", f.name)) as usize;
-    let h = &f.json["hyper"];
-    TransformerConfig { vocab: n(&f.json, "V"), window: n(&f.json, "T"), width: n(h, "d"), heads: n(h, "H"), ff: n(h, "F"), layers: n(h, "L") }
-}
 
 #[test]
 fn transformer_matches_pytorch() {
     let cpu = CpuBackend::new();
     let f = Fixture::load("transformer");
     // max_batch above the fixture's batch: the arena must serve smaller batches.
-    let mut m = Transformer::new(&cpu, &fixture_config(&f), 6, &mut Rng::new(1));
+    let mut m = Transformer::new(&cpu, &wavenet_util::transformer_config(&f), 6, &mut Rng::new(1));
     wavenet_util::check_model(&cpu, &mut m, &f);
 }
 
@@ -34,7 +27,7 @@ fn transformer_matches_pytorch() {
 fn cached_steps_match_the_full_forward() {
     let cpu = CpuBackend::new();
     let f = Fixture::load("transformer");
-    let cfg = fixture_config(&f);
+    let cfg = wavenet_util::transformer_config(&f);
     let mut m = Transformer::new(&cpu, &cfg, 4, &mut Rng::new(1));
     for (name, _) in f.params() {
         m.set_param(&cpu, &name, &f.get(&format!("param.{name}")).f32()).unwrap();

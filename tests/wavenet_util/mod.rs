@@ -207,3 +207,9 @@ pub fn input_dependent<B: Backend, M: Model<B>>(b: &B, m: &mut M) -> bool {
     let l = b.read(&m.logits().buf, rows * v);
     l.chunks(row_len).any(|r| r != &l[..row_len])
 }
+
+/// The Transformer fixture's sizes (`hyper`: d, H, F, L; the window is T).
+pub fn transformer_config(f: &Fixture) -> etude::model::transformer::TransformerConfig {
+    let h = |k: &str| hyper(f, k);
+    etude::model::transformer::TransformerConfig { vocab: dim(f, "V"), window: dim(f, "T"), width: h("d"), heads: h("H"), ff: h("F"), layers: h("L") }
+}
