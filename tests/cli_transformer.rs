@@ -41,3 +41,19 @@ fn bad_transformer_sizes_are_one_line_errors() {
     one_line_error(&["train", "--model", "transformer", "--attention", "2"], dir, &["--attention does not apply to the transformer model"]);
     one_line_error(&["train", "--model", "transformer", "--ff", "0"], dir, &["--ff must be at least 1"]);
 }
+
+/// The transformer's recipe: without `--dropout` it trains with its own rate (0.1, chosen on the
+/// validation split), not the gated WaveNet's 0.3; a given `--dropout` is kept.
+#[test]
+fn the_transformer_recipe_has_its_own_dropout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let dropout_of = |run: &str| Checkpoint::load(&dir.join(run).join("last.safetensors")).unwrap().meta["optim"]["dropout"].as_f64().unwrap() as f32;
+    let mut args = tiny_train("transformer", "cpu", "own", "1", &["--sample-length", "0"]);
+    let at = args.iter().position(|a| a == "--dropout").unwrap();
+    args.drain(at..at + 2);
+    etude_ok(&args, dir);
+    assert_eq!(dropout_of("own"), 0.1);
+    etude_ok(&tiny_train("transformer", "cpu", "given", "1", &["--sample-length", "0", "--dropout", "0.25"]), dir);
+    assert_eq!(dropout_of("given"), 0.25);
+}

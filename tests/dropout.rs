@@ -100,6 +100,7 @@ fn tiny(name: &str) -> ModelConfig {
     let sizes = match name {
         "lstm" | "lstm-seq" => Sizes { embed: Some(4), hidden: Some(5), layers: Some(3), dense: Some(6), ..Default::default() },
         "wavenet" => Sizes { embed: Some(4), channels: Some(5), layers: Some(2), dense: Some(6), ..Default::default() },
+        "transformer" => Sizes { width: Some(6), heads: Some(2), ff: Some(7), layers: Some(2), ..Default::default() },
         _ => Sizes { embed: Some(4), residual: Some(5), skip: Some(6), layers: Some(3), ..Default::default() },
     };
     ModelConfig::from_name(name, V, T, &sizes).unwrap()
@@ -111,7 +112,7 @@ fn case(name: &str, seed: u64) -> ModelCase {
     ModelCase::new(b, model, BATCH, seed)
 }
 
-const MODELS: [&str; 4] = ["lstm", "lstm-seq", "wavenet", "wavenet-gated"];
+const MODELS: [&str; 5] = ["lstm", "lstm-seq", "wavenet", "wavenet-gated", "transformer"];
 
 /// Every parameter's gradient with dropout on (p = 0.5, so a forgotten scale doubles or halves
 /// a gradient), against central differences of the loss with the same mask (the same step):

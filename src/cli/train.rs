@@ -106,7 +106,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0, value_parser = super::values::non_negative_f32)]
     pub clip: f32,
     /// Inverted dropout rate in [0, 1) during training (lstm: after the embedding, between LSTM
-    /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block).
+    /// layers, before the head; wavenet: after every dilated layer; wavenet-gated: in every block;
+    /// transformer: after the embedding and on both residual branches of every block, default
+    /// 0.1).
     #[arg(long, default_value_t = DEFAULT_DROPOUT)]
     pub dropout: f32,
     /// AdamW's decoupled weight decay (PyTorch AdamW's weight_decay; 0 = off), beside --weight-decay.
@@ -227,6 +229,10 @@ pub const DEFAULT_VAL_TARGETS: usize = 20_000;
 /// `--dropout` of the default recipe (chosen on the validation split; README, "The default recipe").
 pub const DEFAULT_DROPOUT: f32 = 0.3;
 
+/// `--dropout` of the transformer's recipe when none is given (chosen on the validation split:
+/// docs/models-and-recipes.md, "The Transformer").
+pub const TRANSFORMER_DROPOUT: f32 = 0.1;
+
 /// `--attention` of the default recipe for wavenet-gated, the default model (chosen on the
 /// validation split; README, "The default recipe"). Other models have no attention layer.
 pub const DEFAULT_ATTENTION_HEADS: usize = 4;
@@ -240,9 +246,13 @@ fn attention_heads(model: &str, given: Option<usize>) -> Option<usize> {
 /// The names `--preset` accepts.
 pub const PRESETS: [&str; 1] = ["tutorial"];
 
-/// Apply `--preset` to `args`: every setting of the preset whose option was not given explicitly
-/// (`explicit(id)`, the field's name) takes the preset's value. An unknown name is an error.
+/// Apply the model's own recipe, then `--preset`, to `args`: every setting of the recipe or preset
+/// whose option was not given explicitly (`explicit(id)`, the field's name) takes its value (the
+/// transformer's dropout; the preset's settings). An unknown preset is an error.
 pub fn apply_preset(args: &mut TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    if args.model == "transformer" && !explicit("dropout") {
+        args.dropout = TRANSFORMER_DROPOUT;
+    }
     let Some(name) = args.preset.clone() else { return Ok(()) };
     if name != "tutorial" {
         return Err(format!("unknown --preset '{name}' (expected one of: {})", PRESETS.join(", ")));

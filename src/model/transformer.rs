@@ -17,7 +17,9 @@
 //! Generation: [`TransformerCache`] keeps every block's keys and values of the last `window`
 //! positions, so a token costs O(window) per block (see [`crate::engine::RelDecode`]).
 
+use super::Model;
 use crate::data::dataset::Targets;
+use crate::engine::arena::into_arena;
 use crate::engine::{Backend, Dropout, Param, Strided, Tensor};
 use crate::layers::{DropSite, Embedding, Layer, LayerNorm, Linear, RelSelfAttention};
 use crate::rng::Rng;
@@ -148,7 +150,7 @@ impl<B: Backend> Transformer<B> {
             .collect();
         let ln_f = LayerNorm::new(b, "ln_f", d, LN_EPS, rows);
         let head = Linear::new(b, "head", d, cfg.vocab, rows, rng);
-        Transformer {
+        let mut model = Transformer {
             cfg: cfg.clone(),
             max_batch,
             emb,
@@ -162,7 +164,10 @@ impl<B: Backend> Transformer<B> {
             dact: b.alloc(rows * f),
             dfc: b.alloc(rows * f),
             dropout: None,
-        }
+        };
+        // One arena for every parameter (see `crate::engine::arena`).
+        into_arena(b, model.params_mut());
+        model
     }
 
     pub fn config(&self) -> &TransformerConfig {
@@ -258,7 +263,7 @@ impl<B: Backend> TransformerCache<B> {
     }
 }
 
-impl<B: Backend> super::Model<B> for Transformer<B> {
+impl<B: Backend> Model<B> for Transformer<B> {
     fn params(&self) -> Vec<&Param<B>> {
         let mut v = self.emb.params();
         self.blocks.iter().for_each(|blk| v.extend(blk.params()));

@@ -58,12 +58,13 @@ pub fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> CpuBuf {
 }
 
 /// Runs `check` on the parameter list of every model etude trains, small, on backend `b`: the
-/// four token models (wavenet-gated with `heads` attention heads of width 3; 0: none) and both
+/// five token models (wavenet-gated with `heads` attention heads of width 3; 0: none) and both
 /// piano-roll models (named `roll NAME`).
 pub fn for_every_model<B: RollOps + 'static>(b: &B, heads: usize, mut check: impl FnMut(&str, &mut [&mut Param<B>])) {
     let sizes = Sizes { embed: Some(6), hidden: Some(12), dense: Some(10), channels: Some(5), ..Sizes::default() };
-    for name in ["lstm", "lstm-seq", "wavenet", "wavenet-gated"] {
+    for name in ["lstm", "lstm-seq", "wavenet", "wavenet-gated", "transformer"] {
         let sizes = match name {
+            "transformer" => Sizes { width: Some(6), heads: Some(2), ff: Some(9), layers: Some(2), ..Sizes::default() },
             "wavenet-gated" => Sizes {
                 embed: Some(6),
                 residual: Some(5),
