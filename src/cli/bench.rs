@@ -50,7 +50,7 @@ pub enum WhichOrBoth {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// lstm, lstm-seq, wavenet or wavenet-gated.
+    /// lstm, lstm-seq, wavenet, wavenet-gated or transformer (default sizes).
     #[arg(long, value_parser = MODEL_NAMES)]
     pub model: String,
     #[arg(long, value_enum, default_value_t = Which::Cpu)]

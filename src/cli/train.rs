@@ -33,8 +33,9 @@ pub struct TrainArgs {
     pub data_paths: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Model: lstm, lstm-seq, wavenet, wavenet-gated, transformer.
-    #[arg(long, default_value = "wavenet-gated", value_parser = MODEL_NAMES)]
+    /// Model: transformer (the default recipe's, chosen on the validation split), wavenet-gated,
+    /// lstm, lstm-seq, wavenet.
+    #[arg(long, default_value = "transformer", value_parser = MODEL_NAMES)]
     pub model: String,
     /// Embedding width (default 100).
     #[arg(long)]
@@ -226,15 +227,16 @@ const RUN_SETTINGS: [&str; 40] = [
 /// Above the built-in corpus's 13,095, so that its default run scores them all, as before.
 pub const DEFAULT_VAL_TARGETS: usize = 20_000;
 
-/// `--dropout` of the default recipe (chosen on the validation split; README, "The default recipe").
+/// `--dropout` of every model but the transformer: the gated WaveNet's recipe (chosen on the
+/// validation split, docs/models-and-recipes.md).
 pub const DEFAULT_DROPOUT: f32 = 0.3;
 
 /// `--dropout` of the transformer's recipe when none is given (chosen on the validation split:
 /// docs/models-and-recipes.md, "The Transformer").
 pub const TRANSFORMER_DROPOUT: f32 = 0.1;
 
-/// `--attention` of the default recipe for wavenet-gated, the default model (chosen on the
-/// validation split; README, "The default recipe"). Other models have no attention layer.
+/// `--attention` of wavenet-gated's recipe (the default model before the transformer; chosen on
+/// the validation split, docs/models-and-recipes.md). Other models have no attention layer.
 pub const DEFAULT_ATTENTION_HEADS: usize = 4;
 
 /// The attention heads a new run of `model` gets: `--attention` where given, else the default
