@@ -20,7 +20,7 @@ fn train_fits_the_copy_mixture_on_validation_and_eval_and_generate_use_it() {
     let dir = tmp.path();
     builtin_pieces(dir, "three", &["bethena.mid", "maple-leaf-rag.mid", "solace.mid"]);
     builtin_pieces(dir, "other", &["peacherine-rag.mid"]);
-    let small = ["--embed", "8", "--residual", "8", "--skip", "8", "--layers", "4", "--window", "32", "--batch", "4"];
+    let small = ["--model", "wavenet-gated", "--embed", "8", "--residual", "8", "--skip", "8", "--layers", "4", "--window", "32", "--batch", "4"];
     let run = ["train", "--epochs", "1", "--steps-per-epoch", "3", "--sample-length", "40", "--backend", "cpu", "--out", "r", "--data", "three"];
     let (out, _) = etude_ok(&run.iter().chain(&small).collect::<Vec<_>>(), dir);
     assert!(out.contains("with the copy mixture"), "{out}");

@@ -27,6 +27,7 @@ fn sizes(name: &str) -> Sizes {
     match name {
         "lstm" | "lstm-seq" => Sizes { embed: Some(5), hidden: Some(7), layers: Some(2), dense: Some(6), ..Default::default() },
         "wavenet" => Sizes { embed: Some(5), channels: Some(6), layers: Some(3), dense: Some(7), ..Default::default() },
+        "transformer" => Sizes { width: Some(6), heads: Some(2), ff: Some(7), layers: Some(2), ..Default::default() },
         _ => Sizes { embed: Some(5), residual: Some(6), skip: Some(7), layers: Some(3), ..Default::default() },
     }
 }
@@ -56,7 +57,7 @@ fn every_model_is_scored_on_the_same_pairs_at_its_last_position() {
         let mut stepper = Stepper::new(&b, &model, batch);
         let (nll, hits, all) = score_model(&b, &mut model, &mut stepper, &s, batch, None);
         assert_eq!(nll.len(), s.len(), "{name}");
-        assert_eq!(all.is_some(), matches!(name, "lstm-seq" | "wavenet-gated"), "{name}");
+        assert_eq!(all.is_some(), matches!(name, "lstm-seq" | "wavenet-gated" | "transformer"), "{name}");
         // Each target again, alone, from the logits row that reads the whole window.
         let mut ids = b.alloc_ids(batch * T);
         for j in 0..s.len() {

@@ -287,7 +287,10 @@ mod tests {
     fn every_name_builds_and_round_trips_through_json() {
         let b = CpuBackend::new();
         for name in MODEL_NAMES {
-            let sizes = Sizes { embed: Some(4), layers: Some(2), ..Default::default() };
+            let sizes = match name {
+                "transformer" => Sizes { width: Some(4), heads: Some(2), ff: Some(6), layers: Some(2), ..Default::default() },
+                _ => Sizes { embed: Some(4), layers: Some(2), ..Default::default() },
+            };
             let cfg = ModelConfig::from_name(name, 11, 8, &sizes).unwrap();
             assert_eq!(cfg.name(), name);
             let json = serde_json::to_string(&cfg).unwrap();
