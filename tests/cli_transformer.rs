@@ -28,6 +28,15 @@ fn a_tiny_transformer_trains_generates_and_evaluates() {
     let (_, err) =
         etude_ok(&["generate", "--model", "run/best.safetensors", "--length", "60", "--out", "b.mid", "--seed", "2", "--sliding-window"], dir);
     check_written(dir, &err, 1);
+    // The transformer draws from the model alone unless --copy asks for the run's copy mixture.
+    let piece = |name: &str, extra: &[&str]| {
+        let args = [&["generate", "--model", "run/best.safetensors", "--length", "60", "--out", name, "--seed", "2"][..], extra].concat();
+        etude_ok(&args, dir);
+        std::fs::read(dir.join(name)).unwrap()
+    };
+    let a = std::fs::read(dir.join("a.mid")).unwrap();
+    assert!(piece("plain.mid", &["--no-copy"]) == a, "the default is --no-copy");
+    assert!(piece("mixed.mid", &["--copy"]) != a, "--copy mixes the copy distribution in");
     let (out, _) = etude_ok(&["eval", "--model", "run/best.safetensors"], dir);
     assert!(out.contains("transformer") && out.contains("NLL"), "{out}");
 }

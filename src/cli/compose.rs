@@ -36,8 +36,9 @@ pub struct PieceOptions {
     pub soundfont: Option<PathBuf>,
     /// The token cache the prime's corpus is read through (`None`: read in memory).
     pub cache: Option<PathBuf>,
-    /// Mix the checkpoint's copy mixture (when it has one) into every draw.
-    pub copy: bool,
+    /// Mix the checkpoint's copy mixture (when it has one) into every draw: `None` is the model's
+    /// default ([`etude::generate::copies_by_default`]).
+    pub copy: Option<bool>,
 }
 
 /// The sampling options (the `<unk>` ban is added from the checkpoint's vocabulary).
@@ -65,7 +66,7 @@ impl PieceOptions {
             wav: true,
             soundfont: None,
             cache,
-            copy: true,
+            copy: None,
         }
     }
 }
@@ -123,7 +124,7 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
     for out in &opts.outputs {
         let prime = prime_ids(loaded, opts, &mut rng)?;
         let mut gen = Generator::new(b, loaded, opts.mode, origin)?;
-        if !opts.copy {
+        if !opts.copy.unwrap_or_else(|| etude::generate::copies_by_default(&loaded.meta.model)) {
             gen.set_copy(None);
         }
         let started = Instant::now();

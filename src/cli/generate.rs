@@ -41,9 +41,13 @@ pub struct GenArgs {
     #[arg(long)]
     pub greedy: bool,
     /// Draw from the model alone, without the checkpoint's copy mixture (what followed earlier
-    /// matches of the window's end; see the README).
-    #[arg(long)]
+    /// matches of the window's end; see the README). The transformer's default.
+    #[arg(long, conflicts_with = "copy")]
     pub no_copy: bool,
+    /// Mix the checkpoint's copy mixture into every draw: the default for every model but the
+    /// transformer, whose pieces loop with it (it copies well enough by itself).
+    #[arg(long)]
+    pub copy: bool,
     /// A MIDI file whose tokens start the piece (default: a random window of the training corpus).
     #[arg(long, value_name = "FILE.mid")]
     pub prime: Option<PathBuf>,
@@ -118,7 +122,13 @@ impl GenArgs {
             wav: self.wav,
             soundfont: self.soundfont.clone(),
             cache: self.cache.dir(),
-            copy: !self.no_copy,
+            copy: if self.copy {
+                Some(true)
+            } else if self.no_copy {
+                Some(false)
+            } else {
+                None
+            },
         }
     }
 
