@@ -232,7 +232,7 @@ pub const DEFAULT_VAL_TARGETS: usize = 20_000;
 pub const DEFAULT_DROPOUT: f32 = 0.3;
 
 /// `--dropout` of the transformer's recipe when none is given (chosen on the validation split:
-/// docs/models-and-recipes.md, "The Transformer").
+/// docs/models-and-recipes.md, "The default recipe").
 pub const TRANSFORMER_DROPOUT: f32 = 0.1;
 
 /// `--attention` of wavenet-gated's recipe (the default model before the transformer; chosen on

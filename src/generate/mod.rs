@@ -1,9 +1,12 @@
 //! `etude generate`: prime, then one token at a time, then MIDI.
 //!
 //! Two ways to get the next token's logits:
-//! * **incremental** — the LSTMs carry their state (h, c) per layer, and the gated WaveNet keeps
-//!   each block's past inputs in queues (fast WaveNet), so a token costs one step. This equals a
-//!   full forward pass over the whole history generated so far.
+//! * **incremental** — the LSTMs carry their state (h, c) per layer, the gated WaveNet keeps
+//!   each block's past inputs in queues (fast WaveNet), so a token costs one step; this equals a
+//!   full forward pass over the whole history generated so far. The Transformer keeps every block's
+//!   keys and values of the last `window` positions in a ring (a token costs O(window) per block):
+//!   inside the first window that is its full forward, past it each query sees the last `window`
+//!   positions (see [`crate::engine::RelDecode`]).
 //! * **sliding window** (the tutorial's way) — rerun the model on the last `T` tokens for every new
 //!   token. The only way for the simple WaveNet, whose dense head reads exactly one window.
 //!
