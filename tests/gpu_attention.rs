@@ -11,7 +11,7 @@ use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Attention, Backend, Qkv};
 use etude::model::wavenet_gated::{GatedConfig, WavenetGated};
 use etude::rng::Rng;
-use wavenet_util::{small_gated, train};
+use wavenet_util::{assert_curves_agree, small_gated, train};
 
 fn att(batch: usize, heads: usize, dim: usize, time: usize, shift: usize) -> Attention {
     Attention { batch, heads, dim, time, shift }
@@ -93,11 +93,5 @@ fn training_curves_agree_gated_with_attention() {
     let c = train(&cpu, &mut WavenetGated::new(&cpu, &cfg, 8, &mut Rng::new(12)), 8, STEPS, 6, 1e-2);
     let gp = train(g, &mut WavenetGated::new(g, &cfg, 8, &mut Rng::new(12)), 8, STEPS, 6, 1e-2);
     assert!(c[STEPS - 1] < 0.5 * c[0], "the run should learn: {} -> {}", c[0], c[STEPS - 1]);
-    let mut worst = 0.0f32;
-    for (i, (&a, &b)) in c.iter().zip(&gp).enumerate() {
-        let tol = 2e-5 + 2e-7 * i as f32;
-        assert!((a - b).abs() <= tol, "step {i}: cpu loss {a}, gpu loss {b} (tolerance {tol})");
-        worst = worst.max((a - b).abs());
-    }
-    eprintln!("wavenet-gated + attention: {STEPS} steps, cpu {} -> {}, largest difference {worst:e}", c[0], c[STEPS - 1]);
+    assert_curves_agree("wavenet-gated + attention", &c, &gp);
 }

@@ -13,7 +13,7 @@ use etude::engine::{Backend, Conv1d};
 use etude::model::wavenet::Wavenet;
 use etude::model::wavenet_gated::WavenetGated;
 use etude::rng::Rng;
-use wavenet_util::{input_dependent, run_gated, run_simple, small_gated, small_simple, train};
+use wavenet_util::{assert_curves_agree, input_dependent, run_gated, run_simple, small_gated, small_simple, train};
 
 fn conv(batch: usize, cin: usize, cout: usize, time: usize, k: usize, dilation: usize) -> Conv1d {
     Conv1d { batch, cin, cout, time, k, dilation }
@@ -140,21 +140,6 @@ fn gpu_wavenet_gated_attention_fixture() {
 
 /// Steps compared between the backends: the length of the CPU training test (tests/train_wavenet.rs).
 const STEPS: usize = 300;
-
-/// The same training run (same initial weights, same batches) on both backends. They round
-/// differently (summation order, fma, exp/tanh ulps) and training can amplify that, so the bound
-/// grows with the step: 2e-5 at first (f32 rounding of a loss of ~2.5 through sums of a few
-/// hundred terms is ~1e-6) plus 2e-7 per step, 8e-5 by step 300. Measured on lavapipe: at most
-/// 4.4e-7 over the 300 steps. A wrong kernel is off by far more at the first step.
-fn assert_curves_agree(name: &str, cpu: &[f32], gpu: &[f32]) {
-    let mut worst = 0.0f32;
-    for (i, (&c, &g)) in cpu.iter().zip(gpu).enumerate() {
-        let tol = 2e-5 + 2e-7 * i as f32;
-        assert!((c - g).abs() <= tol, "{name}: step {i}: cpu loss {c}, gpu loss {g} (tolerance {tol})");
-        worst = worst.max((c - g).abs());
-    }
-    eprintln!("{name}: {} steps, cpu {} -> {}, largest difference {worst:e}", cpu.len(), cpu[0], cpu[cpu.len() - 1]);
-}
 
 #[test]
 fn training_curves_agree_simple() {

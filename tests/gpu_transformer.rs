@@ -11,7 +11,7 @@ use etude::engine::Backend;
 use etude::model::transformer::{Transformer, TransformerCache, TransformerConfig};
 use etude::model::Model;
 use etude::rng::Rng;
-use wavenet_util::train;
+use wavenet_util::{assert_curves_agree, train};
 
 #[test]
 fn transformer_matches_pytorch_on_the_gpu() {
@@ -62,11 +62,5 @@ fn training_curves_agree_transformer() {
     let c = train(&cpu, &mut Transformer::new(&cpu, &cfg, 8, &mut Rng::new(12)), 8, STEPS, 6, 1e-2);
     let gp = train(g, &mut Transformer::new(g, &cfg, 8, &mut Rng::new(12)), 8, STEPS, 6, 1e-2);
     assert!(c[STEPS - 1] < 0.5 * c[0], "the run should learn: {} -> {}", c[0], c[STEPS - 1]);
-    let mut worst = 0.0f32;
-    for (i, (&a, &b)) in c.iter().zip(&gp).enumerate() {
-        let tol = 2e-5 + 2e-7 * i as f32;
-        assert!((a - b).abs() <= tol, "step {i}: cpu loss {a}, gpu loss {b} (tolerance {tol})");
-        worst = worst.max((a - b).abs());
-    }
-    eprintln!("transformer: {STEPS} steps, cpu {} -> {}, largest difference {worst:e}", c[0], c[STEPS - 1]);
+    assert_curves_agree("transformer", &c, &gp);
 }
