@@ -49,6 +49,16 @@ fn bad_transformer_sizes_are_one_line_errors() {
     one_line_error(&["train", "--model", "lstm", "--heads", "2"], dir, &["--heads does not apply to the lstm model"]);
     one_line_error(&["train", "--model", "transformer", "--attention", "2"], dir, &["--attention does not apply to the transformer model"]);
     one_line_error(&["train", "--model", "transformer", "--ff", "0"], dir, &["--ff must be at least 1"]);
+
+    // A checkpoint whose data window is longer than its relative table (16 distances) is refused
+    // by every command that reads it, in one line naming both.
+    etude_ok(&tiny_train("transformer", "cpu", "run", "1", &["--sample-length", "0"]), dir);
+    let mut c = Checkpoint::load(&dir.join("run/best.safetensors")).unwrap();
+    c.meta["data"]["data"]["window"] = serde_json::json!(32);
+    c.save(&dir.join("long.safetensors")).unwrap();
+    let expect = ["long.safetensors", "relative table covers 16 tokens, the data's window is 32"];
+    one_line_error(&["generate", "--model", "long.safetensors", "--out", "x.mid"], dir, &expect);
+    one_line_error(&["eval", "--model", "long.safetensors"], dir, &expect);
 }
 
 /// The transformer's recipe: without `--dropout` it trains with its own rate (0.1, chosen on the
