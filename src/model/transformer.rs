@@ -128,6 +128,20 @@ fn site(i: usize) -> DropSite {
     DropSite(i as u32)
 }
 
+/// The gradient reaching a residual branch's output through its dropout site: `dres` itself
+/// without dropout, else a copy in `scratch` under the site's mask (`dres` must stay intact: it
+/// is also the residual path's gradient).
+fn through_dropout<'a, B: Backend>(b: &B, drop: Option<&Dropout>, s: DropSite, dres: &'a B::Buf, scratch: &'a mut B::Buf, n: usize) -> &'a B::Buf {
+    match drop.filter(|d| d.p > 0.0) {
+        None => dres,
+        Some(d) => {
+            b.copy_strided(dres, scratch, Strided::contiguous(n));
+            s.apply(b, Some(d), scratch, n);
+            scratch
+        }
+    }
+}
+
 impl<B: Backend> Transformer<B> {
     /// PyTorch's initialisation in PyTorch's construction order, drawn from `rng`; an arena for
     /// `max_batch` windows of `cfg.window` tokens.
@@ -174,17 +188,13 @@ impl<B: Backend> Transformer<B> {
         &self.cfg
     }
 
-    fn dropping(&self) -> bool {
-        self.dropout.is_some_and(|d| d.p > 0.0)
-    }
-
     /// The forward over `rows` token rows after the embedding (`res[0]` filled): every block, then
     /// `ln_f` and the head. `attend` runs a block's attention on its `ln1.y` (the whole-window op
     /// in training, one cached step in generation).
     fn blocks_forward(&mut self, b: &B, rows: usize, mut attend: impl FnMut(&B, usize, &mut RelSelfAttention<B>, &B::Buf)) {
         let (d, f) = (self.cfg.width, self.cfg.ff);
         let n = rows * d;
-        let drop = self.dropout.filter(|d| d.p > 0.0);
+        let drop = self.dropout;
         for (l, blk) in self.blocks.iter_mut().enumerate() {
             // m = h + drop(attn(ln1(h)))
             let (before, after) = self.res.split_at_mut(2 * l + 1);
@@ -215,8 +225,7 @@ impl<B: Backend> Transformer<B> {
         let n = rows * self.cfg.width;
         self.emb.forward(b, x, rows);
         b.copy_strided(&self.emb.out, &mut self.res[0], Strided::contiguous(n));
-        let drop = self.dropout.filter(|d| d.p > 0.0);
-        site(0).apply(b, drop.as_ref(), &mut self.res[0], n);
+        site(0).apply(b, self.dropout.as_ref(), &mut self.res[0], n);
     }
 
     /// One generation step for `batch` sequences: `x [batch]` the newest token of each, `cache`
@@ -307,32 +316,19 @@ impl<B: Backend> Model<B> for Transformer<B> {
         let (t, d, f) = (self.cfg.window, self.cfg.width, self.cfg.ff);
         let rows = batch * t;
         let n = rows * d;
-        let drop = self.dropout.filter(|d| d.p > 0.0);
-        let dropping = self.dropping();
+        let drop = self.dropout;
         b.fill(&mut self.dres, n, 0.0);
         self.head.backward(b, &self.ln_f.y, dlogits, Some(&mut self.dln), rows);
         self.ln_f.backward(b, &self.res[2 * self.cfg.layers], &self.dln, &mut self.dres, rows);
         for (l, blk) in self.blocks.iter_mut().enumerate().rev() {
             // h' = m + drop(mlp(ln2(m))): dres is dh'; afterwards dm.
-            let dy = if dropping {
-                b.copy_strided(&self.dres, &mut self.dbranch, Strided::contiguous(n));
-                site(2 + 2 * l).apply(b, drop.as_ref(), &mut self.dbranch, n);
-                &self.dbranch
-            } else {
-                &self.dres
-            };
+            let dy = through_dropout(b, drop.as_ref(), site(2 + 2 * l), &self.dres, &mut self.dbranch, n);
             blk.proj.backward(b, &blk.act, dy, Some(&mut self.dact), rows);
             b.gelu_bwd(&blk.fc.y.buf, &self.dact, &mut self.dfc, rows * f);
             blk.fc.backward(b, &blk.ln2.y, &self.dfc, Some(&mut self.dln), rows);
             blk.ln2.backward(b, &self.res[2 * l + 1], &self.dln, &mut self.dres, rows);
             // m = h + drop(attn(ln1(h))): dres is dm; afterwards dh.
-            let dy = if dropping {
-                b.copy_strided(&self.dres, &mut self.dbranch, Strided::contiguous(n));
-                site(1 + 2 * l).apply(b, drop.as_ref(), &mut self.dbranch, n);
-                &self.dbranch
-            } else {
-                &self.dres
-            };
+            let dy = through_dropout(b, drop.as_ref(), site(1 + 2 * l), &self.dres, &mut self.dbranch, n);
             blk.attn.backward(b, &blk.ln1.y, dy, &mut self.dln, batch, t);
             blk.ln1.backward(b, &self.res[2 * l], &self.dln, &mut self.dres, rows);
         }
