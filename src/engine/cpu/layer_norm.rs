@@ -11,18 +11,19 @@ use rayon::prelude::*;
 /// Rows per block of the weight and bias gradient sums.
 const BLOCK_ROWS: usize = 64;
 
-/// Runs `f(first row, rows of a, rows of b)` over blocks of whole rows, in parallel when large.
-fn row_blocks<F>(ln: &LayerNorm, a: &mut [f32], a_w: usize, b: &mut [f32], b_w: usize, f: F)
+/// Runs `f(first row, its rows of out)` over blocks of whole rows of `out` (`out_w` values per
+/// row), in parallel when the rows of `width` inputs are many.
+fn row_blocks<F>(ln: &LayerNorm, out: &mut [f32], out_w: usize, f: F)
 where
-    F: Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+    F: Fn(usize, &mut [f32]) + Sync + Send,
 {
     let (rows, width) = (ln.rows, ln.width.max(1));
     let per = (PAR_MIN / width).max(1);
-    let (a, b) = (&mut a[..rows * a_w], &mut b[..rows * b_w]);
+    let out = &mut out[..rows * out_w];
     if rows * width < PAR_MIN || rows <= per {
-        f(0, a, b);
+        f(0, out);
     } else {
-        a.par_chunks_mut(per * a_w).zip(b.par_chunks_mut(per * b_w)).enumerate().for_each(|(i, (a, b))| f(i * per, a, b));
+        out.par_chunks_mut(per * out_w).enumerate().for_each(|(i, o)| f(i * per, o));
     }
 }
 
@@ -31,17 +32,23 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32], stats: 
     if width == 0 {
         return;
     }
-    row_blocks(&ln, y, width, stats, 2, |first, y, stats| {
-        for (r, (yr, st)) in y.chunks_exact_mut(width).zip(stats.chunks_exact_mut(2)).enumerate() {
+    // The statistics of every row, then the rows from them.
+    row_blocks(&ln, stats, 2, |first, stats| {
+        for (r, st) in stats.chunks_exact_mut(2).enumerate() {
             let xr = &x[(first + r) * width..][..width];
             let mean = xr.iter().sum::<f32>() / width as f32;
             let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for (c, yv) in yr.iter_mut().enumerate() {
-                *yv = (xr[c] - mean) * rstd * w[c] + bias[c];
-            }
             st[0] = mean;
-            st[1] = rstd;
+            st[1] = 1.0 / (var + eps).sqrt();
+        }
+    });
+    let stats = &*stats;
+    row_blocks(&ln, y, width, |first, y| {
+        for (r, yr) in y.chunks_exact_mut(width).enumerate() {
+            let (xr, st) = (&x[(first + r) * width..][..width], &stats[2 * (first + r)..][..2]);
+            for (c, yv) in yr.iter_mut().enumerate() {
+                *yv = (xr[c] - st[0]) * st[1] * w[c] + bias[c];
+            }
         }
     });
 }
@@ -54,8 +61,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], stats: &[f32], dy: &[f32], dx: &mut
     }
     let xhat = |r: usize, c: usize| (x[r * width + c] - stats[2 * r]) * stats[2 * r + 1];
     // dx, row by row.
-    let mut unused = vec![0.0f32; rows];
-    row_blocks(&ln, dx, width, &mut unused, 1, |first, dx, _| {
+    row_blocks(&ln, dx, width, |first, dx| {
         for (i, dxr) in dx.chunks_exact_mut(width).enumerate() {
             let r = first + i;
             let dyr = &dy[r * width..][..width];
