@@ -25,7 +25,7 @@ mod generation;
 mod ops;
 mod training;
 
-pub use generation::{format_generate, generate, GenerateOptions, GenerateReport};
+pub use generation::{format_generate, format_generate_batch, generate, generate_batch, BatchReport, GenerateOptions, GenerateReport};
 pub use ops::{format_kernel, kernels, KernelOptions, KernelReport};
 pub use training::{format_step_kernel, format_train, random_batch, step_profile, train, StepKernelReport, TrainOptions, TrainReport};
 

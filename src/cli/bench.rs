@@ -14,6 +14,7 @@ use serde::Serialize;
   etude bench train --model wavenet-gated --steps 10 --json    # one JSON object per line
   etude bench train --model wavenet-gated --attention 4        # the default model's layers (no dropout)
   etude bench generate --model lstm                            # ms per token, incremental and sliding window
+  etude bench generate --model transformer --count 64          # 64 pieces one by one against one batch
   etude bench kernels --backend both                           # every op at the models' shapes
   etude bench kernels --backend gpu --only lstm                # the ops whose label contains \"lstm\"
   etude bench kernels --backend gpu --step lstm,lstm-seq       # device time per kernel of a training step
@@ -108,6 +109,9 @@ pub struct GenerateArgs {
     /// Timed passes (after one warm-up pass).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Time N pieces one by one against the same N pieces in one batch (tokens per second).
+    #[arg(long, value_parser = super::values::at_least_one)]
+    pub count: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -257,6 +261,12 @@ fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
         reps: a.reps,
         seed: a.seed,
     };
+    if let Some(count) = a.count {
+        for r in bench::generate_batch(b, &opts, count)? {
+            emit(a.json, &r, bench::format_generate_batch)?;
+        }
+        return Ok(());
+    }
     for r in bench::generate(b, &opts)? {
         emit(a.json, &r, bench::format_generate)?;
     }

@@ -5,7 +5,7 @@ use super::render::companions;
 use etude::files::atomic_write;
 use etude::data::prepare::prepare_tokens_mapped;
 use etude::engine::Backend;
-use etude::generate::{encode_prime, generate_ids, to_midi, Generator, Length, Mode};
+use etude::generate::{encode_prime, generate_batch, to_midi, Generator, Length, Mode};
 use etude::music::midi::read_midi;
 use etude::rng::Rng;
 use etude::run::Loaded;
@@ -71,31 +71,54 @@ impl PieceOptions {
     }
 }
 
-/// The prime's ids: from `--prime`, or a random training window of the checkpoint's corpus.
-fn prime_ids(loaded: &Loaded, opts: &PieceOptions, rng: &mut Rng) -> Result<Vec<u32>, String> {
-    let spec = &loaded.meta.data;
-    let tokenizer = spec.tokenizer()?;
-    let window = spec.data.window;
-    match &opts.prime {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let piece = read_midi(&bytes, &spec.read).map_err(|e| format!("{}: {e}", path.display()))?;
-            let tokens = tokenizer.encode(&piece.notes);
-            // The model was trained on windows of T tokens: the last T are all the context it uses,
-            // so only they must be in its vocabulary.
-            let tail = &tokens[tokens.len().saturating_sub(window)..];
-            encode_prime(tail, &loaded.meta.vocab, &path.display().to_string())
+/// Where the primes come from: the last window of `--prime`'s tokens, or the training windows
+/// of the checkpoint's corpus (tokenised once for all the pieces).
+enum Primes {
+    File(Vec<u32>),
+    Corpus(Box<etude::data::prepare::Prepared>),
+}
+
+impl Primes {
+    fn new(loaded: &Loaded, opts: &PieceOptions) -> Result<Primes, String> {
+        let spec = &loaded.meta.data;
+        let tokenizer = spec.tokenizer()?;
+        let window = spec.data.window;
+        match &opts.prime {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let piece = read_midi(&bytes, &spec.read).map_err(|e| format!("{}: {e}", path.display()))?;
+                let tokens = tokenizer.encode(&piece.notes);
+                // The model was trained on windows of T tokens: the last T are all the context it
+                // uses, so only they must be in its vocabulary.
+                let tail = &tokens[tokens.len().saturating_sub(window)..];
+                Ok(Primes::File(encode_prime(tail, &loaded.meta.vocab, &path.display().to_string())?))
+            }
+            None => {
+                let tokens = spec.tokens(opts.cache.as_deref(), false)?;
+                let prepared = prepare_tokens_mapped(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
+                Ok(Primes::Corpus(Box::new(prepared)))
+            }
         }
-        None => {
-            let tokens = spec.tokens(opts.cache.as_deref(), false)?;
-            let prepared = prepare_tokens_mapped(&tokens, tokenizer.as_ref(), &spec.data, Some(loaded.meta.vocab.clone()))?;
-            let i = rng.below(prepared.train.len());
-            Ok(prepared.train.input_vec(i))
+    }
+
+    /// A piece's prime: the file's, or a training window drawn from the piece's stream.
+    fn draw(&self, rng: &mut Rng) -> Vec<u32> {
+        match self {
+            Primes::File(ids) => ids.clone(),
+            Primes::Corpus(prepared) => prepared.train.input_vec(rng.below(prepared.train.len())),
         }
     }
 }
 
+/// The seed of piece `i` (from 0) of a `--count`: `seed + i`, so piece `i` is the piece that
+/// `--seed (seed + i)` composes alone.
+pub fn piece_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_add(i as u64)
+}
+
 /// Compose one piece per `opts.outputs` with `loaded` (read from `origin`) on `b` and write each.
+/// The pieces are composed [`etude::generate::BATCH`] at a time; piece `i` draws its prime and
+/// its tokens from its own stream, seeded by [`piece_seed`].
 pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &PieceOptions) -> Result<(), String> {
     let vocab = &loaded.meta.vocab;
     let tokenizer = loaded.meta.data.tokenizer()?;
@@ -120,32 +143,39 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
     } else {
         None
     };
-    let mut rng = Rng::new(opts.seed);
-    for out in &opts.outputs {
-        let prime = prime_ids(loaded, opts, &mut rng)?;
-        let mut gen = Generator::new(b, loaded, opts.mode, origin)?;
-        if !opts.copy.unwrap_or_else(|| etude::generate::copies_by_default(&loaded.meta.model)) {
+    let primes = Primes::new(loaded, opts)?;
+    let copy = opts.copy.unwrap_or_else(|| etude::generate::copies_by_default(&loaded.meta.model));
+    for (c, outputs) in opts.outputs.chunks(etude::generate::BATCH).enumerate() {
+        let first = c * etude::generate::BATCH;
+        let mut rngs: Vec<Rng> = (0..outputs.len()).map(|i| Rng::new(piece_seed(opts.seed, first + i))).collect();
+        let prime: Vec<Vec<u32>> = rngs.iter_mut().map(|rng| primes.draw(rng)).collect();
+        let mut gen = Generator::batched(b, loaded, opts.mode, origin, outputs.len())?;
+        if !copy {
             gen.set_copy(None);
         }
         let started = Instant::now();
-        let ids = generate_ids(&mut gen, &prime, opts.length, &sampling, &mut rng, &seconds_of)?;
-        let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / ids.len().max(1) as f64;
-        let all: Vec<u32> = if opts.include_prime { prime.iter().chain(&ids).copied().collect() } else { ids.clone() };
-        let (_, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), opts.tempo);
-        atomic_write(out, &bytes)?;
-        let notes = etude::generate::written_notes(&bytes);
-        let secs = notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter;
-        eprintln!(
-            "wrote {}: {} tokens, {} notes, {:.1} s ({:?} mode, {:.2} ms per token)",
-            out.display(),
-            ids.len(),
-            notes.len(),
-            secs,
-            gen.mode(),
-            ms_per_token
-        );
-        if let Err(e) = companions(out, voice.as_ref()) {
-            eprintln!("no picture or audio for {}: {e}", out.display());
+        let pieces = generate_batch(&mut gen, &prime, opts.length, &sampling, &mut rngs, &seconds_of)?;
+        let tokens: usize = pieces.iter().map(Vec::len).sum();
+        let ms_per_token = started.elapsed().as_secs_f64() * 1e3 / tokens.max(1) as f64;
+        for ((out, ids), prime) in outputs.iter().zip(&pieces).zip(&prime) {
+            let all: Vec<u32> = if opts.include_prime { prime.iter().chain(ids).copied().collect() } else { ids.clone() };
+            let (_, bytes) = to_midi(&all, vocab, tokenizer.as_ref(), opts.tempo);
+            atomic_write(out, &bytes)?;
+            let notes = etude::generate::written_notes(&bytes);
+            let secs = notes.iter().map(|n| n.end).fold(0.0, f64::max) * seconds_per_quarter;
+            eprintln!(
+                "wrote {}: {} tokens, {} notes, {:.1} s ({:?} mode, {:.2} ms per token{})",
+                out.display(),
+                ids.len(),
+                notes.len(),
+                secs,
+                gen.mode(),
+                ms_per_token,
+                if outputs.len() > 1 { format!(" in a batch of {}", outputs.len()) } else { String::new() }
+            );
+            if let Err(e) = companions(out, voice.as_ref()) {
+                eprintln!("no picture or audio for {}: {e}", out.display());
+            }
         }
     }
     Ok(())

@@ -51,7 +51,8 @@ pub struct GenArgs {
     /// A MIDI file whose tokens start the piece (default: a random window of the training corpus).
     #[arg(long, value_name = "FILE.mid")]
     pub prime: Option<PathBuf>,
-    /// Seed of the prime choice and the sampling.
+    /// Seed of the prime choice and the sampling. With --count N, piece K draws from seed + K - 1:
+    /// it is the piece that seed composes alone.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Tempo of the written MIDI, quarter notes per minute.
@@ -60,7 +61,7 @@ pub struct GenArgs {
     /// Output file; with --count N, NAME-1.mid ... NAME-N.mid.
     #[arg(long, default_value = "generated.mid")]
     pub out: PathBuf,
-    /// Number of pieces.
+    /// Number of pieces, composed together in batches of up to 64 (each piece as it would be alone).
     #[arg(long, default_value_t = 1, value_parser = super::values::at_least_one)]
     pub count: usize,
     /// Rerun the model on the last window for every token (the tutorial's way; always so for wavenet).

@@ -120,6 +120,15 @@ pub trait Backend {
     // ---- dense --------------------------------------------------------------------------------
     /// See [`MatMul`].
     fn matmul(&self, a: &Self::Buf, b: &Self::Buf, c: &mut Self::Buf, mm: MatMul);
+    /// With `on`, every later [`Backend::matmul`] computes each row of its product alone: row `i`
+    /// of C by the same operations whatever the number of rows, so a row's values depend on its own
+    /// row of A only, bit for bit. Generation turns it on, so that a batch of pieces equals the
+    /// same pieces generated one by one; training leaves it off (its blocked products are faster
+    /// for many rows). The CPU backend's one-row kernel for every row count; a no-op on the GPU,
+    /// whose tiled product sums each element in the same order whatever the rows.
+    fn set_rows_alone(&self, on: bool) {
+        let _ = on;
+    }
     /// `y[o, c, i] += bias[c]` for `y [outer, channels, inner]` (a Linear: inner = 1; a conv: inner = time).
     fn bias_add(&self, y: &mut Self::Buf, bias: &Self::Buf, outer: usize, channels: usize, inner: usize);
     /// `dbias[c] += sum_{o,i} dy[o, c, i]`: the backward of [`Backend::bias_add`]; accumulates.

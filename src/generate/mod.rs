@@ -100,34 +100,63 @@ pub enum Length {
     Seconds(f64),
 }
 
+/// Pieces composed together at most (`generate --count N` runs them in batches of this many):
+/// a batch shares every read of the weights; 64 rows keep the products' blocks full.
+pub const BATCH: usize = 64;
+
 /// Upper bound on generated tokens, whatever the length asked.
 pub const MAX_TOKENS: usize = 100_000;
 
-/// A token generator over a loaded model, batch 1.
+/// A token generator over a loaded model: `batch` pieces at once, each row of every product
+/// computed alone ([`Backend::set_rows_alone`], on for the generator's life), so that a piece's
+/// logits do not depend on the pieces beside it: a batch of N pieces equals the same N pieces
+/// generated one by one, bit for bit on the CPU.
 pub struct Generator<'a, B: Backend> {
     b: &'a B,
     model: AnyModel<B>,
     mode: Mode,
     window: usize,
     vocab_len: usize,
+    /// Pieces generated together.
+    batch: usize,
     ids: B::Ids,
     lstm_state: Option<LstmState<B>>,
-    gated: Option<GatedStepper>,
+    /// One fast-WaveNet stepper per piece (its one-step convs run one window of one step).
+    gated: Vec<GatedStepper>,
     /// The Transformer's key/value caches (incremental mode).
     cache: Option<TransformerCache<B>>,
-    /// Logits of the next token once primed (incremental mode).
+    /// Logits `[batch, V]` of the next tokens once primed (incremental mode).
     pending: Option<Vec<f32>>,
     /// The copy mixture mixed into every next-token distribution ([`crate::model::copy`]).
     copy: Option<CopyMix>,
 }
 
+/// Windows of `window` tokens the model's arena must hold to generate `batch` pieces in `mode`:
+/// the batch for the LSTMs' steps and the sliding window, as many windows as hold `batch` rows
+/// for the Transformer's steps (one token per piece), one for the fast WaveNet (its steppers
+/// copy the weights).
+pub fn arena_windows(cfg: &ModelConfig, mode: Mode, batch: usize, window: usize) -> usize {
+    match (mode, cfg) {
+        (Mode::Incremental, ModelConfig::Transformer(_)) => batch.div_ceil(window.max(1)),
+        (Mode::Incremental, ModelConfig::WavenetGated(_)) => 1,
+        _ => batch,
+    }
+    .max(1)
+}
+
 impl<'a, B: Backend> Generator<'a, B> {
-    /// A generator for `loaded`'s model on `b`; `window` is the context length of sliding-window
-    /// mode (the training window).
+    /// A generator of one piece for `loaded`'s model on `b` (see [`Generator::batched`]).
     pub fn new(b: &'a B, loaded: &Loaded, mode: Mode, origin: &Path) -> Result<Self, String> {
+        Self::batched(b, loaded, mode, origin, 1)
+    }
+
+    /// A generator of `batch` pieces at once for `loaded`'s model on `b`; `window` is the context
+    /// length of sliding-window mode (the training window).
+    pub fn batched(b: &'a B, loaded: &Loaded, mode: Mode, origin: &Path, batch: usize) -> Result<Self, String> {
         let window = loaded.meta.data.data.window;
-        let model = loaded.model(b, 1, window, origin)?;
-        let mut gen = Self::from_model(b, model, &loaded.meta.model, mode, window)?;
+        let resolved = mode.resolve(&loaded.meta.model)?;
+        let model = loaded.model(b, arena_windows(&loaded.meta.model, resolved, batch, window), window, origin)?;
+        let mut gen = Self::from_model(b, model, &loaded.meta.model, mode, window, batch)?;
         gen.copy = loaded.meta.copy.clone();
         Ok(gen)
     }
@@ -137,102 +166,153 @@ impl<'a, B: Backend> Generator<'a, B> {
         self.copy = copy;
     }
 
-    /// What the next token is drawn from: the log-probabilities of the model's distribution after
-    /// `history` mixed with the copy distribution of its last window, or the model's logits
-    /// without a copy mixture.
-    pub fn next_scores(&mut self, history: &[u32]) -> Vec<f32> {
-        let logits = self.next_logits(history);
-        match &self.copy {
-            Some(mix) => mix.mix_logits(&history[history.len().saturating_sub(self.window)..], &logits),
-            None => logits,
+    /// What the next token of each piece is drawn from (`[batch, V]`): the log-probabilities of
+    /// the model's distribution after its history mixed with the copy distribution of its last
+    /// window, or the model's logits without a copy mixture.
+    pub fn next_scores_all(&mut self, histories: &[&[u32]]) -> Vec<f32> {
+        let mut scores = self.next_logits_all(histories);
+        if let Some(mix) = &self.copy {
+            let v = self.vocab_len;
+            for (row, history) in scores.chunks_exact_mut(v).zip(histories) {
+                let mixed = mix.mix_logits(&history[history.len().saturating_sub(self.window)..], row);
+                row.copy_from_slice(&mixed);
+            }
         }
+        scores
     }
 
-    /// A generator over an already built `model` (made from `cfg` with an arena for at least one
-    /// window of `window` tokens), e.g. a freshly initialised one for benchmarks.
-    pub fn from_model(b: &'a B, model: AnyModel<B>, cfg: &ModelConfig, mode: Mode, window: usize) -> Result<Self, String> {
+    /// [`Generator::next_scores_all`] of a generator of one piece.
+    pub fn next_scores(&mut self, history: &[u32]) -> Vec<f32> {
+        self.next_scores_all(&[history])
+    }
+
+    /// A generator over an already built `model` (made from `cfg` with an arena for at least
+    /// [`arena_windows`] windows of `window` tokens), e.g. a freshly initialised one for benchmarks.
+    pub fn from_model(b: &'a B, model: AnyModel<B>, cfg: &ModelConfig, mode: Mode, window: usize, batch: usize) -> Result<Self, String> {
         let mode = mode.resolve(cfg)?;
+        assert!(batch >= 1, "a generator of no piece");
         if let (Mode::Incremental, ModelConfig::WavenetGated(c)) = (mode, cfg) {
             // The fast WaveNet keeps (K-1) x dilation past inputs per block: 2^(layers-1) grows fast.
             let fp = crate::run::verify::Footprint::of(cfg, 1, window, true);
-            let queues = crate::run::verify::Footprint { params: 0, activations: 0, ..fp };
+            let queues = crate::run::verify::Footprint { params: 0, activations: 0, queues: fp.queues * batch as u128, ..fp };
             let culprit = format!("wavenet-gated with {} layers per stack (one-step generation)", c.layers);
             crate::run::verify::check_footprint(&queues, crate::run::verify::available_memory(), None, &culprit)
                 .map_err(|e| format!("{e}; --sliding-window needs no queues"))?;
         }
         let vocab_len = model.vocab();
-        Ok(Generator { b, model, mode, window, vocab_len, ids: b.alloc_ids(window), lstm_state: None, gated: None, cache: None, pending: None, copy: None })
+        b.set_rows_alone(true);
+        Ok(Generator {
+            b,
+            model,
+            mode,
+            window,
+            vocab_len,
+            batch,
+            ids: b.alloc_ids(batch * window),
+            lstm_state: None,
+            gated: Vec::new(),
+            cache: None,
+            pending: None,
+            copy: None,
+        })
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
-    /// Feed the prime; afterwards [`Generator::next_logits`] gives the first new token's logits.
-    pub fn prime(&mut self, prime: &[u32]) -> Result<(), String> {
-        if prime.is_empty() {
+    /// Pieces generated together.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Feed each piece its prime (all of one length); afterwards [`Generator::next_logits_all`]
+    /// gives the first new tokens' logits.
+    pub fn prime_all(&mut self, primes: &[Vec<u32>]) -> Result<(), String> {
+        assert_eq!(primes.len(), self.batch, "one prime per piece");
+        let len = primes[0].len();
+        if len == 0 {
             return Err("the prime is empty".into());
         }
-        if self.mode == Mode::SlidingWindow && prime.len() < self.window {
-            return Err(format!(
-                "the prime has {} tokens; sliding-window generation needs a full window of {}",
-                prime.len(),
-                self.window
-            ));
+        assert!(primes.iter().all(|p| p.len() == len), "the primes of one batch have one length");
+        if self.mode == Mode::SlidingWindow && len < self.window {
+            return Err(format!("the prime has {len} tokens; sliding-window generation needs a full window of {}", self.window));
         }
         if self.mode == Mode::Incremental {
             match &mut self.model {
-                AnyModel::Lstm(m) => self.lstm_state = Some(m.zero_state(self.b, 1)),
-                AnyModel::WavenetGated(m) => self.gated = Some(GatedStepper::new(self.b, m)),
-                AnyModel::Transformer(m) => self.cache = Some(TransformerCache::new(self.b, m, 1)),
+                AnyModel::Lstm(m) => self.lstm_state = Some(m.zero_state(self.b, self.batch)),
+                AnyModel::WavenetGated(m) => self.gated = (0..self.batch).map(|_| GatedStepper::new(self.b, m)).collect(),
+                AnyModel::Transformer(m) => self.cache = Some(TransformerCache::new(self.b, m, self.batch)),
                 AnyModel::Wavenet(_) => unreachable!("resolved in Generator::new"),
             }
-            for &id in prime {
-                self.push(id)?;
+            for t in 0..len {
+                let ids: Vec<u32> = primes.iter().map(|p| p[t]).collect();
+                self.push_all(&ids)?;
             }
         }
         Ok(())
     }
 
-    /// Logits of the token after `history` (whose tail was fed by [`Generator::prime`] and
-    /// [`Generator::push`]).
-    pub fn next_logits(&mut self, history: &[u32]) -> Vec<f32> {
+    /// [`Generator::prime_all`] of a generator of one piece.
+    pub fn prime(&mut self, prime: &[u32]) -> Result<(), String> {
+        self.prime_all(&[prime.to_vec()])
+    }
+
+    /// Logits `[batch, V]` of the tokens after `histories` (one per piece, all of one length,
+    /// whose tails were fed by [`Generator::prime_all`] and [`Generator::push_all`]).
+    pub fn next_logits_all(&mut self, histories: &[&[u32]]) -> Vec<f32> {
+        assert_eq!(histories.len(), self.batch, "one history per piece");
         match self.mode {
             Mode::Incremental => self.pending.clone().expect("primed"),
             _ => {
                 let t = self.window;
-                let x = &history[history.len() - t..];
-                self.b.write_ids(&mut self.ids, x);
-                self.model.forward(self.b, &self.ids, 1);
+                let x: Vec<u32> = histories.iter().flat_map(|h| h[h.len() - t..].iter().copied()).collect();
+                self.b.write_ids(&mut self.ids, &x);
+                self.model.forward(self.b, &self.ids, self.batch);
                 let v = self.vocab_len;
-                let row = match self.model.targets() {
-                    Targets::Last => 0,
-                    Targets::Every => t - 1,
+                let (rows, last) = match self.model.targets() {
+                    Targets::Last => (1, 0),
+                    Targets::Every => (t, t - 1),
                 };
-                let all = self.b.read(&self.model.logits().buf, (row + 1) * v);
-                all[row * v..].to_vec()
+                let all = self.b.read(&self.model.logits().buf, self.batch * rows * v);
+                all.chunks_exact(rows * v).flat_map(|item| item[last * v..(last + 1) * v].iter().copied()).collect()
             }
         }
     }
 
-    /// Tell the generator the token that was chosen (in incremental mode, this runs the step).
-    pub fn push(&mut self, id: u32) -> Result<(), String> {
-        if id as usize >= self.vocab_len {
+    /// [`Generator::next_logits_all`] of a generator of one piece.
+    pub fn next_logits(&mut self, history: &[u32]) -> Vec<f32> {
+        self.next_logits_all(&[history])
+    }
+
+    /// Tell the generator the token chosen for each piece (in incremental mode, this runs the
+    /// step). A piece that has ended still takes a token (any in the vocabulary): its row is
+    /// computed alone, so it changes nothing for the others.
+    pub fn push_all(&mut self, ids: &[u32]) -> Result<(), String> {
+        assert_eq!(ids.len(), self.batch, "one token per piece");
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_len) {
             return Err(format!("token id {id} outside the vocabulary of {}", self.vocab_len));
         }
         if self.mode == Mode::Incremental {
-            let logits = match (&mut self.model, &mut self.lstm_state, &mut self.gated) {
-                (AnyModel::Lstm(m), Some(state), _) => {
-                    self.b.write_ids(&mut self.ids, &[id]);
+            let n = self.batch * self.vocab_len;
+            let logits = match (&mut self.model, &mut self.lstm_state) {
+                (AnyModel::Lstm(m), Some(state)) => {
+                    self.b.write_ids(&mut self.ids, ids);
                     let out = m.step(self.b, &self.ids, state);
-                    self.b.read(&out.buf, self.vocab_len)
+                    self.b.read(&out.buf, n)
                 }
-                (AnyModel::WavenetGated(_), _, Some(stepper)) => stepper.step(id)?,
-                (AnyModel::Transformer(m), _, _) => {
+                (AnyModel::WavenetGated(_), _) => {
+                    let mut all = Vec::with_capacity(n);
+                    for (stepper, &id) in self.gated.iter_mut().zip(ids) {
+                        all.extend(stepper.step(id)?);
+                    }
+                    all
+                }
+                (AnyModel::Transformer(m), _) => {
                     let cache = self.cache.as_mut().expect("the cache is made by prime");
-                    self.b.write_ids(&mut self.ids, &[id]);
+                    self.b.write_ids(&mut self.ids, ids);
                     m.step(self.b, &self.ids, cache);
-                    self.b.read(&m.logits().buf, self.vocab_len)
+                    self.b.read(&m.logits().buf, n)
                 }
                 _ => unreachable!("the incremental state is made by prime"),
             };
@@ -240,9 +320,21 @@ impl<'a, B: Backend> Generator<'a, B> {
         }
         Ok(())
     }
+
+    /// [`Generator::push_all`] of a generator of one piece.
+    pub fn push(&mut self, id: u32) -> Result<(), String> {
+        self.push_all(&[id])
+    }
 }
 
-/// Generate after `prime` until `length` is reached; returns the new ids only.
+impl<B: Backend> Drop for Generator<'_, B> {
+    fn drop(&mut self) {
+        self.b.set_rows_alone(false);
+    }
+}
+
+/// Generate after `prime` until `length` is reached with a generator of one piece; returns the
+/// new ids only.
 pub fn generate_ids<B: Backend>(
     gen: &mut Generator<'_, B>,
     prime: &[u32],
@@ -251,27 +343,36 @@ pub fn generate_ids<B: Backend>(
     rng: &mut Rng,
     seconds_of: &dyn Fn(&[u32]) -> f64,
 ) -> Result<Vec<u32>, String> {
-    if let Length::Tokens(n) = length {
-        if n > MAX_TOKENS {
-            return Err(format!("--length {n}: at most {MAX_TOKENS} tokens are generated in one piece"));
-        }
-    }
-    gen.prime(prime)?;
-    let mut history = prime.to_vec();
-    let mut out = Vec::new();
-    // A length in seconds: decoding the piece after every token would be quadratic, so it is
-    // decoded at lengths that grow geometrically (each check costs the length, all of them
-    // together a few times the final length); once one lasts `s`, the shortest prefix that does
-    // is found by bisection (a prefix's duration never decreases as it grows). The tokens drawn
-    // do not depend on when the checks happen, so the piece is the one a check per token gives.
-    let mut checked = 0; // the longest prefix known to last less than `s`
-    let mut next_check = 8;
-    loop {
+    let mut pieces = generate_batch(gen, &[prime.to_vec()], length, opts, std::slice::from_mut(rng), seconds_of)?;
+    Ok(pieces.pop().expect("one piece"))
+}
+
+/// One piece of a batch being generated: its tokens and where its length check stands.
+struct Piece {
+    history: Vec<u32>,
+    out: Vec<u32>,
+    /// The longest prefix of `out` known to last less than the seconds asked.
+    checked: usize,
+    next_check: usize,
+    done: bool,
+}
+
+impl Piece {
+    /// Whether the piece has reached `length` (and, for a length in seconds, cut it to the
+    /// shortest prefix that lasts it).
+    ///
+    /// A length in seconds: decoding the piece after every token would be quadratic, so it is
+    /// decoded at lengths that grow geometrically (each check costs the length, all of them
+    /// together a few times the final length); once one lasts `s`, the shortest prefix that does
+    /// is found by bisection (a prefix's duration never decreases as it grows). The tokens drawn
+    /// do not depend on when the checks happen, so the piece is the one a check per token gives.
+    fn reached(&mut self, length: Length, seconds_of: &dyn Fn(&[u32]) -> f64) -> bool {
+        let out = &mut self.out;
         let done = match length {
             Length::Tokens(n) => out.len() >= n,
-            Length::Seconds(s) if out.len() >= next_check || out.len() >= MAX_TOKENS => {
-                if seconds_of(&out) >= s {
-                    let (mut lo, mut hi) = (checked, out.len());
+            Length::Seconds(s) if out.len() >= self.next_check || out.len() >= MAX_TOKENS => {
+                if seconds_of(out) >= s {
+                    let (mut lo, mut hi) = (self.checked, out.len());
                     while hi - lo > 1 {
                         let mid = lo + (hi - lo) / 2;
                         if seconds_of(&out[..mid]) >= s {
@@ -283,32 +384,76 @@ pub fn generate_ids<B: Backend>(
                     out.truncate(hi);
                     true
                 } else {
-                    checked = out.len();
-                    next_check = (out.len() + out.len() / 4).max(out.len() + 8);
+                    self.checked = out.len();
+                    self.next_check = (out.len() + out.len() / 4).max(out.len() + 8);
                     false
                 }
             }
             Length::Seconds(_) => false,
         };
         if done {
-            break;
+            return true;
         }
         if out.len() >= MAX_TOKENS {
             if let Length::Seconds(s) = length {
                 eprintln!(
                     "note: stopped at {MAX_TOKENS} tokens (the most generated in one piece), which last {:.1} s of the {s} s asked",
-                    seconds_of(&out)
+                    seconds_of(out)
                 );
             }
+            return true;
+        }
+        false
+    }
+}
+
+/// Generate after each of `primes` (all of one length, one per piece of `gen`'s batch) until
+/// `length` is reached, piece `i` drawing from `rngs[i]`; returns the new ids of each piece. A
+/// piece that reaches its length leaves the batch (nothing more is drawn for it) while the
+/// others go on. Each piece is the one [`generate_ids`] gives alone with the same prime and
+/// stream: every row is computed alone, and each piece draws only from its own stream.
+pub fn generate_batch<B: Backend>(
+    gen: &mut Generator<'_, B>,
+    primes: &[Vec<u32>],
+    length: Length,
+    opts: &SampleOptions,
+    rngs: &mut [Rng],
+    seconds_of: &dyn Fn(&[u32]) -> f64,
+) -> Result<Vec<Vec<u32>>, String> {
+    if let Length::Tokens(n) = length {
+        if n > MAX_TOKENS {
+            return Err(format!("--length {n}: at most {MAX_TOKENS} tokens are generated in one piece"));
+        }
+    }
+    assert_eq!(rngs.len(), primes.len(), "one sampling stream per piece");
+    gen.prime_all(primes)?;
+    let v = gen.vocab_len;
+    let mut pieces: Vec<Piece> =
+        primes.iter().map(|p| Piece { history: p.clone(), out: Vec::new(), checked: 0, next_check: 8, done: false }).collect();
+    loop {
+        for piece in pieces.iter_mut().filter(|p| !p.done) {
+            piece.done = piece.reached(length, seconds_of);
+        }
+        if pieces.iter().all(|p| p.done) {
             break;
         }
-        let scores = gen.next_scores(&history);
-        let id = sample(&scores, opts, rng) as u32;
-        history.push(id);
-        out.push(id);
-        gen.push(id)?;
+        let histories: Vec<&[u32]> = pieces.iter().map(|p| p.history.as_slice()).collect();
+        let scores = gen.next_scores_all(&histories);
+        let mut ids = Vec::with_capacity(pieces.len());
+        for ((piece, row), rng) in pieces.iter_mut().zip(scores.chunks_exact(v)).zip(rngs.iter_mut()) {
+            if piece.done {
+                // Any token keeps its row going; nothing is drawn from its stream.
+                ids.push(*piece.history.last().expect("primed"));
+                continue;
+            }
+            let id = sample(row, opts, rng) as u32;
+            piece.history.push(id);
+            piece.out.push(id);
+            ids.push(id);
+        }
+        gen.push_all(&ids)?;
     }
-    Ok(out)
+    Ok(pieces.into_iter().map(|p| p.out).collect())
 }
 
 /// Encode a prime's tokens, refusing tokens the vocabulary does not know.

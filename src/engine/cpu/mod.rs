@@ -65,18 +65,28 @@ use super::{
 };
 
 pub use buf::CpuBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
 /// thread that has gone to sleep costs tens of microseconds, more than a pass over 128K values
 /// (batch-1 generation's `[128, 4H]` bias adds ran faster on one thread).
 const PAR_MIN: usize = 1 << 17;
 
-#[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    /// [`Backend::set_rows_alone`].
+    rows_alone: AtomicBool,
+}
 
 impl CpuBackend {
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend::default()
+    }
+}
+
+impl Clone for CpuBackend {
+    fn clone(&self) -> Self {
+        CpuBackend { rows_alone: AtomicBool::new(self.rows_alone.load(Ordering::Relaxed)) }
     }
 }
 
@@ -171,7 +181,11 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, a: &CpuBuf, b: &CpuBuf, c: &mut CpuBuf, mm: MatMul) {
         contract::matmul(&mm, [a.len(), b.len(), c.len()]);
-        matmul::matmul(a, b, c, mm)
+        matmul::matmul(a, b, c, mm, self.rows_alone.load(Ordering::Relaxed))
+    }
+
+    fn set_rows_alone(&self, on: bool) {
+        self.rows_alone.store(on, Ordering::Relaxed);
     }
 
     fn bias_add(&self, y: &mut CpuBuf, bias: &CpuBuf, outer: usize, channels: usize, inner: usize) {
