@@ -218,3 +218,20 @@ fn on_the_gpu_a_batch_equals_its_pieces_one_by_one_to_float_tolerance() {
         }
     }
 }
+
+/// Generating with an LSTM never packs its `W_hh` again after the first step (once per layer and
+/// panel width): the weights do not change while composing.
+#[test]
+fn lstm_generation_never_repacks_w_hh() {
+    let b = CpuBackend::new();
+    let (name, sizes, _) = models().into_iter().next().unwrap();
+    let l = loaded(&b, name, sizes, 40);
+    let mut gen = Generator::batched(&b, &l, Mode::Incremental, Path::new("memory"), PIECES).unwrap();
+    gen.prime_all(&primes(0)).unwrap();
+    let after_prime = b.packs_made();
+    assert!(after_prime >= 2, "two layers, packed at least once each: {after_prime}");
+    for step in 0..STEPS {
+        gen.push_all(&[(step % 12 + 1) as u32; PIECES]).unwrap();
+    }
+    assert_eq!(b.packs_made(), after_prime, "generation packed W_hh again");
+}

@@ -317,3 +317,51 @@ fn config_defaults_round_trip_and_validation() {
     assert!(cfg.validate().is_ok());
     assert!(LstmConfig { hidden: 0, ..cfg }.validate().unwrap_err().contains("hidden"));
 }
+
+/// The CPU backend packs an LSTM's `W_hh` once per weight update: a second forward with the
+/// same weights reuses the pack (same outputs, no new pack), and any write to the weights'
+/// storage, through the tensor's own view or through a view of its whole arena (as Adam writes),
+/// makes the next forward pack again and compute with the new weights (outputs equal a fresh
+/// backend's).
+#[test]
+fn w_hh_is_packed_once_per_weight_update() {
+    let (batch, time, h) = (3, 4, 6);
+    let rv = |seed: u64, n: usize, scale: f32| -> Vec<f32> { random_vec(seed, n).iter().map(|v| v * scale).collect() };
+    let xw = CpuBuf::from(rv(21, batch * time * 4 * h, 1.0));
+    let (h0, c0) = (CpuBuf::from(rv(22, batch * h, 0.5)), CpuBuf::from(rv(23, batch * h, 0.5)));
+    let l = Lstm { batch, time, hidden: h };
+    let hs_of = |be: &CpuBackend, w_hh: &CpuBuf| {
+        let (mut hs, mut cs, mut gates) = (CpuBuf::zeros(batch * time * h), CpuBuf::zeros(batch * time * h), CpuBuf::zeros(batch * time * 4 * h));
+        be.lstm_fwd(&xw, w_hh, &h0, &c0, LstmSeqs { hs: &mut hs, cs: &mut cs, gates: &mut gates }, l);
+        hs.to_vec()
+    };
+    let be = CpuBackend::new();
+    // W_hh as a view inside an arena, after another tensor.
+    let mut arena = CpuBuf::zeros(7 + 4 * h * h);
+    let w1 = rv(24, 4 * h * h, 0.5);
+    // SAFETY: the views are used one at a time below.
+    let (mut whole, mut w_hh) = unsafe { (arena.view(0, 7 + 4 * h * h), arena.view(7, 4 * h * h)) };
+    w_hh.copy_from_slice(&w1);
+    let first = hs_of(&be, &w_hh);
+    assert_eq!(be.packs_made(), 1);
+    assert_eq!(hs_of(&be, &w_hh), first);
+    assert_eq!(be.packs_made(), 1, "the same weights were packed again");
+    assert_eq!(first, hs_of(&CpuBackend::new(), &CpuBuf::from(w1.clone())));
+    // A write through the whole arena's view (Adam's way).
+    whole[7..].iter_mut().for_each(|w| *w *= -0.5);
+    let second = hs_of(&be, &w_hh);
+    assert_eq!(be.packs_made(), 2, "new weights were not packed");
+    let w2: Vec<f32> = w1.iter().map(|w| w * -0.5).collect();
+    assert_eq!(second, hs_of(&CpuBackend::new(), &CpuBuf::from(w2.clone())));
+    assert_ne!(second, first);
+    // A write through the tensor's own view.
+    w_hh.iter_mut().for_each(|w| *w += 0.25);
+    let third = hs_of(&be, &w_hh);
+    assert_eq!(be.packs_made(), 3);
+    let w3: Vec<f32> = w2.iter().map(|w| w + 0.25).collect();
+    assert_eq!(third, hs_of(&CpuBackend::new(), &CpuBuf::from(w3)));
+    // A write elsewhere in the arena packs again too (the stamp is per storage): never stale.
+    arena[0] = 1.0;
+    assert_eq!(hs_of(&be, &w_hh), third);
+    assert_eq!(be.packs_made(), 4);
+}

@@ -22,11 +22,13 @@ pub struct GenerateOptions {
     /// Timed passes (one untimed warm-up pass comes first).
     pub reps: usize,
     pub seed: u64,
+    /// Only this mode (`None`: every mode the model has).
+    pub mode: Option<Mode>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { model: "lstm".into(), window: 128, vocab: 300, tokens: 50, reps: 3, seed: 0 }
+        GenerateOptions { model: "lstm".into(), window: 128, vocab: 300, tokens: 50, reps: 3, seed: 0, mode: None }
     }
 }
 
@@ -61,7 +63,7 @@ pub fn generate<B: BenchBackend>(b: &B, opts: &GenerateOptions) -> Result<Vec<Ge
     let cfg = ModelConfig::from_name(&opts.model, opts.vocab, opts.window, &Sizes::default())?;
     let mut out = Vec::new();
     for mode in [Mode::Incremental, Mode::SlidingWindow] {
-        if mode.resolve(&cfg).is_err() {
+        if mode.resolve(&cfg).is_err() || opts.mode.is_some_and(|m| m != mode) {
             continue;
         }
         let mut rng = Rng::new(opts.seed);
@@ -170,7 +172,7 @@ pub fn generate_batch<B: BenchBackend>(b: &B, opts: &GenerateOptions, count: usi
     let mut out = Vec::new();
     let sampling = SampleOptions::default();
     for mode in [Mode::Incremental, Mode::SlidingWindow] {
-        if mode.resolve(&cfg).is_err() {
+        if mode.resolve(&cfg).is_err() || opts.mode.is_some_and(|m| m != mode) {
             continue;
         }
         let mut rng = Rng::new(opts.seed);

@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn a_tiny_generate_bench_covers_the_modes_each_model_has() {
         let b = CpuBackend::new();
-        let opts = GenerateOptions { model: "wavenet".into(), window: 8, vocab: 11, tokens: 3, reps: 1, seed: 0 };
+        let opts = GenerateOptions { model: "wavenet".into(), window: 8, vocab: 11, tokens: 3, reps: 1, seed: 0, mode: None };
         let r = generate(&b, &opts).unwrap();
         assert_eq!(r.iter().map(|r| r.mode).collect::<Vec<_>>(), ["sliding_window"]);
         let r = generate(&b, &GenerateOptions { model: "lstm".into(), ..opts }).unwrap();

@@ -109,6 +109,12 @@ pub struct GenerateArgs {
     /// Timed passes (after one warm-up pass).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Only incremental generation (one step per token with carried state).
+    #[arg(long, conflicts_with = "sliding_window")]
+    pub incremental: bool,
+    /// Only sliding-window generation.
+    #[arg(long)]
+    pub sliding_window: bool,
     /// Time N pieces one by one against the same N pieces in one batch (tokens per second).
     #[arg(long, value_parser = super::values::at_least_one)]
     pub count: Option<usize>,
@@ -260,6 +266,13 @@ fn generate<B: BenchBackend>(b: &B, a: &GenerateArgs) -> Result<(), String> {
         tokens: a.tokens,
         reps: a.reps,
         seed: a.seed,
+        mode: if a.incremental {
+            Some(etude::generate::Mode::Incremental)
+        } else if a.sliding_window {
+            Some(etude::generate::Mode::SlidingWindow)
+        } else {
+            None
+        },
     };
     if let Some(count) = a.count {
         for r in bench::generate_batch(b, &opts, count)? {

@@ -20,6 +20,7 @@ use std::alloc::{self, Layout};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Alignment of every storage allocation, in bytes: one cache line, one AVX-512 vector.
@@ -36,7 +37,14 @@ struct Storage {
     /// The first element: `base` rounded up to [`ALIGN`] bytes.
     ptr: NonNull<f32>,
     len: usize,
+    /// A number no other storage of this process has (never reused, unlike an address).
+    id: u64,
+    /// Mutable borrows of any of its windows so far (see [`CpuBuf::stamp`]).
+    writes: AtomicU64,
 }
+
+/// The next [`Storage::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Spare f32 at the start of an allocation, enough to reach an [`ALIGN`] boundary from any
 /// f32-aligned address.
@@ -51,7 +59,7 @@ impl Storage {
         if len == 0 {
             // An aligned, non-null, never-read address (no allocation for an empty buffer).
             let ptr = NonNull::new(ALIGN as *mut f32).expect("non-null");
-            return Storage { base: ptr, ptr, len };
+            return Storage { base: ptr, ptr, len, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), writes: AtomicU64::new(0) };
         }
         let layout = Self::layout(len);
         // SAFETY: `layout` has a non-zero size (len > 0).
@@ -61,7 +69,7 @@ impl Storage {
         // SAFETY: `raw` is f32-aligned, so `skip` is a whole number of f32 and at most PAD of them:
         // the window `skip / 4 .. skip / 4 + len` lies inside the allocation.
         let ptr = unsafe { base.add(skip / 4) };
-        Storage { base, ptr, len }
+        Storage { base, ptr, len, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), writes: AtomicU64::new(0) }
     }
 }
 
@@ -120,6 +128,16 @@ impl CpuBuf {
         CpuBuf { storage: self.storage.clone(), offset: self.offset + offset, len }
     }
 
+    /// What the window holds, as far as a cache of values derived from it needs: its storage (by
+    /// a number never reused), its place in it, and how many times any window of that storage has
+    /// been borrowed mutably so far. Two equal stamps mean equal contents (a write anywhere in the
+    /// storage changes the stamp, so a stale stamp is never taken for a fresh one). The CPU
+    /// backend keeps each LSTM's packed `W_hh` under its stamp, so it is packed once per
+    /// weight update.
+    pub fn stamp(&self) -> (u64, usize, usize, u64) {
+        (self.storage.id, self.offset, self.len, self.storage.writes.load(Ordering::Acquire))
+    }
+
     /// Whether `self` and `other` are windows of one storage.
     pub fn shares_storage(&self, other: &CpuBuf) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
@@ -137,6 +155,7 @@ impl Deref for CpuBuf {
 
 impl DerefMut for CpuBuf {
     fn deref_mut(&mut self) -> &mut [f32] {
+        self.storage.writes.fetch_add(1, Ordering::AcqRel);
         // SAFETY: as in `deref`; a mutable borrow of this window while an overlapping one is
         // borrowed is excluded by `view`'s contract.
         unsafe { std::slice::from_raw_parts_mut(self.storage.ptr.as_ptr().add(self.offset), self.len) }

@@ -65,7 +65,8 @@ use super::{
 };
 
 pub use buf::CpuBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
 /// thread that has gone to sleep costs tens of microseconds, more than a pass over 128K values
@@ -76,17 +77,35 @@ const PAR_MIN: usize = 1 << 17;
 pub struct CpuBackend {
     /// [`Backend::set_rows_alone`].
     rows_alone: AtomicBool,
+    /// The LSTMs' packed `W_hh`, under the stamp of the weights they were packed from
+    /// ([`CpuBuf::stamp`]) and the panel width: each is packed once per weight update, not on
+    /// every forward (generation's one-token steps packed `[H, 4H]` per token).
+    packs: Mutex<Vec<(PackKey, Arc<Vec<f32>>)>>,
+    /// How many times a `W_hh` was packed ([`CpuBackend::packs_made`]).
+    packs_made: AtomicUsize,
 }
+
+/// The stamp of a `W_hh` and a panel width.
+type PackKey = ((u64, usize, usize, u64), usize);
+
+/// Packed `W_hh` kept at most (the layers of a few LSTMs; the oldest goes first).
+const PACKS_KEPT: usize = 16;
 
 impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend::default()
     }
+
+    /// How many times this backend has packed an LSTM's `W_hh` (once per weight update and
+    /// panel width; what shows that generation never repacks).
+    pub fn packs_made(&self) -> usize {
+        self.packs_made.load(Ordering::Relaxed)
+    }
 }
 
 impl Clone for CpuBackend {
     fn clone(&self) -> Self {
-        CpuBackend { rows_alone: AtomicBool::new(self.rows_alone.load(Ordering::Relaxed)) }
+        CpuBackend { rows_alone: AtomicBool::new(self.rows_alone.load(Ordering::Relaxed)), ..CpuBackend::default() }
     }
 }
 
@@ -323,7 +342,23 @@ impl Backend for CpuBackend {
     fn lstm_fwd(&self, xw: &CpuBuf, w_hh: &CpuBuf, h0: &CpuBuf, c0: &CpuBuf, out: LstmSeqs<&mut CpuBuf>, l: Lstm) {
         let LstmSeqs { hs, cs, gates } = out;
         contract::lstm_fwd(&l, [xw.len(), w_hh.len(), h0.len(), c0.len(), hs.len(), cs.len(), gates.len()]);
-        lstm::forward(xw, w_hh, h0, c0, LstmSeqs { hs: &mut hs[..], cs: &mut cs[..], gates: &mut gates[..] }, l)
+        let packed = |nr: usize| {
+            let key = (w_hh.stamp(), nr);
+            let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, p)) = packs.iter().find(|(k, _)| *k == key) {
+                return p.clone();
+            }
+            // Older packs of the same weights are stale now.
+            packs.retain(|((k, _), _)| (k.0, k.1, k.2) != (key.0 .0, key.0 .1, key.0 .2));
+            let p = Arc::new(lstm::pack_w_hh(w_hh, l.hidden, nr));
+            self.packs_made.fetch_add(1, Ordering::Relaxed);
+            if packs.len() >= PACKS_KEPT {
+                packs.remove(0);
+            }
+            packs.push((key, p.clone()));
+            p
+        };
+        lstm::forward_packed(xw, &packed, h0, c0, LstmSeqs { hs: &mut hs[..], cs: &mut cs[..], gates: &mut gates[..] }, l)
     }
 
     fn lstm_bwd(&self, w_hh: &CpuBuf, saved: LstmSaved<'_, CpuBuf>, dhs: &CpuBuf, dxw: &mut CpuBuf, dw_hh: &mut CpuBuf, l: Lstm) {

@@ -133,14 +133,16 @@ pub fn backward(qkv: &[f32], rel: &[f32], p: &[f32], dout: &[f32], dqkv: &mut [f
     }
 }
 
-/// Writes `out [B, H*D]` (lengths checked by `contract::rel_attention_decode`).
+/// Writes `out [B, H*D]` (lengths checked by `contract::rel_attention_decode`). Each item
+/// (piece) by itself, in parallel when the batch is large enough: an item's output does not
+/// depend on the others, nor on the thread count.
 pub fn decode(qkv: &[f32], kc: &[f32], vc: &[f32], rel: &[f32], out: &mut [f32], a: RelDecode) {
     let (hh, d, win, len) = (a.heads, a.dim, a.window, a.len);
     let (w, scale) = (a.width(), a.scale());
     let n = len.min(win);
     let first = len - n;
-    let mut s = vec![0.0f32; n];
-    for b in 0..a.batch {
+    let item = |b: usize, o: &mut [f32], s: &mut Vec<f32>| {
+        s.resize(n, 0.0);
         let q = &qkv[b * 3 * w..][..w];
         let (kb, vb) = (&kc[b * win * w..][..win * w], &vc[b * win * w..][..win * w]);
         for h in 0..hh {
@@ -148,15 +150,38 @@ pub fn decode(qkv: &[f32], kc: &[f32], vc: &[f32], rel: &[f32], out: &mut [f32],
             for (idx, sv) in s.iter_mut().enumerate() {
                 let pos = first + idx;
                 let (k, r) = (&kb[(pos % win) * w + h * d..][..d], &rel[(h * win + (len - 1 - pos)) * d..][..d]);
-                *sv = scale * qh.iter().zip(k.iter().zip(r)).map(|(q, (k, r))| q * k + q * r).sum::<f32>();
+                *sv = scale * q_dot_k_plus_rel(qh, k, r);
             }
-            softmax_row(&mut s, n - 1);
-            let o = &mut out[b * w + h * d..][..d];
+            softmax_row(s, n - 1);
+            let o = &mut o[h * d..][..d];
             o.fill(0.0);
             for (idx, &pv) in s.iter().enumerate() {
                 let v = &vb[((first + idx) % win) * w + h * d..][..d];
                 o.iter_mut().zip(v).for_each(|(o, v)| *o += pv * v);
             }
         }
+    };
+    let out = &mut out[..a.batch * w];
+    if a.batch > 1 && a.batch * hh * n * d * 2 >= PAR_MIN_MACS {
+        out.par_chunks_mut(w).enumerate().for_each_init(Vec::new, |s, (b, o)| item(b, o, s));
+    } else {
+        let mut s = Vec::new();
+        out.chunks_mut(w).enumerate().for_each(|(b, o)| item(b, o, &mut s));
     }
+}
+
+/// `q . k + q . r` with eight partial sums (so that it vectorises; one position's score of
+/// [`decode`]), added pairwise at the end, then the tail.
+#[inline(always)]
+fn q_dot_k_plus_rel(q: &[f32], k: &[f32], r: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (qc, kc, rc) = (q.chunks_exact(8), k.chunks_exact(8), r.chunks_exact(8));
+    let tail: f32 = qc.remainder().iter().zip(kc.remainder().iter().zip(rc.remainder())).map(|(q, (k, r))| q * k + q * r).sum();
+    for ((qs, ks), rs) in qc.zip(kc).zip(rc) {
+        for l in 0..8 {
+            lanes[l] += qs[l] * ks[l] + qs[l] * rs[l];
+        }
+    }
+    let quads = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    (quads[0] + quads[2]) + (quads[1] + quads[3]) + tail
 }

@@ -552,22 +552,43 @@ fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// [`forward_packed`] with `W_hh` packed afresh.
+#[cfg(test)]
+pub fn forward(xw: &[f32], w_hh: &[f32], h0: &[f32], c0: &[f32], out: LstmSeqs<&mut [f32]>, l: Lstm) {
+    forward_packed(xw, &|nr| pack_w_hh(w_hh, l.hidden, nr).into(), h0, c0, out, l)
+}
+
+/// `W_hh [4H, H]` packed for the forward recurrence's products, in panels of `nr` columns
+/// (what [`forward_packed`] asks for).
+pub fn pack_w_hh(w_hh: &[f32], h: usize, nr: usize) -> Vec<f32> {
+    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
+    pack_panels(h, 4 * h, w_hh, (1, h), nr)
+}
+
 /// Forward recurrence, see [`crate::engine::Backend::lstm_fwd`]. For each step t:
 /// `a = xw[:, t] + h_{t-1} W_hh^T`; `i, f, o = sigmoid(a_i, a_f, a_o)`, `g = tanh(a_g)`;
 /// `c_t = f c_{t-1} + i g`; `h_t = o tanh(c_t)`. Stores the activated gates for the backward.
 /// (Lengths checked by `contract::lstm_fwd`, as the backward's by `contract::lstm_bwd`.)
-pub fn forward(xw: &[f32], w_hh: &[f32], h0: &[f32], c0: &[f32], out: LstmSeqs<&mut [f32]>, l: Lstm) {
+/// `W_hh` comes packed by `packed(nr)` ([`pack_w_hh`] of the weights, for the panel width it is
+/// given), which may come from a cache: the CPU backend packs each `W_hh` once per weight update.
+pub fn forward_packed(
+    xw: &[f32],
+    packed: &dyn Fn(usize) -> std::sync::Arc<Vec<f32>>,
+    h0: &[f32],
+    c0: &[f32],
+    out: LstmSeqs<&mut [f32]>,
+    l: Lstm,
+) {
     let LstmSeqs { hs, cs, gates } = out;
     let Lstm { batch, time, hidden: h } = l;
-    let (g4, seq_g, seq_h) = (4 * h, time * 4 * h, time * h);
+    let (seq_g, seq_h) = (time * 4 * h, time * h);
     if batch == 0 || time == 0 || h == 0 {
         return;
     }
     let tile = Tile::detect();
     let rows = rows_per_chunk(batch);
     let row_kernel = rows < ROW_KERNEL_BELOW;
-    // B = W_hh^T [H, 4H]: element (k, j) is w_hh[j*H + k].
-    let packed = pack_panels(h, g4, w_hh, (1, h), if row_kernel { ROW_NR } else { tile.nr() });
+    let packed = packed(if row_kernel { ROW_NR } else { tile.nr() });
     let run = |chunk: usize, gates: &mut [f32], hs: &mut [f32], cs: &mut [f32]| {
             let b0 = chunk * rows;
             let nb = hs.len() / seq_h;
