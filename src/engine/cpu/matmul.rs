@@ -139,7 +139,7 @@ pub(crate) fn sgemm_rows_alone(
 const ROWS: usize = 4;
 /// A row-alone product of more than this many multiply-adds, asked from outside the pool, is
 /// split across it (a batch of 64 pieces' `[64, 128] x [128, 512]`: 4M).
-const ROWS_PAR_MIN_MACS: usize = 1 << 20;
+const ROWS_PAR_MIN_MACS: usize = 1 << 18;
 
 multiversion! {
     /// `c = a b + beta c` on the same strided views as [`sgemm`] (already checked by it), each row

@@ -141,23 +141,30 @@ pub fn decode(qkv: &[f32], kc: &[f32], vc: &[f32], rel: &[f32], out: &mut [f32],
     let (w, scale) = (a.width(), a.scale());
     let n = len.min(win);
     let first = len - n;
+    // Position-major: each cached position's keys (then values) of every head are one row of
+    // `w` floats, read once and in order (the ring is streamed, not strided through head by
+    // head); each head's scores and output are the same sums in the same order as head by head.
     let item = |b: usize, o: &mut [f32], s: &mut Vec<f32>| {
-        s.resize(n, 0.0);
+        s.resize(hh * n, 0.0);
         let q = &qkv[b * 3 * w..][..w];
         let (kb, vb) = (&kc[b * win * w..][..win * w], &vc[b * win * w..][..win * w]);
-        for h in 0..hh {
-            let qh = &q[h * d..][..d];
-            for (idx, sv) in s.iter_mut().enumerate() {
-                let pos = first + idx;
-                let (k, r) = (&kb[(pos % win) * w + h * d..][..d], &rel[(h * win + (len - 1 - pos)) * d..][..d]);
-                *sv = scale * q_dot_k_plus_rel(qh, k, r);
+        for idx in 0..n {
+            let pos = first + idx;
+            let k = &kb[(pos % win) * w..][..w];
+            for h in 0..hh {
+                let r = &rel[(h * win + (len - 1 - pos)) * d..][..d];
+                s[h * n + idx] = scale * q_dot_k_plus_rel(&q[h * d..][..d], &k[h * d..][..d], r);
             }
-            softmax_row(s, n - 1);
-            let o = &mut o[h * d..][..d];
-            o.fill(0.0);
-            for (idx, &pv) in s.iter().enumerate() {
-                let v = &vb[((first + idx) % win) * w + h * d..][..d];
-                o.iter_mut().zip(v).for_each(|(o, v)| *o += pv * v);
+        }
+        for row in s.chunks_exact_mut(n) {
+            softmax_row(row, n - 1);
+        }
+        o.fill(0.0);
+        for idx in 0..n {
+            let v = &vb[((first + idx) % win) * w..][..w];
+            for h in 0..hh {
+                let pv = s[h * n + idx];
+                o[h * d..][..d].iter_mut().zip(&v[h * d..][..d]).for_each(|(o, v)| *o += pv * v);
             }
         }
     };
