@@ -137,6 +137,9 @@ pub(crate) fn sgemm_rows_alone(
 
 /// Rows of C that [`small_gemm`] computes together, sharing each load of B.
 const ROWS: usize = 4;
+/// Rows of A the dot form of [`small_gemm`] holds at once (in blocks of [`ROWS`]): each column of
+/// B is read once per panel.
+const PANEL: usize = 32;
 /// A row-alone product of more than this many multiply-adds, asked from outside the pool, is
 /// split across it (a batch of 64 pieces' `[64, 128] x [128, 512]`: 4M).
 const ROWS_PAR_MIN_MACS: usize = 1 << 18;
@@ -161,11 +164,15 @@ multiversion! {
         beta: f32,
     ) {
         let ((rsa, csa), (rsb, csb), (rsc, csc)) = (sa, sb, sc);
-        let mut acc = vec![0.0f32; ROWS * n];
-        let mut arows = vec![0.0f32; ROWS * k];
+        // The dot form reads each column of B once per panel of rows (it stays in L1 while the
+        // panel's rows, four at a time, take their products with it); the other forms keep a
+        // block of ROWS rows of C in L1.
+        let panel = if csb != 1 && rsb == 1 { PANEL } else { ROWS };
+        let mut acc = vec![0.0f32; panel * n];
+        let mut arows = vec![0.0f32; panel * k];
         let mut i0 = 0;
         while i0 < m {
-            let r = ROWS.min(m - i0);
+            let r = panel.min(m - i0);
             for (q, arow) in arows.chunks_exact_mut(k.max(1)).take(r).enumerate() {
                 arow.iter_mut().enumerate().for_each(|(p, v)| *v = a[(i0 + q) * rsa + p * csa]);
             }
@@ -187,15 +194,17 @@ multiversion! {
             } else if rsb == 1 {
                 for j in 0..n {
                     let col = &b[j * csb..][..k];
-                    if r == ROWS {
-                        let d = dots4([&arows[..k], &arows[k..2 * k], &arows[2 * k..3 * k], &arows[3 * k..4 * k]], col);
-                        for (q, v) in d.into_iter().enumerate() {
-                            acc[q * n + j] = v;
+                    let mut q = 0;
+                    while q + ROWS <= r {
+                        let x = &arows[q * k..(q + ROWS) * k];
+                        let d = dots4([&x[..k], &x[k..2 * k], &x[2 * k..3 * k], &x[3 * k..]], col);
+                        for (i, v) in d.into_iter().enumerate() {
+                            acc[(q + i) * n + j] = v;
                         }
-                    } else {
-                        for q in 0..r {
-                            acc[q * n + j] = dot(&arows[q * k..][..k], col);
-                        }
+                        q += ROWS;
+                    }
+                    for q in q..r {
+                        acc[q * n + j] = dot(&arows[q * k..][..k], col);
                     }
                 }
             } else {
