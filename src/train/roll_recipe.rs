@@ -3,6 +3,7 @@
 //! mode"). Options given on the command line override any part.
 
 use crate::model::roll::RollConfig;
+use crate::model::roll_nade::RollHead;
 use crate::train::roll::RollTrainSettings;
 use crate::run::schedule::LrSchedule;
 
@@ -63,6 +64,15 @@ pub fn default_model(kind: DataKind) -> &'static str {
     let _ = kind;
     "wavenet-gated"
 }
+
+/// The default output head for this kind of data (issue 27; `--head`, `--nade-hidden`).
+pub fn default_head(kind: DataKind) -> RollHead {
+    let _ = kind;
+    RollHead::Sigmoid
+}
+
+/// Hidden units of the NADE head when `--head nade` is given without `--nade-hidden`.
+pub const NADE_HIDDEN: usize = 150;
 
 /// The default optimisation for this kind of data and model (see the README's table for what
 /// was tried on JSB's valid split).
