@@ -132,7 +132,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         }
     }
     cfg.validate()?;
-    let recipe = default_head(run.kind);
+    let recipe = default_head(run.kind, model);
     // --head nade, or the recipe's NADE; --nade-hidden beside a sigmoid head is an error.
     let nade = match args.head.as_deref() {
         Some(name) => name == "nade",
