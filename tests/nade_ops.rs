@@ -216,3 +216,17 @@ fn many_rows_do_not_depend_on_the_thread_count() {
     }
 }
 
+
+#[test]
+fn a_short_buffer_names_the_op_the_buffer_and_the_sizes() {
+    let c = case(1, 2, 5, 3, 0.5);
+    let mut b = bufs(&c);
+    b[0] = CpuBuf::zeros(5);
+    let (mut lg, mut st) = (CpuBuf::zeros(10), CpuBuf::zeros(2));
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        CpuBackend::new().nade_fwd(input(&b), &mut lg, &mut st, Nade { n: 2, k: 5, h: 3, grad_scale: 1.0 })
+    }))
+    .unwrap_err();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(msg, "nade_fwd: buffer `bh` holds 5 elements, expected n 2 x h 3 = 6");
+}

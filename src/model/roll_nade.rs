@@ -102,7 +102,6 @@ pub struct RollNade<B: RollOps> {
     /// Their gradient, rows, and in the conv layout.
     dfeat: B::Buf,
     dfeat_t: B::Buf,
-    last: (usize, usize),
 }
 
 impl<B: RollOps + 'static> RollNade<B> {
@@ -110,7 +109,7 @@ impl<B: RollOps + 'static> RollNade<B> {
         let s = feature_width(inner.config());
         let mut head = NadeHead::new(b, "nade", s, hidden, KEYS, cap, rng);
         into_arena(b, head.params_mut());
-        RollNade { inner, head, s, cap, feat: b.alloc(cap * s), dfeat: b.alloc(cap * s), dfeat_t: b.alloc(cap * s), last: (0, 0) }
+        RollNade { inner, head, s, cap, feat: b.alloc(cap * s), dfeat: b.alloc(cap * s), dfeat_t: b.alloc(cap * s) }
     }
 
     /// The features as rows (the conv model's transposed into `self.feat`).
@@ -155,7 +154,6 @@ impl<B: RollOps + 'static> RollModel<B> for RollNade<B> {
         }
         let feat = if channels_first { &self.feat } else { f };
         self.head.forward(b, feat, n);
-        self.last = (batch, time);
     }
 
     fn loss(&mut self, b: &B, y: &B::Buf, w: &B::Buf, dlogits: &mut B::Buf, stats: &mut B::Buf, bce: Bce) {
@@ -163,10 +161,23 @@ impl<B: RollOps + 'static> RollModel<B> for RollNade<B> {
     }
 
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize) {
+        self.backward_features(b, ids, slots, dlogits, None, batch, time)
+    }
+
+    fn features(&self) -> (&B::Buf, usize, bool) {
+        (self.rows(), self.s, false)
+    }
+
+    /// The backward from the last loss (`dlogits`: the visible biases' gradient), with `dfeat`
+    /// (rows) added to the features' gradient.
+    fn backward_features(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, dfeat: Option<&B::Buf>, batch: usize, time: usize) {
         let n = batch * time;
         let (_, s, channels_first) = self.inner.features();
         let feat = if channels_first { &self.feat } else { self.inner.features().0 };
         self.head.backward(b, feat, &mut self.dfeat, n);
+        if let Some(extra) = dfeat {
+            b.add(extra, &mut self.dfeat, n * s);
+        }
         let df = if channels_first {
             b.transpose(&self.dfeat, &mut self.dfeat_t, batch, time, s);
             &self.dfeat_t
@@ -174,14 +185,6 @@ impl<B: RollOps + 'static> RollModel<B> for RollNade<B> {
             &self.dfeat
         };
         self.inner.backward_features(b, ids, slots, dlogits, Some(df), batch, time);
-    }
-
-    fn features(&self) -> (&B::Buf, usize, bool) {
-        (self.rows(), self.s, false)
-    }
-
-    fn backward_features(&mut self, _: &B, _: &B::Ids, _: usize, _: &B::Buf, _: Option<&B::Buf>, _: usize, _: usize) {
-        unimplemented!("a NADE head reads the features; nothing stacks a head on it")
     }
 
     fn joint_frame(&self, b: &B, row: usize) -> Option<NadeFrame> {
