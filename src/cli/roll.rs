@@ -16,7 +16,7 @@ use etude::rng::Rng;
 use etude::data::roll::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
 use etude::model::roll::RollConfig;
 use etude::model::roll_nade::RollHead;
-use etude::train::roll_recipe::{default_config, default_head, default_model, default_settings, DataKind, NADE_HIDDEN};
+use etude::train::roll_recipe::{default_config, default_head, default_model, default_settings_with, DataKind, NADE_HIDDEN};
 use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train_headed as train_roll, RollMeta};
 use etude::run::schedule::{self, LrSchedule};
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     } else {
         RollHead::Sigmoid
     };
-    let mut s = default_settings(run.kind, model);
+    let mut s = default_settings_with(run.kind, model, head);
     // The options given on the command line replace the recipe's values (same names in both).
     macro_rules! given {
         ($($field:ident),*) => {
