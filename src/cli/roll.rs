@@ -284,8 +284,12 @@ fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
     } else {
         println!(
-            "piano-roll {} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
+            "piano-roll {}{} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
             meta.config.name(),
+            match meta.head {
+                RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
+                RollHead::Sigmoid => String::new(),
+            },
             report.nll_per_frame,
             report.frames,
             report.sequences,
