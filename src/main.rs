@@ -87,6 +87,8 @@ fn main() -> ExitCode {
                 cli::roll::train(*args, &explicit)
             } else if args.kernel.is_some() {
                 Err("--kernel applies in piano-roll mode (--data FILE.pianoroll.json.gz or --tokenizer pianoroll)".into())
+            } else if args.head.is_some() || args.nade_hidden.is_some() {
+                Err("--head and --nade-hidden apply in piano-roll mode (--data FILE.pianoroll.json.gz or --tokenizer pianoroll)".into())
             } else {
                 cli::train::apply_preset(&mut args, &explicit).and_then(|()| cli::train::run(*args))
             }

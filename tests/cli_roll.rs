@@ -112,6 +112,7 @@ fn a_bias_only_model_gives_the_independent_bernoulli_baseline_through_eval() {
         epoch: 0,
         valid_nll: None,
         params: cfg.n_params(),
+        head: Default::default(),
     };
     let ck = dir.path().join("bias.safetensors");
     save(&b, m.as_ref(), &meta, &ck).unwrap();

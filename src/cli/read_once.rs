@@ -90,6 +90,7 @@ fn piano_roll_generate_and_eval_read_the_checkpoint_once() {
         epoch: 0,
         valid_nll: None,
         params: cfg.n_params(),
+        head: Default::default(),
     };
     let ck = tmp.path().join("roll.safetensors");
     save(&b, m.as_ref(), &meta, &ck).unwrap();

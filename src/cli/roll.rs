@@ -15,8 +15,9 @@ use etude::music::midi::{read_midi, write_midi, ReadOptions, WriteOptions};
 use etude::rng::Rng;
 use etude::data::roll::{is_roll_path, notes_to_roll, read_roll_file, roll_to_notes, Frame, Sequence, KEYS};
 use etude::model::roll::RollConfig;
-use etude::train::roll_recipe::{default_config, default_model, default_settings, DataKind};
-use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train as train_roll, RollMeta};
+use etude::model::roll_nade::RollHead;
+use etude::train::roll_recipe::{default_config, default_head, default_model, default_settings_with, DataKind, NADE_HIDDEN};
+use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train_headed as train_roll, RollMeta};
 use etude::run::schedule::{self, LrSchedule};
 use std::path::{Path, PathBuf};
 
@@ -131,7 +132,24 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         }
     }
     cfg.validate()?;
-    let mut s = default_settings(run.kind, model);
+    let recipe = default_head(run.kind, model);
+    // --head nade, or the recipe's NADE; --nade-hidden beside a sigmoid head is an error.
+    let nade = match args.head.as_deref() {
+        Some(name) => name == "nade",
+        None => !recipe.is_sigmoid(),
+    };
+    let head = if nade {
+        let hidden = match recipe {
+            RollHead::Nade { hidden } => hidden,
+            RollHead::Sigmoid => NADE_HIDDEN,
+        };
+        RollHead::parse("nade", args.nade_hidden.unwrap_or(hidden))?
+    } else if args.nade_hidden.is_some() {
+        return Err("--nade-hidden applies to --head nade".into());
+    } else {
+        RollHead::Sigmoid
+    };
+    let mut s = default_settings_with(run.kind, model, head);
     // The options given on the command line replace the recipe's values (same names in both).
     macro_rules! given {
         ($($field:ident),*) => {
@@ -153,8 +171,12 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
     let (frames, _) = etude::data::roll::count_frames(&run.train);
     eprintln!(
-        "piano-roll {model}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
-        cfg.n_params(),
+        "piano-roll {model}{}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
+        match head {
+            RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
+            RollHead::Sigmoid => String::new(),
+        },
+        cfg.n_params() + head.extra_params(&cfg),
         run.train.len(),
         run.valid.len(),
         s.window,
@@ -179,9 +201,9 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     };
     let mut log = std::io::stderr();
     match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(train_roll(&b, &cfg, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log)),
+        Engine::Cpu(b) => go(train_roll(&b, &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log)),
         Engine::Gpu(g) => {
-            go(train_roll(g.as_ref(), &cfg, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log))
+            go(train_roll(g.as_ref(), &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log))
         }
     }
 }
@@ -262,8 +284,12 @@ fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
         println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
     } else {
         println!(
-            "piano-roll {} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
+            "piano-roll {}{} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
             meta.config.name(),
+            match meta.head {
+                RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
+                RollHead::Sigmoid => String::new(),
+            },
             report.nll_per_frame,
             report.frames,
             report.sequences,
@@ -403,6 +429,10 @@ fn draw_all<B: RollOps + 'static>(
             }
             b.write_ids(&mut ids, &host);
             model.forward(b, &ids, slots, 1, ctx.len());
+            if let Some(joint) = model.joint_frame(b, ctx.len() - 1) {
+                hist.push(joint.sample(args.temperature, args.max_keys, &mut rng));
+                continue;
+            }
             let all = b.read(model.logits(), ctx.len() * KEYS);
             let last = &all[(ctx.len() - 1) * KEYS..];
             hist.push(sample_frame(last, args.temperature, args.max_keys, &mut rng));

@@ -81,6 +81,13 @@ pub struct TrainArgs {
     /// wavenet-gated in piano-roll mode: kernel size of the dilated convs (default 2).
     #[arg(long)]
     pub kernel: Option<usize>,
+    /// Piano-roll models: the output head, `sigmoid` (88 independent keys) or `nade` (a frame's
+    /// keys drawn jointly, RNN-NADE) [default: the data set's recipe].
+    #[arg(long, value_parser = ["sigmoid", "nade"])]
+    pub head: Option<String>,
+    /// Hidden units of the NADE head [default: the data set's recipe].
+    #[arg(long, value_name = "H")]
+    pub nade_hidden: Option<usize>,
     /// Window length T: tokens the model reads to predict the next.
     #[arg(long, default_value_t = 128, value_parser = super::values::at_least_one)]
     pub window: usize,

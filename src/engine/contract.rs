@@ -14,6 +14,7 @@
 //! there: the GPU's element types (`check_same_elem`, `check_f32`) and kernel limits, the CPU's
 //! checks of token ids against the table (data, not sizes).
 
+use super::nade::Nade;
 use super::args::{AdamStep, Bag, Bce, LayerNorm, RelAttention, RelDecode, Strided, Xent};
 use super::{Attention, Conv1d, Lstm, MatMul};
 
@@ -311,6 +312,44 @@ pub fn bag_bwd(b: &Bag, rows: usize, [ids, dout, dtable]: [usize; 3]) {
     dims("bag_bwd", "ids", ids, &[("n", b.n), ("slots", b.slots)]);
     dims("bag_bwd", "dout", dout, &[("n", b.n), ("e", b.e)]);
     dims("bag_bwd", "dtable", dtable, &[("rows", rows), ("e", b.e)]);
+}
+
+/// `nade_fwd(x, logits, stats, nade)`: `bh [n, h]`, `bv, y, logits [n, k]`, `W, V [k, h]`, `rw,
+/// stats [n]`; `h` at most [`NADE_MAX_HIDDEN`](super::nade::NADE_MAX_HIDDEN).
+pub fn nade_fwd(d: &Nade, [bh, bv, w, v, y, rw]: [usize; 6], [logits, stats]: [usize; 2]) {
+    const OP: &str = "nade_fwd";
+    nade_inputs(OP, d, [bh, bv, w, v, y, rw]);
+    dims(OP, "logits", logits, &[("n", d.n), ("k", d.k)]);
+    dims(OP, "stats", stats, &[("n", d.n)]);
+}
+
+/// `nade_bwd(x, logits, grads, nade)`: the forward's shapes, `dbh [n, h]`, `dbv [n, k]`, `dW, dV
+/// [k, h]`.
+pub fn nade_bwd(d: &Nade, inputs: [usize; 6], logits: usize, [dbh, dbv, dw, dv]: [usize; 4]) {
+    const OP: &str = "nade_bwd";
+    nade_inputs(OP, d, inputs);
+    let (n, k, h) = ([("n", d.n)], [("k", d.k)], [("h", d.h)]);
+    dims(OP, "logits", logits, &[n[0], k[0]]);
+    dims(OP, "dbh", dbh, &[n[0], h[0]]);
+    dims(OP, "dbv", dbv, &[n[0], k[0]]);
+    dims(OP, "dw", dw, &[k[0], h[0]]);
+    dims(OP, "dv", dv, &[k[0], h[0]]);
+}
+
+fn nade_inputs(op: &str, d: &Nade, [bh, bv, w, v, y, rw]: [usize; 6]) {
+    assert!(
+        d.h <= super::nade::NADE_MAX_HIDDEN,
+        "{op}: {} hidden units, at most {} fit the kernel",
+        d.h,
+        super::nade::NADE_MAX_HIDDEN
+    );
+    let (n, k, h) = (("n", d.n), ("k", d.k), ("h", d.h));
+    dims(op, "bh", bh, &[n, h]);
+    dims(op, "bv", bv, &[n, k]);
+    dims(op, "w", w, &[k, h]);
+    dims(op, "v", v, &[k, h]);
+    dims(op, "y", y, &[n, k]);
+    dims(op, "rw", rw, &[n]);
 }
 
 /// `layer_norm_fwd(x, weight, bias, y, stats, ln)`: `x, y [rows, width]`, `weight, bias [width]`,

@@ -23,6 +23,7 @@ pub mod contract;
 pub mod cpu;
 pub mod dropout;
 pub mod gpu;
+pub mod nade;
 pub mod optim;
 pub mod roll;
 

@@ -4,6 +4,7 @@
 //! is the dense input projection of a multi-hot frame). Both backends implement it
 //! (`cpu/roll.rs`, `gpu/roll.rs` with `shaders/bce.wgsl` and `shaders/bag.wgsl`).
 
+use super::nade::{Nade, NadeGrads, NadeIn};
 use super::{Backend, Bag, Bce};
 
 /// The piano-roll ops; see the module documentation.
@@ -23,6 +24,16 @@ pub trait RollOps: Backend {
     /// Backward of [`RollOps::bag_fwd`]: `dtable[ids[i*slots + j], :] += dout[i, :]` for every
     /// non-empty slot; accumulates. `rows` is the table's row count.
     fn bag_bwd(&self, ids: &Self::Ids, dout: &Self::Buf, dtable: &mut Self::Buf, bag: Bag, rows: usize);
+
+    /// The NADE head's forward (issue 27; math and layouts in [`crate::engine::nade`]): every
+    /// key's conditional logit of each row's frame `x.y` given its biases, in one pass over the
+    /// keys, into `logits [n, k]`, and `stats[r] = rw[r] * -log p(y[r])` (f32 storage), the loss
+    /// `bce_logits` would give those logits.
+    fn nade_fwd(&self, x: NadeIn<'_, Self::Buf>, logits: &mut Self::Buf, stats: &mut Self::Buf, nade: Nade);
+
+    /// Backward of [`RollOps::nade_fwd`] from its `logits`: writes `dbh`, `dbv`, accumulates `dw`,
+    /// `dv`, of `sum_r stats[r] * grad_scale`.
+    fn nade_bwd(&self, x: NadeIn<'_, Self::Buf>, logits: &Self::Buf, g: NadeGrads<'_, Self::Buf>, nade: Nade);
 }
 
 /// `max(x, 0) - x*y + ln(1 + exp(-|x|))`, the loss of one key (f32, as both backends compute it).

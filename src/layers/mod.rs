@@ -15,6 +15,7 @@
 //!   gated.rs        GatedStack: the gated WaveNet's residual blocks and skip sum (token and roll models)
 //!   layer_norm.rs   LayerNorm: over token-major rows (the Transformer's)
 //!   rel_attention.rs RelSelfAttention: qkv, relative attention, proj; one-step mode over a ring cache
+//!   nade.rs         NadeHead: the piano-roll models' joint output (RNN-NADE) over the NADE op
 //! ```
 //!
 //! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
@@ -32,6 +33,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod lstm;
 pub mod lstm_stack;
+pub mod nade;
 pub mod rel_attention;
 
 pub use attention::CausalAttention;
@@ -44,6 +46,7 @@ pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use lstm::{Lstm, LstmScratch};
 pub use lstm_stack::{LstmRun, LstmStack, LstmState};
+pub use nade::NadeHead;
 pub use rel_attention::RelSelfAttention;
 
 use crate::engine::{Backend, Param};

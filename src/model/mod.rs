@@ -10,6 +10,7 @@ pub mod any;
 pub mod copy;
 pub mod lstm;
 pub mod roll;
+pub mod roll_nade;
 pub mod step;
 pub mod transformer;
 pub mod wavenet;

@@ -27,7 +27,7 @@
 use crate::engine::dropout::active;
 use crate::engine::arena::into_arena;
 use crate::engine::roll::RollOps;
-use crate::engine::{Act, Backend, Dropout, Param, Strided};
+use crate::engine::{Act, Backend, Bce, Dropout, Param, Strided};
 use crate::layers::{BagInput, Conv1d, DropSite, GatedStack, Layer, Linear, LstmRun, LstmStack};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,30 @@ pub trait RollModel<B: RollOps> {
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize);
     /// Dropout for the next forward and backward (`None`: evaluation and generation).
     fn set_dropout(&mut self, d: Option<Dropout>);
+
+    /// The loss of the last forward against the next frames `y [n, 88]` with row weights `w`
+    /// (sizes in `bce`): `stats` and `dlogits` as [`RollOps::bce_logits`] writes them; a joint
+    /// head ([`crate::model::roll_nade`]) scores the frames its own way and leaves in `dlogits`
+    /// what its [`RollModel::backward`] takes.
+    fn loss(&mut self, b: &B, y: &B::Buf, w: &B::Buf, dlogits: &mut B::Buf, stats: &mut B::Buf, bce: Bce) {
+        b.bce_logits(self.logits(), y, w, dlogits, stats, bce);
+    }
+
+    /// The features the output layer reads: `(buffer, width, channels_first)`, rows
+    /// `[batch*time, width]`, or `[batch, width, time]` when `channels_first` (the conv model's).
+    fn features(&self) -> (&B::Buf, usize, bool);
+
+    /// [`RollModel::backward`] with `dfeat` (laid out as [`RollModel::features`]) added to the
+    /// gradient of the features (a head beside the output layer that reads them too).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_features(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, dfeat: Option<&B::Buf>, batch: usize, time: usize);
+
+    /// A joint head's distribution of the frame after row `row` of the last forward (`None`: 88
+    /// independent sigmoids of [`RollModel::logits`]).
+    fn joint_frame(&self, b: &B, row: usize) -> Option<crate::layers::nade::NadeFrame> {
+        let _ = (b, row);
+        None
+    }
 }
 
 /// A freshly initialised model (PyTorch's default initialisations from `rng`) with an arena of
@@ -235,7 +259,16 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         self.out.forward(b, z, n);
     }
 
+    fn features(&self) -> (&B::Buf, usize, bool) {
+        let z = if active(self.dropout.as_ref()) { &self.drop_head } else { &self.lstm.top().hs };
+        (z, self.h, false)
+    }
+
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize) {
+        self.backward_features(b, ids, slots, dlogits, None, batch, time)
+    }
+
+    fn backward_features(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, dfeat: Option<&B::Buf>, batch: usize, time: usize) {
         let n = batch * time;
         assert!(n <= self.cap, "piano-roll lstm: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (e, h, nl) = (self.e, self.h, self.nl);
@@ -245,6 +278,9 @@ impl<B: RollOps> RollModel<B> for RollLstm<B> {
         let top = self.lstm.top_mut();
         let z = if on { &self.drop_head } else { &top.hs };
         self.out.backward(b, z, dlogits, Some(&mut top.dhs), n);
+        if let Some(df) = dfeat {
+            b.add(df, &mut top.dhs, n * h);
+        }
         DropSite(nl as u32).apply(b, dr, &mut top.dhs, n * h);
         self.lstm.backward(b, &self.inp.x, &mut self.dx, LstmRun { batch, time, state: None, dropout: dr });
         DropSite(0).apply(b, dr, &mut self.dx, n * e);
@@ -363,13 +399,24 @@ impl<B: RollOps> RollModel<B> for RollConv<B> {
         b.transpose(&self.post2.y, &mut self.logits, batch, KEYS, time);
     }
 
+    fn features(&self) -> (&B::Buf, usize, bool) {
+        (&self.p1, self.s, true)
+    }
+
     fn backward(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, batch: usize, time: usize) {
+        self.backward_features(b, ids, slots, dlogits, None, batch, time)
+    }
+
+    fn backward_features(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, dfeat: Option<&B::Buf>, batch: usize, time: usize) {
         let n = batch * time;
         assert!(n <= self.cap, "piano-roll conv: {batch} x {time} frames exceed the arena's {}", self.cap);
         let (r, s) = (self.r, self.s);
         let d = self.dropout.as_ref();
         b.transpose(dlogits, &mut self.dout_t, batch, time, KEYS);
         self.post2.backward(b, &self.p1, &self.dout_t, &mut self.dp1, false, batch, time);
+        if let Some(df) = dfeat {
+            b.add(df, &mut self.dp1, n * s);
+        }
         b.act_bwd(Act::Relu, &self.p1, &self.dp1, &mut self.dp1_pre, n * s);
         self.post1.backward(b, &self.s1, &self.dp1_pre, &mut self.ds1, false, batch, time);
         b.act_bwd(Act::Relu, &self.s1, &self.ds1, &mut self.dskip, n * s);

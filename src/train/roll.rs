@@ -15,7 +15,8 @@
 //! training sees whole sequences as the metric does.
 
 use crate::data::roll::{Frame, Sequence, KEYS};
-use crate::model::roll::{build, RollConfig, RollModel};
+use crate::model::roll::{RollConfig, RollModel};
+use crate::model::roll_nade::{build_headed, RollHead};
 use crate::files::atomic_write;
 use crate::run::checkpoint::{Checkpoint, HostTensor};
 use crate::engine::arena::zero_grads;
@@ -166,7 +167,7 @@ pub fn evaluate<B: RollOps>(b: &B, model: &mut dyn RollModel<B>, seqs: &[Sequenc
         dev.upload(b, &batch);
         let n = batch.batch * batch.time;
         model.forward(b, &dev.ids, batch.slots, batch.batch, batch.time);
-        b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 0.0 });
+        model.loss(b, &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 0.0 });
         let stats = b.read(&dev.stats, n);
         loss += stats.iter().map(|&v| v as f64).sum::<f64>();
         frames += batch.rows;
@@ -257,6 +258,10 @@ pub struct RollMeta {
     pub epoch: usize,
     pub valid_nll: Option<f64>,
     pub params: usize,
+    /// The output head (issue 27); absent in a sigmoid model's metadata (older checkpoints load
+    /// as sigmoid, and a sigmoid run writes the bytes it wrote before the head existed).
+    #[serde(default, skip_serializing_if = "RollHead::is_sigmoid")]
+    pub head: RollHead,
 }
 
 /// The model's parameters as checkpoint tensors.
@@ -309,7 +314,7 @@ pub fn model_from<B: RollOps + 'static>(
     capacity: usize,
     origin: &str,
 ) -> Result<Box<dyn RollModel<B>>, String> {
-    let mut model = build(b, &meta.config, capacity, &mut Rng::new(0));
+    let mut model = build_headed(b, &meta.config, meta.head, capacity, &mut Rng::new(0));
     if ck.tensors.len() != model.params().len() {
         return Err(format!("{origin}: {} tensors, the model has {} parameters", ck.tensors.len(), model.params().len()));
     }
@@ -372,6 +377,23 @@ pub fn train<B: RollOps + 'static>(
     out: &Path,
     log: &mut dyn Write,
 ) -> Result<TrainSummary, String> {
+    train_headed(b, cfg, RollHead::Sigmoid, s, train, valid, frame_quarters, data, out, log)
+}
+
+/// [`train`] with the output head `head` (issue 27).
+#[allow(clippy::too_many_arguments)]
+pub fn train_headed<B: RollOps + 'static>(
+    b: &B,
+    cfg: &RollConfig,
+    head: RollHead,
+    s: &RollTrainSettings,
+    train: &[Sequence],
+    valid: &[Sequence],
+    frame_quarters: f64,
+    data: &str,
+    out: &Path,
+    log: &mut dyn Write,
+) -> Result<TrainSummary, String> {
     let t0 = Instant::now();
     let items = chunks(train, s.window);
     if items.is_empty() {
@@ -388,7 +410,7 @@ pub fn train<B: RollOps + 'static>(
     let longest_valid = valid.iter().map(|v| v.len().saturating_sub(1)).max().unwrap_or(1);
     let capacity = (s.batch * s.window).max(longest_valid).max(1);
     let mut rng = Rng::new(s.seed);
-    let mut model = build(b, cfg, capacity, &mut rng);
+    let mut model = build_headed(b, cfg, head, capacity, &mut rng);
     init_output_bias(b, model.as_mut(), train);
     let hp = AdamParams { lr: s.lr, weight_decay: s.weight_decay, ..AdamParams::default() };
     let mut adam = Adam::new(b, model.params(), hp, s.clip);
@@ -404,7 +426,8 @@ pub fn train<B: RollOps + 'static>(
         data: data.to_string(),
         epoch: 0,
         valid_nll: None,
-        params: cfg.n_params(),
+        params: cfg.n_params() + head.extra_params(cfg),
+        head,
     };
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut csv = String::from("epoch,train_nll_per_frame,valid_nll_per_frame,valid_accuracy,lr,seconds\n");
@@ -430,7 +453,7 @@ pub fn train<B: RollOps + 'static>(
             zero_grads(b, model.params_mut());
             model.set_dropout((s.dropout > 0.0).then_some(Dropout { p: s.dropout, seed: s.seed, step }));
             model.forward(b, &dev.ids, batch.slots, batch.batch, batch.time);
-            b.bce_logits(model.logits(), &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 1.0 / batch.rows as f32 });
+            model.loss(b, &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 1.0 / batch.rows as f32 });
             model.backward(b, &dev.ids, batch.slots, &dev.dlogits, batch.batch, batch.time);
             adam.step(b, model.params_mut());
             let st = b.read(&dev.stats, n);
@@ -473,5 +496,5 @@ pub fn train<B: RollOps + 'static>(
             }
         }
     }
-    Ok(TrainSummary { best_epoch, best_valid: best, epochs_run, seconds: t0.elapsed().as_secs_f64(), params: cfg.n_params() })
+    Ok(TrainSummary { best_epoch, best_valid: best, epochs_run, seconds: t0.elapsed().as_secs_f64(), params: meta.params })
 }

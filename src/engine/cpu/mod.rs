@@ -54,6 +54,7 @@ pub mod fastmath;
 mod layer_norm;
 mod lstm;
 mod matmul;
+mod nade;
 mod optim;
 mod rel_attention;
 mod roll;

@@ -3,6 +3,7 @@
 
 use super::{CpuBackend, CpuBuf};
 use crate::engine::roll::{bce_one, sigmoid, RollOps};
+use crate::engine::nade::{Nade, NadeGrads, NadeIn};
 use crate::engine::{contract, Bag, Bce};
 
 impl RollOps for CpuBackend {
@@ -52,5 +53,13 @@ impl RollOps for CpuBackend {
                 }
             }
         }
+    }
+
+    fn nade_fwd(&self, x: NadeIn<'_, CpuBuf>, logits: &mut CpuBuf, stats: &mut CpuBuf, nade: Nade) {
+        super::nade::nade_fwd(x, logits, stats, nade)
+    }
+
+    fn nade_bwd(&self, x: NadeIn<'_, CpuBuf>, logits: &CpuBuf, g: NadeGrads<'_, CpuBuf>, nade: Nade) {
+        super::nade::nade_bwd(x, logits, g, nade)
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod embedding;
 pub(crate) mod layer_norm;
 pub(crate) mod lstm;
 pub(crate) mod matmul;
+pub(crate) mod nade;
 pub(crate) mod optim;
 pub(crate) mod rel_attention;
 pub(crate) mod roll;

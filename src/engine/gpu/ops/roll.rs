@@ -3,6 +3,7 @@
 
 use crate::engine::gpu::{check_f32, check_same_elem, f, grid_1d, grid_2d, u, GpuBackend, GpuBuffer, Recording, Shader};
 use crate::engine::roll::RollOps;
+use crate::engine::nade::{Nade, NadeGrads, NadeIn};
 use crate::engine::{contract, Bag, Bce};
 
 const BCE: Shader = Shader { name: "bce", source: include_str!("../../../../shaders/bce.wgsl") };
@@ -22,6 +23,14 @@ impl RollOps for GpuBackend {
 
     fn bag_bwd(&self, ids: &GpuBuffer, dout: &GpuBuffer, dtable: &mut GpuBuffer, bag: Bag, rows: usize) {
         record_bag_bwd(&mut self.recording(), ids, dout, dtable, bag, rows)
+    }
+
+    fn nade_fwd(&self, x: NadeIn<'_, GpuBuffer>, logits: &mut GpuBuffer, stats: &mut GpuBuffer, nade: Nade) {
+        super::nade::record_nade_fwd(&mut self.recording(), x, logits, stats, nade)
+    }
+
+    fn nade_bwd(&self, x: NadeIn<'_, GpuBuffer>, logits: &GpuBuffer, g: NadeGrads<'_, GpuBuffer>, nade: Nade) {
+        super::nade::record_nade_bwd(&mut self.recording(), x, logits, g, nade)
     }
 }
 
