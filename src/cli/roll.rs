@@ -401,7 +401,12 @@ fn outputs(args: &GenArgs) -> Vec<PathBuf> {
     (1..=args.count).map(|i| args.out.with_file_name(format!("{stem}-{i}.{ext}"))).collect()
 }
 
-/// `--count` pieces of `--length` frames each after the prime (kept with --include-prime).
+/// `--count` pieces of `--length` frames each after the prime (kept with --include-prime),
+/// composed together in batches of up to [`etude::generate::BATCH`]: every step reruns the model
+/// once over the last `cap` frames of all the pieces of a batch (one item each). Piece `i` draws
+/// from its own stream seeded `--seed + i`, and each row of every product is computed alone
+/// ([`etude::engine::Backend::set_rows_alone`]), so each piece is the one its seed draws alone
+/// (bit for bit on the CPU).
 fn draw_all<B: RollOps + 'static>(
     b: &B,
     meta: &RollMeta,
@@ -411,34 +416,45 @@ fn draw_all<B: RollOps + 'static>(
     prime: &[Frame],
     args: &GenArgs,
 ) -> Result<Vec<Sequence>, String> {
-    let mut model = model_from(b, meta, ck, cap, origin)?;
-    let mut rng = Rng::new(args.seed);
-    let mut ids = b.alloc_ids(cap * KEYS);
+    let count = args.count.max(1);
+    let batch = count.min(etude::generate::BATCH);
+    let mut model = model_from(b, meta, ck, batch * cap, origin)?;
+    let mut ids = b.alloc_ids(batch * cap * KEYS);
     let mut pieces = Vec::new();
-    for _ in 0..args.count.max(1) {
-        let mut hist: Sequence = prime.to_vec();
+    b.set_rows_alone(true);
+    for first in (0..count).step_by(batch) {
+        let n = batch.min(count - first);
+        let mut rngs: Vec<Rng> = (first..first + n).map(|i| Rng::new(args.seed.wrapping_add(i as u64))).collect();
+        let mut hists: Vec<Sequence> = vec![prime.to_vec(); n];
         for _ in 0..args.length {
-            // The model reruns over the last `cap` frames (its receptive field, or all of them).
-            let ctx = &hist[hist.len().saturating_sub(cap)..];
-            let slots = ctx.iter().map(Vec::len).max().unwrap_or(0).max(1);
-            let mut host = vec![u32::MAX; ctx.len() * slots];
-            for (t, f) in ctx.iter().enumerate() {
-                for (j, &k) in f.iter().enumerate() {
-                    host[t * slots + j] = k as u32;
+            // The model reruns over the last `cap` frames (its receptive field, or all of them);
+            // the pieces' histories have one length.
+            let len = hists[0].len().min(cap);
+            let ctxs: Vec<&[Frame]> = hists.iter().map(|h| &h[h.len() - len..]).collect();
+            let slots = ctxs.iter().flat_map(|c| c.iter().map(Vec::len)).max().unwrap_or(0).max(1);
+            let mut host = vec![u32::MAX; n * len * slots];
+            for (item, ctx) in ctxs.iter().enumerate() {
+                for (t, f) in ctx.iter().enumerate() {
+                    for (j, &k) in f.iter().enumerate() {
+                        host[(item * len + t) * slots + j] = k as u32;
+                    }
                 }
             }
             b.write_ids(&mut ids, &host);
-            model.forward(b, &ids, slots, 1, ctx.len());
-            if let Some(joint) = model.joint_frame(b, ctx.len() - 1) {
-                hist.push(joint.sample(args.temperature, args.max_keys, &mut rng));
-                continue;
+            model.forward(b, &ids, slots, n, len);
+            let all = b.read(model.logits(), n * len * KEYS);
+            for (item, (hist, rng)) in hists.iter_mut().zip(&mut rngs).enumerate() {
+                let row = item * len + len - 1;
+                let frame = match model.joint_frame(b, row) {
+                    Some(joint) => joint.sample(args.temperature, args.max_keys, rng),
+                    None => sample_frame(&all[row * KEYS..(row + 1) * KEYS], args.temperature, args.max_keys, rng),
+                };
+                hist.push(frame);
             }
-            let all = b.read(model.logits(), ctx.len() * KEYS);
-            let last = &all[(ctx.len() - 1) * KEYS..];
-            hist.push(sample_frame(last, args.temperature, args.max_keys, &mut rng));
         }
         let skip = if args.include_prime || args.prime.is_none() { usize::from(args.prime.is_none()) } else { prime.len() };
-        pieces.push(hist[skip..].to_vec());
+        pieces.extend(hists.into_iter().map(|h| h[skip..].to_vec()));
     }
+    b.set_rows_alone(false);
     Ok(pieces)
 }
