@@ -32,7 +32,7 @@ fn builtin_corpus_is_embedded_and_all_piano() {
     assert_eq!(on_disk, names);
     // No held-out piece: none of the built-in pieces has the notes of a mutopia-piano-heldout file.
     if let Some(dir) = shared("mutopia-piano-heldout") {
-        let key = |p: &etude::music::midi::Piece| p.notes.iter().map(|n| (n.pitch, (n.start * 12.0).round() as i64)).collect::<Vec<_>>();
+        let key = |p: &etude::music::midi::Score| p.notes.iter().map(|n| (n.pitch, (n.start * 12.0).round() as i64)).collect::<Vec<_>>();
         let held: Vec<_> = load_corpus(&[dir], &ReadOptions::default()).pieces.iter().map(|p| key(&p.piece)).collect();
         for (name, bytes) in &files {
             let k = key(&read_midi(bytes, &ReadOptions::default()).unwrap());

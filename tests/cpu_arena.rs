@@ -10,7 +10,7 @@ mod common;
 use common::{for_every_model, rand_vec, standalone};
 use etude::engine::cpu::buf::ALIGN;
 use etude::engine::cpu::CpuBackend;
-use etude::engine::arena::{whole_arena, zero_grads, Param};
+use etude::engine::arena::{into_arena, whole_arena, zero_grads, Param};
 use etude::engine::{Adam, AdamParams};
 use etude::rng::Rng;
 
@@ -25,6 +25,7 @@ fn every_models_parameters_are_aligned_disjoint_views_of_one_arena() {
     for_every_model(&c, 2, |name, params| {
         assert!(params.len() > 3, "{name}: a model with several tensors");
         assert!(params.iter().all(|p| p.in_arena()), "{name}: every parameter lives in the model's arena");
+        assert!(params.iter().all(|p| p.is_placed()), "{name}: no parameter is left declared without storage");
         assert!(whole_arena(&*params).is_some(), "{name}: the model's list is its whole arena");
         // A list of the right length naming one tensor twice is not the whole arena (its moments
         // would be two views of one window): it takes the per-tensor path.
@@ -110,5 +111,60 @@ fn arena_steps_equal_per_tensor_steps_for_every_model() {
                 }
             }
         });
+    }
+}
+
+/// Parameters declared by layers (name, shape, initial values, no storage) and placed by
+/// `into_arena` straight into the arena equal the old path's: each made with buffers of its own,
+/// then copied into the arena through the host. Same names, shapes, offsets, value bits and zero
+/// gradients; a list mixing both kinds places both; where there is no arena to place them in (a
+/// list already in one), declared parameters get buffers of their own with their values.
+#[test]
+fn declared_parameters_placed_in_the_arena_equal_made_ones_moved_there() {
+    let c = CpuBackend::new();
+    let mut rng = Rng::new(3);
+    let shapes: [&[usize]; 5] = [&[7, 3], &[7], &[2, 5, 4], &[1], &[33]];
+    let specs: Vec<(String, Vec<usize>, Vec<f32>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("t{i}"), s.to_vec(), rand_vec(&mut rng, s.iter().product(), 1.0).to_vec()))
+        .collect();
+    let declare = || specs.iter().map(|(n, s, d)| Param::declare(&c, n, s, d.clone())).collect::<Vec<_>>();
+    let make = || specs.iter().map(|(n, s, d)| Param::new(&c, n, s, d)).collect::<Vec<_>>();
+
+    let mut declared = declare();
+    assert!(declared.iter().all(|p| !p.is_placed() && !p.in_arena()));
+    let mut made = make();
+    assert!(made.iter().all(|p| p.is_placed()));
+    into_arena(&c, &mut declared);
+    into_arena(&c, &mut made);
+    let base = |ps: &[Param<CpuBackend>]| ps[0].value.buf.as_ptr() as usize;
+    let (bd, bm) = (base(&declared), base(&made));
+    for (d, m) in declared.iter().zip(&made) {
+        assert!(d.is_placed() && d.in_arena(), "{}", d.name);
+        assert_eq!((&d.name, &d.value.shape, &d.grad.shape), (&m.name, &m.value.shape, &m.grad.shape));
+        assert_eq!(d.value.buf.as_ptr() as usize - bd, m.value.buf.as_ptr() as usize - bm, "{}: same offset", d.name);
+        assert_eq!(bits(&d.value.to_vec(&c)), bits(&m.value.to_vec(&c)), "{}: same values", d.name);
+        assert!(d.grad.to_vec(&c).iter().all(|&g| g == 0.0), "{}: zero gradient", d.name);
+    }
+    assert!(whole_arena(&declared).is_some());
+
+    // Mixed: the odd tensors declared, the even ones made.
+    let mut mixed: Vec<Param<CpuBackend>> = declare().into_iter().zip(make()).enumerate().map(|(i, (d, m))| if i % 2 == 1 { d } else { m }).collect();
+    into_arena(&c, &mut mixed);
+    for (x, m) in mixed.iter().zip(&made) {
+        assert!(x.in_arena(), "{}", x.name);
+        assert_eq!(bits(&x.value.to_vec(&c)), bits(&m.value.to_vec(&c)), "{}: mixed list, same values", x.name);
+    }
+
+    // No arena to place in (the first tensor is already in one): buffers of their own.
+    let mut rest = declare();
+    let mut list: Vec<&mut Param<CpuBackend>> = vec![&mut declared[0]];
+    list.extend(rest.iter_mut().skip(1));
+    into_arena(&c, &mut list);
+    for (r, m) in rest.iter().zip(&made).skip(1) {
+        assert!(r.is_placed() && !r.in_arena(), "{}", r.name);
+        assert_eq!(bits(&r.value.to_vec(&c)), bits(&m.value.to_vec(&c)), "{}: own buffers, same values", r.name);
+        assert_eq!(r.grad.to_vec(&c), vec![0.0; r.grad.len()]);
     }
 }

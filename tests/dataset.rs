@@ -185,7 +185,7 @@ fn tokens_moved_out_of_range_become_unknown() {
         (0..40).map(|i| etude::music::midi::Note::new(if i % 2 == 0 { 127 } else { 60 }, i as f64, i as f64 + 0.5, 80)).collect();
     let piece = LoadedPiece {
         name: "high.mid".into(),
-        piece: etude::music::midi::Piece { notes, ..builtin().remove(0).piece },
+        piece: etude::music::midi::Score { notes, ..builtin().remove(0).piece },
     };
     let cfg = DataConfig { window: 8, stride: 1, valid_fraction: 0.0, seed: 0, transpose: 1, min_count: 1, ..Default::default() };
     let p = prepare(&[piece], t.as_ref(), &cfg, None).unwrap();

@@ -298,3 +298,31 @@ fn ops_on_views_equal_ops_on_buffers() {
         }
     }
 }
+
+/// On the GPU too, parameters declared and placed straight into the arena (no buffer of their own,
+/// no trip through the host) hold the values of the old path: made with buffers of their own and
+/// copied into the arena; and every model's parameters match the CPU's model of the same seed.
+#[test]
+fn declared_parameters_placed_in_the_gpu_arena_equal_made_ones_moved_there() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    let shapes: [&[usize]; 4] = [&[9, 3], &[9], &[65], &[2, 2]];
+    let specs: Vec<(String, Vec<usize>, Vec<f32>)> =
+        shapes.iter().enumerate().map(|(i, s)| (format!("t{i}"), s.to_vec(), rand_vec(&mut rng, s.iter().product(), 1.0).to_vec())).collect();
+    let mut declared: Vec<Param<GpuBackend>> = specs.iter().map(|(n, s, d)| Param::declare(&*g, n, s, d.clone())).collect();
+    let mut made: Vec<Param<GpuBackend>> = specs.iter().map(|(n, s, d)| Param::new(&*g, n, s, d)).collect();
+    etude::engine::arena::into_arena(&*g, &mut declared);
+    etude::engine::arena::into_arena(&*g, &mut made);
+    for ((d, m), (_, _, data)) in declared.iter().zip(&made).zip(&specs) {
+        assert!(d.in_arena() && m.in_arena(), "{}", d.name);
+        assert_eq!(d.value.to_vec(&*g), m.value.to_vec(&*g), "{}", d.name);
+        assert_eq!(&d.value.to_vec(&*g), data, "{}", d.name);
+        assert!(d.grad.to_vec(&*g).iter().all(|&x| x == 0.0), "{}", d.name);
+    }
+    let c = CpuBackend::new();
+    let mut on_cpu: Vec<(String, Vec<f32>)> = Vec::new();
+    for_every_model(&c, 2, |_, params| on_cpu.extend(params.iter().map(|p| (p.name.clone(), p.value.to_vec(&c)))));
+    let mut on_gpu: Vec<(String, Vec<f32>)> = Vec::new();
+    for_every_model(&*g, 2, |_, params| on_gpu.extend(params.iter().map(|p| (p.name.clone(), p.value.to_vec(&*g)))));
+    assert_eq!(on_gpu, on_cpu);
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{numeric_grad, random_vec};
+use etude::engine::arena::into_arena;
 use etude::engine::cpu::{CpuBackend, CpuBuf};
 use etude::engine::{Backend, Dropout};
 use etude::layers::{Layer, LstmRun, LstmStack, LstmState};
@@ -23,6 +24,7 @@ fn a_window_in_two_chunks_with_the_carried_state_matches_the_whole_window() {
     let (batch, time, inp, h, nl) = (3, 7, 4, 5, 3);
     let split = 4;
     let mut stack = LstmStack::new(&be, "lstm", (inp, h, nl), batch * time, batch, &mut Rng::new(21));
+    into_arena(&be, stack.params_mut()); // the stack declares its parameters; this places them
     let x = random_vec(22, batch * time * inp);
 
     stack.forward(&be, &x, LstmRun { batch, time, state: None, dropout: None });
@@ -69,6 +71,7 @@ fn the_backward_from_a_carried_state_matches_finite_differences() {
     let n = batch * time;
     // An arena larger than the batch: the stack uses its first n rows.
     let mut stack = LstmStack::new(&be, "lstm", (inp, h, nl), n + 3, batch, &mut Rng::new(31));
+    into_arena(&be, stack.params_mut()); // the stack declares its parameters; this places them
     // PyTorch's U(+-1/sqrt(H)) = U(+-0.5) at H = 4 scaled to U(+-1.5): three such layers with
     // the init's weights pass too small a gradient down (~1e-3) for the differences to test it.
     for p in stack.params_mut() {

@@ -15,6 +15,8 @@ pub enum E {
     Tempo(u32),
     Name(&'static str),
     Instrument(&'static str),
+    /// Time signature: numerator, denominator as a power of two.
+    Meter(u8, u8),
 }
 
 /// A MIDI file from tracks of (delta, event); `EndOfTrack` is appended to each.
@@ -33,6 +35,7 @@ pub fn build(format: Format, timing: Timing, tracks: &[Vec<(u32, E)>]) -> Vec<u8
                     E::Tempo(us) => TrackEventKind::Meta(MetaMessage::Tempo(u24::new(us))),
                     E::Name(s) => TrackEventKind::Meta(MetaMessage::TrackName(s.as_bytes())),
                     E::Instrument(s) => TrackEventKind::Meta(MetaMessage::InstrumentName(s.as_bytes())),
+                    E::Meter(num, den) => TrackEventKind::Meta(MetaMessage::TimeSignature(num, den, 24, 8)),
                 };
                 TrackEvent { delta: u28::new(delta), kind }
             })

@@ -193,3 +193,37 @@ fn written_files_read_back_to_the_same_notes() {
     let got: Vec<(f64, f64)> = back.notes.iter().map(|n| (n.start, n.end)).collect();
     assert_eq!(got, vec![(0.0, 1.0), (1.0, 3.0)]);
 }
+
+#[test]
+fn the_score_carries_its_tempo_maps_and_meter_which_render_and_the_picture_take() {
+    use etude::music::picture::{meter_of, Meter};
+    use etude::music::render::play_notes;
+    // Format 1, 480 tpq: 120 bpm, 60 bpm from quarter 2; a 0/4 (passed over), then 3/4 in track 1.
+    let tracks = vec![
+        vec![(0, E::Tempo(500_000)), (960, E::Tempo(1_000_000))],
+        vec![(0, E::Meter(0, 2)), (0, E::Meter(3, 2)), (0, E::On(0, 60, 90)), (1920, E::Off(0, 60)), (0, E::Meter(6, 3))],
+    ];
+    let score = read_midi(&build1(&tracks), &ReadOptions::default()).unwrap();
+    assert_eq!(score.tempo.len(), 1);
+    assert_eq!(score.time_signature, Some((3, 2)));
+    assert_eq!(meter_of(&score), Meter { beat: 1.0, bar: 3.0 });
+    let (start, end) = score.seconds(&score.notes[0]);
+    assert_eq!(start, 0.0);
+    assert!((end - 3.0).abs() < 1e-12, "{end}");
+    // Render plays the score's seconds, and the file's length is the same map's.
+    let play = play_notes(&score);
+    assert_eq!((play[0].start, play[0].end), (start, end));
+    assert_eq!(score.duration_seconds, end);
+
+    // Format 2: each track keeps its own tempo map (track 0 at 60 bpm, track 1 at the default 120),
+    // and a file without a time signature is in 4/4.
+    let tracks = vec![
+        vec![(0, E::Tempo(1_000_000)), (0, E::On(0, 60, 90)), (480, E::Off(0, 60))],
+        vec![(0, E::On(0, 62, 90)), (480, E::Off(0, 62))],
+    ];
+    let score = read_midi(&build(Format::Sequential, Timing::Metrical(u15::new(480)), &tracks), &ReadOptions::default()).unwrap();
+    assert_eq!(score.tempo.len(), 2);
+    assert_eq!(meter_of(&score), Meter::default());
+    let seconds: Vec<(u8, f64, f64)> = play_notes(&score).iter().map(|n| (n.pitch, n.start, n.end)).collect();
+    assert_eq!(seconds, vec![(60, 0.0, 1.0), (62, 0.0, 0.5)]);
+}

@@ -482,8 +482,8 @@ fn go<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Result<Loaded, Str
         write_sample_stats(loaded, &report.out)?;
     }
     // Again, now with the baseline's line on the loss curves and the sample's piano roll and audio.
-    etude::run::plots::run_loss_curve(&report.out)?;
-    let page = etude::run::report::write_report_with(&report.out, report.last_meta.as_ref())?;
+    etude::run::plots::run_loss_curve_of(&report.out, &report.log.losses(etude::run::metrics::LOSS_COLUMNS))?;
+    let page = etude::run::report::write_report_with(&report.out, report.last_meta.as_ref(), Some(report.log.table()))?;
     eprintln!("report: {}", page.display());
     Ok(())
 }

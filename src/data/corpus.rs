@@ -5,7 +5,7 @@
 //! works from any directory with no argument. [`collect`] walks files and folders; [`load_corpus`] reads them all, collecting
 //! per-file errors instead of stopping; [`inspect`] summarises a corpus for `etude inspect`.
 
-use crate::music::midi::{read_midi, read_midi_file, readable, Piece, ReadOptions, SmfFormat, TrackInfo};
+use crate::music::midi::{read_midi, read_midi_file, readable, ReadOptions, Score, SmfFormat, TrackInfo};
 use crate::music::tokens::{Tokenizer, Vocab};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -85,7 +85,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
 pub struct LoadedPiece {
     /// The file's path as given, or `builtin:<name>`.
     pub name: String,
-    pub piece: Piece,
+    pub piece: Score,
 }
 
 /// A file that could not be used, and why.
@@ -124,7 +124,7 @@ pub struct Corpus {
 /// the load.
 pub fn load_corpus<P: AsRef<Path>>(paths: &[P], opts: &ReadOptions) -> Corpus {
     let mut corpus = Corpus::default();
-    let mut add = |name: String, result: Result<Piece, String>| match result {
+    let mut add = |name: String, result: Result<Score, String>| match result {
         Ok(piece) => corpus.pieces.push(LoadedPiece { name, piece }),
         Err(cause) => corpus.skipped.push(Skipped { name, cause }),
     };

@@ -4,7 +4,7 @@
 //! ([`crate::data::token_cache`]), with the piece information `inspect` shows ([`PieceInfo`]).
 
 use crate::data::corpus::Skipped;
-use crate::music::midi::{Piece, SmfFormat, TrackInfo};
+use crate::music::midi::{Score, SmfFormat, TrackInfo};
 use crate::music::tokens::Vocab;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ mod f64_bits {
 }
 
 impl PieceInfo {
-    pub fn of(piece: &Piece) -> PieceInfo {
+    pub fn of(piece: &Score) -> PieceInfo {
         PieceInfo {
             format: piece.format,
             ticks_per_quarter: piece.ticks_per_quarter,

@@ -1,9 +1,11 @@
 //! Parameters with their gradients (PyTorch names and shapes), and one arena per model that they
 //! live in.
 //!
-//! A model hands its layers' freshly made parameters (its `params_mut()`, in PyTorch's order) to
-//! [`into_arena`], which turns each into views in place ([`Backend::view`], on both backends): the
-//! weights then live in ONE buffer, the gradients in another, and [`Adam::new`] puts both moments
+//! A layer declares its parameters ([`Param::declare`]: name, shape and initial values, no storage
+//! yet); its model hands them all (its `params_mut()`, in PyTorch's order) to [`into_arena`], which
+//! allocates the arena once and makes each parameter a view of it ([`Backend::view`], on both
+//! backends), its initial values written straight into its view: no buffer of its own first, no
+//! trip through the host. The weights then live in ONE buffer, the gradients in another, and [`Adam::new`] puts both moments
 //! in one f32 buffer each; every tensor is an aligned view into its arena, at the same element
 //! offset in all four (zeros between views, which the bookkeeping keeps at zero: a zero gradient,
 //! moment and weight stay zero through Adam and the decay, and add nothing to the norm). The
@@ -41,6 +43,9 @@ pub struct Param<B: Backend> {
     /// The arena whose views `value` and `grad` are (see [`into_arena`]), and their offset in it
     /// (elements); `None` for a parameter with buffers of its own.
     pub(super) arena: Option<(Arc<Arena<B>>, usize)>,
+    /// A declared parameter's initial values, until [`into_arena`] places it ([`Param::declare`]);
+    /// `value` and `grad` are empty until then.
+    pub(super) init: Option<Vec<f32>>,
 }
 
 impl<B: Backend> Param<B> {
@@ -51,7 +56,22 @@ impl<B: Backend> Param<B> {
             value: Tensor::from_slice(b, shape, data),
             grad: Tensor::zeros(b, shape),
             arena: None,
+            init: None,
         }
+    }
+
+    /// A parameter declared with its initial `data` and no storage yet: [`into_arena`] gives it
+    /// its place in its model's arena and writes `data` there (or, on a backend without views,
+    /// buffers of its own). What layers make; it must be placed before anything reads it.
+    pub fn declare(b: &B, name: &str, shape: &[usize], data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), shape.iter().product::<usize>(), "parameter {name} of shape {shape:?} given {} values", data.len());
+        let empty = || Tensor { buf: b.alloc(0), shape: shape.to_vec() };
+        Param { name: name.to_string(), value: empty(), grad: empty(), arena: None, init: Some(data) }
+    }
+
+    /// Whether this parameter has its storage (a declared one has none until [`into_arena`]).
+    pub fn is_placed(&self) -> bool {
+        self.init.is_none()
     }
 
     /// Whether this parameter's value and gradient are views into a model's arena.
@@ -195,26 +215,28 @@ fn layout(lens: impl IntoIterator<Item = usize>, align: usize) -> (Vec<usize>, u
     (offsets, end)
 }
 
-/// Moves `params` (freshly made: gradients zero) into one arena, in place: their weights into one
-/// buffer and their gradients into another, each tensor a view at an aligned offset, names,
-/// shapes and values unchanged (each layer keeps its parameters, now views). Leaves them as they
-/// are where the backend has no views or where the arena would exceed the backend's largest
-/// buffer.
+/// Places `params` (declared, [`Param::declare`], or freshly made with buffers of their own:
+/// gradients zero) in one arena, in place: their weights in one buffer and their gradients in
+/// another, each tensor a view at an aligned offset, names, shapes and values as declared or made
+/// (each layer keeps its parameters, now views). A declared parameter's values are written
+/// straight into its view; one made with [`Param::new`] is copied there from its own buffer. Where
+/// the backend has no views, or the arena would exceed the backend's largest buffer, the declared
+/// parameters get buffers of their own and the others stay as they are.
 pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
     if params.count() == 0 || iter(&params).any(|p| p.arena.is_some()) {
-        return;
+        return own_buffers(b, params);
     }
     let (offsets, len) = layout(iter(&params).map(|p| p.value.len()), b.view_align());
     // f32 bytes (the widest storage): the moments' arenas have the same length.
     if b.max_buffer_bytes().is_some_and(|max| (len as u64).saturating_mul(4) > max) {
-        return;
+        return own_buffers(b, params);
     }
     let values = b.alloc(len);
     let grads = b.alloc(len);
-    // Probe: a backend without views keeps the parameters as they are.
+    // Probe: a backend without views gives the parameters buffers of their own.
     // SAFETY: the probe is dropped at once, before anything else touches `values`.
     if unsafe { b.view(&values, 0, len) }.is_none() {
-        return;
+        return own_buffers(b, params);
     }
     let arena = Arc::new(Arena { values, grads, len, tensors: params.count() });
     for (i, at) in offsets.into_iter().enumerate() {
@@ -223,11 +245,25 @@ pub fn into_arena<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
         // SAFETY: the layout puts each tensor after the end of the one before: no two overlap.
         let view = |buf: &B::Buf| unsafe { b.view(buf, at, n) }.expect("the backend made a view above");
         let mut value = Tensor { buf: view(&arena.values), shape: p.value.shape.clone() };
-        value.set(b, &p.value.to_vec(b));
+        match p.init.take() {
+            Some(data) => value.set(b, &data),
+            None => value.set(b, &p.value.to_vec(b)),
+        }
         let grad = Tensor { buf: view(&arena.grads), shape: p.grad.shape.clone() };
         p.value = value;
         p.grad = grad;
         p.arena = Some((arena.clone(), at));
+    }
+}
+
+/// Buffers of their own for the declared parameters of `params` (where there is no arena).
+fn own_buffers<B: Backend>(b: &B, mut params: impl ParamsMut<B>) {
+    for i in 0..params.count() {
+        let p = params.at_mut(i);
+        if let Some(data) = p.init.take() {
+            p.value = Tensor::from_slice(b, &p.value.shape, &data);
+            p.grad = Tensor::zeros(b, &p.grad.shape);
+        }
     }
 }
 

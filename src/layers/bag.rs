@@ -21,8 +21,8 @@ impl<B: Backend> BagInput<B> {
     /// `U(+-1/sqrt(keys))` for both tensors, an output for `rows` frames.
     pub fn new(b: &B, name: &str, keys: usize, e: usize, rows: usize, rng: &mut Rng) -> Self {
         let bound = 1.0 / (keys as f32).sqrt();
-        let weight = Param::new(b, &format!("{name}.weight"), &[keys, e], &init::uniform(rng, keys * e, bound));
-        let bias = Param::new(b, &format!("{name}.bias"), &[e], &init::uniform(rng, e, bound));
+        let weight = Param::declare(b, &format!("{name}.weight"), &[keys, e], init::uniform(rng, keys * e, bound));
+        let bias = Param::declare(b, &format!("{name}.bias"), &[e], init::uniform(rng, e, bound));
         BagInput { weight, bias, keys, e, x: b.alloc(rows * e) }
     }
 

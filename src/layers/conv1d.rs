@@ -35,8 +35,8 @@ impl<B: Backend> Conv1d<B> {
     pub fn new(b: &B, name: &str, cin: usize, cout: usize, k: usize, dilation: usize, rng: &mut Rng) -> Self {
         let bound = 1.0 / ((cin * k) as f32).sqrt();
         let w = init::uniform(rng, cout * cin * k, bound);
-        let weight = Param::new(b, &format!("{name}.weight"), &[cout, cin, k], &w);
-        let bias = Param::new(b, &format!("{name}.bias"), &[cout], &init::uniform(rng, cout, bound));
+        let weight = Param::declare(b, &format!("{name}.weight"), &[cout, cin, k], w);
+        let bias = Param::declare(b, &format!("{name}.bias"), &[cout], init::uniform(rng, cout, bound));
         Conv1d { weight, bias, cin, cout, k, dilation, y: b.alloc(0), past: None }
     }
 
@@ -156,6 +156,7 @@ mod tests {
         let (cin, cout, time) = (3, 5, 13);
         for (k, dilation) in [(2, 1), (3, 2), (2, 4), (1, 1)] {
             let mut conv = Conv1d::new(&b, "c", cin, cout, k, dilation, &mut rng).with_output(&b, 1, time);
+            crate::engine::arena::into_arena(&b, conv.params_mut());
             let x: CpuBuf = (0..cin * time).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
             conv.forward(&b, &x, 1, time);
             let want = conv.y.clone();

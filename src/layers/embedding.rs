@@ -15,7 +15,7 @@ pub struct Embedding<B: Backend> {
 impl<B: Backend> Embedding<B> {
     /// PyTorch's initialisation `N(0, 1)`, an output for `rows` ids.
     pub fn new(b: &B, name: &str, vocab: usize, e: usize, rows: usize, rng: &mut Rng) -> Self {
-        let weight = Param::new(b, &format!("{name}.weight"), &[vocab, e], &init::normal(rng, vocab * e));
+        let weight = Param::declare(b, &format!("{name}.weight"), &[vocab, e], init::normal(rng, vocab * e));
         Embedding { weight, e, out: b.alloc(rows * e) }
     }
 

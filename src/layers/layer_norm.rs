@@ -17,8 +17,8 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     /// PyTorch's initialisation, an output for `rows` rows.
     pub fn new(b: &B, name: &str, width: usize, eps: f32, rows: usize) -> Self {
-        let weight = Param::new(b, &format!("{name}.weight"), &[width], &vec![1.0; width]);
-        let bias = Param::new(b, &format!("{name}.bias"), &[width], &vec![0.0; width]);
+        let weight = Param::declare(b, &format!("{name}.weight"), &[width], vec![1.0; width]);
+        let bias = Param::declare(b, &format!("{name}.bias"), &[width], vec![0.0; width]);
         LayerNorm { weight, bias, width, eps, y: b.alloc(rows * width), stats: b.alloc_f32(2 * rows) }
     }
 

@@ -23,8 +23,8 @@ impl<B: Backend> Linear<B> {
     pub fn new(b: &B, name: &str, fan_in: usize, fan_out: usize, rows: usize, rng: &mut Rng) -> Self {
         let bound = 1.0 / (fan_in as f32).sqrt();
         let w = init::uniform(rng, fan_out * fan_in, bound);
-        let weight = Param::new(b, &format!("{name}.weight"), &[fan_out, fan_in], &w);
-        let bias = Param::new(b, &format!("{name}.bias"), &[fan_out], &init::uniform(rng, fan_out, bound));
+        let weight = Param::declare(b, &format!("{name}.weight"), &[fan_out, fan_in], w);
+        let bias = Param::declare(b, &format!("{name}.bias"), &[fan_out], init::uniform(rng, fan_out, bound));
         Linear { weight, bias, fan_in, fan_out, y: Tensor::zeros(b, &[rows, fan_out]) }
     }
 

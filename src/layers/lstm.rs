@@ -55,7 +55,7 @@ impl<B: Backend> Lstm<B> {
         let bound = 1.0 / (h as f32).sqrt();
         let mut param = |name: &str, shape: &[usize]| {
             let n = shape.iter().product();
-            Param::new(b, &format!("{prefix}.{name}_l{l}"), shape, &init::uniform(rng, n, bound))
+            Param::declare(b, &format!("{prefix}.{name}_l{l}"), shape, init::uniform(rng, n, bound))
         };
         let weight_ih = param("weight_ih", &[4 * h, input]);
         let weight_hh = param("weight_hh", &[4 * h, h]);

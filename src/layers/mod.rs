@@ -18,8 +18,10 @@
 //!   nade.rs         NadeHead: the piano-roll models' joint output (RNN-NADE) over the NADE op
 //! ```
 //!
-//! A model ([`crate::model`]) is a struct of these, lists their parameters in PyTorch's order
-//! (what the optimizer, the checkpoint and [`crate::engine::arena::into_arena`] walk), and writes
+//! A layer declares its parameters ([`crate::engine::arena::Param::declare`]: name, shape, initial
+//! values) without storage. A model ([`crate::model`]) is a struct of these, lists their parameters
+//! in PyTorch's order (what the optimizer, the checkpoint and [`crate::engine::arena::into_arena`]
+//! walk; `into_arena`, at the end of every model's constructor, gives them their storage), and writes
 //! its wiring (which layer feeds which) once: training, evaluation and generation run the same
 //! forward.
 

@@ -34,7 +34,7 @@ impl<B: Backend> RelSelfAttention<B> {
         // PyTorch builds qkv, then draws rel, then builds proj.
         let qkv = Linear::new(b, &format!("{name}.qkv"), width, 3 * width, rows, rng);
         let rel_init: Vec<f32> = (0..heads * window * dim).map(|_| 0.02 * rng.normal()).collect();
-        let rel = Param::new(b, &format!("{name}.rel"), &[heads, window, dim], &rel_init);
+        let rel = Param::declare(b, &format!("{name}.rel"), &[heads, window, dim], rel_init);
         let proj = Linear::new(b, &format!("{name}.proj"), width, width, rows, rng);
         let a = RelAttention { batch: max_batch, heads, dim, time: window, window };
         RelSelfAttention {

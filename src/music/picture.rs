@@ -8,7 +8,7 @@
 //! blue), so a picture's coloured pixels are exactly its notes (`tests/render_plot.rs` checks it).
 //! Lines and notes are filled directly into the RGB buffer; text is drawn with plotters.
 
-use crate::music::midi::{read_midi, Note, Piece, ReadOptions};
+use crate::music::midi::{read_midi, Note, ReadOptions, Score};
 use plotters::style::FontStyle;
 use plotters::prelude::*;
 use std::path::Path;
@@ -71,20 +71,15 @@ impl Default for Meter {
     }
 }
 
-/// The first time signature of a MIDI file (4/4 when it has none).
-pub fn meter_of(bytes: &[u8]) -> Meter {
-    let Ok(smf) = midly::Smf::parse(bytes) else { return Meter::default() };
-    for track in &smf.tracks {
-        for ev in track {
-            if let midly::TrackEventKind::Meta(midly::MetaMessage::TimeSignature(num, den, _, _)) = ev.kind {
-                if num > 0 && den < 8 {
-                    let beat = 4.0 / f64::from(1u32 << den);
-                    return Meter { beat, bar: beat * num as f64 };
-                }
-            }
+/// The meter of the score's first time signature (4/4 when it has none).
+pub fn meter_of(score: &Score) -> Meter {
+    match score.time_signature {
+        Some((num, den)) => {
+            let beat = 4.0 / f64::from(1u32 << den);
+            Meter { beat, bar: beat * num as f64 }
         }
+        None => Meter::default(),
     }
-    Meter::default()
 }
 
 /// Where everything goes.
@@ -245,17 +240,17 @@ fn label(l: &RollLayout, rgb: &mut [u8], meter: Meter) {
     let _ = root.present();
 }
 
-/// Draw the piano roll of a parsed piece and write it as PNG.
-pub fn write_roll(path: &Path, piece: &Piece, meter: Meter) -> Result<(), String> {
-    let (l, rgb) = draw(&piece.notes, piece.duration_quarters, meter);
+/// Draw the piano roll of a score, in its meter, and write it as PNG.
+pub fn write_roll(path: &Path, score: &Score) -> Result<(), String> {
+    let (l, rgb) = draw(&score.notes, score.duration_quarters, meter_of(score));
     write_png(path, &rgb, l.width, l.height)
 }
 
 /// Read a MIDI file (every pitched part) and write its piano roll to `out`.
 pub fn plot_file(midi: &Path, out: &Path) -> Result<(), String> {
     let bytes = std::fs::read(midi).map_err(|e| format!("{}: {e}", midi.display()))?;
-    let piece = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: false }).map_err(|e| format!("{}: {e}", midi.display()))?;
-    write_roll(out, &piece, meter_of(&bytes))
+    let score = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: false }).map_err(|e| format!("{}: {e}", midi.display()))?;
+    write_roll(out, &score)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! built-in piano voice when no SoundFont is found, so that rendering always works.
 //!
 //! * Notes come from [`crate::music::midi::read_midi`] (every pitched part, the sustain pedal applied), their
-//!   times through the file's tempo map in seconds.
+//!   times in seconds through the score's tempo map ([`Score::seconds`]).
 //! * The release tail is kept: after the last note ends, a SoundFont is rendered until its output
 //!   stays below [`SILENCE`] for 50 ms (at most [`MAX_TAIL_SECONDS`]); the built-in voice fades
 //!   every note out over exactly [`BUILTIN_RELEASE_SECONDS`], so its audio is the piece plus that.
@@ -15,7 +15,7 @@
 //! the variable must load; a broken system one is passed over with a note. The value `builtin`
 //! chooses the built-in voice.
 
-use crate::music::midi::{read_midi, Piece, ReadOptions};
+use crate::music::midi::{read_midi, ReadOptions, Score};
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,84 +182,24 @@ impl Audio {
     }
 }
 
-/// The piece's notes in seconds, through the tempo map of the file's `bytes` (format 2 files use
-/// the tempo events of all their tracks as one map).
-pub fn play_notes(bytes: &[u8], piece: &Piece) -> Vec<PlayNote> {
-    let map = TempoMap::read(bytes, piece.ticks_per_quarter);
-    piece
+/// The score's notes in seconds, each through its timeline's tempo map ([`Score::seconds`]).
+pub fn play_notes(score: &Score) -> Vec<PlayNote> {
+    score
         .notes
         .iter()
-        .map(|n| PlayNote {
-            start: map.seconds(n.start_tick),
-            end: map.seconds(n.end_tick),
-            pitch: n.pitch,
-            velocity: n.velocity,
-            channel: n.channel,
-            program: n.program,
+        .map(|n| {
+            let (start, end) = score.seconds(n);
+            PlayNote { start, end, pitch: n.pitch, velocity: n.velocity, channel: n.channel, program: n.program }
         })
         .collect()
-}
-
-/// Tick -> seconds.
-struct TempoMap {
-    /// (tick, seconds at that tick, seconds per tick from there on), by tick.
-    segments: Vec<(u64, f64, f64)>,
-}
-
-impl TempoMap {
-    fn read(bytes: &[u8], ticks_per_quarter: Option<u16>) -> TempoMap {
-        let default_spt = |tpq: u16| 0.5 / tpq.max(1) as f64;
-        let smf = midly::Smf::parse(bytes).ok();
-        match (smf, ticks_per_quarter) {
-            (Some(smf), Some(tpq)) => {
-                let mut tempos: Vec<(u64, u32)> = Vec::new();
-                for track in &smf.tracks {
-                    let mut t = 0u64;
-                    for ev in track {
-                        t += ev.delta.as_int() as u64;
-                        if let midly::TrackEventKind::Meta(midly::MetaMessage::Tempo(us)) = ev.kind {
-                            tempos.push((t, us.as_int()));
-                        }
-                    }
-                }
-                tempos.sort_by_key(|x| x.0);
-                let mut segments = vec![(0u64, 0.0f64, default_spt(tpq))];
-                for (tick, us) in tempos {
-                    let &(t0, s0, spt) = segments.last().unwrap();
-                    let s = s0 + (tick - t0) as f64 * spt;
-                    let new = us.max(1) as f64 * 1e-6 / tpq.max(1) as f64;
-                    if tick == t0 {
-                        segments.last_mut().unwrap().2 = new;
-                    } else {
-                        segments.push((tick, s, new));
-                    }
-                }
-                TempoMap { segments }
-            }
-            (Some(smf), None) => {
-                let spt = match smf.header.timing {
-                    midly::Timing::Timecode(fps, sub) => 1.0 / (fps.as_f32() as f64 * sub.max(1) as f64),
-                    midly::Timing::Metrical(t) => default_spt(t.as_int()),
-                };
-                TempoMap { segments: vec![(0, 0.0, spt)] }
-            }
-            (None, tpq) => TempoMap { segments: vec![(0, 0.0, default_spt(tpq.unwrap_or(480)))] },
-        }
-    }
-
-    fn seconds(&self, tick: u64) -> f64 {
-        let i = self.segments.partition_point(|s| s.0 <= tick).saturating_sub(1);
-        let (t0, s0, spt) = self.segments[i];
-        s0 + (tick - t0) as f64 * spt
-    }
 }
 
 /// Read a MIDI file (every pitched part, the sustain pedal applied) into notes in seconds; a file
 /// without notes is an error naming it.
 pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
     let bytes = crate::music::midi::read_midi_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let piece = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(play_notes(&bytes, &piece))
+    let score = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(play_notes(&score))
 }
 
 /// Where rendered blocks go: `sink(left, right)`, in order.
@@ -563,14 +503,6 @@ pub fn beside(path: &Path, ext: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tempo_map_converts_ticks_through_tempo_changes() {
-        let map = TempoMap { segments: vec![(0, 0.0, 0.5 / 480.0), (960, 1.0, 0.25 / 480.0)] };
-        assert!((map.seconds(480) - 0.5).abs() < 1e-12);
-        assert!((map.seconds(960) - 1.0).abs() < 1e-12);
-        assert!((map.seconds(1440) - 1.25).abs() < 1e-12);
-    }
 
     #[test]
     fn normalise_hits_the_peak_and_leaves_silence_alone() {

@@ -194,6 +194,29 @@ impl Default for Progress {
     }
 }
 
+impl Progress {
+    /// The rule of both training loops (token and piano-roll models) at the end of an epoch:
+    /// `loss`, its validation loss (`None` when there was nothing to validate on, which changes
+    /// nothing), is the best so far when it is below every earlier one (NaN never is); otherwise
+    /// one more epoch without improvement. Returns whether it is the best.
+    pub fn record_validation(&mut self, loss: Option<f64>) -> bool {
+        let Some(loss) = loss else { return false };
+        if loss < self.best_val_loss {
+            self.best_val_loss = loss;
+            self.epochs_without_improvement = 0;
+            true
+        } else {
+            self.epochs_without_improvement += 1;
+            false
+        }
+    }
+
+    /// Early stopping: `patience` epochs (0 = never) without improvement.
+    pub fn stopped(&self, patience: usize) -> bool {
+        patience > 0 && self.epochs_without_improvement >= patience
+    }
+}
+
 /// A loss that JSON wrote as `null` (infinity: no validation window yet) reads back as infinity.
 fn infinity_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
@@ -247,5 +270,21 @@ mod tests {
         assert_eq!(serde_json::from_value::<Progress>(serde_json::to_value(&finite).unwrap()).unwrap(), finite);
         // A run's settings are optional: older checkpoints have none.
         assert_eq!(serde_json::from_str::<RunSettings>("{}").unwrap(), RunSettings::default());
+    }
+
+    /// The best-epoch and early-stopping rule both training loops share.
+    #[test]
+    fn validation_records_the_best_and_counts_the_epochs_without_improvement() {
+        let mut p = Progress::default();
+        assert!(p.record_validation(Some(3.0)));
+        assert!(!p.record_validation(None), "nothing validated: nothing changes");
+        assert_eq!((p.best_val_loss, p.epochs_without_improvement), (3.0, 0));
+        assert!(!p.record_validation(Some(3.0)), "equal is no improvement");
+        assert!(!p.record_validation(Some(f64::NAN)));
+        assert_eq!(p.epochs_without_improvement, 2);
+        assert!(p.stopped(2) && !p.stopped(3) && !p.stopped(0));
+        assert!(p.record_validation(Some(2.5)));
+        assert_eq!((p.best_val_loss, p.epochs_without_improvement), (2.5, 0));
+        assert!(!p.stopped(1));
     }
 }

@@ -105,9 +105,14 @@ pub fn read_baseline(run: &Path) -> Option<(String, f64)> {
 }
 
 /// Draw `RUN/loss.png` from `RUN/metrics.csv` (training and validation loss) and, when present,
-/// the baseline of `RUN/baseline.json`.
+/// the baseline of `RUN/baseline.json` (what `etude report` draws for a run folder).
 pub fn run_loss_curve(run: &Path) -> Result<(), String> {
-    let rows = crate::run::metrics::read_losses(&run.join("metrics.csv"));
+    run_loss_curve_of(run, &crate::run::metrics::read_losses(&run.join("metrics.csv")))
+}
+
+/// Draw `RUN/loss.png` from `rows`, (epoch, training loss, validation loss), and, when present, the
+/// baseline of `RUN/baseline.json` (a run in progress draws it from its metrics in memory).
+pub fn run_loss_curve_of(run: &Path, rows: &[(f64, f64, f64)]) -> Result<(), String> {
     let epochs = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<(u32, f64)> { rows.iter().map(|r| (r.0 as u32, f(r))).collect() };
     let series = [
         Series { name: "training".into(), rgb: [31, 119, 180], points: epochs(|r| r.1) },

@@ -139,13 +139,14 @@ audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}"
 /// Build the report page of the run folder `run` from what is in it (nothing is drawn or rendered
 /// here) and return the HTML.
 pub fn build(run: &Path) -> String {
-    build_with(run, None)
+    build_with(run, None, None)
 }
 
-/// [`build`] with the settings given: `meta`, the `etude` metadata of the run's last checkpoint,
-/// which a caller that has just written or read it holds in memory (`None`: read from the
-/// checkpoint's header).
-pub fn build_with(run: &Path, meta: Option<&Value>) -> String {
+/// [`build`] with the settings and the metrics given: `meta`, the `etude` metadata of the run's
+/// last checkpoint, and `metrics`, the header and rows of its metrics, which a caller that has just
+/// written or read them holds in memory (`None`: read from the checkpoint's header and from
+/// `metrics.csv`).
+pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String>]>) -> String {
     let name = run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string());
     let mut h = String::new();
     let _ = write!(
@@ -186,7 +187,11 @@ pub fn build_with(run: &Path, meta: Option<&Value>) -> String {
     }
     // Metrics.
     h.push_str("<h2>Metrics</h2>\n");
-    match crate::run::metrics::read_table(&run.join("metrics.csv")) {
+    let table = match metrics {
+        Some(rows) => Some(rows.to_vec()),
+        None => crate::run::metrics::read_table(&run.join("metrics.csv")),
+    };
+    match table {
         Some(rows) if rows.len() > 1 => {
             h.push_str("<table class=\"metrics\">\n");
             for (i, row) in rows.iter().enumerate() {
@@ -245,13 +250,13 @@ pub fn build_with(run: &Path, meta: Option<&Value>) -> String {
 
 /// Write `RUN/report.html` (temp file + rename) and return its path.
 pub fn write_report(run: &Path) -> Result<PathBuf, String> {
-    write_report_with(run, None)
+    write_report_with(run, None, None)
 }
 
-/// [`write_report`] with the settings given ([`build_with`]).
-pub fn write_report_with(run: &Path, meta: Option<&Value>) -> Result<PathBuf, String> {
+/// [`write_report`] with the settings and metrics given ([`build_with`]).
+pub fn write_report_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String>]>) -> Result<PathBuf, String> {
     let path = run.join(REPORT);
-    crate::files::atomic_write(&path, build_with(run, meta).as_bytes())?;
+    crate::files::atomic_write(&path, build_with(run, meta, metrics).as_bytes())?;
     Ok(path)
 }
 
@@ -274,5 +279,19 @@ mod tests {
         let html = build(dir.path());
         assert!(html.contains("no epoch finished yet") && html.contains("no checkpoint yet") && html.contains("no piece yet"));
         assert!(!html.contains("http"), "the page must not reach the network");
+    }
+
+    /// A run in progress hands its metrics in memory: the page is the one drawn from the file.
+    #[test]
+    fn the_metrics_in_memory_give_the_page_the_file_gives() {
+        use crate::run::metrics::{MetricsLog, ROLL_COLUMNS};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::new(&dir.path().join("metrics.csv"), &ROLL_COLUMNS);
+        for e in 1..=2 {
+            log.push(vec![e.to_string(), "9.5".into(), "8.25".into(), "0.5".into(), "0.001".into(), "1.0".into()]).unwrap();
+        }
+        let html = build_with(dir.path(), None, Some(log.table()));
+        assert_eq!(html, build(dir.path()));
+        assert!(html.contains("<td>8.25</td>") && html.contains("<th>valid nll per frame</th>"));
     }
 }

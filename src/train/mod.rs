@@ -19,7 +19,7 @@ use crate::data::corpus::Skipped;
 use crate::data::dataset::Dataset;
 use crate::data::prepare::{prepare_tokens_mapped, Prepared};
 use crate::engine::{Adam, AdamParams, Backend, Dropout};
-use crate::run::metrics::EpochMetrics;
+use crate::run::metrics::{EpochMetrics, MetricsLog, COLUMNS, LOSS_COLUMNS};
 use crate::model::any::{AnyModel, ModelConfig, Sizes};
 use crate::model::Model;
 use crate::run::progress::Reporter;
@@ -59,6 +59,8 @@ pub struct TrainOptions {
 pub struct TrainReport {
     pub out: PathBuf,
     pub metrics: Vec<EpochMetrics>,
+    /// Every row of the run's metrics (earlier sessions' too), as `metrics.csv` holds them.
+    pub log: MetricsLog,
     pub last_checkpoint: PathBuf,
     pub vocab_size: usize,
     pub train_windows: usize,
@@ -279,7 +281,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    crate::run::metrics::trim(&out.join("metrics.csv"), progress.epoch)?;
+    let mut log = MetricsLog::continued(&out.join("metrics.csv"), &COLUMNS, progress.epoch)?;
     let valid_pieces: Vec<String> = prepared.split.valid.iter().map(|&i| prepared.names[i].clone()).collect();
     let valid_set = crate::eval::targets::validation_set(&prepared)?;
     // Every epoch scores the same targets: all, or a seeded sample spread over the validation
@@ -302,7 +304,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         // Fixed when the run starts, so that a resumed run follows the same curve.
         optim.schedule_steps = opts.epochs as u64 * steps_per_epoch;
     }
-    let stopped = |p: &Progress| optim.patience > 0 && p.epochs_without_improvement >= optim.patience;
+    let stopped = |p: &Progress| p.stopped(optim.patience);
     if stopped(&progress) {
         reporter.line(&format!(
             "the run stopped early at epoch {}: no validation improvement in {} epochs (--patience {})",
@@ -453,13 +455,9 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         if let Some(all) = val_all_positions {
             reporter.line(&format!("  (validation loss over every position of the windows: {all:.4})"));
         }
-        let improved = val.rows > 0 && val.loss() < progress.best_val_loss;
+        let improved = progress.record_validation((val.rows > 0).then(|| val.loss()));
         if improved {
             best_scores = val_scores;
-            progress.best_val_loss = val.loss();
-            progress.epochs_without_improvement = 0;
-        } else if val.rows > 0 {
-            progress.epochs_without_improvement += 1;
         }
         let meta = checkpoint_meta(&model_cfg, &spec, &prepared, &optim, &progress, &valid_pieces, opts, epoch);
         let ck = Checkpoint {
@@ -468,7 +466,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         };
         // Before the checkpoint: a crash in between leaves a row of an epoch that no checkpoint
         // holds, which --resume drops (metrics::trim) and writes again; never a row missing.
-        crate::run::metrics::append(&out.join("metrics.csv"), &row)?;
+        log.push(row.fields().to_vec())?;
         ck.save(&last_path)?;
         if improved || val.rows == 0 {
             ck.save(&out.join("best.safetensors"))?;
@@ -476,7 +474,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         if opts.checkpoint_every > 0 && epoch.is_multiple_of(opts.checkpoint_every) {
             ck.save(&out.join(format!("epoch-{epoch}.safetensors")))?;
         }
-        draw_curve(out, &ck.meta)?;
+        draw_curve(out, &ck.meta, &log)?;
         last_meta = Some(ck.meta);
         metrics.push(row);
         if interrupted() && progress.epoch < opts.epochs {
@@ -499,6 +497,7 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
         best_scores,
         out: out.clone(),
         metrics,
+        log,
         last_checkpoint: last_path,
         vocab_size: prepared.vocab.len(),
         train_windows: prepared.train.len(),
@@ -512,10 +511,11 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
 }
 
 /// End of an epoch: `loss.png` (with the n-gram baseline when the run has one) and `report.html`
-/// (its settings from `meta`, those of the checkpoint just written).
-fn draw_curve(out: &Path, meta: &serde_json::Value) -> Result<(), String> {
-    crate::run::plots::run_loss_curve(out)?;
-    crate::run::report::write_report_with(out, Some(meta)).map(|_| ())
+/// (its settings from `meta`, those of the checkpoint just written), both from the metrics in
+/// memory.
+fn draw_curve(out: &Path, meta: &serde_json::Value, log: &MetricsLog) -> Result<(), String> {
+    crate::run::plots::run_loss_curve_of(out, &log.losses(LOSS_COLUMNS))?;
+    crate::run::report::write_report_with(out, Some(meta), Some(log.table())).map(|_| ())
 }
 
 /// A fresh model whose output depends on its input, and the [`Stepper`] that will train it. The simple WaveNet funnels everything through

@@ -17,12 +17,13 @@
 use crate::data::roll::{Frame, Sequence, KEYS};
 use crate::model::roll::{RollConfig, RollModel};
 use crate::model::roll_nade::{build_headed, RollHead};
-use crate::files::atomic_write;
 use crate::run::checkpoint::{Checkpoint, HostTensor};
 use crate::engine::arena::zero_grads;
 use crate::engine::roll::RollOps;
 use crate::engine::{Adam, AdamParams, Bce, Dropout};
 use crate::rng::Rng;
+use crate::run::meta::Progress;
+use crate::run::metrics::{MetricsLog, ROLL_COLUMNS};
 use crate::run::schedule::{lr_at, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -430,8 +431,9 @@ pub fn train_headed<B: RollOps + 'static>(
         head,
     };
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut csv = String::from("epoch,train_nll_per_frame,valid_nll_per_frame,valid_accuracy,lr,seconds\n");
-    let (mut best, mut best_epoch, mut since_best) = (f64::INFINITY, 0, 0);
+    let mut metrics = MetricsLog::new(&out.join("metrics.csv"), &ROLL_COLUMNS);
+    // Best epoch and early stopping: the token loop's rule (Progress::record_validation).
+    let (mut progress, mut best_epoch) = (Progress::default(), 0);
     let mut order: Vec<usize> = (0..items.len()).collect();
     let mut step = 0u64;
     let mut epochs_run = 0;
@@ -470,7 +472,7 @@ pub fn train_headed<B: RollOps + 'static>(
         epochs_run = epoch;
         meta.epoch = epoch;
         meta.valid_nll = Some(v.nll_per_frame);
-        let better = v.nll_per_frame < best;
+        let better = progress.record_validation(Some(v.nll_per_frame));
         writeln!(
             log,
             "epoch {epoch}/{}  train {train_nll:.4}  valid {:.4} nats/frame  accuracy {:.3}  lr {lr:.2e}  {secs:.0} s{}",
@@ -480,21 +482,16 @@ pub fn train_headed<B: RollOps + 'static>(
             if better { "  (best)" } else { "" }
         )
         .ok();
-        csv.push_str(&format!("{epoch},{train_nll},{},{},{lr},{secs:.1}\n", v.nll_per_frame, v.accuracy));
-        atomic_write(&out.join("metrics.csv"), csv.as_bytes())?;
+        let fields = [epoch.to_string(), train_nll.to_string(), v.nll_per_frame.to_string(), v.accuracy.to_string(), lr.to_string(), format!("{secs:.1}")];
+        metrics.push(fields.to_vec())?;
         save(b, model.as_ref(), &meta, &out.join("last.safetensors"))?;
         if better {
-            best = v.nll_per_frame;
             best_epoch = epoch;
-            since_best = 0;
             save(b, model.as_ref(), &meta, &out.join("best.safetensors"))?;
-        } else {
-            since_best += 1;
-            if s.patience > 0 && since_best >= s.patience {
-                writeln!(log, "no better valid NLL for {} epochs: stopping", s.patience).ok();
-                break;
-            }
+        } else if progress.stopped(s.patience) {
+            writeln!(log, "no better valid NLL for {} epochs: stopping", s.patience).ok();
+            break;
         }
     }
-    Ok(TrainSummary { best_epoch, best_valid: best, epochs_run, seconds: t0.elapsed().as_secs_f64(), params: meta.params })
+    Ok(TrainSummary { best_epoch, best_valid: progress.best_val_loss, epochs_run, seconds: t0.elapsed().as_secs_f64(), params: meta.params })
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use etude::run::checkpoint::Checkpoint;
-use etude::music::midi::{read_midi, Piece, ReadOptions};
+use etude::music::midi::{read_midi, ReadOptions, Score};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -169,7 +169,7 @@ pub fn check_run_folder(run: &Path, epochs: usize) {
     assert!(!sample.notes.is_empty(), "sample.mid has no notes");
 }
 
-pub fn read_mid(path: &Path) -> Piece {
+pub fn read_mid(path: &Path) -> Score {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     read_midi(&bytes, &ReadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,19 +1,23 @@
 //! Standard MIDI files <-> notes.
 //!
-//! [`read_midi`] turns the bytes of a MIDI file (format 0, 1 or 2) into a [`Piece`]: the notes of its
-//! piano parts (or of every pitched part) with their times in ticks, quarter notes and seconds, plus a
-//! description of every track. [`write_midi`] turns notes back into a format-1 file. Nothing here knows
+//! [`read_midi`] turns the bytes of a MIDI file (format 0, 1 or 2) into a [`Score`]: the notes of its
+//! piano parts (or of every pitched part) with their times in ticks and quarter notes, the tempo map
+//! of every timeline (a note's seconds, [`Score::seconds`]), the first time signature, and a
+//! description of every track. The file is read once: the tokenizers, the piano-roll conversion,
+//! render and the picture all take the score. [`write_midi`] turns notes back into a format-1 file. Nothing here knows
 //! about tokens.
 //!
 //! Every malformed input gives a [`MidiError`] naming the cause; nothing here panics on bad bytes.
 
 mod file;
 mod read;
+mod tempo;
 mod write;
 
 pub use file::{read_midi_file, readable, MAX_MIDI_BYTES};
 
 pub use read::read_midi;
+pub use tempo::{Division, TempoMap, TempoPoint, DEFAULT_TEMPO_US};
 pub use write::{check_tempo, write_midi, MAX_BPM, MIN_BPM};
 
 use serde::{Deserialize, Serialize};
@@ -124,18 +128,38 @@ pub struct TrackInfo {
     pub named_piano: bool,
 }
 
-/// A parsed MIDI file: the kept notes, sorted by (start, pitch, end), and what the file contained.
+/// A parsed MIDI file: the kept notes, sorted by (start, pitch, end), their timing, and what the file
+/// contained.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Piece {
+pub struct Score {
     pub format: SmfFormat,
     /// Ticks per quarter note, or `None` for SMPTE timecode division.
     pub ticks_per_quarter: Option<u16>,
+    /// The tempo map of each timeline: one for formats 0 and 1, one per track for format 2.
+    pub tempo: Vec<TempoMap>,
+    /// The first time signature (numerator, denominator as a power of two) found in track order,
+    /// if any (one with numerator 0 or a denominator beyond 2^7 is passed over).
+    pub time_signature: Option<(u8, u8)>,
     pub tracks: Vec<TrackInfo>,
     pub notes: Vec<Note>,
     /// Length of the file (last event of any track) in quarter notes.
     pub duration_quarters: f64,
     /// Length of the file in seconds, through the tempo map.
     pub duration_seconds: f64,
+}
+
+impl Score {
+    /// The tempo map of the timeline `track` belongs to.
+    pub fn tempo_of(&self, track: usize) -> &TempoMap {
+        let i = if self.format == SmfFormat::Sequential { track.min(self.tempo.len() - 1) } else { 0 };
+        &self.tempo[i]
+    }
+
+    /// A note's (start, end) in seconds, through its timeline's tempo map.
+    pub fn seconds(&self, note: &Note) -> (f64, f64) {
+        let map = self.tempo_of(note.track);
+        (map.seconds(note.start_tick), map.seconds(note.end_tick))
+    }
 }
 
 /// Why a file could not be used.

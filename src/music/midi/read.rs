@@ -1,4 +1,4 @@
-//! SMF bytes -> [`Piece`].
+//! SMF bytes -> [`Score`]: the notes, the tracks and the tempo maps, read once.
 //!
 //! Steps: midly parses the chunks lazily and leniently (a malformed event ends its track, as most
 //! players do; running status is handled by midly); every track's events get absolute ticks (summed
@@ -12,12 +12,12 @@
 //! sounding note is ignored; notes still open at the end of their track end at the track's last
 //! event; notes of zero length are dropped. Channel index 9 (drums) is never read.
 
-use super::{MidiError, Note, Piece, ReadOptions, SmfFormat, TrackInfo, MAX_QUARTERS, MAX_TICK};
+use super::tempo::{Division, TempoMap};
+use super::{MidiError, Note, ReadOptions, Score, SmfFormat, TrackInfo, MAX_QUARTERS, MAX_TICK};
 use midly::{Format, MetaMessage, MidiMessage, Timing, TrackEventKind};
 use std::collections::HashMap;
 
 const DRUM_CHANNEL: u8 = 9;
-const DEFAULT_TEMPO_US: u32 = 500_000;
 
 /// One event of interest, with everything else dropped.
 #[derive(Clone, Debug)]
@@ -36,73 +36,8 @@ struct RawTrack {
     info: TrackInfo,
     /// Notes of a kept part dropped for having zero length.
     zero_length: usize,
-}
-
-/// The tick -> (quarter notes, seconds) conversion of one timeline.
-struct TempoMap {
-    division: Division,
-    /// Tempo segments, sorted by tick; the first starts at tick 0.
-    points: Vec<TempoPoint>,
-}
-
-#[derive(Clone, Copy)]
-enum Division {
-    /// Ticks per quarter note.
-    Metrical(f64),
-    /// Ticks per second (frames per second x subframes per frame).
-    Timecode(f64),
-}
-
-#[derive(Clone, Copy)]
-struct TempoPoint {
-    tick: u64,
-    us_per_quarter: f64,
-    quarters: f64,
-    seconds: f64,
-}
-
-impl TempoMap {
-    /// `tempos`: (tick, microseconds per quarter), any order. Tempo 0 is ignored (it would make
-    /// time stand still); of several changes at one tick the last in file order wins.
-    fn new(division: Division, mut tempos: Vec<(u64, u32)>) -> TempoMap {
-        tempos.sort_by_key(|&(tick, _)| tick); // stable: file order kept within a tick
-        let mut map = TempoMap {
-            division,
-            points: vec![TempoPoint {
-                tick: 0,
-                us_per_quarter: DEFAULT_TEMPO_US as f64,
-                quarters: 0.0,
-                seconds: 0.0,
-            }],
-        };
-        for (tick, us) in tempos {
-            if us == 0 {
-                continue;
-            }
-            let (quarters, seconds) = map.at(tick);
-            let last = map.points.last_mut().expect("tempo map starts with one point");
-            if last.tick == tick {
-                last.us_per_quarter = us as f64;
-            } else {
-                map.points.push(TempoPoint { tick, us_per_quarter: us as f64, quarters, seconds });
-            }
-        }
-        map
-    }
-
-    /// (quarter notes, seconds) at `tick`.
-    fn at(&self, tick: u64) -> (f64, f64) {
-        let i = self.points.partition_point(|p| p.tick <= tick).saturating_sub(1);
-        let p = self.points[i];
-        let dt = (tick - p.tick.min(tick)) as f64;
-        let sec_per_quarter = p.us_per_quarter * 1e-6;
-        match self.division {
-            // Quarter notes do not depend on tempo; seconds do.
-            Division::Metrical(tpq) => (tick as f64 / tpq, p.seconds + dt / tpq * sec_per_quarter),
-            // Seconds do not depend on tempo; quarter notes do.
-            Division::Timecode(tps) => (p.quarters + dt / tps / sec_per_quarter, tick as f64 / tps),
-        }
-    }
+    /// The track's first time signature with a numerator above 0 and a denominator up to 2^7.
+    time_signature: Option<(u8, u8)>,
 }
 
 /// Parse a MIDI file and keep its piano parts (or every pitched part with
@@ -111,7 +46,7 @@ impl TempoMap {
 /// A part is piano when its program at the note's onset is a GM piano (programs 0-7, and no program
 /// change at all counts as program 0) or its track's name or instrument name contains "piano"
 /// (any case). Errors name the cause; no input makes this panic.
-pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
+pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Score, MidiError> {
     if bytes.is_empty() {
         return Err(MidiError::Empty);
     }
@@ -161,6 +96,7 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
     };
 
     let mut notes = Vec::new();
+    let mut tempo = Vec::with_capacity(timelines.len());
     let mut duration_quarters: f64 = 0.0;
     let mut duration_seconds: f64 = 0.0;
     for members in &timelines {
@@ -181,6 +117,7 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
         duration_quarters = duration_quarters.max(q);
         duration_seconds = duration_seconds.max(s);
         play(&mut raw_tracks, members, end_tick, opts, &map, &mut notes);
+        tempo.push(map);
     }
 
     let pitched: usize = raw_tracks.iter().map(|t| t.info.notes).sum();
@@ -208,9 +145,12 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Piece, MidiError> {
         Timing::Metrical(tpq) => Some(tpq.as_int()),
         Timing::Timecode(..) => None,
     };
-    Ok(Piece {
+    let time_signature = raw_tracks.iter().find_map(|t| t.time_signature);
+    Ok(Score {
         format,
         ticks_per_quarter,
+        tempo,
+        time_signature,
         tracks: raw_tracks.into_iter().map(|t| t.info).collect(),
         notes,
         duration_quarters,
@@ -224,6 +164,7 @@ fn first_pass(index: usize, track: midly::EventIter<'_>) -> Result<RawTrack, Mid
     let mut events = Vec::new();
     let mut tick: u64 = 0;
     let mut channels = [false; 16];
+    let mut time_signature = None;
     for event in track {
         let event = event.map_err(|e| MidiError::Malformed(format!("track {index}: {e}")))?;
         tick += event.delta.as_int() as u64; // a u28 added to a value <= 2^31: no overflow
@@ -266,6 +207,9 @@ fn first_pass(index: usize, track: midly::EventIter<'_>) -> Result<RawTrack, Mid
                 }
             }
             TrackEventKind::Meta(MetaMessage::Tempo(us)) => events.push((tick, Ev::Tempo(us.as_int()))),
+            TrackEventKind::Meta(MetaMessage::TimeSignature(num, den, _, _)) if time_signature.is_none() && num > 0 && den < 8 => {
+                time_signature = Some((num, den));
+            }
             TrackEventKind::Meta(MetaMessage::TrackName(name)) if info.name.is_none() => {
                 info.name = Some(String::from_utf8_lossy(name).trim().to_string());
             }
@@ -278,7 +222,7 @@ fn first_pass(index: usize, track: midly::EventIter<'_>) -> Result<RawTrack, Mid
     info.channels = (0..16u8).filter(|&c| channels[c as usize]).collect();
     let has_piano = |s: &Option<String>| s.as_deref().is_some_and(|s| s.to_lowercase().contains("piano"));
     info.named_piano = has_piano(&info.name) || has_piano(&info.instrument);
-    Ok(RawTrack { events, end_tick: tick, info, zero_length: 0 })
+    Ok(RawTrack { events, end_tick: tick, info, zero_length: 0, time_signature })
 }
 
 /// A note that has started and not yet been written out.
