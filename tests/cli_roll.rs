@@ -15,26 +15,6 @@ use etude::model::roll::{build, RollConfig};
 use etude::train::roll::{save, RollMeta, RollTrainSettings, MODE};
 use std::path::Path;
 
-/// Random polyphonic sequences: a few keys of a middle register, held for a few frames.
-fn random_split(rng: &mut Rng, n: usize) -> Vec<Sequence> {
-    (0..n)
-        .map(|_| {
-            let len = 5 + rng.below(20);
-            let mut cur: Frame = vec![];
-            (0..len)
-                .map(|_| {
-                    if rng.uniform() < 0.5 {
-                        cur = (0..rng.below(4)).map(|_| 30 + rng.below(30) as u8).collect();
-                        cur.sort_unstable();
-                        cur.dedup();
-                    }
-                    cur.clone()
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn write_data(dir: &Path, name: &str, splits: &[(&str, &[Sequence])]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, to_json_gz(splits)).unwrap();
@@ -45,7 +25,7 @@ fn write_data(dir: &Path, name: &str, splits: &[(&str, &[Sequence])]) -> String 
 fn a_bias_only_model_gives_the_independent_bernoulli_baseline_through_eval() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(1);
-    let (train, valid) = (random_split(&mut rng, 12), random_split(&mut rng, 7));
+    let (train, valid) = (cli_common::random_roll_split(&mut rng, 12), cli_common::random_roll_split(&mut rng, 7));
     // one key on in most training frames, so that one probability exceeds 1/2 and the accuracy
     // has true and false positives to count
     let train: Vec<Sequence> = train
@@ -137,7 +117,7 @@ fn train_eval_and_generate_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut rng = Rng::new(2);
-    let (train, valid) = (random_split(&mut rng, 10), random_split(&mut rng, 4));
+    let (train, valid) = (cli_common::random_roll_split(&mut rng, 10), cli_common::random_roll_split(&mut rng, 4));
     let data = write_data(d, "toy.pianoroll.json.gz", &[("train", &train), ("valid", &valid)]);
     for model in ["lstm", "wavenet-gated"] {
         let out = d.join(format!("run-{model}"));

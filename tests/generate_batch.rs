@@ -241,25 +241,6 @@ fn lstm_generation_never_repacks_w_hh() {
     assert_eq!(b.packs_made(), after_prime, "generation packed W_hh again");
 }
 
-/// A toy piano-roll data set: sequences of held chords of up to three keys.
-fn toy_rolls(rng: &mut Rng, n: usize) -> Vec<etude::data::roll::Sequence> {
-    (0..n)
-        .map(|_| {
-            let mut cur = Vec::new();
-            (0..6 + rng.below(12))
-                .map(|_| {
-                    if rng.uniform() < 0.5 {
-                        cur = (0..rng.below(4)).map(|_| 40 + rng.below(24) as u8).collect();
-                        cur.sort_unstable();
-                        cur.dedup();
-                    }
-                    cur.clone()
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// Piano-roll checkpoints compose `--count` pieces in a batch, each the file its seed writes
 /// alone, byte for byte (CPU; the LSTM with 88 sigmoids, the conv model with the NADE head).
 #[test]
@@ -267,7 +248,7 @@ fn piano_roll_pieces_in_a_batch_are_their_seeds_pieces_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut rng = Rng::new(4);
-    let (train, valid) = (toy_rolls(&mut rng, 10), toy_rolls(&mut rng, 4));
+    let (train, valid) = (cli_common::random_roll_split(&mut rng, 10), cli_common::random_roll_split(&mut rng, 4));
     let data = d.join("toy.pianoroll.json.gz");
     std::fs::write(&data, etude::data::roll::to_json_gz(&[("train", &train[..]), ("valid", &valid[..])])).unwrap();
     let data = data.display().to_string();

@@ -10,7 +10,7 @@ mod common;
 mod cli_common;
 
 use common::gpu;
-use etude::data::roll::{to_json_gz, Frame, Sequence, KEYS};
+use etude::data::roll::{to_json_gz, Frame, KEYS};
 use etude::engine::cpu::CpuBackend;
 use etude::engine::roll::RollOps;
 use etude::engine::{Backend, Bce, Dropout};
@@ -219,31 +219,12 @@ fn metadata_of_a_sigmoid_model_is_unchanged_and_old_checkpoints_load_as_sigmoid(
     }
 }
 
-fn random_split(rng: &mut Rng, n: usize) -> Vec<Sequence> {
-    (0..n)
-        .map(|_| {
-            let len = 5 + rng.below(20);
-            let mut cur: Frame = vec![];
-            (0..len)
-                .map(|_| {
-                    if rng.uniform() < 0.5 {
-                        cur = (0..rng.below(4)).map(|_| 30 + rng.below(30) as u8).collect();
-                        cur.sort_unstable();
-                        cur.dedup();
-                    }
-                    cur.clone()
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn train_eval_and_generate_with_the_nade_head_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut rng = Rng::new(2);
-    let (train, valid) = (random_split(&mut rng, 10), random_split(&mut rng, 4));
+    let (train, valid) = (cli_common::random_roll_split(&mut rng, 10), cli_common::random_roll_split(&mut rng, 4));
     let data = d.join("toy.pianoroll.json.gz");
     std::fs::write(&data, to_json_gz(&[("train", &train[..]), ("valid", &valid[..])])).unwrap();
     let data = data.display().to_string();

@@ -218,3 +218,24 @@ pub fn params(path: &Path) -> Vec<(String, Vec<u32>)> {
         .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
         .collect()
 }
+
+/// Random polyphonic sequences for piano-roll runs: a few keys of a middle register, held for a
+/// few frames.
+pub fn random_roll_split(rng: &mut etude::rng::Rng, n: usize) -> Vec<etude::data::roll::Sequence> {
+    (0..n)
+        .map(|_| {
+            let len = 5 + rng.below(20);
+            let mut cur: etude::data::roll::Frame = vec![];
+            (0..len)
+                .map(|_| {
+                    if rng.uniform() < 0.5 {
+                        cur = (0..rng.below(4)).map(|_| 30 + rng.below(30) as u8).collect();
+                        cur.sort_unstable();
+                        cur.dedup();
+                    }
+                    cur.clone()
+                })
+                .collect()
+        })
+        .collect()
+}
