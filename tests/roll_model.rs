@@ -132,14 +132,7 @@ fn gpu_matches_cpu_forward_and_backward() {
         let mut mg = build(g, &cfg, 256, &mut Rng::new(4));
         let lc = loss(&c, mc.as_mut(), &batch, true);
         let lg = loss(g, mg.as_mut(), &batch, true);
-        assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "{}: loss cpu {lc} gpu {lg}", cfg.name());
-        for (pc, pg) in mc.params().iter().zip(mg.params()) {
-            let (a, b) = (pc.grad.to_vec(&c), pg.grad.to_vec(g));
-            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-                assert!((x - y).abs() <= 1e-3 * scale, "{} {}[{i}]: cpu {x} gpu {y}", cfg.name(), pc.name);
-            }
-        }
+        common::assert_gpu_matches_cpu(cfg.name(), (lc, lg), &c, &mc.params(), g, &mg.params());
     }
 }
 

@@ -406,3 +406,18 @@ pub fn test_meta(version: &str, model: etude::model::any::ModelConfig, vocab: et
         copy: None,
     }
 }
+
+/// A loss and every parameter's gradient on the GPU against the CPU's (the same weights and
+/// batch): the loss within 1e-4 relative, each gradient within 1e-3 of its tensor's largest
+/// magnitude (at least 1e-3). `what` names the model.
+pub fn assert_gpu_matches_cpu<G: Backend>(what: &str, losses: (f64, f64), c: &CpuBackend, cpu: &[&Param<CpuBackend>], g: &G, gpu: &[&Param<G>]) {
+    let (lc, lg) = losses;
+    assert!((lc - lg).abs() <= 1e-4 * lc.abs(), "{what}: loss cpu {lc} gpu {lg}");
+    for (pc, pg) in cpu.iter().zip(gpu) {
+        let (a, b) = (pc.grad.to_vec(c), pg.grad.to_vec(g));
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-3 * scale, "{what} {}[{i}]: cpu {x} gpu {y}", pc.name);
+        }
+    }
+}
