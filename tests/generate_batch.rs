@@ -279,3 +279,37 @@ fn piano_roll_pieces_in_a_batch_are_their_seeds_pieces_alone() {
         assert!(pieces[0] != pieces[1] || pieces[1] != pieces[2], "{model}: the three seeds wrote one piece");
     }
 }
+
+/// Rows alone is on while any generator lives: a second generator on the same backend, made and
+/// dropped while the first composes, leaves it on for the first (whose batch still equals its
+/// pieces one by one, bit for bit).
+#[test]
+fn rows_alone_stays_on_while_any_generator_lives() {
+    let b = CpuBackend::new();
+    let (name, sizes, _) = models().into_iter().last().unwrap();
+    let l = loaded(&b, name, sizes, 45);
+    let ps = primes(3);
+    let (alone, _) = logits_and_tokens(&b, &l, Mode::Incremental, &ps, false);
+    let v = l.meta.vocab.len();
+    let mut gen = Generator::batched(&b, &l, Mode::Incremental, Path::new("memory"), PIECES).unwrap();
+    drop(Generator::batched(&b, &l, Mode::Incremental, Path::new("memory"), 1).unwrap());
+    gen.prime_all(&ps).unwrap();
+    let mut rngs: Vec<Rng> = (0..PIECES).map(|i| Rng::new(100 + i as u64)).collect();
+    let mut histories = ps.clone();
+    let mut together = vec![Vec::new(); PIECES];
+    for _ in 0..STEPS {
+        let views: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+        let rows = gen.next_logits_all(&views);
+        let mut ids = Vec::new();
+        for (i, row) in rows.chunks_exact(v).enumerate() {
+            together[i].extend_from_slice(row);
+            let id = sample(row, &sampling(), &mut rngs[i]) as u32;
+            histories[i].push(id);
+            ids.push(id);
+        }
+        gen.push_all(&ids).unwrap();
+    }
+    for i in 0..PIECES {
+        assert_eq!(bits(&together[i]), bits(&alone[i]), "piece {i}");
+    }
+}

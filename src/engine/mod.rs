@@ -126,7 +126,9 @@ pub trait Backend {
     /// row of A only, bit for bit. Generation turns it on, so that a batch of pieces equals the
     /// same pieces generated one by one; training leaves it off (its blocked products are faster
     /// for many rows). The CPU backend's one-row kernel for every row count; a no-op on the GPU,
-    /// whose tiled product sums each element in the same order whatever the rows.
+    /// whose tiled product sums each element in the same order whatever the rows. Calls nest: the
+    /// mode stays on until every `true` has had its `false` (two generators alive at once, one
+    /// dropped, leave it on for the other).
     fn set_rows_alone(&self, on: bool) {
         let _ = on;
     }

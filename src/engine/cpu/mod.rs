@@ -66,7 +66,7 @@ use super::{
 };
 
 pub use buf::CpuBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Below this many elements an element-wise loop stays on one thread. Handing work to a pool
@@ -76,8 +76,8 @@ const PAR_MIN: usize = 1 << 17;
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
-    /// [`Backend::set_rows_alone`].
-    rows_alone: AtomicBool,
+    /// [`Backend::set_rows_alone`]: how many asked for it (on while above 0).
+    rows_alone: AtomicUsize,
     /// The LSTMs' packed `W_hh`, under the stamp of the weights they were packed from
     /// ([`CpuBuf::stamp`]) and the panel width: each is packed once per weight update, not on
     /// every forward (generation's one-token steps packed `[H, 4H]` per token).
@@ -106,7 +106,7 @@ impl CpuBackend {
 
 impl Clone for CpuBackend {
     fn clone(&self) -> Self {
-        CpuBackend { rows_alone: AtomicBool::new(self.rows_alone.load(Ordering::Relaxed)), ..CpuBackend::default() }
+        CpuBackend { rows_alone: AtomicUsize::new(self.rows_alone.load(Ordering::Relaxed)), ..CpuBackend::default() }
     }
 }
 
@@ -201,11 +201,16 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, a: &CpuBuf, b: &CpuBuf, c: &mut CpuBuf, mm: MatMul) {
         contract::matmul(&mm, [a.len(), b.len(), c.len()]);
-        matmul::matmul(a, b, c, mm, self.rows_alone.load(Ordering::Relaxed))
+        matmul::matmul(a, b, c, mm, self.rows_alone.load(Ordering::Relaxed) > 0)
     }
 
     fn set_rows_alone(&self, on: bool) {
-        self.rows_alone.store(on, Ordering::Relaxed);
+        if on {
+            self.rows_alone.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below 0: an unmatched `false` leaves the mode off.
+            let _ = self.rows_alone.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     fn bias_add(&self, y: &mut CpuBuf, bias: &CpuBuf, outer: usize, channels: usize, inner: usize) {
