@@ -15,28 +15,6 @@ use etude::data::roll::{Frame, KEYS};
 use etude::model::roll::{build, RollConfig, RollModel};
 use etude::train::roll::{chunks, make_batch, make_batch_shifted, Batch};
 
-fn configs() -> Vec<RollConfig> {
-    vec![
-        RollConfig::Lstm { embed: 5, hidden: 4, layers: 2 },
-        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 1 },
-    ]
-}
-
-fn random_seqs(rng: &mut Rng, lens: &[usize]) -> Vec<Vec<Frame>> {
-    lens.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    let mut f: Frame = (0..rng.below(5)).map(|_| rng.below(KEYS) as u8).collect();
-                    f.sort_unstable();
-                    f.dedup();
-                    f
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// Loss = sum of the weighted BCE over the batch; returns it and leaves dlogits in `d`.
 fn loss<B: RollOps>(b: &B, m: &mut dyn RollModel<B>, batch: &Batch, backward: bool) -> f64 {
     let n = batch.batch * batch.time;
@@ -68,9 +46,9 @@ fn loss<B: RollOps>(b: &B, m: &mut dyn RollModel<B>, batch: &Batch, backward: bo
 #[test]
 fn gradients_match_finite_differences() {
     let c = CpuBackend::new();
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let mut rng = Rng::new(11);
-        let seqs = random_seqs(&mut rng, &[6, 4, 2]);
+        let seqs = common::random_frames(&mut rng, &[6, 4, 2]);
         let items: Vec<&[Frame]> = seqs.iter().map(|s| s.as_slice()).collect();
         let batch = make_batch(&items);
         for dropout in [0.0f32, 0.3] {
@@ -123,9 +101,9 @@ fn gradients_match_finite_differences() {
 #[test]
 fn gpu_matches_cpu_forward_and_backward() {
     let (c, g) = (CpuBackend::new(), gpu());
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let mut rng = Rng::new(12);
-        let seqs = random_seqs(&mut rng, &[70, 33, 5]);
+        let seqs = common::random_frames(&mut rng, &[70, 33, 5]);
         let items: Vec<&[Frame]> = seqs.iter().map(|s| s.as_slice()).collect();
         let batch = make_batch(&items);
         let mut mc = build(&c, &cfg, 256, &mut Rng::new(4));
@@ -139,9 +117,9 @@ fn gpu_matches_cpu_forward_and_backward() {
 #[test]
 fn models_are_causal() {
     let c = CpuBackend::new();
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let mut rng = Rng::new(13);
-        let a = random_seqs(&mut rng, &[9]).remove(0);
+        let a = common::random_frames(&mut rng, &[9]).remove(0);
         let mut b2 = a.clone();
         b2[6] = vec![1, 2, 3, 40];
         b2[8] = vec![];

@@ -19,29 +19,7 @@ use etude::model::roll_nade::{build_headed, NadeFrame, RollHead};
 use etude::rng::Rng;
 use etude::train::roll::{make_batch, Batch, RollMeta, RollTrainSettings, MODE};
 
-fn configs() -> Vec<RollConfig> {
-    vec![
-        RollConfig::Lstm { embed: 5, hidden: 4, layers: 2 },
-        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 1 },
-    ]
-}
-
 const HEAD: RollHead = RollHead::Nade { hidden: 6 };
-
-fn random_seqs(rng: &mut Rng, lens: &[usize]) -> Vec<Vec<Frame>> {
-    lens.iter()
-        .map(|&n| {
-            (0..n)
-                .map(|_| {
-                    let mut f: Frame = (0..rng.below(5)).map(|_| rng.below(KEYS) as u8).collect();
-                    f.sort_unstable();
-                    f.dedup();
-                    f
-                })
-                .collect()
-        })
-        .collect()
-}
 
 /// A model whose `nade.v` (zero at initialisation) is random, so every gradient flows.
 fn model<B: RollOps + 'static>(b: &B, cfg: &RollConfig, cap: usize) -> Box<dyn RollModel<B>> {
@@ -102,9 +80,9 @@ fn nll_f64(b: &CpuBackend, m: &mut dyn RollModel<CpuBackend>, batch: &Batch) -> 
 #[test]
 fn gradients_match_finite_differences() {
     let c = CpuBackend::new();
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let mut rng = Rng::new(11);
-        let seqs = random_seqs(&mut rng, &[6, 4, 2]);
+        let seqs = common::random_frames(&mut rng, &[6, 4, 2]);
         let items: Vec<&[Frame]> = seqs.iter().map(|s| s.as_slice()).collect();
         let batch = make_batch(&items);
         for dropout in [0.0f32, 0.3] {
@@ -142,9 +120,9 @@ fn gradients_match_finite_differences() {
 #[test]
 fn gpu_matches_cpu_forward_and_backward() {
     let (c, g) = (CpuBackend::new(), gpu());
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let mut rng = Rng::new(12);
-        let seqs = random_seqs(&mut rng, &[70, 33, 5]);
+        let seqs = common::random_frames(&mut rng, &[70, 33, 5]);
         let items: Vec<&[Frame]> = seqs.iter().map(|s| s.as_slice()).collect();
         let batch = make_batch(&items);
         let (mut mc, mut mg) = (model(&c, &cfg, 256), model(g, &cfg, 256));
@@ -205,7 +183,7 @@ fn metadata_of_a_sigmoid_model_is_unchanged_and_old_checkpoints_load_as_sigmoid(
     assert_eq!(serde_json::from_value::<RollMeta>(nade).unwrap().head, RollHead::Nade { hidden: 7 });
     // and the head's parameter count
     let c = CpuBackend::new();
-    for cfg in configs() {
+    for cfg in common::tiny_roll_configs() {
         let m = build_headed(&c, &cfg, HEAD, 4, &mut Rng::new(0));
         let n: usize = m.params().iter().map(|p| p.value.len()).sum();
         assert_eq!(n, cfg.n_params() + HEAD.extra_params(&cfg), "{cfg:?}");

@@ -421,3 +421,27 @@ pub fn assert_gpu_matches_cpu<G: Backend>(what: &str, losses: (f64, f64), c: &Cp
         }
     }
 }
+
+/// Tiny piano-roll configurations, one per sequence model (the LSTM and the gated conv model).
+pub fn tiny_roll_configs() -> Vec<RollConfig> {
+    vec![
+        RollConfig::Lstm { embed: 5, hidden: 4, layers: 2 },
+        RollConfig::WavenetGated { residual: 3, skip: 4, kernel: 2, layers: 2, stacks: 1 },
+    ]
+}
+
+/// Sequences of the given lengths of random frames (up to four distinct keys anywhere on the 88).
+pub fn random_frames(rng: &mut Rng, lens: &[usize]) -> Vec<Vec<etude::data::roll::Frame>> {
+    lens.iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| {
+                    let mut f: etude::data::roll::Frame = (0..rng.below(5)).map(|_| rng.below(etude::data::roll::KEYS) as u8).collect();
+                    f.sort_unstable();
+                    f.dedup();
+                    f
+                })
+                .collect()
+        })
+        .collect()
+}
