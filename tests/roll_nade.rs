@@ -62,7 +62,7 @@ fn nll_f64(b: &CpuBackend, m: &mut dyn RollModel<CpuBackend>, batch: &Batch) -> 
         if batch.w[row] == 0.0 {
             continue;
         }
-        let f = m.joint_frame(b, row).expect("a NADE model");
+        let f = m.joint_frames(b, &[row]).expect("a NADE model").remove(0);
         let hn = f.bh.len();
         let mut a: Vec<f64> = f.bh.iter().map(|&x| x as f64).collect();
         for i in 0..KEYS {

@@ -183,7 +183,7 @@ pub fn generate_batch<B: BenchBackend>(b: &B, opts: &GenerateOptions, count: usi
         let mut gen = Generator::from_model(b, model, &cfg, mode, opts.window, 1)?;
         let (mut alone, mut steps_alone, mut prime_alone) = (Vec::new(), 0.0, 0.0);
         for (i, prime) in primes.iter().enumerate() {
-            let mut rng = Rng::new(opts.seed.wrapping_add(i as u64));
+            let mut rng = Rng::new(crate::generate::piece_seed(opts.seed, i));
             let t0 = Instant::now();
             gen.prime(prime)?;
             prime_alone += t0.elapsed().as_secs_f64();
@@ -202,7 +202,7 @@ pub fn generate_batch<B: BenchBackend>(b: &B, opts: &GenerateOptions, count: usi
         // One batch.
         let model = AnyModel::new(b, &cfg, arena_windows(&cfg, mode, count, opts.window), opts.window, &mut Rng::new(opts.seed))?;
         let mut gen = Generator::from_model(b, model, &cfg, mode, opts.window, count)?;
-        let mut rngs: Vec<Rng> = (0..count).map(|i| Rng::new(opts.seed.wrapping_add(i as u64))).collect();
+        let mut rngs: Vec<Rng> = (0..count).map(|i| Rng::new(crate::generate::piece_seed(opts.seed, i))).collect();
         let t0 = Instant::now();
         gen.prime_all(&primes)?;
         let prime_batched = t0.elapsed().as_secs_f64();

@@ -110,15 +110,9 @@ impl Primes {
     }
 }
 
-/// The seed of piece `i` (from 0) of a `--count`: `seed + i`, so piece `i` is the piece that
-/// `--seed (seed + i)` composes alone.
-pub fn piece_seed(seed: u64, i: usize) -> u64 {
-    seed.wrapping_add(i as u64)
-}
-
 /// Compose one piece per `opts.outputs` with `loaded` (read from `origin`) on `b` and write each.
 /// The pieces are composed [`etude::generate::BATCH`] at a time; piece `i` draws its prime and
-/// its tokens from its own stream, seeded by [`piece_seed`].
+/// its tokens from its own stream, seeded by [`etude::generate::piece_seed`].
 pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &PieceOptions) -> Result<(), String> {
     let vocab = &loaded.meta.vocab;
     let tokenizer = loaded.meta.data.tokenizer()?;
@@ -147,7 +141,7 @@ pub fn write_pieces<B: Backend>(b: &B, loaded: &Loaded, origin: &Path, opts: &Pi
     let copy = opts.copy.unwrap_or_else(|| etude::generate::copies_by_default(&loaded.meta.model));
     for (c, outputs) in opts.outputs.chunks(etude::generate::BATCH).enumerate() {
         let first = c * etude::generate::BATCH;
-        let mut rngs: Vec<Rng> = (0..outputs.len()).map(|i| Rng::new(piece_seed(opts.seed, first + i))).collect();
+        let mut rngs: Vec<Rng> = (0..outputs.len()).map(|i| Rng::new(etude::generate::piece_seed(opts.seed, first + i))).collect();
         let prime: Vec<Vec<u32>> = rngs.iter_mut().map(|rng| primes.draw(rng)).collect();
         let mut gen = Generator::batched(b, loaded, opts.mode, origin, outputs.len())?;
         if !copy {

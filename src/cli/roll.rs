@@ -404,7 +404,7 @@ fn outputs(args: &GenArgs) -> Vec<PathBuf> {
 /// `--count` pieces of `--length` frames each after the prime (kept with --include-prime),
 /// composed together in batches of up to [`etude::generate::BATCH`]: every step reruns the model
 /// once over the last `cap` frames of all the pieces of a batch (one item each). Piece `i` draws
-/// from its own stream seeded `--seed + i`, and each row of every product is computed alone
+/// from its own stream ([`etude::generate::piece_seed`]), and each row of every product is computed alone
 /// ([`etude::engine::Backend::set_rows_alone`]), so each piece is the one its seed draws alone
 /// (bit for bit on the CPU).
 fn draw_all<B: RollOps + 'static>(
@@ -424,7 +424,7 @@ fn draw_all<B: RollOps + 'static>(
     b.set_rows_alone(true);
     for first in (0..count).step_by(batch) {
         let n = batch.min(count - first);
-        let mut rngs: Vec<Rng> = (first..first + n).map(|i| Rng::new(args.seed.wrapping_add(i as u64))).collect();
+        let mut rngs: Vec<Rng> = (first..first + n).map(|i| Rng::new(etude::generate::piece_seed(args.seed, i))).collect();
         let mut hists: Vec<Sequence> = vec![prime.to_vec(); n];
         for _ in 0..args.length {
             // The model reruns over the last `cap` frames (its receptive field, or all of them);
@@ -442,14 +442,20 @@ fn draw_all<B: RollOps + 'static>(
             }
             b.write_ids(&mut ids, &host);
             model.forward(b, &ids, slots, n, len);
-            let all = b.read(model.logits(), n * len * KEYS);
-            for (item, (hist, rng)) in hists.iter_mut().zip(&mut rngs).enumerate() {
-                let row = item * len + len - 1;
-                let frame = match model.joint_frame(b, row) {
-                    Some(joint) => joint.sample(args.temperature, args.max_keys, rng),
-                    None => sample_frame(&all[row * KEYS..(row + 1) * KEYS], args.temperature, args.max_keys, rng),
-                };
-                hist.push(frame);
+            // Each piece's last row; a joint head's frames read back once for the whole batch.
+            let rows: Vec<usize> = (0..n).map(|item| item * len + len - 1).collect();
+            match model.joint_frames(b, &rows) {
+                Some(joints) => {
+                    for ((hist, rng), joint) in hists.iter_mut().zip(&mut rngs).zip(joints) {
+                        hist.push(joint.sample(args.temperature, args.max_keys, rng));
+                    }
+                }
+                None => {
+                    let all = b.read(model.logits(), n * len * KEYS);
+                    for ((hist, rng), row) in hists.iter_mut().zip(&mut rngs).zip(rows) {
+                        hist.push(sample_frame(&all[row * KEYS..(row + 1) * KEYS], args.temperature, args.max_keys, rng));
+                    }
+                }
             }
         }
         let skip = if args.include_prime || args.prime.is_none() { usize::from(args.prime.is_none()) } else { prime.len() };

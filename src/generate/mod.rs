@@ -104,6 +104,12 @@ pub enum Length {
 /// a batch shares every read of the weights; 64 rows keep the products' blocks full.
 pub const BATCH: usize = 64;
 
+/// The seed of piece `i` (from 0) of a `--count`: `seed + i`, so piece `i` is the piece that
+/// `--seed (seed + i)` composes alone (token and piano-roll checkpoints alike).
+pub fn piece_seed(seed: u64, i: usize) -> u64 {
+    seed.wrapping_add(i as u64)
+}
+
 /// Upper bound on generated tokens, whatever the length asked.
 pub const MAX_TOKENS: usize = 100_000;
 

@@ -140,10 +140,10 @@ pub trait RollModel<B: RollOps> {
     #[allow(clippy::too_many_arguments)]
     fn backward_features(&mut self, b: &B, ids: &B::Ids, slots: usize, dlogits: &B::Buf, dfeat: Option<&B::Buf>, batch: usize, time: usize);
 
-    /// A joint head's distribution of the frame after row `row` of the last forward (`None`: 88
-    /// independent sigmoids of [`RollModel::logits`]).
-    fn joint_frame(&self, b: &B, row: usize) -> Option<crate::layers::nade::NadeFrame> {
-        let _ = (b, row);
+    /// A joint head's distributions of the frames after rows `rows` of the last forward, one per
+    /// row, read back at once (`None`: 88 independent sigmoids of [`RollModel::logits`]).
+    fn joint_frames(&self, b: &B, rows: &[usize]) -> Option<Vec<crate::layers::nade::NadeFrame>> {
+        let _ = (b, rows);
         None
     }
 }

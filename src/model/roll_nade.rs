@@ -187,11 +187,12 @@ impl<B: RollOps + 'static> RollModel<B> for RollNade<B> {
         self.inner.backward_features(b, ids, slots, dlogits, Some(df), batch, time);
     }
 
-    fn joint_frame(&self, b: &B, row: usize) -> Option<NadeFrame> {
+    fn joint_frames(&self, b: &B, rows: &[usize]) -> Option<Vec<NadeFrame>> {
         let hn = self.head.units;
-        let all = |buf: &B::Buf, len: usize| b.read(buf, len);
-        let bh = all(&self.head.hidden.y.buf, (row + 1) * hn)[row * hn..].to_vec();
-        let bv = all(self.inner.logits(), (row + 1) * KEYS)[row * KEYS..].to_vec();
-        Some(NadeFrame { bh, bv, w: self.head.w.value.to_vec(b), v: self.head.v.value.to_vec(b) })
+        let end = rows.iter().max().map_or(0, |&r| r + 1);
+        let (bh, bv) = (b.read(&self.head.hidden.y.buf, end * hn), b.read(self.inner.logits(), end * KEYS));
+        let (w, v) = (self.head.w.value.to_vec(b), self.head.v.value.to_vec(b));
+        let frame = |r: usize| NadeFrame { bh: bh[r * hn..][..hn].to_vec(), bv: bv[r * KEYS..][..KEYS].to_vec(), w: w.clone(), v: v.clone() };
+        Some(rows.iter().map(|&r| frame(r)).collect())
     }
 }
