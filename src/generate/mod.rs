@@ -187,11 +187,6 @@ impl<'a, B: Backend> Generator<'a, B> {
         scores
     }
 
-    /// [`Generator::next_scores_all`] of a generator of one piece.
-    pub fn next_scores(&mut self, history: &[u32]) -> Vec<f32> {
-        self.next_scores_all(&[history])
-    }
-
     /// A generator over an already built `model` (made from `cfg` with an arena for at least
     /// [`arena_windows`] windows of `window` tokens), e.g. a freshly initialised one for benchmarks.
     pub fn from_model(b: &'a B, model: AnyModel<B>, cfg: &ModelConfig, mode: Mode, window: usize, batch: usize) -> Result<Self, String> {
@@ -225,11 +220,6 @@ impl<'a, B: Backend> Generator<'a, B> {
 
     pub fn mode(&self) -> Mode {
         self.mode
-    }
-
-    /// Pieces generated together.
-    pub fn batch(&self) -> usize {
-        self.batch
     }
 
     /// Feed each piece its prime (all of one length); afterwards [`Generator::next_logits_all`]
