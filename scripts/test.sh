@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command. Installs what the tests need when it is missing (Mesa's lavapipe,
 # the software Vulkan driver the GPU tests run on, and Chromium, which opens the run report in
-# tests/report_browser.rs; with sudo when not root), then runs `cargo test`.
+# tests/report_browser.rs, and Debian's fluid-soundfont-gm, the source of the bundled piano that
+# tests/piano_font.rs rebuilds; with sudo when not root), then runs `cargo test`.
 # Extra arguments go to cargo test: scripts/test.sh --test midi_read
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +17,19 @@ have_chromium() {
         command -v google-chrome >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1
 }
 
-# What is missing: lavapipe for the GPU tests, Chromium for the report's browser test.
+have_fluid() {
+    [ -n "${ETUDE_FLUID_SF2:-}" ] || [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]
+}
+
+# What is missing: lavapipe for the GPU tests, Chromium for the report's browser test, FluidR3_GM
+# for tests/piano_font.rs (the bundled piano is rebuilt from it).
 missing=()
 have_lavapipe || missing+=(mesa-vulkan-drivers)
 have_chromium || missing+=(chromium)
+have_fluid || missing+=(fluid-soundfont-gm)
 if [ "${#missing[@]}" -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "scripts/test.sh: missing ${missing[*]} and no apt-get; install them by hand (Mesa's Vulkan drivers, Chromium)" >&2
+        echo "scripts/test.sh: missing ${missing[*]} and no apt-get; install them by hand (Mesa's Vulkan drivers, Chromium, FluidR3_GM.sf2 as ETUDE_FLUID_SF2)" >&2
         exit 1
     fi
     if [ "$(id -u)" -eq 0 ]; then
@@ -33,7 +40,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         echo "scripts/test.sh: installing ${missing[*]} needs root or sudo" >&2
         exit 1
     fi
-    echo "scripts/test.sh: installing ${missing[*]} (lavapipe for the GPU tests, chromium for the report test)" >&2
+    echo "scripts/test.sh: installing ${missing[*]} (lavapipe for the GPU tests, chromium for the report test, fluid-soundfont-gm for the piano font test)" >&2
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi

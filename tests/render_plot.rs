@@ -70,14 +70,14 @@ fn builtin_voice_wav_has_the_header_rate_and_length_of_the_piece_plus_its_releas
 
 #[test]
 fn an_empty_piece_is_silence() {
-    let a = render(&[], &Voice::BuiltIn, 44_100).unwrap();
+    let a = render(&[], &[], &Voice::BuiltIn, 44_100).unwrap();
     assert_eq!(a.left.len(), (BUILTIN_RELEASE_SECONDS * 44_100.0).ceil() as usize);
     assert!(a.left.iter().chain(&a.right).all(|x| *x == 0.0));
     let dir = tempfile::tempdir().unwrap();
     let sf = dir.path().join("tiny.sf2");
     std::fs::write(&sf, tiny_sf2()).unwrap();
-    let voice = find_voice_in(Some(&sf), None, &[]).unwrap().voice;
-    let a = render(&[], &voice, 44_100).unwrap();
+    let voice = find_voice_in(Some(&sf), None).unwrap().voice;
+    let a = render(&[], &[], &voice, 44_100).unwrap();
     assert!(a.left.iter().chain(&a.right).all(|x| *x == 0.0));
     let wav = a.wav_bytes().unwrap();
     let r = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
@@ -91,7 +91,7 @@ fn a_soundfont_renders_the_piece_with_its_release_tail() {
     std::fs::write(&sf, tiny_sf2()).unwrap();
     let mid = dir.path().join("known.mid");
     write_known_midi(&mid);
-    let chosen = find_voice_in(Some(&sf), None, &[]).unwrap();
+    let chosen = find_voice_in(Some(&sf), None).unwrap();
     assert!(chosen.description.contains("tiny.sf2") && chosen.description.contains("--soundfont"), "{}", chosen.description);
     let wav = dir.path().join("sf.wav");
     render_file(&mid, &wav, &chosen.voice, 44_100).unwrap();
@@ -121,21 +121,23 @@ fn soundfont_search_order_and_errors() {
     std::fs::write(&broken, b"RIFF\x04\x00\x00\x00sfbkjunk").unwrap();
     let sf_s = sf.to_str().unwrap();
     // The environment variable, when no option.
-    let c = find_voice_in(None, Some(sf_s), &[]).unwrap();
+    let c = find_voice_in(None, Some(sf_s)).unwrap();
     assert!(c.description.contains("ETUDE_SOUNDFONT"), "{}", c.description);
     // The option wins over the variable.
-    let c = find_voice_in(Some(&sf), Some("/nonexistent.sf2"), &[]).unwrap();
+    let c = find_voice_in(Some(&sf), Some("/nonexistent.sf2")).unwrap();
     assert!(c.description.contains("--soundfont"));
-    // The system places, in order; a broken one is passed over.
-    let c = find_voice_in(None, None, &["/nonexistent/a.sf2", broken.to_str().unwrap(), sf_s]).unwrap();
-    assert!(c.description.contains("system") && matches!(c.voice, Voice::SoundFont { .. }), "{}", c.description);
-    // Nothing anywhere: the built-in voice, and it says so.
-    let c = find_voice_in(None, Some(""), &["/nonexistent/a.sf2"]).unwrap();
-    assert!(matches!(c.voice, Voice::BuiltIn) && c.description.contains("built-in"), "{}", c.description);
-    // `builtin` chooses the built-in voice, from the option or the variable.
-    let c = find_voice_in(Some(Path::new("builtin")), Some(sf_s), &[sf_s]).unwrap();
+    // Neither (or an empty variable): the bundled piano, and it says so.
+    for env in [None, Some("")] {
+        let c = find_voice_in(None, env).unwrap();
+        assert!(matches!(c.voice, Voice::SoundFont { .. }) && c.description.contains("bundled piano"), "{}", c.description);
+        assert!(c.voice.name().contains("Yamaha Grand Piano"), "{}", c.voice.name());
+    }
+    // `bundled` chooses it from the option or the variable; `builtin` the built-in voice.
+    let c = find_voice_in(Some(Path::new("bundled")), Some(sf_s)).unwrap();
+    assert!(c.description.contains("bundled piano") && c.description.contains("--soundfont bundled"), "{}", c.description);
+    let c = find_voice_in(Some(Path::new("builtin")), Some(sf_s)).unwrap();
     assert!(matches!(c.voice, Voice::BuiltIn) && c.description.contains("--soundfont builtin"), "{}", c.description);
-    let c = find_voice_in(None, Some("builtin"), &[sf_s]).unwrap();
+    let c = find_voice_in(None, Some("builtin")).unwrap();
     assert!(matches!(c.voice, Voice::BuiltIn), "{}", c.description);
     // Missing or broken files named by the user are one-line errors naming them.
     for (opt, env, what) in [
@@ -143,7 +145,7 @@ fn soundfont_search_order_and_errors() {
         (Some(broken.clone()), None, "broken.sf2"),
         (None, Some(broken.to_str().unwrap()), "ETUDE_SOUNDFONT"),
     ] {
-        let e = find_voice_in(opt.as_deref(), env, &[]).err().expect("an error");
+        let e = find_voice_in(opt.as_deref(), env).err().expect("an error");
         assert!(e.contains(what) && !e.contains('\n'), "{e}");
     }
 }
@@ -151,7 +153,7 @@ fn soundfont_search_order_and_errors() {
 #[test]
 fn render_rejects_a_bad_sample_rate() {
     let notes = [PlayNote { start: 0.0, end: 0.5, pitch: 60, velocity: 90, channel: 0, program: 0 }];
-    let e = render(&notes, &Voice::BuiltIn, 100).unwrap_err();
+    let e = render(&notes, &[], &Voice::BuiltIn, 100).unwrap_err();
     assert!(e.contains("--sample-rate"), "{e}");
 }
 

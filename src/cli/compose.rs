@@ -32,7 +32,7 @@ pub struct PieceOptions {
     pub include_prime: bool,
     /// Also render each piece to a WAV beside it.
     pub wav: bool,
-    /// The SoundFont of the WAV (`None`: ETUDE_SOUNDFONT, the system's, the built-in voice).
+    /// The SoundFont of the WAV (`None`: ETUDE_SOUNDFONT, else the bundled piano).
     pub soundfont: Option<PathBuf>,
     /// The token cache the prime's corpus is read through (`None`: read in memory).
     pub cache: Option<PathBuf>,

@@ -88,7 +88,7 @@ pub struct GenArgs {
     /// Also render each piece to a WAV beside it (see `etude render`).
     #[arg(long)]
     pub wav: bool,
-    /// SoundFont for --wav (default: ETUDE_SOUNDFONT, the system's, the built-in voice).
+    /// SoundFont for --wav (a file, `bundled` or `builtin`; default: ETUDE_SOUNDFONT, else the bundled piano).
     #[arg(long, value_name = "FILE.sf2", requires = "wav")]
     pub soundfont: Option<PathBuf>,
     #[command(flatten)]

@@ -13,9 +13,10 @@ use std::time::Instant;
   etude render a.mid b.mid                       # a.wav, b.wav
   etude render piece.mid -o out/piece.wav --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
 
-SoundFont search: --soundfont, then ETUDE_SOUNDFONT, then the system places (Debian's fluid-soundfont-gm
-and timgm6mb-soundfont packages among them); with none, a built-in piano voice. The line `voice: ...`
-says which was used; --soundfont builtin chooses the built-in voice. Output: 16-bit stereo WAV, peak-normalised to -1 dBFS, the release tail kept.")]
+Voice: --soundfont, else ETUDE_SOUNDFONT, else the bundled piano (FluidR3_GM's Yamaha Grand Piano, MIT
+licence, embedded in etude). Either may name a SoundFont file, `bundled` or `builtin` (a small additive
+voice); the line `voice: ...` says which was used. Velocities and the sustain pedal reach the synthesizer.
+Output: 16-bit stereo WAV, peak-normalised to -1 dBFS, the release tail kept.")]
 pub struct RenderArgs {
     /// MIDI files to render.
     #[arg(value_name = "IN.mid", required = true)]
@@ -23,7 +24,7 @@ pub struct RenderArgs {
     /// Output WAV (one input only; default: each input with .wav).
     #[arg(short = 'o', long = "out", value_name = "OUT.wav")]
     pub out: Option<PathBuf>,
-    /// SoundFont 2 file, or `builtin` (default: ETUDE_SOUNDFONT, then the system's, then the built-in voice).
+    /// SoundFont 2 file, `bundled` or `builtin` (default: ETUDE_SOUNDFONT, else the bundled piano).
     #[arg(long, value_name = "FILE.sf2")]
     pub soundfont: Option<PathBuf>,
     /// Output sample rate in Hz.

@@ -19,7 +19,7 @@ pub struct ReportArgs {
     /// The run folder (what `etude train` wrote).
     #[arg(value_name = "RUN")]
     pub run: PathBuf,
-    /// SoundFont for the WAVs that are rendered (default: ETUDE_SOUNDFONT, the system's, the built-in voice).
+    /// SoundFont for the WAVs that are rendered (a file, `bundled` or `builtin`; default: ETUDE_SOUNDFONT, else the bundled piano).
     #[arg(long, value_name = "FILE.sf2")]
     pub soundfont: Option<PathBuf>,
     /// Redraw and re-render the pieces' PNG and WAV files even when they exist.

@@ -5,5 +5,6 @@
 pub mod midi;
 pub mod picture;
 pub mod render;
+pub mod sf2;
 pub mod stats;
 pub mod tokens;

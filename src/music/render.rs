@@ -1,24 +1,25 @@
-//! MIDI -> audio: 16-bit stereo WAV through a SoundFont synthesizer (rustysynth), or through a small
-//! built-in piano voice when no SoundFont is found, so that rendering always works.
+//! MIDI -> audio: 16-bit stereo WAV through a SoundFont synthesizer (rustysynth): by default
+//! etude's bundled piano ([`PIANO_SF2`], embedded in the binary), or a SoundFont file, or a small
+//! additive voice (`builtin`).
 //!
-//! * Notes come from [`crate::music::midi::read_midi`] (every pitched part, the sustain pedal applied), their
-//!   times in seconds through the score's tempo map ([`Score::seconds`]).
+//! * A SoundFont is played what the file holds ([`read_performance`]): every pitched part, each
+//!   note from its key press to its key release at its velocity, and the sustain pedal (CC64)
+//!   changes, which the synthesizer applies as a piano does; a released note fades with the
+//!   font's own release. The built-in voice has no pedal: it gets the notes lengthened by it.
+//!   Times in seconds through the score's tempo map ([`Score::seconds`]).
 //! * The release tail is kept: after the last note ends, a SoundFont is rendered until its output
 //!   stays below [`SILENCE`] for 50 ms (at most [`MAX_TAIL_SECONDS`]); the built-in voice fades
 //!   every note out over exactly [`BUILTIN_RELEASE_SECONDS`], so its audio is the piece plus that.
 //! * The mix is peak-normalised to [`PEAK`] (-1 dBFS): never clipped, never quieter than it could
 //!   be. A silent mix stays all zeros.
 //!
-//! SoundFont search order ([`find_voice`]): `--soundfont FILE`, then the `ETUDE_SOUNDFONT`
-//! environment variable, then [`SYSTEM_SOUNDFONTS`] (Debian's `fluid-soundfont-gm` and
-//! `timgm6mb-soundfont` among them), then the built-in voice. A SoundFont named by the option or
-//! the variable must load; a broken system one is passed over with a note. The value `builtin`
-//! chooses the built-in voice.
+//! The voice ([`find_voice`]): `--soundfont`, else the `ETUDE_SOUNDFONT` environment variable, else
+//! the bundled piano. Either may name a SoundFont file (which must load), `bundled` or `builtin`.
 
 use crate::music::midi::{read_midi, ReadOptions, Score};
 use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Default output sample rate.
 pub const DEFAULT_SAMPLE_RATE: u32 = 44_100;
@@ -33,23 +34,33 @@ pub const BUILTIN_RELEASE_SECONDS: f64 = 0.3;
 
 /// The `--soundfont` / `ETUDE_SOUNDFONT` value that chooses the built-in voice.
 pub const BUILTIN: &str = "builtin";
+/// The `--soundfont` / `ETUDE_SOUNDFONT` value that chooses the bundled piano (the default).
+pub const BUNDLED: &str = "bundled";
 
-/// Where a SoundFont is looked for when neither `--soundfont` nor `ETUDE_SOUNDFONT` names one.
-pub const SYSTEM_SOUNDFONTS: &[&str] = &[
-    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-    "/usr/share/sounds/sf2/TimGM6mb.sf2",
-    "/usr/share/sounds/sf2/default-GM.sf2",
-    "/usr/share/soundfonts/default.sf2",
-    "/usr/share/soundfonts/FluidR3_GM.sf2",
-    "/usr/share/sounds/sf2/default.sf2",
-    "/usr/local/share/soundfonts/default.sf2",
-    "/opt/homebrew/share/soundfonts/default.sf2",
-];
+/// etude's piano: preset 0 of bank 0 of FluidR3_GM (its Yamaha Grand Piano, 40 samples at
+/// 32 kHz) alone, MIT licence, built from Debian's `fluid-soundfont-gm` by `scripts/piano-font.sh`
+/// (`assets/piano/README.md`) and embedded in the binary, so that every machine plays a piano.
+pub static PIANO_SF2: &[u8] = include_bytes!("../../assets/piano/etude-piano.sf2");
+
+/// How the bundled piano is named in the `voice:` line.
+pub const PIANO_NAME: &str = "bundled piano (Yamaha Grand Piano of FluidR3_GM, MIT licence)";
+
+/// The bundled piano, parsed once per process.
+pub fn bundled_piano() -> Arc<SoundFont> {
+    static FONT: OnceLock<Arc<SoundFont>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        // Tested to load (tests/piano_font.rs): a failure here is a broken build, not bad input.
+        Arc::new(SoundFont::new(&mut &PIANO_SF2[..]).expect("the bundled piano SoundFont loads"))
+    })
+    .clone()
+}
 
 /// What makes the sound.
 #[derive(Clone)]
 pub enum Voice {
-    SoundFont { path: PathBuf, font: Arc<SoundFont> },
+    /// A SoundFont: the bundled piano or a file; `name` says which.
+    SoundFont { name: String, font: Arc<SoundFont> },
+    /// The additive voice of six decaying partials (`--soundfont builtin`).
     BuiltIn,
 }
 
@@ -60,10 +71,15 @@ pub struct Chosen {
 }
 
 impl Voice {
-    /// A short name: the SoundFont's path or "built-in piano voice".
+    /// The bundled piano.
+    pub fn piano() -> Voice {
+        Voice::SoundFont { name: PIANO_NAME.into(), font: bundled_piano() }
+    }
+
+    /// A short name: the SoundFont's, or "built-in piano voice".
     pub fn name(&self) -> String {
         match self {
-            Voice::SoundFont { path, .. } => format!("SoundFont {}", path.display()),
+            Voice::SoundFont { name, .. } => name.clone(),
             Voice::BuiltIn => "built-in piano voice".into(),
         }
     }
@@ -80,52 +96,32 @@ pub fn load_soundfont(path: &Path) -> Result<Arc<SoundFont>, String> {
     Ok(Arc::new(font))
 }
 
-/// Choose the voice: `option` (--soundfont), then `env` (ETUDE_SOUNDFONT, empty = unset), then the
-/// first of `system` that exists and loads, then the built-in voice.
-pub fn find_voice_in(option: Option<&Path>, env: Option<&str>, system: &[&str]) -> Result<Chosen, String> {
-    // `builtin` names the built-in voice, even where a SoundFont is installed.
-    for (given, from) in [(option.and_then(|p| p.to_str()), "--soundfont"), (env, "ETUDE_SOUNDFONT")] {
-        if given == Some(BUILTIN) {
-            return Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({from} {BUILTIN})") });
-        }
-        if given.is_some_and(|g| !g.is_empty()) {
-            break;
-        }
-    }
-    if let Some(p) = option {
-        let font = load_soundfont(p).map_err(|e| format!("--soundfont: {e}"))?;
-        return Ok(Chosen { voice: Voice::SoundFont { path: p.into(), font }, description: format!("SoundFont {} (--soundfont)", p.display()) });
-    }
-    if let Some(e) = env.filter(|e| !e.is_empty()) {
-        let p = PathBuf::from(e);
-        let font = load_soundfont(&p).map_err(|err| format!("ETUDE_SOUNDFONT: {err}"))?;
-        return Ok(Chosen { voice: Voice::SoundFont { path: p.clone(), font }, description: format!("SoundFont {} (ETUDE_SOUNDFONT)", p.display()) });
-    }
-    let mut notes = Vec::new();
-    for s in system {
-        let p = Path::new(s);
-        if !p.exists() {
-            continue;
-        }
-        match load_soundfont(p) {
-            Ok(font) => {
-                return Ok(Chosen { voice: Voice::SoundFont { path: p.into(), font }, description: format!("SoundFont {} (system)", p.display()) })
-            }
-            Err(e) => notes.push(e),
-        }
-    }
-    let why = if notes.is_empty() {
-        "no SoundFont found (--soundfont, ETUDE_SOUNDFONT, or install fluid-soundfont-gm)".to_string()
-    } else {
-        format!("no usable SoundFont: {}", notes.join("; "))
+/// Choose the voice: `option` (--soundfont), else `env` (ETUDE_SOUNDFONT, empty = unset), else the
+/// bundled piano. Either may name a SoundFont file, which must load, or `bundled` or `builtin`.
+pub fn find_voice_in(option: Option<&Path>, env: Option<&str>) -> Result<Chosen, String> {
+    let given = match (option, env.filter(|e| !e.is_empty())) {
+        (Some(p), _) => Some((p.to_path_buf(), "--soundfont")),
+        (None, Some(e)) => Some((PathBuf::from(e), "ETUDE_SOUNDFONT")),
+        (None, None) => None,
     };
-    Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({why})") })
+    let Some((path, from)) = given else {
+        return Ok(Chosen { voice: Voice::piano(), description: format!("{PIANO_NAME}, embedded") });
+    };
+    match path.to_str() {
+        Some(BUILTIN) => Ok(Chosen { voice: Voice::BuiltIn, description: format!("built-in piano voice ({from} {BUILTIN})") }),
+        Some(BUNDLED) => Ok(Chosen { voice: Voice::piano(), description: format!("{PIANO_NAME} ({from} {BUNDLED})") }),
+        _ => {
+            let font = load_soundfont(&path).map_err(|e| format!("{from}: {e}"))?;
+            let name = format!("SoundFont {}", path.display());
+            Ok(Chosen { description: format!("{name} ({from})"), voice: Voice::SoundFont { name, font } })
+        }
+    }
 }
 
-/// [`find_voice_in`] with `ETUDE_SOUNDFONT` and [`SYSTEM_SOUNDFONTS`].
+/// [`find_voice_in`] with `ETUDE_SOUNDFONT`.
 pub fn find_voice(option: Option<&Path>) -> Result<Chosen, String> {
     let env = std::env::var("ETUDE_SOUNDFONT").ok();
-    find_voice_in(option, env.as_deref(), SYSTEM_SOUNDFONTS)
+    find_voice_in(option, env.as_deref())
 }
 
 /// One note to play, times in seconds.
@@ -194,12 +190,32 @@ pub fn play_notes(score: &Score) -> Vec<PlayNote> {
         .collect()
 }
 
-/// Read a MIDI file (every pitched part, the sustain pedal applied) into notes in seconds; a file
-/// without notes is an error naming it.
-pub fn read_play_notes(path: &Path) -> Result<Vec<PlayNote>, String> {
+/// A sustain-pedal change to play, its time in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlayPedal {
+    pub time: f64,
+    pub channel: u8,
+    pub down: bool,
+}
+
+/// The score's pedal changes in seconds, in time order (changes at one time in the file's order).
+pub fn play_pedals(score: &Score) -> Vec<PlayPedal> {
+    let mut p: Vec<PlayPedal> = score.pedals.iter().map(|p| PlayPedal { time: score.pedal_seconds(p), channel: p.channel, down: p.down }).collect();
+    p.sort_by(|a, b| a.time.total_cmp(&b.time));
+    p
+}
+
+/// Read a MIDI file (every pitched part) into what `voice` plays, times in seconds: for a SoundFont,
+/// the notes as the keys were released and the sustain pedal's changes, which the synthesizer
+/// applies as a piano does (a released note rings on while the pedal is down); for the built-in
+/// voice, which has no pedal, the notes lengthened by it and no pedal changes. A file without
+/// notes is an error naming it.
+pub fn read_performance(path: &Path, voice: &Voice) -> Result<(Vec<PlayNote>, Vec<PlayPedal>), String> {
     let bytes = crate::music::midi::read_midi_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let score = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: true }).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(play_notes(&score))
+    let synth = matches!(voice, Voice::SoundFont { .. });
+    let score = read_midi(&bytes, &ReadOptions { all_parts: true, sustain: !synth }).map_err(|e| format!("{}: {e}", path.display()))?;
+    let pedals = if synth { play_pedals(&score) } else { Vec::new() };
+    Ok((play_notes(&score), pedals))
 }
 
 /// Where rendered blocks go: `sink(left, right)`, in order.
@@ -221,11 +237,12 @@ fn check_rate(sample_rate: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Render `notes` with `voice` at `sample_rate`, release tail included, normalised.
-pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Audio, String> {
+/// Render `notes` and `pedals` with `voice` at `sample_rate`, release tail included, normalised
+/// (the built-in voice has no pedal: give it notes lengthened by the pedal, see [`read_performance`]).
+pub fn render(notes: &[PlayNote], pedals: &[PlayPedal], voice: &Voice, sample_rate: u32) -> Result<Audio, String> {
     check_rate(sample_rate)?;
     let mut audio = Audio { sample_rate, ..Audio::default() };
-    render_blocks(notes, voice, sample_rate, &mut |l, r| {
+    render_blocks(notes, pedals, voice, sample_rate, &mut |l, r| {
         audio.left.extend_from_slice(l);
         audio.right.extend_from_slice(r);
         Ok(())
@@ -237,9 +254,9 @@ pub fn render(notes: &[PlayNote], voice: &Voice, sample_rate: u32) -> Result<Aud
 /// Render `notes` in blocks of at most [`BLOCK`] frames, each handed to `sink(left, right)` in
 /// order, the release tail included, not normalised; returns the frames rendered. The same notes
 /// give the same samples every time.
-fn render_blocks(notes: &[PlayNote], voice: &Voice, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
+fn render_blocks(notes: &[PlayNote], pedals: &[PlayPedal], voice: &Voice, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     match voice {
-        Voice::SoundFont { font, path } => render_soundfont(notes, font, sample_rate, sink).map_err(|e| format!("SoundFont {}: {e}", path.display())),
+        Voice::SoundFont { font, name } => render_soundfont(notes, pedals, font, sample_rate, sink).map_err(|e| format!("{name}: {e}")),
         Voice::BuiltIn => render_builtin(notes, sample_rate, sink),
     }
 }
@@ -248,19 +265,24 @@ fn last_end(notes: &[PlayNote]) -> f64 {
     notes.iter().map(|n| n.end).fold(0.0, f64::max)
 }
 
-fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
+fn render_soundfont(notes: &[PlayNote], pedals: &[PlayPedal], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     let settings = SynthesizerSettings::new(sample_rate as i32);
     let mut synth = Synthesizer::new(font, &settings).map_err(|e| format!("{e:?}"))?;
     let sr = sample_rate as f64;
     let at = |s: f64| (s.max(0.0) * sr).round() as usize;
-    // (sample, 0 = off / 1 = on, note index): note-offs before note-ons at one sample.
-    let mut events: Vec<(usize, u8, usize)> = Vec::with_capacity(notes.len() * 2);
+    // (sample, kind, index): at one sample, note-offs (kind 0) first, then pedal changes (1) in
+    // their order, then note-ons (2). A chord change under "pedal up, pedal down" so releases the
+    // old chord's keys before the pedal catches the new one.
+    let mut events: Vec<(usize, u8, usize)> = Vec::with_capacity(notes.len() * 2 + pedals.len());
     for (i, n) in notes.iter().enumerate() {
-        events.push((at(n.start), 1, i));
+        events.push((at(n.start), 2, i));
         events.push((at(n.end).max(at(n.start) + 1), 0, i));
     }
+    for (i, p) in pedals.iter().enumerate() {
+        events.push((at(p.time), 1, i));
+    }
     events.sort();
-    let end = at(last_end(notes));
+    let end = at(last_end(notes)).max(pedals.iter().map(|p| at(p.time)).max().unwrap_or(0));
     let (mut l, mut r) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
     // Render up to frame `to` in blocks (the synthesizer streams: how its output is cut does not
     // change it).
@@ -275,11 +297,19 @@ fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32,
         Ok(())
     };
     let mut program = [255u8; 16];
+    let mut pedal_down = [false; 16];
     for &(t, kind, i) in &events {
         advance(&mut synth, &mut pos, t)?;
+        if kind == 1 {
+            let p = &pedals[i];
+            let ch = (p.channel & 15) as usize;
+            synth.process_midi_message(ch as i32, 0xB0, 64, if p.down { 127 } else { 0 });
+            pedal_down[ch] = p.down;
+            continue;
+        }
         let n = &notes[i];
         let ch = (n.channel & 15) as i32;
-        if kind == 1 {
+        if kind == 2 {
             if program[ch as usize] != n.program {
                 synth.process_midi_message(ch, 0xC0, n.program as i32, 0);
                 program[ch as usize] = n.program;
@@ -290,6 +320,10 @@ fn render_soundfont(notes: &[PlayNote], font: &Arc<SoundFont>, sample_rate: u32,
         }
     }
     advance(&mut synth, &mut pos, end)?;
+    // A pedal still down at the end goes up there, so that the tail dies away.
+    for (ch, _) in pedal_down.iter().enumerate().filter(|(_, d)| **d) {
+        synth.process_midi_message(ch as i32, 0xB0, 64, 0);
+    }
     // The tail: until 50 ms in a row stay below SILENCE, at most MAX_TAIL_SECONDS.
     let block = (sr * 0.05) as usize;
     let max_tail = (MAX_TAIL_SECONDS * sr) as usize;
@@ -447,8 +481,8 @@ fn wav_header(sample_rate: u32, frames: u64) -> [u8; 44] {
 /// longer than a WAV file holds is refused before any work. Returns the audio's length in seconds.
 pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> Result<f64, String> {
     check_rate(sample_rate)?;
-    let notes = read_play_notes(midi)?;
-    let longest = (last_end(&notes) + MAX_TAIL_SECONDS.max(BUILTIN_RELEASE_SECONDS)) * sample_rate as f64;
+    let (notes, pedals) = read_performance(midi, voice)?;
+    let longest = (last_end(&notes).max(pedals.last().map_or(0.0, |p| p.time)) + MAX_TAIL_SECONDS.max(BUILTIN_RELEASE_SECONDS)) * sample_rate as f64;
     if longest.ceil() > MAX_WAV_FRAMES as f64 {
         return Err(format!(
             "{}: {:.1} hours of audio, more than a WAV file holds at {sample_rate} Hz ({:.1} hours); a lower --sample-rate holds more",
@@ -458,7 +492,7 @@ pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> 
         ));
     }
     let mut peak = 0.0f32;
-    let frames = render_blocks(&notes, voice, sample_rate, &mut |l, r| {
+    let frames = render_blocks(&notes, &pedals, voice, sample_rate, &mut |l, r| {
         peak = l.iter().chain(r).fold(peak, |m, x| m.max(x.abs()));
         Ok(())
     })?;
@@ -474,7 +508,7 @@ pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> 
         let q = |x: f32| (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
         let mut bytes = Vec::with_capacity(BLOCK * 4);
         let mut written = 0usize;
-        render_blocks(&notes, voice, sample_rate, &mut |l, r| {
+        render_blocks(&notes, &pedals, voice, sample_rate, &mut |l, r| {
             bytes.clear();
             for (a, b) in l.iter().zip(r) {
                 let (a, b) = match gain {

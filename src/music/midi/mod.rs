@@ -84,6 +84,15 @@ impl Note {
     }
 }
 
+/// A sustain-pedal change: CC64 on `channel` at `tick` of `track`, down when its value is 64 or more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pedal {
+    pub tick: u64,
+    pub channel: u8,
+    pub down: bool,
+    pub track: usize,
+}
+
 /// What [`read_midi`] keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadOptions {
@@ -142,6 +151,11 @@ pub struct Score {
     pub time_signature: Option<(u8, u8)>,
     pub tracks: Vec<TrackInfo>,
     pub notes: Vec<Note>,
+    /// Every sustain-pedal (CC64) change of a pitched channel, in time order within each timeline,
+    /// whatever [`ReadOptions::sustain`] says: what a synthesizer is told when the score is
+    /// played (not serialised: a score's JSON stays its notes and what the file held).
+    #[serde(skip)]
+    pub pedals: Vec<Pedal>,
     /// Length of the file (last event of any track) in quarter notes.
     pub duration_quarters: f64,
     /// Length of the file in seconds, through the tempo map.
@@ -153,6 +167,11 @@ impl Score {
     pub fn tempo_of(&self, track: usize) -> &TempoMap {
         let i = if self.format == SmfFormat::Sequential { track.min(self.tempo.len() - 1) } else { 0 };
         &self.tempo[i]
+    }
+
+    /// A pedal change's time in seconds, through its timeline's tempo map.
+    pub fn pedal_seconds(&self, pedal: &Pedal) -> f64 {
+        self.tempo_of(pedal.track).seconds(pedal.tick)
     }
 
     /// A note's (start, end) in seconds, through its timeline's tempo map.

@@ -13,7 +13,7 @@
 //! event; notes of zero length are dropped. Channel index 9 (drums) is never read.
 
 use super::tempo::{Division, TempoMap};
-use super::{MidiError, Note, ReadOptions, Score, SmfFormat, TrackInfo, MAX_QUARTERS, MAX_TICK};
+use super::{MidiError, Note, Pedal, ReadOptions, Score, SmfFormat, TrackInfo, MAX_QUARTERS, MAX_TICK};
 use midly::{Format, MetaMessage, MidiMessage, Timing, TrackEventKind};
 use std::collections::HashMap;
 
@@ -96,6 +96,7 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Score, MidiError> {
     };
 
     let mut notes = Vec::new();
+    let mut pedals = Vec::new();
     let mut tempo = Vec::with_capacity(timelines.len());
     let mut duration_quarters: f64 = 0.0;
     let mut duration_seconds: f64 = 0.0;
@@ -116,7 +117,7 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Score, MidiError> {
         }
         duration_quarters = duration_quarters.max(q);
         duration_seconds = duration_seconds.max(s);
-        play(&mut raw_tracks, members, end_tick, opts, &map, &mut notes);
+        play(&mut raw_tracks, members, end_tick, opts, &map, &mut notes, &mut pedals);
         tempo.push(map);
     }
 
@@ -153,6 +154,7 @@ pub fn read_midi(bytes: &[u8], opts: &ReadOptions) -> Result<Score, MidiError> {
         time_signature,
         tracks: raw_tracks.into_iter().map(|t| t.info).collect(),
         notes,
+        pedals,
         duration_quarters,
         duration_seconds,
     })
@@ -244,6 +246,7 @@ fn play(
     opts: &ReadOptions,
     map: &TempoMap,
     out: &mut Vec<Note>,
+    pedals: &mut Vec<Pedal>,
 ) {
     // (tick, track, position in track): a total order that keeps each track's own order.
     let mut order: Vec<(u64, usize, usize)> = members
@@ -287,6 +290,7 @@ fn play(
             }
             Ev::Program { ch, program: p } => program[ch as usize] = p,
             Ev::Pedal { ch, down } => {
+                pedals.push(Pedal { tick, channel: ch, down, track: t });
                 if !opts.sustain {
                     continue;
                 }
