@@ -233,7 +233,17 @@ fn the_report_loads_in_chromium_with_its_images_and_audio() {
         r#"{"model": "lstm", "loss": 5.3, "baseline": {"unigram": 5.6, "best_order": 3, "best": 5.1}, "ngram_best": 5.1, "ratio": 1.04}"#,
     )
     .unwrap();
-    std::fs::write(run.join("stats.json"), r#"{"sample": {"notes_per_second": 7.5, "pitch_range": 30}, "validation": {"notes_per_second": 9.25}}"#).unwrap();
+    // stats.json as train writes it (two of its sixteen features): one inside, one below.
+    std::fs::write(
+        run.join("stats.json"),
+        r#"{"pieces": [{"name": "sample.mid", "features": [7.5, 30.0], "flags": []}],
+            "set": [["notes_per_second", {"mean": 7.5, "std": 0.0, "min": 7.5, "max": 7.5}],
+                    ["pitch_range", {"mean": 30.0, "std": 0.0, "min": 30.0, "max": 30.0}]],
+            "reference_pieces": 3,
+            "against": [{"feature": "notes_per_second", "reference": {"mean": 9.25, "std": 1.0, "min": 6.0, "max": 11.0}, "below": 0, "inside": 1, "above": 0},
+                        {"feature": "pitch_range", "reference": {"mean": 40.0, "std": 3.0, "min": 36.0, "max": 44.0}, "below": 1, "inside": 0, "above": 0}]}"#,
+    )
+    .unwrap();
     std::fs::remove_file(run.join("sample.png")).unwrap();
     let (out, err) = etude_ok(&["report", "run"], dir);
     assert!(out.contains("report.html"), "{out}");
@@ -242,6 +252,14 @@ fn the_report_loads_in_chromium_with_its_images_and_audio() {
     for want in ["ngram_best", "notes_per_second", "9.25", "Metrics", "sample.mid", "data:audio/wav;base64,", "data:image/png;base64,"] {
         assert!(html.contains(want), "report.html lacks {want}");
     }
+    // The headline (model, parameters, the validation figures beside the best n-gram) comes first,
+    // then the curves, the pieces, one table of the statistics; the settings are folded at the end.
+    for want in ["<b>lstm</b>", " parameters", "5.3000", "5.1000 (3-gram)", "1.040", "notes per second</td><td>6 &ndash; 11</td><td>7.500</td><td class=\"in\">inside", "pitch range</td><td>36 &ndash; 44</td><td>30</td><td class=\"out\">below", "1 of 2 features inside"] {
+        assert!(html.contains(want), "report.html lacks {want}");
+    }
+    let at = |what: &str| html.find(what).unwrap_or_else(|| panic!("report.html lacks {what}"));
+    assert!(at("class=\"headline\"") < at("<h2>Loss curves") && at("<h2>Loss curves") < at("<h2>Samples"));
+    assert!(at("<h2>Samples") < at("<table class=\"stats\"") && at("<table class=\"stats\"") < at("<summary>Settings"));
     assert!(!html.contains("http://") && !html.contains("https://"), "the report must not reach the network");
 
     let profile = tempfile::tempdir().unwrap();

@@ -1,7 +1,10 @@
-//! The run report: `RUN/report.html`, one self-contained page (no network, no script): the run's
-//! settings, the metrics table, the loss curves, every piece in the run folder (`*.mid`) with its
-//! piano roll and an `<audio>` player, the sample statistics (`stats.json`), the n-gram baseline
-//! (`baseline.json`) and held-out figures (`heldout.json`) when the run has them.
+//! The run report: `RUN/report.html`, one self-contained page (no network, no script), read from
+//! the top: the headline (model, parameters, data, epochs, minutes; the validation and held-out
+//! figures beside the best n-gram, from the metrics, `baseline.json` and `heldout.json`), the loss
+//! curves, every piece in the run folder (`*.mid`) with its piano roll and an `<audio>` player,
+//! the sample statistics against the validation pieces (`stats.json`) as one table with a range
+//! bar per feature; folded away at the end, the metrics per epoch, the settings (the checkpoint's
+//! metadata) and every field of the run's JSON files.
 //!
 //! Images and audio are inlined as `data:` URIs, so the page can be mailed or moved alone. The
 //! page is written through a temp file + rename; training rewrites it after every epoch and
@@ -34,12 +37,6 @@ pub fn esc(s: &str) -> String {
 
 fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
-}
-
-/// The `etude` metadata of a run's checkpoint, read and checked by [`Checkpoint::load`] (the
-/// checksum included); `None` when it is missing or damaged (the report then has no settings).
-pub fn checkpoint_meta(path: &Path) -> Option<Value> {
-    Checkpoint::load(path).ok().map(|ck| ck.meta)
 }
 
 /// Flatten JSON into (dotted key, value) rows; long arrays of scalars are shortened.
@@ -129,12 +126,299 @@ fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h1{font-size:1.6em;margin-bottom:2px}h2{font-size:1.25em;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:1.05em;margin-bottom:6px}table{border-collapse:collapse;font-size:0.9em}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f5f5f5}
 table.kv th{text-align:left;font-weight:normal;color:#555}table.kv td{text-align:left}
-img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}.roll img{max-width:none}
-audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}";
+table.headline{font-size:1em}table.headline td.big{font-weight:600}
+table.stats td.name{text-align:left}table.stats td.in{color:#1e7b34}table.stats td.out{color:#b3261e;font-weight:600}
+.sub{color:#555;margin-top:0}img{max-width:100%;height:auto;border:1px solid #eee;display:block}.roll{overflow-x:auto}.roll img{max-width:none}
+audio{width:100%;max-width:600px;margin:6px 0}.note{color:#666;font-size:0.9em}
+details{margin-top:18px}summary{cursor:pointer;font-size:1.1em;font-weight:600}";
+
+/// What the report reads of the run's checkpoint: its `etude` metadata and its parameter count.
+struct CheckpointFacts {
+    meta: Value,
+    params: Option<u64>,
+}
+
+/// The run's checkpoint (`last.safetensors`, else `best.safetensors`), read and checked by
+/// [`Checkpoint::load`]; `meta` given by a caller that holds it wins over the file's.
+fn checkpoint_facts(run: &Path, meta: Option<&Value>) -> Option<CheckpointFacts> {
+    let ck = ["last.safetensors", "best.safetensors"].iter().find_map(|f| Checkpoint::load(&run.join(f)).ok());
+    let params = ck.as_ref().map(|c| c.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum());
+    match (meta, ck) {
+        (Some(m), _) => Some(CheckpointFacts { meta: m.clone(), params }),
+        (None, Some(c)) => Some(CheckpointFacts { meta: c.meta, params }),
+        (None, None) => None,
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut o = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            o.push(',');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// The model's name: a token model's kind (with its attention, if any), or a piano-roll model's.
+fn model_name(meta: &Value) -> Option<String> {
+    if let Some(m) = meta.get("model") {
+        let kind = m.get("kind")?.as_str()?.to_string();
+        let attention = m.get("attention").and_then(Value::as_u64).filter(|&a| a > 0);
+        return Some(match attention {
+            Some(h) => format!("{kind} + attention ({h} heads)"),
+            None => kind,
+        });
+    }
+    let config = meta.get("config")?;
+    let kind = config.get("kind").map(scalar).unwrap_or_else(|| "piano-roll".into());
+    let head = meta.get("head").map(scalar).unwrap_or_else(|| "sigmoid".into());
+    Some(format!("piano-roll {kind}, {head} head"))
+}
+
+/// What the run trained on, in a few words.
+fn data_name(meta: &Value) -> Option<String> {
+    match meta.get("data")? {
+        Value::String(s) => Some(s.clone()),
+        d => {
+            let paths: Vec<String> = d.get("paths").and_then(Value::as_array).map(|a| a.iter().map(scalar).collect()).unwrap_or_default();
+            let corpus = if paths.is_empty() { "the built-in corpus".to_string() } else { paths.join(", ") };
+            let tok = d.get("tokenizer").map(|t| format!(", {} tokens", scalar(t))).unwrap_or_default();
+            Some(format!("{corpus}{tok}"))
+        }
+    }
+}
+
+/// The column of `header` named `name`.
+fn column(header: &[String], name: &str) -> Option<usize> {
+    header.iter().position(|h| h == name)
+}
+
+/// One JSON file of the run, when it is there and valid.
+fn read_json(run: &Path, file: &str) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(run.join(file)).ok()?).ok()
+}
+
+fn num(v: Option<&Value>) -> Option<f64> {
+    v.and_then(Value::as_f64).filter(|x| x.is_finite())
+}
+
+fn fixed(x: Option<f64>, places: usize) -> String {
+    x.map_or_else(|| "-".to_string(), |x| format!("{x:.places$}"))
+}
+
+/// The headline: model, size, data, epochs and minutes in a line; then the figures that say how
+/// good the run is: validation (best epoch, and the end-of-run scores of `baseline.json`) and
+/// held-out (`heldout.json`), each beside the best n-gram.
+fn headline(run: &Path, facts: Option<&CheckpointFacts>, metrics: Option<&[Vec<String>]>) -> String {
+    let mut h = String::new();
+    let mut parts = Vec::new();
+    if let Some(f) = facts {
+        if let Some(m) = model_name(&f.meta) {
+            parts.push(format!("<b>{}</b>", esc(&m)));
+        }
+        if let Some(p) = f.params {
+            parts.push(format!("{} parameters", thousands(p)));
+        }
+        if let Some(d) = data_name(&f.meta) {
+            parts.push(esc(&d));
+        }
+        if let Some(n) = f.meta.get("valid_pieces").and_then(Value::as_array).map(Vec::len) {
+            parts.push(format!("{n} validation pieces"));
+        }
+    }
+    let rows = metrics.filter(|r| r.len() > 1);
+    let mut best: Option<(String, f64, String)> = None;
+    if let Some(rows) = rows {
+        let header = &rows[0];
+        parts.push(format!("{} epochs", rows.len() - 1));
+        if let Some(c) = column(header, "seconds") {
+            let secs: f64 = rows[1..].iter().filter_map(|r| r.get(c)?.parse::<f64>().ok()).sum();
+            parts.push(format!("{:.1} minutes of training", secs / 60.0));
+        }
+        // The validation column: val_loss (tokens) or valid_nll_per_frame (piano roll).
+        if let Some(c) = header.iter().position(|h| h == "val_loss" || h == "valid_nll_per_frame") {
+            let e = column(header, "epoch").unwrap_or(0);
+            for r in &rows[1..] {
+                if let Some(v) = r.get(c).and_then(|x| x.parse::<f64>().ok()).filter(|v| v.is_finite()) {
+                    if best.as_ref().is_none_or(|b| v < b.1) {
+                        best = Some((r.get(e).cloned().unwrap_or_default(), v, header[c].clone()));
+                    }
+                }
+            }
+        }
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(h, "<p class=\"sub\">{}</p>", parts.join(" &middot; "));
+    }
+    let unit = match &best {
+        Some((_, _, c)) if c == "valid_nll_per_frame" => "nats per frame",
+        _ => "nats per token",
+    };
+    // (label, network, with copy mixture, best n-gram, order, ratio)
+    let mut lines: Vec<[String; 5]> = Vec::new();
+    if let Some((epoch, v, _)) = &best {
+        lines.push([format!("validation, best epoch ({epoch})"), format!("{v:.4}"), "-".into(), "-".into(), "-".into()]);
+    }
+    for (file, label) in [("baseline.json", "validation, end of run"), ("heldout.json", "held-out")] {
+        let Some(j) = read_json(run, file) else { continue };
+        let loss = num(j.get("loss"));
+        if loss.is_none() {
+            continue;
+        }
+        let copy = num(j.pointer("/copy/heldout/loss"));
+        let ngram = num(j.get("ngram_best"));
+        let order = j.pointer("/baseline/best_order").and_then(Value::as_u64);
+        let ngram_text = match (ngram, order) {
+            (Some(n), Some(o)) => format!("{n:.4} ({o}-gram)"),
+            (n, _) => fixed(n, 4),
+        };
+        let targets = num(j.get("targets")).map(|t| format!(" ({} targets)", thousands(t as u64))).unwrap_or_default();
+        lines.push([format!("{label}{targets}"), fixed(loss, 4), fixed(copy, 4), ngram_text, fixed(num(j.get("ratio")), 3)]);
+    }
+    if lines.is_empty() {
+        h.push_str("<p class=\"note\">no validation figures yet: they come with the first epoch</p>\n");
+        return h;
+    }
+    let _ = writeln!(
+        h,
+        "<table class=\"headline\">\n<tr><th></th><th>network ({unit})</th><th>with the copy mixture</th><th>best n-gram</th><th>network / n-gram</th></tr>"
+    );
+    for l in &lines {
+        let _ = writeln!(
+            h,
+            "<tr><th>{}</th><td class=\"big\">{}</td><td class=\"big\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l[0]),
+            esc(&l[1]),
+            esc(&l[2]),
+            esc(&l[3]),
+            esc(&l[4])
+        );
+    }
+    h.push_str("</table>\n");
+    if !run.join("heldout.json").is_file() {
+        h.push_str("<p class=\"note\">no held-out figures (etude eval --json on held-out pieces, saved as heldout.json, adds them)</p>\n");
+    }
+    h
+}
+
+/// A small range bar: the reference's [min, max] as a band, its mean as a tick, `value` as a dot,
+/// green inside the band and red outside.
+fn range_bar(min: f64, max: f64, mean: f64, value: f64) -> String {
+    const W: f64 = 160.0;
+    let (lo, hi) = (min.min(value), max.max(value));
+    let pad = ((hi - lo) * 0.06).max(1e-9);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let x = |v: f64| ((v - lo) / (hi - lo) * W).clamp(0.0, W);
+    let inside = (min..=max).contains(&value);
+    format!(
+        "<svg width=\"160\" height=\"14\" viewBox=\"0 0 160 14\" role=\"img\" aria-label=\"{value:.3} against {min:.3} to {max:.3}\">\
+<line x1=\"0\" y1=\"7\" x2=\"160\" y2=\"7\" stroke=\"#ddd\"/>\
+<rect x=\"{:.1}\" y=\"3\" width=\"{:.1}\" height=\"8\" fill=\"#cfe0f5\"/>\
+<line x1=\"{:.1}\" y1=\"2\" x2=\"{:.1}\" y2=\"12\" stroke=\"#5b7fb0\"/>\
+<circle cx=\"{:.1}\" cy=\"7\" r=\"4\" fill=\"{}\"/></svg>",
+        x(min),
+        (x(max) - x(min)).max(1.0),
+        x(mean),
+        x(mean),
+        x(value),
+        if inside { "#1e7b34" } else { "#b3261e" }
+    )
+}
+
+fn short(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e9 {
+        format!("{x:.0}")
+    } else if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The sample statistics as one table: per feature, the reference range of the validation pieces,
+/// and per piece its value, whether it falls inside, and a range bar. `None` when `stats.json`
+/// holds no comparison.
+fn stats_table(stats: &Value) -> Option<String> {
+    let against = stats.get("against")?.as_array().filter(|a| !a.is_empty())?;
+    let pieces = stats.get("pieces")?.as_array()?;
+    let refs = stats.get("reference_pieces").and_then(Value::as_u64).unwrap_or(0);
+    let mut h = String::new();
+    let _ = writeln!(h, "<table class=\"stats\">\n<tr><th>feature</th><th>validation pieces ({refs}): min &ndash; max</th>");
+    for p in pieces {
+        let name = p.get("name").map(scalar).unwrap_or_default();
+        let _ = write!(h, "<th>{}</th><th></th><th></th>", esc(&name));
+    }
+    h.push_str("</tr>\n");
+    let mut inside_count = vec![0usize; pieces.len()];
+    for (i, a) in against.iter().enumerate() {
+        let feature = a.get("feature").map(scalar).unwrap_or_default();
+        let (Some(min), Some(max)) = (num(a.pointer("/reference/min")), num(a.pointer("/reference/max"))) else { continue };
+        let mean = num(a.pointer("/reference/mean")).unwrap_or((min + max) / 2.0);
+        let _ = write!(h, "<tr><td class=\"name\">{}</td><td>{} &ndash; {}</td>", esc(&feature.replace('_', " ")), short(min), short(max));
+        for (k, p) in pieces.iter().enumerate() {
+            match num(p.get("features").and_then(|f| f.get(i))) {
+                Some(v) => {
+                    let inside = (min..=max).contains(&v);
+                    inside_count[k] += inside as usize;
+                    let word = if inside { "inside" } else if v < min { "below" } else { "above" };
+                    let _ = write!(
+                        h,
+                        "<td>{}</td><td class=\"{}\">{word}</td><td>{}</td>",
+                        short(v),
+                        if inside { "in" } else { "out" },
+                        range_bar(min, max, mean, v)
+                    );
+                }
+                None => h.push_str("<td>-</td><td></td><td></td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    let counts: Vec<String> = pieces
+        .iter()
+        .zip(&inside_count)
+        .map(|(p, c)| format!("{}: {c} of {} features inside", esc(&p.get("name").map(scalar).unwrap_or_default()), against.len()))
+        .collect();
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">{}. The band is the validation pieces' range, the tick their mean, the dot the sample.</p>",
+        counts.join("; ")
+    );
+    Some(h)
+}
+
+/// The settings rows: the checkpoint's metadata flattened, with the vocabulary as its size, the
+/// validation pieces as their count and names, and the random state left out.
+fn settings_rows(meta: &Value) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let Some(m) = meta.as_object() else { return rows };
+    for (key, v) in m {
+        match key.as_str() {
+            "rng" | "vocab" | "valid_pieces" | "etude_version" => {}
+            _ => flatten(key, v, &mut rows),
+        }
+    }
+    if let Some(v) = meta.get("valid_pieces").and_then(|v| v.as_array()) {
+        let names: Vec<String> = v.iter().map(scalar).collect();
+        rows.push(("validation pieces".into(), format!("{}: {}", names.len(), names.join(", "))));
+    }
+    if let Some(n) = meta.get("vocab").and_then(|v| v.get("tokens")).and_then(|t| t.as_array()).map(|t| t.len()) {
+        rows.push(("vocabulary size".into(), n.to_string()));
+    }
+    if let Some(v) = meta.get("etude_version").and_then(|v| v.as_str()) {
+        rows.push(("etude version".into(), v.to_string()));
+    }
+    rows
+}
 
 /// Build the report page of the run folder `run` from what is in it (nothing is drawn or rendered
 /// here) and return the HTML.
@@ -146,6 +430,11 @@ pub fn build(run: &Path) -> String {
 /// last checkpoint, and `metrics`, the header and rows of its metrics, which a caller that has just
 /// written or read them holds in memory (`None`: read from the checkpoint's header and from
 /// `metrics.csv`).
+///
+/// From the top: the headline (model, size, data, epochs, minutes; validation and held-out figures
+/// beside the best n-gram), the loss curves, every piece with its piano roll and player, the sample
+/// statistics as one table, and, folded away, the metrics per epoch, the settings and every field
+/// of the run's JSON files.
 pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String>]>) -> String {
     let name = run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string());
     let mut h = String::new();
@@ -154,57 +443,14 @@ pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>etude run {0}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>etude run {0}</h1>\n",
         esc(&name)
     );
-    // Settings.
-    let meta = match meta {
-        Some(m) => Some(m.clone()),
-        None => ["last.safetensors", "best.safetensors"].iter().find_map(|f| checkpoint_meta(&run.join(f))),
-    };
-    h.push_str("<h2>Settings</h2>\n");
-    match &meta {
-        Some(m) => {
-            let mut rows = Vec::new();
-            for key in ["model", "data", "optim", "progress"] {
-                if let Some(v) = m.get(key) {
-                    let mut r = Vec::new();
-                    flatten(key, v, &mut r);
-                    // The data spec repeats the tokenizer's vocabulary-free settings; keep it whole.
-                    rows.extend(r);
-                }
-            }
-            if let Some(v) = m.get("valid_pieces").and_then(|v| v.as_array()) {
-                let names: Vec<String> = v.iter().map(scalar).collect();
-                rows.push(("validation pieces".into(), format!("{}: {}", names.len(), names.join(", "))));
-            }
-            if let Some(n) = m.get("vocab").and_then(|v| v.get("tokens")).and_then(|t| t.as_array()).map(|t| t.len()) {
-                rows.push(("vocabulary size".into(), n.to_string()));
-            }
-            if let Some(v) = m.get("etude_version").and_then(|v| v.as_str()) {
-                rows.push(("etude version".into(), v.to_string()));
-            }
-            h.push_str(&table(&rows));
-        }
-        None => h.push_str("<p class=\"note\">no checkpoint yet (last.safetensors): settings unknown</p>\n"),
-    }
-    // Metrics.
-    h.push_str("<h2>Metrics</h2>\n");
+    let facts = checkpoint_facts(run, meta);
     let table = match metrics {
         Some(rows) => Some(rows.to_vec()),
         None => crate::run::metrics::read_table(&run.join("metrics.csv")),
     };
-    match table {
-        Some(rows) if rows.len() > 1 => {
-            h.push_str("<table class=\"metrics\">\n");
-            for (i, row) in rows.iter().enumerate() {
-                let tag = if i == 0 { "th" } else { "td" };
-                h.push_str("<tr>");
-                for cell in row {
-                    let _ = write!(h, "<{tag}>{}</{tag}>", esc(&cell.replace('_', " ")));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
-        }
-        _ => h.push_str("<p class=\"note\">no epoch finished yet (metrics.csv)</p>\n"),
+    h.push_str(&headline(run, facts.as_ref(), table.as_deref()));
+    if facts.is_none() {
+        h.push_str("<p class=\"note\">no checkpoint yet (last.safetensors): settings unknown</p>\n");
     }
     // Loss curves.
     h.push_str("<h2>Loss curves</h2>\n");
@@ -236,14 +482,39 @@ pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String
             Err(_) => h.push_str("<p class=\"note\">no audio (run etude report to render it)</p>\n"),
         }
     }
-    h.push_str(&json_section(
-        run,
-        "stats.json",
-        "Sample statistics against the validation pieces",
-        "no statistics for this run (stats.json)",
-    ));
-    h.push_str(&json_section(run, "baseline.json", "n-gram baseline", "no n-gram baseline for this run (baseline.json)"));
-    h.push_str(&json_section(run, "heldout.json", "Held-out figures", "no held-out figures for this run (heldout.json)"));
+    // Sample statistics.
+    h.push_str("<h2>Sample statistics against the validation pieces</h2>\n");
+    match read_json(run, "stats.json").as_ref().and_then(stats_table) {
+        Some(t) => h.push_str(&t),
+        None => h.push_str("<p class=\"note\">no comparison for this run (stats.json)</p>\n"),
+    }
+    // Folded away: metrics per epoch, settings, every field of the JSON files.
+    h.push_str("<details>\n<summary>Metrics per epoch</summary>\n");
+    match &table {
+        Some(rows) if rows.len() > 1 => {
+            h.push_str("<table class=\"metrics\">\n");
+            for (i, row) in rows.iter().enumerate() {
+                let tag = if i == 0 { "th" } else { "td" };
+                h.push_str("<tr>");
+                for cell in row {
+                    let _ = write!(h, "<{tag}>{}</{tag}>", esc(&cell.replace('_', " ")));
+                }
+                h.push_str("</tr>\n");
+            }
+            h.push_str("</table>\n");
+        }
+        _ => h.push_str("<p class=\"note\">no epoch finished yet (metrics.csv)</p>\n"),
+    }
+    h.push_str("</details>\n<details>\n<summary>Settings</summary>\n");
+    match &facts {
+        Some(f) => h.push_str(&self::table(&settings_rows(&f.meta))),
+        None => h.push_str("<p class=\"note\">no checkpoint yet (last.safetensors): settings unknown</p>\n"),
+    }
+    h.push_str("</details>\n<details>\n<summary>Every figure of the run's files</summary>\n");
+    h.push_str(&json_section(run, "stats.json", "Sample statistics (stats.json)", "no statistics for this run (stats.json)"));
+    h.push_str(&json_section(run, "baseline.json", "n-gram baseline (baseline.json)", "no n-gram baseline for this run (baseline.json)"));
+    h.push_str(&json_section(run, "heldout.json", "Held-out figures (heldout.json)", "no held-out figures for this run (heldout.json)"));
+    h.push_str("</details>\n");
     let _ = write!(h, "<p class=\"note\">written by etude {} from the files of {}</p>\n</body>\n</html>\n", env!("CARGO_PKG_VERSION"), esc(&run.display().to_string()));
     h
 }
@@ -293,5 +564,37 @@ mod tests {
         let html = build_with(dir.path(), None, Some(log.table()));
         assert_eq!(html, build(dir.path()));
         assert!(html.contains("<td>8.25</td>") && html.contains("<th>valid nll per frame</th>"));
+    }
+
+    /// The headline takes the lowest validation figure and its epoch, in the run's own unit.
+    #[test]
+    fn the_headline_names_the_best_epoch_in_the_run_s_unit() {
+        let header: Vec<String> = ["epoch", "train_nll_per_frame", "valid_nll_per_frame", "valid_accuracy", "lr", "seconds"].map(String::from).to_vec();
+        let row = |e: &str, v: &str| [e, "9", v, "0.5", "0.001", "90"].map(String::from).to_vec();
+        let rows = vec![header, row("1", "8.5"), row("2", "7.25"), row("3", "7.5")];
+        let dir = tempfile::tempdir().unwrap();
+        let html = build_with(dir.path(), None, Some(&rows));
+        assert!(html.contains("validation, best epoch (2)") && html.contains("<td class=\"big\">7.2500</td>"), "{html}");
+        assert!(html.contains("nats per frame") && html.contains("3 epochs") && html.contains("4.5 minutes of training"), "{html}");
+    }
+
+    /// A value on the reference's edge is inside; beyond it, below or above, with a red dot.
+    #[test]
+    fn the_statistics_table_says_inside_below_and_above() {
+        let stats = serde_json::json!({
+            "pieces": [{"name": "a.mid", "features": [2.0, 0.5, 9.0]}],
+            "reference_pieces": 4,
+            "against": [
+                {"feature": "x", "reference": {"mean": 1.5, "min": 1.0, "max": 2.0}},
+                {"feature": "y", "reference": {"mean": 1.5, "min": 1.0, "max": 2.0}},
+                {"feature": "z", "reference": {"mean": 1.5, "min": 1.0, "max": 2.0}}
+            ]
+        });
+        let t = stats_table(&stats).unwrap();
+        for want in ["class=\"in\">inside", "class=\"out\">below", "class=\"out\">above", "a.mid: 1 of 3 features inside", "validation pieces (4)"] {
+            assert!(t.contains(want), "{want}: {t}");
+        }
+        assert_eq!(t.matches("#b3261e").count(), 2, "{t}");
+        assert!(stats_table(&serde_json::json!({"pieces": [], "against": []})).is_none());
     }
 }
