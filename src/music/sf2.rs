@@ -128,6 +128,13 @@ fn index_of(kept: &mut Vec<usize>, x: usize) -> usize {
     })
 }
 
+/// One level's zone tables (preset or instrument): zones, their modulators and generators.
+struct Tables<'t, 'a> {
+    bag: &'t [&'a [u8]],
+    modt: &'t [&'a [u8]],
+    gen: &'t [&'a [u8]],
+}
+
 /// Zones copied from one level (preset or instrument): the new bag, modulator and generator tables,
 /// with the generator `link` (instrument or sample) renumbered through `kept`.
 #[derive(Default)]
@@ -139,18 +146,10 @@ struct Zones {
 }
 
 impl Zones {
-    /// Copy the zones `bags` of `bag`/`modt`/`gen`, renumbering generator `link`'s amount through
-    /// `kept`; `check` vets a linked index before it is kept.
-    fn copy(
-        &mut self,
-        bag: &[&[u8]],
-        modt: &[&[u8]],
-        gen: &[&[u8]],
-        bags: std::ops::Range<usize>,
-        link: u16,
-        kept: &mut Vec<usize>,
-        check: &dyn Fn(usize) -> Result<(), String>,
-    ) -> Result<(), String> {
+    /// Copy the zones `bags` of `t`, renumbering generator `link`'s amount through `kept`; `check`
+    /// vets a linked index before it is kept.
+    fn copy(&mut self, t: &Tables, bags: std::ops::Range<usize>, link: u16, kept: &mut Vec<usize>, check: &dyn Fn(usize) -> Result<(), String>) -> Result<(), String> {
+        let (bag, modt, gen) = (t.bag, t.modt, t.gen);
         for z in bags {
             let (g0, g1) = (start(bag, z, 0, "zone", gen.len() - 1)?, start(bag, z + 1, 0, "zone", gen.len() - 1)?);
             let (m0, m1) = (start(bag, z, 2, "zone", modt.len() - 1)?, start(bag, z + 1, 2, "zone", modt.len() - 1)?);
@@ -235,7 +234,7 @@ pub fn keep_preset(src: &[u8], bank: u16, program: u16, name: &str, comment: &st
     let mut preset_zones = Zones::default();
     let n_inst = inst.len() - 1;
     let inst_ok = |i: usize| if i < n_inst { Ok(()) } else { Err(format!("a preset zone names instrument {i} of {n_inst}")) };
-    preset_zones.copy(&pbag, &pmod, &pgen, b0..b1, GEN_INSTRUMENT, &mut instruments, &inst_ok)?;
+    preset_zones.copy(&Tables { bag: &pbag, modt: &pmod, gen: &pgen }, b0..b1, GEN_INSTRUMENT, &mut instruments, &inst_ok)?;
     preset_zones.close();
 
     // The instruments' zones, in order of first use.
@@ -250,7 +249,7 @@ pub fn keep_preset(src: &[u8], bank: u16, program: u16, name: &str, comment: &st
         let mut rec = name20(&inst[i][..20]).to_vec();
         rec.extend_from_slice(&(inst_zones.n_bags as u16).to_le_bytes());
         inst_records.push(rec);
-        inst_zones.copy(&ibag, &imod, &igen, z0..z1, GEN_SAMPLE_ID, &mut samples, &sample_ok)?;
+        inst_zones.copy(&Tables { bag: &ibag, modt: &imod, gen: &igen }, z0..z1, GEN_SAMPLE_ID, &mut samples, &sample_ok)?;
     }
     let mut eoi = name20(b"EOI").to_vec();
     eoi.extend_from_slice(&(inst_zones.n_bags as u16).to_le_bytes());
