@@ -37,7 +37,7 @@ pub const BUILTIN: &str = "builtin";
 /// The `--soundfont` / `ETUDE_SOUNDFONT` value that chooses the bundled piano (the default).
 pub const BUNDLED: &str = "bundled";
 
-/// etude's piano: preset 0 of bank 0 of FluidR3_GM (its Yamaha Grand Piano, 40 samples at
+/// etude's piano: preset 0 of bank 0 of FluidR3_GM (its Yamaha Grand Piano, 41 samples at
 /// 32 kHz) alone, MIT licence, built from Debian's `fluid-soundfont-gm` by `scripts/piano-font.sh`
 /// (`assets/piano/README.md`) and embedded in the binary, so that every machine plays a piano.
 pub static PIANO_SF2: &[u8] = include_bytes!("../../assets/piano/etude-piano.sf2");
