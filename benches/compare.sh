@@ -9,7 +9,7 @@
 # windows/s for the many-to-one models, target tokens/s for the many-to-many ones, and for
 # generation PyTorch's ms per token over etude's.
 #
-# Then the two attention models at the default recipe's sizes (TBATCH 64, window 128, TVOCAB 162, the built-in
+# In the same rounds, after them, the two attention models at the default recipe's sizes (TBATCH 64, window 128, TVOCAB 162, the built-in
 # corpus's vocabulary): `etude bench train --model transformer` (width 128, 4 heads, ff 512, 4 blocks) against
 # benches/torch_transformer_bench.py --model transformer (../shared/peers/torch_transformer.py), and
 # `etude bench train --model wavenet-gated --attention 4` against --model wavenet_gated_attn
@@ -22,7 +22,8 @@
 # through Vulkan.
 #
 # Environment: PYTHON (a python with torch; default python3), BACKEND (cpu or gpu; default cpu),
-# THREADS (CPU threads for each side: torch_bench.py --threads and etude's RAYON_NUM_THREADS; 2),
+# THREADS (CPU threads for each side: torch_bench.py / torch_transformer_bench.py --threads and etude's
+# RAYON_NUM_THREADS; 2),
 # ROUNDS (2), STEPS (10 timed steps), WARMUP (3), PEERS (../shared/peers, relative to the repo),
 # OUT (the raw JSON lines; default a temporary file), ETUDE (an etude binary to use instead of building),
 # MODELS (which models, space-separated; default all six on the CPU: lstm lstm-seq wavenet wavenet-gated
