@@ -10,7 +10,7 @@
 //! page is written through a temp file + rename; training rewrites it after every epoch and
 //! `etude report RUN` rebuilds it (drawing and rendering what is missing first).
 
-use crate::run::checkpoint::Checkpoint;
+use crate::run::checkpoint::{Checkpoint, EXP_AVG, EXP_AVG_SQ};
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -146,7 +146,9 @@ struct CheckpointFacts {
 /// [`Checkpoint::load`]; `meta` given by a caller that holds it wins over the file's.
 fn checkpoint_facts(run: &Path, meta: Option<&Value>) -> Option<CheckpointFacts> {
     let ck = ["last.safetensors", "best.safetensors"].iter().find_map(|f| Checkpoint::load(&run.join(f)).ok());
-    let params = ck.as_ref().map(|c| c.tensors.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum());
+    // The model's tensors only: the Adam moments stored beside them are not parameters.
+    let is_param = |name: &str| !name.starts_with(EXP_AVG) && !name.starts_with(EXP_AVG_SQ);
+    let params = ck.as_ref().map(|c| c.tensors.iter().filter(|t| is_param(&t.name)).map(|t| t.shape.iter().product::<usize>() as u64).sum());
     match (meta, ck) {
         (Some(m), _) => Some(CheckpointFacts { meta: m.clone(), params }),
         (None, Some(c)) => Some(CheckpointFacts { meta: c.meta, params }),
@@ -436,7 +438,9 @@ pub fn build(run: &Path) -> String {
 /// statistics as one table, and, folded away, the metrics per epoch, the settings and every field
 /// of the run's JSON files.
 pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String>]>) -> String {
-    let name = run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string());
+    // The folder's own name, also when it is given as `.` or `runs/x/`.
+    let named = run.canonicalize().unwrap_or_else(|_| run.to_path_buf());
+    let name = named.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| run.display().to_string());
     let mut h = String::new();
     let _ = write!(
         h,
@@ -596,5 +600,21 @@ mod tests {
         }
         assert_eq!(t.matches("#b3261e").count(), 2, "{t}");
         assert!(stats_table(&serde_json::json!({"pieces": [], "against": []})).is_none());
+    }
+
+    /// The parameter count is the model's tensors', without the Adam moments beside them; the
+    /// title names the folder even when it is given as `.`.
+    #[test]
+    fn the_headline_counts_parameters_not_optimizer_moments() {
+        use crate::run::checkpoint::HostTensor;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("my-run");
+        std::fs::create_dir(&run).unwrap();
+        let t = |name: &str| HostTensor { name: name.into(), shape: vec![2, 3], data: vec![0.5; 6] };
+        let meta = serde_json::json!({"model": {"kind": "lstm", "attention": 0}});
+        Checkpoint { meta, tensors: vec![t("w"), t(&format!("{EXP_AVG}w")), t(&format!("{EXP_AVG_SQ}w"))] }.save(&run.join("last.safetensors")).unwrap();
+        let html = build(&run.join("."));
+        assert!(html.contains("<b>lstm</b> &middot; 6 parameters"), "{html}");
+        assert!(html.contains("<h1>etude run my-run</h1>"), "{html}");
     }
 }
