@@ -156,7 +156,9 @@ fn finding_05_short_validation_sequences_in_piano_roll_mode() {
 /// A training run of `epochs` epochs of 100 steps (about a second each in the test build) into
 /// `out`: long enough for a test to act while it trains.
 fn slow_train(out: &str, epochs: &str) -> Vec<String> {
-    let sizes = ["--steps-per-epoch", "100", "--window", "64", "--batch", "16", "--hidden", "32", "--embed", "16", "--dense", "32"];
+    // 400 steps: an epoch of about a second on a fast 2-core machine, so that a signal sent just
+    // after the first step lands inside epoch 1 (100 steps took 0.2 s on an AMD EPYC).
+    let sizes = ["--steps-per-epoch", "400", "--window", "64", "--batch", "16", "--hidden", "32", "--embed", "16", "--dense", "32"];
     let mut extra: Vec<&str> = sizes.to_vec();
     extra.extend(["--sample-length", "0"]);
     tiny_train("lstm", "cpu", out, epochs, &extra)
@@ -266,7 +268,7 @@ fn finding_09_ctrl_c_saves_a_checkpoint_that_resume_continues_exactly() {
 
     let mut cut = Running::start(&slow_train("cut", "2"), dir);
     cut.wait_for("first step starts");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(50));
     cut.signal(libc::SIGINT);
     let (code, err) = cut.finish();
     assert_eq!(code, Some(1), "{err}");
