@@ -90,27 +90,30 @@ impl Timed {
                 0
             }
         };
-        let mut g: Vec<GridNote> = notes
+        // Per pitch by onset, the longest first among equal onsets, then by velocity bin: sorted
+        // as one number per note (pitch: 7 bits, start: 64, the duration's complement: 32, the
+        // bin: 6), which orders them as comparing field by field does and holds every field, so
+        // the result is exact.
+        let mut keys: Vec<u128> = notes
             .iter()
             .filter(|n| n.pitch <= 127)
             .map(|n| {
                 let start = grid(n.start);
                 let end = grid(n.end);
                 let duration = end.saturating_sub(start).clamp(1, self.max_duration as u64) as u32;
-                GridNote { start, pitch: n.pitch, duration, velocity_bin: self.velocity_bin(n.velocity) }
+                let bin = self.velocity_bin(n.velocity);
+                (n.pitch as u128) << 102 | (start as u128) << 38 | ((!duration) as u128) << 6 | bin as u128
             })
             .collect();
-        // Per pitch by onset, the longest first among equal onsets. The order compares every
-        // field, so an unstable sort gives the stable sort's result (equal notes are identical).
-        g.sort_unstable_by(|a, b| {
-            a.pitch
-                .cmp(&b.pitch)
-                .then(a.start.cmp(&b.start))
-                .then(b.duration.cmp(&a.duration))
-                .then(a.velocity_bin.cmp(&b.velocity_bin))
-        });
-        let mut out: Vec<GridNote> = Vec::with_capacity(g.len());
-        for n in g {
+        keys.sort_unstable();
+        let mut out: Vec<GridNote> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let n = GridNote {
+                pitch: (k >> 102) as u8,
+                start: (k >> 38) as u64,
+                duration: !((k >> 6) as u32),
+                velocity_bin: (k & 63) as u32,
+            };
             if let Some(prev) = out.last_mut() {
                 if prev.pitch == n.pitch {
                     if prev.start == n.start {
@@ -123,8 +126,16 @@ impl Timed {
             }
             out.push(n);
         }
-        // (start, pitch) is distinct here (one note per pitch and onset): unstable is exact.
-        out.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(a.pitch.cmp(&b.pitch)));
+        // By (start, pitch), distinct here (one note per pitch and onset), again as one number
+        // (start: 64 bits, pitch: 7, duration: 32, bin: 6).
+        let mut keys: Vec<u128> = out
+            .iter()
+            .map(|g| (g.start as u128) << 64 | (g.pitch as u128) << 38 | (g.duration as u128) << 6 | g.velocity_bin as u128)
+            .collect();
+        keys.sort_unstable();
+        for (g, k) in out.iter_mut().zip(keys) {
+            *g = GridNote { start: (k >> 64) as u64, pitch: ((k >> 38) & 127) as u8, duration: (k >> 6) as u32, velocity_bin: (k & 63) as u32 };
+        }
         out
     }
 
