@@ -2,7 +2,7 @@
 //! writing one ([`encode_file`]), and mapping one back after every check ([`load`]), or taking the
 //! still-valid entries of an out-of-date one ([`Donor`]).
 
-use crate::data::corpus::{collect, path_name, Skipped};
+use crate::data::corpus::{collect_stat, path_name, Skipped, Walked};
 use crate::music::midi::ReadOptions;
 use crate::music::tokens::{TokenizerOptions, Vocab};
 use serde::{Deserialize, Serialize};
@@ -235,20 +235,26 @@ pub(crate) fn open(file: &Path) -> Result<Sound, Miss> {
     }
     let body = &map[..map.len() - 8];
     let stored = u64::from_le_bytes(map[map.len() - 8..].try_into().expect("8 bytes"));
-    if hash64(body) != stored {
+    let n_vocab = header.vocab.len() as u64;
+    let ids_bytes = &map[ids_at..ids_end as usize];
+    // The checksum (one pass in order) and the id range on two cores at once.
+    let (sum, in_range) = rayon::join(
+        || hash64(body),
+        || {
+            if width == 2 {
+                ids_bytes.chunks_exact(2).all(|c| (u16::from_le_bytes([c[0], c[1]]) as u64) < n_vocab)
+            } else {
+                ids_bytes.chunks_exact(4).all(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64) < n_vocab)
+            }
+        },
+    );
+    if sum != stored {
         return Err(Miss::Damaged("checksum mismatch".into()));
     }
     let offsets: Vec<u64> = map[offsets_at..ids_at].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
     if offsets[0] != 0 || offsets.windows(2).any(|w| w[0] > w[1]) || offsets[pieces] != header.ids {
         return Err(Miss::Damaged("bad piece index".into()));
     }
-    let n_vocab = header.vocab.len() as u64;
-    let ids_bytes = &map[ids_at..ids_end as usize];
-    let in_range = if width == 2 {
-        ids_bytes.chunks_exact(2).all(|c| (u16::from_le_bytes([c[0], c[1]]) as u64) < n_vocab)
-    } else {
-        ids_bytes.chunks_exact(4).all(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64) < n_vocab)
-    };
     if !in_range {
         return Err(Miss::Damaged("an id beyond the vocabulary".into()));
     }
@@ -257,11 +263,17 @@ pub(crate) fn open(file: &Path) -> Result<Sound, Miss> {
 
 /// Map and check the cache file `file` for `key` (see the module documentation for the checks).
 pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
-    let sound = open(file)?;
+    if !file.exists() {
+        return Err(Miss::Absent);
+    }
+    // The file's own checks and the walk of the data paths do not depend on each other: both at
+    // once, on two cores.
+    let (sound, walked) = rayon::join(|| open(file), || collect_stat(&key.paths));
+    let sound = sound?;
     if sound.header.key != *key {
         return Err(Miss::Stale("made for other data or settings".into()));
     }
-    check_files(&sound.header)?;
+    check_files(&sound.header, walked)?;
     let Sound { header, map, offsets, ids_at, info_at } = sound;
     Ok(TokenSet {
         names: header.names,
@@ -348,26 +360,26 @@ pub(crate) fn parse_header(map: &[u8]) -> Result<(Header, usize), Miss> {
     Ok((header, (16 + len).div_ceil(8) * 8))
 }
 
-/// Stale when a file changed, was added or removed since `header` was built.
-pub(crate) fn check_files(header: &Header) -> Result<(), Miss> {
-    let (files, errors) = collect(&header.key.paths);
+/// Stale when a file changed, was added or removed since `header` was built, by the walk of its
+/// data paths `walked` ([`collect_stat`]: one stat per file, whose metadata is compared).
+pub(crate) fn check_files(header: &Header, walked: Walked) -> Result<(), Miss> {
+    let (files, errors) = walked;
     let errors: Vec<PathBuf> = errors.into_iter().map(|(p, _)| p).collect();
     if errors != header.walk_errors {
         return Err(Miss::Stale("the paths that cannot be read changed".into()));
     }
     let before: HashMap<&Path, &FileStamp> = header.files.iter().map(|s| (s.path.as_path(), s)).collect();
     let (mut changed, mut added) = (0usize, 0usize);
-    for path in &files {
+    for (path, meta) in &files {
         let Some(stamp) = before.get(path.as_path()) else {
             added += 1;
             continue;
         };
-        let same = std::fs::metadata(path).is_ok_and(|m| unchanged(path, &m, stamp, header.built_ns));
-        if !same {
+        if !unchanged(path, meta, stamp, header.built_ns) {
             changed += 1;
         }
     }
-    let now: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let now: std::collections::HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
     let removed = header.files.iter().filter(|s| !now.contains(s.path.as_path())).count();
     if changed + added + removed > 0 {
         return Err(Miss::Stale(format!("{changed} files changed, {added} added, {removed} removed")));
