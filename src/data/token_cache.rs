@@ -51,7 +51,9 @@ use crate::music::tokens::{Tokenizer, Vocab};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use crate::data::token_set::{Ids, Infos, PieceInfo, TokenSet};
-use crate::data::cache_file::{CacheKey, Donor, FileStamp, Miss, UNREAD, change_id, encode_file, hash64, load, mtime_ns, now_ns, unchanged};
+use crate::data::cache_file::{CacheKey, Donor, FileStamp, Miss, UNREAD, change_id, hash64, load, mapped_set, mtime_ns, now_ns, open, unchanged, write_file};
+#[cfg(test)]
+use crate::data::cache_file::encode_file;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -383,15 +385,30 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     let (set, stamps, walk_errors) = tokenize_stamped(&key.paths, &key.read, tokenizer, progress, donor.as_ref());
     drop(donor);
     let secs = started.elapsed().as_secs_f64();
-    let bytes = encode_file(&set, key, built_ns, stamps, walk_errors)?;
     let written = if not_a_folder {
         Err(format!("{}: is a file, not a folder", dir.display()))
     } else {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))
-            .and_then(|_| crate::files::atomic_write(&file, &bytes))
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display())).and_then(|_| {
+            crate::files::atomic_write_with(&file, |f| {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                write_file(&set, key, built_ns, stamps, walk_errors, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| e.to_string())
+            })
+        })
     };
-    drop(bytes);
+    // Written: the ids are taken from the file, mapped, and the copy in memory (4 bytes per
+    // token) let go, as a later run maps them.
+    let set = match &written {
+        Ok(()) => match open(&file) {
+            Ok(sound) => {
+                let mut mapped = mapped_set(sound, &file);
+                (mapped.tokenised, mapped.reused) = (set.tokenised, set.reused);
+                mapped
+            }
+            Err(_) => set,
+        },
+        Err(_) => set,
+    };
     let place = match written {
         Ok(()) => format!("cached in {}", file.display()),
         Err(e) => {
