@@ -478,4 +478,19 @@ mod tests {
         assert_ne!(hash64(&base[..20]), h);
         assert_ne!(hash64(&[0u8; 8]), hash64(&[0u8; 7]));
     }
+
+    /// The streamed hash of a file written in parts equals the hash of its bytes, however cut.
+    #[test]
+    fn hash64_in_parts_equals_hash64() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cuts in [vec![], vec![1], vec![3, 5, 8, 9], vec![7, 7, 16, 500, 999], vec![0, 1000]] {
+            let mut h = crate::data::cache_file::Hash64::new(bytes.len() as u64);
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                h.update(&bytes[at..c]);
+                at = c;
+            }
+            assert_eq!(h.finish(), hash64(&bytes));
+        }
+    }
 }
