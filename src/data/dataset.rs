@@ -169,8 +169,9 @@ impl Dataset {
         let mut bounds = Vec::with_capacity(sequences.len() + 1);
         bounds.push(0);
         let mut ids = Vec::with_capacity(sequences.iter().map(Vec::len).sum());
-        for s in &sequences {
-            ids.extend_from_slice(s);
+        // Each sequence is let go once copied: the ids are not held twice (eval's pieces).
+        for s in sequences {
+            ids.extend_from_slice(&s);
             bounds.push(ids.len());
         }
         Dataset::from_flat(ids, bounds, origins, window, stride)

@@ -396,17 +396,26 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
             })
         })
     };
-    // Written: the ids are taken from the file, mapped, and the copy in memory (4 bytes per
-    // token) let go, as a later run maps them.
+    // Written: the copy in memory (4 bytes per token) is let go first and the ids mapped from
+    // the file, checked as any cache file, as a later run maps them (never both at once: the
+    // check reads every page of the file). A file that cannot be read back (replaced meanwhile
+    // by something damaged) is said, and the corpus tokenised again in memory.
     let set = match &written {
-        Ok(()) => match open(&file) {
-            Ok(sound) => {
-                let mut mapped = mapped_set(sound, &file);
-                (mapped.tokenised, mapped.reused) = (set.tokenised, set.reused);
-                mapped
+        Ok(()) => {
+            let counts = (set.tokenised, set.reused);
+            drop(set);
+            match open(&file) {
+                Ok(sound) => {
+                    let mut mapped = mapped_set(sound, &file);
+                    (mapped.tokenised, mapped.reused) = counts;
+                    mapped
+                }
+                Err(m) => {
+                    eprintln!("token cache {}: written but not readable back ({m}); tokenising again in memory", file.display());
+                    tokenize_stamped(&key.paths, &key.read, tokenizer, progress, None).0
+                }
             }
-            Err(_) => set,
-        },
+        }
         Err(_) => set,
     };
     let place = match written {
