@@ -273,3 +273,101 @@ fn piano_roll_mode_refuses_the_sample_and_duplicate_options() {
         cli_common::etude_fails(&args, tmp.path(), &[&format!("{flag} does not apply in piano-roll mode")]);
     }
 }
+
+/// A tokenizer's codes are its tokens: `encode_codes` mapped through `code_token` is `encode`, on
+/// every built-in piece, for both tokenizers and several options, and distinct codes have distinct
+/// tokens (the cache builder interns them as provisional ids).
+#[test]
+fn a_tokenizers_codes_are_its_tokens() {
+    use etude::music::tokens::TokenizerOptions;
+    let corpus = etude::data::corpus::load_corpus::<&Path>(&[], &Default::default());
+    let cases = [
+        ("notechord", TokenizerOptions::default()),
+        ("timed", TokenizerOptions::default()),
+        ("timed", TokenizerOptions { velocity_bins: 8, ..Default::default() }),
+        ("timed", TokenizerOptions { steps_per_quarter: 24, max_shift: 7, max_duration: 300, velocity_bins: 64, ..Default::default() }),
+    ];
+    for (name, opts) in cases {
+        let t = tokenizer_by_name(name, &opts).unwrap();
+        let n = t.code_count();
+        assert!(n > 0, "{name} has codes");
+        let tokens: std::collections::HashSet<String> = (0..n as u32).map(|c| t.code_token(c).unwrap()).collect();
+        assert_eq!(tokens.len(), n, "{name}: distinct codes, distinct tokens");
+        assert_eq!(t.code_token(n as u32), None);
+        for p in &corpus.pieces {
+            let codes = t.encode_codes(&p.piece.notes).unwrap();
+            let via: Vec<String> = codes.iter().map(|&c| t.code_token(c).unwrap()).collect();
+            assert_eq!(via, t.encode(&p.piece.notes), "{name} {opts:?}: {}", p.name);
+        }
+    }
+    // Options too large for codes: none, and a corpus is tokenised as strings.
+    let wide = tokenizer_by_name("timed", &TokenizerOptions { max_duration: 1 << 20, ..Default::default() }).unwrap();
+    assert_eq!(wide.code_count(), 0);
+    assert!(wide.encode_codes(&corpus.pieces[0].piece.notes).is_none());
+}
+
+/// The walk finds each file once: a file reached through a symbolic link and directly, or a folder
+/// linked into itself, counts once (by its canonical path, as before the walk took the entry types
+/// from the folder listing); hard links are separate files; each file's metadata is its own.
+#[cfg(unix)]
+#[test]
+fn the_walk_lists_each_file_once_through_links() {
+    use etude::data::corpus::{collect, collect_stat};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = root.join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    let bytes = etude::data::corpus::builtin();
+    std::fs::write(a.join("x.mid"), bytes[0].1).unwrap();
+    std::fs::write(a.join("y.mid"), bytes[1].1).unwrap();
+    std::fs::hard_link(a.join("x.mid"), a.join("z.mid")).unwrap();
+    std::os::unix::fs::symlink(a.join("x.mid"), a.join("w.mid")).unwrap();
+    std::os::unix::fs::symlink(&a, root.join("b")).unwrap();
+    std::os::unix::fs::symlink(root, a.join("loop")).unwrap();
+    std::os::unix::fs::symlink(root.join("gone.mid"), a.join("v.mid")).unwrap();
+    let (files, errors) = collect(&[root]);
+    // w.mid (a link to x.mid) comes first in a/ and stands for x.mid; b/ and loop/ are a/ and the
+    // root again; the dangling link is an error.
+    assert_eq!(files, vec![a.join("w.mid"), a.join("y.mid"), a.join("z.mid")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, a.join("v.mid"));
+    let (stat, _) = collect_stat(&[root]);
+    for (path, meta) in &stat {
+        assert_eq!(meta.len(), std::fs::metadata(path).unwrap().len(), "{}", path.display());
+    }
+    // A file named twice, directly and through the linked folder: once.
+    let (twice, _) = collect(&[a.join("y.mid"), root.join("b").join("y.mid")]);
+    assert_eq!(twice, vec![a.join("y.mid")]);
+}
+
+/// A touched file (the same bytes, a new modification time) is read again, and only it: the warm
+/// check compares one stat per file with the cache's stamps.
+#[test]
+fn a_touched_file_is_read_again() {
+    use etude::data::cache_file::{load, CacheKey, Miss};
+    use etude::data::token_cache::{load_or_build, Outcome};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (i, (_, bytes)) in etude::data::corpus::builtin().iter().take(6).enumerate() {
+        std::fs::write(data.join(format!("{i}.mid")), bytes).unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let key = CacheKey {
+        paths: vec![data.clone()],
+        read: Default::default(),
+        tokenizer: "timed".into(),
+        tokenizer_options: Default::default(),
+    };
+    let t = tokenizer_by_name("timed", &Default::default()).unwrap();
+    load_or_build(&cache, &key, t.as_ref(), false, false).unwrap();
+    assert_eq!(load_or_build(&cache, &key, t.as_ref(), false, false).unwrap().1, Outcome::Hit);
+    let target = data.join("3.mid");
+    let later = std::fs::metadata(&target).unwrap().modified().unwrap() + std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&target).unwrap().set_modified(later).unwrap();
+    assert_eq!(load(&key.file_in(&cache), &key).err(), Some(Miss::Stale("1 files changed, 0 added, 0 removed".into())));
+    let (set, outcome) = load_or_build(&cache, &key, t.as_ref(), false, false).unwrap();
+    assert!(matches!(outcome, Outcome::Built(Miss::Stale(_))), "{outcome:?}");
+    assert_eq!((set.tokenised_files(), set.reused_files()), (1, 5));
+    assert_eq!(load_or_build(&cache, &key, t.as_ref(), false, false).unwrap().1, Outcome::Hit);
+}

@@ -1,8 +1,8 @@
 //! The token cache's file: its key ([`CacheKey`]), its layout (see [`crate::data::token_cache`]),
-//! writing one ([`encode_file`]), and mapping one back after every check ([`load`]), or taking the
+//! writing one ([`write_file`]), and mapping one back after every check ([`load`]), or taking the
 //! still-valid entries of an out-of-date one ([`Donor`]).
 
-use crate::data::corpus::{collect, path_name, Skipped};
+use crate::data::corpus::{collect_stat, path_name, Skipped, Walked};
 use crate::music::midi::ReadOptions;
 use crate::music::tokens::{TokenizerOptions, Vocab};
 use serde::{Deserialize, Serialize};
@@ -20,22 +20,62 @@ pub(crate) const RACY_NS: u64 = 2_000_000_000;
 /// A 64-bit hash of `bytes` (8 bytes at a time; for detecting damage and changed files, not
 /// adversaries).
 pub fn hash64(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = 0x2545_F491_4F6C_DD1D ^ (bytes.len() as u64).wrapping_mul(K);
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    let mut h = Hash64::new(bytes.len() as u64);
+    h.update(bytes);
+    h.finish()
+}
+
+const HASH_K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// [`hash64`] of bytes given in parts (a cache file as it is written), whose total length is
+/// known at the start: the same value as [`hash64`] of the parts laid end to end.
+pub struct Hash64 {
+    h: u64,
+    tail: [u8; 8],
+    held: usize,
+}
+
+impl Hash64 {
+    pub fn new(len: u64) -> Hash64 {
+        Hash64 { h: 0x2545_F491_4F6C_DD1D ^ len.wrapping_mul(HASH_K), tail: [0; 8], held: 0 }
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K).rotate_left(29);
+
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w).wrapping_mul(HASH_K).rotate_left(29);
     }
-    h ^= h >> 32;
-    h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    h ^ (h >> 32)
+
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        if self.held > 0 {
+            let take = (8 - self.held).min(bytes.len());
+            self.tail[self.held..self.held + take].copy_from_slice(&bytes[..take]);
+            self.held += take;
+            bytes = &bytes[take..];
+            if self.held < 8 {
+                return;
+            }
+            self.word(u64::from_le_bytes(self.tail));
+            self.held = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.word(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.held = rest.len();
+    }
+
+    pub fn finish(mut self) -> u64 {
+        if self.held > 0 {
+            self.tail[self.held..].fill(0);
+            let w = u64::from_le_bytes(self.tail);
+            self.word(w);
+        }
+        let mut h = self.h;
+        h ^= h >> 32;
+        h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        h ^ (h >> 32)
+    }
 }
 
 /// What a cache file is made from: the data paths and every setting that changes the tokens.
@@ -121,14 +161,44 @@ pub(crate) fn mtime_ns(m: &std::fs::Metadata) -> u64 {
     m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-pub(crate) fn pad8(buf: &mut Vec<u8>) {
-    while !buf.len().is_multiple_of(8) {
-        buf.push(0);
+/// The bytes of a cache file holding `set` ([`write_file`] into memory).
+#[cfg(test)]
+pub(crate) fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileStamp>, walk_errors: Vec<PathBuf>) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    write_file(set, key, built_ns, files, walk_errors, &mut buf)?;
+    Ok(buf)
+}
+
+/// A writer that hashes what it writes and pads to 8 bytes.
+struct Summed<'a, W: std::io::Write> {
+    out: &'a mut W,
+    sum: Hash64,
+    written: u64,
+}
+
+impl<W: std::io::Write> Summed<'_, W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.sum.update(bytes);
+        self.written += bytes.len() as u64;
+        self.out.write_all(bytes).map_err(|e| e.to_string())
+    }
+
+    fn pad8(&mut self) -> Result<(), String> {
+        let n = self.written.next_multiple_of(8) - self.written;
+        self.put(&[0u8; 8][..n as usize])
     }
 }
 
-/// The bytes of a cache file holding `set`.
-pub(crate) fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: Vec<FileStamp>, walk_errors: Vec<PathBuf>) -> Result<Vec<u8>, String> {
+/// Write the cache file holding `set` to `out`, streamed: the ids go out a block at a time (at
+/// 100,000 files the whole file in memory was 550 MB beside the ids it was made from).
+pub(crate) fn write_file(
+    set: &TokenSet,
+    key: &CacheKey,
+    built_ns: u64,
+    files: Vec<FileStamp>,
+    walk_errors: Vec<PathBuf>,
+    out: &mut impl std::io::Write,
+) -> Result<(), String> {
     let wide = set.vocab.len() > 1 << 16;
     let info = serde_json::to_vec(&set.infos()?).expect("piece information serialises");
     let header = Header {
@@ -146,34 +216,48 @@ pub(crate) fn encode_file(set: &TokenSet, key: &CacheKey, built_ns: u64, files: 
         info_bytes: info.len() as u64,
     };
     let json = serde_json::to_vec(&header).expect("a cache header serialises");
-    let mut buf =
-        Vec::with_capacity(json.len() + info.len() + 40 + 8 * set.offsets.len() + set.total_ids() * if wide { 4 } else { 2 });
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    buf.extend_from_slice(&json);
-    pad8(&mut buf);
-    for o in &set.offsets {
-        buf.extend_from_slice(&o.to_le_bytes());
+    drop(header);
+    let width = if wide { 4 } else { 2 };
+    let len = (16 + json.len() as u64).next_multiple_of(8)
+        + 8 * set.offsets.len() as u64
+        + (width * set.total_ids() as u64).next_multiple_of(8)
+        + (info.len() as u64).next_multiple_of(8);
+    let mut w = Summed { out, sum: Hash64::new(len), written: 0 };
+    w.put(MAGIC)?;
+    w.put(&(json.len() as u64).to_le_bytes())?;
+    w.put(&json)?;
+    w.pad8()?;
+    let mut block = Vec::with_capacity(1 << 16);
+    for chunk in set.offsets.chunks(4096) {
+        block.clear();
+        for o in chunk {
+            block.extend_from_slice(&o.to_le_bytes());
+        }
+        w.put(&block)?;
     }
     let identity: Vec<u32> = (0..set.vocab.len() as u32).collect();
     let mut ids = Vec::new();
     for i in 0..set.len() {
         ids.clear();
         set.extend_mapped(i, &identity, &mut ids);
-        for &id in &ids {
-            if wide {
-                buf.extend_from_slice(&id.to_le_bytes());
-            } else {
-                buf.extend_from_slice(&(id as u16).to_le_bytes());
+        for part in ids.chunks(8192) {
+            block.clear();
+            for &id in part {
+                if wide {
+                    block.extend_from_slice(&id.to_le_bytes());
+                } else {
+                    block.extend_from_slice(&(id as u16).to_le_bytes());
+                }
             }
+            w.put(&block)?;
         }
     }
-    pad8(&mut buf);
-    buf.extend_from_slice(&info);
-    pad8(&mut buf);
-    let sum = hash64(&buf);
-    buf.extend_from_slice(&sum.to_le_bytes());
-    Ok(buf)
+    w.pad8()?;
+    w.put(&info)?;
+    w.pad8()?;
+    debug_assert_eq!(w.written, len, "the length hashed first is the length written");
+    let sum = std::mem::replace(&mut w.sum, Hash64::new(0)).finish();
+    w.out.write_all(&sum.to_le_bytes()).map_err(|e| e.to_string())
 }
 
 /// Why a cache file was not used.
@@ -235,20 +319,26 @@ pub(crate) fn open(file: &Path) -> Result<Sound, Miss> {
     }
     let body = &map[..map.len() - 8];
     let stored = u64::from_le_bytes(map[map.len() - 8..].try_into().expect("8 bytes"));
-    if hash64(body) != stored {
+    let n_vocab = header.vocab.len() as u64;
+    let ids_bytes = &map[ids_at..ids_end as usize];
+    // The checksum (one pass in order) and the id range on two cores at once.
+    let (sum, in_range) = rayon::join(
+        || hash64(body),
+        || {
+            if width == 2 {
+                ids_bytes.chunks_exact(2).all(|c| (u16::from_le_bytes([c[0], c[1]]) as u64) < n_vocab)
+            } else {
+                ids_bytes.chunks_exact(4).all(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64) < n_vocab)
+            }
+        },
+    );
+    if sum != stored {
         return Err(Miss::Damaged("checksum mismatch".into()));
     }
     let offsets: Vec<u64> = map[offsets_at..ids_at].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
     if offsets[0] != 0 || offsets.windows(2).any(|w| w[0] > w[1]) || offsets[pieces] != header.ids {
         return Err(Miss::Damaged("bad piece index".into()));
     }
-    let n_vocab = header.vocab.len() as u64;
-    let ids_bytes = &map[ids_at..ids_end as usize];
-    let in_range = if width == 2 {
-        ids_bytes.chunks_exact(2).all(|c| (u16::from_le_bytes([c[0], c[1]]) as u64) < n_vocab)
-    } else {
-        ids_bytes.chunks_exact(4).all(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64) < n_vocab)
-    };
     if !in_range {
         return Err(Miss::Damaged("an id beyond the vocabulary".into()));
     }
@@ -257,13 +347,24 @@ pub(crate) fn open(file: &Path) -> Result<Sound, Miss> {
 
 /// Map and check the cache file `file` for `key` (see the module documentation for the checks).
 pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
-    let sound = open(file)?;
+    if !file.exists() {
+        return Err(Miss::Absent);
+    }
+    // The file's own checks and the walk of the data paths do not depend on each other: both at
+    // once, on two cores.
+    let (sound, walked) = rayon::join(|| open(file), || collect_stat(&key.paths));
+    let sound = sound?;
     if sound.header.key != *key {
         return Err(Miss::Stale("made for other data or settings".into()));
     }
-    check_files(&sound.header)?;
+    check_files(&sound.header, walked)?;
+    Ok(mapped_set(sound, file))
+}
+
+/// The token set of a sound cache file `file`, mapped.
+pub(crate) fn mapped_set(sound: Sound, file: &Path) -> TokenSet {
     let Sound { header, map, offsets, ids_at, info_at } = sound;
-    Ok(TokenSet {
+    TokenSet {
         names: header.names,
         skipped: header.skipped.into_iter().map(|(name, cause)| Skipped { name, cause }).collect(),
         vocab: header.vocab,
@@ -273,7 +374,7 @@ pub fn load(file: &Path, key: &CacheKey) -> Result<TokenSet, Miss> {
         source: Some(file.to_path_buf()),
         tokenised: 0,
         reused: 0,
-    })
+    }
 }
 
 /// An out-of-date but sound cache file of the same settings, whose unchanged files a rebuild
@@ -348,26 +449,26 @@ pub(crate) fn parse_header(map: &[u8]) -> Result<(Header, usize), Miss> {
     Ok((header, (16 + len).div_ceil(8) * 8))
 }
 
-/// Stale when a file changed, was added or removed since `header` was built.
-pub(crate) fn check_files(header: &Header) -> Result<(), Miss> {
-    let (files, errors) = collect(&header.key.paths);
+/// Stale when a file changed, was added or removed since `header` was built, by the walk of its
+/// data paths `walked` ([`collect_stat`]: one stat per file, whose metadata is compared).
+pub(crate) fn check_files(header: &Header, walked: Walked) -> Result<(), Miss> {
+    let (files, errors) = walked;
     let errors: Vec<PathBuf> = errors.into_iter().map(|(p, _)| p).collect();
     if errors != header.walk_errors {
         return Err(Miss::Stale("the paths that cannot be read changed".into()));
     }
     let before: HashMap<&Path, &FileStamp> = header.files.iter().map(|s| (s.path.as_path(), s)).collect();
     let (mut changed, mut added) = (0usize, 0usize);
-    for path in &files {
+    for (path, meta) in &files {
         let Some(stamp) = before.get(path.as_path()) else {
             added += 1;
             continue;
         };
-        let same = std::fs::metadata(path).is_ok_and(|m| unchanged(path, &m, stamp, header.built_ns));
-        if !same {
+        if !unchanged(path, meta, stamp, header.built_ns) {
             changed += 1;
         }
     }
-    let now: std::collections::HashSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let now: std::collections::HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
     let removed = header.files.iter().filter(|s| !now.contains(s.path.as_path())).count();
     if changed + added + removed > 0 {
         return Err(Miss::Stale(format!("{changed} files changed, {added} added, {removed} removed")));

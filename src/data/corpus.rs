@@ -34,17 +34,26 @@ pub fn is_midi_path(path: &Path) -> bool {
 /// Paths that cannot be read go to the second list with the reason; a file reached twice is listed
 /// once.
 pub fn collect<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+    let (files, errors) = collect_stat(paths);
+    (files.into_iter().map(|(path, _)| path).collect(), errors)
+}
+
+/// [`collect`] with each file's metadata (`std::fs::metadata`, read once by the walk): one
+/// `stat` per file, the entry types from the folder listing, and the canonical path of an entry
+/// (by which a file reached twice is found) made from its folder's unless it is a symbolic link.
+pub fn collect_stat<P: AsRef<Path>>(paths: &[P]) -> Walked {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
     for p in paths {
         let p = p.as_ref();
+        let canonical = || p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => walk(p, &mut files, &mut errors, &mut seen),
+            Ok(m) if m.is_dir() => walk(p, canonical(), &mut files, &mut errors, &mut seen),
             Ok(m) => match readable(&m) {
                 Ok(()) => {
-                    if seen.insert(p.canonicalize().unwrap_or_else(|_| p.to_path_buf())) {
-                        files.push(p.to_path_buf());
+                    if seen.insert(canonical()) {
+                        files.push((p.to_path_buf(), m));
                     }
                 }
                 Err(cause) => errors.push((p.to_path_buf(), cause)),
@@ -55,25 +64,37 @@ pub fn collect<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<(PathBuf, Stri
     (files, errors)
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>, seen: &mut HashSet<PathBuf>) {
+/// What [`collect_stat`] found: the files with their metadata, and the paths it could not read.
+pub type Walked = (Vec<(PathBuf, std::fs::Metadata)>, Vec<(PathBuf, String)>);
+
+/// Walk `dir`, whose canonical path is `canonical`.
+fn walk(dir: &Path, canonical: PathBuf, files: &mut Vec<(PathBuf, std::fs::Metadata)>, errors: &mut Vec<(PathBuf, String)>, seen: &mut HashSet<PathBuf>) {
     // A folder reached twice (a symbolic link loop) is walked once.
-    if !seen.insert(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())) {
+    if !seen.insert(canonical.clone()) {
         return;
     }
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+    let mut entries: Vec<(PathBuf, Option<std::fs::FileType>)> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| (e.path(), e.file_type().ok()))).collect(),
         Err(e) => {
             errors.push((dir.to_path_buf(), e.to_string()));
             return;
         }
     };
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, files, errors, seen);
-        } else if is_midi_path(&path) && seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())) {
-            match std::fs::metadata(&path).map_err(|e| e.to_string()).and_then(|m| readable(&m)) {
-                Ok(()) => files.push(path),
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, kind) in entries {
+        // A symbolic link (or an entry of unknown type) is followed, as `Path::is_dir` does, and
+        // its canonical path resolved; any other entry's is its folder's and its name.
+        let link = kind.is_none_or(|k| k.is_symlink());
+        let canonical_entry = || match (link, path.file_name()) {
+            (false, Some(name)) => canonical.join(name),
+            _ => path.canonicalize().unwrap_or_else(|_| path.clone()),
+        };
+        let is_dir = if link { path.is_dir() } else { kind.is_some_and(|k| k.is_dir()) };
+        if is_dir {
+            walk(&path, canonical_entry(), files, errors, seen);
+        } else if is_midi_path(&path) && seen.insert(canonical_entry()) {
+            match std::fs::metadata(&path).map_err(|e| e.to_string()).and_then(|m| readable(&m).map(|()| m)) {
+                Ok(m) => files.push((path, m)),
                 Err(cause) => errors.push((path, cause)),
             }
         }

@@ -127,8 +127,9 @@ pub fn window_shift(seed: u64, epoch: u64, window: u64, max: u32) -> i32 {
 pub struct Dataset {
     window: usize,
     stride: usize,
-    /// All sequences' ids, one after the other.
-    ids: Vec<u32>,
+    /// All sequences' ids, one after the other (shared by the datasets [`Dataset::with_stride`]
+    /// makes).
+    ids: Arc<Vec<u32>>,
     /// Sequence i is `ids[bounds[i]..bounds[i + 1]]`.
     bounds: Vec<usize>,
     origins: Vec<Origin>,
@@ -168,8 +169,9 @@ impl Dataset {
         let mut bounds = Vec::with_capacity(sequences.len() + 1);
         bounds.push(0);
         let mut ids = Vec::with_capacity(sequences.iter().map(Vec::len).sum());
-        for s in &sequences {
-            ids.extend_from_slice(s);
+        // Each sequence is let go once copied: the ids are not held twice (eval's pieces).
+        for s in sequences {
+            ids.extend_from_slice(&s);
             bounds.push(ids.len());
         }
         Dataset::from_flat(ids, bounds, origins, window, stride)
@@ -181,7 +183,15 @@ impl Dataset {
         if bounds.last() != Some(&ids.len()) {
             return Err("sequence bounds must run from 0 to the number of ids".into());
         }
-        Dataset::with_store(ids, None, bounds, origins, window, stride)
+        Dataset::with_store(Arc::new(ids), None, bounds, origins, window, stride)
+    }
+
+    /// The same sequences (sharing their ids, not copying them) as windows every `stride`
+    /// positions, with sequence i as piece i (no origins, no transposition): the validation
+    /// targets of a run are its validation side at stride 1. Not for a mapped dataset.
+    pub fn with_stride(&self, stride: usize) -> Result<Dataset, String> {
+        assert!(self.mapped.is_none(), "a mapped dataset is not restrided");
+        Dataset::with_store(self.ids.clone(), None, self.bounds.clone(), Vec::new(), self.window, stride)
     }
 
     /// A dataset whose ids stay in the mapped cache file `view`: sequence i is the corpus ids of
@@ -194,10 +204,10 @@ impl Dataset {
         }
         let starts = pieces.iter().map(|&p| tokens.piece_start(p)).collect();
         let mapped = Some(Arc::new(MappedIds { view, table, starts }));
-        Dataset::with_store(Vec::new(), mapped, bounds, origins, window, stride)
+        Dataset::with_store(Arc::default(), mapped, bounds, origins, window, stride)
     }
 
-    fn with_store(ids: Vec<u32>, mapped: Option<Arc<MappedIds>>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
+    fn with_store(ids: Arc<Vec<u32>>, mapped: Option<Arc<MappedIds>>, bounds: Vec<usize>, origins: Vec<Origin>, window: usize, stride: usize) -> Result<Dataset, String> {
         if window == 0 || stride == 0 {
             return Err(format!("window ({window}) and stride ({stride}) must be at least 1"));
         }

@@ -51,7 +51,9 @@ use crate::music::tokens::{Tokenizer, Vocab};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use crate::data::token_set::{Ids, Infos, PieceInfo, TokenSet};
-use crate::data::cache_file::{CacheKey, Donor, FileStamp, Miss, UNREAD, change_id, encode_file, hash64, load, mtime_ns, now_ns, unchanged};
+use crate::data::cache_file::{CacheKey, Donor, FileStamp, Miss, UNREAD, change_id, hash64, load, mapped_set, mtime_ns, now_ns, open, unchanged, write_file};
+#[cfg(test)]
+use crate::data::cache_file::encode_file;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,17 +69,34 @@ pub fn default_dir() -> PathBuf {
 impl TokenSet {
     /// Pieces tokenised in memory.
     pub fn from_pieces(pieces: &[LoadedPiece], tokenizer: &dyn Tokenizer) -> TokenSet {
-        let lists: Vec<Vec<String>> = pieces.par_iter().map(|p| tokenizer.encode(&p.piece.notes)).collect();
-        let mut b = Builder::default();
+        let lists: Vec<Encoded> = pieces.par_iter().map(|p| Encoded::of(tokenizer, &p.piece.notes)).collect();
+        let mut b = Builder::new(tokenizer);
         for (p, tokens) in pieces.iter().zip(lists) {
-            b.push(p.name.clone(), &tokens, PieceInfo::of(&p.piece));
+            b.push_encoded(p.name.clone(), &tokens, PieceInfo::of(&p.piece));
         }
         b.finish(Vec::new())
     }
 }
 
-/// Interns token strings into provisional ids in order of first appearance, then renumbers them
-/// by the corpus vocabulary.
+/// A piece's tokens as the tokenizer's codes ([`Tokenizer::encode_codes`]: no string per token),
+/// or as strings for a tokenizer without codes.
+enum Encoded {
+    Codes(Vec<u32>),
+    Strings(Vec<String>),
+}
+
+impl Encoded {
+    fn of(tokenizer: &dyn Tokenizer, notes: &[crate::music::midi::Note]) -> Encoded {
+        match tokenizer.encode_codes(notes) {
+            Some(codes) => Encoded::Codes(codes),
+            None => Encoded::Strings(tokenizer.encode(notes)),
+        }
+    }
+}
+
+/// Interns token strings into provisional ids, then renumbers them by the corpus vocabulary. The
+/// tokenizer's codes ([`Tokenizer::code_count`]) are the provisional ids `0..codes` (their
+/// strings interned when the builder is made); other strings follow in order of first appearance.
 #[derive(Default)]
 struct Builder {
     names: Vec<String>,
@@ -92,6 +111,32 @@ struct Builder {
 }
 
 impl Builder {
+    /// A builder whose provisional ids `0..tokenizer.code_count()` are the tokenizer's codes.
+    fn new(tokenizer: &dyn Tokenizer) -> Builder {
+        let mut b = Builder::default();
+        for c in 0..tokenizer.code_count() as u32 {
+            let t = tokenizer.code_token(c).expect("every code below code_count has a token");
+            let id = b.intern(&t);
+            assert_eq!(id, c, "codes have distinct tokens");
+        }
+        b
+    }
+
+    /// A piece given as codes (each below the tokenizer's code count) or strings.
+    fn push_encoded(&mut self, name: String, tokens: &Encoded, info: PieceInfo) {
+        match tokens {
+            Encoded::Strings(t) => self.push(name, t, info),
+            Encoded::Codes(codes) => {
+                self.start();
+                for &c in codes {
+                    self.counts[c as usize] += 1;
+                }
+                self.ids.extend_from_slice(codes);
+                self.end(name, info);
+            }
+        }
+    }
+
     fn intern(&mut self, t: &str) -> u32 {
         match self.index.get(t) {
             Some(&id) => id,
@@ -150,9 +195,11 @@ impl Builder {
 
     fn finish(mut self, skipped: Vec<Skipped>) -> TokenSet {
         self.start();
-        let pairs: Vec<(&str, u64)> = self.tokens.iter().map(String::as_str).zip(self.counts.iter().copied()).collect();
+        // Codes that never occur are not in the vocabulary (and no id refers to them).
+        let pairs: Vec<(&str, u64)> =
+            self.tokens.iter().map(String::as_str).zip(self.counts.iter().copied()).filter(|&(_, n)| n > 0).collect();
         let vocab = Vocab::from_counts(&pairs, 1);
-        let renumber: Vec<u32> = self.tokens.iter().map(|t| vocab.id(t).expect("every token is counted")).collect();
+        let renumber: Vec<u32> = self.tokens.iter().map(|t| vocab.id(t).unwrap_or(u32::MAX)).collect();
         for id in &mut self.ids {
             *id = renumber[*id as usize];
         }
@@ -194,7 +241,7 @@ pub fn tokenize_files(paths: &[PathBuf], read: &ReadOptions, tokenizer: &dyn Tok
 
 /// What became of one file.
 enum Done {
-    Read(FileStamp, Result<(Vec<String>, PieceInfo), String>),
+    Read(FileStamp, Result<(Encoded, PieceInfo), String>),
     /// Unchanged since the donor cache: its piece `usize` (or its stored error).
     Reused(FileStamp, Result<usize, String>),
 }
@@ -208,13 +255,13 @@ fn tokenize_stamped(
     progress: bool,
     donor: Option<&Donor>,
 ) -> (TokenSet, Vec<FileStamp>, Vec<PathBuf>) {
-    let mut b = Builder::default();
+    let mut b = Builder::new(tokenizer);
     let mut skipped = Vec::new();
     if paths.is_empty() {
         let n = builtin().len();
         for (name, bytes) in builtin() {
             match read_midi(bytes, read) {
-                Ok(piece) => b.push(name, &tokenizer.encode(&piece.notes), PieceInfo::of(&piece)),
+                Ok(piece) => b.push_encoded(name, &Encoded::of(tokenizer, &piece.notes), PieceInfo::of(&piece)),
                 Err(e) => skipped.push(Skipped { name, cause: e.to_string() }),
             }
         }
@@ -249,7 +296,7 @@ fn tokenize_stamped(
                 let size = if bytes.is_ok() { size } else { UNREAD };
                 let tokens = bytes
                     .and_then(|bytes| read_midi(&bytes, read).map_err(|e| e.to_string()))
-                    .map(|piece| (tokenizer.encode(&piece.notes), PieceInfo::of(&piece)));
+                    .map(|piece| (Encoded::of(tokenizer, &piece.notes), PieceInfo::of(&piece)));
                 Done::Read(FileStamp { path: path.clone(), size, mtime_ns: mtime, hash, ctime_ns, ino }, tokens)
             })
             .collect();
@@ -259,7 +306,7 @@ fn tokenize_stamped(
                     tokenised += 1;
                     let name = path_name(&stamp.path);
                     match tokens {
-                        Ok((tokens, info)) => b.push(name, &tokens, info),
+                        Ok((tokens, info)) => b.push_encoded(name, &tokens, info),
                         Err(cause) => skipped.push(Skipped { name, cause }),
                     }
                     stamp
@@ -338,15 +385,39 @@ pub fn load_or_build(dir: &Path, key: &CacheKey, tokenizer: &dyn Tokenizer, forc
     let (set, stamps, walk_errors) = tokenize_stamped(&key.paths, &key.read, tokenizer, progress, donor.as_ref());
     drop(donor);
     let secs = started.elapsed().as_secs_f64();
-    let bytes = encode_file(&set, key, built_ns, stamps, walk_errors)?;
     let written = if not_a_folder {
         Err(format!("{}: is a file, not a folder", dir.display()))
     } else {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))
-            .and_then(|_| crate::files::atomic_write(&file, &bytes))
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display())).and_then(|_| {
+            crate::files::atomic_write_with(&file, |f| {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                write_file(&set, key, built_ns, stamps, walk_errors, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| e.to_string())
+            })
+        })
     };
-    drop(bytes);
+    // Written: the copy in memory (4 bytes per token) is let go first and the ids mapped from
+    // the file, checked as any cache file, as a later run maps them (never both at once: the
+    // check reads every page of the file). A file that cannot be read back (replaced meanwhile
+    // by something damaged) is said, and the corpus tokenised again in memory.
+    let set = match &written {
+        Ok(()) => {
+            let counts = (set.tokenised, set.reused);
+            drop(set);
+            match open(&file) {
+                Ok(sound) => {
+                    let mut mapped = mapped_set(sound, &file);
+                    (mapped.tokenised, mapped.reused) = counts;
+                    mapped
+                }
+                Err(m) => {
+                    eprintln!("token cache {}: written but not readable back ({m}); tokenising again in memory", file.display());
+                    tokenize_stamped(&key.paths, &key.read, tokenizer, progress, None).0
+                }
+            }
+        }
+        Err(_) => set,
+    };
     let place = match written {
         Ok(()) => format!("cached in {}", file.display()),
         Err(e) => {
@@ -415,5 +486,20 @@ mod tests {
         }
         assert_ne!(hash64(&base[..20]), h);
         assert_ne!(hash64(&[0u8; 8]), hash64(&[0u8; 7]));
+    }
+
+    /// The streamed hash of a file written in parts equals the hash of its bytes, however cut.
+    #[test]
+    fn hash64_in_parts_equals_hash64() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cuts in [vec![], vec![1], vec![3, 5, 8, 9], vec![7, 7, 16, 500, 999], vec![0, 1000]] {
+            let mut h = crate::data::cache_file::Hash64::new(bytes.len() as u64);
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                h.update(&bytes[at..c]);
+                at = c;
+            }
+            assert_eq!(h.finish(), hash64(&bytes));
+        }
     }
 }

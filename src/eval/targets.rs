@@ -48,6 +48,26 @@ impl TargetSet {
         Ok(TargetSet { data, pieces, unk })
     }
 
+    /// The targets of the sequences of `data` (their ids shared, not copied), named by `names`
+    /// with `notes` notes each.
+    pub fn of_dataset(data: &Dataset, names: Vec<String>, notes: Vec<usize>, unk: u32) -> Result<Self, String> {
+        let n = data.num_sequences();
+        if names.len() != n || notes.len() != n {
+            return Err("TargetSet: one name and one note count per sequence".into());
+        }
+        let window = data.window();
+        let pieces = names
+            .into_iter()
+            .zip(notes)
+            .enumerate()
+            .map(|(i, (name, notes))| {
+                let tokens = data.sequence_len(i);
+                SetPiece { name, notes, tokens, targets: tokens.saturating_sub(window) }
+            })
+            .collect();
+        Ok(TargetSet { data: data.with_stride(1)?, pieces, unk })
+    }
+
     /// Tokenise `pieces` with `tokenizer`, encode with `vocab` and take their targets.
     pub fn from_pieces(pieces: &[LoadedPiece], tokenizer: &dyn Tokenizer, vocab: &Vocab, window: usize) -> Result<Self, String> {
         let seqs = pieces.iter().map(|p| vocab.encode(&tokenizer.encode(&p.piece.notes))).collect();
@@ -200,13 +220,13 @@ impl TargetSample {
 /// The validation targets of a prepared run (its validation sequences, untransposed): what
 /// training's per-epoch validation scores. The token cache keeps ids, not notes, so the pieces'
 /// note counts are 0 here: per-epoch validation reports loss and accuracy, not nats per note
-/// (`eval` and `baseline.json` read the MIDI and have them).
+/// (`eval` and `baseline.json` read the MIDI and have them). The ids are the validation side's,
+/// shared, not a second copy.
 pub fn validation_set(prepared: &crate::data::prepare::Prepared) -> Result<TargetSet, String> {
     let valid = &prepared.valid;
     let names = valid.origins().iter().map(|o| prepared.names[o.piece].clone()).collect();
-    let seqs: Vec<Vec<u32>> = valid.sequences().into_iter().map(<[u32]>::to_vec).collect();
-    let notes = vec![0; seqs.len()];
-    TargetSet::new(seqs, names, notes, valid.window(), 0)
+    let notes = vec![0; valid.num_sequences()];
+    TargetSet::of_dataset(valid, names, notes, 0)
 }
 
 /// Per-target losses and hits of `model` on the windows `picks` of `set` (all when `None`), in

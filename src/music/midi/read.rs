@@ -19,6 +19,33 @@ use std::collections::HashMap;
 
 const DRUM_CHANNEL: u8 = 9;
 
+/// The hasher of the open-note table, keyed by small integers (track, channel, key): one multiply
+/// per word (SipHash, the default, cost more than all the rest of the pairing). The table's
+/// iteration order, the only thing a hasher could change, is never relied on: the notes are
+/// sorted at the end.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(x as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// One event of interest, with everything else dropped.
 #[derive(Clone, Debug)]
 enum Ev {
@@ -248,16 +275,20 @@ fn play(
     out: &mut Vec<Note>,
     pedals: &mut Vec<Pedal>,
 ) {
-    // (tick, track, position in track): a total order that keeps each track's own order.
-    let mut order: Vec<(u64, usize, usize)> = members
+    // (tick, track, position in track): a total order that keeps each track's own order. Each
+    // track's events are in tick order already, so a stable sort by tick of the tracks laid end
+    // to end in track order gives it, merging the runs (a sort of the triples compared them all).
+    let mut by_track = members.to_vec();
+    by_track.sort_unstable();
+    let mut order: Vec<(u64, usize, usize)> = by_track
         .iter()
         .flat_map(|&t| tracks[t].events.iter().enumerate().map(move |(i, (tick, _))| (*tick, t, i)))
         .collect();
-    order.sort_unstable();
+    order.sort_by_key(|&(tick, _, _)| tick);
 
     let mut program = [0u8; 16];
     let mut pedal = [false; 16];
-    let mut open: HashMap<(usize, u8, u8), Open> = HashMap::new();
+    let mut open: HashMap<(usize, u8, u8), Open, std::hash::BuildHasherDefault<KeyHasher>> = HashMap::default();
     let mut sustained: Vec<Vec<Open>> = vec![Vec::new(); 16];
     let mut finished: Vec<(Open, u64)> = Vec::new();
 

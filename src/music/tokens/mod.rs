@@ -42,7 +42,29 @@ pub trait Tokenizer: Send + Sync {
     /// Whether `token` is one `encode` can produce with these settings (a checkpoint's vocabulary
     /// is checked with it; [`UNK`] is not a tokenizer's token).
     fn is_token(&self, token: &str) -> bool;
+    /// The number of token codes: a tokenizer whose tokens come from a small fixed set numbers
+    /// them `0..code_count()` ([`Tokenizer::code_token`]) and can give a piece's tokens as those
+    /// numbers ([`Tokenizer::encode_codes`]), so that a large corpus is tokenised without making
+    /// a string per token. 0 (the default): no codes.
+    fn code_count(&self) -> usize {
+        0
+    }
+    /// [`Tokenizer::encode`] as codes: `encode(notes)` is `encode_codes(notes)` with each code
+    /// replaced by [`Tokenizer::code_token`]. `None` without codes.
+    fn encode_codes(&self, notes: &[Note]) -> Option<Vec<u32>> {
+        let _ = notes;
+        None
+    }
+    /// The token of `code` (`< code_count()`); distinct codes have distinct tokens.
+    fn code_token(&self, code: u32) -> Option<String> {
+        let _ = code;
+        None
+    }
 }
+
+/// The largest [`Tokenizer::code_count`] a tokenizer gives (beyond it, with very large options,
+/// it gives none and a corpus is tokenised as strings).
+pub const MAX_CODES: usize = 1 << 16;
 
 /// Settings of both tokenizers (each reads its own fields). Serialisable so that a checkpoint can
 /// rebuild the exact tokenizer.

@@ -72,7 +72,31 @@ fn event_token(pitches: &[u8]) -> String {
     if pitches.len() == 1 {
         pitch_name(pitches[0])
     } else {
-        normal_order(pitches).iter().map(|pc| pc.to_string()).collect::<Vec<_>>().join(".")
+        chord_text(pitches)
+    }
+}
+
+/// The chord token of pitches or pitch classes (any order, taken mod 12): their normal order
+/// joined by dots.
+fn chord_text(pcs: &[u8]) -> String {
+    normal_order(pcs).iter().map(|pc| pc.to_string()).collect::<Vec<_>>().join(".")
+}
+
+/// The distinct pitches of each onset of `notes` (any order), in onset order, each sorted.
+fn onsets(notes: &[Note], mut out: impl FnMut(&[u8])) {
+    let mut sorted: Vec<&Note> = notes.iter().collect();
+    sorted.sort_by(|a, b| a.start.total_cmp(&b.start).then(a.pitch.cmp(&b.pitch)));
+    let mut pitches = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let onset = sorted[i].start;
+        pitches.clear();
+        while i < sorted.len() && sorted[i].start == onset {
+            pitches.push(sorted[i].pitch);
+            i += 1;
+        }
+        pitches.dedup(); // sorted by pitch within an onset
+        out(&pitches);
     }
 }
 
@@ -95,21 +119,38 @@ impl Tokenizer for NoteChord {
     }
 
     fn encode(&self, notes: &[Note]) -> Vec<String> {
-        let mut sorted: Vec<&Note> = notes.iter().collect();
-        sorted.sort_by(|a, b| a.start.total_cmp(&b.start).then(a.pitch.cmp(&b.pitch)));
         let mut tokens = Vec::new();
-        let mut i = 0;
-        while i < sorted.len() {
-            let onset = sorted[i].start;
-            let mut pitches = Vec::new();
-            while i < sorted.len() && sorted[i].start == onset {
-                pitches.push(sorted[i].pitch);
-                i += 1;
-            }
-            pitches.dedup(); // sorted by pitch within an onset
-            tokens.push(event_token(&pitches));
-        }
+        onsets(notes, |pitches| tokens.push(event_token(pitches)));
         tokens
+    }
+
+    /// A single pitch p is code p; a chord is 256 + its pitch-class mask - 1.
+    fn code_count(&self) -> usize {
+        256 + 4095
+    }
+
+    fn encode_codes(&self, notes: &[Note]) -> Option<Vec<u32>> {
+        let mut codes = Vec::new();
+        onsets(notes, |pitches| {
+            codes.push(if pitches.len() == 1 {
+                pitches[0] as u32
+            } else {
+                256 + pitches.iter().fold(0u32, |m, &p| m | 1 << (p % 12)) - 1
+            })
+        });
+        Some(codes)
+    }
+
+    fn code_token(&self, code: u32) -> Option<String> {
+        match code {
+            0..256 => Some(pitch_name(code as u8)),
+            256..4351 => {
+                let mask = code - 256 + 1;
+                let pcs: Vec<u8> = (0..12u8).filter(|&pc| mask & 1 << pc != 0).collect();
+                Some(chord_text(&pcs))
+            }
+            _ => None,
+        }
     }
 
     fn decode(&self, tokens: &[String]) -> Vec<Note> {
@@ -149,7 +190,7 @@ impl Tokenizer for NoteChord {
         }
         let pcs = parse_chord(token)?;
         let moved: Vec<u8> = pcs.iter().map(|&pc| (pc as i32 + semitones).rem_euclid(12) as u8).collect();
-        Some(normal_order(&moved).iter().map(|pc| pc.to_string()).collect::<Vec<_>>().join("."))
+        Some(chord_text(&moved))
     }
 
     fn is_token(&self, token: &str) -> bool {

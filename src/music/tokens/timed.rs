@@ -90,26 +90,30 @@ impl Timed {
                 0
             }
         };
-        let mut g: Vec<GridNote> = notes
+        // Per pitch by onset, the longest first among equal onsets, then by velocity bin: sorted
+        // as one number per note (pitch: 7 bits, start: 64, the duration's complement: 32, the
+        // bin: 6), which orders them as comparing field by field does and holds every field, so
+        // the result is exact.
+        let mut keys: Vec<u128> = notes
             .iter()
             .filter(|n| n.pitch <= 127)
             .map(|n| {
                 let start = grid(n.start);
                 let end = grid(n.end);
                 let duration = end.saturating_sub(start).clamp(1, self.max_duration as u64) as u32;
-                GridNote { start, pitch: n.pitch, duration, velocity_bin: self.velocity_bin(n.velocity) }
+                let bin = self.velocity_bin(n.velocity);
+                (n.pitch as u128) << 102 | (start as u128) << 38 | ((!duration) as u128) << 6 | bin as u128
             })
             .collect();
-        // Per pitch by onset, the longest first among equal onsets.
-        g.sort_by(|a, b| {
-            a.pitch
-                .cmp(&b.pitch)
-                .then(a.start.cmp(&b.start))
-                .then(b.duration.cmp(&a.duration))
-                .then(a.velocity_bin.cmp(&b.velocity_bin))
-        });
-        let mut out: Vec<GridNote> = Vec::with_capacity(g.len());
-        for n in g {
+        keys.sort_unstable();
+        let mut out: Vec<GridNote> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let n = GridNote {
+                pitch: (k >> 102) as u8,
+                start: (k >> 38) as u64,
+                duration: !((k >> 6) as u32),
+                velocity_bin: (k & 63) as u32,
+            };
             if let Some(prev) = out.last_mut() {
                 if prev.pitch == n.pitch {
                     if prev.start == n.start {
@@ -122,7 +126,16 @@ impl Timed {
             }
             out.push(n);
         }
-        out.sort_by(|a, b| a.start.cmp(&b.start).then(a.pitch.cmp(&b.pitch)));
+        // By (start, pitch), distinct here (one note per pitch and onset), again as one number
+        // (start: 64 bits, pitch: 7, duration: 32, bin: 6).
+        let mut keys: Vec<u128> = out
+            .iter()
+            .map(|g| (g.start as u128) << 64 | (g.pitch as u128) << 38 | (g.duration as u128) << 6 | g.velocity_bin as u128)
+            .collect();
+        keys.sort_unstable();
+        for (g, k) in out.iter_mut().zip(keys) {
+            *g = GridNote { start: (k >> 64) as u64, pitch: ((k >> 38) & 127) as u8, duration: (k >> 6) as u32, velocity_bin: (k & 63) as u32 };
+        }
         out
     }
 
@@ -136,6 +149,71 @@ impl Timed {
     /// `notes` quantised as `encode` sees them, as notes (velocity from its bin).
     pub fn quantised(&self, notes: &[Note]) -> Vec<Note> {
         self.quantise(notes).iter().map(|g| self.to_note(g)).collect()
+    }
+
+    /// The tokens of `notes`, in order, to `out` (what `encode` writes as strings and
+    /// `encode_codes` as codes).
+    fn emit(&self, notes: &[Note], mut out: impl FnMut(Tok)) {
+        let mut time = 0u64;
+        for n in self.quantise(notes) {
+            let mut gap = n.start - time;
+            while gap > 0 {
+                let s = gap.min(self.max_shift as u64);
+                out(Tok::Shift(s as u32));
+                gap -= s;
+            }
+            time = n.start;
+            out(Tok::Pitch(n.pitch));
+            if self.velocity_bins > 0 {
+                out(Tok::Velocity(n.velocity_bin));
+            }
+            out(Tok::Duration(n.duration));
+        }
+    }
+
+    /// The code of a token: `TS` first, then `P`, `V` and `D`, each by its number.
+    fn code(&self, t: Tok) -> u32 {
+        let (s, v) = (self.max_shift, self.velocity_bins);
+        match t {
+            Tok::Shift(n) => n - 1,
+            Tok::Pitch(p) => s + p as u32,
+            Tok::Velocity(b) => s + 128 + b,
+            Tok::Duration(n) => s + 128 + v + n - 1,
+        }
+    }
+
+    /// The token of code `c` (below [`Tokenizer::code_count`]).
+    fn of_code(&self, c: u32) -> Tok {
+        let (s, v) = (self.max_shift, self.velocity_bins);
+        if c < s {
+            Tok::Shift(c + 1)
+        } else if c < s + 128 {
+            Tok::Pitch((c - s) as u8)
+        } else if c < s + 128 + v {
+            Tok::Velocity(c - s - 128)
+        } else {
+            Tok::Duration(c - s - 128 - v + 1)
+        }
+    }
+}
+
+/// One `timed` token.
+#[derive(Clone, Copy, Debug)]
+enum Tok {
+    Shift(u32),
+    Pitch(u8),
+    Velocity(u32),
+    Duration(u32),
+}
+
+impl Tok {
+    fn text(self) -> String {
+        match self {
+            Tok::Shift(n) => format!("TS_{n}"),
+            Tok::Pitch(p) => format!("P_{p}"),
+            Tok::Velocity(b) => format!("V_{b}"),
+            Tok::Duration(n) => format!("D_{n}"),
+        }
     }
 }
 
@@ -156,22 +234,30 @@ impl Tokenizer for Timed {
 
     fn encode(&self, notes: &[Note]) -> Vec<String> {
         let mut tokens = Vec::new();
-        let mut time = 0u64;
-        for n in self.quantise(notes) {
-            let mut gap = n.start - time;
-            while gap > 0 {
-                let s = gap.min(self.max_shift as u64);
-                tokens.push(format!("TS_{s}"));
-                gap -= s;
-            }
-            time = n.start;
-            tokens.push(format!("P_{}", n.pitch));
-            if self.velocity_bins > 0 {
-                tokens.push(format!("V_{}", n.velocity_bin));
-            }
-            tokens.push(format!("D_{}", n.duration));
-        }
+        self.emit(notes, |t| tokens.push(t.text()));
         tokens
+    }
+
+    fn code_count(&self) -> usize {
+        let n = self.max_shift as u64 + 128 + self.velocity_bins as u64 + self.max_duration as u64;
+        if n <= super::MAX_CODES as u64 {
+            n as usize
+        } else {
+            0
+        }
+    }
+
+    fn encode_codes(&self, notes: &[Note]) -> Option<Vec<u32>> {
+        if self.code_count() == 0 {
+            return None;
+        }
+        let mut codes = Vec::new();
+        self.emit(notes, |t| codes.push(self.code(t)));
+        Some(codes)
+    }
+
+    fn code_token(&self, code: u32) -> Option<String> {
+        ((code as usize) < self.code_count()).then(|| self.of_code(code).text())
     }
 
     /// `P_p` moves (`None` when p leaves 0..=127); `TS`, `V` and `D` tokens stay.
