@@ -2,7 +2,7 @@
 //! (or `--tokenizer pianoroll` on MIDI files), and `etude eval` / `etude generate` with a
 //! piano-roll checkpoint. The token commands dispatch here before doing anything else.
 
-use super::backend::Engine;
+use super::backend::{BackendArgs, Engine};
 use super::eval::EvalArgs;
 use super::generate::GenArgs;
 use super::train::TrainArgs;
@@ -17,23 +17,25 @@ use etude::data::roll::{is_roll_path, notes_to_roll, read_roll_file, roll_to_not
 use etude::model::roll::RollConfig;
 use etude::model::roll_nade::RollHead;
 use etude::train::roll_recipe::{default_config, default_head, default_model, default_settings_with, DataKind, NADE_HIDDEN};
-use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train_headed as train_roll, RollMeta};
+use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, RollMeta};
+use etude::train::roll_kind::{read_state, train_roll, RollData, RollOutput, RollStart};
+use etude::train::run_loop::RESUME_STATE;
 use etude::run::schedule::{self, LrSchedule};
 use std::path::{Path, PathBuf};
 
-/// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
-/// `--tokenizer pianoroll`.
+/// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`,
+/// `--tokenizer pianoroll`, or `--resume` of a piano-roll run (its folder holds the resume state).
 pub fn wants_roll(args: &TrainArgs) -> bool {
-    args.data.tokenizer == "pianoroll" || args.data_paths.iter().any(|p| is_roll_path(p))
+    args.data.tokenizer == "pianoroll"
+        || args.data_paths.iter().any(|p| is_roll_path(p))
+        || (args.resume && args.out.as_ref().is_some_and(|o| o.join(RESUME_STATE).exists()))
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 17] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 15] = [
     ("val_targets", "--val-targets"),
     ("keep_duplicates", "--keep-duplicates"),
-    ("checkpoint_every", "--checkpoint-every"),
     ("sample_length", "--sample-length"),
-    ("resume", "--resume"),
     ("preset", "--preset"),
     ("stride", "--stride"),
     ("min_count", "--min-count"),
@@ -104,9 +106,14 @@ fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<
 /// `etude train` in piano-roll mode.
 pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
     for (id, flag) in NOT_IN_ROLL_MODE {
-        if explicit(id) || (id == "resume" && args.resume) || (id == "preset" && args.preset.is_some()) {
+        if explicit(id) || (id == "preset" && args.preset.is_some()) {
             return Err(format!("{flag} does not apply in piano-roll mode"));
         }
+    }
+    // Ctrl-C ends the run after its current step, with a state --resume continues from.
+    etude::train::catch_interrupts();
+    if args.resume {
+        return resume(args, explicit);
     }
     let run = load_train_data(&args, explicit)?;
     let model = if explicit("model") { args.model.as_str() } else { default_model(run.kind) };
@@ -166,16 +173,13 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     let out = args.out.clone().unwrap_or_else(|| super::train::default_out(&format!("roll-{model}")));
     let _lock = etude::files::RunLock::acquire(&out)?;
     if out.join("last.safetensors").exists() {
-        return Err(format!("{} already holds a run; choose another --out", out.display()));
+        return Err(format!("{} already holds a run; continue it with --resume, or choose another --out", out.display()));
     }
     let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
     let (frames, _) = etude::data::roll::count_frames(&run.train);
     eprintln!(
         "piano-roll {model}{}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
-        match head {
-            RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
-            RollHead::Sigmoid => String::new(),
-        },
+        describe_head(head),
         cfg.n_params() + head.extra_params(&cfg),
         run.train.len(),
         run.valid.len(),
@@ -186,26 +190,78 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         s.lr_schedule.name(),
         s.dropout
     );
-    let go = |summary: Result<etude::train::roll::TrainSummary, String>| -> Result<(), String> {
-        let r = summary?;
-        eprintln!(
-            "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",
-            r.best_valid,
-            r.best_epoch,
-            r.epochs_run,
-            r.params,
-            r.seconds / 60.0,
-            out.display()
-        );
-        Ok(())
-    };
-    let mut log = std::io::stderr();
-    match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(train_roll(&b, &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log)),
-        Engine::Gpu(g) => {
-            go(train_roll(g.as_ref(), &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log))
+    let start = RollStart::New { config: cfg, head, settings: s };
+    train_on(&args.backend, precision, start, &run, &out, Some(args.checkpoint_every.unwrap_or(50)))
+}
+
+/// `etude train --resume` of a piano-roll run: its state, model and settings from the folder's
+/// resume state; the data from `--data` given again, or the piano-roll file the run names.
+fn resume(mut args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let out = args.out.clone().ok_or("--resume: give --out, the folder of the run to continue")?;
+    let _lock = etude::files::RunLock::acquire(&out)?;
+    let resumed = read_state(&out)?;
+    let meta = &resumed.state.model;
+    if args.data_paths.is_empty() {
+        let named = PathBuf::from(&meta.data);
+        if !is_roll_path(&named) {
+            return Err(format!("--resume: the run in {} trained on {}; give its --data again", out.display(), meta.data));
         }
+        args.data_paths = vec![named];
     }
+    // The run's own split of MIDI files.
+    args.seed = meta.settings.seed;
+    let mut run = load_train_data(&args, explicit)?;
+    if run.data != meta.data {
+        return Err(format!("--data: the run in {} trained on {}, not {}", out.display(), meta.data, run.data));
+    }
+    run.frame_quarters = meta.frame_quarters;
+    let epochs = if explicit("epochs") { args.epochs } else { meta.settings.epochs };
+    eprintln!(
+        "resuming the piano-roll run in {} ({}{}) after epoch {}, until epoch {epochs}",
+        out.display(),
+        meta.config.name(),
+        describe_head(meta.head),
+        resumed.state.progress.epoch
+    );
+    let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
+    let start = RollStart::Resume { resumed: Box::new(resumed), epochs };
+    train_on(&args.backend, precision, start, &run, &out, args.checkpoint_every)
+}
+
+/// " + NADE head of H", or nothing for the sigmoid head.
+fn describe_head(head: RollHead) -> String {
+    match head {
+        RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
+        RollHead::Sigmoid => String::new(),
+    }
+}
+
+/// Train on `backend` and say where the best epoch is.
+fn train_on(
+    backend: &BackendArgs,
+    precision: Precision,
+    start: RollStart,
+    run: &RollRun,
+    out: &Path,
+    checkpoint_every: Option<usize>,
+) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let data = RollData { train: &run.train, valid: &run.valid, frame_quarters: run.frame_quarters, data: &run.data };
+    let output = RollOutput { out, checkpoint_every, progress_bar: std::io::stderr().is_terminal() };
+    let r = match backend.open_with_precision(precision)? {
+        Engine::Cpu(b) => train_roll(&b, start, &data, &output),
+        Engine::Gpu(g) => train_roll(g.as_ref(), start, &data, &output),
+    }?;
+    eprintln!(
+        "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",
+        r.best_valid,
+        r.best_epoch,
+        r.epochs_run,
+        r.params,
+        r.seconds / 60.0,
+        out.display()
+    );
+    Ok(())
 }
 
 /// The piano-roll checkpoint among what a command read (`None` for a token checkpoint, or one that
@@ -286,10 +342,7 @@ fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
         println!(
             "piano-roll {}{} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
             meta.config.name(),
-            match meta.head {
-                RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
-                RollHead::Sigmoid => String::new(),
-            },
+            describe_head(meta.head),
             report.nll_per_frame,
             report.frames,
             report.sequences,
