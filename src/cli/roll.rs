@@ -21,6 +21,7 @@ use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, Roll
 use etude::train::roll_kind::{read_state, train_roll, RollData, RollOutput, RollStart};
 use etude::train::run_loop::RESUME_STATE;
 use etude::run::schedule::{self, LrSchedule};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`,
@@ -59,29 +60,64 @@ struct RollRun {
     kind: DataKind,
 }
 
-fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<RollRun, String> {
-    let rolls: Vec<&PathBuf> = args.data_paths.iter().filter(|p| is_roll_path(p)).collect();
-    if let Some(first) = rolls.first() {
-        if args.data_paths.len() > 1 {
-            return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+/// Where a piano-roll run's data comes from and how it is read: kept in its resume state, so that
+/// `--resume` reads the same sequences.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RollSource {
+    /// As given (a piano-roll file alone, or MIDI files and folders).
+    paths: Vec<PathBuf>,
+    /// The same, absolute (what `--resume` reads, from any directory).
+    absolute: Vec<PathBuf>,
+    /// `--steps-per-quarter` when given.
+    steps_per_quarter: Option<u32>,
+    /// MIDI files: the fraction of the pieces held out, and the seed of the split.
+    val_fraction: f64,
+    seed: u64,
+    all_parts: bool,
+    sustain: bool,
+}
+
+impl RollSource {
+    fn of(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<RollSource, String> {
+        if let Some(first) = args.data_paths.iter().find(|p| is_roll_path(p)) {
+            if args.data_paths.len() > 1 {
+                return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+            }
+            if explicit("val_fraction") {
+                return Err(format!("--val-fraction: {} has its own valid split", first.display()));
+            }
         }
-        if explicit("val_fraction") {
-            return Err(format!("--val-fraction: {} has its own valid split", first.display()));
-        }
+        Ok(RollSource {
+            paths: args.data_paths.clone(),
+            absolute: args.data_paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect(),
+            steps_per_quarter: explicit("steps_per_quarter").then_some(args.data.steps_per_quarter),
+            val_fraction: args.val_fraction,
+            seed: args.seed,
+            all_parts: args.data.all_parts,
+            sustain: args.data.sustain,
+        })
+    }
+}
+
+/// The sequences of `src`, reading `paths` (the source's own, or the same absolute).
+fn load_train_data(src: &RollSource, paths: &[PathBuf]) -> Result<RollRun, String> {
+    if let Some(first) = paths.iter().find(|p| is_roll_path(p)) {
         let d = read_roll_file(first)?;
         let (train, valid) = (d.split("train")?.to_vec(), d.split("valid")?.to_vec());
         let kind = DataKind::from_name(&first.to_string_lossy());
-        let spq = args.data.steps_per_quarter.max(1) as f64;
-        let frame_quarters = if explicit("steps_per_quarter") { 1.0 / spq } else { kind.frame_quarters().unwrap_or(0.5) };
+        let frame_quarters = match src.steps_per_quarter {
+            Some(spq) => 1.0 / spq.max(1) as f64,
+            None => kind.frame_quarters().unwrap_or(0.5),
+        };
         let data = std::fs::canonicalize(first).unwrap_or_else(|_| first.to_path_buf()).display().to_string();
         return Ok(RollRun { train, valid, frame_quarters, data, kind });
     }
     // MIDI files on a grid (default 4 steps per quarter: sixteenth notes).
-    let spq = if explicit("steps_per_quarter") { args.data.steps_per_quarter } else { 4 };
+    let spq = src.steps_per_quarter.unwrap_or(4);
     if spq == 0 {
         return Err("--steps-per-quarter must be at least 1".into());
     }
-    let corpus = load_corpus(&args.data_paths, &ReadOptions { all_parts: args.data.all_parts, sustain: args.data.sustain });
+    let corpus = load_corpus(paths, &ReadOptions { all_parts: src.all_parts, sustain: src.sustain });
     for s in &corpus.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }
@@ -90,10 +126,10 @@ fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<
     if pieces.len() < 2 {
         return Err(format!("--tokenizer pianoroll: {} usable pieces, at least 2 are needed (one to validate on)", pieces.len()));
     }
-    Rng::new(args.seed).shuffle(&mut pieces);
-    let n_valid = ((pieces.len() as f64 * args.val_fraction).round() as usize).clamp(1, pieces.len() - 1);
+    Rng::new(src.seed).shuffle(&mut pieces);
+    let n_valid = ((pieces.len() as f64 * src.val_fraction).round() as usize).clamp(1, pieces.len() - 1);
     let valid = pieces.split_off(pieces.len() - n_valid);
-    let names: Vec<String> = args.data_paths.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = src.paths.iter().map(|p| p.display().to_string()).collect();
     Ok(RollRun {
         train: pieces,
         valid,
@@ -115,7 +151,8 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     if args.resume {
         return resume(args, explicit);
     }
-    let run = load_train_data(&args, explicit)?;
+    let source = RollSource::of(&args, explicit)?;
+    let run = load_train_data(&source, &source.paths)?;
     let model = if explicit("model") { args.model.as_str() } else { default_model(run.kind) };
     let model = match model {
         "lstm" | "lstm-seq" if args.kernel.is_some() => return Err("--kernel applies to --model wavenet-gated".into()),
@@ -190,30 +227,21 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         s.lr_schedule.name(),
         s.dropout
     );
-    let start = RollStart::New { config: cfg, head, settings: s };
+    let source = serde_json::to_value(&source).map_err(|e| e.to_string())?;
+    let start = RollStart::New { config: cfg, head, settings: s, source };
     train_on(&args.backend, precision, start, &run, &out, Some(args.checkpoint_every.unwrap_or(50)))
 }
 
-/// `etude train --resume` of a piano-roll run: its state, model and settings from the folder's
-/// resume state; the data from `--data` given again, or the piano-roll file the run names.
-fn resume(mut args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+/// `etude train --resume` of a piano-roll run: its state, model, settings and data from the
+/// folder's resume state.
+fn resume(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
     let out = args.out.clone().ok_or("--resume: give --out, the folder of the run to continue")?;
     let _lock = etude::files::RunLock::acquire(&out)?;
     let resumed = read_state(&out)?;
     let meta = &resumed.state.model;
-    if args.data_paths.is_empty() {
-        let named = PathBuf::from(&meta.data);
-        if !is_roll_path(&named) {
-            return Err(format!("--resume: the run in {} trained on {}; give its --data again", out.display(), meta.data));
-        }
-        args.data_paths = vec![named];
-    }
-    // The run's own split of MIDI files.
-    args.seed = meta.settings.seed;
-    let mut run = load_train_data(&args, explicit)?;
-    if run.data != meta.data {
-        return Err(format!("--data: the run in {} trained on {}, not {}", out.display(), meta.data, run.data));
-    }
+    let source: RollSource = serde_json::from_value(resumed.state.source.clone())
+        .map_err(|e| format!("{}: damaged piano-roll resume state ({e})", out.join(RESUME_STATE).display()))?;
+    let mut run = load_train_data(&source, &source.absolute)?;
     run.frame_quarters = meta.frame_quarters;
     let epochs = if explicit("epochs") { args.epochs } else { meta.settings.epochs };
     eprintln!(

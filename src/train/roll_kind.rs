@@ -48,6 +48,10 @@ pub struct RollState {
     pub schedule_steps: u64,
     /// Keep `epoch-N.safetensors` every N epochs (0 = never).
     pub checkpoint_every: usize,
+    /// Where the data comes from and how it is read, as the command that started the run keeps it
+    /// (for `--resume`).
+    #[serde(default)]
+    pub source: serde_json::Value,
 }
 
 /// A run to resume: its state and the checkpoint that holds it.
@@ -74,8 +78,8 @@ pub fn read_state(out: &Path) -> Result<Resumed, String> {
 
 /// How a piano-roll run starts.
 pub enum RollStart {
-    /// A new run of this model, head and settings.
-    New { config: RollConfig, head: RollHead, settings: RollTrainSettings },
+    /// A new run of this model, head and settings, on the data of `source` (kept for `--resume`).
+    New { config: RollConfig, head: RollHead, settings: RollTrainSettings, source: serde_json::Value },
     /// The run of this state, trained until `epochs` are complete.
     Resume { resumed: Box<Resumed>, epochs: usize },
 }
@@ -120,6 +124,7 @@ pub struct RollKind<'a, B: RollOps> {
     meta: RollMeta,
     schedule_steps: u64,
     checkpoint_every: usize,
+    source: serde_json::Value,
     begun: Instant,
     /// The chunks' order after the shuffles of epochs 1..=`order_epoch`.
     order: Vec<usize>,
@@ -169,6 +174,7 @@ impl<'a, B: RollOps> RollKind<'a, B> {
             progress: progress.clone(),
             schedule_steps: self.schedule_steps,
             checkpoint_every: self.checkpoint_every,
+            source: self.source.clone(),
         };
         Ok(Checkpoint { meta: serde_json::to_value(&state).map_err(|e| e.to_string())?, tensors })
     }
@@ -277,7 +283,7 @@ pub fn train_roll<B: RollOps + 'static>(b: &B, start: RollStart, data: &RollData
     let begun = Instant::now();
     let out = output.out;
     let (state, checkpoint, epochs, is_resumed) = match start {
-        RollStart::New { config, head, settings } => {
+        RollStart::New { config, head, settings, source } => {
             let model = RollMeta {
                 mode: MODE.into(),
                 params: config.n_params() + head.extra_params(&config),
@@ -290,7 +296,8 @@ pub fn train_roll<B: RollOps + 'static>(b: &B, start: RollStart, data: &RollData
                 head,
             };
             let epochs = model.settings.epochs;
-            let state = RollState { mode: STATE_MODE.into(), model, progress: Progress::default(), schedule_steps: 0, checkpoint_every: 0 };
+            let state =
+                RollState { mode: STATE_MODE.into(), model, progress: Progress::default(), schedule_steps: 0, checkpoint_every: 0, source };
             (state, None, epochs, false)
         }
         RollStart::Resume { resumed, epochs } => (resumed.state, Some(resumed.checkpoint), epochs, true),
@@ -360,6 +367,7 @@ pub fn train_roll<B: RollOps + 'static>(b: &B, start: RollStart, data: &RollData
         meta,
         schedule_steps,
         checkpoint_every,
+        source: state.source,
         begun,
         order: Vec::new(),
         order_epoch: 0,

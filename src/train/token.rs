@@ -13,8 +13,9 @@ use crate::run::metrics::{EpochMetrics, MetricsLog, COLUMNS};
 use crate::run::progress::Reporter;
 use crate::run::schedule::LrSchedule;
 use crate::run::verify::{available_memory, check_footprint, Footprint};
-use crate::run::{load_checkpoint, restore_adam, DataSpec, Loaded, OptimConfig, Progress, RunSettings};
-use crate::train::run_loop::{run_epochs, Cadence};
+use crate::run::checkpoint::Checkpoint;
+use crate::run::{restore_adam, DataSpec, Loaded, OptimConfig, Progress, RunSettings};
+use crate::train::run_loop::{run_epochs, Cadence, RESUME_STATE};
 use crate::train::token_checks::{check_loadable, degenerate_vocab, live_init, size_culprit};
 use crate::train::token_kind::TokenKind;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,15 @@ pub fn read_resumed(out: &Path) -> Result<Loaded, String> {
     if !last_path.exists() {
         return Err(format!("--resume: {} does not exist (nothing to resume in {})", last_path.display(), out.display()));
     }
-    load_checkpoint(&last_path)
+    let checkpoint = Checkpoint::load(&last_path)?;
+    if crate::train::roll::is_roll_checkpoint(&checkpoint) {
+        // A piano-roll run resumes from its resume state, which older builds did not write.
+        return Err(format!(
+            "--resume: {} holds a piano-roll run without its {RESUME_STATE}: it cannot be resumed",
+            out.display()
+        ));
+    }
+    Loaded::from_checkpoint(checkpoint, &last_path)
 }
 
 /// Run (or resume) a training run on backend `b`; a resumed run's checkpoint is read here.
