@@ -142,3 +142,51 @@ fn bad_resume_input_gives_one_line_errors() {
     std::fs::write(d.join("run/resume.safetensors"), b"not a checkpoint").unwrap();
     etude_fails(&["train", "--out", "run", "--resume", "--backend", "cpu"], d, &["resume.safetensors"]);
 }
+
+/// Ctrl-C part-way through an epoch of a piano-roll run keeps a state that `--resume` continues
+/// exactly: the chunks left in the epoch, with the transpositions and dropout masks they would have
+/// drawn, give the checkpoint of a run never interrupted.
+#[test]
+#[cfg(unix)]
+fn ctrl_c_part_way_through_an_epoch_resumes_exactly() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut rng = Rng::new(8);
+    let (train, valid) = (cli_common::random_roll_split(&mut rng, 700), cli_common::random_roll_split(&mut rng, 4));
+    std::fs::write(d.join("many.pianoroll.json.gz"), to_json_gz(&[("train", &train), ("valid", &valid)])).unwrap();
+    // Steps of one chunk, each long enough that the epoch lasts seconds.
+    let args = |out: &'static str| {
+        let mut a = tiny("many.pianoroll.json.gz", out, "1", "sigmoid", &[]);
+        for (flag, value) in [("--embed", "32"), ("--hidden", "128"), ("--layers", "2"), ("--batch", "1")] {
+            let at = a.iter().position(|x| *x == flag).unwrap();
+            a[at + 1] = value;
+        }
+        a
+    };
+    etude_ok(&args("whole"), d);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_etude"))
+        .args(args("cut"))
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+        if line.contains("first step starts") {
+            // SAFETY: kill(2) on our own child's PID.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        }
+        seen.push(line);
+    }
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted at epoch 1 step") && err.contains("cut/resume.safetensors holds it"), "{err}");
+    assert!(!d.join("cut/last.safetensors").exists(), "no epoch ended: no model checkpoint");
+    etude_ok(&["train", "--out", "cut", "--resume", "--backend", "cpu"], d);
+    let bytes = |run: &str| std::fs::read(d.join(run).join("last.safetensors")).unwrap();
+    assert!(bytes("whole") == bytes("cut"), "the resumed run differs");
+    assert_eq!(metrics_rows(&d.join("cut")).len(), 1);
+}
