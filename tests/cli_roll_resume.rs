@@ -135,6 +135,7 @@ fn bad_resume_input_gives_one_line_errors() {
     let data = toy(d, "toy.pianoroll.json.gz", 6);
     etude_ok(&tiny(&data, "run", "1", "sigmoid", &[]), d);
     etude_fails(&tiny(&data, "run", "1", "sigmoid", &[]), d, &["already holds a run; continue it with --resume"]);
+    etude_fails(&["train", "--out", "run", "--resume", "--head", "nade", "--backend", "cpu"], d, &["--head: a resumed run keeps its own model"]);
     // A run without its resume state (an older build's) is named as such, not read as a token run.
     std::fs::create_dir(d.join("old")).unwrap();
     std::fs::copy(d.join("run/last.safetensors"), d.join("old/last.safetensors")).unwrap();

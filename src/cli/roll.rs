@@ -75,6 +75,9 @@ struct RollSource {
     seed: u64,
     all_parts: bool,
     sustain: bool,
+    /// The GPU precision the run trains at (kept by `--resume`, as a token run keeps its own).
+    #[serde(default)]
+    precision: Option<String>,
 }
 
 impl RollSource {
@@ -95,6 +98,7 @@ impl RollSource {
             seed: args.seed,
             all_parts: args.data.all_parts,
             sustain: args.data.sustain,
+            precision: args.precision.clone(),
         })
     }
 }
@@ -241,6 +245,12 @@ fn resume(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String
     let meta = &resumed.state.model;
     let source: RollSource = serde_json::from_value(resumed.state.source.clone())
         .map_err(|e| format!("{}: damaged piano-roll resume state ({e})", out.join(RESUME_STATE).display()))?;
+    // The model is the run's: options that would change it are refused.
+    for (id, flag) in [("head", "--head"), ("nade_hidden", "--nade-hidden"), ("kernel", "--kernel")] {
+        if explicit(id) {
+            return Err(format!("{flag}: a resumed run keeps its own model (--resume)"));
+        }
+    }
     let mut run = load_train_data(&source, &source.absolute)?;
     run.frame_quarters = meta.frame_quarters;
     let epochs = if explicit("epochs") { args.epochs } else { meta.settings.epochs };
@@ -251,7 +261,7 @@ fn resume(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String
         describe_head(meta.head),
         resumed.state.progress.epoch
     );
-    let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
+    let precision = source.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
     let start = RollStart::Resume { resumed: Box::new(resumed), epochs };
     train_on(&args.backend, precision, start, &run, &out, args.checkpoint_every)
 }
