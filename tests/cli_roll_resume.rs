@@ -106,20 +106,10 @@ fn resume_keeps_the_runs_epochs() {
 /// from another directory.
 #[test]
 fn a_run_on_midi_files_resumes_on_its_own_split() {
-    use etude::music::midi::{write_midi, Note, WriteOptions};
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    std::fs::create_dir_all(d.join("midi")).unwrap();
+    cli_common::write_toy_midi(&d.join("midi"), 5);
     std::fs::create_dir_all(d.join("elsewhere")).unwrap();
-    for i in 0..5u8 {
-        let notes: Vec<Note> = (0..16)
-            .flat_map(|j| {
-                let t = j as f64 * 0.5;
-                [Note::new(48 + (j % 5) as u8 + i, t, t + 0.5, 80), Note::new(64 + (j % 3) as u8, t, t + 1.0, 80)]
-            })
-            .collect();
-        std::fs::write(d.join("midi").join(format!("p{i}.mid")), write_midi(&notes, &WriteOptions::default())).unwrap();
-    }
     let midi = ["--tokenizer", "pianoroll", "--steps-per-quarter", "2", "--val-fraction", "0.4", "--seed", "7"];
     etude_ok(&tiny("midi", "whole", "3", "sigmoid", &midi), d);
     etude_ok(&tiny("midi", "split", "1", "sigmoid", &midi), d);
