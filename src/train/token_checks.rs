@@ -148,7 +148,7 @@ pub fn size_culprit(cfg: &ModelConfig, sizes: &Sizes, resumed: bool, sample: boo
                 consider(total(&c, optim.batch, window), format!("--{flag} {v}"));
             }
         }
-        if let Ok(c) = ModelConfig::from_name(cfg.name(), cfg.vocab(), 128, &sizes) {
+        if let Ok(c) = ModelConfig::from_name(cfg.name(), cfg.vocab(), 128, sizes) {
             consider(total(&c, optim.batch, 128), format!("--window {window}"));
         }
     }
