@@ -8,7 +8,7 @@ mod cli_common;
 
 use cli_common::{etude, etude_fails, etude_ok, stderr};
 use etude::engine::cpu::CpuBackend;
-use etude::music::midi::{read_midi, write_midi, Note, ReadOptions, WriteOptions};
+use etude::music::midi::{read_midi, ReadOptions};
 use etude::rng::Rng;
 use etude::data::roll::{to_json_gz, Frame, Sequence, KEYS};
 use etude::model::roll::{build, RollConfig};
@@ -164,16 +164,7 @@ fn trains_on_midi_files_with_the_pianoroll_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let midi = d.join("midi");
-    std::fs::create_dir(&midi).unwrap();
-    for i in 0..4u8 {
-        let notes: Vec<Note> = (0..16)
-            .flat_map(|j| {
-                let t = j as f64 * 0.5;
-                [Note::new(48 + (j % 5) as u8 + i, t, t + 0.5, 80), Note::new(64 + (j % 3) as u8, t, t + 1.0, 80)]
-            })
-            .collect();
-        std::fs::write(midi.join(format!("p{i}.mid")), write_midi(&notes, &WriteOptions::default())).unwrap();
-    }
+    cli_common::write_toy_midi(&midi, 4);
     std::fs::write(midi.join("broken.mid"), b"MThd garbage").unwrap();
     let out = d.join("run").display().to_string();
     let m = midi.display().to_string();

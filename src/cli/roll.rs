@@ -2,7 +2,7 @@
 //! (or `--tokenizer pianoroll` on MIDI files), and `etude eval` / `etude generate` with a
 //! piano-roll checkpoint. The token commands dispatch here before doing anything else.
 
-use super::backend::Engine;
+use super::backend::{BackendArgs, Engine};
 use super::eval::EvalArgs;
 use super::generate::GenArgs;
 use super::train::TrainArgs;
@@ -17,23 +17,26 @@ use etude::data::roll::{is_roll_path, notes_to_roll, read_roll_file, roll_to_not
 use etude::model::roll::RollConfig;
 use etude::model::roll_nade::RollHead;
 use etude::train::roll_recipe::{default_config, default_head, default_model, default_settings_with, DataKind, NADE_HIDDEN};
-use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, train_headed as train_roll, RollMeta};
+use etude::train::roll::{evaluate, is_roll_checkpoint, meta_of, model_from, RollMeta};
+use etude::train::roll_kind::{read_state, train_roll, RollData, RollOutput, RollStart};
+use etude::train::run_loop::RESUME_STATE;
 use etude::run::schedule::{self, LrSchedule};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`, or
-/// `--tokenizer pianoroll`.
+/// Whether `etude train` runs in piano-roll mode: a `*.pianoroll.json(.gz)` among `--data`,
+/// `--tokenizer pianoroll`, or `--resume` of a piano-roll run (its folder holds the resume state).
 pub fn wants_roll(args: &TrainArgs) -> bool {
-    args.data.tokenizer == "pianoroll" || args.data_paths.iter().any(|p| is_roll_path(p))
+    args.data.tokenizer == "pianoroll"
+        || args.data_paths.iter().any(|p| is_roll_path(p))
+        || (args.resume && args.out.as_ref().is_some_and(|o| o.join(RESUME_STATE).exists()))
 }
 
 /// Options of `etude train` that piano-roll mode does not have.
-const NOT_IN_ROLL_MODE: [(&str, &str); 17] = [
+const NOT_IN_ROLL_MODE: [(&str, &str); 15] = [
     ("val_targets", "--val-targets"),
     ("keep_duplicates", "--keep-duplicates"),
-    ("checkpoint_every", "--checkpoint-every"),
     ("sample_length", "--sample-length"),
-    ("resume", "--resume"),
     ("preset", "--preset"),
     ("stride", "--stride"),
     ("min_count", "--min-count"),
@@ -57,29 +60,68 @@ struct RollRun {
     kind: DataKind,
 }
 
-fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<RollRun, String> {
-    let rolls: Vec<&PathBuf> = args.data_paths.iter().filter(|p| is_roll_path(p)).collect();
-    if let Some(first) = rolls.first() {
-        if args.data_paths.len() > 1 {
-            return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+/// Where a piano-roll run's data comes from and how it is read: kept in its resume state, so that
+/// `--resume` reads the same sequences.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RollSource {
+    /// As given (a piano-roll file alone, or MIDI files and folders).
+    paths: Vec<PathBuf>,
+    /// The same, absolute (what `--resume` reads, from any directory).
+    absolute: Vec<PathBuf>,
+    /// `--steps-per-quarter` when given.
+    steps_per_quarter: Option<u32>,
+    /// MIDI files: the fraction of the pieces held out, and the seed of the split.
+    val_fraction: f64,
+    seed: u64,
+    all_parts: bool,
+    sustain: bool,
+    /// The GPU precision the run trains at (kept by `--resume`, as a token run keeps its own).
+    #[serde(default)]
+    precision: Option<String>,
+}
+
+impl RollSource {
+    fn of(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<RollSource, String> {
+        if let Some(first) = args.data_paths.iter().find(|p| is_roll_path(p)) {
+            if args.data_paths.len() > 1 {
+                return Err(format!("--data {}: a piano-roll file is the whole data set; give it alone", first.display()));
+            }
+            if explicit("val_fraction") {
+                return Err(format!("--val-fraction: {} has its own valid split", first.display()));
+            }
         }
-        if explicit("val_fraction") {
-            return Err(format!("--val-fraction: {} has its own valid split", first.display()));
-        }
+        Ok(RollSource {
+            paths: args.data_paths.clone(),
+            absolute: args.data_paths.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect(),
+            steps_per_quarter: explicit("steps_per_quarter").then_some(args.data.steps_per_quarter),
+            val_fraction: args.val_fraction,
+            seed: args.seed,
+            all_parts: args.data.all_parts,
+            sustain: args.data.sustain,
+            precision: args.precision.clone(),
+        })
+    }
+}
+
+/// The sequences of `src`, reading `paths` (the source's own, or the same absolute).
+fn load_train_data(src: &RollSource, paths: &[PathBuf]) -> Result<RollRun, String> {
+    if let Some(first) = paths.iter().find(|p| is_roll_path(p)) {
         let d = read_roll_file(first)?;
         let (train, valid) = (d.split("train")?.to_vec(), d.split("valid")?.to_vec());
         let kind = DataKind::from_name(&first.to_string_lossy());
-        let spq = args.data.steps_per_quarter.max(1) as f64;
-        let frame_quarters = if explicit("steps_per_quarter") { 1.0 / spq } else { kind.frame_quarters().unwrap_or(0.5) };
+        let frame_quarters = match src.steps_per_quarter {
+            Some(spq) => 1.0 / spq.max(1) as f64,
+            None => kind.frame_quarters().unwrap_or(0.5),
+        };
         let data = std::fs::canonicalize(first).unwrap_or_else(|_| first.to_path_buf()).display().to_string();
         return Ok(RollRun { train, valid, frame_quarters, data, kind });
     }
     // MIDI files on a grid (default 4 steps per quarter: sixteenth notes).
-    let spq = if explicit("steps_per_quarter") { args.data.steps_per_quarter } else { 4 };
+    let spq = src.steps_per_quarter.unwrap_or(4);
     if spq == 0 {
         return Err("--steps-per-quarter must be at least 1".into());
     }
-    let corpus = load_corpus(&args.data_paths, &ReadOptions { all_parts: args.data.all_parts, sustain: args.data.sustain });
+    let corpus = load_corpus(paths, &ReadOptions { all_parts: src.all_parts, sustain: src.sustain });
     for s in &corpus.skipped {
         eprintln!("skipped {}: {}", s.name, s.cause);
     }
@@ -88,10 +130,10 @@ fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<
     if pieces.len() < 2 {
         return Err(format!("--tokenizer pianoroll: {} usable pieces, at least 2 are needed (one to validate on)", pieces.len()));
     }
-    Rng::new(args.seed).shuffle(&mut pieces);
-    let n_valid = ((pieces.len() as f64 * args.val_fraction).round() as usize).clamp(1, pieces.len() - 1);
+    Rng::new(src.seed).shuffle(&mut pieces);
+    let n_valid = ((pieces.len() as f64 * src.val_fraction).round() as usize).clamp(1, pieces.len() - 1);
     let valid = pieces.split_off(pieces.len() - n_valid);
-    let names: Vec<String> = args.data_paths.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = src.paths.iter().map(|p| p.display().to_string()).collect();
     Ok(RollRun {
         train: pieces,
         valid,
@@ -104,11 +146,17 @@ fn load_train_data(args: &TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<
 /// `etude train` in piano-roll mode.
 pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
     for (id, flag) in NOT_IN_ROLL_MODE {
-        if explicit(id) || (id == "resume" && args.resume) || (id == "preset" && args.preset.is_some()) {
+        if explicit(id) || (id == "preset" && args.preset.is_some()) {
             return Err(format!("{flag} does not apply in piano-roll mode"));
         }
     }
-    let run = load_train_data(&args, explicit)?;
+    // Ctrl-C ends the run after its current step, with a state --resume continues from.
+    etude::train::catch_interrupts();
+    if args.resume {
+        return resume(args, explicit);
+    }
+    let source = RollSource::of(&args, explicit)?;
+    let run = load_train_data(&source, &source.paths)?;
     let model = if explicit("model") { args.model.as_str() } else { default_model(run.kind) };
     let model = match model {
         "lstm" | "lstm-seq" if args.kernel.is_some() => return Err("--kernel applies to --model wavenet-gated".into()),
@@ -166,16 +214,13 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
     let out = args.out.clone().unwrap_or_else(|| super::train::default_out(&format!("roll-{model}")));
     let _lock = etude::files::RunLock::acquire(&out)?;
     if out.join("last.safetensors").exists() {
-        return Err(format!("{} already holds a run; choose another --out", out.display()));
+        return Err(format!("{} already holds a run; continue it with --resume, or choose another --out", out.display()));
     }
     let precision = args.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
     let (frames, _) = etude::data::roll::count_frames(&run.train);
     eprintln!(
         "piano-roll {model}{}: {} parameters; {} train sequences ({frames} frames), {} valid; window {}, batch {}, {} epochs, lr {} ({}), dropout {}",
-        match head {
-            RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
-            RollHead::Sigmoid => String::new(),
-        },
+        describe_head(head),
         cfg.n_params() + head.extra_params(&cfg),
         run.train.len(),
         run.valid.len(),
@@ -186,26 +231,75 @@ pub fn train(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), Str
         s.lr_schedule.name(),
         s.dropout
     );
-    let go = |summary: Result<etude::train::roll::TrainSummary, String>| -> Result<(), String> {
-        let r = summary?;
-        eprintln!(
-            "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",
-            r.best_valid,
-            r.best_epoch,
-            r.epochs_run,
-            r.params,
-            r.seconds / 60.0,
-            out.display()
-        );
-        Ok(())
-    };
-    let mut log = std::io::stderr();
-    match args.backend.open_with_precision(precision)? {
-        Engine::Cpu(b) => go(train_roll(&b, &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log)),
-        Engine::Gpu(g) => {
-            go(train_roll(g.as_ref(), &cfg, head, &s, &run.train, &run.valid, run.frame_quarters, &run.data, &out, &mut log))
+    let source = serde_json::to_value(&source).map_err(|e| e.to_string())?;
+    let start = RollStart::New { config: cfg, head, settings: s, source };
+    train_on(&args.backend, precision, start, &run, &out, Some(args.checkpoint_every.unwrap_or(50)))
+}
+
+/// `etude train --resume` of a piano-roll run: its state, model, settings and data from the
+/// folder's resume state.
+fn resume(args: TrainArgs, explicit: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let out = args.out.clone().ok_or("--resume: give --out, the folder of the run to continue")?;
+    let _lock = etude::files::RunLock::acquire(&out)?;
+    let resumed = read_state(&out)?;
+    let meta = &resumed.state.model;
+    let source: RollSource = serde_json::from_value(resumed.state.source.clone())
+        .map_err(|e| format!("{}: damaged piano-roll resume state ({e})", out.join(RESUME_STATE).display()))?;
+    // The model is the run's: options that would change it are refused.
+    for (id, flag) in [("head", "--head"), ("nade_hidden", "--nade-hidden"), ("kernel", "--kernel")] {
+        if explicit(id) {
+            return Err(format!("{flag}: a resumed run keeps its own model (--resume)"));
         }
     }
+    let mut run = load_train_data(&source, &source.absolute)?;
+    run.frame_quarters = meta.frame_quarters;
+    let epochs = if explicit("epochs") { args.epochs } else { meta.settings.epochs };
+    eprintln!(
+        "resuming the piano-roll run in {} ({}{}) after epoch {}, until epoch {epochs}",
+        out.display(),
+        meta.config.name(),
+        describe_head(meta.head),
+        resumed.state.progress.epoch
+    );
+    let precision = source.precision.as_deref().map(str::parse::<Precision>).transpose()?.unwrap_or_default();
+    let start = RollStart::Resume { resumed: Box::new(resumed), epochs };
+    train_on(&args.backend, precision, start, &run, &out, args.checkpoint_every)
+}
+
+/// " + NADE head of H", or nothing for the sigmoid head.
+fn describe_head(head: RollHead) -> String {
+    match head {
+        RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
+        RollHead::Sigmoid => String::new(),
+    }
+}
+
+/// Train on `backend` and say where the best epoch is.
+fn train_on(
+    backend: &BackendArgs,
+    precision: Precision,
+    start: RollStart,
+    run: &RollRun,
+    out: &Path,
+    checkpoint_every: Option<usize>,
+) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let data = RollData { train: &run.train, valid: &run.valid, frame_quarters: run.frame_quarters, data: &run.data };
+    let output = RollOutput { out, checkpoint_every, progress_bar: std::io::stderr().is_terminal() };
+    let r = match backend.open_with_precision(precision)? {
+        Engine::Cpu(b) => train_roll(&b, start, &data, &output),
+        Engine::Gpu(g) => train_roll(g.as_ref(), start, &data, &output),
+    }?;
+    eprintln!(
+        "best valid NLL {:.4} nats/frame at epoch {} of {} ({} parameters, {:.1} min); checkpoints in {}",
+        r.best_valid,
+        r.best_epoch,
+        r.epochs_run,
+        r.params,
+        r.seconds / 60.0,
+        out.display()
+    );
+    Ok(())
 }
 
 /// The piano-roll checkpoint among what a command read (`None` for a token checkpoint, or one that
@@ -286,10 +380,7 @@ fn eval_roll(args: &EvalArgs, ck: &Checkpoint) -> Result<(), String> {
         println!(
             "piano-roll {}{} on {what}: NLL {:.4} nats/frame over {} predicted frames of {} sequences, accuracy {:.4}",
             meta.config.name(),
-            match meta.head {
-                RollHead::Nade { hidden } => format!(" + NADE head of {hidden}"),
-                RollHead::Sigmoid => String::new(),
-            },
+            describe_head(meta.head),
             report.nll_per_frame,
             report.frames,
             report.sequences,

@@ -18,17 +18,12 @@ use crate::data::roll::{Frame, Sequence, KEYS};
 use crate::model::roll::{RollConfig, RollModel};
 use crate::model::roll_nade::{build_headed, RollHead};
 use crate::run::checkpoint::{Checkpoint, HostTensor};
-use crate::engine::arena::zero_grads;
 use crate::engine::roll::RollOps;
-use crate::engine::{Adam, AdamParams, Bce, Dropout};
+use crate::engine::Bce;
 use crate::rng::Rng;
-use crate::run::meta::Progress;
-use crate::run::metrics::{MetricsLog, ROLL_COLUMNS};
-use crate::run::schedule::{lr_at, LrSchedule};
+use crate::run::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
 /// The value of the checkpoint metadata's `mode` for piano-roll models.
 pub const MODE: &str = "pianoroll";
@@ -100,23 +95,24 @@ pub fn chunks(seqs: &[Sequence], window: usize) -> Vec<&[Frame]> {
 }
 
 /// Device buffers of one batch and the loss's outputs, grown as needed.
-struct Dev<B: RollOps> {
-    ids: B::Ids,
-    y: B::Buf,
-    w: B::Buf,
-    dlogits: B::Buf,
-    stats: B::Buf,
+pub struct Dev<B: RollOps> {
+    pub ids: B::Ids,
+    pub y: B::Buf,
+    pub w: B::Buf,
+    pub dlogits: B::Buf,
+    pub stats: B::Buf,
     cap_ids: usize,
     cap_rows: usize,
 }
 
 impl<B: RollOps> Dev<B> {
-    fn new(b: &B) -> Self {
+    pub fn new(b: &B) -> Self {
         // Room for one row: 88 targets and logit gradients (a batch of one 2-frame sequence).
         Dev { ids: b.alloc_ids(1), y: b.alloc(KEYS), w: b.alloc(1), dlogits: b.alloc(KEYS), stats: b.alloc_f32(1), cap_ids: 1, cap_rows: 1 }
     }
 
-    fn upload(&mut self, b: &B, batch: &Batch) {
+    /// Write `batch` into the buffers (grown first when it does not fit).
+    pub fn upload(&mut self, b: &B, batch: &Batch) {
         let n = batch.batch * batch.time;
         if batch.ids.len() > self.cap_ids {
             self.cap_ids = batch.ids.len();
@@ -351,147 +347,4 @@ pub fn init_output_bias<B: RollOps>(b: &B, model: &mut dyn RollModel<B>, train: 
     let last = model.params_mut().pop().expect("a model has parameters");
     assert_eq!(last.value.len(), KEYS, "the last parameter is the output bias");
     last.value.set(b, &bias);
-}
-
-/// What [`train`] returns.
-#[derive(Clone, Debug)]
-pub struct TrainSummary {
-    pub best_epoch: usize,
-    pub best_valid: f64,
-    pub epochs_run: usize,
-    pub seconds: f64,
-    pub params: usize,
-}
-
-/// Train a piano-roll model on `train`, choosing the best epoch on `valid` (its NLL per frame),
-/// writing `best.safetensors`, `last.safetensors` and `metrics.csv` into `out`. Progress lines go
-/// to `log`.
-#[allow(clippy::too_many_arguments)]
-pub fn train<B: RollOps + 'static>(
-    b: &B,
-    cfg: &RollConfig,
-    s: &RollTrainSettings,
-    train: &[Sequence],
-    valid: &[Sequence],
-    frame_quarters: f64,
-    data: &str,
-    out: &Path,
-    log: &mut dyn Write,
-) -> Result<TrainSummary, String> {
-    train_headed(b, cfg, RollHead::Sigmoid, s, train, valid, frame_quarters, data, out, log)
-}
-
-/// [`train`] with the output head `head` (issue 27).
-#[allow(clippy::too_many_arguments)]
-pub fn train_headed<B: RollOps + 'static>(
-    b: &B,
-    cfg: &RollConfig,
-    head: RollHead,
-    s: &RollTrainSettings,
-    train: &[Sequence],
-    valid: &[Sequence],
-    frame_quarters: f64,
-    data: &str,
-    out: &Path,
-    log: &mut dyn Write,
-) -> Result<TrainSummary, String> {
-    let t0 = Instant::now();
-    let items = chunks(train, s.window);
-    if items.is_empty() {
-        return Err(format!("{data}: no training sequence has two frames"));
-    }
-    // The epochs are chosen by their validation NLL: without a predicted validation frame it is
-    // NaN, and no epoch would ever be the best.
-    if !valid.iter().any(|v| v.len() >= 2) {
-        return Err(format!(
-            "{data}: no validation sequence has two frames ({} sequences): nothing to choose the best epoch on",
-            valid.len()
-        ));
-    }
-    let longest_valid = valid.iter().map(|v| v.len().saturating_sub(1)).max().unwrap_or(1);
-    let capacity = (s.batch * s.window).max(longest_valid).max(1);
-    let mut rng = Rng::new(s.seed);
-    let mut model = build_headed(b, cfg, head, capacity, &mut rng);
-    init_output_bias(b, model.as_mut(), train);
-    let hp = AdamParams { lr: s.lr, weight_decay: s.weight_decay, ..AdamParams::default() };
-    let mut adam = Adam::new(b, model.params(), hp, s.clip);
-    adam.decoupled_decay = s.adamw_decay;
-    let steps_per_epoch = items.len().div_ceil(s.batch) as u64;
-    let total = steps_per_epoch * s.epochs as u64;
-    let mut dev = Dev::new(b);
-    let mut meta = RollMeta {
-        mode: MODE.into(),
-        config: cfg.clone(),
-        settings: s.clone(),
-        frame_quarters,
-        data: data.to_string(),
-        epoch: 0,
-        valid_nll: None,
-        params: cfg.n_params() + head.extra_params(cfg),
-        head,
-    };
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut metrics = MetricsLog::new(&out.join("metrics.csv"), &ROLL_COLUMNS);
-    // Best epoch and early stopping: the token loop's rule (Progress::record_validation).
-    let (mut progress, mut best_epoch) = (Progress::default(), 0);
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    let mut step = 0u64;
-    let mut epochs_run = 0;
-    for epoch in 1..=s.epochs {
-        let mut shuffle = Rng::new(s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        shuffle.shuffle(&mut order);
-        let (mut loss, mut rows) = (0.0f64, 0usize);
-        let mut lr = s.lr;
-        for group in order.chunks(s.batch) {
-            step += 1;
-            let picked: Vec<&[Frame]> = group.iter().map(|&i| items[i]).collect();
-            let span = 2 * s.transpose as usize + 1;
-            let shifts: Vec<i32> = picked.iter().map(|_| shuffle.below(span) as i32 - s.transpose as i32).collect();
-            let batch = make_batch_shifted(&picked, &shifts);
-            let n = batch.batch * batch.time;
-            dev.upload(b, &batch);
-            lr = lr_at(s.lr_schedule, s.lr, s.min_lr, s.warmup_steps, total, step);
-            adam.hp.lr = lr;
-            zero_grads(b, model.params_mut());
-            model.set_dropout((s.dropout > 0.0).then_some(Dropout { p: s.dropout, seed: s.seed, step }));
-            model.forward(b, &dev.ids, batch.slots, batch.batch, batch.time);
-            model.loss(b, &dev.y, &dev.w, &mut dev.dlogits, &mut dev.stats, Bce { n, k: KEYS, grad_scale: 1.0 / batch.rows as f32 });
-            model.backward(b, &dev.ids, batch.slots, &dev.dlogits, batch.batch, batch.time);
-            adam.step(b, model.params_mut());
-            let st = b.read(&dev.stats, n);
-            loss += st.iter().map(|&v| v as f64).sum::<f64>();
-            rows += batch.rows;
-        }
-        model.set_dropout(None);
-        let train_nll = loss / rows.max(1) as f64;
-        if !train_nll.is_finite() {
-            return Err(format!("training diverged at epoch {epoch} (NLL {train_nll}): lower --lr or keep --clip"));
-        }
-        let v = evaluate(b, model.as_mut(), valid);
-        let secs = t0.elapsed().as_secs_f64();
-        epochs_run = epoch;
-        meta.epoch = epoch;
-        meta.valid_nll = Some(v.nll_per_frame);
-        let better = progress.record_validation(Some(v.nll_per_frame));
-        writeln!(
-            log,
-            "epoch {epoch}/{}  train {train_nll:.4}  valid {:.4} nats/frame  accuracy {:.3}  lr {lr:.2e}  {secs:.0} s{}",
-            s.epochs,
-            v.nll_per_frame,
-            v.accuracy,
-            if better { "  (best)" } else { "" }
-        )
-        .ok();
-        let fields = [epoch.to_string(), train_nll.to_string(), v.nll_per_frame.to_string(), v.accuracy.to_string(), lr.to_string(), format!("{secs:.1}")];
-        metrics.push(fields.to_vec())?;
-        save(b, model.as_ref(), &meta, &out.join("last.safetensors"))?;
-        if better {
-            best_epoch = epoch;
-            save(b, model.as_ref(), &meta, &out.join("best.safetensors"))?;
-        } else if progress.stopped(s.patience) {
-            writeln!(log, "no better valid NLL for {} epochs: stopping", s.patience).ok();
-            break;
-        }
-    }
-    Ok(TrainSummary { best_epoch, best_valid: progress.best_val_loss, epochs_run, seconds: t0.elapsed().as_secs_f64(), params: meta.params })
 }

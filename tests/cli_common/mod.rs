@@ -239,3 +239,19 @@ pub fn random_roll_split(rng: &mut etude::rng::Rng, n: usize) -> Vec<etude::data
         })
         .collect()
 }
+
+/// `count` small two-voice MIDI files `p0.mid`, `p1.mid`, … in the folder `dir` (made when
+/// missing): 16 eighth notes over a held upper voice, piece `i` a semitone above piece `i - 1`.
+pub fn write_toy_midi(dir: &Path, count: u8) {
+    use etude::music::midi::{write_midi, Note, WriteOptions};
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..count {
+        let notes: Vec<Note> = (0..16)
+            .flat_map(|j| {
+                let t = j as f64 * 0.5;
+                [Note::new(48 + (j % 5) as u8 + i, t, t + 0.5, 80), Note::new(64 + (j % 3) as u8, t, t + 1.0, 80)]
+            })
+            .collect();
+        std::fs::write(dir.join(format!("p{i}.mid")), write_midi(&notes, &WriteOptions::default())).unwrap();
+    }
+}
