@@ -1,5 +1,6 @@
 //! Subcommands of the `etude` binary, one file each: argument struct (clap derive) and `run`.
 
+pub mod after_run;
 pub mod backend;
 pub mod bench;
 pub mod compose;
