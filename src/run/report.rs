@@ -142,18 +142,39 @@ struct CheckpointFacts {
     params: Option<u64>,
 }
 
-/// The run's checkpoint (`last.safetensors`, else `best.safetensors`), read and checked by
-/// [`Checkpoint::load`]; `meta` given by a caller that holds it wins over the file's.
-fn checkpoint_facts(run: &Path, meta: Option<&Value>) -> Option<CheckpointFacts> {
-    let ck = ["last.safetensors", "best.safetensors"].iter().find_map(|f| Checkpoint::load(&run.join(f)).ok());
-    // The model's tensors only: the Adam moments stored beside them are not parameters.
-    let is_param = |name: &str| !name.starts_with(EXP_AVG) && !name.starts_with(EXP_AVG_SQ);
-    let params = ck.as_ref().map(|c| c.tensors.iter().filter(|t| is_param(&t.name)).map(|t| t.shape.iter().product::<usize>() as u64).sum());
-    match (meta, ck) {
-        (Some(m), _) => Some(CheckpointFacts { meta: m.clone(), params }),
-        (None, Some(c)) => Some(CheckpointFacts { meta: c.meta, params }),
-        (None, None) => None,
+/// The model's parameter count from a checkpoint file's safetensors header alone (its first 8
+/// bytes give the header's length; the header's JSON gives each tensor's shape), leaving out the
+/// Adam moments stored beside the model: the tensors are not read, and a run that just wrote the
+/// file does not read it again.
+fn header_params(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on a header (100 MB).
+    if n > 100_000_000 {
+        return None;
     }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: Value = serde_json::from_slice(&header).ok()?;
+    let is_param = |name: &str| name != "__metadata__" && !name.starts_with(EXP_AVG) && !name.starts_with(EXP_AVG_SQ);
+    let shapes = v.as_object()?.iter().filter(|(k, _)| is_param(k)).map(|(_, t)| t.get("shape")?.as_array()?.iter().map(Value::as_u64).product::<Option<u64>>());
+    shapes.sum()
+}
+
+/// The run's checkpoint (`last.safetensors`, else `best.safetensors`): its metadata, read and
+/// checked by [`Checkpoint::load`] unless a caller that holds it gives `meta`, and its parameter
+/// count from the header ([`header_params`]).
+fn checkpoint_facts(run: &Path, meta: Option<&Value>) -> Option<CheckpointFacts> {
+    let files = ["last.safetensors", "best.safetensors"].map(|f| run.join(f));
+    let params = files.iter().find_map(|f| header_params(f));
+    let meta = match meta {
+        Some(m) => m.clone(),
+        None => files.iter().find_map(|f| Checkpoint::load(f).ok())?.meta,
+    };
+    Some(CheckpointFacts { meta, params })
 }
 
 /// `1234567` as `1,234,567`.
