@@ -112,14 +112,19 @@ pub fn snapshot<B: Backend>(b: &B, model: &AnyModel<B>, adam: &Adam<B>) -> Vec<H
     out
 }
 
-/// Set `adam`'s moments from a checkpoint's `optimizer.exp_avg(_sq).*` tensors (resume).
-pub fn restore_adam<B: Backend>(b: &B, model: &AnyModel<B>, adam: &mut Adam<B>, ck: &Checkpoint, origin: &Path) -> Result<(), String> {
+/// Set `adam`'s moments, one per parameter of `names` (the model's order), from a checkpoint's
+/// `optimizer.exp_avg(_sq).<name>` tensors (resume, token and piano-roll runs alike): each must be
+/// there, of its moment's shape, and finite.
+pub fn restore_adam<B: Backend>(b: &B, names: &[String], adam: &mut Adam<B>, ck: &Checkpoint, origin: &str) -> Result<(), String> {
     for (prefix, moments) in [(EXP_AVG, &mut adam.m), (EXP_AVG_SQ, &mut adam.v)] {
-        for (p, m) in model.params().iter().zip(moments.iter_mut()) {
-            let name = format!("{prefix}{}", p.name);
-            let t = ck.tensor(&name).ok_or_else(|| format!("{}: checkpoint has no {name} to resume from", origin.display()))?;
+        for (name, m) in names.iter().zip(moments.iter_mut()) {
+            let name = format!("{prefix}{name}");
+            let t = ck.tensor(&name).ok_or_else(|| format!("{origin}: checkpoint has no {name} to resume from"))?;
             if t.shape != m.shape {
-                return Err(format!("{}: {name} has shape {:?}, expected {:?}", origin.display(), t.shape, m.shape));
+                return Err(format!("{origin}: {name} has shape {:?}, expected {:?}", t.shape, m.shape));
+            }
+            if t.data.iter().any(|v| !v.is_finite()) {
+                return Err(format!("{origin}: damaged state ({name} holds non-finite values)"));
             }
             m.set(b, &t.data);
         }

@@ -330,12 +330,7 @@ pub fn train_roll<B: RollOps + 'static>(b: &B, start: RollStart, data: &RollData
         restore(b, model.as_mut(), checkpoint, &origin)?;
         let mut adam = Adam::new(b, model.params(), hp, s.clip);
         let params: Vec<String> = model.params().iter().map(|p| p.name.clone()).collect();
-        for (prefix, moments) in [(EXP_AVG, &mut adam.m), (EXP_AVG_SQ, &mut adam.v)] {
-            for (name, m) in params.iter().zip(moments.iter_mut()) {
-                let t = tensor(checkpoint, &format!("{prefix}{name}"), &m.shape, &origin)?;
-                m.set(b, &t.data);
-            }
-        }
+        crate::run::restore_adam(b, &params, &mut adam, checkpoint, &origin)?;
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
         schedule_steps = state.schedule_steps;
         adam

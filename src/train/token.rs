@@ -176,7 +176,8 @@ pub fn train_from<B: Backend>(b: &B, opts: &TrainOptions, resumed: Option<Loaded
     let mut progress = Progress::default();
     let mut last_meta = resumed.as_ref().map(|l| l.checkpoint.meta.clone());
     if let Some(l) = &resumed {
-        restore_adam(b, &model, &mut adam, &l.checkpoint, &last_path)?;
+        let names: Vec<String> = model.params().iter().map(|p| p.name.clone()).collect();
+        restore_adam(b, &names, &mut adam, &l.checkpoint, &last_path.display().to_string())?;
         progress = l.meta.progress.clone();
         adam.step = u32::try_from(progress.step).map_err(|_| "step count too large".to_string())?;
     }
