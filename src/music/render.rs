@@ -261,8 +261,10 @@ fn render_blocks(notes: &[PlayNote], pedals: &[PlayPedal], voice: &Voice, sample
     }
 }
 
-fn last_end(notes: &[PlayNote]) -> f64 {
-    notes.iter().map(|n| n.end).fold(0.0, f64::max)
+/// When the last note ends or the last pedal change comes, in seconds (the built-in voice has no
+/// pedal changes).
+fn last_end(notes: &[PlayNote], pedals: &[PlayPedal]) -> f64 {
+    notes.iter().map(|n| n.end).chain(pedals.iter().map(|p| p.time)).fold(0.0, f64::max)
 }
 
 fn render_soundfont(notes: &[PlayNote], pedals: &[PlayPedal], font: &Arc<SoundFont>, sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
@@ -282,7 +284,7 @@ fn render_soundfont(notes: &[PlayNote], pedals: &[PlayPedal], font: &Arc<SoundFo
         events.push((at(p.time), 1, i));
     }
     events.sort();
-    let end = at(last_end(notes)).max(pedals.iter().map(|p| at(p.time)).max().unwrap_or(0));
+    let end = at(last_end(notes, pedals));
     let (mut l, mut r) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
     // Render up to frame `to` in blocks (the synthesizer streams: how its output is cut does not
     // change it).
@@ -361,7 +363,7 @@ struct Sounding {
 /// are kept, not their samples.
 fn render_builtin(notes: &[PlayNote], sample_rate: u32, sink: &mut Sink) -> Result<usize, String> {
     let sr = sample_rate as f64;
-    let total = ((last_end(notes) + BUILTIN_RELEASE_SECONDS) * sr).ceil() as usize;
+    let total = ((last_end(notes, &[]) + BUILTIN_RELEASE_SECONDS) * sr).ceil() as usize;
     let release = (BUILTIN_RELEASE_SECONDS * sr) as usize;
     let attack = (0.005 * sr).max(1.0);
     let start_of = |n: &PlayNote| (n.start.max(0.0) * sr).round() as usize;
@@ -482,12 +484,13 @@ fn wav_header(sample_rate: u32, frames: u64) -> [u8; 44] {
 pub fn render_file(midi: &Path, out: &Path, voice: &Voice, sample_rate: u32) -> Result<f64, String> {
     check_rate(sample_rate)?;
     let (notes, pedals) = read_performance(midi, voice)?;
-    let longest = (last_end(&notes).max(pedals.last().map_or(0.0, |p| p.time)) + MAX_TAIL_SECONDS.max(BUILTIN_RELEASE_SECONDS)) * sample_rate as f64;
+    let end = last_end(&notes, &pedals);
+    let longest = (end + MAX_TAIL_SECONDS.max(BUILTIN_RELEASE_SECONDS)) * sample_rate as f64;
     if longest.ceil() > MAX_WAV_FRAMES as f64 {
         return Err(format!(
             "{}: {:.1} hours of audio, more than a WAV file holds at {sample_rate} Hz ({:.1} hours); a lower --sample-rate holds more",
             midi.display(),
-            last_end(&notes) / 3600.0,
+            end / 3600.0,
             MAX_WAV_FRAMES as f64 / sample_rate as f64 / 3600.0
         ));
     }
