@@ -29,6 +29,28 @@ pub const EXP_AVG_SQ: &str = "optimizer.exp_avg_sq.";
 /// The metadata key of the checksum.
 pub const CHECKSUM: &str = "checksum";
 
+/// The model's parameter count from a checkpoint file's safetensors header alone (its first 8
+/// bytes give the header's length; the header's JSON gives each tensor's shape), leaving out the
+/// Adam moments stored beside the model: the tensors are not read, and a run that just wrote the
+/// file does not read it again.
+pub fn parameters_in_header(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on a header (100 MB).
+    if n > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let is_param = |name: &str| name != "__metadata__" && !name.starts_with(EXP_AVG) && !name.starts_with(EXP_AVG_SQ);
+    let shapes = v.as_object()?.iter().filter(|(k, _)| is_param(k)).map(|(_, t)| t.get("shape")?.as_array()?.iter().map(serde_json::Value::as_u64).product::<Option<u64>>());
+    shapes.sum()
+}
+
 /// `crc32:XXXXXXXX` over what a checkpoint holds: the format tag, the metadata JSON text (as
 /// stored) and every tensor's name, shape and little-endian bytes, by name (safetensors lays the
 /// tensors out in its own order), each part prefixed by its length so that no two different

@@ -10,7 +10,7 @@
 //! page is written through a temp file + rename; training rewrites it after every epoch and
 //! `etude report RUN` rebuilds it (drawing and rendering what is missing first).
 
-use crate::run::checkpoint::{Checkpoint, EXP_AVG, EXP_AVG_SQ};
+use crate::run::checkpoint::{parameters_in_header, Checkpoint};
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -98,27 +98,39 @@ pub fn pieces(run: &Path) -> Vec<PathBuf> {
 /// Most fields shown from one JSON file.
 const MAX_ROWS: usize = 300;
 
-fn json_section(run: &Path, file: &str, title: &str, absent: &str) -> String {
-    let path = run.join(file);
+/// A JSON file of the run, read once: `None` when it is not there, else its value or why it is
+/// not valid JSON.
+type RunJson = Option<Result<Value, String>>;
+
+fn read_run_json(run: &Path, file: &str) -> RunJson {
+    let text = std::fs::read_to_string(run.join(file)).ok()?;
+    Some(serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()))
+}
+
+/// The valid value of a run's JSON file, if any.
+fn valid(j: &RunJson) -> Option<&Value> {
+    j.as_ref().and_then(|r| r.as_ref().ok())
+}
+
+/// Every field of the run's JSON file `file` (read as `json`) as a table under `title`.
+fn json_section(file: &str, json: &RunJson, title: &str, absent: &str) -> String {
     let mut s = format!("<h2>{}</h2>\n", esc(title));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str::<Value>(&text) {
-            Ok(v) => {
-                let mut rows = Vec::new();
-                flatten("", &v, &mut rows);
-                if rows.len() > MAX_ROWS {
-                    let more = rows.len() - MAX_ROWS;
-                    rows.truncate(MAX_ROWS);
-                    rows.push(("...".into(), format!("{more} more fields in {file}")));
-                }
-                let _ = writeln!(s, "<p class=\"note\">from {}</p>", esc(file));
-                s.push_str(&table(&rows));
+    match json {
+        Some(Ok(v)) => {
+            let mut rows = Vec::new();
+            flatten("", v, &mut rows);
+            if rows.len() > MAX_ROWS {
+                let more = rows.len() - MAX_ROWS;
+                rows.truncate(MAX_ROWS);
+                rows.push(("...".into(), format!("{more} more fields in {file}")));
             }
-            Err(e) => {
-                let _ = writeln!(s, "<p class=\"note\">{} is not valid JSON: {}</p>", esc(file), esc(&e.to_string()));
-            }
-        },
-        Err(_) => {
+            let _ = writeln!(s, "<p class=\"note\">from {}</p>", esc(file));
+            s.push_str(&table(&rows));
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(s, "<p class=\"note\">{} is not valid JSON: {}</p>", esc(file), esc(e));
+        }
+        None => {
             let _ = writeln!(s, "<p class=\"note\">{}</p>", esc(absent));
         }
     }
@@ -142,34 +154,12 @@ struct CheckpointFacts {
     params: Option<u64>,
 }
 
-/// The model's parameter count from a checkpoint file's safetensors header alone (its first 8
-/// bytes give the header's length; the header's JSON gives each tensor's shape), leaving out the
-/// Adam moments stored beside the model: the tensors are not read, and a run that just wrote the
-/// file does not read it again.
-fn header_params(path: &Path) -> Option<u64> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).ok()?;
-    let n = u64::from_le_bytes(len);
-    // safetensors' own bound on a header (100 MB).
-    if n > 100_000_000 {
-        return None;
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).ok()?;
-    let v: Value = serde_json::from_slice(&header).ok()?;
-    let is_param = |name: &str| name != "__metadata__" && !name.starts_with(EXP_AVG) && !name.starts_with(EXP_AVG_SQ);
-    let shapes = v.as_object()?.iter().filter(|(k, _)| is_param(k)).map(|(_, t)| t.get("shape")?.as_array()?.iter().map(Value::as_u64).product::<Option<u64>>());
-    shapes.sum()
-}
-
 /// The run's checkpoint (`last.safetensors`, else `best.safetensors`): its metadata, read and
 /// checked by [`Checkpoint::load`] unless a caller that holds it gives `meta`, and its parameter
-/// count from the header ([`header_params`]).
+/// count from the header ([`parameters_in_header`]).
 fn checkpoint_facts(run: &Path, meta: Option<&Value>) -> Option<CheckpointFacts> {
     let files = ["last.safetensors", "best.safetensors"].map(|f| run.join(f));
-    let params = files.iter().find_map(|f| header_params(f));
+    let params = files.iter().find_map(|f| parameters_in_header(f));
     let meta = match meta {
         Some(m) => m.clone(),
         None => files.iter().find_map(|f| Checkpoint::load(f).ok())?.meta,
@@ -224,11 +214,6 @@ fn column(header: &[String], name: &str) -> Option<usize> {
     header.iter().position(|h| h == name)
 }
 
-/// One JSON file of the run, when it is there and valid.
-fn read_json(run: &Path, file: &str) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(run.join(file)).ok()?).ok()
-}
-
 fn num(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64).filter(|x| x.is_finite())
 }
@@ -240,7 +225,7 @@ fn fixed(x: Option<f64>, places: usize) -> String {
 /// The headline: model, size, data, epochs and minutes in a line; then the figures that say how
 /// good the run is: validation (best epoch, and the end-of-run scores of `baseline.json`) and
 /// held-out (`heldout.json`), each beside the best n-gram.
-fn headline(run: &Path, facts: Option<&CheckpointFacts>, metrics: Option<&[Vec<String>]>) -> String {
+fn headline(facts: Option<&CheckpointFacts>, metrics: Option<&[Vec<String>]>, baseline: &RunJson, heldout: &RunJson) -> String {
     let mut h = String::new();
     let mut parts = Vec::new();
     if let Some(f) = facts {
@@ -290,8 +275,8 @@ fn headline(run: &Path, facts: Option<&CheckpointFacts>, metrics: Option<&[Vec<S
     if let Some((epoch, v, _)) = &best {
         lines.push([format!("validation, best epoch ({epoch})"), format!("{v:.4}"), "-".into(), "-".into(), "-".into()]);
     }
-    for (file, label) in [("baseline.json", "validation, end of run"), ("heldout.json", "held-out")] {
-        let Some(j) = read_json(run, file) else { continue };
+    for (json, label) in [(baseline, "validation, end of run"), (heldout, "held-out")] {
+        let Some(j) = valid(json) else { continue };
         let loss = num(j.get("loss"));
         if loss.is_none() {
             continue;
@@ -326,7 +311,7 @@ fn headline(run: &Path, facts: Option<&CheckpointFacts>, metrics: Option<&[Vec<S
         );
     }
     h.push_str("</table>\n");
-    if !run.join("heldout.json").is_file() {
+    if heldout.is_none() {
         h.push_str("<p class=\"note\">no held-out figures (etude eval --json on held-out pieces, saved as heldout.json, adds them)</p>\n");
     }
     h
@@ -473,7 +458,9 @@ pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String
         Some(rows) => Some(rows.to_vec()),
         None => crate::run::metrics::read_table(&run.join("metrics.csv")),
     };
-    h.push_str(&headline(run, facts.as_ref(), table.as_deref()));
+    // The run's JSON files, each read once.
+    let (stats, baseline, heldout) = (read_run_json(run, "stats.json"), read_run_json(run, "baseline.json"), read_run_json(run, "heldout.json"));
+    h.push_str(&headline(facts.as_ref(), table.as_deref(), &baseline, &heldout));
     if facts.is_none() {
         h.push_str("<p class=\"note\">no checkpoint yet (last.safetensors): settings unknown</p>\n");
     }
@@ -509,7 +496,7 @@ pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String
     }
     // Sample statistics.
     h.push_str("<h2>Sample statistics against the validation pieces</h2>\n");
-    match read_json(run, "stats.json").as_ref().and_then(stats_table) {
+    match valid(&stats).and_then(stats_table) {
         Some(t) => h.push_str(&t),
         None => h.push_str("<p class=\"note\">no comparison for this run (stats.json)</p>\n"),
     }
@@ -536,9 +523,9 @@ pub fn build_with(run: &Path, meta: Option<&Value>, metrics: Option<&[Vec<String
         None => h.push_str("<p class=\"note\">no checkpoint yet (last.safetensors): settings unknown</p>\n"),
     }
     h.push_str("</details>\n<details>\n<summary>Every figure of the run's files</summary>\n");
-    h.push_str(&json_section(run, "stats.json", "Sample statistics (stats.json)", "no statistics for this run (stats.json)"));
-    h.push_str(&json_section(run, "baseline.json", "n-gram baseline (baseline.json)", "no n-gram baseline for this run (baseline.json)"));
-    h.push_str(&json_section(run, "heldout.json", "Held-out figures (heldout.json)", "no held-out figures for this run (heldout.json)"));
+    h.push_str(&json_section("stats.json", &stats, "Sample statistics (stats.json)", "no statistics for this run (stats.json)"));
+    h.push_str(&json_section("baseline.json", &baseline, "n-gram baseline (baseline.json)", "no n-gram baseline for this run (baseline.json)"));
+    h.push_str(&json_section("heldout.json", &heldout, "Held-out figures (heldout.json)", "no held-out figures for this run (heldout.json)"));
     h.push_str("</details>\n");
     let _ = write!(h, "<p class=\"note\">written by etude {} from the files of {}</p>\n</body>\n</html>\n", env!("CARGO_PKG_VERSION"), esc(&run.display().to_string()));
     h
@@ -627,7 +614,7 @@ mod tests {
     /// title names the folder even when it is given as `.`.
     #[test]
     fn the_headline_counts_parameters_not_optimizer_moments() {
-        use crate::run::checkpoint::HostTensor;
+        use crate::run::checkpoint::{HostTensor, EXP_AVG, EXP_AVG_SQ};
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("my-run");
         std::fs::create_dir(&run).unwrap();
